@@ -1,0 +1,404 @@
+/*
+ * kiln-agent: PID 1 of a sandbox. It says "ready", takes one "run", starts
+ * the job, forwards its stdout and stderr as they come, and reports how it
+ * ended. One agent serves one job: the sandbox is thrown away after.
+ *
+ *   kiln-agent [--jail MOUNTPOINT] [--tmp-mb N] [--fd N]
+ *
+ * --jail builds the jail's root first (the worker cloned the namespaces);
+ * --fd names the channel to the worker (default 3).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "proto.h"
+
+static int chan = 3;
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Send one packed message; the worker being gone ends the agent. */
+static void send_msg(msgpack_sbuffer *sb)
+{
+    kiln_proto_finish(sb);
+    int r = write_all(chan, sb->data, sb->size);
+    msgpack_sbuffer_destroy(sb);
+    if (r < 0)
+        _exit(1);
+}
+
+static void send_error(const char *reason)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin(&sb, &pk);
+    msgpack_pack_map(&pk, 2);
+    kiln_mp_str(&pk, "t");
+    kiln_mp_str(&pk, "error");
+    kiln_mp_str(&pk, "reason");
+    kiln_mp_str(&pk, reason);
+    send_msg(&sb);
+}
+
+static void send_ready(void)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin(&sb, &pk);
+    msgpack_pack_map(&pk, 3);
+    kiln_mp_str(&pk, "t");
+    kiln_mp_str(&pk, "ready");
+    kiln_mp_str(&pk, "v");
+    msgpack_pack_int(&pk, KILN_PROTO_VERSION);
+    kiln_mp_str(&pk, "pid");
+    msgpack_pack_int(&pk, getpid());
+    send_msg(&sb);
+}
+
+static void send_out(int fd, const void *data, size_t len)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin(&sb, &pk);
+    msgpack_pack_map(&pk, 3);
+    kiln_mp_str(&pk, "t");
+    kiln_mp_str(&pk, "out");
+    kiln_mp_str(&pk, "fd");
+    msgpack_pack_int(&pk, fd);
+    kiln_mp_str(&pk, "data");
+    kiln_mp_bin(&pk, data, len);
+    send_msg(&sb);
+}
+
+static void send_exit(int status, int64_t wall_ms)
+{
+    struct rusage ru;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    getrusage(RUSAGE_CHILDREN, &ru); /* every process of the job, all reaped */
+    int64_t cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+                     (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+    kiln_proto_begin(&sb, &pk);
+    msgpack_pack_map(&pk, 6);
+    kiln_mp_str(&pk, "t");
+    kiln_mp_str(&pk, "exit");
+    kiln_mp_str(&pk, "code");
+    if (WIFEXITED(status))
+        msgpack_pack_int(&pk, WEXITSTATUS(status));
+    else
+        msgpack_pack_nil(&pk);
+    kiln_mp_str(&pk, "signal");
+    if (WIFSIGNALED(status))
+        msgpack_pack_int(&pk, WTERMSIG(status));
+    else
+        msgpack_pack_nil(&pk);
+    kiln_mp_str(&pk, "wall_ms");
+    msgpack_pack_int64(&pk, wall_ms);
+    kiln_mp_str(&pk, "cpu_ms");
+    msgpack_pack_int64(&pk, cpu_ms);
+    kiln_mp_str(&pk, "max_rss_kb");
+    msgpack_pack_int64(&pk, ru.ru_maxrss);
+    send_msg(&sb);
+}
+
+/* Block until one whole message has arrived; NULL on EOF or a bad stream. */
+static int read_msg(struct kiln_proto_reader *rd, msgpack_unpacked *u)
+{
+    for (;;) {
+        const void *msg;
+        size_t len, off = 0;
+        int r = kiln_proto_reader_next(rd, &msg, &len);
+        if (r < 0)
+            return r;
+        if (r == 1)
+            return msgpack_unpack_next(u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS ? 0 : -EPROTO;
+        char buf[65536];
+        ssize_t n = read(chan, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n == 0 ? -EPIPE : -errno;
+        if ((r = kiln_proto_reader_feed(rd, buf, (size_t)n)) < 0)
+            return r;
+    }
+}
+
+/* Turn an array of strings into a NULL-terminated vector. */
+static char **strv(const msgpack_object *o)
+{
+    if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY)
+        return NULL;
+    char **v = calloc(o->via.array.size + 1, sizeof(char *));
+    for (uint32_t i = 0; v != NULL && i < o->via.array.size; i++)
+        if ((v[i] = kiln_mp_strdup(&o->via.array.ptr[i])) == NULL)
+            return NULL; /* the agent exits soon after: no need to free */
+    return v;
+}
+
+static int parse_run(const msgpack_object *m, struct kiln_exec_spec *spec,
+                     const char **stdin_data, size_t *stdin_len)
+{
+    const msgpack_object *o;
+    memset(spec, 0, sizeof(*spec));
+    if ((spec->argv = strv(kiln_mp_get(m, "argv"))) == NULL || spec->argv[0] == NULL)
+        return -EINVAL;
+    if ((spec->env = strv(kiln_mp_get(m, "env"))) == NULL)
+        return -EINVAL;
+    spec->cwd = "/work";
+    if ((o = kiln_mp_get(m, "cwd")) != NULL && (spec->cwd = kiln_mp_strdup(o)) == NULL)
+        return -EINVAL;
+    if ((o = kiln_mp_get(m, "files")) != NULL && o->type == MSGPACK_OBJECT_ARRAY) {
+        spec->files = calloc(o->via.array.size + 1, sizeof(*spec->files));
+        if (spec->files == NULL)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            const msgpack_object *f = &o->via.array.ptr[i];
+            int64_t mode;
+            if (f->type != MSGPACK_OBJECT_ARRAY || f->via.array.size != 3 ||
+                f->via.array.ptr[1].type != MSGPACK_OBJECT_BIN ||
+                kiln_mp_int(&f->via.array.ptr[2], 0, 07777, &mode) < 0 ||
+                (spec->files[i].path = kiln_mp_strdup(&f->via.array.ptr[0])) == NULL)
+                return -EINVAL;
+            spec->files[i].data = f->via.array.ptr[1].via.bin.ptr;
+            spec->files[i].len = f->via.array.ptr[1].via.bin.size;
+            spec->files[i].mode = (unsigned)mode;
+            spec->nfiles++;
+        }
+    }
+    *stdin_data = NULL;
+    *stdin_len = 0;
+    if ((o = kiln_mp_get(m, "stdin")) != NULL && o->type == MSGPACK_OBJECT_BIN) {
+        *stdin_data = o->via.bin.ptr;
+        *stdin_len = o->via.bin.size;
+    }
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Stop every process of the job. As PID 1 of a pid namespace, kill(-1)
+ * reaches all of them and nothing outside; otherwise the job's group. */
+static void kill_job(pid_t child)
+{
+    if (getpid() == 1)
+        kill(-1, SIGKILL);
+    else
+        kill(-child, SIGKILL);
+}
+
+static int reap(pid_t child, int *status)
+{
+    int found = 0, st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+        if (p == child) {
+            *status = st;
+            found = 1;
+        }
+    return found;
+}
+
+/* Run one job to its end. Returns the process exit status to report. */
+static void run(const struct kiln_exec_spec *spec, const char *in, size_t in_len)
+{
+    int inp[2], outp[2], errp[2], stp[2];
+    sigset_t mask;
+    char buf[KILN_PROTO_CHUNK];
+
+    if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 ||
+        pipe2(errp, O_CLOEXEC) < 0 || pipe2(stp, O_CLOEXEC) < 0) {
+        send_error("agent: pipe failed");
+        return;
+    }
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    int64_t t0 = now_ms();
+    pid_t child = fork();
+    if (child < 0) {
+        send_error("agent: fork failed");
+        return;
+    }
+    if (child == 0) {
+        sigprocmask(SIG_UNBLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        kiln_exec_child(spec, inp[0], outp[1], errp[1], stp[1]);
+    }
+    close(inp[0]);
+    close(outp[1]);
+    close(errp[1]);
+    close(stp[1]);
+
+    /* EOF on the status pipe: execve succeeded. Anything else: why not. */
+    char why[512];
+    ssize_t n;
+    while ((n = read(stp[0], why, sizeof(why) - 1)) < 0 && errno == EINTR)
+        ;
+    close(stp[0]);
+    if (n > 0) {
+        why[n] = '\0';
+        char reason[600];
+        snprintf(reason, sizeof(reason), "could not start the job: %s", why);
+        kill_job(child);
+        send_error(reason);
+        return;
+    }
+
+    fcntl(inp[1], F_SETFL, O_NONBLOCK);
+    if (in_len == 0) {
+        close(inp[1]);
+        inp[1] = -1;
+    }
+    int status = 0, exited = 0;
+    struct pollfd pf[5];
+    for (;;) {
+        /* 0: worker, 1: stdout, 2: stderr, 3: stdin, 4: children */
+        pf[0] = (struct pollfd){chan, POLLIN, 0};
+        pf[1] = (struct pollfd){outp[0], POLLIN, 0};
+        pf[2] = (struct pollfd){errp[0], POLLIN, 0};
+        pf[3] = (struct pollfd){inp[1], POLLOUT, 0};
+        pf[4] = (struct pollfd){sfd, POLLIN, 0};
+        if (outp[0] < 0 && errp[0] < 0 && exited)
+            break;
+        if (poll(pf, 5, -1) < 0 && errno != EINTR)
+            break;
+        if (pf[0].revents) {
+            /* The worker sends nothing mid-run but "kill"; EOF means it is
+             * gone. Either way the job ends now. */
+            n = read(chan, buf, sizeof(buf));
+            if (n <= 0)
+                _exit(1);
+            kill_job(child);
+        }
+        for (int i = 1; i <= 2; i++) {
+            int *fd = i == 1 ? &outp[0] : &errp[0];
+            if (*fd < 0 || !pf[i].revents)
+                continue;
+            n = read(*fd, buf, sizeof(buf));
+            if (n > 0) {
+                send_out(i, buf, (size_t)n);
+            } else if (n == 0 || errno != EINTR) {
+                close(*fd);
+                *fd = -1;
+            }
+        }
+        if (inp[1] >= 0 && pf[3].revents) {
+            n = write(inp[1], in, in_len);
+            if (n > 0) {
+                in += n;
+                in_len -= (size_t)n;
+            }
+            if (in_len == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                close(inp[1]);
+                inp[1] = -1;
+            }
+        }
+        if (pf[4].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) > 0)
+                ;
+            if (!exited && reap(child, &status)) {
+                exited = 1;
+                /* The job is its main process: when it ends, so does
+                 * everything it left behind, and its pipes reach EOF. */
+                kill_job(child);
+            }
+        }
+    }
+    int64_t wall = now_ms() - t0;
+    if (inp[1] >= 0)
+        close(inp[1]);
+    while (waitpid(-1, NULL, 0) > 0) /* the stragglers kill_job() ended */
+        ;
+    send_exit(status, wall);
+}
+
+int main(int argc, char **argv)
+{
+    const char *jail = NULL;
+    unsigned tmp_mb = 256;
+    struct kiln_proto_reader rd;
+    msgpack_unpacked u;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--jail") == 0 && i + 1 < argc)
+            jail = argv[++i];
+        else if (strcmp(argv[i], "--tmp-mb") == 0 && i + 1 < argc)
+            tmp_mb = (unsigned)atoi(argv[++i]);
+        else if (strcmp(argv[i], "--fd") == 0 && i + 1 < argc)
+            chan = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: kiln-agent [--jail MOUNTPOINT] [--tmp-mb N] [--fd N]\n");
+            return 2;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0 && devnull != 0)
+        dup2(devnull, 0);
+    if (jail != NULL) {
+        char err[512];
+        if (kiln_jail_enter(jail, tmp_mb, err, sizeof(err)) < 0) {
+            send_error(err);
+            return 1;
+        }
+    }
+    send_ready();
+
+    kiln_proto_reader_init(&rd, KILN_PROTO_MAX_MSG);
+    msgpack_unpacked_init(&u);
+    for (;;) {
+        int r = read_msg(&rd, &u);
+        if (r < 0)
+            return r == -EPIPE ? 0 : 1;
+        const msgpack_object *t = kiln_mp_get(&u.data, "t");
+        if (t == NULL || kiln_mp_streq(t, "kill"))
+            return 0;
+        if (!kiln_mp_streq(t, "run"))
+            continue;
+        struct kiln_exec_spec spec;
+        const char *in;
+        size_t in_len;
+        if (parse_run(&u.data, &spec, &in, &in_len) < 0) {
+            send_error("agent: malformed run message");
+            return 1;
+        }
+        run(&spec, in, in_len);
+        /* single use: wait for the worker to hang up or say kill */
+        while (read_msg(&rd, &u) == 0)
+            ;
+        return 0;
+    }
+}

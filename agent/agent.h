@@ -1,0 +1,41 @@
+/* kiln-agent internals: PID 1 of a sandbox. */
+#ifndef KILN_AGENT_H
+#define KILN_AGENT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* The unprivileged identity a job runs as inside every sandbox. */
+#define KILN_JOB_UID 1000
+#define KILN_JOB_GID 1000
+
+struct kiln_exec_file {
+    char *path;
+    const void *data;
+    size_t len;
+    unsigned mode;
+};
+
+/* What one run needs; pointers are borrowed from the run message. */
+struct kiln_exec_spec {
+    char **argv;
+    char **env;
+    const char *cwd;
+    struct kiln_exec_file *files;
+    size_t nfiles;
+};
+
+/* jail.c: inside fresh namespaces, build the sandbox's root at `mnt` and
+ * pivot into it. Returns 0, or -1 with the failed step in `err`. */
+int kiln_jail_enter(const char *mnt, unsigned tmp_mb, char *err, size_t errlen);
+
+/* seccomp.c: load the job's syscall filter. Returns 0 or a negative errno. */
+int kiln_seccomp_apply(void);
+
+/* exec.c: in a forked child, confine and exec the job. Never returns: on
+ * failure it writes "step: error" to `status_fd` and exits 127. */
+__attribute__((noreturn))
+void kiln_exec_child(const struct kiln_exec_spec *spec, int in_fd, int out_fd,
+                     int err_fd, int status_fd);
+
+#endif

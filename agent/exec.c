@@ -1,0 +1,127 @@
+/*
+ * The job's process, between fork and execve: the last steps of
+ * confinement, in order. Everything here runs in a fresh child of the
+ * agent; on any failure the step and its error go to `status_fd` and the
+ * child exits 127, which the agent reports.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+extern char **environ;
+
+__attribute__((noreturn))
+static void die(const char *step, const char *arg, int err)
+{
+    dprintf(3, "%s%s%s: %s", step, arg ? " " : "", arg ? arg : "", strerror(err));
+    _exit(127);
+}
+
+static void wire_stdio(int in_fd, int out_fd, int err_fd, int status_fd)
+{
+    /* status first, to fd 3, out of the way of 0-2 */
+    if (dup2(status_fd, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
+        _exit(127);
+    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
+        die("dup2", NULL, errno);
+    /* nothing else the agent holds reaches the job */
+    if (syscall(SYS_close_range, 4, ~0U, 0) < 0)
+        die("close_range", NULL, errno);
+}
+
+/* Root inside the sandbox becomes the job's unprivileged uid, with no
+ * capabilities left, not even in the bounding set. */
+static void drop_privileges(void)
+{
+    if (getuid() != 0)
+        return; /* already unprivileged (agent started as a plain user) */
+    for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            die("drop capability", NULL, errno);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        die("clear ambient capabilities", NULL, errno);
+    if (setgroups(0, NULL) < 0)
+        die("setgroups", NULL, errno);
+    if (setresgid(KILN_JOB_GID, KILN_JOB_GID, KILN_JOB_GID) < 0)
+        die("setresgid", NULL, errno);
+    if (setresuid(KILN_JOB_UID, KILN_JOB_UID, KILN_JOB_UID) < 0)
+        die("setresuid", NULL, errno);
+}
+
+/* Open `path` below `dirfd` only: no "..", no symlinks, no magic links. */
+static int open_beneath(int dirfd, const char *path, int flags, mode_t mode)
+{
+    struct open_how how = {
+        .flags = (unsigned long long)flags | O_CLOEXEC,
+        .mode = mode,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+static void write_files(const struct kiln_exec_spec *spec)
+{
+    int root = open(spec->cwd, O_DIRECTORY | O_PATH | O_CLOEXEC);
+    if (root < 0)
+        die("open", spec->cwd, errno);
+    for (size_t i = 0; i < spec->nfiles; i++) {
+        const struct kiln_exec_file *f = &spec->files[i];
+        char *p = f->path;
+        /* parents first: a/b/c.txt makes a and a/b */
+        for (char *s = strchr(p, '/'); s != NULL; s = strchr(s + 1, '/')) {
+            *s = '\0';
+            int d = open_beneath(root, p, O_DIRECTORY | O_PATH, 0);
+            if (d < 0 && errno == ENOENT && mkdirat(root, p, 0755) < 0)
+                die("mkdir", p, errno);
+            if (d >= 0)
+                close(d);
+            *s = '/';
+        }
+        int fd = open_beneath(root, p, O_WRONLY | O_CREAT | O_EXCL, f->mode ? f->mode : 0644);
+        if (fd < 0)
+            die("create", p, errno);
+        const char *b = f->data;
+        for (size_t left = f->len; left > 0;) {
+            ssize_t n = write(fd, b, left);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                die("write", p, errno);
+            b += n;
+            left -= (size_t)n;
+        }
+        close(fd);
+    }
+    close(root);
+}
+
+void kiln_exec_child(const struct kiln_exec_spec *spec, int in_fd, int out_fd,
+                     int err_fd, int status_fd)
+{
+    setsid();
+    wire_stdio(in_fd, out_fd, err_fd, status_fd);
+    drop_privileges();
+    umask(022);
+    if (chdir(spec->cwd) < 0)
+        die("chdir", spec->cwd, errno);
+    write_files(spec);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die("no_new_privs", NULL, errno);
+    int r = kiln_seccomp_apply();
+    if (r < 0)
+        die("seccomp", NULL, -r);
+    environ = spec->env;
+    execvp(spec->argv[0], spec->argv);
+    die("exec", spec->argv[0], errno);
+}

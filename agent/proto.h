@@ -1,0 +1,80 @@
+/*
+ * The agent protocol: how kiln-worker and kiln-agent talk over one stream
+ * (a socketpair for the jail, a virtio-serial port or vsock for microVMs).
+ *
+ * Each message is a 4-byte big-endian length followed by that many bytes of
+ * one msgpack map whose "t" key names the message:
+ *
+ *   agent -> worker   {t:"ready", v, pid}
+ *                     {t:"out", fd: 1|2, data: bin}
+ *                     {t:"exit", code, signal, wall_ms, cpu_ms, max_rss_kb}
+ *                     {t:"error", reason}
+ *   worker -> agent   {t:"run", argv:[str], env:[str], cwd:str,
+ *                      files:[[path, bin, mode]], stdin: bin|nil}
+ *                     {t:"kill"}
+ *
+ * Unknown keys are ignored, so either side may add fields.
+ */
+#ifndef KILN_PROTO_H
+#define KILN_PROTO_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KILN_PROTO_VERSION 1
+#define KILN_PROTO_HDR 4
+/* Largest message either side accepts; a run message carries the job's
+ * files, so this bounds the job size the worker may accept too. */
+#define KILN_PROTO_MAX_MSG (64u << 20)
+/* Output is read and forwarded in chunks of at most this many bytes. */
+#define KILN_PROTO_CHUNK (64u << 10)
+
+/*
+ * Incremental reader: feed it bytes as they arrive, take whole messages out.
+ * The buffer grows up to `max` plus one read; a header announcing more than
+ * `max` is an error.
+ */
+struct kiln_proto_reader {
+    unsigned char *buf;
+    size_t len;   /* bytes held */
+    size_t off;   /* bytes already handed out */
+    size_t cap;
+    size_t max;
+};
+
+void kiln_proto_reader_init(struct kiln_proto_reader *r, size_t max);
+void kiln_proto_reader_free(struct kiln_proto_reader *r);
+/* Copy `n` bytes in. Returns 0 or -ENOMEM. */
+int kiln_proto_reader_feed(struct kiln_proto_reader *r, const void *data, size_t n);
+/* Returns 1 with *msg and *len set to the next whole message (borrowed, valid
+ * until the next call on `r`), 0 when more bytes are needed, -EMSGSIZE when
+ * the next message is larger than `max`. */
+int kiln_proto_reader_next(struct kiln_proto_reader *r, const void **msg, size_t *len);
+
+/* Write the 4-byte header for a message of `len` bytes. */
+void kiln_proto_header(unsigned char hdr[KILN_PROTO_HDR], uint32_t len);
+
+/*
+ * A packer that leaves room for the header: pack the map into `sb` after
+ * kiln_proto_begin(), then kiln_proto_finish() fills in the length. The
+ * whole message is then sb->data[0 .. sb->size).
+ */
+void kiln_proto_begin(msgpack_sbuffer *sb, msgpack_packer *pk);
+void kiln_proto_finish(msgpack_sbuffer *sb);
+
+/* msgpack helpers shared by the worker and the agent. */
+void kiln_mp_str(msgpack_packer *pk, const char *s);
+void kiln_mp_strn(msgpack_packer *pk, const void *s, size_t n);
+void kiln_mp_bin(msgpack_packer *pk, const void *p, size_t n);
+/* Look up a string key in a map; NULL if absent or `map` is not a map. */
+const msgpack_object *kiln_mp_get(const msgpack_object *map, const char *key);
+/* 1 if `o` is a string equal to `s`. */
+int kiln_mp_streq(const msgpack_object *o, const char *s);
+/* Read an integer; returns 0, or -EINVAL if `o` is not an integer in range. */
+int kiln_mp_int(const msgpack_object *o, int64_t min, int64_t max, int64_t *out);
+/* A new NUL-terminated copy of a str or bin object, owned by the caller
+ * (free()); NULL if not a str, or if it holds a NUL byte. */
+char *kiln_mp_strdup(const msgpack_object *o);
+
+#endif

@@ -1,0 +1,280 @@
+/*
+ * The jail backend, host side. Like nsjail's subproc and Firecracker's
+ * jailer, the privileged steps happen here and stay small:
+ *
+ *   clone3(new user, mount, pid, net, ipc, uts namespaces, pidfd)
+ *     child:  wait on a pipe; become root of its namespace; exec kiln-agent
+ *     parent: write uid/gid maps (root inside = an unprivileged host uid),
+ *             release the child
+ *
+ * The agent then builds the jail from inside (agent/jail.c). The sandbox is
+ * watched through its pidfd; killing PID 1 of the pid namespace ends every
+ * process in it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+struct jail {
+    struct kiln_backend pub;
+    int agent_fd;             /* kiln-agent, opened once: exec'd by fd */
+    char mnt[512];            /* empty dir the jail's root is mounted on */
+    char tmp_mb[24];
+    char *argv[8];
+    char uid_map[64];
+};
+
+struct jail_sandbox {
+    struct kiln_sandbox pub;
+    pid_t pid;
+    int pidfd;
+    uv_poll_t poll;
+    int killed;
+};
+
+static int mkdirs(const char *path)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+static int write_text(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, text, strlen(text));
+    int r = n == (ssize_t)strlen(text) ? 0 : -errno;
+    close(fd);
+    return r;
+}
+
+/* The child between clone and exec: only async-signal-safe calls. */
+__attribute__((noreturn))
+static void child(struct jail *j, int sync_rd, int sync_wr, int chan)
+{
+    char c;
+    close(sync_wr);
+    if (read(sync_rd, &c, 1) != 1) /* the parent died, or refused us */
+        _exit(126);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() == 1)
+        _exit(126);
+    /* root of the new user namespace = the unprivileged host uid */
+    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        _exit(126);
+    if (chan == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(chan, 3) < 0)
+        _exit(126);
+    /* Nothing of the worker's (Redis sockets, other jails) survives exec. */
+    if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        _exit(126);
+    static char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+    syscall(SYS_execveat, j->agent_fd, "", j->argv, envp, AT_EMPTY_PATH);
+    _exit(127);
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_pidfd(uv_poll_t *h, int status, int events)
+{
+    struct jail_sandbox *sb = h->data;
+    siginfo_t info;
+    (void)status;
+    (void)events;
+    memset(&info, 0, sizeof(info));
+    long r = syscall(SYS_waitid, P_PIDFD, sb->pidfd, &info, WEXITED | WNOHANG, &sb->pub.ru);
+    if (r < 0 && errno != ECHILD)
+        return;
+    if (r == 0 && info.si_pid == 0)
+        return; /* not exited yet */
+    sb->pub.wstatus = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
+    uv_poll_stop(h);
+    close(sb->pidfd);
+    if (sb->pub.fd >= 0)
+        close(sb->pub.fd);
+    if (sb->pub.on_exit != NULL)
+        sb->pub.on_exit(&sb->pub);
+    uv_close((uv_handle_t *)h, on_poll_closed);
+}
+
+static void jail_kill(struct kiln_sandbox *pub)
+{
+    struct jail_sandbox *sb = (struct jail_sandbox *)pub;
+    if (!sb->killed)
+        syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
+    sb->killed = 1;
+}
+
+static int jail_spawn(struct kiln_backend *b, const char *profile, struct kiln_sandbox **out,
+                      char *err, size_t errlen)
+{
+    struct jail *j = (struct jail *)b;
+    int sv[2] = {-1, -1}, sync[2] = {-1, -1}, pidfd = -1, r;
+    char path[64];
+    (void)profile;
+
+    struct jail_sandbox *sb = calloc(1, sizeof(*sb));
+    if (sb == NULL)
+        return -ENOMEM;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(sync, O_CLOEXEC) < 0) {
+        r = -errno;
+        snprintf(err, errlen, "jail: socketpair/pipe: %s", strerror(errno));
+        goto fail;
+    }
+    struct clone_args ca = {
+        .flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
+                 CLONE_NEWUTS | CLONE_PIDFD,
+        .pidfd = (uint64_t)(uintptr_t)&pidfd,
+        .exit_signal = SIGCHLD,
+    };
+    pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid < 0) {
+        r = -errno;
+        snprintf(err, errlen, "jail: clone3: %s", strerror(errno));
+        goto fail;
+    }
+    if (pid == 0)
+        child(j, sync[0], sync[1], sv[1]);
+    close(sv[1]);
+    close(sync[0]);
+    sv[1] = sync[0] = -1;
+    sb->pid = pid;
+    sb->pidfd = pidfd;
+
+    snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
+    if ((r = write_text(path, j->uid_map)) == 0) {
+        snprintf(path, sizeof(path), "/proc/%d/gid_map", pid);
+        r = write_text(path, j->uid_map);
+    }
+    if (r < 0 || write(sync[1], "g", 1) != 1) {
+        r = r < 0 ? r : -errno;
+        snprintf(err, errlen, "jail: writing id maps: %s", strerror(-r));
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        waitpid(pid, NULL, 0);
+        goto fail;
+    }
+    close(sync[1]);
+    sync[1] = -1;
+
+    uv_poll_init(b->loop, &sb->poll, pidfd);
+    sb->poll.data = sb;
+    uv_poll_start(&sb->poll, UV_READABLE, on_pidfd);
+    sb->pub.backend = b;
+    sb->pub.fd = sv[0];
+    *out = &sb->pub;
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (sv[i] >= 0)
+            close(sv[i]);
+        if (sync[i] >= 0)
+            close(sync[i]);
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    free(sb);
+    return r;
+}
+
+static void jail_destroy(struct kiln_backend *b)
+{
+    struct jail *j = (struct jail *)b;
+    close(j->agent_fd);
+    free(j);
+}
+
+static const struct kiln_backend_ops jail_ops = {
+    .name = "jail",
+    .spawn = jail_spawn,
+    .kill = jail_kill,
+    .destroy = jail_destroy,
+};
+
+int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
+                          struct kiln_backend **out, char *err, size_t errlen)
+{
+    int r;
+    if (geteuid() != 0) {
+        snprintf(err, errlen, "the jail backend needs root to map its user namespace's ids");
+        return -EPERM;
+    }
+    struct jail *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return -ENOMEM;
+    snprintf(j->mnt, sizeof(j->mnt), "%s/jail-root", cfg->state_dir);
+    if ((r = mkdirs(j->mnt)) < 0) {
+        snprintf(err, errlen, "jail: cannot create %s: %s", j->mnt, strerror(-r));
+        free(j);
+        return r;
+    }
+    /* Opened once here: the child execs it by fd, so the agent may live
+     * where the unprivileged jail uid could not walk to (under /root). */
+    if ((j->agent_fd = open(cfg->agent, O_RDONLY | O_CLOEXEC)) < 0) {
+        r = -errno;
+        snprintf(err, errlen, "jail: cannot open the agent %s: %s", cfg->agent, strerror(errno));
+        free(j);
+        return r;
+    }
+    snprintf(j->tmp_mb, sizeof(j->tmp_mb), "%lld", (long long)cfg->tmp_mb);
+    char **a = j->argv;
+    *a++ = "kiln-agent";
+    *a++ = "--jail";
+    *a++ = j->mnt;
+    *a++ = "--tmp-mb";
+    *a++ = j->tmp_mb;
+    *a = NULL;
+    /* uid 0 inside = base on the host; the job's uid 1000 = base + 1000 */
+    snprintf(j->uid_map, sizeof(j->uid_map), "0 %lld 1\n1000 %lld 1\n",
+             (long long)cfg->jail_uid_base, (long long)cfg->jail_uid_base + 1000);
+    j->pub.ops = &jail_ops;
+    j->pub.loop = loop;
+    j->pub.cfg = cfg;
+    *out = &j->pub;
+    return 0;
+}
+
+int kiln_backend_open(uv_loop_t *loop, const struct kiln_config *cfg,
+                      struct kiln_backend **out, char *err, size_t errlen)
+{
+    if (strcmp(cfg->backend, "qemu") == 0 || strcmp(cfg->backend, "firecracker") == 0) {
+        snprintf(err, errlen, "backend '%s' is not available in this build", cfg->backend);
+        return -ENOTSUP;
+    }
+    if (strcmp(cfg->backend, "auto") == 0)
+        kiln_info("backend auto: jail (no microVM backend in this build)");
+    return kiln_backend_jail_new(loop, cfg, out, err, errlen);
+}

@@ -1,0 +1,48 @@
+/* kiln-worker's settings: flags, each also read from KILN_<FLAG>. */
+#ifndef KILN_CONFIG_H
+#define KILN_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct kiln_config {
+    char *queue;          /* "redis" | "kafka" */
+    char *redis;
+    char *brokers;
+    char **kafka_conf;    /* "K=V", nkafka_conf of them */
+    size_t nkafka_conf;
+    char *jobs;
+    char *results;
+    char *group;
+    char *consumer;
+    int64_t slots;
+    char *plugin_dir;
+    char *backend;        /* auto | jail | qemu | firecracker */
+    char *metrics_addr;
+    char *agent;          /* path of kiln-agent */
+    char *state_dir;      /* where the jail's mount point lives */
+    int64_t timeout_ms;       /* default per-job wall-clock limit */
+    int64_t max_timeout_ms;   /* a job asking for more is rejected */
+    int64_t output_bytes;     /* default cap on a job's stdout+stderr */
+    int64_t max_output_bytes;
+    int64_t max_job_bytes;    /* a larger job is rejected */
+    int64_t claim_idle_ms;    /* take over jobs idle this long at dead consumers */
+    int64_t block_ms;         /* how long one blocking read waits */
+    int64_t tmp_mb;           /* size of the jail's /tmp and /work each */
+    int64_t jail_uid_base;    /* host uid that the jail's root maps to */
+    char *log_level;
+    int list_plugins;
+};
+
+/*
+ * Fill `cfg` from defaults, then KILN_* variables, then argv. Returns 0 to
+ * run, 1 when the caller should exit 0 (--help, --version), -EINVAL after
+ * printing why to stderr. Strings in cfg are owned by cfg: kiln_config_free().
+ */
+int kiln_config_parse(struct kiln_config *cfg, int argc, char **argv);
+void kiln_config_free(struct kiln_config *cfg);
+
+/* The directory holding the running executable, owned by the caller. */
+char *kiln_exe_dir(void);
+
+#endif

@@ -1,0 +1,46 @@
+/* Result frames, v1 (schemas/frame.v1.md): msgpack maps a job's reply_to gets. */
+#ifndef KILN_FRAME_H
+#define KILN_FRAME_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit statuses, as they appear in the `status` field. */
+#define KILN_ST_OK "ok"
+#define KILN_ST_ERROR "error"
+#define KILN_ST_TIMEOUT "timeout"
+#define KILN_ST_OOM "oom"
+#define KILN_ST_KILLED "killed"
+#define KILN_ST_OUTPUT_LIMIT "output_limit"
+#define KILN_ST_REJECTED "rejected"
+#define KILN_ST_INTERNAL "internal"
+#define KILN_ST_CANCELLED "cancelled"
+#define KILN_ST_EXPIRED "expired"
+
+struct kiln_exit {
+    const char *status;   /* one of KILN_ST_* */
+    int has_code;         /* `code` is nil unless the program exited */
+    int code;
+    int signal;           /* 0: `signal` is nil */
+    int64_t wall_ms;
+    int64_t cpu_ms;
+    int64_t max_rss_kb;
+    unsigned attempt;
+    const char *worker;
+    const char *reason;   /* NULL: omitted */
+    const unsigned char *meta; /* packed msgpack to echo, or NULL */
+    size_t meta_len;
+};
+
+/*
+ * Encoders. Each initialises `sb` and packs one frame into it; the caller
+ * owns the buffer (msgpack_sbuffer_destroy()). `id` may be NULL for a job
+ * whose id could not be read: the frame then carries id nil.
+ */
+void kiln_frame_output(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
+                       int fd, const void *data, size_t len);
+void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
+                     const struct kiln_exit *e);
+
+#endif

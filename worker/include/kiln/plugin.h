@@ -1,0 +1,120 @@
+/*
+ * kiln plugin ABI, version 1.
+ *
+ * This is the only header a plugin includes from the worker. A plugin is a
+ * shared object exporting one symbol, KILN_PLUGIN_SYMBOL, a function that
+ * returns a pointer to a constant struct kiln_plugin. The worker calls the
+ * plugin's plan() for each job; the plugin turns the job into an execution
+ * plan (program, arguments, extra environment and files, a runtime profile)
+ * through the host functions it is given. The plugin never runs anything
+ * itself: the worker runs the plan inside a sandbox.
+ *
+ * Compatibility rules (as SQLite's sqlite3ext.h): fields are only ever
+ * appended to the structs below. A change that breaks a plugin built against
+ * an older header bumps KILN_PLUGIN_ABI_MAJOR; appending bumps the minor.
+ * The worker refuses a plugin whose major differs from its own, or whose
+ * struct is smaller than the v1 fields. A NULL callback means "not
+ * supported". Every struct carries its size so both sides can tell which
+ * appended fields the other knows.
+ */
+#ifndef KILN_PLUGIN_H
+#define KILN_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KILN_PLUGIN_ABI_MAJOR 1
+#define KILN_PLUGIN_ABI_MINOR 0
+#define KILN_PLUGIN_SYMBOL "kiln_plugin_entry"
+
+#if defined(__GNUC__)
+#define KILN_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define KILN_PLUGIN_EXPORT
+#endif
+
+struct kiln_plan; /* opaque, owned by the worker */
+
+/* One key/value pair (environment variables). Strings are NUL-terminated. */
+struct kiln_kv {
+    const char *key;
+    const char *value;
+};
+
+/*
+ * The job as a plugin sees it. Everything is borrowed from the worker and
+ * valid only until plan() returns. Strings are NUL-terminated and contain no
+ * NUL byte (the decoder rejects such jobs).
+ */
+struct kiln_job_view {
+    size_t size;               /* sizeof(struct kiln_job_view) of the worker */
+    const char *id;
+    const char *plugin;
+    const char *code;
+    size_t code_len;
+    const char *const *args;   /* nargs strings */
+    size_t nargs;
+    const struct kiln_kv *env; /* the job's env; the worker applies it */
+    size_t nenv;
+    unsigned attempt;          /* 1 on first delivery */
+    /* v1.0 ends here; append only. */
+};
+
+/*
+ * Functions the worker offers a plugin while it plans a job. Each returns 0,
+ * or a negative errno-style code (-ENOMEM, -EINVAL) when the plan would break
+ * a cap or a rule; the plugin should then return that code from plan().
+ * Strings and buffers are copied: the plugin keeps ownership of what it
+ * passes in.
+ */
+struct kiln_host {
+    size_t size; /* sizeof(struct kiln_host) of the worker */
+    /* Append one argv element; the first one is the program. */
+    int (*plan_arg)(struct kiln_plan *plan, const char *arg);
+    /* Add an environment variable. Job env is applied after plugin env. */
+    int (*plan_env)(struct kiln_plan *plan, const char *key, const char *value);
+    /* Write a file under /work before the run. `path` is relative. */
+    int (*plan_file)(struct kiln_plan *plan, const char *path,
+                     const void *data, size_t len, unsigned mode);
+    /* Name the runtime profile (warm pools are kept per profile). */
+    int (*plan_profile)(struct kiln_plan *plan, const char *profile);
+    /* Refuse the job: it ends with status "rejected" and this reason.
+     * Always returns -EINVAL, so `return host->plan_reject(...)` reads well. */
+    int (*plan_reject)(struct kiln_plan *plan, const char *reason);
+    /* Log a line on the worker's log at info level. */
+    void (*log)(const char *plugin, const char *msg);
+    /* v1.0 ends here; append only. */
+};
+
+struct kiln_plugin {
+    uint32_t abi_major;       /* KILN_PLUGIN_ABI_MAJOR the plugin was built with */
+    uint32_t abi_minor;
+    size_t size;              /* sizeof(struct kiln_plugin) of the plugin */
+    const char *name;         /* unique, [a-z0-9-]+, what jobs put in `plugin` */
+    const char *description;  /* one line, for `kiln-worker --list-plugins` */
+    /* Optional: called once after loading; nonzero refuses the plugin. */
+    int (*init)(const struct kiln_host *host);
+    /* Required: turn a job into a plan. Return 0, or a negative code (after
+     * host->plan_reject() to give the user a reason). */
+    int (*plan)(const struct kiln_host *host, const struct kiln_job_view *job,
+                struct kiln_plan *plan);
+    /* Optional: called once before unloading. */
+    void (*fini)(void);
+    /* v1.0 ends here; append only. */
+};
+
+/* The one symbol a plugin exports, named by KILN_PLUGIN_SYMBOL. */
+typedef const struct kiln_plugin *(*kiln_plugin_entry_fn)(void);
+
+/* Fill abi_major, abi_minor and size in a plugin's static struct. */
+#define KILN_PLUGIN_HEADER \
+    KILN_PLUGIN_ABI_MAJOR, KILN_PLUGIN_ABI_MINOR, sizeof(struct kiln_plugin)
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KILN_PLUGIN_H */

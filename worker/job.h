@@ -1,0 +1,69 @@
+/* The job, v1: decoding and validation of the wire format (schemas/job.v1.md). */
+#ifndef KILN_JOB_H
+#define KILN_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/plugin.h"
+
+#define KILN_JOB_ID_MAX 128
+#define KILN_JOB_NAME_MAX 249 /* reply_to: Kafka's topic name limit */
+#define KILN_JOB_FILES_MAX 1000
+#define KILN_JOB_PATH_MAX 1024
+
+/* Limits a job asks for; -1 where the job says nothing. */
+struct kiln_limits {
+    int64_t timeout_ms;
+    int64_t cpu_ms;
+    int64_t memory_mb;
+    int64_t pids;
+    int64_t output_bytes;
+    int64_t file_bytes;
+};
+
+struct kiln_file {
+    char *path;           /* relative, checked: no "..", no empty parts */
+    unsigned char *data;
+    size_t len;
+};
+
+struct kiln_job {
+    int64_t v;
+    char *id;
+    char *plugin;
+    char *code;
+    size_t code_len;
+    char **args;
+    size_t nargs;
+    unsigned char *stdin_data; /* NULL when the job has no stdin */
+    size_t stdin_len;
+    struct kiln_kv *env;       /* key and value strings owned by the job */
+    size_t nenv;
+    struct kiln_file *files;
+    size_t nfiles;
+    struct kiln_limits limits;
+    char **net_allow;          /* NULL when the job has no `net` */
+    size_t nnet;
+    int has_net;
+    char *reply_to;            /* NULL when absent */
+    unsigned char *meta;       /* the `meta` value re-packed, or NULL */
+    size_t meta_len;
+};
+
+/*
+ * Decode and check one job. Returns 0 with a new job in *out, owned by the
+ * caller (free with kiln_job_free()). On a bad job returns -EINVAL with a
+ * reason for the user in `err`, and *out still holds what could be read of
+ * `id`, `reply_to` and `meta` (for routing the rejected frame); free it too.
+ * Returns -ENOMEM (and *out NULL) only when memory runs out.
+ */
+int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
+                    char *err, size_t errlen);
+void kiln_job_free(struct kiln_job *job);
+
+/* 1 if `s` is a valid job id / stream or topic name. */
+int kiln_job_valid_id(const char *s);
+int kiln_job_valid_name(const char *s);
+
+#endif

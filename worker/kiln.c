@@ -1,0 +1,550 @@
+/*
+ * kiln: the command-line client.
+ *
+ *   kiln submit [options] [--] [ARG...]   enqueue a job, print its output live,
+ *                                         exit with the job's exit code
+ *   kiln frames [options]                 print a result stream's frames as
+ *                                         JSON lines
+ *
+ * It speaks the wire contract (schemas/) and nothing else, so it is also an
+ * example of a client.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+#define MAX_LIST 256
+
+struct kv {
+    const char *k, *v;
+};
+
+static void usage(FILE *f)
+{
+    fputs("usage: kiln submit [options] [--] [ARG...]\n"
+          "  --redis URL          redis://host:port[/db]   [$KILN_REDIS or redis://127.0.0.1:6379]\n"
+          "  --jobs NAME          job stream               [$KILN_JOBS or kiln.jobs]\n"
+          "  --plugin NAME        shell, python, deno-eval [shell]\n"
+          "  --code TEXT | --code-file PATH   the program ('-' reads standard input)\n"
+          "  --arg A              one argv element (repeatable; also ARG... after the options)\n"
+          "  --stdin TEXT | --stdin-file PATH\n"
+          "  --env K=V            (repeatable)\n"
+          "  --file DEST=PATH     write local PATH to /work/DEST (repeatable)\n"
+          "  --timeout-ms N       wall-clock limit\n"
+          "  --id ID              job id [generated]\n"
+          "  --reply-to NAME      result stream [a private stream, deleted after]\n"
+          "  --no-follow          enqueue and print the job id only\n"
+          "  --wait-ms N          give up waiting for the result after N ms [wait forever]\n"
+          "exit status: the job's exit code; 128+N if killed by signal N; 124 timeout;\n"
+          "  65 rejected; 70 internal; 125 output_limit; 75 cancelled/expired; 69 no result\n"
+          "\n"
+          "usage: kiln frames [--redis URL] [--stream NAME] [--from ID] [--follow] [--id JOBID]\n"
+          "  prints each frame as one JSON object; bin data that is UTF-8 prints as a\n"
+          "  string, other data as {\"base64\": ...}\n",
+          f);
+}
+
+static redisContext *connect_url(const char *url)
+{
+    char host[256] = "127.0.0.1", pass[256] = "";
+    int port = 6379, db = 0;
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) != 0) {
+        fprintf(stderr, "kiln: bad Redis URL '%s'\n", url);
+        return NULL;
+    }
+    p += 8;
+    const char *at = strchr(p, '@');
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon != NULL)
+            snprintf(pass, sizeof(pass), "%.*s", (int)(at - colon - 1), colon + 1);
+        p = at + 1;
+    }
+    size_t n = strcspn(p, ":/");
+    snprintf(host, sizeof(host), "%.*s", (int)n, p);
+    p += n;
+    if (*p == ':')
+        port = (int)strtol(p + 1, (char **)&p, 10);
+    if (*p == '/')
+        db = atoi(p + 1);
+    redisContext *c = redisConnect(host, port);
+    if (c == NULL || c->err) {
+        fprintf(stderr, "kiln: cannot connect to %s: %s\n", url, c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    redisReply *r = NULL;
+    if (pass[0])
+        r = redisCommand(c, "AUTH %s", pass);
+    if (r)
+        freeReplyObject(r);
+    if (db) {
+        r = redisCommand(c, "SELECT %d", db);
+        if (r)
+            freeReplyObject(r);
+    }
+    return c;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "kiln: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 65536, n = 0, got;
+    char *buf = malloc(cap);
+    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            char *b = realloc(buf, cap *= 2);
+            if (b == NULL) {
+                free(buf);
+                buf = NULL;
+            }
+            buf = b;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    *len = n;
+    return buf;
+}
+
+/* ---- msgpack -> JSON ------------------------------------------------- */
+
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
+                 : (c & 0xf8) == 0xf0 ? 3 : 4;
+        if (k == 4 || k > n - i - 1)
+            return 0;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+static json_t *bytes_json(const char *p, size_t n)
+{
+    if (utf8_ok((const unsigned char *)p, n))
+        return json_stringn(p, n);
+    char *b64 = malloc(4 * ((n + 2) / 3) + 1);
+    if (b64 == NULL)
+        return json_null();
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)p, (int)n);
+    json_t *o = json_pack("{s:s}", "base64", b64);
+    free(b64);
+    return o;
+}
+
+static json_t *to_json(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return json_null();
+    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer(o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR: return bytes_json(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN: return bytes_json(o->via.bin.ptr, o->via.bin.size);
+    case MSGPACK_OBJECT_ARRAY: {
+        json_t *a = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            json_array_append_new(a, to_json(&o->via.array.ptr[i]));
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        json_t *m = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            char key[256];
+            if (k->type == MSGPACK_OBJECT_STR)
+                snprintf(key, sizeof(key), "%.*s", (int)k->via.str.size, k->via.str.ptr);
+            else
+                snprintf(key, sizeof(key), "#%u", i);
+            json_object_set_new(m, key, to_json(&o->via.map.ptr[i].val));
+        }
+        return m;
+    }
+    default: return json_null();
+    }
+}
+
+/* ---- reading a result stream ----------------------------------------- */
+
+/* Call `fn` for each frame after *last in `stream`, waiting up to block_ms.
+ * Returns the number of entries read, or -1 on a connection error. */
+typedef int (*frame_fn)(void *arg, const char *entry, const msgpack_object *frame);
+
+static int read_frames(redisContext *c, const char *stream, char *last, size_t lastlen,
+                       long block_ms, frame_fn fn, void *arg)
+{
+    redisReply *r = block_ms >= 0
+        ? redisCommand(c, "XREAD COUNT 100 BLOCK %ld STREAMS %s %s", block_ms, stream, last)
+        : redisCommand(c, "XREAD COUNT 100 STREAMS %s %s", stream, last);
+    if (r == NULL) {
+        fprintf(stderr, "kiln: redis: %s\n", c->errstr);
+        return -1;
+    }
+    int n = 0, stop = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "kiln: redis: %s\n", r->str);
+        n = -1;
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        redisReply *entries = r->element[0]->element[1];
+        for (size_t i = 0; i < entries->elements && !stop; i++) {
+            redisReply *e = entries->element[i], *f = e->element[1];
+            snprintf(last, lastlen, "%s", e->element[0]->str);
+            n++;
+            for (size_t j = 0; f->type == REDIS_REPLY_ARRAY && j + 1 < f->elements; j += 2) {
+                if (strcmp(f->element[j]->str, "frame") != 0)
+                    continue;
+                msgpack_unpacked u;
+                size_t off = 0;
+                msgpack_unpacked_init(&u);
+                if (msgpack_unpack_next(&u, f->element[j + 1]->str, f->element[j + 1]->len, &off) ==
+                    MSGPACK_UNPACK_SUCCESS)
+                    stop = fn(arg, e->element[0]->str, &u.data);
+                msgpack_unpacked_destroy(&u);
+            }
+        }
+    }
+    freeReplyObject(r);
+    return stop ? -2 : n;
+}
+
+/* ---- kiln frames ----------------------------------------------------- */
+
+struct frames_opts {
+    const char *id;
+};
+
+static int print_frame(void *arg, const char *entry, const msgpack_object *frame)
+{
+    struct frames_opts *o = arg;
+    const msgpack_object *id = kiln_mp_get(frame, "id");
+    if (o->id != NULL && (id == NULL || !kiln_mp_streq(id, o->id)))
+        return 0;
+    json_t *j = to_json(frame);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        j = json_object();
+    }
+    json_object_set_new(j, "entry", json_string(entry));
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (s) {
+        puts(s);
+        fflush(stdout);
+    }
+    free(s);
+    json_decref(j);
+    return 0;
+}
+
+static int cmd_frames(int argc, char **argv)
+{
+    const char *url = getenv("KILN_REDIS") ? getenv("KILN_REDIS") : "redis://127.0.0.1:6379";
+    const char *stream = getenv("KILN_RESULTS") ? getenv("KILN_RESULTS") : "kiln.results";
+    char last[64] = "0";
+    int follow = 0, c;
+    struct frames_opts fo = {NULL};
+    static const struct option lo[] = {
+        {"redis", 1, 0, 'r'}, {"stream", 1, 0, 's'}, {"from", 1, 0, 'f'},
+        {"follow", 0, 0, 'F'}, {"id", 1, 0, 'i'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'r': url = optarg; break;
+        case 's': stream = optarg; break;
+        case 'f': snprintf(last, sizeof(last), "%s", optarg); break;
+        case 'F': follow = 1; break;
+        case 'i': fo.id = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    redisContext *rc = connect_url(url);
+    if (rc == NULL)
+        return 69;
+    int n;
+    do {
+        n = read_frames(rc, stream, last, sizeof(last), follow ? 2000 : -1, print_frame, &fo);
+    } while (n > 0 || (follow && n == 0));
+    redisFree(rc);
+    return n < 0 ? 69 : 0;
+}
+
+/* ---- kiln submit ----------------------------------------------------- */
+
+struct follow {
+    const char *id;
+    unsigned attempt;
+    int done;
+    int status;
+};
+
+static int exit_status(const msgpack_object *f)
+{
+    const msgpack_object *st = kiln_mp_get(f, "status"), *o;
+    int64_t v;
+    if (st == NULL)
+        return 70;
+    if (kiln_mp_streq(st, "ok"))
+        return 0;
+    if (kiln_mp_streq(st, "error"))
+        return (o = kiln_mp_get(f, "code")) && kiln_mp_int(o, 0, 255, &v) == 0 ? (int)v : 1;
+    if (kiln_mp_streq(st, "killed") || kiln_mp_streq(st, "oom"))
+        return (o = kiln_mp_get(f, "signal")) && kiln_mp_int(o, 1, 127, &v) == 0 ? 128 + (int)v : 137;
+    if (kiln_mp_streq(st, "timeout"))
+        return 124;
+    if (kiln_mp_streq(st, "rejected"))
+        return 65;
+    if (kiln_mp_streq(st, "output_limit"))
+        return 125;
+    if (kiln_mp_streq(st, "cancelled") || kiln_mp_streq(st, "expired"))
+        return 75;
+    return 70;
+}
+
+static int on_job_frame(void *arg, const char *entry, const msgpack_object *f)
+{
+    struct follow *fl = arg;
+    const msgpack_object *id = kiln_mp_get(f, "id"), *kind = kiln_mp_get(f, "kind"), *o;
+    int64_t attempt = 1;
+    (void)entry;
+    if (id == NULL || !kiln_mp_streq(id, fl->id) || kind == NULL)
+        return 0;
+    if ((o = kiln_mp_get(f, "attempt")) != NULL)
+        kiln_mp_int(o, 0, UINT32_MAX, &attempt);
+    if ((unsigned)attempt > fl->attempt) {
+        if (fl->attempt > 0)
+            fprintf(stderr, "kiln: attempt %lld of job %s started; earlier output was cut short\n",
+                    (long long)attempt, fl->id);
+        fl->attempt = (unsigned)attempt;
+    }
+    if (kiln_mp_streq(kind, "exit")) {
+        fl->status = exit_status(f);
+        const msgpack_object *st = kiln_mp_get(f, "status"), *why = kiln_mp_get(f, "reason");
+        if (fl->status != 0 && st != NULL && st->type == MSGPACK_OBJECT_STR && !kiln_mp_streq(st, "error"))
+            fprintf(stderr, "kiln: job %s: %.*s%s%.*s\n", fl->id, (int)st->via.str.size, st->via.str.ptr,
+                    why ? ": " : "", why && why->type == MSGPACK_OBJECT_STR ? (int)why->via.str.size : 0,
+                    why && why->type == MSGPACK_OBJECT_STR ? why->via.str.ptr : "");
+        fl->done = 1;
+        return 1;
+    }
+    const msgpack_object *data = kiln_mp_get(f, "data");
+    if (data != NULL && data->type == MSGPACK_OBJECT_BIN) {
+        FILE *out = kiln_mp_streq(kind, "stderr") ? stderr : stdout;
+        fwrite(data->via.bin.ptr, 1, data->via.bin.size, out);
+        fflush(out);
+    }
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int cmd_submit(int argc, char **argv)
+{
+    const char *url = getenv("KILN_REDIS") ? getenv("KILN_REDIS") : "redis://127.0.0.1:6379";
+    const char *jobs = getenv("KILN_JOBS") ? getenv("KILN_JOBS") : "kiln.jobs";
+    const char *plugin = "shell", *id = NULL, *reply_to = NULL;
+    char *code = NULL, *in = NULL, idbuf[64];
+    size_t code_len = 0, in_len = 0;
+    const char *args[MAX_LIST];
+    struct kv env[MAX_LIST], files[MAX_LIST];
+    size_t nargs = 0, nenv = 0, nfiles = 0;
+    long long timeout = -1, wait_ms = -1;
+    int follow = 1, c, rc = 2;
+
+    static const struct option lo[] = {
+        {"redis", 1, 0, 'r'}, {"jobs", 1, 0, 'j'}, {"plugin", 1, 0, 'p'}, {"code", 1, 0, 'c'},
+        {"code-file", 1, 0, 'C'}, {"arg", 1, 0, 'a'}, {"stdin", 1, 0, 's'},
+        {"stdin-file", 1, 0, 'S'}, {"env", 1, 0, 'e'}, {"file", 1, 0, 'f'},
+        {"timeout-ms", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"reply-to", 1, 0, 'R'},
+        {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
+        char *eq;
+        switch (c) {
+        case 'r': url = optarg; break;
+        case 'j': jobs = optarg; break;
+        case 'p': plugin = optarg; break;
+        case 'c': free(code); code = strdup(optarg); code_len = strlen(optarg); break;
+        case 'C': free(code); if ((code = slurp(optarg, &code_len)) == NULL) return 2; break;
+        case 's': free(in); in = strdup(optarg); in_len = strlen(optarg); break;
+        case 'S': free(in); if ((in = slurp(optarg, &in_len)) == NULL) return 2; break;
+        case 'a':
+            if (nargs < MAX_LIST) args[nargs++] = optarg;
+            break;
+        case 'e':
+        case 'f':
+            if ((eq = strchr(optarg, '=')) == NULL || eq == optarg) {
+                fprintf(stderr, "kiln: --%s wants K=V\n", c == 'e' ? "env" : "file");
+                return 2;
+            }
+            *eq = '\0';
+            if (c == 'e' && nenv < MAX_LIST)
+                env[nenv++] = (struct kv){optarg, eq + 1};
+            else if (c == 'f' && nfiles < MAX_LIST)
+                files[nfiles++] = (struct kv){optarg, eq + 1};
+            break;
+        case 't': timeout = atoll(optarg); break;
+        case 'i': id = optarg; break;
+        case 'R': reply_to = optarg; break;
+        case 'n': follow = 0; break;
+        case 'w': wait_ms = atoll(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    for (; optind < argc && nargs < MAX_LIST; optind++)
+        args[nargs++] = argv[optind];
+    if (code == NULL) {
+        fprintf(stderr, "kiln submit: --code or --code-file is required\n");
+        return 2;
+    }
+    if (id == NULL) {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        snprintf(idbuf, sizeof(idbuf), "job-%lx%05lx-%x", (long)tv.tv_sec, (long)tv.tv_usec,
+                 (unsigned)getpid());
+        id = idbuf;
+    }
+    char private_stream[128];
+    int private = reply_to == NULL;
+    if (private) {
+        snprintf(private_stream, sizeof(private_stream), "kiln.reply.%s", id);
+        reply_to = private_stream;
+    }
+
+    /* the job, as schemas/job.v1.md has it */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5 + (nargs > 0) + (in != NULL) + (nenv > 0) + (nfiles > 0) + (timeout >= 0));
+    kiln_mp_str(&pk, "v"); msgpack_pack_int(&pk, 1);
+    kiln_mp_str(&pk, "id"); kiln_mp_str(&pk, id);
+    kiln_mp_str(&pk, "plugin"); kiln_mp_str(&pk, plugin);
+    kiln_mp_str(&pk, "code"); kiln_mp_strn(&pk, code, code_len);
+    kiln_mp_str(&pk, "reply_to"); kiln_mp_str(&pk, reply_to);
+    if (nargs > 0) {
+        kiln_mp_str(&pk, "args");
+        msgpack_pack_array(&pk, nargs);
+        for (size_t i = 0; i < nargs; i++)
+            kiln_mp_str(&pk, args[i]);
+    }
+    if (in != NULL) {
+        kiln_mp_str(&pk, "stdin");
+        kiln_mp_bin(&pk, in, in_len);
+    }
+    if (nenv > 0) {
+        kiln_mp_str(&pk, "env");
+        msgpack_pack_map(&pk, nenv);
+        for (size_t i = 0; i < nenv; i++) {
+            kiln_mp_str(&pk, env[i].k);
+            kiln_mp_str(&pk, env[i].v);
+        }
+    }
+    if (nfiles > 0) {
+        kiln_mp_str(&pk, "files");
+        msgpack_pack_map(&pk, nfiles);
+        for (size_t i = 0; i < nfiles; i++) {
+            size_t len;
+            char *data = slurp(files[i].v, &len);
+            if (data == NULL)
+                goto out;
+            kiln_mp_str(&pk, files[i].k);
+            kiln_mp_bin(&pk, data, len);
+            free(data);
+        }
+    }
+    if (timeout >= 0) {
+        kiln_mp_str(&pk, "limits");
+        msgpack_pack_map(&pk, 1);
+        kiln_mp_str(&pk, "timeout_ms");
+        msgpack_pack_int64(&pk, timeout);
+    }
+
+    redisContext *rc_ = connect_url(url);
+    if (rc_ == NULL) {
+        rc = 69;
+        goto out;
+    }
+    redisReply *r = redisCommand(rc_, "XADD %s * job %b", jobs, sb.data, sb.size);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "kiln: enqueue failed: %s\n", r ? r->str : rc_->errstr);
+        if (r)
+            freeReplyObject(r);
+        redisFree(rc_);
+        rc = 69;
+        goto out;
+    }
+    freeReplyObject(r);
+    if (!follow) {
+        printf("%s\n", id);
+        redisFree(rc_);
+        rc = 0;
+        goto out;
+    }
+    struct follow fl = {id, 0, 0, 69};
+    char last[64] = "0";
+    int64_t deadline = wait_ms >= 0 ? now_ms() + wait_ms : INT64_MAX;
+    while (!fl.done && now_ms() < deadline) {
+        int64_t left = deadline - now_ms();
+        if (read_frames(rc_, reply_to, last, sizeof(last), left < 1000 ? (left > 0 ? left : 1) : 1000,
+                        on_job_frame, &fl) == -1)
+            break;
+    }
+    if (!fl.done)
+        fprintf(stderr, "kiln: no result for job %s yet (is a worker running?)\n", id);
+    if (private && fl.done) {
+        r = redisCommand(rc_, "DEL %s", reply_to);
+        if (r)
+            freeReplyObject(r);
+    }
+    redisFree(rc_);
+    rc = fl.status;
+out:
+    msgpack_sbuffer_destroy(&sb);
+    free(code);
+    free(in);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "submit") == 0)
+        return cmd_submit(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "frames") == 0)
+        return cmd_frames(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+        printf("kiln %s\n", KILN_VERSION);
+        return 0;
+    }
+    usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+    return 2;
+}

@@ -1,0 +1,108 @@
+/* kiln-worker: take jobs from a queue, run each in a fresh sandbox through
+ * its plugin, stream the frames back, acknowledge when the exit frame is in. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "plugin_load.h"
+#include "runner.h"
+#include "source.h"
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct kiln_worker *w = h->data;
+    /* Unfinished jobs are not acknowledged: Redis delivers them again. Each
+     * sandbox dies with us (PR_SET_PDEATHSIG, and its channel's EOF). */
+    kiln_info("signal %d: stopping with %u job(s) unfinished; they will be delivered again",
+              signum, w->busy);
+    fflush(NULL);
+    _exit(0);
+}
+
+static int set_log_level(const char *name)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, names[i]) == 0) {
+            kiln_log_min = (enum kiln_log_level)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+    struct kiln_config cfg;
+    struct kiln_plugins plugins = {0};
+    struct kiln_worker w = {0};
+    struct kiln_backend *backend = NULL;
+    struct kiln_source *src = NULL;
+    uv_signal_t sigint, sigterm;
+    char err[512];
+    int r, rc = 1;
+
+    r = kiln_config_parse(&cfg, argc, argv);
+    if (r != 0)
+        return r > 0 ? 0 : 2;
+    set_log_level(cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    r = kiln_plugins_load_dir(&plugins, cfg.plugin_dir);
+    if (r <= 0) {
+        kiln_error("no plugins loaded from %s%s%s", cfg.plugin_dir, r < 0 ? ": " : "",
+                   r < 0 ? strerror(-r) : "");
+        goto out;
+    }
+    if (cfg.list_plugins) {
+        for (size_t i = 0; i < plugins.n; i++)
+            printf("%-12s %s\n", plugins.v[i].p->name,
+                   plugins.v[i].p->description ? plugins.v[i].p->description : "");
+        rc = 0;
+        goto out;
+    }
+    if (strcmp(cfg.queue, "redis") != 0) {
+        kiln_error("--queue %s is not available in this build", cfg.queue);
+        goto out;
+    }
+    if (cfg.metrics_addr != NULL)
+        kiln_warn("--metrics-addr is not available in this build; ignored");
+
+    uv_loop_t *loop = uv_default_loop();
+    if (kiln_backend_open(loop, &cfg, &backend, err, sizeof(err)) < 0) {
+        kiln_error("backend: %s", err);
+        goto out;
+    }
+    w.loop = loop;
+    w.cfg = &cfg;
+    w.backend = backend;
+    w.plugins = &plugins;
+    if (kiln_source_redis_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err)) < 0) {
+        kiln_error("source: %s", err);
+        goto out;
+    }
+    w.src = src;
+    kiln_info("kiln-worker %s: consumer %s in group %s on %s, %lld slot(s), backend %s",
+              KILN_VERSION, cfg.consumer, cfg.group, cfg.jobs, (long long)cfg.slots,
+              backend->ops->name);
+    uv_signal_init(loop, &sigint);
+    uv_signal_init(loop, &sigterm);
+    sigint.data = sigterm.data = &w;
+    uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    src->ops->start(src);
+    src->ops->credit(src, (unsigned)cfg.slots);
+    rc = uv_run(loop, UV_RUN_DEFAULT) == 0 ? 0 : 1;
+out:
+    kiln_plugins_unload(&plugins);
+    if (backend != NULL)
+        backend->ops->destroy(backend);
+    kiln_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,42 @@
+/* An execution plan: what a plugin makes of a job, and what the agent runs. */
+#ifndef KILN_PLAN_H
+#define KILN_PLAN_H
+
+#include <stddef.h>
+
+#include "kiln/plugin.h"
+
+struct kiln_plan_file {
+    char *path;
+    unsigned char *data;
+    size_t len;
+    unsigned mode;
+};
+
+struct kiln_plan {
+    char **argv;              /* NULL-terminated */
+    size_t argc;
+    char **env;               /* "K=V", NULL-terminated; later keys replace earlier */
+    size_t nenv;
+    struct kiln_plan_file *files;
+    size_t nfiles;
+    char profile[64];
+    char reject[256];         /* reason set by plan_reject() */
+    size_t bytes;             /* all of the above, against max_bytes */
+    size_t max_bytes;
+};
+
+/* The functions plugins plan through; static, never freed. */
+const struct kiln_host *kiln_plan_host(void);
+
+void kiln_plan_init(struct kiln_plan *plan, size_t max_bytes);
+void kiln_plan_free(struct kiln_plan *plan);
+
+/* The same operations the host table offers, for the worker's own use. */
+int kiln_plan_arg(struct kiln_plan *plan, const char *arg);
+int kiln_plan_env(struct kiln_plan *plan, const char *key, const char *value);
+int kiln_plan_file(struct kiln_plan *plan, const char *path, const void *data,
+                   size_t len, unsigned mode);
+int kiln_plan_reject(struct kiln_plan *plan, const char *reason);
+
+#endif

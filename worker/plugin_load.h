@@ -1,0 +1,34 @@
+/* Loading plugins: dlopen, check the ABI, refuse with a reason. */
+#ifndef KILN_PLUGIN_LOAD_H
+#define KILN_PLUGIN_LOAD_H
+
+#include <stddef.h>
+
+#include "kiln/plugin.h"
+
+struct kiln_plugins {
+    struct kiln_loaded {
+        void *dl;
+        const struct kiln_plugin *p;
+        char *path;
+    } *v;
+    size_t n;
+};
+
+/*
+ * Load one plugin file into `set`. Returns 0, or a negative code with the
+ * reason it was refused in `why` (the file is then unloaded again).
+ */
+int kiln_plugins_load_file(struct kiln_plugins *set, const char *path,
+                           char *why, size_t whylen);
+/* Load every *.so in `dir`, in name order, logging each refusal. Returns the
+ * number loaded, or a negative code when the directory cannot be read. */
+int kiln_plugins_load_dir(struct kiln_plugins *set, const char *dir);
+/* The plugin called `name`, or NULL; borrowed from `set`. */
+const struct kiln_plugin *kiln_plugins_find(const struct kiln_plugins *set, const char *name);
+/* Names of the loaded plugins, comma-separated, into buf. */
+void kiln_plugins_names(const struct kiln_plugins *set, char *buf, size_t len);
+/* Call fini, dlclose, free. */
+void kiln_plugins_unload(struct kiln_plugins *set);
+
+#endif

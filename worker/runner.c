@@ -1,0 +1,534 @@
+/*
+ * One job, from delivery to acknowledgement:
+ *
+ *   decode -> plugin plan -> spawn sandbox -> agent "ready" -> send "run"
+ *   -> output frames as the agent forwards them -> agent "exit" (or the
+ *   sandbox's death, a timeout, the output cap) -> exit frame written ->
+ *   ack -> slot freed once the sandbox and every handle are gone.
+ *
+ * Bad input never gets past decode or plan: it becomes a "rejected" exit
+ * frame and is acknowledged like any finished job.
+ */
+#include "runner.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "backend.h"
+#include "config.h"
+#include "frame.h"
+#include "job.h"
+#include "log.h"
+#include "plan.h"
+#include "plugin_load.h"
+#include "proto.h"
+
+struct kiln_run {
+    struct kiln_worker *w;
+    struct kiln_delivery *d;     /* until acknowledged */
+    struct kiln_job *job;
+    struct kiln_plan plan;
+    struct kiln_sandbox *sb;     /* until it has exited */
+    uv_pipe_t chan;
+    int chan_open;
+    uv_timer_t timer;
+    int timer_open;
+    struct kiln_proto_reader rd;
+    const char *dest;            /* where frames go */
+    uint64_t seq;
+    uint64_t t_run;              /* when the run was sent (loop ms) */
+    int64_t out_bytes, out_cap;
+    int timed_out, over_output, running;
+    int exit_sent;
+    struct kiln_exit ex;
+    char reason[512];
+};
+
+struct wreq {
+    uv_write_t req;
+    msgpack_sbuffer sb;
+};
+
+static void maybe_free(struct kiln_run *run);
+
+static const char *job_id(const struct kiln_run *run)
+{
+    return run->job ? run->job->id : NULL;
+}
+
+/* ---- frames ---------------------------------------------------------- */
+
+static void on_frame_written(void *arg, int status, const char *err)
+{
+    (void)arg;
+    if (status < 0)
+        kiln_warn("output frame not written: %s", err);
+}
+
+static void emit_output(struct kiln_run *run, int fd, const void *data, size_t len)
+{
+    msgpack_sbuffer sb;
+    kiln_frame_output(&sb, job_id(run), run->seq++, run->d->attempt, fd, data, len);
+    run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size,
+                            on_frame_written, run);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void on_exit_written(void *arg, int status, const char *err);
+
+static void write_exit(struct kiln_run *run)
+{
+    msgpack_sbuffer sb;
+    kiln_frame_exit(&sb, job_id(run), run->seq, &run->ex);
+    run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size,
+                            on_exit_written, run);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void on_exit_written(void *arg, int status, const char *err)
+{
+    struct kiln_run *run = arg;
+    const struct kiln_config *cfg = run->w->cfg;
+    if (status < 0 && strcmp(run->dest, cfg->results) != 0) {
+        /* reply_to refused the frame (wrong type, say): the result still
+         * goes somewhere a user can find it. */
+        kiln_warn("job %s: exit frame refused by %s (%s); writing it to %s",
+                  job_id(run) ? job_id(run) : "-", run->dest, err, cfg->results);
+        run->dest = cfg->results;
+        write_exit(run);
+        return;
+    }
+    if (status < 0)
+        kiln_error("job %s: exit frame refused by %s: %s", job_id(run) ? job_id(run) : "-",
+                   run->dest, err);
+    kiln_info("job %s attempt %u: %s%s%s (%lld ms)", job_id(run) ? job_id(run) : "-",
+              run->ex.attempt, run->ex.status, run->ex.reason ? ": " : "",
+              run->ex.reason ? run->ex.reason : "", (long long)run->ex.wall_ms);
+    run->w->src->ops->ack(run->w->src, run->d);
+    run->d = NULL;
+    maybe_free(run);
+}
+
+/* The job has ended with `status`: stop what runs and write the exit frame. */
+static void finish(struct kiln_run *run, const char *status, const char *reason)
+{
+    if (run->exit_sent)
+        return;
+    run->exit_sent = 1;
+    if (run->timed_out)
+        status = KILN_ST_TIMEOUT;
+    else if (run->over_output)
+        status = KILN_ST_OUTPUT_LIMIT;
+    run->ex.status = status;
+    if (reason != NULL && reason != run->reason)
+        snprintf(run->reason, sizeof(run->reason), "%s", reason);
+    run->ex.reason = reason ? run->reason : NULL;
+    run->ex.attempt = run->d->attempt;
+    run->ex.worker = run->w->cfg->consumer;
+    if (run->job != NULL && run->job->meta != NULL) {
+        run->ex.meta = run->job->meta;
+        run->ex.meta_len = run->job->meta_len;
+    }
+    if (run->sb != NULL)
+        run->sb->backend->ops->kill(run->sb);
+    if (run->timer_open)
+        uv_timer_stop(&run->timer);
+    write_exit(run);
+}
+
+static void reject(struct kiln_run *run, const char *reason)
+{
+    finish(run, KILN_ST_REJECTED, reason);
+}
+
+/* ---- agent channel --------------------------------------------------- */
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    (void)status; /* a dead agent shows as EOF and the sandbox's exit */
+    msgpack_sbuffer_destroy(&w->sb);
+    free(w);
+}
+
+static void send_run(struct kiln_run *run)
+{
+    struct kiln_job *job = run->job;
+    struct kiln_plan *plan = &run->plan;
+    msgpack_packer pk;
+    struct wreq *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        finish(run, KILN_ST_INTERNAL, "out of memory");
+        return;
+    }
+    kiln_proto_begin(&w->sb, &pk);
+    msgpack_pack_map(&pk, 6);
+    kiln_mp_str(&pk, "t");
+    kiln_mp_str(&pk, "run");
+    kiln_mp_str(&pk, "argv");
+    msgpack_pack_array(&pk, plan->argc);
+    for (size_t i = 0; i < plan->argc; i++)
+        kiln_mp_str(&pk, plan->argv[i]);
+    kiln_mp_str(&pk, "env");
+    msgpack_pack_array(&pk, plan->nenv);
+    for (size_t i = 0; i < plan->nenv; i++)
+        kiln_mp_str(&pk, plan->env[i]);
+    kiln_mp_str(&pk, "cwd");
+    kiln_mp_str(&pk, "/work");
+    kiln_mp_str(&pk, "files");
+    msgpack_pack_array(&pk, plan->nfiles);
+    for (size_t i = 0; i < plan->nfiles; i++) {
+        msgpack_pack_array(&pk, 3);
+        kiln_mp_str(&pk, plan->files[i].path);
+        kiln_mp_bin(&pk, plan->files[i].data, plan->files[i].len);
+        msgpack_pack_unsigned_int(&pk, plan->files[i].mode);
+    }
+    kiln_mp_str(&pk, "stdin");
+    if (job->stdin_data != NULL)
+        kiln_mp_bin(&pk, job->stdin_data, job->stdin_len);
+    else
+        msgpack_pack_nil(&pk);
+    kiln_proto_finish(&w->sb);
+    uv_buf_t buf = uv_buf_init(w->sb.data, (unsigned)w->sb.size);
+    if (uv_write(&w->req, (uv_stream_t *)&run->chan, &buf, 1, on_written) < 0) {
+        msgpack_sbuffer_destroy(&w->sb);
+        free(w);
+        finish(run, KILN_ST_INTERNAL, "could not send the job to the sandbox");
+        return;
+    }
+    run->running = 1;
+    run->t_run = uv_now(run->w->loop);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct kiln_run *run = t->data;
+    run->timed_out = 1;
+    if (run->sb != NULL)
+        run->sb->backend->ops->kill(run->sb); /* the exit frame follows its death */
+}
+
+static void on_output(struct kiln_run *run, const msgpack_object *m)
+{
+    const msgpack_object *fd = kiln_mp_get(m, "fd"), *data = kiln_mp_get(m, "data");
+    if (run->exit_sent || run->over_output || fd == NULL || data == NULL ||
+        data->type != MSGPACK_OBJECT_BIN)
+        return;
+    size_t len = data->via.bin.size;
+    if ((int64_t)len > run->out_cap - run->out_bytes) {
+        /* cut at the cap, stop the job; its exit frame says output_limit */
+        len = (size_t)(run->out_cap - run->out_bytes);
+        run->over_output = 1;
+        run->sb->backend->ops->kill(run->sb);
+    }
+    run->out_bytes += (int64_t)len;
+    if (len > 0)
+        emit_output(run, fd->via.u64 == 2 ? 2 : 1, data->via.bin.ptr, len);
+}
+
+static void on_agent_exit(struct kiln_run *run, const msgpack_object *m)
+{
+    const msgpack_object *o;
+    int64_t v;
+    run->ex.wall_ms = (o = kiln_mp_get(m, "wall_ms")) && kiln_mp_int(o, 0, INT64_MAX, &v) == 0 ? v : 0;
+    run->ex.cpu_ms = (o = kiln_mp_get(m, "cpu_ms")) && kiln_mp_int(o, 0, INT64_MAX, &v) == 0 ? v : 0;
+    run->ex.max_rss_kb = (o = kiln_mp_get(m, "max_rss_kb")) && kiln_mp_int(o, 0, INT64_MAX, &v) == 0 ? v : 0;
+    if ((o = kiln_mp_get(m, "code")) != NULL && kiln_mp_int(o, 0, 255, &v) == 0) {
+        run->ex.has_code = 1;
+        run->ex.code = (int)v;
+        finish(run, v == 0 ? KILN_ST_OK : KILN_ST_ERROR, NULL);
+    } else if ((o = kiln_mp_get(m, "signal")) != NULL && kiln_mp_int(o, 1, 128, &v) == 0) {
+        run->ex.signal = (int)v;
+        finish(run, KILN_ST_KILLED, NULL);
+    } else {
+        finish(run, KILN_ST_INTERNAL, "the agent reported an exit without code or signal");
+    }
+}
+
+static void on_agent_msg(struct kiln_run *run, const msgpack_object *m)
+{
+    const msgpack_object *t = kiln_mp_get(m, "t"), *o;
+    if (t == NULL)
+        return;
+    if (kiln_mp_streq(t, "ready")) {
+        if (!run->running && !run->exit_sent)
+            send_run(run);
+    } else if (kiln_mp_streq(t, "out")) {
+        on_output(run, m);
+    } else if (kiln_mp_streq(t, "exit")) {
+        on_agent_exit(run, m);
+    } else if (kiln_mp_streq(t, "error")) {
+        char *why = (o = kiln_mp_get(m, "reason")) ? kiln_mp_strdup(o) : NULL;
+        snprintf(run->reason, sizeof(run->reason), "sandbox: %s", why ? why : "unknown error");
+        free(why);
+        finish(run, KILN_ST_INTERNAL, run->reason);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    static char slab[65536]; /* one loop, one read at a time */
+    (void)h;
+    (void)hint;
+    *buf = uv_buf_init(slab, sizeof(slab));
+}
+
+static void on_chan_closed(uv_handle_t *h)
+{
+    struct kiln_run *run = h->data;
+    run->chan_open = 0;
+    maybe_free(run);
+}
+
+static void on_chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct kiln_run *run = s->data;
+    if (n < 0) {
+        /* EOF: the sandbox is going; its exit decides what is reported */
+        uv_close((uv_handle_t *)s, on_chan_closed);
+        return;
+    }
+    if (kiln_proto_reader_feed(&run->rd, buf->base, (size_t)n) < 0) {
+        finish(run, KILN_ST_INTERNAL, "out of memory reading the sandbox");
+        return;
+    }
+    const void *msg;
+    size_t len;
+    int r;
+    while ((r = kiln_proto_reader_next(&run->rd, &msg, &len)) == 1) {
+        msgpack_unpacked u;
+        size_t off = 0;
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS)
+            on_agent_msg(run, &u.data);
+        msgpack_unpacked_destroy(&u);
+    }
+    if (r < 0) {
+        finish(run, KILN_ST_INTERNAL, "the sandbox sent a malformed message");
+        uv_read_stop(s);
+    }
+}
+
+/* ---- sandbox --------------------------------------------------------- */
+
+static void on_sandbox_exit(struct kiln_sandbox *sb)
+{
+    struct kiln_run *run = sb->arg;
+    run->sb = NULL;
+    if (!run->exit_sent) {
+        const struct rusage *ru = &sb->ru;
+        run->ex.wall_ms = run->running ? (int64_t)(uv_now(run->w->loop) - run->t_run) : 0;
+        run->ex.cpu_ms = (ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) * 1000 +
+                         (ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1000;
+        run->ex.max_rss_kb = ru->ru_maxrss;
+        if (run->timed_out || run->over_output) {
+            finish(run, KILN_ST_KILLED, NULL); /* finish() names the cause */
+        } else {
+            snprintf(run->reason, sizeof(run->reason),
+                     "the sandbox ended before reporting an exit (%s %d)",
+                     WIFSIGNALED(sb->wstatus) ? "signal" : "status",
+                     WIFSIGNALED(sb->wstatus) ? WTERMSIG(sb->wstatus) : WEXITSTATUS(sb->wstatus));
+            finish(run, KILN_ST_INTERNAL, run->reason);
+        }
+    }
+    maybe_free(run);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct kiln_run *run = h->data;
+    run->timer_open = 0;
+    maybe_free(run);
+}
+
+/* ---- planning -------------------------------------------------------- */
+
+static int build_plan(struct kiln_run *run, const struct kiln_plugin *p)
+{
+    struct kiln_job *job = run->job;
+    struct kiln_plan *plan = &run->plan;
+    const struct kiln_config *cfg = run->w->cfg;
+    char attempt[16];
+    int r;
+
+    kiln_plan_init(plan, (size_t)cfg->max_job_bytes * 2 + (1u << 20));
+    snprintf(attempt, sizeof(attempt), "%u", run->d->attempt);
+    if ((r = kiln_plan_env(plan, "PATH", "/usr/local/bin:/usr/bin:/bin")) < 0 ||
+        (r = kiln_plan_env(plan, "HOME", "/work")) < 0 ||
+        (r = kiln_plan_env(plan, "TMPDIR", "/tmp")) < 0 ||
+        (r = kiln_plan_env(plan, "LANG", "C.UTF-8")) < 0 ||
+        (r = kiln_plan_env(plan, "KILN_JOB_ID", job->id)) < 0 ||
+        (r = kiln_plan_env(plan, "KILN_ATTEMPT", attempt)) < 0)
+        return r;
+
+    struct kiln_job_view view = {
+        .size = sizeof(view),
+        .id = job->id,
+        .plugin = job->plugin,
+        .code = job->code,
+        .code_len = job->code_len,
+        .args = (const char *const *)job->args,
+        .nargs = job->nargs,
+        .env = job->env,
+        .nenv = job->nenv,
+        .attempt = run->d->attempt,
+    };
+    if ((r = p->plan(kiln_plan_host(), &view, plan)) < 0)
+        return r;
+    if (plan->argc == 0)
+        return kiln_plan_reject(plan, "the plugin made an empty plan");
+    size_t plugin_files = plan->nfiles;
+    for (size_t i = 0; i < job->nfiles; i++) {
+        for (size_t k = 0; k < plugin_files; k++)
+            if (strcmp(plan->files[k].path, job->files[i].path) == 0) {
+                snprintf(plan->reject, sizeof(plan->reject),
+                         "file '%.200s' is written by the %s plugin", job->files[i].path, p->name);
+                return -EINVAL;
+            }
+        if ((r = kiln_plan_file(plan, job->files[i].path, job->files[i].data,
+                                job->files[i].len, 0644)) < 0)
+            return r;
+    }
+    for (size_t i = 0; i < job->nenv; i++)
+        if ((r = kiln_plan_env(plan, job->env[i].key, job->env[i].value)) < 0)
+            return r;
+    return 0;
+}
+
+/* Check the job against the operator's limits. */
+static int check_limits(struct kiln_run *run, char *why, size_t len)
+{
+    const struct kiln_config *cfg = run->w->cfg;
+    const struct kiln_limits *l = &run->job->limits;
+    if (l->timeout_ms > cfg->max_timeout_ms) {
+        snprintf(why, len, "limits.timeout_ms %lld is over this worker's maximum of %lld",
+                 (long long)l->timeout_ms, (long long)cfg->max_timeout_ms);
+        return -EINVAL;
+    }
+    if (l->output_bytes > cfg->max_output_bytes) {
+        snprintf(why, len, "limits.output_bytes %lld is over this worker's maximum of %lld",
+                 (long long)l->output_bytes, (long long)cfg->max_output_bytes);
+        return -EINVAL;
+    }
+    run->out_cap = l->output_bytes >= 0 ? l->output_bytes : cfg->output_bytes;
+    return 0;
+}
+
+static void start(struct kiln_run *run)
+{
+    struct kiln_worker *w = run->w;
+    const struct kiln_config *cfg = w->cfg;
+    struct kiln_delivery *d = run->d;
+    char err[512];
+    int r;
+
+    if (d->data == NULL) {
+        reject(run, d->missing ? d->missing : "the queue entry holds no job");
+        return;
+    }
+    r = kiln_job_decode(d->data, d->len, &run->job, err, sizeof(err));
+    if (r == -ENOMEM) {
+        finish(run, KILN_ST_INTERNAL, "out of memory decoding the job");
+        return;
+    }
+    if (run->job != NULL && run->job->reply_to != NULL)
+        run->dest = run->job->reply_to;
+    if (d->len > (size_t)cfg->max_job_bytes) {
+        snprintf(err, sizeof(err), "job is %zu bytes, over this worker's limit of %lld",
+                 d->len, (long long)cfg->max_job_bytes);
+        reject(run, err);
+        return;
+    }
+    if (r < 0) {
+        reject(run, err);
+        return;
+    }
+    const struct kiln_plugin *p = kiln_plugins_find(w->plugins, run->job->plugin);
+    if (p == NULL) {
+        char names[256];
+        kiln_plugins_names(w->plugins, names, sizeof(names));
+        snprintf(err, sizeof(err), "unknown plugin '%.64s' (this worker has: %s)",
+                 run->job->plugin, names);
+        reject(run, err);
+        return;
+    }
+    if (check_limits(run, err, sizeof(err)) < 0) {
+        reject(run, err);
+        return;
+    }
+    if ((r = build_plan(run, p)) < 0) {
+        if (r == -ENOMEM)
+            finish(run, KILN_ST_INTERNAL, "out of memory planning the job");
+        else
+            reject(run, run->plan.reject[0] ? run->plan.reject : "the plugin refused the job");
+        return;
+    }
+    if ((r = w->backend->ops->spawn(w->backend, run->plan.profile, &run->sb, err, sizeof(err))) < 0) {
+        char why[600];
+        snprintf(why, sizeof(why), "sandbox failed to start: %s", err);
+        kiln_error("job %s: %s", run->job->id, why);
+        finish(run, KILN_ST_INTERNAL, why);
+        return;
+    }
+    run->sb->on_exit = on_sandbox_exit;
+    run->sb->arg = run;
+
+    uv_pipe_init(w->loop, &run->chan, 0);
+    run->chan.data = run;
+    run->chan_open = 1;
+    if (uv_pipe_open(&run->chan, run->sb->fd) < 0 ||
+        uv_read_start((uv_stream_t *)&run->chan, on_alloc, on_chan_read) < 0) {
+        finish(run, KILN_ST_INTERNAL, "could not watch the sandbox channel");
+        uv_close((uv_handle_t *)&run->chan, on_chan_closed);
+        return;
+    }
+    run->sb->fd = -1;
+
+    uv_timer_init(w->loop, &run->timer);
+    run->timer.data = run;
+    run->timer_open = 1;
+    int64_t timeout = run->job->limits.timeout_ms > 0 ? run->job->limits.timeout_ms : cfg->timeout_ms;
+    /* counted from now: the sandbox's start-up is part of the job's time */
+    uv_timer_start(&run->timer, on_timeout, (uint64_t)timeout, 0);
+}
+
+static void maybe_free(struct kiln_run *run)
+{
+    if (run->d != NULL || run->sb != NULL || run->chan_open)
+        return;
+    if (run->timer_open == 1) {
+        run->timer_open = 2;
+        uv_close((uv_handle_t *)&run->timer, on_timer_closed);
+        return;
+    }
+    if (run->timer_open)
+        return;
+    struct kiln_worker *w = run->w;
+    kiln_job_free(run->job);
+    kiln_plan_free(&run->plan);
+    kiln_proto_reader_free(&run->rd);
+    free(run);
+    w->busy--;
+    w->finished++;
+    w->src->ops->credit(w->src, 1);
+}
+
+void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
+{
+    struct kiln_worker *w = arg;
+    struct kiln_run *run = calloc(1, sizeof(*run));
+    if (run == NULL) {
+        /* leave it unacknowledged: it is delivered again */
+        kiln_error("out of memory taking job %s", d->ref);
+        return;
+    }
+    w->busy++;
+    run->w = w;
+    run->d = d;
+    run->dest = w->cfg->results;
+    kiln_proto_reader_init(&run->rd, KILN_PROTO_MAX_MSG);
+    start(run);
+}

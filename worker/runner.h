@@ -1,0 +1,27 @@
+/* The worker: slots, and one job's way from delivery to acknowledgement. */
+#ifndef KILN_RUNNER_H
+#define KILN_RUNNER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "source.h"
+
+struct kiln_config;
+struct kiln_backend;
+struct kiln_plugins;
+
+struct kiln_worker {
+    uv_loop_t *loop;
+    const struct kiln_config *cfg;
+    struct kiln_source *src;
+    struct kiln_backend *backend;
+    const struct kiln_plugins *plugins;
+    unsigned busy;            /* slots taken */
+    uint64_t finished;        /* jobs acknowledged */
+};
+
+/* The source's delivery callback; `arg` is the struct kiln_worker. */
+void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * Where jobs come from and where frames go: Redis Streams now, Kafka next.
+ * A source hands the worker deliveries, never more than the credit the
+ * worker has given it (its free slots), writes frames in the order they are
+ * given, and acknowledges a delivery when told to.
+ */
+#ifndef KILN_SOURCE_H
+#define KILN_SOURCE_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct kiln_config;
+struct kiln_source;
+
+/* One job as it came off the queue. Owned by the source; valid until the
+ * worker passes it to ack() (or the source is destroyed). */
+struct kiln_delivery {
+    struct kiln_source *src;
+    const unsigned char *data;  /* the job's msgpack bytes; NULL if missing */
+    size_t len;
+    const char *missing;        /* why data is NULL */
+    unsigned attempt;           /* 1 on first delivery */
+    char ref[64];               /* the queue's name for it, for logs */
+};
+
+/* The worker's half: called by the source for each delivery. */
+typedef void (*kiln_delivery_cb)(void *arg, struct kiln_delivery *d);
+/* A frame write has ended: status 0 (written) or negative with `err` (the
+ * destination refused it; retrying the same write will not help). `err` is
+ * borrowed for the call. Writes that fail for a lost connection are
+ * retried by the source and only end when they are written. */
+typedef void (*kiln_write_cb)(void *arg, int status, const char *err);
+
+struct kiln_source_ops {
+    const char *name;
+    /* Connect and start; deliveries flow once credit() allows them. */
+    int (*start)(struct kiln_source *s);
+    /* The worker can take `n` more jobs than it has been given. */
+    void (*credit)(struct kiln_source *s, unsigned n);
+    /* Append `frame` (copied) to stream/topic `dest` with key `key`. */
+    int (*write)(struct kiln_source *s, const char *dest, const char *key,
+                 const void *frame, size_t len, kiln_write_cb cb, void *arg);
+    /* The job is finished: acknowledge it and release `d`. */
+    void (*ack)(struct kiln_source *s, struct kiln_delivery *d);
+    /* Close connections; `s` is freed. Outstanding write callbacks are not
+     * called. */
+    void (*destroy)(struct kiln_source *s);
+};
+
+struct kiln_source {
+    const struct kiln_source_ops *ops;
+    uv_loop_t *loop;
+    const struct kiln_config *cfg;
+    kiln_delivery_cb on_delivery;
+    void *arg;
+};
+
+/* A new Redis Streams source, owned by the caller (ops->destroy). */
+int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
+                          kiln_delivery_cb cb, void *arg, struct kiln_source **out,
+                          char *err, size_t errlen);
+
+#endif

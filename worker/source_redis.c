@@ -1,0 +1,699 @@
+/*
+ * Redis Streams source and sink, on hiredis's libuv adapter.
+ *
+ * Two connections: "fetch" carries the group reads (one at a time: a
+ * blocking XREADGROUP, or a recovery read, or an XAUTOCLAIM sweep, never
+ * more jobs than the worker's credit), "cmd" carries frame XADDs, XACKs and
+ * heartbeats from one ordered outbox. An outbox entry leaves only when
+ * Redis has answered it; a lost connection sends every unanswered entry
+ * again, in order, when it is back. So an exit frame is always written
+ * before its XACK, and neither is lost while the worker lives.
+ *
+ * Jobs the worker was running when it died stay in its pending list: on
+ * (re)connect it first reads its own pending entries, and other workers'
+ * reapers claim entries idle past --claim-idle-ms. A live worker touches
+ * its running entries (XCLAIM ... JUSTID) well within that time, so a long
+ * job is never claimed from under it. hiredis 0.14 has no async timeouts:
+ * a 1 s tick reconnects a connection whose answer is overdue.
+ */
+#include <errno.h>
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "source.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define CMD_STALL_MS 15000
+
+struct rsrc;
+
+struct rconn {
+    struct rsrc *s;
+    const char *name;
+    redisAsyncContext *ac;
+    int up;
+    uv_timer_t retry;
+    uint64_t backoff;
+};
+
+struct rdelivery {
+    struct kiln_delivery pub;
+    char id[64];
+    unsigned char *data;
+    struct rdelivery *prev, *next;  /* the in-flight list */
+};
+
+struct op {
+    struct op *next;
+    char *cmd;                      /* RESP, from redisFormatCommandArgv */
+    int len;
+    int sent;
+    uint64_t sent_at;
+    kiln_write_cb cb;
+    void *arg;
+    struct rdelivery *acked;        /* XACK: released when answered */
+};
+
+enum phase { PH_GROUP, PH_RECOVER, PH_NEW };
+
+struct rsrc {
+    struct kiln_source pub;
+    char host[256];
+    int port;
+    int db;
+    char *user, *password;
+    struct rconn cmd, fetch;
+    struct op *head, *tail;
+    unsigned credit;
+    int fetching;
+    uint64_t fetch_sent;            /* loop ms */
+    uint64_t fetch_wait;            /* how long that fetch may take */
+    uint64_t pause_until;           /* after an error reply */
+    enum phase phase;
+    char recover_from[64];
+    char claim_from[64];
+    uint64_t next_claim, next_touch;
+    uv_timer_t tick;
+    struct rdelivery *inflight;
+    int stopping;
+    int closing;                    /* timers still closing */
+};
+
+static void fetch_next(struct rsrc *s);
+static void conn_start(struct rconn *c);
+
+/* ---- connections ----------------------------------------------------- */
+
+static uint64_t now(struct rsrc *s)
+{
+    return uv_now(s->pub.loop);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    conn_start(t->data);
+}
+
+static void schedule_retry(struct rconn *c)
+{
+    if (c->s->stopping)
+        return;
+    c->backoff = c->backoff ? c->backoff * 2 : BACKOFF_MIN_MS;
+    if (c->backoff > BACKOFF_MAX_MS)
+        c->backoff = BACKOFF_MAX_MS;
+    kiln_warn("redis %s connection to %s:%d down; retrying in %llu ms", c->name, c->s->host,
+              c->s->port, (unsigned long long)c->backoff);
+    uv_timer_start(&c->retry, on_retry, c->backoff, 0);
+}
+
+static void flush_outbox(struct rsrc *s);
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct rconn *c = ac->data;
+    struct rsrc *s = c->s;
+    if (status != REDIS_OK) {
+        kiln_warn("redis %s connect failed: %s", c->name, ac->errstr);
+        c->ac = NULL; /* hiredis frees it */
+        schedule_retry(c);
+        return;
+    }
+    kiln_info("redis %s connection up (%s:%d)", c->name, s->host, s->port);
+    c->up = 1;
+    c->backoff = 0;
+    redisEnableKeepAlive((redisContext *)&ac->c);
+    if (c == &s->cmd) {
+        flush_outbox(s);
+    } else {
+        s->fetching = 0;
+        s->phase = PH_GROUP;
+        fetch_next(s);
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct rconn *c = ac->data;
+    (void)status;
+    c->ac = NULL;
+    c->up = 0;
+    if (c == &c->s->fetch)
+        c->s->fetching = 0;
+    schedule_retry(c);
+}
+
+static void on_auth(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    (void)priv;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        kiln_error("redis: %s", reply->str); /* commands will fail and say so too */
+    (void)ac;
+}
+
+static void conn_start(struct rconn *c)
+{
+    struct rsrc *s = c->s;
+    redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+    if (ac == NULL || ac->err) {
+        kiln_warn("redis %s connect failed: %s", c->name, ac ? ac->errstr : "out of memory");
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        schedule_retry(c);
+        return;
+    }
+    ac->data = c;
+    c->ac = ac;
+    redisLibuvAttach(ac, s->pub.loop);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    /* queued ahead of everything else on this connection */
+    if (s->password != NULL && s->user != NULL)
+        redisAsyncCommand(ac, on_auth, NULL, "AUTH %s %s", s->user, s->password);
+    else if (s->password != NULL)
+        redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", s->password);
+    if (s->db != 0)
+        redisAsyncCommand(ac, on_auth, NULL, "SELECT %d", s->db);
+}
+
+/* Drop a connection that stopped answering; on_disconnect reconnects. */
+static void conn_reset(struct rconn *c, const char *why)
+{
+    if (c->ac == NULL)
+        return;
+    kiln_warn("redis %s connection: %s; reconnecting", c->name, why);
+    redisAsyncFree(c->ac);
+}
+
+/* ---- the outbox (cmd connection) ------------------------------------- */
+
+static void release(struct rsrc *s, struct rdelivery *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        s->inflight = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    free(d->data);
+    free(d);
+}
+
+static void on_op_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rsrc *s = ((struct rconn *)ac->data)->s;
+    struct op *op = priv, **pp;
+    redisReply *reply = r;
+    if (reply == NULL) {
+        op->sent = 0; /* connection lost: sent again when it is back */
+        return;
+    }
+    for (pp = &s->head; *pp != op; pp = &(*pp)->next)
+        ;
+    *pp = op->next;
+    if (s->tail == op) {
+        s->tail = NULL;
+        for (struct op *o = s->head; o; o = o->next)
+            s->tail = o;
+    }
+    if (op->cb != NULL) {
+        if (reply->type == REDIS_REPLY_ERROR)
+            op->cb(op->arg, -EIO, reply->str);
+        else
+            op->cb(op->arg, 0, NULL);
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        kiln_warn("redis: %s", reply->str);
+    }
+    if (op->acked != NULL)
+        release(s, op->acked);
+    redisFreeCommand(op->cmd);
+    free(op);
+}
+
+static void op_send(struct rsrc *s, struct op *op)
+{
+    if (!s->cmd.up || op->sent)
+        return;
+    if (redisAsyncFormattedCommand(s->cmd.ac, on_op_reply, op, op->cmd, op->len) == REDIS_OK) {
+        op->sent = 1;
+        op->sent_at = now(s);
+    }
+}
+
+static void flush_outbox(struct rsrc *s)
+{
+    for (struct op *op = s->head; op != NULL; op = op->next)
+        op_send(s, op);
+}
+
+static int enqueue(struct rsrc *s, int argc, const char **argv, const size_t *argvlen,
+                   kiln_write_cb cb, void *arg, struct rdelivery *acked)
+{
+    struct op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return -ENOMEM;
+    op->len = redisFormatCommandArgv(&op->cmd, argc, argv, argvlen);
+    if (op->len < 0) {
+        free(op);
+        return -ENOMEM;
+    }
+    op->cb = cb;
+    op->arg = arg;
+    op->acked = acked;
+    if (s->tail)
+        s->tail->next = op;
+    else
+        s->head = op;
+    s->tail = op;
+    op_send(s, op);
+    return 0;
+}
+
+static int redis_write(struct kiln_source *src, const char *dest, const char *key,
+                       const void *frame, size_t len, kiln_write_cb cb, void *arg)
+{
+    struct rsrc *s = (struct rsrc *)src;
+    const char *argv[] = {"XADD", dest, "*", "frame", frame};
+    size_t argvlen[] = {4, strlen(dest), 1, 5, len};
+    (void)key;
+    return enqueue(s, 5, argv, argvlen, cb, arg, NULL);
+}
+
+static void redis_ack(struct kiln_source *src, struct kiln_delivery *pub)
+{
+    struct rsrc *s = (struct rsrc *)src;
+    struct rdelivery *d = (struct rdelivery *)pub;
+    const char *argv[] = {"XACK", s->pub.cfg->jobs, s->pub.cfg->group, d->id};
+    if (enqueue(s, 4, argv, NULL, NULL, NULL, d) < 0)
+        kiln_error("out of memory acknowledging %s; it will be delivered again", d->id);
+}
+
+/* Keep our running entries from looking idle to other workers' reapers. */
+static void touch_inflight(struct rsrc *s)
+{
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = "XCLAIM";
+    argv[n++] = s->pub.cfg->jobs;
+    argv[n++] = s->pub.cfg->group;
+    argv[n++] = s->pub.cfg->consumer;
+    argv[n++] = "0";
+    int first = n;
+    for (struct rdelivery *d = s->inflight; d != NULL; d = d->next) {
+        argv[n++] = d->id;
+        if (n == 63 || d->next == NULL) {
+            argv[n++] = "JUSTID";
+            enqueue(s, n, argv, NULL, NULL, NULL, NULL);
+            n = first;
+        }
+    }
+}
+
+/* ---- deliveries ------------------------------------------------------ */
+
+static int is_inflight(struct rsrc *s, const char *id)
+{
+    for (struct rdelivery *d = s->inflight; d != NULL; d = d->next)
+        if (strcmp(d->id, id) == 0)
+            return 1;
+    return 0;
+}
+
+/* One entry [id, [field, value, ...]] from a read or claim. Returns a new
+ * in-flight delivery, or NULL (entry deleted, or out of memory). */
+static struct rdelivery *take_entry(struct rsrc *s, const redisReply *e)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING)
+        return NULL;
+    struct rdelivery *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return NULL;
+    snprintf(d->id, sizeof(d->id), "%s", e->element[0]->str);
+    snprintf(d->pub.ref, sizeof(d->pub.ref), "%s", d->id);
+    d->pub.src = &s->pub;
+    d->pub.attempt = 1;
+    const redisReply *f = e->element[1];
+    if (f->type != REDIS_REPLY_ARRAY) {
+        d->pub.missing = "the stream entry was deleted";
+    } else {
+        d->pub.missing = "the stream entry has no 'job' field";
+        for (size_t i = 0; i + 1 < f->elements; i += 2) {
+            const redisReply *k = f->element[i], *v = f->element[i + 1];
+            if (k->type == REDIS_REPLY_STRING && strcmp(k->str, "job") == 0 &&
+                v->type == REDIS_REPLY_STRING) {
+                if ((d->data = malloc(v->len ? v->len : 1)) == NULL) {
+                    free(d);
+                    return NULL;
+                }
+                memcpy(d->data, v->str, v->len);
+                d->pub.data = d->data;
+                d->pub.len = v->len;
+                d->pub.missing = NULL;
+                break;
+            }
+        }
+    }
+    d->next = s->inflight;
+    if (s->inflight)
+        s->inflight->prev = d;
+    s->inflight = d;
+    return d;
+}
+
+static void on_pending_count(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rsrc *s = ((struct rconn *)ac->data)->s;
+    struct rdelivery *d = priv;
+    redisReply *reply = r;
+    if (reply == NULL || s->stopping) {
+        /* connection lost: it stays pending and is recovered on reconnect */
+        release(s, d);
+        s->credit++;
+        return;
+    }
+    /* XPENDING key group id id 1 -> [[id, consumer, idle, deliveries]] */
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 4 &&
+        reply->element[0]->element[3]->type == REDIS_REPLY_INTEGER)
+        d->pub.attempt = (unsigned)reply->element[0]->element[3]->integer;
+    else if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 0) {
+        release(s, d); /* acknowledged elsewhere meanwhile: nothing to run */
+        s->credit++;
+        return;
+    }
+    kiln_info("job entry %s taken over (attempt %u)", d->id, d->pub.attempt);
+    s->pub.on_delivery(s->pub.arg, &d->pub);
+}
+
+/* Entries this worker did not get fresh: learn their delivery count first. */
+static void deliver_again(struct rsrc *s, struct rdelivery *d)
+{
+    const struct kiln_config *cfg = s->pub.cfg;
+    if (redisAsyncCommand(s->fetch.ac, on_pending_count, d, "XPENDING %s %s %s %s 1",
+                          cfg->jobs, cfg->group, d->id, d->id) != REDIS_OK)
+        s->pub.on_delivery(s->pub.arg, &d->pub);
+}
+
+static void deliver_entries(struct rsrc *s, const redisReply *entries, int fresh)
+{
+    for (size_t i = 0; i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+            e->element[0]->type == REDIS_REPLY_STRING && is_inflight(s, e->element[0]->str))
+            continue; /* ours and still running (or its ack is in flight) */
+        struct rdelivery *d = take_entry(s, e);
+        if (d == NULL)
+            continue;
+        s->credit--;
+        if (fresh)
+            s->pub.on_delivery(s->pub.arg, &d->pub);
+        else
+            deliver_again(s, d);
+    }
+}
+
+/* ---- the fetch loop (fetch connection) ------------------------------- */
+
+static int fetch_failed(struct rsrc *s, redisReply *reply)
+{
+    s->fetching = 0;
+    if (reply == NULL)
+        return 1; /* connection lost: on_connect restarts the loop */
+    if (reply->type != REDIS_REPLY_ERROR)
+        return 0;
+    kiln_warn("redis fetch: %s", reply->str);
+    if (strncmp(reply->str, "NOGROUP", 7) == 0)
+        s->phase = PH_GROUP; /* stream or group deleted: create again */
+    s->pause_until = now(s) + 1000;
+    return 1;
+}
+
+static void on_group(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rsrc *s = ((struct rconn *)ac->data)->s;
+    redisReply *reply = r;
+    (void)priv;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) == 0)
+        reply->type = REDIS_REPLY_STATUS; /* it exists: fine */
+    if (fetch_failed(s, reply))
+        return;
+    s->phase = PH_RECOVER;
+    strcpy(s->recover_from, "0");
+    fetch_next(s);
+}
+
+static void on_read(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rsrc *s = ((struct rconn *)ac->data)->s;
+    redisReply *reply = r;
+    int recovering = priv != NULL;
+    if (fetch_failed(s, reply))
+        return;
+    /* [[stream, [entry, ...]]] or nil when the block timed out */
+    const redisReply *entries = NULL;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2)
+        entries = reply->element[0]->element[1];
+    if (recovering) {
+        if (entries == NULL || entries->elements == 0) {
+            s->phase = PH_NEW; /* our own pending list is done */
+        } else {
+            const redisReply *last = entries->element[entries->elements - 1];
+            if (last->type == REDIS_REPLY_ARRAY && last->elements >= 1)
+                snprintf(s->recover_from, sizeof(s->recover_from), "%s", last->element[0]->str);
+        }
+    }
+    if (entries != NULL && entries->type == REDIS_REPLY_ARRAY)
+        deliver_entries(s, entries, !recovering);
+    fetch_next(s);
+}
+
+static void on_claim(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rsrc *s = ((struct rconn *)ac->data)->s;
+    redisReply *reply = r;
+    (void)priv;
+    if (fetch_failed(s, reply))
+        return;
+    /* [next-cursor, [entry, ...], [deleted-id, ...]] */
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING) {
+        const char *cursor = reply->element[0]->str;
+        snprintf(s->claim_from, sizeof(s->claim_from), "%s", cursor);
+        if (strcmp(cursor, "0-0") == 0) /* swept the whole list: rest a while */
+            s->next_claim = now(s) + (uint64_t)s->pub.cfg->claim_idle_ms / 2;
+        if (reply->element[1]->type == REDIS_REPLY_ARRAY)
+            deliver_entries(s, reply->element[1], 0);
+    }
+    fetch_next(s);
+}
+
+static void fetch_next(struct rsrc *s)
+{
+    const struct kiln_config *cfg = s->pub.cfg;
+    char count[16], idle[24], block[24];
+    redisAsyncContext *ac = s->fetch.ac;
+    int r;
+
+    if (!s->fetch.up || s->fetching || s->credit == 0 || s->stopping || now(s) < s->pause_until)
+        return;
+    snprintf(count, sizeof(count), "%u", s->credit);
+    s->fetch_wait = 5000;
+    switch (s->phase) {
+    case PH_GROUP:
+        r = redisAsyncCommand(ac, on_group, NULL, "XGROUP CREATE %s %s 0 MKSTREAM",
+                              cfg->jobs, cfg->group);
+        break;
+    case PH_RECOVER:
+        r = redisAsyncCommand(ac, on_read, s, "XREADGROUP GROUP %s %s COUNT %s STREAMS %s %s",
+                              cfg->group, cfg->consumer, count, cfg->jobs, s->recover_from);
+        break;
+    default:
+        if (now(s) >= s->next_claim) {
+            snprintf(idle, sizeof(idle), "%lld", (long long)cfg->claim_idle_ms);
+            r = redisAsyncCommand(ac, on_claim, NULL, "XAUTOCLAIM %s %s %s %s %s COUNT %s",
+                                  cfg->jobs, cfg->group, cfg->consumer, idle, s->claim_from, count);
+            break;
+        }
+        snprintf(block, sizeof(block), "%lld", (long long)cfg->block_ms);
+        s->fetch_wait += (uint64_t)cfg->block_ms;
+        r = redisAsyncCommand(ac, on_read, NULL,
+                              "XREADGROUP GROUP %s %s COUNT %s BLOCK %s STREAMS %s >",
+                              cfg->group, cfg->consumer, count, block, cfg->jobs);
+        break;
+    }
+    if (r == REDIS_OK) {
+        s->fetching = 1;
+        s->fetch_sent = now(s);
+    }
+}
+
+/* ---- the tick: watchdog, heartbeat, paused fetches ------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+    struct rsrc *s = t->data;
+    uint64_t n = now(s);
+    if (s->fetching && n - s->fetch_sent > s->fetch_wait)
+        conn_reset(&s->fetch, "a read is overdue");
+    for (struct op *op = s->head; op != NULL; op = op->next)
+        if (op->sent) {
+            if (n - op->sent_at > CMD_STALL_MS)
+                conn_reset(&s->cmd, "a write is overdue");
+            break;
+        }
+    if (n >= s->next_touch) {
+        s->next_touch = n + (uint64_t)s->pub.cfg->claim_idle_ms / 3;
+        if (s->inflight != NULL)
+            touch_inflight(s);
+    }
+    fetch_next(s);
+}
+
+/* ---- the interface --------------------------------------------------- */
+
+static int redis_start(struct kiln_source *src)
+{
+    struct rsrc *s = (struct rsrc *)src;
+    conn_start(&s->cmd);
+    conn_start(&s->fetch);
+    uv_timer_start(&s->tick, on_tick, 1000, 1000);
+    return 0;
+}
+
+static void redis_credit(struct kiln_source *src, unsigned n)
+{
+    struct rsrc *s = (struct rsrc *)src;
+    s->credit += n;
+    fetch_next(s);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct rsrc *s = h->data;
+    if (--s->closing == 0)
+        free(s);
+}
+
+static void redis_destroy(struct kiln_source *src)
+{
+    struct rsrc *s = (struct rsrc *)src;
+    s->stopping = 1;
+    if (s->cmd.ac)
+        redisAsyncFree(s->cmd.ac);
+    if (s->fetch.ac)
+        redisAsyncFree(s->fetch.ac);
+    while (s->head != NULL) {
+        struct op *op = s->head;
+        s->head = op->next;
+        redisFreeCommand(op->cmd);
+        free(op);
+    }
+    while (s->inflight != NULL)
+        release(s, s->inflight);
+    free(s->user);
+    free(s->password);
+    /* three timers to close before the struct goes */
+    s->closing = 3;
+    s->tick.data = s->cmd.retry.data = s->fetch.retry.data = s;
+    uv_close((uv_handle_t *)&s->tick, on_timer_closed);
+    uv_close((uv_handle_t *)&s->cmd.retry, on_timer_closed);
+    uv_close((uv_handle_t *)&s->fetch.retry, on_timer_closed);
+}
+
+static const struct kiln_source_ops redis_ops = {
+    .name = "redis",
+    .start = redis_start,
+    .credit = redis_credit,
+    .write = redis_write,
+    .ack = redis_ack,
+    .destroy = redis_destroy,
+};
+
+/* redis://[[user]:password@]host[:port][/db] */
+static int parse_url(struct rsrc *s, const char *url, char *err, size_t errlen)
+{
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) != 0)
+        goto bad;
+    p += 8;
+    const char *at = strchr(p, '@');
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon == NULL)
+            goto bad;
+        if (colon > p)
+            s->user = strndup(p, (size_t)(colon - p));
+        s->password = strndup(colon + 1, (size_t)(at - colon - 1));
+        p = at + 1;
+    }
+    size_t hlen = strcspn(p, ":/");
+    if (hlen == 0 || hlen >= sizeof(s->host))
+        goto bad;
+    memcpy(s->host, p, hlen);
+    s->host[hlen] = '\0';
+    p += hlen;
+    s->port = 6379;
+    if (*p == ':') {
+        char *end;
+        long port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port < 1 || port > 65535)
+            goto bad;
+        s->port = (int)port;
+        p = end;
+    }
+    if (*p == '/' && p[1] != '\0') {
+        char *end;
+        long db = strtol(p + 1, &end, 10);
+        if (*end != '\0' || db < 0)
+            goto bad;
+        s->db = (int)db;
+    } else if (*p != '\0' && strcmp(p, "/") != 0) {
+        goto bad;
+    }
+    return 0;
+bad:
+    snprintf(err, errlen, "bad Redis URL '%s' (want redis://[:password@]host[:port][/db])", url);
+    return -EINVAL;
+}
+
+int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
+                          kiln_delivery_cb cb, void *arg, struct kiln_source **out,
+                          char *err, size_t errlen)
+{
+    struct rsrc *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    int r = parse_url(s, cfg->redis, err, errlen);
+    if (r < 0) {
+        free(s->user);
+        free(s->password);
+        free(s);
+        return r;
+    }
+    s->pub.ops = &redis_ops;
+    s->pub.loop = loop;
+    s->pub.cfg = cfg;
+    s->pub.on_delivery = cb;
+    s->pub.arg = arg;
+    strcpy(s->claim_from, "0-0");
+    struct rconn *conns[] = {&s->cmd, &s->fetch};
+    const char *names[] = {"cmd", "fetch"};
+    for (int i = 0; i < 2; i++) {
+        conns[i]->s = s;
+        conns[i]->name = names[i];
+        uv_timer_init(loop, &conns[i]->retry);
+        conns[i]->retry.data = conns[i];
+    }
+    uv_timer_init(loop, &s->tick);
+    s->tick.data = s;
+    *out = &s->pub;
+    return 0;
+}
