@@ -253,9 +253,9 @@ static void decode_route(const msgpack_object *map, struct kiln_job *job)
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         msgpack_pack_object(&pk, *o);
+        size_t n = sb.size; /* release() zeroes it */
         job->meta = (unsigned char *)msgpack_sbuffer_release(&sb);
-        job->meta_len = job->meta ? sb.size : 0;
-        msgpack_sbuffer_destroy(&sb);
+        job->meta_len = job->meta ? n : 0;
     }
 }
 

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Writes the golden vectors of the wire contract v1 (see ../job.v1.md and
+../frame.v1.md) with Python's msgpack, an encoder independent of kiln's.
+
+  job/valid/NAME.msgpack     a job the worker must accept
+  job/valid/NAME.json        what it must decode to
+  job/invalid/NAME.msgpack   a job the worker must reject
+  job/invalid/NAME.reason    a phrase the rejection reason must contain
+  frame/NAME.msgpack         bytes kiln's frame encoder must produce exactly
+  frame/NAME.json            the frame's fields, to encode from
+
+Run it after changing a vector; commit what it writes.
+"""
+import base64
+import json
+import os
+import shutil
+
+import msgpack
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pack(obj):
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+VALID = {
+    "minimal": {"id": "j1", "plugin": "shell", "code": "echo hi"},
+    "full": {
+        "v": 1,
+        "id": "batch-7.case:42",
+        "plugin": "python",
+        "code": "print(input())",
+        "args": ["--fast", ""],
+        "stdin": b"\x00\x01binary",
+        "env": {"LANG": "C", "_X1": "y=z"},
+        "files": {"data/in.txt": b"hello\n", "empty": b""},
+        "limits": {"timeout_ms": 5000, "cpu_ms": 1000, "memory_mb": 256, "pids": 64,
+                   "output_bytes": 0, "file_bytes": 1048576},
+        "net": {"allow": ["pypi.org", "*.example.com:443"]},
+        "reply_to": "results.team-a",
+        "meta": {"trace": [1, "two", None]},
+    },
+    "stdin_str": {"id": "j2", "plugin": "shell", "code": "cat", "stdin": "text stdin"},
+    "files_str": {"id": "j3", "plugin": "shell", "code": "cat f", "files": {"f": "as text"}},
+    "net_no_allow": {"id": "j4", "plugin": "shell", "code": "true", "net": {}},
+    "nil_optionals": {"id": "j5", "plugin": "shell", "code": "true", "args": None,
+                      "stdin": None, "env": None, "limits": None, "net": None},
+    "unknown_keys": {"id": "j6", "plugin": "shell", "code": "true", "future": {"x": 1},
+                     "limits": {"gpu": 1}},
+    "id_max": {"id": "a" * 128, "plugin": "shell", "code": "true"},
+}
+
+INVALID = {
+    "not_msgpack": (b"\xc1", "not valid msgpack"),
+    "truncated": (pack({"id": "x", "plugin": "shell", "code": "echo"})[:-2], "truncated"),
+    "not_map": (pack(["id", "x"]), "must be a msgpack map"),
+    "trailing": (pack({"id": "x", "plugin": "shell", "code": "t"}) + b"\x00", "trailing"),
+    "no_id": (pack({"plugin": "shell", "code": "true"}), "missing required field 'id'"),
+    "id_int": (pack({"id": 7, "plugin": "shell", "code": "true"}), "field 'id' must be a string"),
+    "id_bad_chars": (pack({"id": "a b", "plugin": "shell", "code": "true"}), "field 'id' must be 1-128"),
+    "id_too_long": (pack({"id": "a" * 129, "plugin": "shell", "code": "true"}), "field 'id' must be 1-128"),
+    "id_empty": (pack({"id": "", "plugin": "shell", "code": "true"}), "field 'id' must be 1-128"),
+    "no_plugin": (pack({"id": "x", "code": "true"}), "missing required field 'plugin'"),
+    "plugin_bin": (pack({"id": "x", "plugin": b"shell", "code": "true"}), "field 'plugin' must be a string"),
+    "no_code": (pack({"id": "x", "plugin": "shell"}), "missing required field 'code'"),
+    "code_nul": (pack({"id": "x", "plugin": "shell", "code": "a\x00b"}), "must not contain a NUL"),
+    "args_not_array": (pack({"id": "x", "plugin": "shell", "code": "t", "args": "a"}), "field 'args' must be an array"),
+    "args_int": (pack({"id": "x", "plugin": "shell", "code": "t", "args": ["a", 1]}), "field 'args[1]' must be a string"),
+    "stdin_int": (pack({"id": "x", "plugin": "shell", "code": "t", "stdin": 5}), "field 'stdin' must be bin or str"),
+    "env_list": (pack({"id": "x", "plugin": "shell", "code": "t", "env": ["A=1"]}), "field 'env' must be a map"),
+    "env_value_int": (pack({"id": "x", "plugin": "shell", "code": "t", "env": {"A": 1}}), "field 'env value' must be a string"),
+    "env_bad_key": (pack({"id": "x", "plugin": "shell", "code": "t", "env": {"A=B": "1"}}), "env key 'A=B' must match"),
+    "files_abs": (pack({"id": "x", "plugin": "shell", "code": "t", "files": {"/etc/x": b""}}), "must be relative"),
+    "files_dotdot": (pack({"id": "x", "plugin": "shell", "code": "t", "files": {"a/../../x": b""}}), "must be relative"),
+    "files_empty_part": (pack({"id": "x", "plugin": "shell", "code": "t", "files": {"a//b": b""}}), "must be relative"),
+    "files_int": (pack({"id": "x", "plugin": "shell", "code": "t", "files": {"a": 3}}), "field 'files value' must be bin or str"),
+    "limits_negative": (pack({"id": "x", "plugin": "shell", "code": "t", "limits": {"timeout_ms": -1}}), "limits.timeout_ms"),
+    "limits_string": (pack({"id": "x", "plugin": "shell", "code": "t", "limits": {"memory_mb": "1"}}), "limits.memory_mb"),
+    "limits_not_map": (pack({"id": "x", "plugin": "shell", "code": "t", "limits": [1]}), "field 'limits' must be a map"),
+    "net_allow_int": (pack({"id": "x", "plugin": "shell", "code": "t", "net": {"allow": [1]}}), "net.allow[0]"),
+    "reply_to_bad": (pack({"id": "x", "plugin": "shell", "code": "t", "reply_to": "a b"}), "field 'reply_to'"),
+    "version_2": (pack({"v": 2, "id": "x", "plugin": "shell", "code": "t"}), "unsupported schema version"),
+    "deep": (b"\x91" * 200 + b"\xc0", "not valid msgpack"),
+    "huge_array": (b"\xdd\xff\xff\xff\xf0\x01", "not valid msgpack"),
+}
+
+# Frames in the exact field order kiln writes them.
+FRAMES = {
+    "stdout": {"id": "j1", "seq": 0, "attempt": 1, "kind": "stdout", "data": b"hello\n"},
+    "stderr_binary": {"id": "j1", "seq": 1, "attempt": 2, "kind": "stderr", "data": b"\xff\x00"},
+    "exit_ok": {"id": "j1", "seq": 2, "kind": "exit", "status": "ok", "code": 0, "signal": None,
+                "wall_ms": 12, "cpu_ms": 3, "max_rss_kb": 2048, "attempt": 1, "worker": "w-1"},
+    "exit_killed": {"id": "j9", "seq": 70000, "kind": "exit", "status": "killed", "code": None,
+                    "signal": 9, "wall_ms": 4294967296, "cpu_ms": 0, "max_rss_kb": 0,
+                    "attempt": 3, "worker": "host.example"},
+    "exit_rejected": {"id": None, "seq": 0, "kind": "exit", "status": "rejected", "code": None,
+                      "signal": None, "wall_ms": 0, "cpu_ms": 0, "max_rss_kb": 0, "attempt": 1,
+                      "worker": "w", "reason": "job must be a msgpack map"},
+    "exit_meta": {"id": "j2", "seq": 5, "kind": "exit", "status": "error", "code": 1, "signal": None,
+                  "wall_ms": 1, "cpu_ms": 1, "max_rss_kb": 1, "attempt": 1, "worker": "w",
+                  "meta": {"trace": [1, "two", None], "b": b"\x01"}},
+}
+
+
+def jsonable(v):
+    if isinstance(v, bytes):
+        return {"base64": base64.b64encode(v).decode()}
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [jsonable(x) for x in v]
+    return v
+
+
+def write(path, data, mode="wb"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, mode) as f:
+        f.write(data)
+
+
+def main():
+    for sub in ("job", "frame"):
+        shutil.rmtree(os.path.join(HERE, sub), ignore_errors=True)
+    for name, job in VALID.items():
+        write(os.path.join(HERE, "job/valid", name + ".msgpack"), pack(job))
+        write(os.path.join(HERE, "job/valid", name + ".json"),
+              json.dumps(jsonable(job), indent=1, sort_keys=True) + "\n", "w")
+    for name, (data, reason) in INVALID.items():
+        write(os.path.join(HERE, "job/invalid", name + ".msgpack"), data)
+        write(os.path.join(HERE, "job/invalid", name + ".reason"), reason + "\n", "w")
+    for name, frame in FRAMES.items():
+        write(os.path.join(HERE, "frame", name + ".msgpack"), pack(frame))
+        write(os.path.join(HERE, "frame", name + ".json"),
+              json.dumps(jsonable(frame), indent=1) + "\n", "w")
+
+
+if __name__ == "__main__":
+    main()

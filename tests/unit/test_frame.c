@@ -1,0 +1,113 @@
+/* Frame encoding: kiln's encoder must write the golden frames of
+ * schemas/vectors/frame byte for byte. */
+#include "test.h"
+
+#include <jansson.h>
+#include <msgpack.h>
+#include <string.h>
+
+#include "frame.h"
+#include "proto.h"
+
+static unsigned char *golden(const char *name, const char *ext, size_t *len)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/frame/%s%s", KILN_VECTORS, name, ext);
+    return read_file(path, len);
+}
+
+static json_t *fields(const char *name)
+{
+    size_t len;
+    unsigned char *text = golden(name, ".json", &len);
+    json_error_t e;
+    json_t *j = json_loads((char *)text, 0, &e);
+    free(text);
+    assert_non_null(j);
+    return j;
+}
+
+static void assert_golden(const char *name, const msgpack_sbuffer *sb)
+{
+    size_t len;
+    unsigned char *want = golden(name, ".msgpack", &len);
+    if (sb->size != len || memcmp(sb->data, want, len) != 0)
+        fail_msg("%s: encoded %zu bytes, golden has %zu (or they differ)", name, sb->size, len);
+    free(want);
+}
+
+static void test_output_frames(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    kiln_frame_output(&sb, "j1", 0, 1, 1, "hello\n", 6);
+    assert_golden("stdout", &sb);
+    msgpack_sbuffer_destroy(&sb);
+    kiln_frame_output(&sb, "j1", 1, 2, 2, "\xff\x00", 2);
+    assert_golden("stderr_binary", &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void check_exit(const char *name)
+{
+    json_t *j = fields(name);
+    struct kiln_exit e = {0};
+    json_t *code = json_object_get(j, "code"), *sig = json_object_get(j, "signal");
+    json_t *id = json_object_get(j, "id"), *reason = json_object_get(j, "reason");
+    e.status = json_string_value(json_object_get(j, "status"));
+    e.has_code = json_is_integer(code);
+    e.code = (int)json_integer_value(code);
+    e.signal = (int)json_integer_value(sig);
+    e.wall_ms = json_integer_value(json_object_get(j, "wall_ms"));
+    e.cpu_ms = json_integer_value(json_object_get(j, "cpu_ms"));
+    e.max_rss_kb = json_integer_value(json_object_get(j, "max_rss_kb"));
+    e.attempt = (unsigned)json_integer_value(json_object_get(j, "attempt"));
+    e.worker = json_string_value(json_object_get(j, "worker"));
+    e.reason = reason ? json_string_value(reason) : NULL;
+
+    /* meta is echoed as the job's packed bytes: take them from the golden */
+    size_t glen;
+    unsigned char *g = golden(name, ".msgpack", &glen);
+    msgpack_unpacked u;
+    msgpack_sbuffer meta;
+    msgpack_packer pk;
+    size_t off = 0;
+    msgpack_unpacked_init(&u);
+    msgpack_sbuffer_init(&meta);
+    assert_int_equal(msgpack_unpack_next(&u, (char *)g, glen, &off), MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *m = kiln_mp_get(&u.data, "meta");
+    if (m != NULL) {
+        msgpack_packer_init(&pk, &meta, msgpack_sbuffer_write);
+        msgpack_pack_object(&pk, *m);
+        e.meta = (unsigned char *)meta.data;
+        e.meta_len = meta.size;
+    }
+
+    msgpack_sbuffer sb;
+    kiln_frame_exit(&sb, json_is_string(id) ? json_string_value(id) : NULL,
+                    (uint64_t)json_integer_value(json_object_get(j, "seq")), &e);
+    assert_golden(name, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_sbuffer_destroy(&meta);
+    msgpack_unpacked_destroy(&u);
+    free(g);
+    json_decref(j);
+}
+
+static void test_exit_frames(void **state)
+{
+    (void)state;
+    check_exit("exit_ok");
+    check_exit("exit_killed");
+    check_exit("exit_rejected");
+    check_exit("exit_meta");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_output_frames),
+        cmocka_unit_test(test_exit_frames),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,214 @@
+/* Job decoding: every golden vector of schemas/vectors/job, and the routing
+ * fields a rejected job still yields. */
+#include "test.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <string.h>
+
+#include "job.h"
+
+static char *path_of(const char *sub, const char *name, const char *ext)
+{
+    static char buf[1024];
+    snprintf(buf, sizeof(buf), "%s/job/%s/%s%s", KILN_VECTORS, sub, name, ext);
+    return buf;
+}
+
+/* Names (without extension) of the *.msgpack vectors in job/<sub>. */
+static int list(const char *sub, char names[][128], int max)
+{
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/job/%s", KILN_VECTORS, sub);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < max) {
+        char *dot = strrchr(e->d_name, '.');
+        if (dot && strcmp(dot, ".msgpack") == 0)
+            snprintf(names[n++], 128, "%.*s", (int)(dot - e->d_name), e->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Compare bytes with a JSON string or {"base64": ...}. */
+static void assert_bytes(json_t *want, const void *got, size_t len)
+{
+    if (json_is_string(want)) {
+        assert_int_equal(json_string_length(want), len);
+        assert_memory_equal(json_string_value(want), got, len);
+        return;
+    }
+    const char *b64 = json_string_value(json_object_get(want, "base64"));
+    assert_non_null(b64);
+    unsigned char out[4096];
+    int n = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)strlen(b64));
+    size_t pad = strlen(b64) >= 2 ? (b64[strlen(b64) - 1] == '=') + (b64[strlen(b64) - 2] == '=') : 0;
+    assert_int_equal((size_t)n - pad, len);
+    assert_memory_equal(out, got, len);
+}
+
+static void check_valid(const char *name)
+{
+    size_t len, jlen;
+    char err[256];
+    struct kiln_job *job;
+    unsigned char *buf = read_file(path_of("valid", name, ".msgpack"), &len);
+    unsigned char *text = read_file(path_of("valid", name, ".json"), &jlen);
+    json_error_t jerr;
+    json_t *want = json_loads((char *)text, 0, &jerr);
+    assert_non_null(want);
+
+    int r = kiln_job_decode(buf, len, &job, err, sizeof(err));
+    if (r != 0)
+        fail_msg("%s: rejected: %s", name, err);
+    assert_string_equal(job->id, json_string_value(json_object_get(want, "id")));
+    assert_string_equal(job->plugin, json_string_value(json_object_get(want, "plugin")));
+    assert_string_equal(job->code, json_string_value(json_object_get(want, "code")));
+
+    json_t *args = json_object_get(want, "args");
+    assert_int_equal(job->nargs, json_is_array(args) ? json_array_size(args) : 0);
+    for (size_t i = 0; i < job->nargs; i++)
+        assert_string_equal(job->args[i], json_string_value(json_array_get(args, i)));
+
+    json_t *in = json_object_get(want, "stdin");
+    if (in != NULL && !json_is_null(in))
+        assert_bytes(in, job->stdin_data, job->stdin_len);
+    else
+        assert_null(job->stdin_data);
+
+    json_t *env = json_object_get(want, "env");
+    assert_int_equal(job->nenv, json_is_object(env) ? json_object_size(env) : 0);
+    for (size_t i = 0; i < job->nenv; i++)
+        assert_string_equal(job->env[i].value,
+                            json_string_value(json_object_get(env, job->env[i].key)));
+
+    json_t *files = json_object_get(want, "files");
+    assert_int_equal(job->nfiles, json_is_object(files) ? json_object_size(files) : 0);
+    for (size_t i = 0; i < job->nfiles; i++)
+        assert_bytes(json_object_get(files, job->files[i].path), job->files[i].data, job->files[i].len);
+
+    json_t *limits = json_object_get(want, "limits");
+    const char *keys[] = {"timeout_ms", "cpu_ms", "memory_mb", "pids", "output_bytes", "file_bytes"};
+    int64_t got[] = {job->limits.timeout_ms, job->limits.cpu_ms, job->limits.memory_mb,
+                     job->limits.pids, job->limits.output_bytes, job->limits.file_bytes};
+    for (int i = 0; i < 6; i++) {
+        json_t *v = json_is_object(limits) ? json_object_get(limits, keys[i]) : NULL;
+        assert_int_equal(got[i], v ? json_integer_value(v) : -1);
+    }
+
+    json_t *net = json_object_get(want, "net");
+    assert_int_equal(job->has_net, json_is_object(net));
+    json_t *allow = json_is_object(net) ? json_object_get(net, "allow") : NULL;
+    assert_int_equal(job->nnet, json_is_array(allow) ? json_array_size(allow) : 0);
+    for (size_t i = 0; i < job->nnet; i++)
+        assert_string_equal(job->net_allow[i], json_string_value(json_array_get(allow, i)));
+
+    json_t *reply = json_object_get(want, "reply_to");
+    if (reply)
+        assert_string_equal(job->reply_to, json_string_value(reply));
+    else
+        assert_null(job->reply_to);
+    assert_int_equal(job->meta != NULL, json_object_get(want, "meta") != NULL);
+
+    kiln_job_free(job);
+    json_decref(want);
+    free(buf);
+    free(text);
+}
+
+static void test_valid_vectors(void **state)
+{
+    char names[64][128];
+    (void)state;
+    int n = list("valid", names, 64);
+    assert_true(n >= 8);
+    for (int i = 0; i < n; i++)
+        check_valid(names[i]);
+}
+
+static void test_invalid_vectors(void **state)
+{
+    char names[64][128];
+    (void)state;
+    int n = list("invalid", names, 64);
+    assert_true(n >= 30);
+    for (int i = 0; i < n; i++) {
+        size_t len, rlen;
+        char err[256];
+        struct kiln_job *job;
+        unsigned char *buf = read_file(path_of("invalid", names[i], ".msgpack"), &len);
+        char *want = (char *)read_file(path_of("invalid", names[i], ".reason"), &rlen);
+        want[strcspn(want, "\n")] = '\0';
+        int r = kiln_job_decode(buf, len, &job, err, sizeof(err));
+        if (r != -EINVAL)
+            fail_msg("%s: accepted, want rejection with '%s'", names[i], want);
+        if (strstr(err, want) == NULL)
+            fail_msg("%s: reason '%s' does not say '%s'", names[i], err, want);
+        kiln_job_free(job);
+        free(buf);
+        free(want);
+    }
+}
+
+/* A bad job still names its id and reply_to, so its rejection reaches the
+ * submitter. */
+static void test_rejected_job_keeps_route(void **state)
+{
+    /* {"id": "r1", "reply_to": "mine", "meta": 7, "plugin": 5} */
+    static const unsigned char buf[] = {
+        0x84, 0xa2, 'i', 'd', 0xa2, 'r', '1', 0xa8, 'r', 'e', 'p', 'l', 'y', '_', 't', 'o',
+        0xa4, 'm', 'i', 'n', 'e', 0xa4, 'm', 'e', 't', 'a', 0x07,
+        0xa6, 'p', 'l', 'u', 'g', 'i', 'n', 0x05};
+    struct kiln_job *job;
+    char err[256];
+    (void)state;
+    assert_int_equal(kiln_job_decode(buf, sizeof(buf), &job, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "field 'plugin' must be a string");
+    assert_string_equal(job->id, "r1");
+    assert_string_equal(job->reply_to, "mine");
+    assert_int_equal(job->meta_len, 1);
+    assert_int_equal(job->meta[0], 0x07);
+    kiln_job_free(job);
+}
+
+static void test_every_truncation_is_rejected(void **state)
+{
+    size_t len;
+    (void)state;
+    unsigned char *buf = read_file(path_of("valid", "full", ".msgpack"), &len);
+    for (size_t cut = 0; cut < len; cut++) {
+        struct kiln_job *job;
+        char err[256];
+        assert_int_equal(kiln_job_decode(buf, cut, &job, err, sizeof(err)), -EINVAL);
+        assert_true(err[0] != '\0');
+        kiln_job_free(job);
+    }
+    free(buf);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_true(kiln_job_valid_id("a.b:c-d_9"));
+    assert_false(kiln_job_valid_id("a/b"));
+    assert_false(kiln_job_valid_id(""));
+    assert_true(kiln_job_valid_name("kiln.results"));
+    assert_false(kiln_job_valid_name("has space"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_vectors),
+        cmocka_unit_test(test_invalid_vectors),
+        cmocka_unit_test(test_rejected_job_keeps_route),
+        cmocka_unit_test(test_every_truncation_is_rejected),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,167 @@
+/* Agent protocol framing: messages survive any split of the byte stream,
+ * and a header announcing too much is refused before anything is buffered. */
+#include "test.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "proto.h"
+
+static void pack_out(msgpack_sbuffer *sb, int fd, const char *data)
+{
+    msgpack_packer pk;
+    kiln_proto_begin(sb, &pk);
+    msgpack_pack_map(&pk, 3);
+    kiln_mp_str(&pk, "t");
+    kiln_mp_str(&pk, "out");
+    kiln_mp_str(&pk, "fd");
+    msgpack_pack_int(&pk, fd);
+    kiln_mp_str(&pk, "data");
+    kiln_mp_bin(&pk, data, strlen(data));
+    kiln_proto_finish(sb);
+}
+
+static void expect_out(const void *msg, size_t len, int fd, const char *data)
+{
+    msgpack_unpacked u;
+    size_t off = 0;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, msg, len, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(off, len);
+    assert_true(kiln_mp_streq(kiln_mp_get(&u.data, "t"), "out"));
+    int64_t v;
+    assert_int_equal(kiln_mp_int(kiln_mp_get(&u.data, "fd"), 1, 2, &v), 0);
+    assert_int_equal(v, fd);
+    const msgpack_object *d = kiln_mp_get(&u.data, "data");
+    assert_int_equal(d->type, MSGPACK_OBJECT_BIN);
+    assert_int_equal(d->via.bin.size, strlen(data));
+    assert_memory_equal(d->via.bin.ptr, data, strlen(data));
+    msgpack_unpacked_destroy(&u);
+}
+
+static void test_header(void **state)
+{
+    unsigned char h[4];
+    (void)state;
+    kiln_proto_header(h, 0x01020304);
+    assert_int_equal(h[0], 1);
+    assert_int_equal(h[3], 4);
+}
+
+/* Three messages fed one byte at a time come out whole and in order. */
+static void test_byte_by_byte(void **state)
+{
+    msgpack_sbuffer a, b, c;
+    struct kiln_proto_reader r;
+    const void *msg;
+    size_t len;
+    (void)state;
+    pack_out(&a, 1, "first");
+    pack_out(&b, 2, "");
+    pack_out(&c, 1, "third message");
+    msgpack_sbuffer *all[] = {&a, &b, &c};
+    kiln_proto_reader_init(&r, 1 << 20);
+    int seen = 0;
+    for (int m = 0; m < 3; m++)
+        for (size_t i = 0; i < all[m]->size; i++) {
+            assert_int_equal(kiln_proto_reader_feed(&r, all[m]->data + i, 1), 0);
+            int got = kiln_proto_reader_next(&r, &msg, &len);
+            assert_int_equal(got, i + 1 == all[m]->size);
+            if (got) {
+                expect_out(msg, len, seen == 1 ? 2 : 1, seen == 0 ? "first" : seen == 1 ? "" : "third message");
+                seen++;
+            }
+        }
+    assert_int_equal(seen, 3);
+    kiln_proto_reader_free(&r);
+    msgpack_sbuffer_destroy(&a);
+    msgpack_sbuffer_destroy(&b);
+    msgpack_sbuffer_destroy(&c);
+}
+
+/* Several messages in one read all come out. */
+static void test_many_in_one_feed(void **state)
+{
+    msgpack_sbuffer a;
+    struct kiln_proto_reader r;
+    const void *msg;
+    size_t len;
+    char buf[4096];
+    size_t n = 0;
+    (void)state;
+    pack_out(&a, 1, "x");
+    for (int i = 0; i < 10; i++) {
+        memcpy(buf + n, a.data, a.size);
+        n += a.size;
+    }
+    kiln_proto_reader_init(&r, 1 << 20);
+    assert_int_equal(kiln_proto_reader_feed(&r, buf, n), 0);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(kiln_proto_reader_next(&r, &msg, &len), 1);
+        expect_out(msg, len, 1, "x");
+    }
+    assert_int_equal(kiln_proto_reader_next(&r, &msg, &len), 0);
+    kiln_proto_reader_free(&r);
+    msgpack_sbuffer_destroy(&a);
+}
+
+static void test_oversize_refused(void **state)
+{
+    struct kiln_proto_reader r;
+    unsigned char h[4];
+    const void *msg;
+    size_t len;
+    (void)state;
+    kiln_proto_reader_init(&r, 100);
+    kiln_proto_header(h, 101);
+    assert_int_equal(kiln_proto_reader_feed(&r, h, 4), 0);
+    assert_int_equal(kiln_proto_reader_next(&r, &msg, &len), -EMSGSIZE);
+    kiln_proto_reader_free(&r);
+
+    kiln_proto_reader_init(&r, 100);
+    kiln_proto_header(h, 100);
+    assert_int_equal(kiln_proto_reader_feed(&r, h, 4), 0);
+    assert_int_equal(kiln_proto_reader_next(&r, &msg, &len), 0); /* waits for 100 bytes */
+    kiln_proto_reader_free(&r);
+}
+
+static void test_mp_helpers(void **state)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_unpacked u;
+    size_t off = 0;
+    int64_t v;
+    (void)state;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    kiln_mp_str(&pk, "neg");
+    msgpack_pack_int(&pk, -5);
+    kiln_mp_str(&pk, "big");
+    msgpack_pack_uint64(&pk, UINT64_MAX);
+    kiln_mp_str(&pk, "nul");
+    kiln_mp_strn(&pk, "a\0b", 3);
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(kiln_mp_int(kiln_mp_get(&u.data, "neg"), -10, 0, &v), 0);
+    assert_int_equal(v, -5);
+    assert_int_equal(kiln_mp_int(kiln_mp_get(&u.data, "neg"), 0, 10, &v), -EINVAL);
+    assert_int_equal(kiln_mp_int(kiln_mp_get(&u.data, "big"), 0, INT64_MAX, &v), -EINVAL);
+    assert_null(kiln_mp_strdup(kiln_mp_get(&u.data, "nul")));
+    assert_null(kiln_mp_get(&u.data, "absent"));
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_header),
+        cmocka_unit_test(test_byte_by_byte),
+        cmocka_unit_test(test_many_in_one_feed),
+        cmocka_unit_test(test_oversize_refused),
+        cmocka_unit_test(test_mp_helpers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
