@@ -17,7 +17,6 @@
  * a 1 s tick reconnects a connection whose answer is overdue.
  */
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -31,6 +30,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define CMD_STALL_MS 15000
+#define CONNECT_MS 5000
 
 struct rsrc;
 
@@ -41,6 +41,7 @@ struct rconn {
     int up;
     uv_timer_t retry;
     uint64_t backoff;
+    uint64_t connect_started;
 };
 
 struct rdelivery {
@@ -88,6 +89,78 @@ struct rsrc {
 
 static void fetch_next(struct rsrc *s);
 static void conn_start(struct rconn *c);
+
+/* ---- hiredis on libuv ------------------------------------------------ */
+
+/*
+ * hiredis 0.14's bundled libuv adapter drops poll errors: a refused connect
+ * (libuv reports it as a poll error) then hangs for ever. This one passes
+ * errors on to hiredis, whose own read or connect check then sees them.
+ */
+struct uvev {
+    redisAsyncContext *ac;
+    uv_poll_t poll;
+    int events;
+};
+
+static void ev_poll(uv_poll_t *h, int status, int events)
+{
+    struct uvev *e = h->data;
+    if (e->ac == NULL)
+        return;
+    if (status < 0) /* let hiredis find the socket error and tear down */
+        events = (e->ac->c.flags & REDIS_CONNECTED) ? UV_READABLE : UV_WRITABLE;
+    if (e->ac != NULL && (events & UV_READABLE))
+        redisAsyncHandleRead(e->ac);
+    if (e->ac != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(e->ac);
+}
+
+static void ev_update(struct uvev *e, int add, int del)
+{
+    e->events = (e->events | add) & ~del;
+    if (e->events)
+        uv_poll_start(&e->poll, e->events, ev_poll);
+    else
+        uv_poll_stop(&e->poll);
+}
+
+static void ev_add_read(void *p) { ev_update(p, UV_READABLE, 0); }
+static void ev_del_read(void *p) { ev_update(p, 0, UV_READABLE); }
+static void ev_add_write(void *p) { ev_update(p, UV_WRITABLE, 0); }
+static void ev_del_write(void *p) { ev_update(p, 0, UV_WRITABLE); }
+
+static void ev_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void ev_cleanup(void *p)
+{
+    struct uvev *e = p;
+    e->ac = NULL;
+    uv_close((uv_handle_t *)&e->poll, ev_closed);
+}
+
+static int attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    struct uvev *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -ENOMEM;
+    if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+        free(e);
+        return -EIO;
+    }
+    e->poll.data = e;
+    e->ac = ac;
+    ac->ev.data = e;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return 0;
+}
 
 /* ---- connections ----------------------------------------------------- */
 
@@ -149,7 +222,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     schedule_retry(c);
 }
 
-static void on_auth(redisAsyncContext *ac, void *r, void *priv)
+static void on_setup(redisAsyncContext *ac, void *r, void *priv)
 {
     redisReply *reply = r;
     (void)priv;
@@ -171,16 +244,26 @@ static void conn_start(struct rconn *c)
     }
     ac->data = c;
     c->ac = ac;
-    redisLibuvAttach(ac, s->pub.loop);
+    c->connect_started = now(s);
+    if (attach(ac, s->pub.loop) < 0) {
+        kiln_warn("redis %s: cannot watch the socket", c->name);
+        redisAsyncFree(ac);
+        c->ac = NULL;
+        schedule_retry(c);
+        return;
+    }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     /* queued ahead of everything else on this connection */
     if (s->password != NULL && s->user != NULL)
-        redisAsyncCommand(ac, on_auth, NULL, "AUTH %s %s", s->user, s->password);
+        redisAsyncCommand(ac, on_setup, NULL, "AUTH %s %s", s->user, s->password);
     else if (s->password != NULL)
-        redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", s->password);
+        redisAsyncCommand(ac, on_setup, NULL, "AUTH %s", s->password);
     if (s->db != 0)
-        redisAsyncCommand(ac, on_auth, NULL, "SELECT %d", s->db);
+        redisAsyncCommand(ac, on_setup, NULL, "SELECT %d", s->db);
+    /* hiredis 0.14 watches for the connect to finish only once a command
+     * is queued: without one, a reconnect would wait forever */
+    redisAsyncCommand(ac, on_setup, NULL, "PING");
 }
 
 /* Drop a connection that stopped answering; on_disconnect reconnects. */
@@ -189,7 +272,12 @@ static void conn_reset(struct rconn *c, const char *why)
     if (c->ac == NULL)
         return;
     kiln_warn("redis %s connection: %s; reconnecting", c->name, why);
-    redisAsyncFree(c->ac);
+    int was_up = c->up;
+    redisAsyncFree(c->ac); /* calls on_disconnect only if it was connected */
+    if (!was_up) {
+        c->ac = NULL;
+        schedule_retry(c);
+    }
 }
 
 /* ---- the outbox (cmd connection) ------------------------------------- */
@@ -541,6 +629,10 @@ static void on_tick(uv_timer_t *t)
 {
     struct rsrc *s = t->data;
     uint64_t n = now(s);
+    struct rconn *conns[] = {&s->cmd, &s->fetch};
+    for (int i = 0; i < 2; i++)
+        if (conns[i]->ac != NULL && !conns[i]->up && n - conns[i]->connect_started > CONNECT_MS)
+            conn_reset(conns[i], "connect timed out");
     if (s->fetching && n - s->fetch_sent > s->fetch_wait)
         conn_reset(&s->fetch, "a read is overdue");
     for (struct op *op = s->head; op != NULL; op = op->next)
