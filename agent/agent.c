@@ -136,7 +136,8 @@ static int read_msg(struct kiln_proto_reader *rd, msgpack_unpacked *u)
         if (r < 0)
             return r;
         if (r == 1)
-            return msgpack_unpack_next(u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS ? 0 : -EPROTO;
+            return kiln_mp_precheck(msg, len) == 0 &&
+                   msgpack_unpack_next(u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS ? 0 : -EPROTO;
         char buf[65536];
         ssize_t n = read(chan, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)

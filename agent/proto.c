@@ -77,6 +77,81 @@ void kiln_proto_finish(msgpack_sbuffer *sb)
     kiln_proto_header((unsigned char *)sb->data, (uint32_t)(sb->size - KILN_PROTO_HDR));
 }
 
+static uint64_t be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int kiln_mp_precheck(const void *buf, size_t len)
+{
+    const unsigned char *p = buf, *end = p + len;
+    uint64_t pending = 1; /* objects still to read */
+
+    while (pending > 0) {
+        if (p >= end)
+            return -EPROTO;
+        unsigned t = *p++;
+        uint64_t skip = 0, children = 0;
+        int hdr = 0; /* bytes of length or count after the type byte */
+        pending--;
+        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+            /* fixint, nil, bool */
+        } else if (t >= 0x80 && t <= 0x8f) {
+            children = 2 * (t & 0x0f);
+        } else if (t >= 0x90 && t <= 0x9f) {
+            children = t & 0x0f;
+        } else if (t >= 0xa0 && t <= 0xbf) {
+            skip = t & 0x1f;
+        } else {
+            switch (t) {
+            case 0xc4: case 0xd9: hdr = 1; break;               /* bin8, str8 */
+            case 0xc5: case 0xda: hdr = 2; break;
+            case 0xc6: case 0xdb: hdr = 4; break;
+            case 0xc7: hdr = 1; skip = 1; break;                /* ext8..32: +type */
+            case 0xc8: hdr = 2; skip = 1; break;
+            case 0xc9: hdr = 4; skip = 1; break;
+            case 0xca: skip = 4; break;
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break;                         /* fixext1..16 */
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: hdr = 2; children = 1; break;            /* array16/32 */
+            case 0xdd: hdr = 4; children = 1; break;
+            case 0xde: hdr = 2; children = 2; break;            /* map16/32 */
+            case 0xdf: hdr = 4; children = 2; break;
+            default: return -EPROTO;                            /* 0xc1 */
+            }
+        }
+        if ((size_t)(end - p) < (size_t)hdr)
+            return -EPROTO;
+        if (hdr > 0) {
+            uint64_t n = be(p, hdr);
+            p += hdr;
+            if (children)
+                children *= n; /* n <= 2^32: no overflow */
+            else
+                skip += n;
+        }
+        if (skip > (uint64_t)(end - p))
+            return -EPROTO;
+        p += skip;
+        /* every element needs at least one byte */
+        if (children > (uint64_t)(end - p) || pending + children > (uint64_t)(end - p))
+            return -E2BIG;
+        pending += children;
+    }
+    return p == end ? 0 : -ENOTEMPTY;
+}
+
 void kiln_mp_strn(msgpack_packer *pk, const void *s, size_t n)
 {
     msgpack_pack_str(pk, n);

@@ -63,6 +63,17 @@ void kiln_proto_header(unsigned char hdr[KILN_PROTO_HDR], uint32_t len);
 void kiln_proto_begin(msgpack_sbuffer *sb, msgpack_packer *pk);
 void kiln_proto_finish(msgpack_sbuffer *sb);
 
+/*
+ * Check that buf[0..len) holds exactly one well-formed msgpack object whose
+ * containers announce no more elements than there are bytes left. msgpack-c
+ * allocates a container's elements from its header before reading them, so
+ * a 6-byte input could make it reserve gigabytes; every untrusted input
+ * (jobs, agent messages) passes this linear scan first. Returns 0, -EPROTO
+ * (malformed or truncated), -E2BIG (a header promises more than is there)
+ * or -ENOTEMPTY (bytes after the object).
+ */
+int kiln_mp_precheck(const void *buf, size_t len);
+
 /* msgpack helpers shared by the worker and the agent. */
 void kiln_mp_str(msgpack_packer *pk, const char *s);
 void kiln_mp_strn(msgpack_packer *pk, const void *s, size_t n);

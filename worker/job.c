@@ -324,6 +324,18 @@ int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
     err[0] = '\0';
 
     msgpack_unpacked_init(&u);
+    switch (kiln_mp_precheck(buf, len)) {
+    case 0:
+        break;
+    case -ENOTEMPTY:
+        break; /* msgpack-c finds the object's end and says how much follows */
+    case -E2BIG:
+        r = bad(&d, "job is not valid msgpack (a container larger than the job)");
+        goto out;
+    default:
+        r = bad(&d, "job is not valid msgpack (malformed or truncated)");
+        goto out;
+    }
     switch (msgpack_unpack_next(&u, buf, len, &off)) {
     case MSGPACK_UNPACK_SUCCESS:
         break;
@@ -331,7 +343,7 @@ int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
         r = bad(&d, "job is not valid msgpack (truncated)");
         goto out;
     case MSGPACK_UNPACK_NOMEM_ERROR:
-        r = bad(&d, "job is not valid msgpack (too deep or a container larger than the job)");
+        r = bad(&d, "job is not valid msgpack (nested too deep)");
         goto out;
     default:
         r = bad(&d, "job is not valid msgpack");

@@ -302,7 +302,9 @@ static void on_chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         msgpack_unpacked u;
         size_t off = 0;
         msgpack_unpacked_init(&u);
-        if (msgpack_unpack_next(&u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS)
+        /* the agent may be a guest kernel's: checked like any input */
+        if (kiln_mp_precheck(msg, len) == 0 &&
+            msgpack_unpack_next(&u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS)
             on_agent_msg(run, &u.data);
         msgpack_unpacked_destroy(&u);
     }

@@ -83,7 +83,8 @@ INVALID = {
     "reply_to_bad": (pack({"id": "x", "plugin": "shell", "code": "t", "reply_to": "a b"}), "field 'reply_to'"),
     "version_2": (pack({"v": 2, "id": "x", "plugin": "shell", "code": "t"}), "unsupported schema version"),
     "deep": (b"\x91" * 200 + b"\xc0", "not valid msgpack"),
-    "huge_array": (b"\xdd\xff\xff\xff\xf0\x01", "not valid msgpack"),
+    "huge_array": (b"\xdd\xff\xff\xff\xf0\x01", "a container larger than the job"),
+    "huge_map_in_str": (b"\x81\xa2id\xdb\xff\xff\xff\xff", "not valid msgpack"),
 }
 
 # Frames in the exact field order kiln writes them.

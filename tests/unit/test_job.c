@@ -13,7 +13,8 @@
 static char *path_of(const char *sub, const char *name, const char *ext)
 {
     static char buf[1024];
-    snprintf(buf, sizeof(buf), "%s/job/%s/%s%s", KILN_VECTORS, sub, name, ext);
+    if (snprintf(buf, sizeof(buf), "%s/job/%s/%s%s", KILN_VECTORS, sub, name, ext) >= (int)sizeof(buf))
+        fail_msg("path too long");
     return buf;
 }
 

@@ -154,6 +154,34 @@ static void test_mp_helpers(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+static void test_precheck(void **state)
+{
+    (void)state;
+    static const struct { const char *bytes; size_t len; int want; } cases[] = {
+        {"\x01", 1, 0},
+        {"\x82\xa1k\x01\xa1j\x92\xc0\xc3", 9, 0},
+        {"\xdd\xff\xff\xff\xf0\x01", 6, -E2BIG},       /* array of 4G elements */
+        {"\xdf\x00\x00\x00\x03\x01\x01", 7, -E2BIG},  /* map of 3 = 6 objects, 2 bytes */
+        {"\x93\x01\x02", 3, -E2BIG},
+        {"\xc1", 1, -EPROTO},
+        {"\xdb\x00\x00\x10\x00ab", 7, -EPROTO},         /* str32 longer than the input */
+        {"\xc4", 1, -EPROTO},
+        {"\x01\x02", 2, -ENOTEMPTY},
+        {"", 0, -EPROTO},
+        {"\xd8\x01" "0123456789abcdef", 18, 0},           /* fixext16 */
+        {"\xcb" "1234567", 8, -EPROTO},                    /* float64 cut short */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (kiln_mp_precheck(cases[i].bytes, cases[i].len) != cases[i].want)
+            fail_msg("case %zu: got %d want %d", i, kiln_mp_precheck(cases[i].bytes, cases[i].len),
+                     cases[i].want);
+    /* every message this test file packs passes */
+    msgpack_sbuffer sb;
+    pack_out(&sb, 1, "data");
+    assert_int_equal(kiln_mp_precheck(sb.data + 4, sb.size - 4), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +190,7 @@ int main(void)
         cmocka_unit_test(test_many_in_one_feed),
         cmocka_unit_test(test_oversize_refused),
         cmocka_unit_test(test_mp_helpers),
+        cmocka_unit_test(test_precheck),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Install everything kiln needs to build and test, from Debian's archive.
+# Used by the README's quickstart and by CI (.ci/run). Safe to run again.
+set -eu
+
+# build
+PKGS="build-essential cmake pkg-config"
+# libraries the worker, agent and client link (README: "Dependencies")
+PKGS="$PKGS libuv1-dev libhiredis-dev libmsgpack-dev librdkafka-dev libssl-dev"
+PKGS="$PKGS libseccomp-dev libjansson-dev"
+# tests: unit framework, real servers, independent clients, process tools
+PKGS="$PKGS libcmocka-dev redis-server redis-tools kcat"
+PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka"
+PKGS="$PKGS procps iproute2 util-linux"
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "install-deps: installing:$missing"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+else
+    echo "install-deps: everything is installed"
+fi

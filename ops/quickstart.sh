@@ -1,0 +1,53 @@
+#!/bin/sh
+# Quickstart: install what kiln needs, build it, start a private Redis and a
+# worker, and run sample jobs end to end through the queue with `kiln submit`.
+# Everything it starts is stopped when it ends.
+set -eu
+cd "$(dirname "$0")/.."
+ops/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
+
+tmp=$(mktemp -d)
+port=${KILN_QUICKSTART_PORT:-6399}
+cleanup() {
+    [ -n "${worker:-}" ] && kill "$worker" 2>/dev/null || true
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+redis-server --port "$port" --bind 127.0.0.1 --save '' --dir "$tmp" --daemonize yes \
+    --logfile "$tmp/redis.log"
+for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+export KILN_REDIS="redis://127.0.0.1:$port"
+
+build/bin/kiln-worker --consumer quickstart --slots 2 2>"$tmp/worker.log" &
+worker=$!
+for _ in $(seq 50); do grep -q "fetch connection up" "$tmp/worker.log" && break; sleep 0.1; done
+
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+status() { echo "(exit status $?)"; }
+
+step kiln submit --code 'echo "hello from $(hostname), uid $(id -u), pid $$"; ls /'
+build/bin/kiln submit --code 'echo "hello from $(hostname), uid $(id -u), pid $$"; ls /' && status || status
+
+step kiln submit --stdin 'world' --arg kiln --code 'read w; echo "hello $w from $1"; echo warning >&2; exit 3'
+build/bin/kiln submit --stdin 'world' --arg kiln --code 'read w; echo "hello $w from $1"; echo warning >&2; exit 3' && status || status
+
+step kiln submit --timeout-ms 300 --code 'trap "" TERM; sleep 1000'
+build/bin/kiln submit --timeout-ms 300 --code 'trap "" TERM; sleep 1000' && status || status
+
+net="import socket; socket.create_connection(('127.0.0.1', $port), 2)"
+step kiln submit --code "echo hi > /etc/passwd; python3 -c \"$net\" || echo 'no way to the host Redis'"
+build/bin/kiln submit --code "echo hi > /etc/passwd; python3 -c \"$net\" 2>&1 | tail -1; echo 'no way to the host Redis'" && status || status
+
+step kiln submit --plugin cobol --code 'DISPLAY 1'
+build/bin/kiln submit --plugin cobol --code 'DISPLAY 1' && status || status
+
+step kiln submit --id demo --reply-to demo.out --code 'echo frames' '&&' kiln frames --stream demo.out
+build/bin/kiln submit --id demo --reply-to demo.out --code 'echo frames' >/dev/null
+build/bin/kiln frames --stream demo.out
+
+printf '\nworker log:\n'
+cat "$tmp/worker.log"
