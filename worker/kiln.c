@@ -11,7 +11,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <msgpack.h>
 #include <openssl/evp.h>
@@ -22,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "proto.h"
 
 #define MAX_LIST 256
@@ -33,7 +33,10 @@ struct kv {
 static void usage(FILE *f)
 {
     fputs("usage: kiln submit [options] [--] [ARG...]\n"
+          "  --queue redis|kafka  [$KILN_QUEUE or redis]\n"
           "  --redis URL          redis://host:port[/db]   [$KILN_REDIS or redis://127.0.0.1:6379]\n"
+          "  --brokers LIST       Kafka bootstrap servers  [$KILN_BROKERS]\n"
+          "  --kafka-conf K=V     librdkafka setting (repeatable)\n"
           "  --jobs NAME          job stream               [$KILN_JOBS or kiln.jobs]\n"
           "  --plugin NAME        shell, python, deno-eval [shell]\n"
           "  --code TEXT | --code-file PATH   the program ('-' reads standard input)\n"
@@ -43,60 +46,21 @@ static void usage(FILE *f)
           "  --file DEST=PATH     write local PATH to /work/DEST (repeatable)\n"
           "  --timeout-ms N       wall-clock limit\n"
           "  --id ID              job id [generated]\n"
-          "  --reply-to NAME      result stream [a private stream, deleted after]\n"
+          "  --reply-to NAME      result stream [Redis: a private stream, deleted after;\n"
+          "                       Kafka: kiln.results, read from its end]\n"
           "  --no-follow          enqueue and print the job id only\n"
           "  --wait-ms N          give up waiting for the result after N ms [wait forever]\n"
           "exit status: the job's exit code; 128+N if killed by signal N; 124 timeout;\n"
           "  65 rejected; 70 internal; 125 output_limit; 75 cancelled/expired; 69 no result\n"
           "\n"
-          "usage: kiln frames [--redis URL] [--stream NAME] [--from ID] [--follow] [--id JOBID]\n"
+          "usage: kiln frames [--queue Q --redis URL --brokers LIST] [--stream NAME] [--follow] [--id JOBID]\n"
           "  prints each frame as one JSON object; bin data that is UTF-8 prints as a\n"
-          "  string, other data as {\"base64\": ...}\n",
+          "  string, other data as {\"base64\": ...}\n"
+          "\n"
+          "usage: kiln dev-broker [--brokers N] [--partitions N] [--topic NAME]...\n"
+          "  a local Kafka-protocol broker for development and tests; prints its\n"
+          "  bootstrap address. Not for production: everything is in memory.\n",
           f);
-}
-
-static redisContext *connect_url(const char *url)
-{
-    char host[256] = "127.0.0.1", pass[256] = "";
-    int port = 6379, db = 0;
-    const char *p = url;
-    if (strncmp(p, "redis://", 8) != 0) {
-        fprintf(stderr, "kiln: bad Redis URL '%s'\n", url);
-        return NULL;
-    }
-    p += 8;
-    const char *at = strchr(p, '@');
-    if (at != NULL) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon != NULL)
-            snprintf(pass, sizeof(pass), "%.*s", (int)(at - colon - 1), colon + 1);
-        p = at + 1;
-    }
-    size_t n = strcspn(p, ":/");
-    snprintf(host, sizeof(host), "%.*s", (int)n, p);
-    p += n;
-    if (*p == ':')
-        port = (int)strtol(p + 1, (char **)&p, 10);
-    if (*p == '/')
-        db = atoi(p + 1);
-    redisContext *c = redisConnect(host, port);
-    if (c == NULL || c->err) {
-        fprintf(stderr, "kiln: cannot connect to %s: %s\n", url, c ? c->errstr : "out of memory");
-        if (c)
-            redisFree(c);
-        return NULL;
-    }
-    redisReply *r = NULL;
-    if (pass[0])
-        r = redisCommand(c, "AUTH %s", pass);
-    if (r)
-        freeReplyObject(r);
-    if (db) {
-        r = redisCommand(c, "SELECT %d", db);
-        if (r)
-            freeReplyObject(r);
-    }
-    return c;
 }
 
 static char *slurp(const char *path, size_t *len)
@@ -190,48 +154,58 @@ static json_t *to_json(const msgpack_object *o)
     }
 }
 
-/* ---- reading a result stream ----------------------------------------- */
+/* ---- transports ------------------------------------------------------ */
 
-/* Call `fn` for each frame after *last in `stream`, waiting up to block_ms.
- * Returns the number of entries read, or -1 on a connection error. */
-typedef int (*frame_fn)(void *arg, const char *entry, const msgpack_object *frame);
+/* Where the client talks: Redis unless --queue kafka (or KILN_QUEUE). */
+struct where {
+    const char *queue;
+    const char *redis;
+    const char *brokers;
+    char *conf[64];
+    size_t nconf;
+};
 
-static int read_frames(redisContext *c, const char *stream, char *last, size_t lastlen,
-                       long block_ms, frame_fn fn, void *arg)
+static void where_init(struct where *w)
 {
-    redisReply *r = block_ms >= 0
-        ? redisCommand(c, "XREAD COUNT 100 BLOCK %ld STREAMS %s %s", block_ms, stream, last)
-        : redisCommand(c, "XREAD COUNT 100 STREAMS %s %s", stream, last);
-    if (r == NULL) {
-        fprintf(stderr, "kiln: redis: %s\n", c->errstr);
-        return -1;
-    }
-    int n = 0, stop = 0;
-    if (r->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "kiln: redis: %s\n", r->str);
-        n = -1;
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
-        redisReply *entries = r->element[0]->element[1];
-        for (size_t i = 0; i < entries->elements && !stop; i++) {
-            redisReply *e = entries->element[i], *f = e->element[1];
-            snprintf(last, lastlen, "%s", e->element[0]->str);
-            n++;
-            for (size_t j = 0; f->type == REDIS_REPLY_ARRAY && j + 1 < f->elements; j += 2) {
-                if (strcmp(f->element[j]->str, "frame") != 0)
-                    continue;
-                msgpack_unpacked u;
-                size_t off = 0;
-                msgpack_unpacked_init(&u);
-                if (msgpack_unpack_next(&u, f->element[j + 1]->str, f->element[j + 1]->len, &off) ==
-                    MSGPACK_UNPACK_SUCCESS)
-                    stop = fn(arg, e->element[0]->str, &u.data);
-                msgpack_unpacked_destroy(&u);
-            }
-        }
-    }
-    freeReplyObject(r);
-    return stop ? -2 : n;
+    w->queue = getenv("KILN_QUEUE") ? getenv("KILN_QUEUE") : "redis";
+    w->redis = getenv("KILN_REDIS") ? getenv("KILN_REDIS") : "redis://127.0.0.1:6379";
+    w->brokers = getenv("KILN_BROKERS");
+    w->nconf = 0;
 }
+
+/* Take a transport option; 1 if `c` was one. */
+static int where_opt(struct where *w, int c, char *arg)
+{
+    switch (c) {
+    case 'Q': w->queue = arg; return 1;
+    case 'r': w->redis = arg; return 1;
+    case 'B': w->brokers = arg; return 1;
+    case 'K':
+        if (w->nconf < 64)
+            w->conf[w->nconf++] = arg;
+        return 1;
+    default: return 0;
+    }
+}
+
+static struct kiln_client *where_open(struct where *w)
+{
+    if (strcmp(w->queue, "kafka") == 0) {
+        if (w->brokers == NULL) {
+            fprintf(stderr, "kiln: --queue kafka needs --brokers (or KILN_BROKERS)\n");
+            return NULL;
+        }
+        return kiln_client_kafka(w->brokers, w->conf, w->nconf);
+    }
+    if (strcmp(w->queue, "redis") != 0) {
+        fprintf(stderr, "kiln: --queue: unknown value '%s'\n", w->queue);
+        return NULL;
+    }
+    return kiln_client_redis(w->redis);
+}
+
+#define WHERE_OPTIONS \
+    {"queue", 1, 0, 'Q'}, {"redis", 1, 0, 'r'}, {"brokers", 1, 0, 'B'}, {"kafka-conf", 1, 0, 'K'}
 
 /* ---- kiln frames ----------------------------------------------------- */
 
@@ -263,34 +237,35 @@ static int print_frame(void *arg, const char *entry, const msgpack_object *frame
 
 static int cmd_frames(int argc, char **argv)
 {
-    const char *url = getenv("KILN_REDIS") ? getenv("KILN_REDIS") : "redis://127.0.0.1:6379";
     const char *stream = getenv("KILN_RESULTS") ? getenv("KILN_RESULTS") : "kiln.results";
-    char last[64] = "0";
     int follow = 0, c;
     struct frames_opts fo = {NULL};
+    struct where w;
     static const struct option lo[] = {
-        {"redis", 1, 0, 'r'}, {"stream", 1, 0, 's'}, {"from", 1, 0, 'f'},
-        {"follow", 0, 0, 'F'}, {"id", 1, 0, 'i'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        WHERE_OPTIONS, {"stream", 1, 0, 's'}, {"follow", 0, 0, 'F'}, {"id", 1, 0, 'i'},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    where_init(&w);
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (where_opt(&w, c, optarg))
+            continue;
         switch (c) {
-        case 'r': url = optarg; break;
         case 's': stream = optarg; break;
-        case 'f': snprintf(last, sizeof(last), "%s", optarg); break;
         case 'F': follow = 1; break;
         case 'i': fo.id = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    redisContext *rc = connect_url(url);
-    if (rc == NULL)
+    struct kiln_client *cl = where_open(&w);
+    if (cl == NULL)
         return 69;
+    cl->ops->watch(cl, stream, 0);
     int n;
     do {
-        n = read_frames(rc, stream, last, sizeof(last), follow ? 2000 : -1, print_frame, &fo);
-    } while (n > 0 || (follow && n == 0));
-    redisFree(rc);
-    return n < 0 ? 69 : 0;
+        n = cl->ops->read(cl, follow ? 2000 : -1, print_frame, &fo);
+    } while (n >= 0);
+    cl->ops->close(cl);
+    return n == -1 ? 69 : 0;
 }
 
 /* ---- kiln submit ----------------------------------------------------- */
@@ -369,8 +344,8 @@ static int64_t now_ms(void)
 
 static int cmd_submit(int argc, char **argv)
 {
-    const char *url = getenv("KILN_REDIS") ? getenv("KILN_REDIS") : "redis://127.0.0.1:6379";
     const char *jobs = getenv("KILN_JOBS") ? getenv("KILN_JOBS") : "kiln.jobs";
+    struct where w;
     const char *plugin = "shell", *id = NULL, *reply_to = NULL;
     char *code = NULL, *in = NULL, idbuf[64];
     size_t code_len = 0, in_len = 0;
@@ -381,15 +356,17 @@ static int cmd_submit(int argc, char **argv)
     int follow = 1, c, rc = 2;
 
     static const struct option lo[] = {
-        {"redis", 1, 0, 'r'}, {"jobs", 1, 0, 'j'}, {"plugin", 1, 0, 'p'}, {"code", 1, 0, 'c'},
+        WHERE_OPTIONS, {"jobs", 1, 0, 'j'}, {"plugin", 1, 0, 'p'}, {"code", 1, 0, 'c'},
         {"code-file", 1, 0, 'C'}, {"arg", 1, 0, 'a'}, {"stdin", 1, 0, 's'},
         {"stdin-file", 1, 0, 'S'}, {"env", 1, 0, 'e'}, {"file", 1, 0, 'f'},
         {"timeout-ms", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"reply-to", 1, 0, 'R'},
         {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    where_init(&w);
     while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
         char *eq;
+        if (where_opt(&w, c, optarg))
+            continue;
         switch (c) {
-        case 'r': url = optarg; break;
         case 'j': jobs = optarg; break;
         case 'p': plugin = optarg; break;
         case 'c': free(code); code = strdup(optarg); code_len = strlen(optarg); break;
@@ -434,6 +411,11 @@ static int cmd_submit(int argc, char **argv)
         id = idbuf;
     }
     char private_stream[128];
+    int kafka = strcmp(w.queue, "kafka") == 0;
+    /* Redis: a private stream, deleted after. Kafka: the results topic
+     * (topics are not made per job), read from its end, filtered by id. */
+    if (reply_to == NULL && kafka)
+        reply_to = getenv("KILN_RESULTS") ? getenv("KILN_RESULTS") : "kiln.results";
     int private = reply_to == NULL;
     if (private) {
         snprintf(private_stream, sizeof(private_stream), "kiln.reply.%s", id);
@@ -489,44 +471,36 @@ static int cmd_submit(int argc, char **argv)
         msgpack_pack_int64(&pk, timeout);
     }
 
-    redisContext *rc_ = connect_url(url);
-    if (rc_ == NULL) {
+    struct kiln_client *cl = where_open(&w);
+    if (cl == NULL) {
         rc = 69;
         goto out;
     }
-    redisReply *r = redisCommand(rc_, "XADD %s * job %b", jobs, sb.data, sb.size);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "kiln: enqueue failed: %s\n", r ? r->str : rc_->errstr);
-        if (r)
-            freeReplyObject(r);
-        redisFree(rc_);
+    if (follow)
+        cl->ops->watch(cl, reply_to, !private);
+    if (cl->ops->enqueue(cl, jobs, id, sb.data, sb.size) < 0) {
+        cl->ops->close(cl);
         rc = 69;
         goto out;
     }
-    freeReplyObject(r);
     if (!follow) {
         printf("%s\n", id);
-        redisFree(rc_);
+        cl->ops->close(cl);
         rc = 0;
         goto out;
     }
     struct follow fl = {id, 0, 0, 69};
-    char last[64] = "0";
     int64_t deadline = wait_ms >= 0 ? now_ms() + wait_ms : INT64_MAX;
     while (!fl.done && now_ms() < deadline) {
         int64_t left = deadline - now_ms();
-        if (read_frames(rc_, reply_to, last, sizeof(last), left < 1000 ? (left > 0 ? left : 1) : 1000,
-                        on_job_frame, &fl) == -1)
+        if (cl->ops->read(cl, left < 1000 ? (left > 0 ? left : 1) : 1000, on_job_frame, &fl) == -1)
             break;
     }
     if (!fl.done)
         fprintf(stderr, "kiln: no result for job %s yet (is a worker running?)\n", id);
-    if (private && fl.done) {
-        r = redisCommand(rc_, "DEL %s", reply_to);
-        if (r)
-            freeReplyObject(r);
-    }
-    redisFree(rc_);
+    if (private && fl.done && cl->ops->drop != NULL)
+        cl->ops->drop(cl, reply_to);
+    cl->ops->close(cl);
     rc = fl.status;
 out:
     msgpack_sbuffer_destroy(&sb);
@@ -541,6 +515,8 @@ int main(int argc, char **argv)
         return cmd_submit(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "frames") == 0)
         return cmd_frames(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "dev-broker") == 0)
+        return kiln_dev_broker(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
         printf("kiln %s\n", KILN_VERSION);
         return 0;

@@ -67,10 +67,6 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    if (strcmp(cfg.queue, "redis") != 0) {
-        kiln_error("--queue %s is not available in this build", cfg.queue);
-        goto out;
-    }
     if (cfg.metrics_addr != NULL)
         kiln_warn("--metrics-addr is not available in this build; ignored");
 
@@ -83,7 +79,10 @@ int main(int argc, char **argv)
     w.cfg = &cfg;
     w.backend = backend;
     w.plugins = &plugins;
-    if (kiln_source_redis_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err)) < 0) {
+    r = strcmp(cfg.queue, "kafka") == 0
+        ? kiln_source_kafka_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err))
+        : kiln_source_redis_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err));
+    if (r < 0) {
         kiln_error("source: %s", err);
         goto out;
     }
@@ -96,7 +95,8 @@ int main(int argc, char **argv)
     sigint.data = sigterm.data = &w;
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_signal_start(&sigterm, on_signal, SIGTERM);
-    src->ops->start(src);
+    if (src->ops->start(src) < 0)
+        goto out;
     src->ops->credit(src, (unsigned)cfg.slots);
     rc = uv_run(loop, UV_RUN_DEFAULT) == 0 ? 0 : 1;
 out:

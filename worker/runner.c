@@ -71,8 +71,9 @@ static void on_frame_written(void *arg, int status, const char *err)
 static void emit_output(struct kiln_run *run, int fd, const void *data, size_t len)
 {
     msgpack_sbuffer sb;
+    struct kiln_frame_info info = {fd == 2 ? "stderr" : "stdout", run->seq, run->d->attempt};
     kiln_frame_output(&sb, job_id(run), run->seq++, run->d->attempt, fd, data, len);
-    run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size,
+    run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size, &info,
                             on_frame_written, run);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -82,8 +83,9 @@ static void on_exit_written(void *arg, int status, const char *err);
 static void write_exit(struct kiln_run *run)
 {
     msgpack_sbuffer sb;
+    struct kiln_frame_info info = {"exit", run->seq, run->ex.attempt};
     kiln_frame_exit(&sb, job_id(run), run->seq, &run->ex);
-    run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size,
+    run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size, &info,
                             on_exit_written, run);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -477,6 +479,7 @@ static void start(struct kiln_run *run)
     }
     run->sb->on_exit = on_sandbox_exit;
     run->sb->arg = run;
+    kiln_info("job %s attempt %u: started (%s, from %s)", run->job->id, d->attempt, p->name, d->ref);
 
     uv_pipe_init(w->loop, &run->chan, 0);
     run->chan.data = run;

@@ -8,6 +8,7 @@
 #define KILN_SOURCE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct kiln_config;
@@ -32,15 +33,24 @@ typedef void (*kiln_delivery_cb)(void *arg, struct kiln_delivery *d);
  * retried by the source and only end when they are written. */
 typedef void (*kiln_write_cb)(void *arg, int status, const char *err);
 
+/* What a frame is, for sources that label messages (Kafka headers). */
+struct kiln_frame_info {
+    const char *kind;           /* "stdout" | "stderr" | "exit" */
+    uint64_t seq;
+    unsigned attempt;
+};
+
 struct kiln_source_ops {
     const char *name;
     /* Connect and start; deliveries flow once credit() allows them. */
     int (*start)(struct kiln_source *s);
     /* The worker can take `n` more jobs than it has been given. */
     void (*credit)(struct kiln_source *s, unsigned n);
-    /* Append `frame` (copied) to stream/topic `dest` with key `key`. */
+    /* Append `frame` (copied) to stream/topic `dest` with key `key` (the
+     * job id, or NULL). `cb` is never called before write() returns. */
     int (*write)(struct kiln_source *s, const char *dest, const char *key,
-                 const void *frame, size_t len, kiln_write_cb cb, void *arg);
+                 const void *frame, size_t len, const struct kiln_frame_info *info,
+                 kiln_write_cb cb, void *arg);
     /* The job is finished: acknowledge it and release `d`. */
     void (*ack)(struct kiln_source *s, struct kiln_delivery *d);
     /* Close connections; `s` is freed. Outstanding write callbacks are not
@@ -58,6 +68,10 @@ struct kiln_source {
 
 /* A new Redis Streams source, owned by the caller (ops->destroy). */
 int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
+                          kiln_delivery_cb cb, void *arg, struct kiln_source **out,
+                          char *err, size_t errlen);
+/* A new Kafka source (consumer group + idempotent producer), likewise. */
+int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
                           kiln_delivery_cb cb, void *arg, struct kiln_source **out,
                           char *err, size_t errlen);
 

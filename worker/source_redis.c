@@ -365,12 +365,14 @@ static int enqueue(struct rsrc *s, int argc, const char **argv, const size_t *ar
 }
 
 static int redis_write(struct kiln_source *src, const char *dest, const char *key,
-                       const void *frame, size_t len, kiln_write_cb cb, void *arg)
+                       const void *frame, size_t len, const struct kiln_frame_info *info,
+                       kiln_write_cb cb, void *arg)
 {
     struct rsrc *s = (struct rsrc *)src;
     const char *argv[] = {"XADD", dest, "*", "frame", frame};
     size_t argvlen[] = {4, strlen(dest), 1, 5, len};
     (void)key;
+    (void)info; /* the frame itself says all; streams have no headers */
     return enqueue(s, 5, argv, argvlen, cb, arg, NULL);
 }
 

@@ -99,13 +99,15 @@ class Worker:
     def __init__(self, tmp, redis_url, consumer, *extra, env=None):
         self.log_path = os.path.join(tmp, "worker-%s-%s.log" % (consumer, uuid.uuid4().hex[:6]))
         self.log = open(self.log_path, "wb")
-        self.args = [os.path.join(BIN, "kiln-worker"), "--redis", redis_url,
-                     "--consumer", consumer, "--block-ms", "200", *extra]
+        self.args = [os.path.join(BIN, "kiln-worker"), "--consumer", consumer, *extra]
+        if redis_url is not None:
+            self.args += ["--redis", redis_url, "--block-ms", "200"]
         e = dict(os.environ)
         e.update(env or {})
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=e)
-        wait_for(lambda: b"fetch connection up" in self.text() or self.proc.poll() is not None,
-                 10, "the worker to connect")
+        ready = b"fetch connection up" if redis_url is not None else b"partition(s) assigned"
+        wait_for(lambda: ready in self.text() or self.proc.poll() is not None,
+                 20, "the worker to connect")
         if self.proc.poll() is not None:
             raise AssertionError("worker exited at start:\n" + self.text().decode())
 
@@ -213,3 +215,102 @@ class KilnCase(unittest.TestCase):
 
 def main():
     unittest.main(verbosity=2)
+
+
+class DevBroker:
+    """`kiln dev-broker`: librdkafka's mock cluster on loopback, with its
+    stdin as the fault-injection channel."""
+
+    def __init__(self, tmp, brokers=1, partitions=4):
+        self.err = open(os.path.join(tmp, "dev-broker.log"), "wb")
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, "kiln"), "dev-broker", "--brokers", str(brokers),
+             "--partitions", str(partitions)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+        self.bootstraps = self.proc.stdout.readline().decode().strip()
+        if not self.bootstraps:
+            raise AssertionError("kiln dev-broker did not start")
+
+    def cmd(self, line):
+        self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().decode().strip()
+        if answer != "ok":
+            raise AssertionError("dev-broker %r: %s" % (line, answer))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.err.close()
+
+
+# Test-friendly librdkafka settings: the mock broker only answers an empty
+# fetch when fetch.wait.max.ms expires, and a dead member should be noticed
+# in seconds, not the default 45.
+KAFKA_TEST_CONF = ["fetch.wait.max.ms=20", "session.timeout.ms=6000",
+                   "heartbeat.interval.ms=500"]
+
+
+class KafkaCase(KilnCase):
+    def setUp(self):
+        super().setUp()
+        self.broker = DevBroker(self.tmp)
+        self.b = self.broker.bootstraps
+
+    def tearDown(self):
+        for w in self.workers:
+            w.stop()
+        super().tearDown()
+        self.broker.stop()
+
+    def kworker(self, consumer, *extra):
+        conf = []
+        for kv in KAFKA_TEST_CONF:
+            conf += ["--kafka-conf", kv]
+        w = Worker(self.tmp, None, consumer, "--queue", "kafka", "--brokers", self.b, *conf, *extra)
+        self.workers.append(w)
+        return w
+
+    def producer(self):
+        from confluent_kafka import Producer
+        return Producer({"bootstrap.servers": self.b, "linger.ms": 0})
+
+    def produce(self, jobs, raw=None, key=None):
+        p = self.producer()
+        for j in jobs:
+            p.produce("kiln.jobs", msgpack.packb(j, use_bin_type=True), key=key or j["id"])
+        if raw is not None:
+            p.produce("kiln.jobs", raw, key=key)
+        p.flush(10)
+
+    def kframes(self, topic="kiln.results"):
+        """Every frame now in `topic`, read with confluent_kafka from the
+        beginning: list of (key, headers, frame, partition, offset)."""
+        from confluent_kafka import Consumer, TopicPartition
+        c = Consumer({"bootstrap.servers": self.b, "group.id": "reader-" + uuid.uuid4().hex,
+                      "enable.auto.commit": False, "enable.partition.eof": True,
+                      "fetch.wait.max.ms": 20})
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        out, eofs = [], set()
+        deadline = time.monotonic() + 10
+        while len(eofs) < len(parts) and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                eofs.add(m.partition())
+                continue
+            out.append((m.key(), dict(m.headers() or []),
+                        msgpack.unpackb(m.value(), raw=False), m.partition(), m.offset()))
+        c.close()
+        return out
+
+    def kexits(self):
+        return [f for _, _, f, _, _ in self.kframes() if f["kind"] == "exit"]
+
+    def wait_kexits(self, n, timeout=60):
+        return wait_for(lambda: (lambda e: e if len(e) >= n else None)(self.kexits()), timeout,
+                        "%d exit frames" % n, interval=0.3)

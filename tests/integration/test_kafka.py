@@ -1,0 +1,195 @@
+"""Kafka, against librdkafka's mock cluster (`kiln dev-broker`) on loopback,
+driven by independent clients (kcat, confluent_kafka): jobs in, frames out,
+nothing lost through crashes, broker outages and request errors."""
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+import msgpack
+from confluent_kafka import Consumer, TopicPartition
+
+from kilntest import BIN, KafkaCase, main, skip_unless_jail_works, wait_for
+
+skip_unless_jail_works()
+if shutil.which("kcat") is None:
+    print("SKIPPED: kcat is not installed (run ops/install-deps.sh)")
+    raise SystemExit(77)
+
+pack = lambda o: msgpack.packb(o, use_bin_type=True)
+
+
+def job(code, **kw):
+    j = {"id": "k-" + uuid.uuid4().hex[:12], "plugin": "shell", "code": code}
+    j.update(kw)
+    return j
+
+
+class Kafka(KafkaCase):
+    def test_job_from_kcat_frames_read_by_kcat(self):
+        self.kworker("k1")
+        j = job("echo from kcat; echo oops >&2; exit 2")
+        path = os.path.join(self.tmp, "job.msgpack")
+        with open(path, "wb") as f:
+            f.write(pack(j))
+        subprocess.run(["kcat", "-P", "-b", self.b, "-t", "kiln.jobs", "-k", j["id"], path],
+                       check=True, timeout=30)
+        self.wait_kexits(1)
+        # kcat, an independent client, reads the frames back: payloads are
+        # concatenated msgpack objects; keys and headers as text
+        raw = subprocess.run(["kcat", "-C", "-b", self.b, "-t", "kiln.results", "-o", "beginning",
+                              "-e", "-q", "-f", "%s"], capture_output=True, check=True, timeout=30).stdout
+        frames = list(msgpack.Unpacker(io.BytesIO(raw), raw=False))
+        mine = sorted((f for f in frames if f["id"] == j["id"]), key=lambda f: f["seq"])
+        self.assertEqual([f["kind"] for f in mine], ["stdout", "stderr", "exit"])
+        self.assertEqual(mine[0]["data"], b"from kcat\n")
+        self.assertEqual((mine[2]["status"], mine[2]["code"]), ("error", 2))
+        meta = subprocess.run(["kcat", "-C", "-b", self.b, "-t", "kiln.results", "-o", "beginning",
+                               "-e", "-q", "-f", "%k|%p|%h\n"], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.splitlines()
+        lines = [l for l in meta if l.startswith(j["id"] + "|")]
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(len({l.split("|")[1] for l in lines}), 1, "a job's frames share a partition")
+        self.assertIn("kiln-kind=exit", lines[-1])
+        self.assertIn("kiln-seq=2", lines[-1])
+        self.assertIn("kiln-attempt=1", lines[-1])
+
+    def test_two_workers_200_jobs_each_finished_exactly_once(self):
+        a = self.kworker("ka", "--slots", "2")
+        b = self.kworker("kb", "--slots", "2")
+        # both members settled before any job: no rebalance mid-run
+        wait_for(lambda: b"partition(s) assigned" in a.text() and b"assigned" in b.text(), 20,
+                 "both workers to hold partitions")
+        time.sleep(2)
+        jobs = [job("echo %d" % i) for i in range(200)]
+        self.produce(jobs)
+        exits = self.wait_kexits(200, timeout=120)
+        ids = [e["id"] for e in exits]
+        self.assertEqual(sorted(ids), sorted(j["id"] for j in jobs), "every job exactly once")
+        self.assertTrue(all(e["status"] == "ok" for e in exits))
+        by = {w: sum(1 for e in exits if e["worker"] == w) for w in ("ka", "kb")}
+        self.assertGreater(by["ka"], 0, by)
+        self.assertGreater(by["kb"], 0, by)
+        outs = {f["id"]: f["data"] for _, _, f, _, _ in self.kframes() if f["kind"] == "stdout"}
+        self.assertEqual(outs[jobs[123]["id"]], b"123\n")
+
+    def committed(self, partition):
+        c = Consumer({"bootstrap.servers": self.b, "group.id": "kiln"})
+        off = c.committed([TopicPartition("kiln.jobs", partition)], timeout=10)[0].offset
+        c.close()
+        return off
+
+    def test_kill_9_mid_job_redelivered_offsets_never_skip(self):
+        a = self.kworker("ka", "--slots", "4")
+        # same key -> same partition: a long job, then a short one behind it
+        long_job, short_job = job("echo begin; sleep 12.33; echo end"), job("echo quick")
+        self.produce([long_job, short_job], key="same-partition")
+        wait_for(lambda: b"started" in a.text() and short_job["id"] in self.kframes_ids(), 20,
+                 "the short job to finish while the long one runs")
+        jobs_part = self.partition_of(long_job["id"])
+        self.assertEqual(jobs_part, self.partition_of(short_job["id"]))
+        time.sleep(2.0)  # past an auto-commit interval
+        committed = self.committed(jobs_part)
+        long_off = self.offset_of(long_job["id"])
+        self.assertTrue(committed < 0 or committed <= long_off,
+                        "committed offset %d moved past the unfinished job at %d" % (committed, long_off))
+        self.assertNotIn(long_job["id"], self.kframes_ids(), "the long job ended before the kill")
+        a.kill9()
+        self.kworker("kb", "--slots", "4")
+        exits = wait_for(lambda: [e for e in self.kexits() if e["id"] == long_job["id"]] or None, 60,
+                         "the long job to be finished by worker B", interval=0.5)
+        self.assertEqual(len(exits), 1)
+        self.assertEqual((exits[0]["status"], exits[0]["worker"]), ("ok", "kb"))
+        out = b"".join(f["data"] for _, _, f, _, _ in self.kframes()
+                       if f["id"] == long_job["id"] and f["kind"] == "stdout")
+        self.assertTrue(out.endswith(b"begin\nend\n"), out)
+
+    def kframes_ids(self):
+        return {f["id"] for _, _, f, _, _ in self.kframes() if f["kind"] == "exit"}
+
+    def jobs_messages(self):
+        c = Consumer({"bootstrap.servers": self.b, "group.id": "peek-" + uuid.uuid4().hex,
+                      "enable.partition.eof": True, "enable.auto.commit": False})
+        parts = c.list_topics("kiln.jobs", timeout=10).topics["kiln.jobs"].partitions
+        c.assign([TopicPartition("kiln.jobs", p, 0) for p in parts])
+        out, eofs = {}, set()
+        deadline = time.monotonic() + 10
+        while len(eofs) < len(parts) and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                eofs.add(m.partition())
+                continue
+            try:
+                out[msgpack.unpackb(m.value())["id"]] = (m.partition(), m.offset())
+            except Exception:
+                pass  # the poison message
+        c.close()
+        return out
+
+    def partition_of(self, jid):
+        return self.jobs_messages()[jid][0]
+
+    def offset_of(self, jid):
+        return self.jobs_messages()[jid][1]
+
+    def test_broker_down_and_up_and_request_errors(self):
+        w = self.kworker("k1", "--slots", "2")
+        first = [job("echo a%d" % i) for i in range(10)]
+        self.produce(first)
+        self.wait_kexits(10)
+        # jobs in flight while the only broker goes down and comes back
+        during = [job("sleep 0.2; echo b%d" % i) for i in range(10)]
+        self.produce(during)
+        self.broker.cmd("down 1")
+        time.sleep(2.5)
+        self.broker.cmd("up 1")
+        self.wait_kexits(20, timeout=90)
+        # produce and fetch requests failing for a while (retriable errors,
+        # and disconnects)
+        self.broker.cmd("errors 0 6 5")      # Produce: NOT_LEADER_FOR_PARTITION x5
+        self.broker.cmd("errors 1 -195 3")   # Fetch: disconnect x3
+        self.broker.cmd("errors 8 15 3")     # OffsetCommit: COORDINATOR_NOT_AVAILABLE x3
+        after = [job("echo c%d" % i) for i in range(10)]
+        self.produce(after)
+        exits = self.wait_kexits(30, timeout=90)
+        ids = {e["id"] for e in exits}
+        for j in first + during + after:
+            self.assertIn(j["id"], ids, "job lost")
+        self.assertTrue(w.alive(), "the worker needed a restart")
+
+    def test_poison_message_rejected_and_partition_not_stuck(self):
+        self.kworker("k1")
+        good = job("echo after poison")
+        self.produce([], raw=b"\xc1 this is not msgpack", key="p")
+        self.produce([good], key="p")  # same partition, behind the poison
+        exits = self.wait_kexits(2)
+        poison = [e for e in exits if e["status"] == "rejected"]
+        self.assertEqual(len(poison), 1)
+        self.assertIn("not valid msgpack", poison[0]["reason"])
+        self.assertIsNone(poison[0]["id"])
+        ok = [e for e in exits if e["id"] == good["id"]]
+        self.assertEqual(ok[0]["status"], "ok")
+        part = self.partition_of(good["id"])
+        wait_for(lambda: self.committed(part) == self.offset_of(good["id"]) + 1, 15,
+                 "the offset past both messages to be committed")
+
+    def test_kiln_submit_and_frames_over_kafka(self):
+        self.kworker("k1")
+        env = dict(os.environ, KILN_QUEUE="kafka", KILN_BROKERS=self.b)
+        r = subprocess.run([os.path.join(BIN, "kiln"), "submit", "--id", "cli-k", "--code",
+                            'echo "out $1"; echo err >&2; exit 5', "--", "arg1"],
+                           capture_output=True, timeout=60, env=env)
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (5, b"out arg1\n", b"err\n"))
+        r = subprocess.run([os.path.join(BIN, "kiln"), "frames", "--id", "cli-k"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        kinds = [json.loads(l)["kind"] for l in r.stdout.splitlines()]
+        self.assertEqual(kinds, ["stdout", "stderr", "exit"])
+
+
+if __name__ == "__main__":
+    main()
