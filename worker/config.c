@@ -26,6 +26,7 @@ static const struct opt {
     {"redis", OPT_STR, F(redis), "redis://127.0.0.1:6379", "redis://[:password@]host:port[/db]"},
     {"brokers", OPT_STR, F(brokers), NULL, "Kafka bootstrap servers"},
     {"kafka-conf", OPT_LIST, F(kafka_conf), NULL, "K=V passed to librdkafka (repeatable)"},
+    {"kafka-transactions", OPT_FLAG, F(kafka_transactions), NULL, "Kafka: commit each exit frame with its offsets in one transaction"},
     {"jobs", OPT_STR, F(jobs), "kiln.jobs", "job stream / topic"},
     {"results", OPT_STR, F(results), "kiln.results", "result stream / topic for jobs without reply_to"},
     {"group", OPT_STR, F(group), "kiln", "consumer group"},

@@ -32,6 +32,7 @@ struct kiln_config {
     int64_t jail_uid_base;    /* host uid that the jail's root maps to */
     char *log_level;
     int list_plugins;
+    int kafka_transactions;   /* exit frame + offsets in one transaction */
 };
 
 /*

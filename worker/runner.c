@@ -71,7 +71,7 @@ static void on_frame_written(void *arg, int status, const char *err)
 static void emit_output(struct kiln_run *run, int fd, const void *data, size_t len)
 {
     msgpack_sbuffer sb;
-    struct kiln_frame_info info = {fd == 2 ? "stderr" : "stdout", run->seq, run->d->attempt};
+    struct kiln_frame_info info = {fd == 2 ? "stderr" : "stdout", run->seq, run->d->attempt, run->d};
     kiln_frame_output(&sb, job_id(run), run->seq++, run->d->attempt, fd, data, len);
     run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size, &info,
                             on_frame_written, run);
@@ -83,7 +83,7 @@ static void on_exit_written(void *arg, int status, const char *err);
 static void write_exit(struct kiln_run *run)
 {
     msgpack_sbuffer sb;
-    struct kiln_frame_info info = {"exit", run->seq, run->ex.attempt};
+    struct kiln_frame_info info = {"exit", run->seq, run->ex.attempt, run->d};
     kiln_frame_exit(&sb, job_id(run), run->seq, &run->ex);
     run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size, &info,
                             on_exit_written, run);

@@ -38,6 +38,7 @@ struct kiln_frame_info {
     const char *kind;           /* "stdout" | "stderr" | "exit" */
     uint64_t seq;
     unsigned attempt;
+    struct kiln_delivery *job;  /* the job it belongs to (borrowed) */
 };
 
 struct kiln_source_ops {

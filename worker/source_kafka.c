@@ -48,6 +48,8 @@ struct kpart {
     int64_t *offs;            /* in-flight offsets, ascending */
     unsigned char *done;
     size_t n, cap;
+    int64_t commit_at;        /* transactions: the watermark to commit */
+    int dirty;
 };
 
 struct kdelivery {
@@ -70,6 +72,8 @@ struct kop {                  /* one produce: a frame on its way */
     void *arg;
     int status;
     char err[160];
+    int exit;                 /* transactions: an exit frame ... */
+    struct kdelivery *job;    /* ... of this job */
 };
 
 struct kqueue {               /* a librdkafka queue watched by the loop */
@@ -89,6 +93,17 @@ struct ksrc {
     struct kdelivery *backlog, **backlog_tail;
     struct kop *retry, *done;  /* to produce again / to report */
     int closing;
+    /* --kafka-transactions */
+    int txn;
+    enum { TX_INIT, TX_OPEN, TX_BUSY } tx;
+    struct kop *tx_ops, **tx_tail;     /* produced in the open transaction */
+    struct kop *held, **held_tail;     /* waiting for the next one */
+    int tx_exits;
+    int tx_step;                       /* the blocking call the pool runs */
+    rd_kafka_error_t *tx_err;
+    rd_kafka_topic_partition_list_t *tx_offsets;
+    uv_timer_t tx_timer;
+    uv_work_t tx_work;
 };
 
 static void drain(struct ksrc *s);
@@ -147,6 +162,11 @@ static void part_finish(struct ksrc *s, struct kpart *p, int64_t offset)
     memmove(p->offs, p->offs + k, (p->n - k) * sizeof(*p->offs));
     memmove(p->done, p->done + k, p->n - k);
     p->n -= k;
+    if (s->txn) { /* committed with the transaction that holds the exit frame */
+        p->commit_at = next;
+        p->dirty = 1;
+        return;
+    }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = next;
     rd_kafka_resp_err_t err = rd_kafka_offsets_store(s->consumer, l);
@@ -368,6 +388,15 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     struct ksrc *s = opaque;
     struct kop *op = m->_private;
     (void)rk;
+    if (s->txn) {
+        /* may run on the pool thread inside commit_transaction(): touch
+         * nothing shared; a failed message fails the commit, which aborts
+         * and produces the whole transaction again */
+        if (m->err)
+            kiln_warn("kafka: frame to %s failed in a transaction: %s", op->topic,
+                      rd_kafka_err2str(m->err));
+        return;
+    }
     if (m->err && !permanent(m->err) && !s->closing) {
         kiln_warn("kafka: frame to %s not delivered (%s); producing it again", op->topic,
                   rd_kafka_err2str(m->err));
@@ -383,6 +412,183 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (op->cb != NULL && !s->closing)
         op->cb(op->arg, op->status, op->err);
     op_free(op);
+}
+
+/* ---- transactions ---------------------------------------------------- */
+
+static void hold(struct ksrc *s, struct kop *op)
+{
+    op->next = NULL;
+    *s->held_tail = op;
+    s->held_tail = &op->next;
+}
+
+static void on_tx_due(uv_timer_t *t);
+
+static void produce_txn(struct ksrc *s, struct kop *op)
+{
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        s->producer, RD_KAFKA_V_TOPIC(op->topic),
+        RD_KAFKA_V_KEY(op->key, op->key ? strlen(op->key) : 0),
+        RD_KAFKA_V_VALUE(op->value, op->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADER("kiln-kind", op->kind, -1),
+        RD_KAFKA_V_HEADER("kiln-seq", op->seq, -1),
+        RD_KAFKA_V_HEADER("kiln-attempt", op->attempt, -1),
+        RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
+    if (err) { /* queue full, say: into the next transaction */
+        kiln_warn("kafka: producing in a transaction: %s", rd_kafka_err2str(err));
+        hold(s, op);
+        return;
+    }
+    op->next = NULL;
+    *s->tx_tail = op;
+    s->tx_tail = &op->next;
+    if (op->exit) {
+        struct kdelivery *d = op->job;
+        if (d != NULL && d->part->assigned && d->gen == d->part->gen)
+            part_finish(s, d->part, d->offset);
+        s->tx_exits++;
+        /* commit soon, so exit frames from jobs ending together share one */
+        uv_timer_start(&s->tx_timer, on_tx_due, 20, 0);
+    }
+}
+
+static void tx_run(struct ksrc *s, int step);
+
+static void tx_begin(struct ksrc *s)
+{
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(s->producer);
+    if (e != NULL) {
+        kiln_error("kafka: begin_transaction: %s; stopping", rd_kafka_error_string(e));
+        exit(70); /* fatal (fenced by another worker with our transactional.id) */
+    }
+    s->tx = TX_OPEN;
+    struct kop *held = s->held;
+    s->held = NULL;
+    s->held_tail = &s->held;
+    while (held) {
+        struct kop *op = held;
+        held = op->next;
+        produce_txn(s, op);
+    }
+}
+
+static void tx_commit(struct ksrc *s)
+{
+    if (s->tx != TX_OPEN || s->tx_exits == 0)
+        return;
+    s->tx_offsets = rd_kafka_topic_partition_list_new(4);
+    for (struct kpart *p = s->parts; p; p = p->next)
+        if (p->dirty && p->assigned)
+            rd_kafka_topic_partition_list_add(s->tx_offsets, p->topic, p->partition)->offset = p->commit_at;
+    tx_run(s, 1);
+}
+
+static void on_tx_due(uv_timer_t *t)
+{
+    tx_commit(t->data);
+}
+
+/* On the pool thread: the blocking transactional calls. */
+static void tx_work(uv_work_t *w)
+{
+    struct ksrc *s = w->data;
+    switch (s->tx_step) {
+    case 0:
+        s->tx_err = rd_kafka_init_transactions(s->producer, 30000);
+        break;
+    case 1:
+        s->tx_err = NULL;
+        if (s->tx_offsets->cnt > 0) {
+            rd_kafka_consumer_group_metadata_t *g = rd_kafka_consumer_group_metadata(s->consumer);
+            s->tx_err = rd_kafka_send_offsets_to_transaction(s->producer, s->tx_offsets, g, 30000);
+            rd_kafka_consumer_group_metadata_destroy(g);
+        }
+        if (s->tx_err == NULL)
+            s->tx_err = rd_kafka_commit_transaction(s->producer, 30000);
+        break;
+    default:
+        s->tx_err = rd_kafka_abort_transaction(s->producer, 30000);
+        break;
+    }
+}
+
+static void tx_done(uv_work_t *w, int status)
+{
+    struct ksrc *s = w->data;
+    rd_kafka_error_t *e = s->tx_err;
+    int step = s->tx_step;
+    (void)status;
+    s->tx_err = NULL;
+    if (step == 1) {
+        rd_kafka_topic_partition_list_destroy(s->tx_offsets);
+        s->tx_offsets = NULL;
+    }
+    if (e != NULL) {
+        int abort_it = rd_kafka_error_txn_requires_abort(e), retry = rd_kafka_error_is_retriable(e);
+        kiln_warn("kafka: transaction %s: %s", step == 0 ? "init" : step == 1 ? "commit" : "abort",
+                  rd_kafka_error_string(e));
+        int fatal = rd_kafka_error_is_fatal(e);
+        rd_kafka_error_destroy(e);
+        if (fatal) {
+            kiln_error("kafka: fatal transactional error; stopping");
+            exit(70);
+        }
+        if (step == 1 && abort_it) {
+            tx_run(s, 2);
+        } else if (retry || step != 1) {
+            tx_run(s, step); /* the same call again */
+        } else {
+            tx_run(s, 2);
+        }
+        return;
+    }
+    if (step == 1) {
+        /* committed: the frames are in for read_committed readers, and
+         * the offsets with them; the jobs are finished */
+        struct kop *ops = s->tx_ops;
+        s->tx_ops = NULL;
+        s->tx_tail = &s->tx_ops;
+        s->tx_exits = 0;
+        for (struct kpart *p = s->parts; p; p = p->next)
+            p->dirty = 0;
+        tx_begin(s);
+        while (ops) {
+            struct kop *op = ops;
+            ops = op->next;
+            if (op->cb && !s->closing)
+                op->cb(op->arg, 0, NULL);
+            op_free(op);
+        }
+    } else if (step == 2) {
+        /* aborted: nothing of it is visible; its frames go first into
+         * the next transaction, ahead of those held meanwhile */
+        struct kop *ops = s->tx_ops;
+        s->tx_ops = NULL;
+        s->tx_tail = &s->tx_ops;
+        s->tx_exits = 0;
+        if (ops != NULL) {
+            struct kop *last = ops;
+            while (last->next)
+                last = last->next;
+            last->next = s->held;
+            if (s->held == NULL)
+                s->held_tail = &last->next;
+            s->held = ops;
+        }
+        tx_begin(s);
+    } else {
+        kiln_info("kafka: transactions ready");
+        tx_begin(s);
+    }
+}
+
+static void tx_run(struct ksrc *s, int step)
+{
+    s->tx = step == 0 ? TX_INIT : TX_BUSY;
+    s->tx_step = step;
+    s->tx_work.data = s;
+    uv_queue_work(s->pub.loop, &s->tx_work, tx_work, tx_done);
 }
 
 static int kafka_write(struct kiln_source *src, const char *dest, const char *key,
@@ -408,6 +614,15 @@ static int kafka_write(struct kiln_source *src, const char *dest, const char *ke
     snprintf(op->attempt, sizeof(op->attempt), "%u", info->attempt);
     op->cb = cb;
     op->arg = arg;
+    if (s->txn) {
+        op->exit = strcmp(info->kind, "exit") == 0;
+        op->job = (struct kdelivery *)info->job;
+        if (s->tx == TX_OPEN)
+            produce_txn(s, op);
+        else
+            hold(s, op);
+        return 0;
+    }
     return produce(s, op);
 }
 
@@ -415,7 +630,8 @@ static void kafka_ack(struct kiln_source *src, struct kiln_delivery *pub)
 {
     struct ksrc *s = (struct ksrc *)src;
     struct kdelivery *d = (struct kdelivery *)pub;
-    if (d->part->assigned && d->gen == d->part->gen)
+    /* with transactions the offset went out with the exit frame */
+    if (!s->txn && d->part->assigned && d->gen == d->part->gen)
         part_finish(s, d->part, d->offset);
     rd_kafka_message_destroy(d->msg);
     free(d);
@@ -502,7 +718,10 @@ static int kafka_start(struct kiln_source *src)
         kiln_error("kafka: subscribe to %s: %s", s->pub.cfg->jobs, rd_kafka_err2str(err));
         return -EIO;
     }
-    kiln_info("kafka: consuming %s as group %s", s->pub.cfg->jobs, s->pub.cfg->group);
+    kiln_info("kafka: consuming %s as group %s%s", s->pub.cfg->jobs, s->pub.cfg->group,
+              s->txn ? ", exit frames and offsets in transactions" : "");
+    if (s->txn)
+        tx_run(s, 0);
     uv_timer_start(&s->tick, on_tick, 200, 200);
     drain(s);
     return 0;
@@ -518,7 +737,7 @@ static void on_closed(uv_handle_t *h)
 static void kafka_destroy(struct kiln_source *src)
 {
     struct ksrc *s = (struct ksrc *)src;
-    s->closing = 5; /* four handles to close, then free */
+    s->closing = 6; /* five handles to close, then free */
     rd_kafka_consumer_close(s->consumer);
     rd_kafka_flush(s->producer, 5000);
     rd_kafka_queue_destroy(s->cq.q);
@@ -544,8 +763,9 @@ static void kafka_destroy(struct kiln_source *src)
         free(p);
     }
     uv_handle_t *hs[] = {(uv_handle_t *)&s->cq.poll, (uv_handle_t *)&s->pq.poll,
-                         (uv_handle_t *)&s->tick, (uv_handle_t *)&s->defer};
-    for (int i = 0; i < 4; i++) {
+                         (uv_handle_t *)&s->tick, (uv_handle_t *)&s->defer,
+                         (uv_handle_t *)&s->tx_timer};
+    for (int i = 0; i < 5; i++) {
         hs[i]->data = s;
         uv_close(hs[i], on_closed);
     }
@@ -618,11 +838,6 @@ int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
         "enable.partition.eof", "false",
         NULL,
     };
-    static const char *const producer_conf[] = {
-        "enable.idempotence", "true",
-        "linger.ms", "1",
-        NULL,
-    };
     if (cfg->brokers == NULL) {
         snprintf(err, errlen, "--queue kafka needs --brokers");
         return -EINVAL;
@@ -633,6 +848,16 @@ int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
     const char *cc[sizeof(consumer_conf) / sizeof(consumer_conf[0])];
     memcpy(cc, consumer_conf, sizeof(cc));
     cc[1] = cfg->group;
+    char txid[512];
+    const char *pc[] = {"enable.idempotence", "true", "linger.ms", "1",
+                        "transactional.id", txid, NULL};
+    if (cfg->kafka_transactions) {
+        /* offsets travel in the transactions, never by auto-commit */
+        cc[5] = "false";
+        snprintf(txid, sizeof(txid), "kiln-%s-%s", cfg->group, cfg->consumer);
+    } else {
+        pc[4] = NULL;
+    }
 
     rd_kafka_conf_t *c = make_conf(cfg, cc, err, errlen);
     if (c == NULL)
@@ -646,7 +871,7 @@ int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
     }
     rd_kafka_poll_set_consumer(s->consumer);
 
-    rd_kafka_conf_t *p = make_conf(cfg, (const char *const *)producer_conf, err, errlen);
+    rd_kafka_conf_t *p = make_conf(cfg, pc, err, errlen);
     if (p == NULL)
         goto fail;
     rd_kafka_conf_set_opaque(p, s);
@@ -663,6 +888,9 @@ int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
     s->pub.on_delivery = cb;
     s->pub.arg = arg;
     s->backlog_tail = &s->backlog;
+    s->txn = cfg->kafka_transactions;
+    s->tx_tail = &s->tx_ops;
+    s->held_tail = &s->held;
     if (watch(s, &s->cq, rd_kafka_queue_get_consumer(s->consumer)) < 0 ||
         watch(s, &s->pq, rd_kafka_queue_get_main(s->producer)) < 0) {
         snprintf(err, errlen, "kafka: pipe: %s", strerror(errno));
@@ -670,7 +898,8 @@ int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
     }
     uv_timer_init(loop, &s->tick);
     uv_timer_init(loop, &s->defer);
-    s->tick.data = s->defer.data = s;
+    uv_timer_init(loop, &s->tx_timer);
+    s->tick.data = s->defer.data = s->tx_timer.data = s;
     *out = &s->pub;
     return 0;
 fail:

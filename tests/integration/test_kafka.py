@@ -191,5 +191,58 @@ class Kafka(KafkaCase):
         self.assertEqual(kinds, ["stdout", "stderr", "exit"])
 
 
+class KafkaTransactions(KafkaCase):
+    def read(self, isolation):
+        c = Consumer({"bootstrap.servers": self.b, "group.id": "iso-" + uuid.uuid4().hex,
+                      "enable.auto.commit": False, "enable.partition.eof": True,
+                      "isolation.level": isolation, "fetch.wait.max.ms": 20})
+        parts = c.list_topics("kiln.results", timeout=10).topics["kiln.results"].partitions
+        c.assign([TopicPartition("kiln.results", p, 0) for p in parts])
+        out, eofs = [], set()
+        deadline = time.monotonic() + 10
+        while len(eofs) < len(parts) and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                eofs.add(m.partition())
+                continue
+            out.append(msgpack.unpackb(m.value(), raw=False))
+        c.close()
+        return out
+
+    def test_exit_frames_commit_in_transactions_and_an_abort_reproduces_them(self):
+        w = self.kworker("kt", "--kafka-transactions")
+        wait_for(lambda: b"transactions ready" in w.text(), 20, "transactions to be ready")
+        jobs = [job("echo t%d" % i) for i in range(10)]
+        self.produce(jobs[:5])
+        wait_for(lambda: len([f for f in self.read("read_committed") if f["kind"] == "exit"]) >= 5,
+                 30, "5 committed exit frames", interval=0.5)
+        # the next commit fails in a way that needs an abort (TxnOffsetCommit:
+        # GROUP_AUTHORIZATION_FAILED), then once in a way worth retrying
+        # (EndTxn: COORDINATOR_NOT_AVAILABLE); the frames are produced again
+        self.broker.cmd("errors 28 30 1")
+        self.broker.cmd("errors 26 15 1")
+        self.produce(jobs[5:])
+        frames = wait_for(
+            lambda: (lambda f: f if {x["id"] for x in f if x["kind"] == "exit"} >= {j["id"] for j in jobs}
+                     else None)(self.read("read_committed")), 60, "every exit frame", interval=0.5)
+        # librdkafka 2.0.2's mock broker does not hide aborted transactions
+        # from read_committed readers (checked separately with a bare
+        # confluent_kafka producer), so the aborted copies are visible
+        # here; a real broker filters them. What the test can see: each job
+        # ran once, its frames were produced again after the abort, and
+        # every job's exit frame arrived.
+        exits = [f for f in frames if f["kind"] == "exit"]
+        counts = {j["id"]: sum(1 for e in exits if e["id"] == j["id"]) for j in jobs}
+        self.assertTrue(all(1 <= n <= 2 for n in counts.values()), counts)
+        self.assertGreater(sum(counts.values()), len(jobs), "nothing was produced again after the abort")
+        log = w.text().decode()
+        for j in jobs:
+            self.assertEqual(log.count("job %s attempt 1: started" % j["id"]), 1, "a job ran twice")
+        self.assertTrue(w.alive())
+        self.assertIn(b"transaction commit", w.text(), "no commit failed: the faults were not injected")
+
+
 if __name__ == "__main__":
     main()
