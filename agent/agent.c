@@ -3,10 +3,14 @@
  * the job, forwards its stdout and stderr as they come, and reports how it
  * ended. One agent serves one job: the sandbox is thrown away after.
  *
- *   kiln-agent [--jail MOUNTPOINT] [--tmp-mb N] [--fd N]
+ *   kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]
  *
- * --jail builds the jail's root first (the worker cloned the namespaces);
- * --fd names the channel to the worker (default 3).
+ * --jail builds the jail's root first (the worker cloned the namespaces),
+ * from the runtime image open at --root-fd when given; --fd names the
+ * channel to the worker (default 3).
+ *
+ * A "prestart" message before "run" starts the interpreter ahead of the
+ * job (warm pools): it then waits for the job's argv and env on its stdin.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -229,30 +233,35 @@ static int reap(pid_t child, int *status)
     return found;
 }
 
-/* Run one job to its end. Returns the process exit status to report. */
-static void run(const struct kiln_exec_spec *spec, const char *in, size_t in_len)
+/* The job's process, once forked: its pipes, and what is left to write to
+ * its stdin. */
+struct child {
+    pid_t pid;
+    int in, out, err;
+    char *inbuf;          /* owned: envelope (warm) + the job's stdin */
+    const char *in_next;
+    size_t in_left;
+};
+
+/* Fork and exec `spec` confined (exec.c). Returns 0 once execve succeeded,
+ * or -1 with why in `why`. */
+static int start_child(const struct kiln_exec_spec *spec, struct child *c, char *why, size_t whylen)
 {
     int inp[2], outp[2], errp[2], stp[2];
-    sigset_t mask;
-    char buf[KILN_PROTO_CHUNK];
-
     if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 ||
         pipe2(errp, O_CLOEXEC) < 0 || pipe2(stp, O_CLOEXEC) < 0) {
-        send_error("agent: pipe failed");
-        return;
+        snprintf(why, whylen, "agent: pipe failed");
+        return -1;
     }
+    sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-
-    int64_t t0 = now_ms();
-    pid_t child = fork();
-    if (child < 0) {
-        send_error("agent: fork failed");
-        return;
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(why, whylen, "agent: fork failed");
+        return -1;
     }
-    if (child == 0) {
+    if (pid == 0) {
         sigprocmask(SIG_UNBLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_DFL);
         kiln_exec_child(spec, inp[0], outp[1], errp[1], stp[1]);
@@ -261,37 +270,108 @@ static void run(const struct kiln_exec_spec *spec, const char *in, size_t in_len
     close(outp[1]);
     close(errp[1]);
     close(stp[1]);
-
     /* EOF on the status pipe: execve succeeded. Anything else: why not. */
-    char why[512];
+    char buf[512];
     ssize_t n;
-    while ((n = read(stp[0], why, sizeof(why) - 1)) < 0 && errno == EINTR)
+    while ((n = read(stp[0], buf, sizeof(buf) - 1)) < 0 && errno == EINTR)
         ;
     close(stp[0]);
+    memset(c, 0, sizeof(*c));
+    c->pid = pid;
+    c->in = inp[1];
+    c->out = outp[0];
+    c->err = errp[0];
     if (n > 0) {
-        why[n] = '\0';
-        char reason[600];
-        snprintf(reason, sizeof(reason), "could not start the job: %s", why);
-        kill_job(child);
-        send_error(reason);
-        return;
+        buf[n] = '\0';
+        snprintf(why, whylen, "could not start the job: %s", buf);
+        kill(-pid, SIGKILL);
+        return -1;
     }
+    fcntl(c->in, F_SETFL, O_NONBLOCK);
+    return 0;
+}
 
-    fcntl(inp[1], F_SETFL, O_NONBLOCK);
-    if (in_len == 0) {
-        close(inp[1]);
-        inp[1] = -1;
+/* A warm child: write the job's files as the job's uid (it already runs). */
+static int write_files_now(const struct kiln_exec_spec *spec, char *why, size_t whylen)
+{
+    int stp[2];
+    if (spec->nfiles == 0)
+        return 0;
+    if (pipe2(stp, O_CLOEXEC) < 0) {
+        snprintf(why, whylen, "agent: pipe failed");
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid == 0)
+        kiln_exec_files_child(spec, stp[1]);
+    close(stp[1]);
+    char buf[512];
+    ssize_t n;
+    while ((n = read(stp[0], buf, sizeof(buf) - 1)) < 0 && errno == EINTR)
+        ;
+    close(stp[0]);
+    int st = 0;
+    if (pid > 0)
+        waitpid(pid, &st, 0);
+    if (pid < 0 || n > 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        buf[n > 0 ? n : 0] = '\0';
+        snprintf(why, whylen, "could not write the job's files: %s", n > 0 ? buf : "helper failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* What a warm interpreter reads first (plugin.h): a 4-byte big-endian
+ * length, then NUL-separated fields: argc, argv..., env... Then stdin. */
+static char *envelope(const struct kiln_exec_spec *spec, const char *in, size_t in_len,
+                      size_t *total)
+{
+    size_t argc = 0, len = 24;
+    for (char **a = spec->argv; *a; a++, argc++)
+        len += strlen(*a) + 1;
+    for (char **e = spec->env; *e; e++)
+        len += strlen(*e) + 1;
+    char *buf = malloc(4 + len + in_len);
+    if (buf == NULL)
+        return NULL;
+    char *p = buf + 4;
+    p += sprintf(p, "%zu", argc);
+    for (char **a = spec->argv; *a; a++)
+        p += sprintf(p, "%c%s", '\0', *a);
+    for (char **e = spec->env; *e; e++)
+        p += sprintf(p, "%c%s", '\0', *e);
+    kiln_proto_header((unsigned char *)buf, (uint32_t)(p - buf - 4));
+    memcpy(p, in, in_len);
+    *total = (size_t)(p - buf) + in_len;
+    return buf;
+}
+
+/* Run the job to its end: forward its output, feed its stdin, and when its
+ * main process ends, end everything else and report. */
+static void supervise(struct child *c, int64_t t0)
+{
+    char buf[KILN_PROTO_CHUNK];
+    sigset_t mask;
+    ssize_t n;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (c->in_left == 0) {
+        close(c->in);
+        c->in = -1;
     }
     int status = 0, exited = 0;
+    /* a child that ended before we watched: its SIGCHLD is pending and the
+     * signalfd reports it at once */
     struct pollfd pf[5];
     for (;;) {
         /* 0: worker, 1: stdout, 2: stderr, 3: stdin, 4: children */
         pf[0] = (struct pollfd){chan, POLLIN, 0};
-        pf[1] = (struct pollfd){outp[0], POLLIN, 0};
-        pf[2] = (struct pollfd){errp[0], POLLIN, 0};
-        pf[3] = (struct pollfd){inp[1], POLLOUT, 0};
+        pf[1] = (struct pollfd){c->out, POLLIN, 0};
+        pf[2] = (struct pollfd){c->err, POLLIN, 0};
+        pf[3] = (struct pollfd){c->in, POLLOUT, 0};
         pf[4] = (struct pollfd){sfd, POLLIN, 0};
-        if (outp[0] < 0 && errp[0] < 0 && exited)
+        if (c->out < 0 && c->err < 0 && exited)
             break;
         if (poll(pf, 5, -1) < 0 && errno != EINTR)
             break;
@@ -301,10 +381,10 @@ static void run(const struct kiln_exec_spec *spec, const char *in, size_t in_len
             n = read(chan, buf, sizeof(buf));
             if (n <= 0)
                 _exit(1);
-            kill_job(child);
+            kill_job(c->pid);
         }
         for (int i = 1; i <= 2; i++) {
-            int *fd = i == 1 ? &outp[0] : &errp[0];
+            int *fd = i == 1 ? &c->out : &c->err;
             if (*fd < 0 || !pf[i].revents)
                 continue;
             n = read(*fd, buf, sizeof(buf));
@@ -315,41 +395,54 @@ static void run(const struct kiln_exec_spec *spec, const char *in, size_t in_len
                 *fd = -1;
             }
         }
-        if (inp[1] >= 0 && pf[3].revents) {
-            n = write(inp[1], in, in_len);
+        if (c->in >= 0 && pf[3].revents) {
+            n = write(c->in, c->in_next, c->in_left);
             if (n > 0) {
-                in += n;
-                in_len -= (size_t)n;
+                c->in_next += n;
+                c->in_left -= (size_t)n;
             }
-            if (in_len == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-                close(inp[1]);
-                inp[1] = -1;
+            if (c->in_left == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                close(c->in);
+                c->in = -1;
             }
         }
         if (pf[4].revents) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof(si)) > 0)
                 ;
-            if (!exited && reap(child, &status)) {
-                exited = 1;
-                /* The job is its main process: when it ends, so does
-                 * everything it left behind, and its pipes reach EOF. */
-                kill_job(child);
-            }
+        }
+        if (!exited && reap(c->pid, &status)) {
+            exited = 1;
+            /* The job is its main process: when it ends, so does
+             * everything it left behind, and its pipes reach EOF. */
+            kill_job(c->pid);
         }
     }
     int64_t wall = now_ms() - t0;
-    if (inp[1] >= 0)
-        close(inp[1]);
+    if (c->in >= 0)
+        close(c->in);
     while (waitpid(-1, NULL, 0) > 0) /* the stragglers kill_job() ended */
         ;
+    free(c->inbuf);
     send_exit(status, wall);
+}
+
+static void send_started(void)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin(&sb, &pk);
+    msgpack_pack_map(&pk, 1);
+    kiln_mp_str(&pk, "t");
+    kiln_mp_str(&pk, "started");
+    send_msg(&sb);
 }
 
 int main(int argc, char **argv)
 {
     const char *jail = NULL;
     unsigned tmp_mb = 256;
+    int root_fd = -1;
     struct kiln_proto_reader rd;
     msgpack_unpacked u;
 
@@ -360,8 +453,10 @@ int main(int argc, char **argv)
             tmp_mb = (unsigned)atoi(argv[++i]);
         else if (strcmp(argv[i], "--fd") == 0 && i + 1 < argc)
             chan = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--root-fd") == 0 && i + 1 < argc)
+            root_fd = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: kiln-agent [--jail MOUNTPOINT] [--tmp-mb N] [--fd N]\n");
+            fprintf(stderr, "usage: kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]\n");
             return 2;
         }
     }
@@ -371,7 +466,7 @@ int main(int argc, char **argv)
         dup2(devnull, 0);
     if (jail != NULL) {
         char err[512];
-        if (kiln_jail_enter(jail, tmp_mb, err, sizeof(err)) < 0) {
+        if (kiln_jail_enter(jail, root_fd, tmp_mb, err, sizeof(err)) < 0) {
             send_error(err);
             return 1;
         }
@@ -380,6 +475,14 @@ int main(int argc, char **argv)
 
     kiln_proto_reader_init(&rd, KILN_PROTO_MAX_MSG);
     msgpack_unpacked_init(&u);
+    /* SIGCHLD is read from a signalfd, never delivered */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    struct child warm;
+    int have_warm = 0;
+    char why[600];
     for (;;) {
         int r = read_msg(&rd, &u);
         if (r < 0)
@@ -387,16 +490,48 @@ int main(int argc, char **argv)
         const msgpack_object *t = kiln_mp_get(&u.data, "t");
         if (t == NULL || kiln_mp_streq(t, "kill"))
             return 0;
-        if (!kiln_mp_streq(t, "run"))
-            continue;
         struct kiln_exec_spec spec;
         const char *in;
         size_t in_len;
+        int prestart = kiln_mp_streq(t, "prestart");
+        if (!prestart && !kiln_mp_streq(t, "run"))
+            continue;
         if (parse_run(&u.data, &spec, &in, &in_len) < 0) {
-            send_error("agent: malformed run message");
+            send_error("agent: malformed message");
             return 1;
         }
-        run(&spec, in, in_len);
+        if (prestart) {
+            /* the interpreter starts now, confined, and waits for its job */
+            if (have_warm || start_child(&spec, &warm, why, sizeof(why)) < 0) {
+                send_error(have_warm ? "agent: already started" : why);
+                return 1;
+            }
+            have_warm = 1;
+            send_started();
+            continue;
+        }
+        struct child c;
+        int64_t t0 = now_ms();
+        if (have_warm) {
+            size_t total;
+            c = warm;
+            if (write_files_now(&spec, why, sizeof(why)) < 0 ||
+                (c.inbuf = envelope(&spec, in, in_len, &total)) == NULL) {
+                kill_job(c.pid);
+                send_error(c.inbuf == NULL && why[0] == '\0' ? "agent: out of memory" : why);
+                return 1;
+            }
+            c.in_next = c.inbuf;
+            c.in_left = total;
+        } else {
+            if (start_child(&spec, &c, why, sizeof(why)) < 0) {
+                send_error(why);
+                return 1;
+            }
+            c.in_next = in;
+            c.in_left = in_len;
+        }
+        supervise(&c, t0);
         /* single use: wait for the worker to hang up or say kill */
         while (read_msg(&rd, &u) == 0)
             ;

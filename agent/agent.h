@@ -26,11 +26,18 @@ struct kiln_exec_spec {
 };
 
 /* jail.c: inside fresh namespaces, build the sandbox's root at `mnt` and
- * pivot into it. Returns 0, or -1 with the failed step in `err`. */
-int kiln_jail_enter(const char *mnt, unsigned tmp_mb, char *err, size_t errlen);
+ * pivot into it: from the runtime image open at `root_fd`, or (-1) from the
+ * host's /usr. Returns 0, or -1 with the failed step in `err`. */
+int kiln_jail_enter(const char *mnt, int root_fd, unsigned tmp_mb, char *err, size_t errlen);
 
 /* seccomp.c: load the job's syscall filter. Returns 0 or a negative errno. */
 int kiln_seccomp_apply(void);
+
+/* exec.c: in a forked child, write the spec's files under its cwd as the
+ * job's uid, then exit 0; on failure "step: error" goes to `status_fd` and
+ * it exits 127. For sandboxes whose interpreter was started ahead. */
+__attribute__((noreturn))
+void kiln_exec_files_child(const struct kiln_exec_spec *spec, int status_fd);
 
 /* exec.c: in a forked child, confine and exec the job. Never returns: on
  * failure it writes "step: error" to `status_fd` and exits 127. */

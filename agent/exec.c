@@ -106,6 +106,16 @@ static void write_files(const struct kiln_exec_spec *spec)
     close(root);
 }
 
+void kiln_exec_files_child(const struct kiln_exec_spec *spec, int status_fd)
+{
+    if (dup2(status_fd, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
+        _exit(127);
+    drop_privileges();
+    umask(022);
+    write_files(spec);
+    _exit(0);
+}
+
 void kiln_exec_child(const struct kiln_exec_spec *spec, int in_fd, int out_fd,
                      int err_fd, int status_fd)
 {

@@ -3,8 +3,9 @@
  * namespaces (the worker cloned them and wrote the uid maps). It reads top
  * to bottom as the order of confinement:
  *
- *   private mounts -> tmpfs root -> read-only system dirs -> /etc -> /dev ->
- *   /proc -> /tmp, /work -> pivot_root -> read-only root -> hostname -> lo
+ *   private mounts -> the runtime image (or a tmpfs root with the host's
+ *   /usr and our /etc) -> /dev -> /proc -> /tmp, /work -> pivot_root ->
+ *   read-only root -> hostname -> lo
  *
  * Capabilities, no_new_privs and seccomp come last, per job, in exec.c.
  */
@@ -77,6 +78,21 @@ static int mount_private(void)
 {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return fail("make-private", "/");
+    return 0;
+}
+
+/* The runtime image, read-only, as the root: it has its own /etc and the
+ * mount points; only /dev, /proc, /tmp and /work go on top. */
+static int mount_image(const char *mnt, int root_fd)
+{
+    /* root_fd is a detached copy of the image (open_tree by the worker) */
+    if (syscall(SYS_move_mount, root_fd, "", AT_FDCWD, mnt, 0x00000004 /* F_EMPTY_PATH */) < 0)
+        return fail("attach image", mnt);
+    close(root_fd);
+    if (mount(NULL, mnt, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return fail("remount image read-only", mnt);
+    if (chdir(mnt) < 0)
+        return fail("chdir", mnt);
     return 0;
 }
 
@@ -237,15 +253,16 @@ static int loopback_up(void)
     return r < 0 ? fail("bring up", "lo") : 0;
 }
 
-int kiln_jail_enter(const char *mnt, unsigned tmp_mb, char *err, size_t errlen)
+int kiln_jail_enter(const char *mnt, int root_fd, unsigned tmp_mb, char *err, size_t errlen)
 {
     jerr = err;
     jerrlen = errlen;
-    if (mount_private() < 0 ||
-        mount_root(mnt) < 0 ||
-        mount_system() < 0 ||
-        mount_etc() < 0 ||
-        mount_dev() < 0 ||
+    if (mount_private() < 0)
+        return -1;
+    if (root_fd >= 0 ? mount_image(mnt, root_fd) < 0
+                     : (mount_root(mnt) < 0 || mount_system() < 0 || mount_etc() < 0))
+        return -1;
+    if (mount_dev() < 0 ||
         mount_proc() < 0 ||
         mount_scratch(tmp_mb) < 0 ||
         pivot() < 0 ||

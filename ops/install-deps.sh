@@ -12,6 +12,9 @@ PKGS="$PKGS libseccomp-dev libjansson-dev"
 PKGS="$PKGS libcmocka-dev redis-server redis-tools kcat"
 PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka"
 PKGS="$PKGS procps iproute2 util-linux"
+# the runtime image (rootfs/build-image.sh): what goes in, and squashfs
+PKGS="$PKGS python3-minimal dash coreutils grep sed findutils mawk diffutils gzip tar"
+PKGS="$PKGS media-types tzdata ca-certificates squashfs-tools"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -26,4 +29,11 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
 else
     echo "install-deps: everything is installed"
+fi
+# deno comes from the npm registry (rootfs/build-image.sh); npm from Debian
+# when the machine has none
+if ! command -v npm >/dev/null 2>&1; then
+    echo "install-deps: installing npm"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
 fi

@@ -34,6 +34,15 @@
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -41,9 +50,11 @@
 struct jail {
     struct kiln_backend pub;
     int agent_fd;             /* kiln-agent, opened once: exec'd by fd */
+    int root_fd;              /* the runtime image tree (O_PATH), or -1 */
+    int tree_fd;              /* per spawn: a detached copy of it to attach */
     char mnt[512];            /* empty dir the jail's root is mounted on */
     char tmp_mb[24];
-    char *argv[8];
+    char *argv[10];
     char uid_map[64];
 };
 
@@ -94,10 +105,13 @@ static void child(struct jail *j, int sync_rd, int sync_wr, int chan)
     /* root of the new user namespace = the unprivileged host uid */
     if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
         _exit(126);
-    if (chan == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(chan, 3) < 0)
+    /* the channel becomes fd 3 and the image fd 4: moved out of the way
+     * first so neither overwrites the other */
+    int cfd = fcntl(chan, F_DUPFD, 10), rfd = j->tree_fd >= 0 ? fcntl(j->tree_fd, F_DUPFD, 10) : -1;
+    if (cfd < 0 || dup2(cfd, 3) < 0 || (j->tree_fd >= 0 && (rfd < 0 || dup2(rfd, 4) < 0)))
         _exit(126);
     /* Nothing of the worker's (Redis sockets, other jails) survives exec. */
-    if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+    if (syscall(SYS_close_range, j->tree_fd >= 0 ? 5 : 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         _exit(126);
     static char *envp[] = {"PATH=/usr/bin:/bin", NULL};
     syscall(SYS_execveat, j->agent_fd, "", j->argv, envp, AT_EMPTY_PATH);
@@ -155,6 +169,16 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, struct kiln_s
         snprintf(err, errlen, "jail: socketpair/pipe: %s", strerror(errno));
         goto fail;
     }
+    /* The image as a detached mount: the agent attaches it inside its own
+     * mount namespace (a mount of ours could not be bound from there). */
+    j->tree_fd = -1;
+    if (j->root_fd >= 0 &&
+        (j->tree_fd = (int)syscall(SYS_open_tree, j->root_fd, "",
+                                   OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE)) < 0) {
+        r = -errno;
+        snprintf(err, errlen, "jail: open_tree of the rootfs: %s", strerror(errno));
+        goto fail;
+    }
     struct clone_args ca = {
         .flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
                  CLONE_NEWUTS | CLONE_PIDFD,
@@ -165,10 +189,16 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, struct kiln_s
     if (pid < 0) {
         r = -errno;
         snprintf(err, errlen, "jail: clone3: %s", strerror(errno));
+        if (j->tree_fd >= 0)
+            close(j->tree_fd);
+        j->tree_fd = -1;
         goto fail;
     }
     if (pid == 0)
         child(j, sync[0], sync[1], sv[1]);
+    if (j->tree_fd >= 0)
+        close(j->tree_fd);
+    j->tree_fd = -1;
     close(sv[1]);
     close(sync[0]);
     sv[1] = sync[0] = -1;
@@ -214,6 +244,8 @@ static void jail_destroy(struct kiln_backend *b)
 {
     struct jail *j = (struct jail *)b;
     close(j->agent_fd);
+    if (j->root_fd >= 0)
+        close(j->root_fd);
     free(j);
 }
 
@@ -249,6 +281,15 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
         free(j);
         return r;
     }
+    j->root_fd = -1;
+    if (cfg->rootfs != NULL &&
+        (j->root_fd = open(cfg->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        r = -errno;
+        snprintf(err, errlen, "jail: cannot open the rootfs %s: %s", cfg->rootfs, strerror(errno));
+        close(j->agent_fd);
+        free(j);
+        return r;
+    }
     snprintf(j->tmp_mb, sizeof(j->tmp_mb), "%lld", (long long)cfg->tmp_mb);
     char **a = j->argv;
     *a++ = "kiln-agent";
@@ -256,6 +297,10 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
     *a++ = j->mnt;
     *a++ = "--tmp-mb";
     *a++ = j->tmp_mb;
+    if (j->root_fd >= 0) {
+        *a++ = "--root-fd";
+        *a++ = "4";
+    }
     *a = NULL;
     /* uid 0 inside = base on the host; the job's uid 1000 = base + 1000 */
     snprintf(j->uid_map, sizeof(j->uid_map), "0 %lld 1\n1000 %lld 1\n",

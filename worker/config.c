@@ -35,6 +35,9 @@ static const struct opt {
     {"plugin-dir", OPT_STR, F(plugin_dir), NULL, "where *.so plugins are loaded from"},
     {"backend", OPT_STR, F(backend), "auto", "sandbox backend: auto | jail | qemu | firecracker"},
     {"metrics-addr", OPT_STR, F(metrics_addr), NULL, "HOST:PORT for /metrics, /healthz, /readyz"},
+    {"rootfs", OPT_STR, F(rootfs), NULL, "runtime image tree (rootfs/build-image.sh); default: the host's /usr"},
+    {"rootfs-digest", OPT_STR, F(rootfs_digest), NULL, "the digest --rootfs must have; the worker refuses any other"},
+    {"pool", OPT_INT, F(pool), "2", "warm sandboxes kept ready per runtime profile (0: none)"},
     {"agent", OPT_STR, F(agent), NULL, "path of kiln-agent (default: beside kiln-worker)"},
     {"state-dir", OPT_STR, F(state_dir), "/run/kiln", "the worker's runtime directory"},
     {"timeout-ms", OPT_INT, F(timeout_ms), "30000", "wall-clock limit of a job that sets none"},
@@ -129,6 +132,10 @@ static int check(struct kiln_config *cfg)
     }
     if (cfg->output_bytes > cfg->max_output_bytes) {
         fprintf(stderr, "kiln-worker: --output-bytes must not exceed --max-output-bytes\n");
+        return -EINVAL;
+    }
+    if (cfg->rootfs != NULL && cfg->rootfs_digest == NULL) {
+        fprintf(stderr, "kiln-worker: --rootfs needs --rootfs-digest: the worker runs only an image it expects\n");
         return -EINVAL;
     }
     if (cfg->claim_idle_ms < 100 || cfg->block_ms < 10) {

@@ -32,7 +32,10 @@ struct kiln_config {
     int64_t jail_uid_base;    /* host uid that the jail's root maps to */
     char *log_level;
     int list_plugins;
-    int kafka_transactions;   /* exit frame + offsets in one transaction */
+    int kafka_transactions;
+    char *rootfs;             /* the runtime image tree, or NULL: the host's /usr */
+    char *rootfs_digest;      /* what its digest must be */
+    int64_t pool;             /* warm sandboxes kept per profile */   /* exit frame + offsets in one transaction */
 };
 
 /*

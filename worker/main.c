@@ -12,6 +12,7 @@
 #include "config.h"
 #include "log.h"
 #include "plugin_load.h"
+#include "rootfs.h"
 #include "runner.h"
 #include "source.h"
 
@@ -48,6 +49,15 @@ int main(int argc, char **argv)
     char err[512];
     int r, rc = 1;
 
+    if (argc == 3 && strcmp(argv[1], "--rootfs-digest-of") == 0) {
+        char hex[KILN_DIGEST_HEX];
+        if (kiln_rootfs_digest(argv[2], hex, err, sizeof(err)) < 0) {
+            fprintf(stderr, "kiln-worker: %s\n", err);
+            return 1;
+        }
+        printf("%s\n", hex);
+        return 0;
+    }
     r = kiln_config_parse(&cfg, argc, argv);
     if (r != 0)
         return r > 0 ? 0 : 2;
@@ -70,6 +80,19 @@ int main(int argc, char **argv)
     if (cfg.metrics_addr != NULL)
         kiln_warn("--metrics-addr is not available in this build; ignored");
 
+    if (cfg.rootfs != NULL) {
+        char hex[KILN_DIGEST_HEX];
+        if (kiln_rootfs_digest(cfg.rootfs, hex, err, sizeof(err)) < 0) {
+            kiln_error("rootfs: %s", err);
+            goto out;
+        }
+        if (strcmp(hex, cfg.rootfs_digest) != 0) {
+            kiln_error("rootfs %s has digest %s, not the expected %s: refusing to run it",
+                       cfg.rootfs, hex, cfg.rootfs_digest);
+            goto out;
+        }
+        kiln_info("rootfs %s verified (%.16s...)", cfg.rootfs, hex);
+    }
     uv_loop_t *loop = uv_default_loop();
     if (kiln_backend_open(loop, &cfg, &backend, err, sizeof(err)) < 0) {
         kiln_error("backend: %s", err);

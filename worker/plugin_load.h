@@ -15,6 +15,11 @@ struct kiln_plugins {
     size_t n;
 };
 
+/* 1 if plugin `p` has the optional callback `field`: its struct is large
+ * enough to hold it (it was built against a header that had it) and set. */
+#define KILN_PLUGIN_HAS(p, field) \
+    ((p)->size >= offsetof(struct kiln_plugin, field) + sizeof((p)->field) && (p)->field != NULL)
+
 /*
  * Load one plugin file into `set`. Returns 0, or a negative code with the
  * reason it was refused in `why` (the file is then unloaded again).

@@ -379,6 +379,9 @@ static int build_plan(struct kiln_run *run, const struct kiln_plugin *p)
         .env = job->env,
         .nenv = job->nenv,
         .attempt = run->d->attempt,
+        .has_net = job->has_net,
+        .net_allow = (const char *const *)job->net_allow,
+        .nnet = job->nnet,
     };
     if ((r = p->plan(kiln_plan_host(), &view, plan)) < 0)
         return r;

@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 0
+#define KILN_PLUGIN_ABI_MINOR 1
 #define KILN_PLUGIN_SYMBOL "kiln_plugin_entry"
 
 #if defined(__GNUC__)
@@ -62,6 +62,10 @@ struct kiln_job_view {
     size_t nenv;
     unsigned attempt;          /* 1 on first delivery */
     /* v1.0 ends here; append only. */
+    int has_net;               /* 0: the job asked for no network at all */
+    const char *const *net_allow; /* nnet host patterns from net.allow */
+    size_t nnet;
+    /* v1.1 ends here. */
 };
 
 /*
@@ -105,6 +109,22 @@ struct kiln_plugin {
     /* Optional: called once before unloading. */
     void (*fini)(void);
     /* v1.0 ends here; append only. */
+    /*
+     * Optional (v1.1): warm start. Plan the command that starts the
+     * interpreter of `profile` ahead of any job (argv and env only). The
+     * started process must read, from its stdin, a 4-byte big-endian length
+     * and then that many bytes: NUL-separated fields, the first the decimal
+     * count N of argv elements, then the N elements of the job's own plan
+     * argv, then its environment as K=V. It must then behave exactly as that
+     * plan would: the rest of stdin is the job's stdin. Return 0, or a
+     * negative code for "no warm start for this profile".
+     */
+    int (*prestart)(const struct kiln_host *host, const char *profile,
+                    struct kiln_plan *plan);
+    /* Optional (v1.1): 1 if `job` may run in a sandbox warmed for its
+     * profile (say, a deno job asking for no extra permissions). NULL: all. */
+    int (*warm_ok)(const struct kiln_job_view *job);
+    /* v1.1 ends here. */
 };
 
 /* The one symbol a plugin exports, named by KILN_PLUGIN_SYMBOL. */

@@ -1,0 +1,104 @@
+/*
+ * python: the job's code becomes /work/main.py and runs as
+ *
+ *   python3 -I -u -B /work/main.py ARGS...
+ *
+ * -I isolated (no PYTHON* variables, no user site, script dir only on the
+ * path), -u unbuffered so output streams as it is printed, -B no .pyc files.
+ * An uncaught exception prints its traceback on stderr and exits 1: status
+ * "error".
+ *
+ * Warm start: the interpreter is started with the same flags ahead of the
+ * job and waits on stdin for the job's argv and environment (see
+ * plugin.h), then runs /work/main.py as the cold command would, with the
+ * same sys.argv, sys.path[0], environment and traceback.
+ */
+#include <kiln/plugin.h>
+#include <string.h>
+
+#define PYTHON "/usr/bin/python3"
+#define SCRIPT "/work/main.py"
+
+static const char *const flags[] = {PYTHON, "-I", "-u", "-B"};
+
+/* Reads the envelope, becomes the job, runs the script. Frames of this
+ * bootstrap are cut from tracebacks so they read as a cold run's. */
+static const char bootstrap[] =
+    "import os, sys\n"
+    "def _kiln_read(n):\n"
+    "    b = b''\n"
+    "    while len(b) < n:\n"
+    "        c = os.read(0, n - len(b))\n"
+    "        if not c:\n"
+    "            os._exit(0)\n"
+    "        b += c\n"
+    "    return b\n"
+    "_f = _kiln_read(int.from_bytes(_kiln_read(4), 'big')).split(b'\\0')\n"
+    "_n = int(_f[0])\n"
+    "_argv = [os.fsdecode(a) for a in _f[1:1 + _n]]\n"
+    "os.environ.clear()\n"
+    "for _kv in _f[1 + _n:]:\n"
+    "    _k, _, _v = _kv.partition(b'=')\n"
+    "    if _k:\n"
+    "        os.environb[_k] = _v\n"
+    "sys.argv = _argv[4:]\n"
+    "sys.path[0] = os.path.dirname(sys.argv[0])\n"
+    "del _f, _n, _argv, _kiln_read\n"
+    "import runpy\n"
+    "try:\n"
+    "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    "except SystemExit:\n"
+    "    raise\n"
+    "except BaseException as _e:\n"
+    "    _tb = _e.__traceback__\n"
+    "    while _tb is not None and _tb.tb_frame.f_code.co_filename != sys.argv[0]:\n"
+    "        _tb = _tb.tb_next\n"
+    "    sys.excepthook(type(_e), _e, _tb)\n"
+    "    sys.exit(1)\n";
+
+static int add_flags(const struct kiln_host *host, struct kiln_plan *plan)
+{
+    int r = host->plan_profile(plan, "python");
+    for (size_t i = 0; r == 0 && i < sizeof(flags) / sizeof(flags[0]); i++)
+        r = host->plan_arg(plan, flags[i]);
+    return r;
+}
+
+static int python_plan(const struct kiln_host *host, const struct kiln_job_view *job,
+                       struct kiln_plan *plan)
+{
+    int r;
+    if ((r = add_flags(host, plan)) < 0 ||
+        (r = host->plan_file(plan, "main.py", job->code, job->code_len, 0644)) < 0 ||
+        (r = host->plan_arg(plan, SCRIPT)) < 0)
+        return r;
+    for (size_t i = 0; i < job->nargs; i++)
+        if ((r = host->plan_arg(plan, job->args[i])) < 0)
+            return r;
+    return 0;
+}
+
+static int python_prestart(const struct kiln_host *host, const char *profile,
+                           struct kiln_plan *plan)
+{
+    int r;
+    if (strcmp(profile, "python") != 0)
+        return -1;
+    if ((r = add_flags(host, plan)) < 0 || (r = host->plan_arg(plan, "-c")) < 0 ||
+        (r = host->plan_arg(plan, bootstrap)) < 0)
+        return r;
+    return 0;
+}
+
+static const struct kiln_plugin python = {
+    KILN_PLUGIN_HEADER,
+    .name = "python",
+    .description = "Python 3: code runs as /work/main.py under python3 -I -u -B",
+    .plan = python_plan,
+    .prestart = python_prestart,
+};
+
+KILN_PLUGIN_EXPORT const struct kiln_plugin *kiln_plugin_entry(void)
+{
+    return &python;
+}

@@ -1,0 +1,133 @@
+#!/bin/sh
+# Build kiln's runtime image: one tree that sandboxes use as their root.
+#
+#   rootfs/build-image.sh OUTDIR KILN_AGENT KILN_WORKER
+#
+# OUTDIR/tree             the root, for the jail (--rootfs OUTDIR/tree)
+# OUTDIR/runtime.squashfs the same tree, read-only, for microVMs
+# OUTDIR/digest           its content digest (kiln-worker --rootfs-digest)
+# OUTDIR/kiln.env         KILN_ROOTFS and KILN_ROOTFS_DIGEST, to source
+#
+# The tree holds python3 and a shell with core utilities from this
+# machine's Debian packages (and every shared library they load), deno from
+# the npm package @deno/linux-x64-glibc at a pinned version whose tarball
+# is checked against its published integrity hash, and kiln-agent. Nothing
+# is rebuilt when the inputs (this script, the package versions, deno's
+# version, the agent) are what they were.
+set -eu
+
+DENO_VERSION=2.9.6
+DENO_INTEGRITY=sha512-3md4TKLCuzsLDmfOoC5KN7NAZaxSVkMgm64vg6foD00JBADCpYS2/5QqXfzgnP5ZQz3iLP9vBQJtEgc116OAoQ==
+
+# Debian packages whose files go in, as installed on this machine.
+PACKAGES="dash coreutils grep sed findutils mawk diffutils gzip tar
+python3-minimal python3.11-minimal libpython3.11-minimal
+python3.11 libpython3.11-stdlib python3 media-types tzdata ca-certificates"
+
+out=${1:?usage: build-image.sh OUTDIR KILN_AGENT KILN_WORKER}
+agent=${2:?kiln-agent binary}
+worker=${3:?kiln-worker binary}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+# ---- inputs: rebuild only when they change ------------------------------
+versions=$(dpkg-query -W -f='${Package}=${Version}\n' $PACKAGES 2>/dev/null || true)
+for p in $PACKAGES; do
+    echo "$versions" | grep -q "^$p=" || { echo "build-image: package $p is not installed (ops/install-deps.sh)" >&2; exit 1; }
+done
+inputs=$( { cat "$0"; echo "$versions"; echo "deno=$DENO_VERSION $DENO_INTEGRITY"; sha256sum < "$agent"; } | sha256sum | cut -d' ' -f1)
+if [ -f "$out/inputs" ] && [ "$(cat "$out/inputs")" = "$inputs" ] && [ -f "$out/digest" ] && [ -d "$out/tree" ]; then
+    echo "build-image: up to date ($out)"
+    exit 0
+fi
+
+tree="$out/tree.new"
+rm -rf "$tree" "$out/tree" "$out/runtime.squashfs" "$out/digest" "$out/inputs"
+mkdir -p "$tree"
+
+# ---- the skeleton: merged /usr, the mount points the jail needs ----------
+mkdir -p "$tree/usr/bin" "$tree/usr/sbin" "$tree/usr/lib" "$tree/usr/lib64" \
+         "$tree/usr/local/bin" "$tree/etc" "$tree/dev" "$tree/proc" "$tree/sys" \
+         "$tree/tmp" "$tree/work" "$tree/root" "$tree/run" "$tree/home"
+for d in bin sbin lib lib64; do ln -s "usr/$d" "$tree/$d"; done
+chmod 1777 "$tree/tmp"
+
+# copy a path (file or symlink) from this machine, keeping its directories
+copy() {
+    src=$1
+    case "$src" in /bin/*|/sbin/*|/lib/*|/lib64/*) src="/usr$src" ;; esac
+    [ -e "$src" ] || [ -L "$src" ] || return 0
+    [ -d "$src" ] && [ ! -L "$src" ] && { mkdir -p "$tree$src"; return 0; }
+    mkdir -p "$tree$(dirname "$src")"
+    cp -a "$src" "$tree$src"
+}
+
+# ---- Debian packages ----------------------------------------------------
+for p in $PACKAGES; do
+    dpkg -L "$p" | grep -v -e '^/usr/share/doc' -e '^/usr/share/man' -e '^/usr/share/info' \
+                          -e '^/usr/share/lintian' -e '^/etc/cron' -e '^/diverted' |
+    while read -r f; do copy "$f"; done
+done
+ln -sf dash "$tree/usr/bin/sh"
+
+# ---- deno from npm, checked --------------------------------------------
+npmdir="$out/npm"
+mkdir -p "$npmdir"
+tgz="$npmdir/deno-linux-x64-glibc-$DENO_VERSION.tgz"
+if [ ! -f "$tgz" ]; then
+    (cd "$npmdir" && npm pack --silent "@deno/linux-x64-glibc@$DENO_VERSION" >/dev/null)
+fi
+got=$(/usr/bin/python3 -c 'import base64, hashlib, sys
+print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tgz")
+if [ "$got" != "$DENO_INTEGRITY" ]; then
+    echo "build-image: deno tarball integrity mismatch: $got" >&2
+    rm -f "$tgz"
+    exit 1
+fi
+tar -xzf "$tgz" -C "$npmdir" package/deno
+install -m 0755 "$npmdir/package/deno" "$tree/usr/local/bin/deno"
+
+# ---- kiln-agent ---------------------------------------------------------
+install -m 0755 "$agent" "$tree/usr/sbin/kiln-agent"
+
+# ---- every shared library the binaries load ----------------------------
+find "$tree" -type f \( -perm -u+x -o -name '*.so*' \) | while read -r f; do
+    ldd "$f" 2>/dev/null | sed -n 's/.*=> \(\/[^ ]*\).*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p'
+done | sort -u | while read -r lib; do
+    copy "$lib"
+    real=$(readlink -f "$lib")
+    [ "$real" = "$lib" ] || copy "$real"
+done
+
+# ---- /etc of our own ----------------------------------------------------
+cat > "$tree/etc/passwd" <<'PW'
+root:x:0:0:root:/root:/bin/sh
+kiln:x:1000:1000:kiln job:/work:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+PW
+printf 'root:x:0:\nkiln:x:1000:\nnogroup:x:65534:\n' > "$tree/etc/group"
+printf '127.0.0.1 localhost kiln\n::1 localhost ip6-localhost\n' > "$tree/etc/hosts"
+printf 'kiln\n' > "$tree/etc/hostname"
+printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$tree/etc/nsswitch.conf"
+: > "$tree/etc/resolv.conf"
+ln -sf /usr/share/zoneinfo/Etc/UTC "$tree/etc/localtime"
+[ -f /etc/ssl/certs/ca-certificates.crt ] && copy /etc/ssl/certs/ca-certificates.crt
+printf 'kiln runtime image: deno %s, %s\n' "$DENO_VERSION" "$(echo "$versions" | grep '^python3.11=')" \
+    > "$tree/etc/kiln-image"
+
+# python imports must not try to write .pyc next to the read-only stdlib
+find "$tree/usr/lib/python3"* -name '__pycache__' -type d -prune -exec rm -rf {} + 2>/dev/null || true
+"$tree/usr/bin/python3" -c 'pass' 2>/dev/null || true
+
+# ---- finish: digest, squashfs ------------------------------------------
+chmod -R go-w "$tree"
+mv "$tree" "$out/tree"
+digest=$("$worker" --rootfs-digest-of "$out/tree")
+echo "$digest" > "$out/digest"
+if command -v mksquashfs >/dev/null 2>&1; then
+    mksquashfs "$out/tree" "$out/runtime.squashfs" -noappend -all-root -quiet -comp zstd >/dev/null
+fi
+printf 'KILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\n' "$out/tree" "$digest" > "$out/kiln.env"
+echo "$inputs" > "$out/inputs"
+echo "build-image: $out/tree ($(du -sh "$out/tree" | cut -f1)), digest $digest"
