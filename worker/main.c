@@ -12,6 +12,7 @@
 #include "config.h"
 #include "log.h"
 #include "plugin_load.h"
+#include "pool.h"
 #include "rootfs.h"
 #include "runner.h"
 #include "source.h"
@@ -102,6 +103,10 @@ int main(int argc, char **argv)
     w.cfg = &cfg;
     w.backend = backend;
     w.plugins = &plugins;
+    if (kiln_pool_new(loop, &cfg, backend, &plugins, &w.pool) < 0) {
+        kiln_error("out of memory");
+        goto out;
+    }
     r = strcmp(cfg.queue, "kafka") == 0
         ? kiln_source_kafka_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err))
         : kiln_source_redis_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err));

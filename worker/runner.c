@@ -18,12 +18,14 @@
 #include <sys/wait.h>
 
 #include "backend.h"
+#include "chan.h"
 #include "config.h"
 #include "frame.h"
 #include "job.h"
 #include "log.h"
 #include "plan.h"
 #include "plugin_load.h"
+#include "pool.h"
 #include "proto.h"
 
 struct kiln_run {
@@ -32,11 +34,9 @@ struct kiln_run {
     struct kiln_job *job;
     struct kiln_plan plan;
     struct kiln_sandbox *sb;     /* until it has exited */
-    uv_pipe_t chan;
-    int chan_open;
+    struct kiln_chan *chan;      /* until the agent's stream ends */
     uv_timer_t timer;
     int timer_open;
-    struct kiln_proto_reader rd;
     const char *dest;            /* where frames go */
     uint64_t seq;
     uint64_t t_run;              /* when the run was sent (loop ms) */
@@ -45,11 +45,6 @@ struct kiln_run {
     int exit_sent;
     struct kiln_exit ex;
     char reason[512];
-};
-
-struct wreq {
-    uv_write_t req;
-    msgpack_sbuffer sb;
 };
 
 static void maybe_free(struct kiln_run *run);
@@ -148,25 +143,13 @@ static void reject(struct kiln_run *run, const char *reason)
 
 /* ---- agent channel --------------------------------------------------- */
 
-static void on_written(uv_write_t *req, int status)
-{
-    struct wreq *w = (struct wreq *)req;
-    (void)status; /* a dead agent shows as EOF and the sandbox's exit */
-    msgpack_sbuffer_destroy(&w->sb);
-    free(w);
-}
-
 static void send_run(struct kiln_run *run)
 {
     struct kiln_job *job = run->job;
     struct kiln_plan *plan = &run->plan;
     msgpack_packer pk;
-    struct wreq *w = malloc(sizeof(*w));
-    if (w == NULL) {
-        finish(run, KILN_ST_INTERNAL, "out of memory");
-        return;
-    }
-    kiln_proto_begin(&w->sb, &pk);
+    msgpack_sbuffer sb;
+    kiln_proto_begin(&sb, &pk);
     msgpack_pack_map(&pk, 6);
     kiln_mp_str(&pk, "t");
     kiln_mp_str(&pk, "run");
@@ -193,11 +176,7 @@ static void send_run(struct kiln_run *run)
         kiln_mp_bin(&pk, job->stdin_data, job->stdin_len);
     else
         msgpack_pack_nil(&pk);
-    kiln_proto_finish(&w->sb);
-    uv_buf_t buf = uv_buf_init(w->sb.data, (unsigned)w->sb.size);
-    if (uv_write(&w->req, (uv_stream_t *)&run->chan, &buf, 1, on_written) < 0) {
-        msgpack_sbuffer_destroy(&w->sb);
-        free(w);
+    if (kiln_chan_send(run->chan, &sb) < 0) {
         finish(run, KILN_ST_INTERNAL, "could not send the job to the sandbox");
         return;
     }
@@ -250,8 +229,9 @@ static void on_agent_exit(struct kiln_run *run, const msgpack_object *m)
     }
 }
 
-static void on_agent_msg(struct kiln_run *run, const msgpack_object *m)
+static void on_agent_msg(void *arg, const msgpack_object *m)
 {
+    struct kiln_run *run = arg;
     const msgpack_object *t = kiln_mp_get(m, "t"), *o;
     if (t == NULL)
         return;
@@ -270,50 +250,15 @@ static void on_agent_msg(struct kiln_run *run, const msgpack_object *m)
     }
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void on_agent_end(void *arg, int status)
 {
-    static char slab[65536]; /* one loop, one read at a time */
-    (void)h;
-    (void)hint;
-    *buf = uv_buf_init(slab, sizeof(slab));
-}
-
-static void on_chan_closed(uv_handle_t *h)
-{
-    struct kiln_run *run = h->data;
-    run->chan_open = 0;
-    maybe_free(run);
-}
-
-static void on_chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-    struct kiln_run *run = s->data;
-    if (n < 0) {
-        /* EOF: the sandbox is going; its exit decides what is reported */
-        uv_close((uv_handle_t *)s, on_chan_closed);
-        return;
-    }
-    if (kiln_proto_reader_feed(&run->rd, buf->base, (size_t)n) < 0) {
-        finish(run, KILN_ST_INTERNAL, "out of memory reading the sandbox");
-        return;
-    }
-    const void *msg;
-    size_t len;
-    int r;
-    while ((r = kiln_proto_reader_next(&run->rd, &msg, &len)) == 1) {
-        msgpack_unpacked u;
-        size_t off = 0;
-        msgpack_unpacked_init(&u);
-        /* the agent may be a guest kernel's: checked like any input */
-        if (kiln_mp_precheck(msg, len) == 0 &&
-            msgpack_unpack_next(&u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS)
-            on_agent_msg(run, &u.data);
-        msgpack_unpacked_destroy(&u);
-    }
-    if (r < 0) {
+    struct kiln_run *run = arg;
+    /* EOF: the sandbox is going; its exit decides what is reported */
+    if (status < 0 && status != UV_ECONNRESET)
         finish(run, KILN_ST_INTERNAL, "the sandbox sent a malformed message");
-        uv_read_stop(s);
-    }
+    kiln_chan_close(run->chan);
+    run->chan = NULL;
+    maybe_free(run);
 }
 
 /* ---- sandbox --------------------------------------------------------- */
@@ -350,7 +295,8 @@ static void on_timer_closed(uv_handle_t *h)
 
 /* ---- planning -------------------------------------------------------- */
 
-static int build_plan(struct kiln_run *run, const struct kiln_plugin *p)
+static int build_plan(struct kiln_run *run, const struct kiln_plugin *p,
+                      struct kiln_job_view *view)
 {
     struct kiln_job *job = run->job;
     struct kiln_plan *plan = &run->plan;
@@ -368,8 +314,8 @@ static int build_plan(struct kiln_run *run, const struct kiln_plugin *p)
         (r = kiln_plan_env(plan, "KILN_ATTEMPT", attempt)) < 0)
         return r;
 
-    struct kiln_job_view view = {
-        .size = sizeof(view),
+    *view = (struct kiln_job_view){
+        .size = sizeof(*view),
         .id = job->id,
         .plugin = job->plugin,
         .code = job->code,
@@ -383,7 +329,7 @@ static int build_plan(struct kiln_run *run, const struct kiln_plugin *p)
         .net_allow = (const char *const *)job->net_allow,
         .nnet = job->nnet,
     };
-    if ((r = p->plan(kiln_plan_host(), &view, plan)) < 0)
+    if ((r = p->plan(kiln_plan_host(), view, plan)) < 0)
         return r;
     if (plan->argc == 0)
         return kiln_plan_reject(plan, "the plugin made an empty plan");
@@ -422,6 +368,14 @@ static int check_limits(struct kiln_run *run, char *why, size_t len)
     }
     run->out_cap = l->output_bytes >= 0 ? l->output_bytes : cfg->output_bytes;
     return 0;
+}
+
+static void start_timer(struct kiln_run *run, int64_t timeout)
+{
+    uv_timer_init(run->w->loop, &run->timer);
+    run->timer.data = run;
+    run->timer_open = 1;
+    uv_timer_start(&run->timer, on_timeout, (uint64_t)timeout, 0);
 }
 
 static void start(struct kiln_run *run)
@@ -466,11 +420,29 @@ static void start(struct kiln_run *run)
         reject(run, err);
         return;
     }
-    if ((r = build_plan(run, p)) < 0) {
+    struct kiln_job_view view;
+    if ((r = build_plan(run, p, &view)) < 0) {
         if (r == -ENOMEM)
             finish(run, KILN_ST_INTERNAL, "out of memory planning the job");
         else
             reject(run, run->plan.reject[0] ? run->plan.reject : "the plugin refused the job");
+        return;
+    }
+    int64_t timeout = run->job->limits.timeout_ms > 0 ? run->job->limits.timeout_ms : cfg->timeout_ms;
+    struct kiln_warm_take warm;
+    if (kiln_pool_take(w->pool, p, run->plan.profile, &view, &warm)) {
+        /* warm: the sandbox is up and its agent (and interpreter) wait */
+        run->sb = warm.sb;
+        run->sb->on_exit = on_sandbox_exit;
+        run->sb->arg = run;
+        run->chan = warm.chan;
+        run->chan->on_msg = on_agent_msg;
+        run->chan->on_end = on_agent_end;
+        run->chan->arg = run;
+        kiln_info("job %s attempt %u: started (%s, warm, from %s)", run->job->id, d->attempt,
+                  p->name, d->ref);
+        start_timer(run, timeout);
+        send_run(run);
         return;
     }
     if ((r = w->backend->ops->spawn(w->backend, run->plan.profile, &run->sb, err, sizeof(err))) < 0) {
@@ -484,28 +456,20 @@ static void start(struct kiln_run *run)
     run->sb->arg = run;
     kiln_info("job %s attempt %u: started (%s, from %s)", run->job->id, d->attempt, p->name, d->ref);
 
-    uv_pipe_init(w->loop, &run->chan, 0);
-    run->chan.data = run;
-    run->chan_open = 1;
-    if (uv_pipe_open(&run->chan, run->sb->fd) < 0 ||
-        uv_read_start((uv_stream_t *)&run->chan, on_alloc, on_chan_read) < 0) {
+    int fd = run->sb->fd;
+    run->sb->fd = -1;
+    if (kiln_chan_open(w->loop, fd, on_agent_msg, on_agent_end, run, &run->chan) < 0) {
         finish(run, KILN_ST_INTERNAL, "could not watch the sandbox channel");
-        uv_close((uv_handle_t *)&run->chan, on_chan_closed);
         return;
     }
-    run->sb->fd = -1;
 
-    uv_timer_init(w->loop, &run->timer);
-    run->timer.data = run;
-    run->timer_open = 1;
-    int64_t timeout = run->job->limits.timeout_ms > 0 ? run->job->limits.timeout_ms : cfg->timeout_ms;
-    /* counted from now: the sandbox's start-up is part of the job's time */
-    uv_timer_start(&run->timer, on_timeout, (uint64_t)timeout, 0);
+    /* counted from now: a cold sandbox's start-up is part of the job's time */
+    start_timer(run, timeout);
 }
 
 static void maybe_free(struct kiln_run *run)
 {
-    if (run->d != NULL || run->sb != NULL || run->chan_open)
+    if (run->d != NULL || run->sb != NULL || run->chan != NULL)
         return;
     if (run->timer_open == 1) {
         run->timer_open = 2;
@@ -517,7 +481,6 @@ static void maybe_free(struct kiln_run *run)
     struct kiln_worker *w = run->w;
     kiln_job_free(run->job);
     kiln_plan_free(&run->plan);
-    kiln_proto_reader_free(&run->rd);
     free(run);
     w->busy--;
     w->finished++;
@@ -537,6 +500,5 @@ void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
     run->w = w;
     run->d = d;
     run->dest = w->cfg->results;
-    kiln_proto_reader_init(&run->rd, KILN_PROTO_MAX_MSG);
     start(run);
 }

@@ -10,6 +10,7 @@
 struct kiln_config;
 struct kiln_backend;
 struct kiln_plugins;
+struct kiln_pool;
 
 struct kiln_worker {
     uv_loop_t *loop;
@@ -17,6 +18,7 @@ struct kiln_worker {
     struct kiln_source *src;
     struct kiln_backend *backend;
     const struct kiln_plugins *plugins;
+    struct kiln_pool *pool;   /* warm sandboxes, or NULL */
     unsigned busy;            /* slots taken */
     uint64_t finished;        /* jobs acknowledged */
 };

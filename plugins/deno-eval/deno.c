@@ -135,7 +135,7 @@ static int deno_prestart(const struct kiln_host *host, const char *profile,
                          struct kiln_plan *plan)
 {
     int r;
-    if (strcmp(profile, "deno") != 0 || bootstrap_url == NULL)
+    if (strcmp(profile, "deno-eval") != 0 || bootstrap_url == NULL)
         return -1;
     if ((r = add_base(host, plan)) < 0 || (r = host->plan_arg(plan, bootstrap_url)) < 0)
         return r;

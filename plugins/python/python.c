@@ -24,7 +24,7 @@ static const char *const flags[] = {PYTHON, "-I", "-u", "-B"};
 /* Reads the envelope, becomes the job, runs the script. Frames of this
  * bootstrap are cut from tracebacks so they read as a cold run's. */
 static const char bootstrap[] =
-    "import os, sys\n"
+    "import os, sys, runpy, pkgutil\n"
     "def _kiln_read(n):\n"
     "    b = b''\n"
     "    while len(b) < n:\n"
@@ -44,7 +44,6 @@ static const char bootstrap[] =
     "sys.argv = _argv[4:]\n"
     "sys.path[0] = os.path.dirname(sys.argv[0])\n"
     "del _f, _n, _argv, _kiln_read\n"
-    "import runpy\n"
     "try:\n"
     "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
     "except SystemExit:\n"
@@ -53,7 +52,7 @@ static const char bootstrap[] =
     "    _tb = _e.__traceback__\n"
     "    while _tb is not None and _tb.tb_frame.f_code.co_filename != sys.argv[0]:\n"
     "        _tb = _tb.tb_next\n"
-    "    sys.excepthook(type(_e), _e, _tb)\n"
+    "    sys.excepthook(type(_e), _e.with_traceback(_tb), _tb)\n"
     "    sys.exit(1)\n";
 
 static int add_flags(const struct kiln_host *host, struct kiln_plan *plan)

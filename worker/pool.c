@@ -1,0 +1,295 @@
+#include "pool.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "chan.h"
+#include "config.h"
+#include "log.h"
+#include "plan.h"
+#include "plugin_load.h"
+#include "proto.h"
+
+struct warm {
+    struct warm *next;
+    struct pprofile *prof;
+    struct kiln_sandbox *sb;
+    struct kiln_chan *chan;
+    int ready;
+    uint64_t t_spawn;
+};
+
+struct pprofile {
+    const struct kiln_plugin *plugin;
+    struct kiln_pool *pool;
+    struct kiln_plan warm;     /* the prestart plan; argc 0: agent only */
+    struct warm *list;
+    unsigned nready, nstarting;
+    uint64_t hits, misses, refills, refill_ms;
+    unsigned failures;         /* in a row: back off */
+    uint64_t logged_hits, logged_misses;
+};
+
+struct kiln_pool {
+    uv_loop_t *loop;
+    const struct kiln_config *cfg;
+    struct kiln_backend *backend;
+    struct pprofile *profs;
+    size_t n;
+    uv_timer_t refill, stats;
+};
+
+static void fill(struct kiln_pool *pool);
+
+static void unlink_warm(struct warm *w)
+{
+    struct warm **pp = &w->prof->list;
+    while (*pp && *pp != w)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = w->next;
+    if (w->ready)
+        w->prof->nready--;
+    else
+        w->prof->nstarting--;
+}
+
+static void on_refill(uv_timer_t *t);
+
+static void schedule_fill(struct kiln_pool *pool, uint64_t delay)
+{
+    if (pool->cfg->pool > 0)
+        uv_timer_start(&pool->refill, on_refill, delay, 0);
+}
+
+/* The sandbox died while it waited in the pool. */
+static void on_warm_exit(struct kiln_sandbox *sb)
+{
+    struct warm *w = sb->arg;
+    struct pprofile *p = w->prof;
+    if (w->chan != NULL)
+        kiln_chan_close(w->chan);
+    unlink_warm(w);
+    if (!w->ready)
+        p->failures++;
+    kiln_warn("pool %s: a %s sandbox died (%s)", p->plugin->name, w->ready ? "warm" : "starting",
+              w->ready ? "replaced" : "retrying");
+    free(w);
+    schedule_fill(p->pool, p->failures > 3 ? 1000 : 0);
+}
+
+static void warm_ready(struct warm *w)
+{
+    struct pprofile *p = w->prof;
+    uint64_t ms = uv_now(p->pool->loop) - w->t_spawn;
+    w->ready = 1;
+    p->nstarting--;
+    p->nready++;
+    p->refills++;
+    p->refill_ms += ms;
+    p->failures = 0;
+    kiln_debug("pool %s: sandbox warm in %llu ms (%u ready)", p->plugin->name,
+               (unsigned long long)ms, p->nready);
+}
+
+static void send_prestart(struct warm *w)
+{
+    const struct kiln_plan *plan = &w->prof->warm;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin(&sb, &pk);
+    msgpack_pack_map(&pk, 4);
+    kiln_mp_str(&pk, "t");
+    kiln_mp_str(&pk, "prestart");
+    kiln_mp_str(&pk, "argv");
+    msgpack_pack_array(&pk, plan->argc);
+    for (size_t i = 0; i < plan->argc; i++)
+        kiln_mp_str(&pk, plan->argv[i]);
+    kiln_mp_str(&pk, "env");
+    msgpack_pack_array(&pk, plan->nenv);
+    for (size_t i = 0; i < plan->nenv; i++)
+        kiln_mp_str(&pk, plan->env[i]);
+    kiln_mp_str(&pk, "cwd");
+    kiln_mp_str(&pk, "/work");
+    if (kiln_chan_send(w->chan, &sb) < 0)
+        w->sb->backend->ops->kill(w->sb);
+}
+
+static void on_warm_msg(void *arg, const msgpack_object *m)
+{
+    struct warm *w = arg;
+    const msgpack_object *t = kiln_mp_get(m, "t");
+    if (t == NULL || w->ready)
+        return;
+    if (kiln_mp_streq(t, "ready")) {
+        if (w->prof->warm.argc > 0)
+            send_prestart(w);
+        else
+            warm_ready(w);
+    } else if (kiln_mp_streq(t, "started")) {
+        warm_ready(w);
+    } else if (kiln_mp_streq(t, "error")) {
+        const msgpack_object *why = kiln_mp_get(m, "reason");
+        char *s = why ? kiln_mp_strdup(why) : NULL;
+        kiln_warn("pool %s: warm start failed: %s", w->prof->plugin->name, s ? s : "?");
+        free(s);
+        w->sb->backend->ops->kill(w->sb);
+    }
+}
+
+static void on_warm_end(void *arg, int status)
+{
+    struct warm *w = arg;
+    (void)status;
+    kiln_chan_close(w->chan);
+    w->chan = NULL;
+    w->sb->backend->ops->kill(w->sb); /* on_warm_exit removes it */
+}
+
+static void spawn_one(struct pprofile *p)
+{
+    struct kiln_pool *pool = p->pool;
+    char err[256];
+    struct warm *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return;
+    w->prof = p;
+    w->t_spawn = uv_now(pool->loop);
+    const char *profile = p->warm.profile;
+    if (pool->backend->ops->spawn(pool->backend, profile, &w->sb, err, sizeof(err)) < 0) {
+        kiln_warn("pool %s: spawn failed: %s", p->plugin->name, err);
+        p->failures++;
+        free(w);
+        return;
+    }
+    w->sb->on_exit = on_warm_exit;
+    w->sb->arg = w;
+    w->next = p->list;
+    p->list = w;
+    p->nstarting++;
+    int fd = w->sb->fd;
+    w->sb->fd = -1;
+    if (kiln_chan_open(pool->loop, fd, on_warm_msg, on_warm_end, w, &w->chan) < 0) {
+        w->chan = NULL;
+        w->sb->backend->ops->kill(w->sb);
+    }
+}
+
+static void fill(struct kiln_pool *pool)
+{
+    for (size_t i = 0; i < pool->n; i++) {
+        struct pprofile *p = &pool->profs[i];
+        if (p->failures > 3 && p->nstarting > 0)
+            continue; /* failing: one attempt at a time */
+        while (p->nready + p->nstarting < (unsigned)pool->cfg->pool) {
+            spawn_one(p);
+            if (p->failures > 3)
+                break;
+        }
+    }
+}
+
+static void on_refill(uv_timer_t *t)
+{
+    fill(t->data);
+}
+
+static void on_stats(uv_timer_t *t)
+{
+    struct kiln_pool *pool = t->data;
+    for (size_t i = 0; i < pool->n; i++) {
+        struct pprofile *p = &pool->profs[i];
+        if (p->hits == p->logged_hits && p->misses == p->logged_misses)
+            continue;
+        p->logged_hits = p->hits;
+        p->logged_misses = p->misses;
+        kiln_info("pool %s: %u ready of %lld, hits %llu, misses %llu, refill avg %llu ms",
+                  p->plugin->name, p->nready, (long long)pool->cfg->pool,
+                  (unsigned long long)p->hits, (unsigned long long)p->misses,
+                  (unsigned long long)(p->refills ? p->refill_ms / p->refills : 0));
+    }
+}
+
+int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, const char *profile,
+                   const struct kiln_job_view *job, struct kiln_warm_take *out)
+{
+    struct pprofile *p = NULL;
+    for (size_t i = 0; pool != NULL && i < pool->n; i++)
+        if (pool->profs[i].plugin == plugin)
+            p = &pool->profs[i];
+    if (p == NULL)
+        return 0;
+    int fits = strcmp(p->warm.profile, profile) == 0 &&
+               (p->warm.argc == 0 || !KILN_PLUGIN_HAS(plugin, warm_ok) || plugin->warm_ok(job));
+    struct warm *w = NULL;
+    for (struct warm *c = p->list; fits && c != NULL; c = c->next)
+        if (c->ready && c->chan != NULL)
+            w = c;
+    if (w == NULL) {
+        p->misses++;
+        return 0;
+    }
+    unlink_warm(w);
+    p->hits++;
+    out->sb = w->sb;
+    out->chan = w->chan;
+    free(w);
+    schedule_fill(pool, 0); /* after this job's run message is on its way */
+    return 1;
+}
+
+int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_backend *backend,
+                  const struct kiln_plugins *plugins, struct kiln_pool **out)
+{
+    struct kiln_pool *pool = calloc(1, sizeof(*pool));
+    if (pool == NULL || (pool->profs = calloc(plugins->n, sizeof(*pool->profs))) == NULL) {
+        free(pool);
+        return -ENOMEM;
+    }
+    pool->loop = loop;
+    pool->cfg = cfg;
+    pool->backend = backend;
+    for (size_t i = 0; i < plugins->n; i++) {
+        const struct kiln_plugin *plug = plugins->v[i].p;
+        struct pprofile *p = &pool->profs[pool->n];
+        p->plugin = plug;
+        p->pool = pool;
+        kiln_plan_init(&p->warm, 1u << 20);
+        kiln_plan_env(&p->warm, "PATH", "/usr/local/bin:/usr/bin:/bin");
+        kiln_plan_env(&p->warm, "HOME", "/work");
+        kiln_plan_env(&p->warm, "TMPDIR", "/tmp");
+        kiln_plan_env(&p->warm, "LANG", "C.UTF-8");
+        if (KILN_PLUGIN_HAS(plug, prestart)) {
+            if (plug->prestart(kiln_plan_host(), plug->name, &p->warm) < 0) {
+                kiln_warn("pool %s: no warm start (%s)", plug->name,
+                          p->warm.reject[0] ? p->warm.reject : "the plugin declined");
+                kiln_plan_free(&p->warm);
+                kiln_plan_init(&p->warm, 1u << 20);
+            }
+        } else {
+            /* no interpreter to start: the sandbox and agent, ready; the
+             * profile is the one the plugin's plans name */
+            struct kiln_plan probe;
+            struct kiln_job_view v = {.size = sizeof(v), .id = "pool", .plugin = plug->name,
+                                      .code = "", .code_len = 0};
+            kiln_plan_init(&probe, 1u << 20);
+            if (plug->plan(kiln_plan_host(), &v, &probe) == 0)
+                strcpy(p->warm.profile, probe.profile);
+            kiln_plan_free(&probe);
+        }
+        pool->n++;
+    }
+    uv_timer_init(loop, &pool->refill);
+    uv_timer_init(loop, &pool->stats);
+    pool->refill.data = pool->stats.data = pool;
+    if (cfg->pool > 0) {
+        uv_timer_start(&pool->stats, on_stats, 10000, 10000);
+        fill(pool);
+        kiln_info("pools: %lld warm sandbox(es) per plugin", (long long)cfg->pool);
+    }
+    *out = pool;
+    return 0;
+}
