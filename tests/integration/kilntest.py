@@ -25,6 +25,16 @@ BIN = os.path.join(BUILD, "bin")
 SKIP = 77
 
 
+def rootfs_args():
+    """--rootfs and --rootfs-digest of the runtime image ctest built."""
+    env = os.path.join(BUILD, "rootfs", "kiln.env")
+    if not os.path.exists(env):
+        print("SKIPPED: the runtime image is not built (make rootfs)")
+        sys.exit(SKIP)
+    kv = dict(l.strip().split("=", 1) for l in open(env) if "=" in l)
+    return ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
+
+
 def skip_unless_jail_works():
     """The jail needs root and user namespaces; say so and skip otherwise."""
     if os.geteuid() != 0:

@@ -1,0 +1,197 @@
+"""python and deno-eval jobs in the runtime image, cold and from warm
+pools: what a user sees (output, exit codes, stdin, args, env, files,
+errors), that warm and cold agree, that pools lose nothing under load, and
+that isolation holds for the interpreters too."""
+import json
+import os
+import shutil
+import subprocess
+
+from kilntest import KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
+
+skip_unless_jail_works()
+ROOTFS = rootfs_args()
+
+
+class Runtimes(KilnCase):
+    pool = "0"
+
+    def setUp(self):
+        super().setUp()
+        self.w = self.worker("rt", *ROOTFS, "--pool", self.pool, "--slots", "4")
+
+    def py(self, code, **kw):
+        return self.run_job(code, plugin="python", **kw)
+
+    def deno(self, code, **kw):
+        return self.run_job(code, plugin="deno-eval", **kw)
+
+    # ---- python ----
+
+    def test_python_output_exit_stdin_args_env_files(self):
+        ex, out, err = self.py(
+            "import os, sys\n"
+            "print('args', sys.argv[1:])\n"
+            "print('line', input())\n"
+            "print('env', os.environ['GREETING'])\n"
+            "print('file', open('data/in.txt').read().strip())\n"
+            "print('oops', file=sys.stderr)\n"
+            "sys.exit(3)\n",
+            stdin=b"hello\n", args=["a b", "c"], env={"GREETING": "hi"},
+            files={"data/in.txt": b"content\n"})
+        self.assertEqual((ex["status"], ex["code"]), ("error", 3))
+        self.assertEqual(out.decode().splitlines(),
+                         ["args ['a b', 'c']", "line hello", "env hi", "file content"])
+        self.assertEqual(err, b"oops\n")
+
+    def test_python_ok(self):
+        ex, out, _ = self.py("print(sum(range(10)))")
+        self.assertEqual((ex["status"], ex["code"], out), ("ok", 0, b"45\n"))
+
+    def test_python_syntax_error(self):
+        ex, out, err = self.py("print(1/0")
+        self.assertEqual((ex["status"], ex["code"], out), ("error", 1, b""))
+        self.assertIn(b'File "/work/main.py", line 1', err)
+        self.assertIn(b"SyntaxError", err)
+
+    def test_python_uncaught_exception_traceback(self):
+        ex, _, err = self.py("def f():\n    raise ValueError('bad value')\nf()\n")
+        self.assertEqual((ex["status"], ex["code"]), ("error", 1))
+        self.assertTrue(err.startswith(b"Traceback (most recent call last):\n"), err)
+        self.assertIn(b'File "/work/main.py", line 3, in <module>', err)
+        self.assertTrue(err.endswith(b"ValueError: bad value\n"), err)
+        self.assertNotIn(b"runpy", err)
+
+    def test_python_sees_only_the_jobs_environment(self):
+        ex, out, _ = self.py("import os, json; print(json.dumps(dict(os.environ)))", env={"MINE": "1"})
+        env = json.loads(out)
+        self.assertEqual(sorted(env), ["HOME", "KILN_ATTEMPT", "KILN_JOB_ID", "LANG", "MINE", "PATH", "TMPDIR"])
+
+    def test_python_cannot_read_the_workers_files(self):
+        ex, out, _ = self.py(
+            "import os\n"
+            "print(os.path.exists(%r), os.path.exists('/etc/shadow'))\n"
+            "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+            "print(open('/etc/kiln-image').read().split(':')[0])\n" % self.tmp)
+        lines = out.decode().splitlines()
+        self.assertEqual(lines[0], "False False")
+        self.assertLessEqual(len(json.loads(lines[1].replace("'", '"'))), 3)
+        self.assertEqual(lines[2], "kiln runtime image")
+
+    # ---- deno ----
+
+    def test_deno_output_exit_stdin_args_env_files(self):
+        ex, out, err = self.deno(
+            "const input = await new Response(Deno.stdin.readable).text();\n"
+            "console.log('args', JSON.stringify(Deno.args));\n"
+            "console.log('line', input.trim());\n"
+            "console.log('env', Deno.env.get('GREETING'));\n"
+            "console.log('file', (await Deno.readTextFile('/work/data/in.txt')).trim());\n"
+            "console.error('oops');\n"
+            "Deno.exit(4);\n",
+            stdin=b"hello\n", args=["a b", "c"], env={"GREETING": "hi"},
+            files={"data/in.txt": b"content\n"})
+        self.assertEqual((ex["status"], ex["code"]), ("error", 4), err)
+        self.assertEqual(out.decode().splitlines(),
+                         ['args ["a b","c"]', "line hello", "env hi", "file content"])
+        self.assertEqual(err, b"oops\n")
+
+    def test_deno_typescript_with_types(self):
+        ex, out, err = self.deno(
+            "interface Pair<T> { a: T; b: T }\n"
+            "function sum(p: Pair<number>): number { return p.a + p.b; }\n"
+            "const p: Pair<number> = { a: 40, b: 2 };\n"
+            "console.log(sum(p));\n")
+        self.assertEqual((ex["status"], out), ("ok", b"42\n"), err)
+
+    def test_deno_syntax_error(self):
+        ex, out, err = self.deno("console.log(1;\n")
+        self.assertEqual((ex["status"], ex["code"], out), ("error", 1, b""))
+        self.assertIn(b"main.ts", err)
+
+    def test_deno_uncaught_error(self):
+        ex, _, err = self.deno("function f() { throw new Error('boom'); }\nf();\n")
+        self.assertEqual((ex["status"], ex["code"]), ("error", 1))
+        self.assertIn(b"Uncaught", err)
+        self.assertIn(b"Error: boom", err)
+
+    def test_deno_has_no_network_and_no_host_files(self):
+        ex, out, err = self.deno(
+            "for (const u of ['http://127.0.0.1:%d/', 'https://example.com/']) {\n"
+            "  try { await fetch(u); console.log('FETCHED', u); }\n"
+            "  catch (e) { console.log('denied', e.name); } }\n"
+            "try { await Deno.readTextFile('/etc/passwd'); console.log('READ'); }\n"
+            "catch (e) { console.log('denied', e.name); }\n"
+            "try { Deno.env.get('PATH'); console.log('ENV'); } catch (e) { console.log('denied', e.name); }\n"
+            "try { new Deno.Command('/bin/sh'); await new Deno.Command('/bin/sh', {args: ['-c', 'true']}).output(); console.log('RAN'); }\n"
+            "catch (e) { console.log('denied', e.name); }\n" % self.redis.port)
+        self.assertEqual(ex["status"], "ok", err)
+        self.assertEqual(out.decode().split(), ["denied", "NotCapable"] * 5)
+
+
+class RuntimesWarm(Runtimes):
+    """The same tests, every job from a warm pool."""
+    pool = "2"
+
+    def run_job(self, code, **kw):
+        result = super().run_job(code, **kw)
+        jid = result[0]["id"]
+        line = [l for l in self.w.text().splitlines() if b"job %s attempt 1: started" % jid.encode() in l]
+        needs_more = kw.get("plugin") == "deno-eval" and kw.get("env")  # more permissions: cold
+        self.assertEqual(b", warm," in line[0], not needs_more, line)
+        return result
+
+
+class WarmVsCold(KilnCase):
+    JOBS = [
+        ("python", "import sys\nprint(sys.argv, input())\nprint('e', file=sys.stderr)\nsys.exit(2)",
+         {"args": ["x"], "stdin": b"in\n"}),
+        ("python", "def f():\n    return 1/0\nf()\n", {}),
+        ("python", "print(1/0", {}),
+        ("deno-eval", "console.log(Deno.args, await new Response(Deno.stdin.readable).text());",
+         {"args": ["y"], "stdin": b"dd"}),
+        ("deno-eval", "const x: number = 7; console.log(x * 6); console.error('warn'); Deno.exit(3);", {}),
+        ("shell", "echo $1; cat; exit 5", {"args": ["z"], "stdin": b"s\n"}),
+    ]
+
+    def results(self, pool):
+        w = self.worker("wc" + pool, *ROOTFS, "--pool", pool, "--slots", "1")
+        got = []
+        for plugin, code, kw in self.JOBS:
+            ex, out, err = self.run_job(code, plugin=plugin, **kw)
+            got.append((ex["status"], ex["code"], out, err))
+        w.stop()
+        self.workers.remove(w)
+        return got, w.text()
+
+    def test_warm_and_cold_give_identical_results(self):
+        cold, cold_log = self.results("0")
+        warm, warm_log = self.results("2")
+        self.assertNotIn(b", warm,", cold_log)
+        self.assertEqual(warm_log.count(b", warm,"), len(self.JOBS), "every job of the warm run was warm")
+        for (plugin, _, _), c, w in zip(self.JOBS, cold, warm):
+            self.assertEqual(c, w, "%s: cold %r != warm %r" % (plugin, c, w))
+
+
+class PoolUnderLoad(KilnCase):
+    def test_pool_of_two_under_ten_concurrent_jobs_loses_none(self):
+        w = self.worker("load", *ROOTFS, "--pool", "2", "--slots", "10")
+        wait_for(lambda: w.text().count(b"started") == 0 and b"pools:" in w.text(), 10, "pools")
+        ids = []
+        for i in range(10):
+            j = self.job("import time; time.sleep(0.2); print(%d)" % i, plugin="python")
+            ids.append(j["id"])
+            self.submit(j)
+        for i, jid in enumerate(ids):
+            fs = self.wait_exit(jid, timeout=60)
+            self.assertEqual(fs[-1]["status"], "ok")
+            self.assertEqual(b"".join(f["data"] for f in fs if f["kind"] == "stdout"), b"%d\n" % i)
+        log = w.text()
+        self.assertGreaterEqual(log.count(b", warm,"), 2, "no job came from the pool")
+        self.assertGreaterEqual(log.count(b"started (python, from"), 1, "no job fell back to a cold start")
+        wait_for(lambda: b"misses" in w.text(), 15, "the pool's stats line")
+        self.assertEqual(self.pending(), 0)
+
+
+if __name__ == "__main__":
+    main()
