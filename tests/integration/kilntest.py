@@ -128,6 +128,16 @@ class Worker:
     def alive(self):
         return self.proc.poll() is None
 
+    def pool_ready(self, plugin):
+        """Warm sandboxes of `plugin` ready now, from the debug log: every
+        refill logs "sandbox warm", every warm job "started (<plugin>, warm"."""
+        t = self.text()
+        return (t.count(b"pool %s: sandbox warm" % plugin.encode())
+                - t.count(b"started (%s, warm," % plugin.encode()))
+
+    def wait_pool(self, plugin, n):
+        wait_for(lambda: self.pool_ready(plugin) >= n, 20, "%d warm %s sandboxes" % (n, plugin))
+
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)

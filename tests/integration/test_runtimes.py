@@ -18,7 +18,7 @@ class Runtimes(KilnCase):
 
     def setUp(self):
         super().setUp()
-        self.w = self.worker("rt", *ROOTFS, "--pool", self.pool, "--slots", "4")
+        self.w = self.worker("rt", *ROOTFS, "--pool", self.pool, "--slots", "4", "--log-level", "debug")
 
     def py(self, code, **kw):
         return self.run_job(code, plugin="python", **kw)
@@ -134,10 +134,12 @@ class RuntimesWarm(Runtimes):
     pool = "2"
 
     def run_job(self, code, **kw):
+        needs_more = kw.get("plugin") == "deno-eval" and kw.get("env")  # more permissions: cold
+        if not needs_more:
+            self.w.wait_pool(kw.get("plugin", "shell"), 1)
         result = super().run_job(code, **kw)
         jid = result[0]["id"]
         line = [l for l in self.w.text().splitlines() if b"job %s attempt 1: started" % jid.encode() in l]
-        needs_more = kw.get("plugin") == "deno-eval" and kw.get("env")  # more permissions: cold
         self.assertEqual(b", warm," in line[0], not needs_more, line)
         return result
 
@@ -155,9 +157,11 @@ class WarmVsCold(KilnCase):
     ]
 
     def results(self, pool):
-        w = self.worker("wc" + pool, *ROOTFS, "--pool", pool, "--slots", "1")
+        w = self.worker("wc" + pool, *ROOTFS, "--pool", pool, "--slots", "1", "--log-level", "debug")
         got = []
         for plugin, code, kw in self.JOBS:
+            if pool != "0":
+                w.wait_pool(plugin, 1)
             ex, out, err = self.run_job(code, plugin=plugin, **kw)
             got.append((ex["status"], ex["code"], out, err))
         w.stop()
@@ -175,8 +179,8 @@ class WarmVsCold(KilnCase):
 
 class PoolUnderLoad(KilnCase):
     def test_pool_of_two_under_ten_concurrent_jobs_loses_none(self):
-        w = self.worker("load", *ROOTFS, "--pool", "2", "--slots", "10")
-        wait_for(lambda: w.text().count(b"started") == 0 and b"pools:" in w.text(), 10, "pools")
+        w = self.worker("load", *ROOTFS, "--pool", "2", "--slots", "10", "--log-level", "debug")
+        w.wait_pool("python", 2)
         ids = []
         for i in range(10):
             j = self.job("import time; time.sleep(0.2); print(%d)" % i, plugin="python")

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""kiln latency and throughput benchmark.
+
+Measures, in one run on this machine, through a real redis-server:
+  - end-to-end latency (XADD of the job -> exit frame read) p50/p99, jobs one
+    at a time, for shell, python and deno-eval, from a warm pool and cold;
+  - sustained jobs/s with a burst of jobs and --slots = CPUs;
+and beside them the floor measured in the same run: the bare interpreter
+spawned directly from this process (no sandbox, no queue).
+
+Prints a table, writes bench.json and, when gnuplot is installed, bench.png
+into the output directory.
+
+  tests/bench/bench_latency.py [--build DIR] [--out DIR] [--n 100] [--burst 200]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import msgpack  # noqa: E402
+from kilntest import Redis, Worker, wait_for  # noqa: E402
+
+CODE = {"shell": "echo 1", "python": "print(1)", "deno-eval": "console.log(1)"}
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def floor_cmd(plugin, image):
+    if plugin == "shell":
+        return [image + "/usr/bin/dash", "-c", "echo 1"]
+    if plugin == "python":
+        return ["/usr/bin/python3", "-I", "-c", "print(1)"]
+    return [image + "/usr/local/bin/deno", "eval", "console.log(1)"]
+
+
+def floor(plugin, image, n, burst, cpus):
+    env = dict(os.environ, DENO_DIR=tempfile.mkdtemp(prefix="deno-"), NO_COLOR="1")
+    cmd = floor_cmd(plugin, image)
+    run = lambda _: subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env, check=True)
+    run(0)
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        run(0)
+        lat.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    with ThreadPoolExecutor(cpus) as ex:
+        list(ex.map(run, range(burst)))
+    return lat, burst / (time.perf_counter() - t)
+
+
+class Bench:
+    def __init__(self, r, tag):
+        self.r, self.tag = r, tag
+
+    def one(self, plugin):
+        jid = "b-" + uuid.uuid4().hex[:10]
+        reply = "bench.reply." + jid
+        t = time.perf_counter()
+        self.r.xadd("kiln.jobs", {"job": msgpack.packb(
+            {"id": jid, "plugin": plugin, "code": CODE[plugin], "reply_to": reply})})
+        last = "0"
+        while True:
+            for _, entries in self.r.xread({reply: last}, block=5000) or []:
+                for eid, f in entries:
+                    last = eid
+                    fr = msgpack.unpackb(f[b"frame"])
+                    if fr["kind"] == "exit":
+                        if fr["status"] != "ok":
+                            raise SystemExit("bench job failed: %r" % fr)
+                        self.r.delete(reply)
+                        return (time.perf_counter() - t) * 1000
+
+    def burst(self, plugin, n):
+        reply = "bench.burst." + uuid.uuid4().hex[:8]
+        pipe = self.r.pipeline()
+        for i in range(n):
+            pipe.xadd("kiln.jobs", {"job": msgpack.packb(
+                {"id": "%s-%d" % (reply, i), "plugin": plugin, "code": CODE[plugin], "reply_to": reply})})
+        t = time.perf_counter()
+        pipe.execute()
+        done, last = 0, "0"
+        while done < n:
+            for _, entries in self.r.xread({reply: last}, block=10000) or []:
+                for eid, f in entries:
+                    last = eid
+                    if msgpack.unpackb(f[b"frame"])["kind"] == "exit":
+                        done += 1
+        secs = time.perf_counter() - t
+        self.r.delete(reply)
+        return n / secs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--build", default=os.path.join(here, "..", "..", "build"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--burst", type=int, default=200)
+    a = ap.parse_args()
+    build = os.path.abspath(a.build)
+    os.environ["KILN_BUILD"] = build
+    import kilntest
+    kilntest.BIN = os.path.join(build, "bin")
+    out = os.path.abspath(a.out or os.path.join(build, "bench"))
+    os.makedirs(out, exist_ok=True)
+    kv = dict(l.strip().split("=", 1) for l in open(os.path.join(build, "rootfs", "kiln.env")) if "=" in l)
+    rootfs = ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
+    cpus = os.cpu_count() or 2
+    tmp = tempfile.mkdtemp(prefix="kiln-bench-")
+    rows = []
+    try:
+        redis_srv = Redis(tmp)
+        for mode, pool in (("warm", str(max(4, cpus * 2))), ("cold", "0")):
+            w = Worker(tmp, redis_srv.url, "bench-" + mode, *rootfs, "--pool", pool,
+                       "--slots", str(cpus))
+            time.sleep(1.5)  # let the pools fill
+            b = Bench(redis_srv.client, mode)
+            for plugin in CODE:
+                for _ in range(5):
+                    b.one(plugin)  # warm up caches
+                lat = []
+                for _ in range(a.n):
+                    lat.append(b.one(plugin))
+                    if mode == "warm":
+                        time.sleep(0.03)  # latency of a job that finds its pool full
+                rate = b.burst(plugin, a.burst)
+                rows.append({"plugin": plugin, "mode": mode, "p50": pct(lat, 50), "p99": pct(lat, 99),
+                             "jobs_s": rate})
+            w.stop()
+        for plugin in CODE:
+            lat, rate = floor(plugin, kv["KILN_ROOTFS"], a.n, a.burst, cpus)
+            rows.append({"plugin": plugin, "mode": "floor", "p50": pct(lat, 50), "p99": pct(lat, 99),
+                         "jobs_s": rate})
+        redis_srv.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    floor_of = {r["plugin"]: r for r in rows if r["mode"] == "floor"}
+    print("kiln benchmark: %d sequential jobs for latency, a burst of %d for throughput, %d CPUs"
+          % (a.n, a.burst, cpus))
+    print("%-10s %-6s %9s %9s %9s   %s" % ("plugin", "mode", "p50 ms", "p99 ms", "jobs/s", "vs floor (bare spawn)"))
+    for r in rows:
+        f = floor_of[r["plugin"]]
+        rel = "" if r["mode"] == "floor" else "p50 %+.1f ms, %.2fx jobs/s" % (r["p50"] - f["p50"], r["jobs_s"] / f["jobs_s"])
+        print("%-10s %-6s %9.2f %9.2f %9.1f   %s" % (r["plugin"], r["mode"], r["p50"], r["p99"], r["jobs_s"], rel))
+    with open(os.path.join(out, "bench.json"), "w") as fh:
+        json.dump(rows, fh, indent=1)
+    if shutil.which("gnuplot"):
+        dat = os.path.join(out, "bench.dat")
+        with open(dat, "w") as fh:
+            fh.write("plugin warm cold floor\n")
+            for plugin in CODE:
+                v = {r["mode"]: r["p50"] for r in rows if r["plugin"] == plugin}
+                fh.write("%s %.2f %.2f %.2f\n" % (plugin, v["warm"], v["cold"], v["floor"]))
+        png = os.path.join(out, "bench.png")
+        script = ("set terminal png size 800,480; set output '%s';"
+                  "set title 'kiln end-to-end latency p50 (enqueue to exit frame), beside a bare spawn';"
+                  "set ylabel 'ms'; set style data histograms; set style histogram clustered gap 1;"
+                  "set style fill solid 0.8 border -1; set key top left; set yrange [0:*];"
+                  "plot '%s' using 2:xtic(1) title 'kiln warm', '' using 3 title 'kiln cold',"
+                  " '' using 4 title 'bare spawn (floor)'") % (png, dat)
+        subprocess.run(["gnuplot", "-e", script], check=True)
+        print("plot: %s" % png)
+    print("figures: %s" % os.path.join(out, "bench.json"))
+
+
+if __name__ == "__main__":
+    main()
