@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 ops/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
+# the runtime image sandboxes use as / (python3, deno, a shell): once, cached
+cmake --build build --target rootfs
+set -a; . build/rootfs/kiln.env; set +a
 
 tmp=$(mktemp -d)
 port=${KILN_QUICKSTART_PORT:-6399}
@@ -22,7 +25,7 @@ redis-server --port "$port" --bind 127.0.0.1 --save '' --dir "$tmp" --daemonize 
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 export KILN_REDIS="redis://127.0.0.1:$port"
 
-build/bin/kiln-worker --consumer quickstart --slots 2 2>"$tmp/worker.log" &
+build/bin/kiln-worker --consumer quickstart --slots 2 --pool 2 2>"$tmp/worker.log" &
 worker=$!
 for _ in $(seq 50); do grep -q "fetch connection up" "$tmp/worker.log" && break; sleep 0.1; done
 
@@ -41,6 +44,16 @@ build/bin/kiln submit --timeout-ms 300 --code 'trap "" TERM; sleep 1000' && stat
 net="import socket; socket.create_connection(('127.0.0.1', $port), 2)"
 step kiln submit --code "echo hi > /etc/passwd; python3 -c \"$net\" || echo 'no way to the host Redis'"
 build/bin/kiln submit --code "echo hi > /etc/passwd; python3 -c \"$net\" 2>&1 | tail -1; echo 'no way to the host Redis'" && status || status
+
+step kiln submit --plugin python --arg 7 --code 'import sys; n = int(sys.argv[1]); print(f"{n}! =", __import__("math").factorial(n))'
+build/bin/kiln submit --plugin python --arg 7 --code 'import sys; n = int(sys.argv[1]); print(f"{n}! =", __import__("math").factorial(n))' && status || status
+
+step kiln submit --plugin python --code 'def f(x): return 1 / x' '\n' 'print(f(0))'
+build/bin/kiln submit --plugin python --code 'def f(x): return 1 / x
+print(f(0))' && status || status
+
+step kiln submit --plugin deno-eval --code 'const xs: number[] = [1, 2, 3]; console.log(xs.map((x) => x * 2)); await fetch("https://example.com")'
+build/bin/kiln submit --plugin deno-eval --code 'const xs: number[] = [1, 2, 3]; console.log(xs.map((x) => x * 2)); await fetch("https://example.com")' && status || status
 
 step kiln submit --plugin cobol --code 'DISPLAY 1'
 build/bin/kiln submit --plugin cobol --code 'DISPLAY 1' && status || status
