@@ -12,12 +12,12 @@ static void pack_id(msgpack_packer *pk, const char *id)
 }
 
 void kiln_frame_output(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
-                       int fd, const void *data, size_t len)
+                       int fd, const void *data, size_t len, int run)
 {
     msgpack_packer pk;
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5);
+    msgpack_pack_map(&pk, 5 + (run >= 0));
     pack_id(&pk, id);
     kiln_mp_str(&pk, "seq");
     msgpack_pack_uint64(&pk, seq);
@@ -27,6 +27,10 @@ void kiln_frame_output(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsign
     kiln_mp_str(&pk, fd == 2 ? "stderr" : "stdout");
     kiln_mp_str(&pk, "data");
     kiln_mp_bin(&pk, data, len);
+    if (run >= 0) {
+        kiln_mp_str(&pk, "run");
+        msgpack_pack_int(&pk, run);
+    }
 }
 
 void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
@@ -35,7 +39,8 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     msgpack_packer pk;
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 11 + (e->reason != NULL) + (e->meta != NULL));
+    msgpack_pack_map(&pk, 11 + (e->reason != NULL) + (e->meta != NULL) + (e->run >= 0) +
+                              2 * (e->runs_ok >= 0));
     pack_id(&pk, id);
     kiln_mp_str(&pk, "seq");
     msgpack_pack_uint64(&pk, seq);
@@ -70,5 +75,15 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     if (e->meta != NULL) {
         kiln_mp_str(&pk, "meta");
         msgpack_sbuffer_write(sb, (const char *)e->meta, e->meta_len);
+    }
+    if (e->run >= 0) {
+        kiln_mp_str(&pk, "run");
+        msgpack_pack_int(&pk, e->run);
+    }
+    if (e->runs_ok >= 0) {
+        kiln_mp_str(&pk, "runs");
+        msgpack_pack_int(&pk, e->runs_total);
+        kiln_mp_str(&pk, "runs_ok");
+        msgpack_pack_int(&pk, e->runs_ok);
     }
 }

@@ -31,6 +31,9 @@ struct kiln_exit {
     const char *reason;   /* NULL: omitted */
     const unsigned char *meta; /* packed msgpack to echo, or NULL */
     size_t meta_len;
+    int run;              /* index into the job's runs, or -1 */
+    int runs_total;       /* a job's final summary: how many runs, and */
+    int runs_ok;          /* how many ended ok; -1 when not a summary */
 };
 
 /*
@@ -39,7 +42,7 @@ struct kiln_exit {
  * whose id could not be read: the frame then carries id nil.
  */
 void kiln_frame_output(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
-                       int fd, const void *data, size_t len);
+                       int fd, const void *data, size_t len, int run);
 void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
                      const struct kiln_exit *e);
 

@@ -228,6 +228,37 @@ static int decode_net(struct dec *d, const msgpack_object *o, struct kiln_job *j
     return get_str_array(d, allow, "net.allow", &job->net_allow, &job->nnet);
 }
 
+static int decode_runs(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return bad(d, "field 'runs' must be an array of maps");
+    if (o->via.array.size == 0 || o->via.array.size > KILN_JOB_RUNS_MAX)
+        return bad(d, "field 'runs' must hold 1 to %d inputs", KILN_JOB_RUNS_MAX);
+    job->runs = calloc(o->via.array.size, sizeof(*job->runs));
+    if (job->runs == NULL)
+        return d->nomem = 1, -ENOMEM;
+    for (uint32_t i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *run = &o->via.array.ptr[i], *v;
+        struct kiln_run_input *in = &job->runs[i];
+        char name[32];
+        int r;
+        job->nruns++;
+        if (run->type != MSGPACK_OBJECT_MAP)
+            return bad(d, "field 'runs[%u]' must be a map", i);
+        snprintf(name, sizeof(name), "runs[%u].stdin", i);
+        if ((v = kiln_mp_get(run, "stdin")) != NULL && v->type != MSGPACK_OBJECT_NIL &&
+            (r = get_bytes(d, v, name, &in->stdin_data, &in->stdin_len)) < 0)
+            return r;
+        snprintf(name, sizeof(name), "runs[%u].args", i);
+        if ((v = kiln_mp_get(run, "args")) != NULL && v->type != MSGPACK_OBJECT_NIL) {
+            in->has_args = 1;
+            if ((r = get_str_array(d, v, name, &in->args, &in->nargs)) < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
 /* Fields read even from a job that is otherwise bad, to route its frame. */
 static void decode_route(const msgpack_object *map, struct kiln_job *job)
 {
@@ -302,8 +333,9 @@ static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *j
     if ((o = kiln_mp_get(m, "net")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
         (r = decode_net(d, o, job)) < 0)
         return r;
-    if ((o = kiln_mp_get(m, "runs")) != NULL && o->type != MSGPACK_OBJECT_NIL)
-        return bad(d, "field 'runs' is not supported by this worker version");
+    if ((o = kiln_mp_get(m, "runs")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        (r = decode_runs(d, o, job)) < 0)
+        return r;
     return 0;
 }
 
@@ -398,5 +430,10 @@ void kiln_job_free(struct kiln_job *job)
     free_strv(job->net_allow, job->nnet);
     free(job->reply_to);
     free(job->meta);
+    for (size_t i = 0; i < job->nruns; i++) {
+        free(job->runs[i].stdin_data);
+        free_strv(job->runs[i].args, job->runs[i].nargs);
+    }
+    free(job->runs);
     free(job);
 }

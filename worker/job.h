@@ -22,6 +22,17 @@ struct kiln_limits {
     int64_t file_bytes;
 };
 
+#define KILN_JOB_RUNS_MAX 1000
+
+/* One input of a job with `runs`: its own stdin and args. */
+struct kiln_run_input {
+    unsigned char *stdin_data; /* NULL: no stdin */
+    size_t stdin_len;
+    char **args;               /* NULL: the job's args */
+    size_t nargs;
+    int has_args;
+};
+
 struct kiln_file {
     char *path;           /* relative, checked: no "..", no empty parts */
     unsigned char *data;
@@ -49,6 +60,8 @@ struct kiln_job {
     char *reply_to;            /* NULL when absent */
     unsigned char *meta;       /* the `meta` value re-packed, or NULL */
     size_t meta_len;
+    struct kiln_run_input *runs; /* NULL when the job has no `runs` */
+    size_t nruns;
 };
 
 /*

@@ -38,13 +38,20 @@ struct kiln_run {
     uv_timer_t timer;
     int timer_open;
     const char *dest;            /* where frames go */
-    uint64_t seq;
+    uint64_t seq;                /* the next frame's */
+    uint64_t exit_seq;           /* the exit frame's, kept for a rewrite */
     uint64_t t_run;              /* when the run was sent (loop ms) */
     int64_t out_bytes, out_cap;
     int timed_out, over_output, running;
     int exit_sent;
     struct kiln_exit ex;
     char reason[512];
+    /* a job with `runs`: each input in its own sandbox, one after another */
+    int cur;                     /* the input running now, or -1 */
+    int runs_ok;
+    int next_due;                /* an input's exit frame is in: start the next */
+    struct kiln_exit total;      /* sums for the final summary frame */
+    const struct kiln_plugin *plugin;
 };
 
 static void maybe_free(struct kiln_run *run);
@@ -67,7 +74,7 @@ static void emit_output(struct kiln_run *run, int fd, const void *data, size_t l
 {
     msgpack_sbuffer sb;
     struct kiln_frame_info info = {fd == 2 ? "stderr" : "stdout", run->seq, run->d->attempt, run->d};
-    kiln_frame_output(&sb, job_id(run), run->seq++, run->d->attempt, fd, data, len);
+    kiln_frame_output(&sb, job_id(run), run->seq++, run->d->attempt, fd, data, len, run->cur);
     run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size, &info,
                             on_frame_written, run);
     msgpack_sbuffer_destroy(&sb);
@@ -78,8 +85,8 @@ static void on_exit_written(void *arg, int status, const char *err);
 static void write_exit(struct kiln_run *run)
 {
     msgpack_sbuffer sb;
-    struct kiln_frame_info info = {"exit", run->seq, run->ex.attempt, run->d};
-    kiln_frame_exit(&sb, job_id(run), run->seq, &run->ex);
+    struct kiln_frame_info info = {"exit", run->exit_seq, run->ex.attempt, run->d};
+    kiln_frame_exit(&sb, job_id(run), run->exit_seq, &run->ex);
     run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size, &info,
                             on_exit_written, run);
     msgpack_sbuffer_destroy(&sb);
@@ -101,6 +108,18 @@ static void on_exit_written(void *arg, int status, const char *err)
     if (status < 0)
         kiln_error("job %s: exit frame refused by %s: %s", job_id(run) ? job_id(run) : "-",
                    run->dest, err);
+    if (run->ex.run >= 0) {
+        /* one input of `runs` is done: sum it up, then the next (or the
+         * summary) once its sandbox is gone */
+        run->runs_ok += strcmp(run->ex.status, KILN_ST_OK) == 0;
+        run->total.wall_ms += run->ex.wall_ms;
+        run->total.cpu_ms += run->ex.cpu_ms;
+        if (run->ex.max_rss_kb > run->total.max_rss_kb)
+            run->total.max_rss_kb = run->ex.max_rss_kb;
+        run->next_due = 1;
+        maybe_free(run);
+        return;
+    }
     kiln_info("job %s attempt %u: %s%s%s (%lld ms)", job_id(run) ? job_id(run) : "-",
               run->ex.attempt, run->ex.status, run->ex.reason ? ": " : "",
               run->ex.reason ? run->ex.reason : "", (long long)run->ex.wall_ms);
@@ -125,6 +144,8 @@ static void finish(struct kiln_run *run, const char *status, const char *reason)
     run->ex.reason = reason ? run->reason : NULL;
     run->ex.attempt = run->d->attempt;
     run->ex.worker = run->w->cfg->consumer;
+    run->ex.run = run->cur;
+    run->ex.runs_ok = -1;
     if (run->job != NULL && run->job->meta != NULL) {
         run->ex.meta = run->job->meta;
         run->ex.meta_len = run->job->meta_len;
@@ -133,6 +154,7 @@ static void finish(struct kiln_run *run, const char *status, const char *reason)
         run->sb->backend->ops->kill(run->sb);
     if (run->timer_open)
         uv_timer_stop(&run->timer);
+    run->exit_seq = run->seq++;
     write_exit(run);
 }
 
@@ -171,9 +193,15 @@ static void send_run(struct kiln_run *run)
         kiln_mp_bin(&pk, plan->files[i].data, plan->files[i].len);
         msgpack_pack_unsigned_int(&pk, plan->files[i].mode);
     }
+    const unsigned char *in = job->stdin_data;
+    size_t in_len = job->stdin_len;
+    if (run->cur >= 0) {
+        in = job->runs[run->cur].stdin_data;
+        in_len = job->runs[run->cur].stdin_len;
+    }
     kiln_mp_str(&pk, "stdin");
-    if (job->stdin_data != NULL)
-        kiln_mp_bin(&pk, job->stdin_data, job->stdin_len);
+    if (in != NULL)
+        kiln_mp_bin(&pk, in, in_len);
     else
         msgpack_pack_nil(&pk);
     if (kiln_chan_send(run->chan, &sb) < 0) {
@@ -329,6 +357,10 @@ static int build_plan(struct kiln_run *run, const struct kiln_plugin *p,
         .net_allow = (const char *const *)job->net_allow,
         .nnet = job->nnet,
     };
+    if (run->cur >= 0 && job->runs[run->cur].has_args) {
+        view->args = (const char *const *)job->runs[run->cur].args;
+        view->nargs = job->runs[run->cur].nargs;
+    }
     if ((r = p->plan(kiln_plan_host(), view, plan)) < 0)
         return r;
     if (plan->argc == 0)
@@ -372,11 +404,15 @@ static int check_limits(struct kiln_run *run, char *why, size_t len)
 
 static void start_timer(struct kiln_run *run, int64_t timeout)
 {
-    uv_timer_init(run->w->loop, &run->timer);
-    run->timer.data = run;
-    run->timer_open = 1;
+    if (!run->timer_open) {
+        uv_timer_init(run->w->loop, &run->timer);
+        run->timer.data = run;
+        run->timer_open = 1;
+    }
     uv_timer_start(&run->timer, on_timeout, (uint64_t)timeout, 0);
 }
+
+static void start_one(struct kiln_run *run);
 
 static void start(struct kiln_run *run)
 {
@@ -420,6 +456,21 @@ static void start(struct kiln_run *run)
         reject(run, err);
         return;
     }
+    run->plugin = p;
+    if (run->job->nruns > 0)
+        run->cur = 0;
+    start_one(run);
+}
+
+/* Start the job, or its current input of `runs`, in a sandbox. */
+static void start_one(struct kiln_run *run)
+{
+    struct kiln_worker *w = run->w;
+    const struct kiln_config *cfg = w->cfg;
+    const struct kiln_plugin *p = run->plugin;
+    struct kiln_delivery *d = run->d;
+    char err[512];
+    int r;
     struct kiln_job_view view;
     if ((r = build_plan(run, p, &view)) < 0) {
         if (r == -ENOMEM)
@@ -439,8 +490,8 @@ static void start(struct kiln_run *run)
         run->chan->on_msg = on_agent_msg;
         run->chan->on_end = on_agent_end;
         run->chan->arg = run;
-        kiln_info("job %s attempt %u: started (%s, warm, from %s)", run->job->id, d->attempt,
-                  p->name, d->ref);
+        kiln_info("job %s attempt %u: started (%s, warm, from %s%s)", run->job->id, d->attempt,
+                  p->name, d->ref, run->cur > 0 ? ", next input" : "");
         start_timer(run, timeout);
         send_run(run);
         return;
@@ -454,7 +505,8 @@ static void start(struct kiln_run *run)
     }
     run->sb->on_exit = on_sandbox_exit;
     run->sb->arg = run;
-    kiln_info("job %s attempt %u: started (%s, from %s)", run->job->id, d->attempt, p->name, d->ref);
+    kiln_info("job %s attempt %u: started (%s, from %s%s)", run->job->id, d->attempt, p->name,
+              d->ref, run->cur > 0 ? ", next input" : "");
 
     int fd = run->sb->fd;
     run->sb->fd = -1;
@@ -467,8 +519,48 @@ static void start(struct kiln_run *run)
     start_timer(run, timeout);
 }
 
+/* The final frame of a job with `runs`: how many inputs ended ok. */
+static void write_summary(struct kiln_run *run)
+{
+    struct kiln_exit *e = &run->ex;
+    memset(e, 0, sizeof(*e));
+    e->status = run->runs_ok == (int)run->job->nruns ? KILN_ST_OK : KILN_ST_ERROR;
+    e->wall_ms = run->total.wall_ms;
+    e->cpu_ms = run->total.cpu_ms;
+    e->max_rss_kb = run->total.max_rss_kb;
+    e->attempt = run->d->attempt;
+    e->worker = run->w->cfg->consumer;
+    e->meta = run->job->meta;
+    e->meta_len = run->job->meta_len;
+    e->run = -1;
+    e->runs_total = (int)run->job->nruns;
+    e->runs_ok = run->runs_ok;
+    run->exit_seq = run->seq++;
+    write_exit(run);
+}
+
+static void start_next(struct kiln_run *run)
+{
+    run->next_due = 0;
+    if (++run->cur >= (int)run->job->nruns) {
+        run->cur = -1;
+        write_summary(run);
+        return;
+    }
+    run->exit_sent = run->timed_out = run->over_output = run->running = 0;
+    run->out_bytes = 0;
+    run->reason[0] = '\0';
+    memset(&run->ex, 0, sizeof(run->ex));
+    kiln_plan_free(&run->plan);
+    start_one(run);
+}
+
 static void maybe_free(struct kiln_run *run)
 {
+    if (run->next_due && run->sb == NULL && run->chan == NULL) {
+        start_next(run);
+        return;
+    }
     if (run->d != NULL || run->sb != NULL || run->chan != NULL)
         return;
     if (run->timer_open == 1) {
@@ -500,5 +592,6 @@ void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
     run->w = w;
     run->d = d;
     run->dest = w->cfg->results;
+    run->cur = -1;
     start(run);
 }

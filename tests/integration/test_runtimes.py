@@ -177,6 +177,31 @@ class WarmVsCold(KilnCase):
             self.assertEqual(c, w, "%s: cold %r != warm %r" % (plugin, c, w))
 
 
+class ManyInputs(KilnCase):
+    def test_runs_each_input_its_own_exit_frame_then_a_summary(self):
+        self.worker("runs", *ROOTFS, "--pool", "2")
+        j = self.job("import sys\nx = int(input())\nprint(x * 2, sys.argv[1:])\nsys.exit(0 if x < 3 else 1)",
+                     plugin="python", args=["default"],
+                     runs=[{"stdin": b"1\n"}, {"stdin": b"2\n", "args": ["own"]}, {"stdin": b"5\n"}],
+                     meta={"batch": 9})
+        self.submit(j)
+        fs = wait_for(lambda: (lambda f: f if any(x["kind"] == "exit" and "run" not in x for x in f) else None)(
+            self.frames(job_id=j["id"])), 60, "the summary frame")
+        self.assertEqual([f["seq"] for f in fs], list(range(len(fs))), "seq runs on across inputs")
+        outs = {}
+        for f in fs:
+            if f["kind"] == "stdout":
+                outs[f["run"]] = outs.get(f["run"], b"") + f["data"]
+        self.assertEqual(outs, {0: b"2 ['default']\n", 1: b"4 ['own']\n", 2: b"10 ['default']\n"})
+        exits = [f for f in fs if f["kind"] == "exit"]
+        self.assertEqual([(e.get("run"), e["status"], e["code"]) for e in exits],
+                         [(0, "ok", 0), (1, "ok", 0), (2, "error", 1), (None, "error", None)])
+        summary = exits[-1]
+        self.assertEqual((summary["runs"], summary["runs_ok"]), (3, 2))
+        self.assertEqual(summary["meta"], {"batch": 9})
+        wait_for(lambda: self.pending() == 0, 5, "the job to be acknowledged once")
+
+
 class PoolUnderLoad(KilnCase):
     def test_pool_of_two_under_ten_concurrent_jobs_loses_none(self):
         w = self.worker("load", *ROOTFS, "--pool", "2", "--slots", "10", "--log-level", "debug")

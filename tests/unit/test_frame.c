@@ -40,11 +40,14 @@ static void test_output_frames(void **state)
 {
     (void)state;
     msgpack_sbuffer sb;
-    kiln_frame_output(&sb, "j1", 0, 1, 1, "hello\n", 6);
+    kiln_frame_output(&sb, "j1", 0, 1, 1, "hello\n", 6, -1);
     assert_golden("stdout", &sb);
     msgpack_sbuffer_destroy(&sb);
-    kiln_frame_output(&sb, "j1", 1, 2, 2, "\xff\x00", 2);
+    kiln_frame_output(&sb, "j1", 1, 2, 2, "\xff\x00", 2, -1);
     assert_golden("stderr_binary", &sb);
+    msgpack_sbuffer_destroy(&sb);
+    kiln_frame_output(&sb, "j3", 4, 1, 1, "x", 1, 2);
+    assert_golden("stdout_run", &sb);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -52,6 +55,8 @@ static void check_exit(const char *name)
 {
     json_t *j = fields(name);
     struct kiln_exit e = {0};
+    e.run = -1;
+    e.runs_ok = -1;
     json_t *code = json_object_get(j, "code"), *sig = json_object_get(j, "signal");
     json_t *id = json_object_get(j, "id"), *reason = json_object_get(j, "reason");
     e.status = json_string_value(json_object_get(j, "status"));
@@ -64,6 +69,13 @@ static void check_exit(const char *name)
     e.attempt = (unsigned)json_integer_value(json_object_get(j, "attempt"));
     e.worker = json_string_value(json_object_get(j, "worker"));
     e.reason = reason ? json_string_value(reason) : NULL;
+    json_t *run = json_object_get(j, "run"), *runs = json_object_get(j, "runs");
+    if (run)
+        e.run = (int)json_integer_value(run);
+    if (runs) {
+        e.runs_total = (int)json_integer_value(runs);
+        e.runs_ok = (int)json_integer_value(json_object_get(j, "runs_ok"));
+    }
 
     /* meta is echoed as the job's packed bytes: take them from the golden */
     size_t glen;
@@ -101,6 +113,8 @@ static void test_exit_frames(void **state)
     check_exit("exit_killed");
     check_exit("exit_rejected");
     check_exit("exit_meta");
+    check_exit("exit_run");
+    check_exit("exit_summary");
 }
 
 int main(void)

@@ -115,6 +115,17 @@ static void check_valid(const char *name)
     else
         assert_null(job->reply_to);
     assert_int_equal(job->meta != NULL, json_object_get(want, "meta") != NULL);
+    json_t *runs = json_object_get(want, "runs");
+    assert_int_equal(job->nruns, json_is_array(runs) ? json_array_size(runs) : 0);
+    for (size_t i = 0; i < job->nruns; i++) {
+        json_t *r = json_array_get(runs, i), *in = json_object_get(r, "stdin"), *a = json_object_get(r, "args");
+        if (in)
+            assert_bytes(in, job->runs[i].stdin_data, job->runs[i].stdin_len);
+        else
+            assert_null(job->runs[i].stdin_data);
+        assert_int_equal(job->runs[i].has_args, a != NULL);
+        assert_int_equal(job->runs[i].nargs, a ? json_array_size(a) : 0);
+    }
 
     kiln_job_free(job);
     json_decref(want);
