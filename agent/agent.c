@@ -195,6 +195,17 @@ static int parse_run(const msgpack_object *m, struct kiln_exec_spec *spec,
             spec->nfiles++;
         }
     }
+    spec->rl_fsize = -1;
+    if ((o = kiln_mp_get(m, "rlimits")) != NULL) {
+        const msgpack_object *v;
+        int64_t n;
+        if ((v = kiln_mp_get(o, "cpu")) && kiln_mp_int(v, 0, INT64_MAX, &n) == 0)
+            spec->rl_cpu = n;
+        if ((v = kiln_mp_get(o, "fsize")) && kiln_mp_int(v, 0, INT64_MAX, &n) == 0)
+            spec->rl_fsize = n;
+        if ((v = kiln_mp_get(o, "nofile")) && kiln_mp_int(v, 0, INT64_MAX, &n) == 0)
+            spec->rl_nofile = n;
+    }
     *stdin_data = NULL;
     *stdin_len = 0;
     if ((o = kiln_mp_get(m, "stdin")) != NULL && o->type == MSGPACK_OBJECT_BIN) {
@@ -515,7 +526,10 @@ int main(int argc, char **argv)
         if (have_warm) {
             size_t total;
             c = warm;
-            if (write_files_now(&spec, why, sizeof(why)) < 0 ||
+            why[0] = '\0';
+            if (kiln_exec_rlimits(&spec, c.pid) < 0) /* it waits on stdin: no race */
+                snprintf(why, sizeof(why), "agent: prlimit failed");
+            if (why[0] != '\0' || write_files_now(&spec, why, sizeof(why)) < 0 ||
                 (c.inbuf = envelope(&spec, in, in_len, &total)) == NULL) {
                 kill_job(c.pid);
                 send_error(c.inbuf == NULL && why[0] == '\0' ? "agent: out of memory" : why);

@@ -23,7 +23,13 @@ struct kiln_exec_spec {
     const char *cwd;
     struct kiln_exec_file *files;
     size_t nfiles;
+    long long rl_cpu;       /* RLIMIT_CPU seconds, 0: leave */
+    long long rl_fsize;     /* RLIMIT_FSIZE bytes, -1: leave */
+    long long rl_nofile;    /* RLIMIT_NOFILE, 0: leave */
 };
+
+/* exec.c: set the spec's rlimits on `pid` (0: the calling process). */
+int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
 
 /* jail.c: inside fresh namespaces, build the sandbox's root at `mnt` and
  * pivot into it: from the runtime image open at `root_fd`, or (-1) from the

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -106,6 +107,27 @@ static void write_files(const struct kiln_exec_spec *spec)
     close(root);
 }
 
+int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid)
+{
+    struct rlimit rl;
+    int r = 0;
+    if (spec->rl_cpu > 0) { /* SIGXCPU at the limit, SIGKILL a second later */
+        rl = (struct rlimit){(rlim_t)spec->rl_cpu, (rlim_t)spec->rl_cpu + 1};
+        r |= prlimit(pid, RLIMIT_CPU, &rl, NULL);
+    }
+    if (spec->rl_fsize >= 0) {
+        rl = (struct rlimit){(rlim_t)spec->rl_fsize, (rlim_t)spec->rl_fsize};
+        r |= prlimit(pid, RLIMIT_FSIZE, &rl, NULL);
+    }
+    if (spec->rl_nofile > 0) {
+        rl = (struct rlimit){(rlim_t)spec->rl_nofile, (rlim_t)spec->rl_nofile};
+        r |= prlimit(pid, RLIMIT_NOFILE, &rl, NULL);
+    }
+    rl = (struct rlimit){0, 0};
+    r |= prlimit(pid, RLIMIT_CORE, &rl, NULL);
+    return r ? -errno : 0;
+}
+
 void kiln_exec_files_child(const struct kiln_exec_spec *spec, int status_fd)
 {
     if (dup2(status_fd, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
@@ -126,6 +148,8 @@ void kiln_exec_child(const struct kiln_exec_spec *spec, int in_fd, int out_fd,
     if (chdir(spec->cwd) < 0)
         die("chdir", spec->cwd, errno);
     write_files(spec);
+    if (kiln_exec_rlimits(spec, 0) < 0)
+        die("setrlimit", NULL, errno);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         die("no_new_privs", NULL, errno);
     int r = kiln_seccomp_apply();

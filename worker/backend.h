@@ -8,6 +8,7 @@
 #define KILN_BACKEND_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/resource.h>
 #include <uv.h>
 
@@ -18,6 +19,12 @@ struct kiln_sandbox;
 /* The sandbox is gone; `sb` is freed when this returns. */
 typedef void (*kiln_sandbox_exit_cb)(struct kiln_sandbox *sb);
 
+/* Limits the kernel enforces on a whole sandbox; 0: the operator default. */
+struct kiln_sandbox_limits {
+    int64_t memory_bytes;
+    int64_t pids;
+};
+
 struct kiln_sandbox {
     struct kiln_backend *backend;
     int fd;                   /* agent channel; the caller takes it and sets -1 */
@@ -25,6 +32,8 @@ struct kiln_sandbox {
     void *arg;
     int wstatus;              /* set before on_exit: how PID 1 ended */
     struct rusage ru;         /* and what the whole sandbox used */
+    int64_t peak_kb;          /* the kernel's peak memory of it, -1 unknown */
+    int64_t oom_kills;        /* processes the memory limit killed */
 };
 
 struct kiln_backend_ops {
@@ -36,6 +45,12 @@ struct kiln_backend_ops {
                  char *err, size_t errlen);
     /* Kill the sandbox now; idempotent. on_exit follows. */
     void (*kill)(struct kiln_sandbox *sb);
+    /* Set the job's limits before it runs. Returns 0, or -ENOTSUP when
+     * this backend cannot enforce them here, or another negative code. */
+    int (*limit)(struct kiln_sandbox *sb, const struct kiln_sandbox_limits *l);
+    /* The kernel's accounting so far: peak memory (KiB, -1 unknown) and
+     * how many processes the memory limit killed. */
+    void (*stats)(struct kiln_sandbox *sb, int64_t *peak_kb, int64_t *oom_kills);
     /* Free the backend; every sandbox must have exited. */
     void (*destroy)(struct kiln_backend *b);
 };

@@ -29,6 +29,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "jail_cgroup.h"
 #include "log.h"
 
 #ifndef P_PIDFD
@@ -56,6 +57,10 @@ struct jail {
     char tmp_mb[24];
     char *argv[10];
     char uid_map[64];
+    struct kiln_cgroups cgs;
+    int cg_ok;                /* cgroups usable: limits are enforced */
+    char graveyard[16][64];   /* cgroups not yet removable (still busy) */
+    int ngrave;
 };
 
 struct jail_sandbox {
@@ -64,6 +69,8 @@ struct jail_sandbox {
     int pidfd;
     uv_poll_t poll;
     int killed;
+    struct kiln_cgroup cg;
+    int has_cg;
 };
 
 static int mkdirs(const char *path)
@@ -123,6 +130,43 @@ static void on_poll_closed(uv_handle_t *h)
     free(h->data);
 }
 
+static void bury(struct jail *j, const struct kiln_cgroup *cg)
+{
+    if (kiln_cgroup_remove(cg) == 0 || j->ngrave == 16)
+        return;
+    snprintf(j->graveyard[j->ngrave++], sizeof(j->graveyard[0]), "%s", cg->name);
+}
+
+/* cgroups whose last processes were still going: try again now. */
+static void dig(struct jail *j)
+{
+    int n = 0;
+    for (int i = 0; i < j->ngrave; i++) {
+        struct kiln_cgroup cg = {.cgs = &j->cgs};
+        snprintf(cg.name, sizeof(cg.name), "%s", j->graveyard[i]);
+        if (kiln_cgroup_remove(&cg) < 0)
+            memcpy(j->graveyard[n++], j->graveyard[i], sizeof(j->graveyard[0]));
+    }
+    j->ngrave = n;
+}
+
+static void jail_stats(struct kiln_sandbox *pub, int64_t *peak_kb, int64_t *oom_kills)
+{
+    struct jail_sandbox *sb = (struct jail_sandbox *)pub;
+    *peak_kb = -1;
+    *oom_kills = 0;
+    if (sb->has_cg)
+        kiln_cgroup_stats(&sb->cg, peak_kb, oom_kills);
+}
+
+static int jail_limit(struct kiln_sandbox *pub, const struct kiln_sandbox_limits *l)
+{
+    struct jail_sandbox *sb = (struct jail_sandbox *)pub;
+    if (!sb->has_cg)
+        return -ENOTSUP;
+    return kiln_cgroup_limit(&sb->cg, l->memory_bytes, l->pids);
+}
+
 static void on_pidfd(uv_poll_t *h, int status, int events)
 {
     struct jail_sandbox *sb = h->data;
@@ -137,6 +181,12 @@ static void on_pidfd(uv_poll_t *h, int status, int events)
         return; /* not exited yet */
     sb->pub.wstatus = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
     uv_poll_stop(h);
+    if (sb->has_cg) {
+        int64_t oom = 0;
+        kiln_cgroup_stats(&sb->cg, &sb->pub.peak_kb, &oom);
+        sb->pub.oom_kills = oom > 0 ? oom : 0;
+        bury((struct jail *)sb->pub.backend, &sb->cg);
+    }
     close(sb->pidfd);
     if (sb->pub.fd >= 0)
         close(sb->pub.fd);
@@ -205,6 +255,22 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, struct kiln_s
     sb->pid = pid;
     sb->pidfd = pidfd;
 
+    /* into its own cgroup, with the operator's default limits, before it
+     * is released: everything it ever starts is counted there */
+    if (j->cg_ok) {
+        const struct kiln_config *cfg = b->cfg;
+        dig(j);
+        if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, pid, err, errlen)) < 0 ||
+            (r = kiln_cgroup_limit(&sb->cg, cfg->memory_mb << 20, cfg->pids)) < 0) {
+            if (r != 0 && err[0] == '\0')
+                snprintf(err, errlen, "cgroup limits: %s", strerror(-r));
+            syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+            waitpid(pid, NULL, 0);
+            kiln_cgroup_remove(&sb->cg);
+            goto fail;
+        }
+        sb->has_cg = 1;
+    }
     snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
     if ((r = write_text(path, j->uid_map)) == 0) {
         snprintf(path, sizeof(path), "/proc/%d/gid_map", pid);
@@ -253,6 +319,8 @@ static const struct kiln_backend_ops jail_ops = {
     .name = "jail",
     .spawn = jail_spawn,
     .kill = jail_kill,
+    .limit = jail_limit,
+    .stats = jail_stats,
     .destroy = jail_destroy,
 };
 
@@ -305,6 +373,14 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
     /* uid 0 inside = base on the host; the job's uid 1000 = base + 1000 */
     snprintf(j->uid_map, sizeof(j->uid_map), "0 %lld 1\n1000 %lld 1\n",
              (long long)cfg->jail_uid_base, (long long)cfg->jail_uid_base + 1000);
+    char why[256];
+    if (kiln_cgroups_init(&j->cgs, why, sizeof(why)) == 0) {
+        j->cg_ok = 1;
+        kiln_info("jail: cgroup %s: memory and pids limits enforced", j->cgs.v2 ? "v2" : "v1");
+    } else {
+        kiln_error("jail: %s: memory and pids limits CANNOT be enforced; jobs asking for them "
+                   "are rejected", why);
+    }
     j->pub.ops = &jail_ops;
     j->pub.loop = loop;
     j->pub.cfg = cfg;

@@ -35,7 +35,12 @@ struct kiln_config {
     int kafka_transactions;
     char *rootfs;             /* the runtime image tree, or NULL: the host's /usr */
     char *rootfs_digest;      /* what its digest must be */
-    int64_t pool;             /* warm sandboxes kept per profile */   /* exit frame + offsets in one transaction */
+    int64_t pool;             /* warm sandboxes kept per profile */
+    int64_t memory_mb, max_memory_mb;   /* per sandbox (cgroup) */
+    int64_t pids, max_pids;             /* processes per sandbox (cgroup) */
+    int64_t cpu_ms, max_cpu_ms;         /* CPU time per process (RLIMIT_CPU); 0: none */
+    int64_t file_bytes, max_file_bytes; /* largest file a job may write (RLIMIT_FSIZE) */
+    int64_t open_files;                 /* descriptors per process (RLIMIT_NOFILE) */   /* exit frame + offsets in one transaction */
 };
 
 /*

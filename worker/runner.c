@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 #include "backend.h"
@@ -55,6 +56,7 @@ struct kiln_run {
 };
 
 static void maybe_free(struct kiln_run *run);
+static int apply_limits(struct kiln_run *run);
 
 static const char *job_id(const struct kiln_run *run)
 {
@@ -169,12 +171,30 @@ static void send_run(struct kiln_run *run)
 {
     struct kiln_job *job = run->job;
     struct kiln_plan *plan = &run->plan;
+    const struct kiln_config *cfg = run->w->cfg;
+    int r = apply_limits(run);
+    if (r < 0) {
+        finish(run, r == -ENOTSUP ? KILN_ST_REJECTED : KILN_ST_INTERNAL, run->reason);
+        return;
+    }
+    int64_t cpu_ms = job->limits.cpu_ms > 0 ? job->limits.cpu_ms : cfg->cpu_ms;
+    int64_t fsize = job->limits.file_bytes >= 0 ? job->limits.file_bytes : cfg->file_bytes;
     msgpack_packer pk;
     msgpack_sbuffer sb;
     kiln_proto_begin(&sb, &pk);
-    msgpack_pack_map(&pk, 6);
+    msgpack_pack_map(&pk, 7);
     kiln_mp_str(&pk, "t");
     kiln_mp_str(&pk, "run");
+    /* per process, by the kernel: CPU seconds (SIGXCPU), file size
+     * (SIGXFSZ), open descriptors */
+    kiln_mp_str(&pk, "rlimits");
+    msgpack_pack_map(&pk, 3);
+    kiln_mp_str(&pk, "cpu");
+    msgpack_pack_int64(&pk, cpu_ms > 0 ? (cpu_ms + 999) / 1000 : 0);
+    kiln_mp_str(&pk, "fsize");
+    msgpack_pack_int64(&pk, fsize);
+    kiln_mp_str(&pk, "nofile");
+    msgpack_pack_int64(&pk, cfg->open_files);
     kiln_mp_str(&pk, "argv");
     msgpack_pack_array(&pk, plan->argc);
     for (size_t i = 0; i < plan->argc; i++)
@@ -238,19 +258,48 @@ static void on_output(struct kiln_run *run, const msgpack_object *m)
         emit_output(run, fd->via.u64 == 2 ? 2 : 1, data->via.bin.ptr, len);
 }
 
+/* What the kernel says of the sandbox: peak memory, and whether the memory
+ * limit killed something (then the job ends "oom", whatever it exited with). */
+static int kernel_accounting(struct kiln_run *run, int64_t peak_kb, int64_t oom_kills)
+{
+    if (peak_kb > 0)
+        run->ex.max_rss_kb = peak_kb;
+    if (oom_kills > 0) {
+        snprintf(run->reason, sizeof(run->reason), "the memory limit (%lld MiB) was reached",
+                 (long long)(run->job->limits.memory_mb > 0 ? run->job->limits.memory_mb
+                                                            : run->w->cfg->memory_mb));
+        return 1;
+    }
+    return 0;
+}
+
 static void on_agent_exit(struct kiln_run *run, const msgpack_object *m)
 {
     const msgpack_object *o;
-    int64_t v;
+    int64_t v, peak = -1, oom = 0;
     run->ex.wall_ms = (o = kiln_mp_get(m, "wall_ms")) && kiln_mp_int(o, 0, INT64_MAX, &v) == 0 ? v : 0;
     run->ex.cpu_ms = (o = kiln_mp_get(m, "cpu_ms")) && kiln_mp_int(o, 0, INT64_MAX, &v) == 0 ? v : 0;
     run->ex.max_rss_kb = (o = kiln_mp_get(m, "max_rss_kb")) && kiln_mp_int(o, 0, INT64_MAX, &v) == 0 ? v : 0;
+    if (run->sb != NULL && run->sb->backend->ops->stats != NULL)
+        run->sb->backend->ops->stats(run->sb, &peak, &oom);
+    if ((o = kiln_mp_get(m, "signal")) != NULL && kiln_mp_int(o, 1, 128, &v) == 0)
+        run->ex.signal = (int)v;
     if ((o = kiln_mp_get(m, "code")) != NULL && kiln_mp_int(o, 0, 255, &v) == 0) {
         run->ex.has_code = 1;
         run->ex.code = (int)v;
-        finish(run, v == 0 ? KILN_ST_OK : KILN_ST_ERROR, NULL);
-    } else if ((o = kiln_mp_get(m, "signal")) != NULL && kiln_mp_int(o, 1, 128, &v) == 0) {
-        run->ex.signal = (int)v;
+    }
+    if (kernel_accounting(run, peak, oom)) {
+        finish(run, KILN_ST_OOM, run->reason);
+        return;
+    }
+    if (run->ex.signal == SIGXCPU || run->ex.signal == SIGXFSZ) {
+        finish(run, KILN_ST_KILLED, run->ex.signal == SIGXCPU ? "the cpu_ms limit was reached"
+                                                              : "the file_bytes limit was reached");
+        return;
+    }
+    if (run->ex.has_code) {
+        finish(run, run->ex.code == 0 ? KILN_ST_OK : KILN_ST_ERROR, NULL);
+    } else if (run->ex.signal) {
         finish(run, KILN_ST_KILLED, NULL);
     } else {
         finish(run, KILN_ST_INTERNAL, "the agent reported an exit without code or signal");
@@ -301,7 +350,9 @@ static void on_sandbox_exit(struct kiln_sandbox *sb)
         run->ex.cpu_ms = (ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) * 1000 +
                          (ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1000;
         run->ex.max_rss_kb = ru->ru_maxrss;
-        if (run->timed_out || run->over_output) {
+        if (kernel_accounting(run, sb->peak_kb, sb->oom_kills)) {
+            finish(run, KILN_ST_OOM, run->reason);
+        } else if (run->timed_out || run->over_output) {
             finish(run, KILN_ST_KILLED, NULL); /* finish() names the cause */
         } else {
             snprintf(run->reason, sizeof(run->reason),
@@ -398,7 +449,43 @@ static int check_limits(struct kiln_run *run, char *why, size_t len)
                  (long long)l->output_bytes, (long long)cfg->max_output_bytes);
         return -EINVAL;
     }
+    static const struct { const char *name; size_t job, max; } caps[] = {
+        {"memory_mb", offsetof(struct kiln_limits, memory_mb), offsetof(struct kiln_config, max_memory_mb)},
+        {"pids", offsetof(struct kiln_limits, pids), offsetof(struct kiln_config, max_pids)},
+        {"cpu_ms", offsetof(struct kiln_limits, cpu_ms), offsetof(struct kiln_config, max_cpu_ms)},
+        {"file_bytes", offsetof(struct kiln_limits, file_bytes), offsetof(struct kiln_config, max_file_bytes)},
+    };
+    for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+        int64_t asked = *(const int64_t *)((const char *)l + caps[i].job);
+        int64_t max = *(const int64_t *)((const char *)cfg + caps[i].max);
+        if (asked > max) {
+            snprintf(why, len, "limits.%s %lld is over this worker's maximum of %lld", caps[i].name,
+                     (long long)asked, (long long)max);
+            return -EINVAL;
+        }
+    }
     run->out_cap = l->output_bytes >= 0 ? l->output_bytes : cfg->output_bytes;
+    return 0;
+}
+
+/* The job's memory and pids limits on its sandbox, before it runs. */
+static int apply_limits(struct kiln_run *run)
+{
+    const struct kiln_config *cfg = run->w->cfg;
+    const struct kiln_limits *l = &run->job->limits;
+    struct kiln_sandbox_limits sl = {
+        (l->memory_mb > 0 ? l->memory_mb : cfg->memory_mb) << 20,
+        l->pids > 0 ? l->pids : cfg->pids,
+    };
+    int r = run->sb->backend->ops->limit ? run->sb->backend->ops->limit(run->sb, &sl) : -ENOTSUP;
+    if (r == -ENOTSUP && l->memory_mb < 0 && l->pids < 0)
+        return 0; /* nothing asked; the startup log says limits are not enforced */
+    if (r < 0) {
+        snprintf(run->reason, sizeof(run->reason), r == -ENOTSUP
+                 ? "this worker cannot enforce limits.memory_mb or limits.pids (no usable cgroups)"
+                 : "setting the sandbox's limits failed: %s", strerror(-r));
+        return r;
+    }
     return 0;
 }
 

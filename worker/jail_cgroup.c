@@ -1,0 +1,154 @@
+#include "jail_cgroup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int put(const char *dir, const char *file, const char *value)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, value, strlen(value));
+    int r = n == (ssize_t)strlen(value) ? 0 : -errno;
+    close(fd);
+    return r;
+}
+
+static int64_t get_num(const char *dir, const char *file, const char *key)
+{
+    char path[512], buf[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    if (key == NULL)
+        return strtoll(buf, NULL, 10);
+    for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        size_t k = strlen(key);
+        if (strncmp(line, key, k) == 0 && line[k] == ' ')
+            return strtoll(line + k + 1, NULL, 10);
+    }
+    return -1;
+}
+
+static int has_controllers(const char *mount)
+{
+    char path[300], buf[512];
+    snprintf(path, sizeof(path), "%s/cgroup.controllers", mount);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return strstr(buf, "memory") != NULL && strstr(buf, "pids") != NULL;
+}
+
+int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen)
+{
+    memset(cgs, 0, sizeof(*cgs));
+    if (has_controllers("/sys/fs/cgroup")) {
+        cgs->v2 = 1;
+        snprintf(cgs->root_v2, sizeof(cgs->root_v2), "/sys/fs/cgroup/kiln");
+        if (mkdir(cgs->root_v2, 0755) < 0 && errno != EEXIST)
+            goto fail;
+        /* hand memory and pids down to kiln/, and from it to each sandbox */
+        if (put("/sys/fs/cgroup", "cgroup.subtree_control", "+memory +pids") < 0 ||
+            put(cgs->root_v2, "cgroup.subtree_control", "+memory +pids") < 0)
+            goto fail;
+        return 0;
+    }
+    snprintf(cgs->root_mem, sizeof(cgs->root_mem), "/sys/fs/cgroup/memory/kiln");
+    snprintf(cgs->root_pids, sizeof(cgs->root_pids), "/sys/fs/cgroup/pids/kiln");
+    if ((mkdir(cgs->root_mem, 0755) < 0 && errno != EEXIST) ||
+        (mkdir(cgs->root_pids, 0755) < 0 && errno != EEXIST))
+        goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "cgroup %s: %s", cgs->v2 ? "v2" : "v1", strerror(errno));
+    return -errno;
+}
+
+static void dir_of(const struct kiln_cgroup *cg, int which, char *out, size_t len)
+{
+    const struct kiln_cgroups *c = cg->cgs;
+    snprintf(out, len, "%s/%s", c->v2 ? c->root_v2 : which ? c->root_pids : c->root_mem, cg->name);
+}
+
+int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, pid_t pid,
+                       char *err, size_t errlen)
+{
+    char dir[512], num[32];
+    cg->cgs = cgs;
+    snprintf(cg->name, sizeof(cg->name), "sb-%d", (int)pid);
+    snprintf(num, sizeof(num), "%d", (int)pid);
+    for (int which = 0; which < (cgs->v2 ? 1 : 2); which++) {
+        dir_of(cg, which, dir, sizeof(dir));
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cgroup mkdir %s: %s", dir, strerror(errno));
+            return -errno;
+        }
+        int r = put(dir, "cgroup.procs", num);
+        if (r < 0) {
+            snprintf(err, errlen, "cgroup join %s: %s", dir, strerror(-r));
+            return r;
+        }
+    }
+    if (cgs->v2)
+        put(dir, "memory.swap.max", "0"); /* a limit swap cannot dodge */
+    return 0;
+}
+
+int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids)
+{
+    char dir[512], num[32];
+    int r = 0;
+    if (memory_bytes > 0) {
+        dir_of(cg, 0, dir, sizeof(dir));
+        snprintf(num, sizeof(num), "%lld", (long long)memory_bytes);
+        r = put(dir, cg->cgs->v2 ? "memory.max" : "memory.limit_in_bytes", num);
+        if (r == 0 && !cg->cgs->v2)
+            put(dir, "memory.memsw.limit_in_bytes", num); /* when swap is accounted */
+    }
+    if (r == 0 && pids > 0) {
+        dir_of(cg, 1, dir, sizeof(dir));
+        snprintf(num, sizeof(num), "%lld", (long long)pids);
+        r = put(dir, "pids.max", num);
+    }
+    return r;
+}
+
+void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills)
+{
+    char dir[512];
+    dir_of(cg, 0, dir, sizeof(dir));
+    int64_t peak = cg->cgs->v2 ? get_num(dir, "memory.peak", NULL)
+                               : get_num(dir, "memory.max_usage_in_bytes", NULL);
+    *peak_kb = peak > 0 ? peak / 1024 : -1;
+    *oom_kills = cg->cgs->v2 ? get_num(dir, "memory.events", "oom_kill")
+                             : get_num(dir, "memory.oom_control", "oom_kill");
+}
+
+int kiln_cgroup_remove(const struct kiln_cgroup *cg)
+{
+    char dir[512];
+    int r = 0;
+    for (int which = 0; which < (cg->cgs->v2 ? 1 : 2); which++) {
+        dir_of(cg, which, dir, sizeof(dir));
+        if (rmdir(dir) < 0 && errno != ENOENT)
+            r = -errno;
+    }
+    return r;
+}

@@ -1,0 +1,40 @@
+/*
+ * Per-sandbox cgroups: memory and pids limits the kernel enforces, and the
+ * kernel's own accounting of peak memory and OOM kills. cgroup v2 where the
+ * host has it (memory and pids controllers in /sys/fs/cgroup), v1 where it
+ * does not (separate memory and pids hierarchies).
+ */
+#ifndef KILN_JAIL_CGROUP_H
+#define KILN_JAIL_CGROUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct kiln_cgroups {
+    int v2;
+    char root_v2[256];        /* v2: <mount>/kiln */
+    char root_mem[256];       /* v1: memory/kiln */
+    char root_pids[256];      /* v1: pids/kiln */
+};
+
+struct kiln_cgroup {
+    const struct kiln_cgroups *cgs;
+    char name[64];
+};
+
+/* Find the hierarchies and make kiln's parent cgroups. Returns 0, or a
+ * negative code with why in `err` (limits then cannot be enforced). */
+int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen);
+/* Make a cgroup for one sandbox and put `pid` in it (before it runs). */
+int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, pid_t pid,
+                       char *err, size_t errlen);
+/* Set its limits: memory in bytes, processes (0: leave as is). */
+int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids);
+/* The kernel's accounting: peak memory (KiB) and OOM kills so far. */
+void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills);
+/* Remove it; its processes must be gone. Returns 0 or -errno (EBUSY while
+ * the last of them are still being reaped). */
+int kiln_cgroup_remove(const struct kiln_cgroup *cg);
+
+#endif
