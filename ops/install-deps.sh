@@ -12,6 +12,8 @@ PKGS="$PKGS libseccomp-dev libjansson-dev"
 PKGS="$PKGS libcmocka-dev redis-server redis-tools kcat"
 PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka"
 PKGS="$PKGS procps iproute2 util-linux"
+# fuzzing: clang with its libFuzzer runtime; the benchmark's plot
+PKGS="$PKGS clang libclang-rt-14-dev gnuplot-nox"
 # the runtime image (rootfs/build-image.sh): what goes in, and squashfs
 PKGS="$PKGS python3-minimal dash coreutils grep sed findutils mawk diffutils gzip tar"
 PKGS="$PKGS media-types tzdata ca-certificates squashfs-tools"

@@ -23,4 +23,6 @@ if [ "${KILN_TEST_FAST:-0}" != 1 ]; then
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
         run build-asan -DKILN_SANITIZE=ON
+    echo "== fuzzing (libFuzzer, clang), briefly"
+    tests/fuzz/run.sh
 fi

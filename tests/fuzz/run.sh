@@ -1,0 +1,30 @@
+#!/bin/sh
+# Build the libFuzzer targets with clang (ASan + UBSan) and run each for
+# KILN_FUZZ_SECONDS (default 20), seeded from the schema vectors. For a
+# longer run: KILN_FUZZ_SECONDS=3600 tests/fuzz/run.sh; a crash leaves its
+# input in build-fuzz/crash-* and the run fails.
+set -eu
+cd "$(dirname "$0")/../.."
+secs=${KILN_FUZZ_SECONDS:-20}
+CC=clang cmake -S . -B build-fuzz -DKILN_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j "$(nproc 2>/dev/null || echo 2)" --target fuzz_job fuzz_proto >/dev/null
+mkdir -p build-fuzz/corpus/job build-fuzz/corpus/proto
+cp schemas/vectors/job/*/*.msgpack build-fuzz/corpus/job/
+# agent messages: each golden frame, framed with its 4-byte length
+for f in schemas/vectors/frame/*.msgpack; do
+    /usr/bin/python3 -c 'import sys, struct; d = open(sys.argv[1], "rb").read(); sys.stdout.buffer.write(b"\x07" + struct.pack(">I", len(d)) + d)' "$f" \
+        > "build-fuzz/corpus/proto/$(basename "$f")"
+done
+for t in job proto; do
+    log=build-fuzz/fuzz_$t.log
+    if ! (cd build-fuzz && ./bin/fuzz_$t -max_total_time="$secs" -max_len=65536 \
+              -print_final_stats=1 corpus/$t) >"$log" 2>&1; then
+        tail -40 "$log" >&2
+        echo "fuzz_$t failed (inputs: build-fuzz/crash-*)" >&2
+        exit 1
+    fi
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    [ -n "$runs" ] && [ "$runs" -gt 0 ] || { tail -20 "$log" >&2; echo "fuzz_$t did not run" >&2; exit 1; }
+    echo "fuzz_$t: ${secs}s, $runs inputs, no crash"
+done
+echo "fuzzing: no crash"
