@@ -53,6 +53,8 @@ static const struct opt {
     {"file-bytes", OPT_INT, F(file_bytes), "268435456", "largest file a job that sets none may write"},
     {"max-file-bytes", OPT_INT, F(max_file_bytes), "1073741824", "largest file_bytes a job may ask for"},
     {"open-files", OPT_INT, F(open_files), "1024", "open descriptors per process of a job"},
+    {"require-signature", OPT_FLAG, F(require_signature), NULL, "run only jobs with a valid HMAC-SHA256 'sig' (see --keys-file)"},
+    {"keys-file", OPT_STR, F(keys_file), NULL, "signing keys, 'KEY-ID HEX-SECRET' per line; re-read when it changes"},
     {"max-job-bytes", OPT_INT, F(max_job_bytes), "8388608", "larger jobs are rejected"},
     {"claim-idle-ms", OPT_INT, F(claim_idle_ms), "30000", "claim jobs idle this long at other consumers"},
     {"block-ms", OPT_INT, F(block_ms), "2000", "how long one blocking queue read waits"},
@@ -141,6 +143,10 @@ static int check(struct kiln_config *cfg)
     }
     if (cfg->output_bytes > cfg->max_output_bytes) {
         fprintf(stderr, "kiln-worker: --output-bytes must not exceed --max-output-bytes\n");
+        return -EINVAL;
+    }
+    if (cfg->require_signature && cfg->keys_file == NULL) {
+        fprintf(stderr, "kiln-worker: --require-signature needs --keys-file\n");
         return -EINVAL;
     }
     if (cfg->rootfs != NULL && cfg->rootfs_digest == NULL) {

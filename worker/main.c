@@ -14,6 +14,7 @@
 #include "plugin_load.h"
 #include "pool.h"
 #include "rootfs.h"
+#include "sign.h"
 #include "runner.h"
 #include "source.h"
 
@@ -44,6 +45,7 @@ int main(int argc, char **argv)
     struct kiln_config cfg;
     struct kiln_plugins plugins = {0};
     struct kiln_worker w = {0};
+    static struct kiln_keys keys;
     struct kiln_backend *backend = NULL;
     struct kiln_source *src = NULL;
     uv_signal_t sigint, sigterm;
@@ -93,6 +95,15 @@ int main(int argc, char **argv)
             goto out;
         }
         kiln_info("rootfs %s verified (%.16s...)", cfg.rootfs, hex);
+    }
+    if (cfg.keys_file != NULL) {
+        if (kiln_keys_load(&keys, cfg.keys_file, err, sizeof(err)) < 0) {
+            kiln_error("%s", err);
+            goto out;
+        }
+        w.keys = &keys;
+        kiln_info("keys file %s: %zu key(s)%s", cfg.keys_file, keys.n,
+                  cfg.require_signature ? "; unsigned jobs are rejected" : "");
     }
     uv_loop_t *loop = uv_default_loop();
     if (kiln_backend_open(loop, &cfg, &backend, err, sizeof(err)) < 0) {

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "backend.h"
 #include "chan.h"
@@ -28,6 +29,7 @@
 #include "plugin_load.h"
 #include "pool.h"
 #include "proto.h"
+#include "sign.h"
 
 struct kiln_run {
     struct kiln_worker *w;
@@ -529,6 +531,19 @@ static void start(struct kiln_run *run)
     if (r < 0) {
         reject(run, err);
         return;
+    }
+    if (cfg->require_signature) {
+        struct timespec now;
+        if ((r = kiln_keys_refresh(w->keys, err, sizeof(err))) < 0)
+            kiln_error("%s; keeping the keys read before", err);
+        else if (r > 0)
+            kiln_info("keys file %s re-read: %zu key(s)", cfg->keys_file, w->keys->n);
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (kiln_sign_check(d->data, d->len, w->keys,
+                            (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, err, sizeof(err)) < 0) {
+            reject(run, err);
+            return;
+        }
     }
     const struct kiln_plugin *p = kiln_plugins_find(w->plugins, run->job->plugin);
     if (p == NULL) {

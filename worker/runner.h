@@ -11,6 +11,7 @@ struct kiln_config;
 struct kiln_backend;
 struct kiln_plugins;
 struct kiln_pool;
+struct kiln_keys;
 
 struct kiln_worker {
     uv_loop_t *loop;
@@ -19,6 +20,7 @@ struct kiln_worker {
     struct kiln_backend *backend;
     const struct kiln_plugins *plugins;
     struct kiln_pool *pool;   /* warm sandboxes, or NULL */
+    struct kiln_keys *keys;   /* with --require-signature */
     unsigned busy;            /* slots taken */
     uint64_t finished;        /* jobs acknowledged */
 };
