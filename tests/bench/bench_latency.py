@@ -122,6 +122,7 @@ def main():
     cpus = os.cpu_count() or 2
     tmp = tempfile.mkdtemp(prefix="kiln-bench-")
     rows = []
+    redis_srv = w = None
     try:
         redis_srv = Redis(tmp)
         for mode, pool in (("warm", str(max(4, cpus * 2))), ("cold", "0")):
@@ -141,12 +142,16 @@ def main():
                 rows.append({"plugin": plugin, "mode": mode, "p50": pct(lat, 50), "p99": pct(lat, 99),
                              "jobs_s": rate})
             w.stop()
+            w = None
         for plugin in CODE:
             lat, rate = floor(plugin, kv["KILN_ROOTFS"], a.n, a.burst, cpus)
             rows.append({"plugin": plugin, "mode": "floor", "p50": pct(lat, 50), "p99": pct(lat, 99),
                          "jobs_s": rate})
-        redis_srv.stop()
     finally:
+        if w is not None:
+            w.stop()
+        if redis_srv is not None:
+            redis_srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     floor_of = {r["plugin"]: r for r in rows if r["mode"] == "floor"}
