@@ -352,7 +352,8 @@ static char *envelope(const struct kiln_exec_spec *spec, const char *in, size_t 
     for (char **e = spec->env; *e; e++)
         p += sprintf(p, "%c%s", '\0', *e);
     kiln_proto_header((unsigned char *)buf, (uint32_t)(p - buf - 4));
-    memcpy(p, in, in_len);
+    if (in_len > 0)
+        memcpy(p, in, in_len);
     *total = (size_t)(p - buf) + in_len;
     return buf;
 }
