@@ -53,6 +53,7 @@ static const struct opt {
     {"file-bytes", OPT_INT, F(file_bytes), "268435456", "largest file a job that sets none may write"},
     {"max-file-bytes", OPT_INT, F(max_file_bytes), "1073741824", "largest file_bytes a job may ask for"},
     {"open-files", OPT_INT, F(open_files), "1024", "open descriptors per process of a job"},
+    {"drain-timeout-ms", OPT_INT, F(drain_timeout_ms), "30000", "on SIGTERM, how long running jobs may finish"},
     {"require-signature", OPT_FLAG, F(require_signature), NULL, "run only jobs with a valid HMAC-SHA256 'sig' (see --keys-file)"},
     {"keys-file", OPT_STR, F(keys_file), NULL, "signing keys, 'KEY-ID HEX-SECRET' per line; re-read when it changes"},
     {"max-job-bytes", OPT_INT, F(max_job_bytes), "8388608", "larger jobs are rejected"},

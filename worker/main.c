@@ -18,15 +18,65 @@
 #include "runner.h"
 #include "source.h"
 
+/*
+ * Graceful drain. The first SIGTERM (or SIGINT): take no more jobs, let the
+ * running ones finish for up to --drain-timeout-ms, then stop the rest
+ * without acknowledging them (the queue delivers them again); once every
+ * frame and ack is confirmed, leave (a Kafka consumer leaves its group)
+ * and exit 0. A second signal exits at once, still acknowledging nothing
+ * unfinished: each sandbox dies with us (PR_SET_PDEATHSIG, its channel's
+ * EOF).
+ */
+static struct {
+    struct kiln_worker *w;
+    struct kiln_pool *pool;
+    uv_timer_t deadline, check;
+    uint64_t started;
+} drain;
+
+static void on_drain_check(uv_timer_t *t)
+{
+    struct kiln_worker *w = drain.w;
+    uint64_t waited = uv_now(t->loop) - drain.started;
+    if (w->busy == 0 && w->src->ops->idle(w->src)) {
+        kiln_info("drained: %llu job(s) finished; exiting", (unsigned long long)w->finished);
+        uv_stop(t->loop);
+    } else if (waited > (uint64_t)w->cfg->drain_timeout_ms + 15000) {
+        kiln_error("drain: frames still unconfirmed after %llu ms; exiting without them",
+                   (unsigned long long)waited);
+        uv_stop(t->loop);
+    }
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    (void)t;
+    if (drain.w->busy > 0)
+        kiln_warn("drain timeout: stopping %u unfinished job(s) without acknowledging them",
+                  drain.w->busy);
+    kiln_worker_abandon(drain.w);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct kiln_worker *w = h->data;
-    /* Unfinished jobs are not acknowledged: Redis delivers them again. Each
-     * sandbox dies with us (PR_SET_PDEATHSIG, and its channel's EOF). */
-    kiln_info("signal %d: stopping with %u job(s) unfinished; they will be delivered again",
-              signum, w->busy);
-    fflush(NULL);
-    _exit(0);
+    if (w->draining) {
+        kiln_info("signal %d again: exiting now; %u unfinished job(s) will be delivered again",
+                  signum, w->busy);
+        fflush(NULL);
+        _exit(0);
+    }
+    kiln_info("signal %d: draining (up to %lld ms for %u running job(s))", signum,
+              (long long)w->cfg->drain_timeout_ms, w->busy);
+    w->draining = 1;
+    w->src->ops->stop(w->src);
+    kiln_pool_stop(drain.pool);
+    drain.w = w;
+    drain.started = uv_now(h->loop);
+    uv_timer_init(h->loop, &drain.deadline);
+    uv_timer_init(h->loop, &drain.check);
+    uv_timer_start(&drain.deadline, on_drain_deadline, (uint64_t)w->cfg->drain_timeout_ms, 0);
+    uv_timer_start(&drain.check, on_drain_check, 0, 50);
 }
 
 static int set_log_level(const char *name)
@@ -137,7 +187,11 @@ int main(int argc, char **argv)
     if (src->ops->start(src) < 0)
         goto out;
     src->ops->credit(src, (unsigned)cfg.slots);
-    rc = uv_run(loop, UV_RUN_DEFAULT) == 0 ? 0 : 1;
+    drain.pool = w.pool;
+    uv_run(loop, UV_RUN_DEFAULT);
+    src->ops->destroy(src); /* Kafka: commit what is stored, leave the group */
+    src = NULL;
+    rc = 0;
 out:
     kiln_plugins_unload(&plugins);
     if (backend != NULL)

@@ -40,6 +40,7 @@ struct kiln_pool {
     struct pprofile *profs;
     size_t n;
     uv_timer_t refill, stats;
+    int stopped;
 };
 
 static void fill(struct kiln_pool *pool);
@@ -61,7 +62,7 @@ static void on_refill(uv_timer_t *t);
 
 static void schedule_fill(struct kiln_pool *pool, uint64_t delay)
 {
-    if (pool->cfg->pool > 0)
+    if (pool->cfg->pool > 0 && !pool->stopped)
         uv_timer_start(&pool->refill, on_refill, delay, 0);
 }
 
@@ -180,6 +181,8 @@ static void spawn_one(struct pprofile *p)
 
 static void fill(struct kiln_pool *pool)
 {
+    if (pool->stopped)
+        return;
     for (size_t i = 0; i < pool->n; i++) {
         struct pprofile *p = &pool->profs[i];
         if (p->failures > 3 && p->nstarting > 0)
@@ -211,6 +214,18 @@ static void on_stats(uv_timer_t *t)
                   (unsigned long long)p->hits, (unsigned long long)p->misses,
                   (unsigned long long)(p->refills ? p->refill_ms / p->refills : 0));
     }
+}
+
+void kiln_pool_stop(struct kiln_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    pool->stopped = 1;
+    uv_timer_stop(&pool->refill);
+    uv_timer_stop(&pool->stats);
+    for (size_t i = 0; i < pool->n; i++)
+        for (struct warm *w = pool->profs[i].list; w != NULL; w = w->next)
+            w->sb->backend->ops->kill(w->sb); /* on_warm_exit frees it */
 }
 
 int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, const char *profile,

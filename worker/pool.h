@@ -32,6 +32,9 @@ struct kiln_warm_take {
  * Returns 0 with the pool in *out (owned by the caller), or -ENOMEM. */
 int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_backend *backend,
                   const struct kiln_plugins *plugins, struct kiln_pool **out);
+/* Stop refilling and kill every waiting sandbox (draining). */
+void kiln_pool_stop(struct kiln_pool *pool);
+
 /* A ready sandbox for `plugin` whose warm state suits `job` (its profile is
  * `profile`), or 0 (a miss) when there is none. */
 int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, const char *profile,

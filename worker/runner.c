@@ -32,6 +32,8 @@
 #include "sign.h"
 
 struct kiln_run {
+    struct kiln_run *next, *prev;  /* the worker's list */
+    int abandoned;                 /* drain timed out: no frame, no ack */
     struct kiln_worker *w;
     struct kiln_delivery *d;     /* until acknowledged */
     struct kiln_job *job;
@@ -88,6 +90,13 @@ static void on_exit_written(void *arg, int status, const char *err);
 
 static void write_exit(struct kiln_run *run)
 {
+    if (run->abandoned) {
+        /* not finished here: its entry stays unacknowledged for another */
+        run->w->src->ops->release(run->w->src, run->d);
+        run->d = NULL;
+        maybe_free(run);
+        return;
+    }
     msgpack_sbuffer sb;
     struct kiln_frame_info info = {"exit", run->exit_seq, run->ex.attempt, run->d};
     kiln_frame_exit(&sb, job_id(run), run->exit_seq, &run->ex);
@@ -673,12 +682,33 @@ static void maybe_free(struct kiln_run *run)
     if (run->timer_open)
         return;
     struct kiln_worker *w = run->w;
+    if (run->prev)
+        run->prev->next = run->next;
+    else
+        w->runs = run->next;
+    if (run->next)
+        run->next->prev = run->prev;
+    if (!run->abandoned)
+        w->finished++;
     kiln_job_free(run->job);
     kiln_plan_free(&run->plan);
     free(run);
     w->busy--;
-    w->finished++;
-    w->src->ops->credit(w->src, 1);
+    if (!w->draining)
+        w->src->ops->credit(w->src, 1);
+}
+
+void kiln_worker_abandon(struct kiln_worker *w)
+{
+    for (struct kiln_run *run = w->runs; run != NULL; run = run->next) {
+        if (run->exit_sent && run->cur < 0)
+            continue; /* its exit frame is on the way: let it be acked */
+        run->abandoned = 1;
+        kiln_info("job %s: stopped unfinished by the drain; it will be delivered again",
+                  job_id(run) ? job_id(run) : run->d ? run->d->ref : "-");
+        if (run->sb != NULL)
+            run->sb->backend->ops->kill(run->sb);
+    }
 }
 
 void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
@@ -691,6 +721,10 @@ void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
         return;
     }
     w->busy++;
+    run->next = w->runs;
+    if (w->runs)
+        w->runs->prev = run;
+    w->runs = run;
     run->w = w;
     run->d = d;
     run->dest = w->cfg->results;

@@ -12,6 +12,7 @@ struct kiln_backend;
 struct kiln_plugins;
 struct kiln_pool;
 struct kiln_keys;
+struct kiln_run;
 
 struct kiln_worker {
     uv_loop_t *loop;
@@ -23,7 +24,13 @@ struct kiln_worker {
     struct kiln_keys *keys;   /* with --require-signature */
     unsigned busy;            /* slots taken */
     uint64_t finished;        /* jobs acknowledged */
+    struct kiln_run *runs;    /* every job in hand */
+    int draining;             /* SIGTERM: finish what runs, take nothing */
 };
+
+/* Stop every job still running without acknowledging it: no exit frame,
+ * no ack; the queue delivers it again elsewhere. */
+void kiln_worker_abandon(struct kiln_worker *w);
 
 /* The source's delivery callback; `arg` is the struct kiln_worker. */
 void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d);

@@ -54,7 +54,15 @@ struct kiln_source_ops {
                  kiln_write_cb cb, void *arg);
     /* The job is finished: acknowledge it and release `d`. */
     void (*ack)(struct kiln_source *s, struct kiln_delivery *d);
-    /* Close connections; `s` is freed. Outstanding write callbacks are not
+    /* Let go of `d` without acknowledging it: the queue delivers it again
+     * (after the worker is gone, or to another). `d` is freed. */
+    void (*release)(struct kiln_source *s, struct kiln_delivery *d);
+    /* Take no more jobs (draining); writes and acks go on. */
+    void (*stop)(struct kiln_source *s);
+    /* 1 when every write and ack given so far has been confirmed. */
+    int (*idle)(struct kiln_source *s);
+    /* Close connections (a Kafka consumer leaves its group, committing
+     * what is stored); `s` is freed. Outstanding write callbacks are not
      * called. */
     void (*destroy)(struct kiln_source *s);
 };

@@ -93,6 +93,7 @@ struct ksrc {
     struct kdelivery *backlog, **backlog_tail;
     struct kop *retry, *done;  /* to produce again / to report */
     int closing;
+    int stopped;                       /* draining: no more deliveries */
     /* --kafka-transactions */
     int txn;
     enum { TX_INIT, TX_OPEN, TX_BUSY } tx;
@@ -640,8 +641,34 @@ static void kafka_ack(struct kiln_source *src, struct kiln_delivery *pub)
 static void kafka_credit(struct kiln_source *src, unsigned n)
 {
     struct ksrc *s = (struct ksrc *)src;
+    if (s->stopped)
+        return;
     s->credit += n;
     drain(s);
+}
+
+static void kafka_release(struct kiln_source *src, struct kiln_delivery *pub)
+{
+    struct kdelivery *d = (struct kdelivery *)pub;
+    (void)src;
+    /* its offset is never stored: the partition's next owner runs it */
+    rd_kafka_message_destroy(d->msg);
+    free(d);
+}
+
+static void kafka_stop(struct kiln_source *src)
+{
+    struct ksrc *s = (struct ksrc *)src;
+    s->stopped = 1;
+    s->credit = 0;
+    update_pause(s); /* everything paused; the consumer is still served */
+}
+
+static int kafka_idle(struct kiln_source *src)
+{
+    struct ksrc *s = (struct ksrc *)src;
+    return rd_kafka_outq_len(s->producer) == 0 && s->retry == NULL && s->done == NULL &&
+           (!s->txn || (s->tx_ops == NULL && s->held == NULL && s->tx == TX_OPEN));
 }
 
 /* ---- the loop's side -------------------------------------------------- */
@@ -777,6 +804,9 @@ static const struct kiln_source_ops kafka_ops = {
     .credit = kafka_credit,
     .write = kafka_write,
     .ack = kafka_ack,
+    .release = kafka_release,
+    .stop = kafka_stop,
+    .idle = kafka_idle,
     .destroy = kafka_destroy,
 };
 

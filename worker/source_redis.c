@@ -84,6 +84,7 @@ struct rsrc {
     uv_timer_t tick;
     struct rdelivery *inflight;
     int stopping;
+    int draining;                   /* no more fetches */
     int closing;                    /* timers still closing */
 };
 
@@ -592,7 +593,8 @@ static void fetch_next(struct rsrc *s)
     redisAsyncContext *ac = s->fetch.ac;
     int r;
 
-    if (!s->fetch.up || s->fetching || s->credit == 0 || s->stopping || now(s) < s->pause_until)
+    if (!s->fetch.up || s->fetching || s->credit == 0 || s->stopping || s->draining ||
+        now(s) < s->pause_until)
         return;
     snprintf(count, sizeof(count), "%u", s->credit);
     s->fetch_wait = 5000;
@@ -676,6 +678,25 @@ static void on_timer_closed(uv_handle_t *h)
         free(s);
 }
 
+static void redis_release(struct kiln_source *src, struct kiln_delivery *pub)
+{
+    release((struct rsrc *)src, (struct rdelivery *)pub); /* stays pending in Redis */
+}
+
+static void redis_stop(struct kiln_source *src)
+{
+    struct rsrc *s = (struct rsrc *)src;
+    s->draining = 1;
+    /* a blocking read under way may still bring entries: they are not
+     * taken (no credit) and stay pending for another worker */
+    s->credit = 0;
+}
+
+static int redis_idle(struct kiln_source *src)
+{
+    return ((struct rsrc *)src)->head == NULL;
+}
+
 static void redis_destroy(struct kiln_source *src)
 {
     struct rsrc *s = (struct rsrc *)src;
@@ -708,6 +729,9 @@ static const struct kiln_source_ops redis_ops = {
     .credit = redis_credit,
     .write = redis_write,
     .ack = redis_ack,
+    .release = redis_release,
+    .stop = redis_stop,
+    .idle = redis_idle,
     .destroy = redis_destroy,
 };
 

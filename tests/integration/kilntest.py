@@ -143,13 +143,18 @@ class Worker:
         self.proc.wait(10)
 
     def stop(self):
+        """SIGTERM drains (running jobs may finish); a second one ends it."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(2)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
         self.log.close()
 
 
