@@ -35,6 +35,9 @@ struct kiln_client {
 struct kiln_client *kiln_client_redis(const char *url);
 struct kiln_client *kiln_client_kafka(const char *brokers, char **conf, size_t nconf);
 
+/* XADD control * cancel id, on a client from kiln_client_redis(). */
+int kiln_client_redis_cancel(struct kiln_client *c, const char *control, const char *id);
+
 /* kiln dev-broker: a Kafka-protocol broker for development and tests. */
 int kiln_dev_broker(int argc, char **argv);
 

@@ -89,6 +89,18 @@ static void r_drop(struct kiln_client *pub, const char *stream)
         freeReplyObject(r);
 }
 
+int kiln_client_redis_cancel(struct kiln_client *pub, const char *control, const char *id)
+{
+    struct rclient *rc = (struct rclient *)pub;
+    redisReply *r = redisCommand(rc->c, "XADD %s * cancel %s", control, id);
+    int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+    if (!ok)
+        fprintf(stderr, "kiln: cancel failed: %s\n", r ? r->str : rc->c->errstr);
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
 static void r_close(struct kiln_client *pub)
 {
     struct rclient *rc = (struct rclient *)pub;

@@ -29,6 +29,7 @@ static const struct opt {
     {"kafka-transactions", OPT_FLAG, F(kafka_transactions), NULL, "Kafka: commit each exit frame with its offsets in one transaction"},
     {"jobs", OPT_STR, F(jobs), "kiln.jobs", "job stream / topic"},
     {"results", OPT_STR, F(results), "kiln.results", "result stream / topic for jobs without reply_to"},
+    {"control", OPT_STR, F(control), "kiln.control", "control stream every worker reads: XADD it * cancel JOB-ID"},
     {"group", OPT_STR, F(group), "kiln", "consumer group"},
     {"consumer", OPT_STR, F(consumer), NULL, "consumer name in the group (default: hostname)"},
     {"slots", OPT_INT, F(slots), "0", "jobs running at once (default: number of CPUs)"},

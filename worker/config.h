@@ -13,6 +13,7 @@ struct kiln_config {
     size_t nkafka_conf;
     char *jobs;
     char *results;
+    char *control;        /* control stream: {cancel: id} */
     char *group;
     char *consumer;
     int64_t slots;

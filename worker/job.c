@@ -333,6 +333,9 @@ static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *j
     if ((o = kiln_mp_get(m, "net")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
         (r = decode_net(d, o, job)) < 0)
         return r;
+    if ((o = kiln_mp_get(m, "deadline")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        kiln_mp_int(o, 0, INT64_MAX, &job->deadline) < 0)
+        return bad(d, "field 'deadline' must be a non-negative integer (unix ms)");
     if ((o = kiln_mp_get(m, "runs")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
         (r = decode_runs(d, o, job)) < 0)
         return r;
@@ -352,6 +355,7 @@ int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
     if (job == NULL)
         return -ENOMEM;
     job->v = 1;
+    job->deadline = -1;
     job->limits = (struct kiln_limits){-1, -1, -1, -1, -1, -1};
     err[0] = '\0';
 

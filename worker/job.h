@@ -62,6 +62,7 @@ struct kiln_job {
     size_t meta_len;
     struct kiln_run_input *runs; /* NULL when the job has no `runs` */
     size_t nruns;
+    int64_t deadline;          /* unix ms after which it must not start; -1 */
 };
 
 /*

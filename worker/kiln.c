@@ -57,6 +57,8 @@ static void usage(FILE *f)
           "  prints each frame as one JSON object; bin data that is UTF-8 prints as a\n"
           "  string, other data as {\"base64\": ...}\n"
           "\n"
+          "usage: kiln cancel JOB-ID   (Redis: $KILN_REDIS, control stream $KILN_CONTROL or kiln.control)\n"
+          "\n"
           "usage: kiln dev-broker [--brokers N] [--partitions N] [--topic NAME]...\n"
           "  a local Kafka-protocol broker for development and tests; prints its\n"
           "  bootstrap address. Not for production: everything is in memory.\n",
@@ -515,6 +517,17 @@ int main(int argc, char **argv)
         return cmd_submit(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "frames") == 0)
         return cmd_frames(argc - 1, argv + 1);
+    if (argc == 3 && strcmp(argv[1], "cancel") == 0) {
+        /* every worker reads the control stream; the one running it stops it */
+        const char *url = getenv("KILN_REDIS") ? getenv("KILN_REDIS") : "redis://127.0.0.1:6379";
+        const char *ctl = getenv("KILN_CONTROL") ? getenv("KILN_CONTROL") : "kiln.control";
+        struct kiln_client *cl = kiln_client_redis(url);
+        if (cl == NULL)
+            return 69;
+        int r = kiln_client_redis_cancel(cl, ctl, argv[2]);
+        cl->ops->close(cl);
+        return r < 0 ? 69 : 0;
+    }
     if (argc >= 2 && strcmp(argv[1], "dev-broker") == 0)
         return kiln_dev_broker(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "--version") == 0) {

@@ -176,6 +176,7 @@ int main(int argc, char **argv)
         goto out;
     }
     w.src = src;
+    src->on_cancel = kiln_worker_on_cancel;
     kiln_info("kiln-worker %s: consumer %s in group %s on %s, %lld slot(s), backend %s",
               KILN_VERSION, cfg.consumer, cfg.group, cfg.jobs, (long long)cfg.slots,
               backend->ops->name);

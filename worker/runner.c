@@ -34,6 +34,7 @@
 struct kiln_run {
     struct kiln_run *next, *prev;  /* the worker's list */
     int abandoned;                 /* drain timed out: no frame, no ack */
+    int cancelled;                 /* a control message stopped it */
     struct kiln_worker *w;
     struct kiln_delivery *d;     /* until acknowledged */
     struct kiln_job *job;
@@ -61,6 +62,7 @@ struct kiln_run {
 
 static void maybe_free(struct kiln_run *run);
 static int apply_limits(struct kiln_run *run);
+static int was_cancelled(struct kiln_worker *w, const char *id);
 
 static const char *job_id(const struct kiln_run *run)
 {
@@ -147,7 +149,9 @@ static void finish(struct kiln_run *run, const char *status, const char *reason)
     if (run->exit_sent)
         return;
     run->exit_sent = 1;
-    if (run->timed_out)
+    if (run->cancelled)
+        status = KILN_ST_CANCELLED, reason = "cancelled through the control stream";
+    else if (run->timed_out)
         status = KILN_ST_TIMEOUT;
     else if (run->over_output)
         status = KILN_ST_OUTPUT_LIMIT;
@@ -541,15 +545,26 @@ static void start(struct kiln_run *run)
         reject(run, err);
         return;
     }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    if (was_cancelled(w, run->job->id)) {
+        run->cancelled = 1;
+        finish(run, KILN_ST_CANCELLED, NULL);
+        return;
+    }
+    if (run->job->deadline >= 0 && run->job->deadline < now_ms) {
+        snprintf(err, sizeof(err), "its deadline passed %lld ms before it could start",
+                 (long long)(now_ms - run->job->deadline));
+        finish(run, KILN_ST_EXPIRED, err);
+        return;
+    }
     if (cfg->require_signature) {
-        struct timespec now;
         if ((r = kiln_keys_refresh(w->keys, err, sizeof(err))) < 0)
             kiln_error("%s; keeping the keys read before", err);
         else if (r > 0)
             kiln_info("keys file %s re-read: %zu key(s)", cfg->keys_file, w->keys->n);
-        clock_gettime(CLOCK_REALTIME, &now);
-        if (kiln_sign_check(d->data, d->len, w->keys,
-                            (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, err, sizeof(err)) < 0) {
+        if (kiln_sign_check(d->data, d->len, w->keys, now_ms, err, sizeof(err)) < 0) {
             reject(run, err);
             return;
         }
@@ -708,6 +723,35 @@ void kiln_worker_abandon(struct kiln_worker *w)
                   job_id(run) ? job_id(run) : run->d ? run->d->ref : "-");
         if (run->sb != NULL)
             run->sb->backend->ops->kill(run->sb);
+    }
+}
+
+#define CANCEL_MEMORY_MS (10 * 60 * 1000)
+
+static int was_cancelled(struct kiln_worker *w, const char *id)
+{
+    uint64_t now = uv_now(w->loop);
+    for (unsigned i = 0; i < sizeof(w->cancelled) / sizeof(w->cancelled[0]); i++)
+        if (w->cancelled[i].id[0] && now - w->cancelled[i].at < CANCEL_MEMORY_MS &&
+            strcmp(w->cancelled[i].id, id) == 0)
+            return 1;
+    return 0;
+}
+
+void kiln_worker_on_cancel(void *arg, const char *id)
+{
+    struct kiln_worker *w = arg;
+    unsigned slot = w->ncancelled++ % (sizeof(w->cancelled) / sizeof(w->cancelled[0]));
+    snprintf(w->cancelled[slot].id, sizeof(w->cancelled[slot].id), "%s", id);
+    w->cancelled[slot].at = uv_now(w->loop);
+    for (struct kiln_run *run = w->runs; run != NULL; run = run->next) {
+        if (run->job == NULL || run->job->id == NULL || strcmp(run->job->id, id) != 0 ||
+            run->abandoned || (run->exit_sent && run->cur < 0))
+            continue;
+        kiln_info("job %s: cancelled", id);
+        run->cancelled = 1;
+        if (run->sb != NULL)
+            run->sb->backend->ops->kill(run->sb); /* its exit frame says cancelled */
     }
 }
 

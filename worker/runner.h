@@ -26,11 +26,20 @@ struct kiln_worker {
     uint64_t finished;        /* jobs acknowledged */
     struct kiln_run *runs;    /* every job in hand */
     int draining;             /* SIGTERM: finish what runs, take nothing */
+    struct {                  /* recently cancelled ids, a ring */
+        char id[129];
+        uint64_t at;
+    } cancelled[256];
+    unsigned ncancelled;
 };
 
 /* Stop every job still running without acknowledging it: no exit frame,
  * no ack; the queue delivers it again elsewhere. */
 void kiln_worker_abandon(struct kiln_worker *w);
+
+/* The source's cancel callback: stop job `id` wherever it is here, and
+ * remember it for a while so a copy still queued ends cancelled too. */
+void kiln_worker_on_cancel(void *arg, const char *id);
 
 /* The source's delivery callback; `arg` is the struct kiln_worker. */
 void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d);

@@ -25,6 +25,9 @@ struct kiln_delivery {
     char ref[64];               /* the queue's name for it, for logs */
 };
 
+/* A control message: cancel the job with this id (borrowed). */
+typedef void (*kiln_cancel_cb)(void *arg, const char *job_id);
+
 /* The worker's half: called by the source for each delivery. */
 typedef void (*kiln_delivery_cb)(void *arg, struct kiln_delivery *d);
 /* A frame write has ended: status 0 (written) or negative with `err` (the
@@ -72,6 +75,7 @@ struct kiln_source {
     uv_loop_t *loop;
     const struct kiln_config *cfg;
     kiln_delivery_cb on_delivery;
+    kiln_cancel_cb on_cancel;   /* set by the worker; may be NULL */
     void *arg;
 };
 

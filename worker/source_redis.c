@@ -70,7 +70,9 @@ struct rsrc {
     int port;
     int db;
     char *user, *password;
-    struct rconn cmd, fetch;
+    struct rconn cmd, fetch, ctl;
+    char ctl_last[64];              /* control stream: last entry read */
+    int ctl_reading;
     struct op *head, *tail;
     unsigned credit;
     int fetching;
@@ -189,6 +191,8 @@ static void schedule_retry(struct rconn *c)
 
 static void flush_outbox(struct rsrc *s);
 
+static void control_next(struct rsrc *s);
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct rconn *c = ac->data;
@@ -205,6 +209,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
     redisEnableKeepAlive((redisContext *)&ac->c);
     if (c == &s->cmd) {
         flush_outbox(s);
+    } else if (c == &s->ctl) {
+        s->ctl_reading = 0;
+        control_next(s);
     } else {
         s->fetching = 0;
         s->phase = PH_GROUP;
@@ -220,6 +227,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     c->up = 0;
     if (c == &c->s->fetch)
         c->s->fetching = 0;
+    if (c == &c->s->ctl)
+        c->s->ctl_reading = 0;
     schedule_retry(c);
 }
 
@@ -627,14 +636,79 @@ static void fetch_next(struct rsrc *s)
     }
 }
 
+/* ---- the control stream (ctl connection) ----------------------------- */
+
+static void on_control(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rsrc *s = ((struct rconn *)ac->data)->s;
+    redisReply *reply = r;
+    (void)priv;
+    s->ctl_reading = 0;
+    if (reply == NULL || s->stopping)
+        return;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2) {
+        const redisReply *entries = reply->element[0]->element[1];
+        for (size_t i = 0; i < entries->elements; i++) {
+            const redisReply *e = entries->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements < 2)
+                continue;
+            snprintf(s->ctl_last, sizeof(s->ctl_last), "%s", e->element[0]->str);
+            const redisReply *f = e->element[1];
+            for (size_t k = 0; f->type == REDIS_REPLY_ARRAY && k + 1 < f->elements; k += 2)
+                if (strcmp(f->element[k]->str, "cancel") == 0 && s->pub.on_cancel != NULL)
+                    s->pub.on_cancel(s->pub.arg, f->element[k + 1]->str);
+        }
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        kiln_warn("redis control: %s", reply->str);
+    }
+    control_next(s);
+}
+
+/* Where the stream stood at start: read on from exactly there ("$" at each
+ * read would miss entries added between two reads). */
+static void on_control_tail(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rsrc *s = ((struct rconn *)ac->data)->s;
+    redisReply *reply = r;
+    (void)priv;
+    s->ctl_reading = 0;
+    if (reply == NULL || s->stopping)
+        return;
+    strcpy(s->ctl_last, "0-0");
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements >= 1)
+        snprintf(s->ctl_last, sizeof(s->ctl_last), "%s", reply->element[0]->element[0]->str);
+    control_next(s);
+}
+
+/* Every worker reads the whole control stream (no group), from where it
+ * stood when the worker started. */
+static void control_next(struct rsrc *s)
+{
+    char block[24];
+    if (!s->ctl.up || s->ctl_reading || s->stopping)
+        return;
+    if (strcmp(s->ctl_last, "$") == 0) {
+        if (redisAsyncCommand(s->ctl.ac, on_control_tail, NULL, "XREVRANGE %s + - COUNT 1",
+                              s->pub.cfg->control) == REDIS_OK)
+            s->ctl_reading = 1;
+        return;
+    }
+    snprintf(block, sizeof(block), "%lld", (long long)s->pub.cfg->block_ms);
+    if (redisAsyncCommand(s->ctl.ac, on_control, NULL, "XREAD BLOCK %s STREAMS %s %s", block,
+                          s->pub.cfg->control, s->ctl_last) == REDIS_OK)
+        s->ctl_reading = 1;
+}
+
 /* ---- the tick: watchdog, heartbeat, paused fetches ------------------- */
 
 static void on_tick(uv_timer_t *t)
 {
     struct rsrc *s = t->data;
     uint64_t n = now(s);
-    struct rconn *conns[] = {&s->cmd, &s->fetch};
-    for (int i = 0; i < 2; i++)
+    struct rconn *conns[] = {&s->cmd, &s->fetch, &s->ctl};
+    for (int i = 0; i < 3; i++)
         if (conns[i]->ac != NULL && !conns[i]->up && n - conns[i]->connect_started > CONNECT_MS)
             conn_reset(conns[i], "connect timed out");
     if (s->fetching && n - s->fetch_sent > s->fetch_wait)
@@ -660,6 +734,7 @@ static int redis_start(struct kiln_source *src)
     struct rsrc *s = (struct rsrc *)src;
     conn_start(&s->cmd);
     conn_start(&s->fetch);
+    conn_start(&s->ctl);
     uv_timer_start(&s->tick, on_tick, 1000, 1000);
     return 0;
 }
@@ -705,6 +780,8 @@ static void redis_destroy(struct kiln_source *src)
         redisAsyncFree(s->cmd.ac);
     if (s->fetch.ac)
         redisAsyncFree(s->fetch.ac);
+    if (s->ctl.ac)
+        redisAsyncFree(s->ctl.ac);
     while (s->head != NULL) {
         struct op *op = s->head;
         s->head = op->next;
@@ -716,11 +793,12 @@ static void redis_destroy(struct kiln_source *src)
     free(s->user);
     free(s->password);
     /* three timers to close before the struct goes */
-    s->closing = 3;
-    s->tick.data = s->cmd.retry.data = s->fetch.retry.data = s;
+    s->closing = 4;
+    s->tick.data = s->cmd.retry.data = s->fetch.retry.data = s->ctl.retry.data = s;
     uv_close((uv_handle_t *)&s->tick, on_timer_closed);
     uv_close((uv_handle_t *)&s->cmd.retry, on_timer_closed);
     uv_close((uv_handle_t *)&s->fetch.retry, on_timer_closed);
+    uv_close((uv_handle_t *)&s->ctl.retry, on_timer_closed);
 }
 
 static const struct kiln_source_ops redis_ops = {
@@ -802,9 +880,10 @@ int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
     s->pub.on_delivery = cb;
     s->pub.arg = arg;
     strcpy(s->claim_from, "0-0");
-    struct rconn *conns[] = {&s->cmd, &s->fetch};
-    const char *names[] = {"cmd", "fetch"};
-    for (int i = 0; i < 2; i++) {
+    strcpy(s->ctl_last, "$");
+    struct rconn *conns[] = {&s->cmd, &s->fetch, &s->ctl};
+    const char *names[] = {"cmd", "fetch", "control"};
+    for (int i = 0; i < 3; i++) {
         conns[i]->s = s;
         conns[i]->name = names[i];
         uv_timer_init(loop, &conns[i]->retry);

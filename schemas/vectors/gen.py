@@ -51,6 +51,7 @@ VALID = {
     "unknown_keys": {"id": "j6", "plugin": "shell", "code": "true", "future": {"x": 1},
                      "limits": {"gpu": 1}},
     "id_max": {"id": "a" * 128, "plugin": "shell", "code": "true"},
+    "deadline": {"id": "j8", "plugin": "shell", "code": "true", "deadline": 1795459183208},
 }
 
 INVALID = {
@@ -83,6 +84,7 @@ INVALID = {
     "net_allow_int": (pack({"id": "x", "plugin": "shell", "code": "t", "net": {"allow": [1]}}), "net.allow[0]"),
     "reply_to_bad": (pack({"id": "x", "plugin": "shell", "code": "t", "reply_to": "a b"}), "field 'reply_to'"),
     "version_2": (pack({"v": 2, "id": "x", "plugin": "shell", "code": "t"}), "unsupported schema version"),
+    "deadline_string": (pack({"id": "x", "plugin": "shell", "code": "t", "deadline": "soon"}), "field 'deadline'"),
     "runs_not_array": (pack({"id": "x", "plugin": "shell", "code": "t", "runs": {}}), "field 'runs' must be an array"),
     "runs_empty": (pack({"id": "x", "plugin": "shell", "code": "t", "runs": []}), "must hold 1 to 1000"),
     "runs_item_not_map": (pack({"id": "x", "plugin": "shell", "code": "t", "runs": [1]}), "field 'runs[0]' must be a map"),
