@@ -11,6 +11,7 @@
 #include "backend.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "plugin_load.h"
 #include "pool.h"
 #include "rootfs.h"
@@ -33,6 +34,34 @@ static struct {
     uv_timer_t deadline, check;
     uint64_t started;
 } drain;
+
+static void gauges(void *arg, FILE *out)
+{
+    struct kiln_worker *w = arg;
+    fprintf(out, "# HELP kiln_slots_busy Jobs in hand now.\n# TYPE kiln_slots_busy gauge\n"
+                 "kiln_slots_busy %u\n", w->busy);
+    fprintf(out, "# HELP kiln_slots_total Jobs this worker runs at once.\n# TYPE kiln_slots_total gauge\n"
+                 "kiln_slots_total %lld\n", (long long)w->cfg->slots);
+    fprintf(out, "# HELP kiln_draining 1 while the worker drains.\n# TYPE kiln_draining gauge\n"
+                 "kiln_draining %d\n", w->draining);
+    kiln_pool_gauges(w->pool, out);
+}
+
+static int ready(void *arg, char *why, size_t len)
+{
+    struct kiln_worker *w = arg;
+    if (w->draining) {
+        snprintf(why, len, "draining");
+        return 0;
+    }
+    if (!w->src->ops->ready(w->src, why, len))
+        return 0;
+    if (!kiln_pool_warmed(w->pool)) {
+        snprintf(why, len, "warm pools still filling");
+        return 0;
+    }
+    return 1; /* plugins: the worker does not start without them */
+}
 
 static void on_drain_check(uv_timer_t *t)
 {
@@ -130,8 +159,6 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    if (cfg.metrics_addr != NULL)
-        kiln_warn("--metrics-addr is not available in this build; ignored");
 
     if (cfg.rootfs != NULL) {
         char hex[KILN_DIGEST_HEX];
@@ -177,6 +204,15 @@ int main(int argc, char **argv)
     }
     w.src = src;
     src->on_cancel = kiln_worker_on_cancel;
+    static struct kiln_metrics_hooks hooks;
+    hooks = (struct kiln_metrics_hooks){&w, gauges, ready};
+    if (cfg.metrics_addr != NULL) {
+        if (kiln_metrics_serve(loop, cfg.metrics_addr, &hooks, err, sizeof(err)) < 0) {
+            kiln_error("%s", err);
+            goto out;
+        }
+        kiln_info("metrics on http://%s/metrics, /healthz, /readyz", cfg.metrics_addr);
+    }
     kiln_info("kiln-worker %s: consumer %s in group %s on %s, %lld slot(s), backend %s",
               KILN_VERSION, cfg.consumer, cfg.group, cfg.jobs, (long long)cfg.slots,
               backend->ops->name);

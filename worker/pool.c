@@ -9,6 +9,7 @@
 #include "chan.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "plan.h"
 #include "plugin_load.h"
 #include "proto.h"
@@ -30,6 +31,7 @@ struct pprofile {
     unsigned nready, nstarting;
     uint64_t hits, misses, refills, refill_ms;
     unsigned failures;         /* in a row: back off */
+    int was_full;
     uint64_t logged_hits, logged_misses;
 };
 
@@ -92,6 +94,9 @@ static void warm_ready(struct warm *w)
     p->refills++;
     p->refill_ms += ms;
     p->failures = 0;
+    if (p->nready >= (unsigned)p->pool->cfg->pool)
+        p->was_full = 1;
+    kiln_metrics_pool(p->plugin->name, -1, ms / 1000.0);
     kiln_debug("pool %s: sandbox warm in %llu ms (%u ready)", p->plugin->name,
                (unsigned long long)ms, p->nready);
 }
@@ -216,6 +221,27 @@ static void on_stats(uv_timer_t *t)
     }
 }
 
+void kiln_pool_gauges(struct kiln_pool *pool, FILE *out)
+{
+    fprintf(out, "# HELP kiln_pool_warm Warm sandboxes ready now.\n# TYPE kiln_pool_warm gauge\n");
+    for (size_t i = 0; pool && i < pool->n; i++)
+        fprintf(out, "kiln_pool_warm{plugin=\"%s\"} %u\n", pool->profs[i].plugin->name, pool->profs[i].nready);
+    fprintf(out, "# HELP kiln_pool_size Warm sandboxes kept per plugin.\n# TYPE kiln_pool_size gauge\n");
+    for (size_t i = 0; pool && i < pool->n; i++)
+        fprintf(out, "kiln_pool_size{plugin=\"%s\"} %lld\n", pool->profs[i].plugin->name,
+                (long long)pool->cfg->pool);
+}
+
+int kiln_pool_warmed(struct kiln_pool *pool)
+{
+    /* a pool that keeps failing (its runtime missing here, say) does not
+     * hold the worker unready: its jobs start cold, or fail and say why */
+    for (size_t i = 0; pool && pool->cfg->pool > 0 && i < pool->n; i++)
+        if (!pool->profs[i].was_full && pool->profs[i].failures <= 3)
+            return 0;
+    return 1;
+}
+
 void kiln_pool_stop(struct kiln_pool *pool)
 {
     if (pool == NULL)
@@ -245,10 +271,12 @@ int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, con
             w = c;
     if (w == NULL) {
         p->misses++;
+        kiln_metrics_pool(plugin->name, 0, 0);
         return 0;
     }
     unlink_warm(w);
     p->hits++;
+    kiln_metrics_pool(plugin->name, 1, 0);
     out->sb = w->sb;
     out->chan = w->chan;
     free(w);

@@ -10,6 +10,7 @@
 #define KILN_POOL_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "kiln/plugin.h"
@@ -32,6 +33,11 @@ struct kiln_warm_take {
  * Returns 0 with the pool in *out (owned by the caller), or -ENOMEM. */
 int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_backend *backend,
                   const struct kiln_plugins *plugins, struct kiln_pool **out);
+/* Gauge lines for /metrics: warm and wanted sandboxes per plugin. */
+void kiln_pool_gauges(struct kiln_pool *pool, FILE *out);
+/* 1 once every pool has been full at least once (the worker is warm). */
+int kiln_pool_warmed(struct kiln_pool *pool);
+
 /* Stop refilling and kill every waiting sandbox (draining). */
 void kiln_pool_stop(struct kiln_pool *pool);
 

@@ -25,6 +25,7 @@
 #include "frame.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "plan.h"
 #include "plugin_load.h"
 #include "pool.h"
@@ -82,6 +83,7 @@ static void emit_output(struct kiln_run *run, int fd, const void *data, size_t l
 {
     msgpack_sbuffer sb;
     struct kiln_frame_info info = {fd == 2 ? "stderr" : "stdout", run->seq, run->d->attempt, run->d};
+    kiln_metrics_output(fd, len);
     kiln_frame_output(&sb, job_id(run), run->seq++, run->d->attempt, fd, data, len, run->cur);
     run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size, &info,
                             on_frame_written, run);
@@ -107,6 +109,24 @@ static void write_exit(struct kiln_run *run)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* A bounded label for a rejection's reason. */
+static const char *reason_class(const char *reason)
+{
+    if (reason == NULL)
+        return "other";
+    if (strstr(reason, "sig") != NULL || strstr(reason, "key id") != NULL)
+        return "signature";
+    if (strstr(reason, "unknown plugin") != NULL)
+        return "unknown_plugin";
+    if (strstr(reason, "limits.") != NULL || strstr(reason, "cannot enforce") != NULL)
+        return "limits";
+    if (strstr(reason, "over this worker's limit") != NULL)
+        return "too_large";
+    if (strstr(reason, "msgpack") != NULL)
+        return "not_msgpack";
+    return "invalid";
+}
+
 static void on_exit_written(void *arg, int status, const char *err)
 {
     struct kiln_run *run = arg;
@@ -123,6 +143,10 @@ static void on_exit_written(void *arg, int status, const char *err)
     if (status < 0)
         kiln_error("job %s: exit frame refused by %s: %s", job_id(run) ? job_id(run) : "-",
                    run->dest, err);
+    kiln_metrics_job_finished(run->plugin ? run->plugin->name : NULL, run->ex.status,
+                              run->ex.wall_ms / 1000.0);
+    if (strcmp(run->ex.status, KILN_ST_REJECTED) == 0)
+        kiln_metrics_rejected(reason_class(run->ex.reason));
     if (run->ex.run >= 0) {
         /* one input of `runs` is done: sum it up, then the next (or the
          * summary) once its sandbox is gone */
@@ -585,6 +609,8 @@ static void start(struct kiln_run *run)
     run->plugin = p;
     if (run->job->nruns > 0)
         run->cur = 0;
+    if (d->enqueued_ms > 0 && now_ms >= d->enqueued_ms)
+        kiln_metrics_queue_wait((now_ms - d->enqueued_ms) / 1000.0);
     start_one(run);
 }
 
@@ -618,6 +644,7 @@ static void start_one(struct kiln_run *run)
         run->chan->arg = run;
         kiln_info("job %s attempt %u: started (%s, warm, from %s%s)", run->job->id, d->attempt,
                   p->name, d->ref, run->cur > 0 ? ", next input" : "");
+        kiln_metrics_job_started(p->name);
         start_timer(run, timeout);
         send_run(run);
         return;
@@ -633,6 +660,7 @@ static void start_one(struct kiln_run *run)
     run->sb->arg = run;
     kiln_info("job %s attempt %u: started (%s, from %s%s)", run->job->id, d->attempt, p->name,
               d->ref, run->cur > 0 ? ", next input" : "");
+    kiln_metrics_job_started(p->name);
 
     int fd = run->sb->fd;
     run->sb->fd = -1;

@@ -23,6 +23,7 @@ struct kiln_delivery {
     const char *missing;        /* why data is NULL */
     unsigned attempt;           /* 1 on first delivery */
     char ref[64];               /* the queue's name for it, for logs */
+    int64_t enqueued_ms;        /* when it was enqueued (unix ms), 0: unknown */
 };
 
 /* A control message: cancel the job with this id (borrowed). */
@@ -64,6 +65,8 @@ struct kiln_source_ops {
     void (*stop)(struct kiln_source *s);
     /* 1 when every write and ack given so far has been confirmed. */
     int (*idle)(struct kiln_source *s);
+    /* 1 when connected to the queue; else 0 with why. */
+    int (*ready)(struct kiln_source *s, char *why, size_t len);
     /* Close connections (a Kafka consumer leaves its group, committing
      * what is stored); `s` is freed. Outstanding write callbacks are not
      * called. */

@@ -37,6 +37,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "source.h"
 
 struct kpart {
@@ -94,6 +95,7 @@ struct ksrc {
     struct kop *retry, *done;  /* to produce again / to report */
     int closing;
     int stopped;                       /* draining: no more deliveries */
+    int assigned_once;                 /* the group answered: we are in */
     /* --kafka-transactions */
     int txn;
     enum { TX_INIT, TX_OPEN, TX_BUSY } tx;
@@ -214,6 +216,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     struct ksrc *s = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    kiln_metrics_rebalance();
+    s->assigned_once = 1;
     rd_kafka_error_t *e = NULL;
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
@@ -296,6 +300,9 @@ static void take(struct ksrc *s, rd_kafka_message_t *m)
     d->pub.attempt = 1;
     snprintf(d->pub.ref, sizeof(d->pub.ref), "%s[%" PRId32 "]@%" PRId64,
              rd_kafka_topic_name(m->rkt), m->partition, m->offset);
+    d->pub.enqueued_ms = rd_kafka_message_timestamp(m, NULL);
+    if (d->pub.enqueued_ms < 0)
+        d->pub.enqueued_ms = 0;
     d->part = p;
     d->gen = p->gen;
     d->offset = m->offset;
@@ -656,6 +663,15 @@ static void kafka_release(struct kiln_source *src, struct kiln_delivery *pub)
     free(d);
 }
 
+static int kafka_ready(struct kiln_source *src, char *why, size_t len)
+{
+    struct ksrc *s = (struct ksrc *)src;
+    if (s->assigned_once)
+        return 1;
+    snprintf(why, len, "not yet a member of Kafka group %s", s->pub.cfg->group);
+    return 0;
+}
+
 static void kafka_stop(struct kiln_source *src)
 {
     struct ksrc *s = (struct ksrc *)src;
@@ -807,6 +823,7 @@ static const struct kiln_source_ops kafka_ops = {
     .release = kafka_release,
     .stop = kafka_stop,
     .idle = kafka_idle,
+    .ready = kafka_ready,
     .destroy = kafka_destroy,
 };
 

@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "source.h"
 
 #define BACKOFF_MIN_MS 100
@@ -42,6 +43,7 @@ struct rconn {
     uv_timer_t retry;
     uint64_t backoff;
     uint64_t connect_started;
+    int ever_up;
 };
 
 struct rdelivery {
@@ -204,6 +206,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     kiln_info("redis %s connection up (%s:%d)", c->name, s->host, s->port);
+    if (c->ever_up)
+        kiln_metrics_reconnect("redis");
+    c->ever_up = 1;
     c->up = 1;
     c->backoff = 0;
     redisEnableKeepAlive((redisContext *)&ac->c);
@@ -437,6 +442,7 @@ static struct rdelivery *take_entry(struct rsrc *s, const redisReply *e)
         return NULL;
     snprintf(d->id, sizeof(d->id), "%s", e->element[0]->str);
     snprintf(d->pub.ref, sizeof(d->pub.ref), "%s", d->id);
+    d->pub.enqueued_ms = strtoll(d->id, NULL, 10); /* a stream id starts with its ms time */
     d->pub.src = &s->pub;
     d->pub.attempt = 1;
     const redisReply *f = e->element[1];
@@ -772,6 +778,15 @@ static int redis_idle(struct kiln_source *src)
     return ((struct rsrc *)src)->head == NULL;
 }
 
+static int redis_ready(struct kiln_source *src, char *why, size_t len)
+{
+    struct rsrc *s = (struct rsrc *)src;
+    if (s->cmd.up && s->fetch.up)
+        return 1;
+    snprintf(why, len, "not connected to redis at %s:%d", s->host, s->port);
+    return 0;
+}
+
 static void redis_destroy(struct kiln_source *src)
 {
     struct rsrc *s = (struct rsrc *)src;
@@ -810,6 +825,7 @@ static const struct kiln_source_ops redis_ops = {
     .release = redis_release,
     .stop = redis_stop,
     .idle = redis_idle,
+    .ready = redis_ready,
     .destroy = redis_destroy,
 };
 

@@ -1,0 +1,38 @@
+/*
+ * Prometheus metrics, /healthz and /readyz on --metrics-addr. Counters and
+ * histograms live here and are fed by the runner, the pools and the
+ * sources; gauges and readiness are asked for at scrape time. Labels are
+ * bounded sets (plugins, statuses, reason classes), never job ids.
+ */
+#ifndef KILN_METRICS_H
+#define KILN_METRICS_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <uv.h>
+
+/* Asked at every scrape: write gauge lines to `out`; say whether the
+ * worker is ready (and if not, why). */
+struct kiln_metrics_hooks {
+    void *arg;
+    void (*gauges)(void *arg, FILE *out);
+    int (*ready)(void *arg, char *why, size_t len);
+};
+
+void kiln_metrics_job_started(const char *plugin);
+void kiln_metrics_job_finished(const char *plugin, const char *status, double seconds);
+void kiln_metrics_queue_wait(double seconds);
+void kiln_metrics_rejected(const char *reason);
+void kiln_metrics_output(int fd, size_t bytes);
+void kiln_metrics_reconnect(const char *source);
+void kiln_metrics_rebalance(void);
+void kiln_metrics_pool(const char *plugin, int hit, double refill_seconds);
+
+/* Serve on "HOST:PORT". Returns 0 or a negative libuv code with why. */
+int kiln_metrics_serve(uv_loop_t *loop, const char *addr, const struct kiln_metrics_hooks *hooks,
+                       char *err, size_t errlen);
+
+/* The text exposition, as /metrics serves it; malloc'd, for tests. */
+char *kiln_metrics_text(const struct kiln_metrics_hooks *hooks, size_t *len);
+
+#endif
