@@ -63,6 +63,7 @@ static const struct opt {
     {"tmp-mb", OPT_INT, F(tmp_mb), "256", "size of a sandbox's /tmp and of its /work"},
     {"jail-uid-base", OPT_INT, F(jail_uid_base), "1000000", "host uid the jail's root maps to (+1000: the job's uid)"},
     {"log-level", OPT_STR, F(log_level), "info", "debug | info | warn | error"},
+    {"log-format", OPT_STR, F(log_format), "json", "json (one object per line) | text"},
     {"list-plugins", OPT_FLAG, F(list_plugins), NULL, "load the plugins, list them and exit"},
 #undef F
 };
@@ -125,10 +126,12 @@ static int check(struct kiln_config *cfg)
     static const char *queues[] = {"redis", "kafka", NULL};
     static const char *backends[] = {"auto", "jail", "qemu", "firecracker", NULL};
     static const char *levels[] = {"debug", "info", "warn", "error", NULL};
+    static const char *formats[] = {"json", "text", NULL};
     struct { const char *name, *val, **allowed; } enums[] = {
         {"queue", cfg->queue, queues},
         {"backend", cfg->backend, backends},
         {"log-level", cfg->log_level, levels},
+        {"log-format", cfg->log_format, formats},
     };
     for (size_t i = 0; i < sizeof(enums) / sizeof(enums[0]); i++) {
         const char **a = enums[i].allowed;

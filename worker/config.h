@@ -32,6 +32,7 @@ struct kiln_config {
     int64_t tmp_mb;           /* size of the jail's /tmp and /work each */
     int64_t jail_uid_base;    /* host uid that the jail's root maps to */
     char *log_level;
+    char *log_format;     /* json | text */
     int list_plugins;
     int kafka_transactions;
     char *rootfs;             /* the runtime image tree, or NULL: the host's /usr */

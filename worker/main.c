@@ -144,6 +144,7 @@ int main(int argc, char **argv)
     if (r != 0)
         return r > 0 ? 0 : 2;
     set_log_level(cfg.log_level);
+    kiln_log_json = strcmp(cfg.log_format, "json") == 0;
     signal(SIGPIPE, SIG_IGN);
 
     r = kiln_plugins_load_dir(&plugins, cfg.plugin_dir);

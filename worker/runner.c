@@ -159,9 +159,10 @@ static void on_exit_written(void *arg, int status, const char *err)
         maybe_free(run);
         return;
     }
-    kiln_info("job %s attempt %u: %s%s%s (%lld ms)", job_id(run) ? job_id(run) : "-",
-              run->ex.attempt, run->ex.status, run->ex.reason ? ": " : "",
-              run->ex.reason ? run->ex.reason : "", (long long)run->ex.wall_ms);
+    kiln_log_job(KILN_LOG_INFO, job_id(run), run->plugin ? run->plugin->name : NULL, run->ex.attempt,
+                 "job %s attempt %u: %s%s%s (%lld ms)", job_id(run) ? job_id(run) : "-",
+                 run->ex.attempt, run->ex.status, run->ex.reason ? ": " : "",
+                 run->ex.reason ? run->ex.reason : "", (long long)run->ex.wall_ms);
     run->w->src->ops->ack(run->w->src, run->d);
     run->d = NULL;
     maybe_free(run);
@@ -642,8 +643,9 @@ static void start_one(struct kiln_run *run)
         run->chan->on_msg = on_agent_msg;
         run->chan->on_end = on_agent_end;
         run->chan->arg = run;
-        kiln_info("job %s attempt %u: started (%s, warm, from %s%s)", run->job->id, d->attempt,
-                  p->name, d->ref, run->cur > 0 ? ", next input" : "");
+        kiln_log_job(KILN_LOG_INFO, run->job->id, p->name, d->attempt,
+                     "job %s attempt %u: started (%s, warm, from %s%s)", run->job->id, d->attempt,
+                     p->name, d->ref, run->cur > 0 ? ", next input" : "");
         kiln_metrics_job_started(p->name);
         start_timer(run, timeout);
         send_run(run);
@@ -658,8 +660,9 @@ static void start_one(struct kiln_run *run)
     }
     run->sb->on_exit = on_sandbox_exit;
     run->sb->arg = run;
-    kiln_info("job %s attempt %u: started (%s, from %s%s)", run->job->id, d->attempt, p->name,
-              d->ref, run->cur > 0 ? ", next input" : "");
+    kiln_log_job(KILN_LOG_INFO, run->job->id, p->name, d->attempt,
+                 "job %s attempt %u: started (%s, from %s%s)", run->job->id, d->attempt, p->name,
+                 d->ref, run->cur > 0 ? ", next input" : "");
     kiln_metrics_job_started(p->name);
 
     int fd = run->sb->fd;

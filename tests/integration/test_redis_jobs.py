@@ -106,6 +106,17 @@ class RedisJobs(KilnCase):
         self.assertGreaterEqual(most[0], 2, "jobs did not run side by side")
         wait_for(lambda: self.pending() == 0, 5, "every job acknowledged")
 
+    def test_log_is_one_json_object_per_line(self):
+        import json
+        w = self.worker()
+        ex, _, _ = self.run_job("echo logged")
+        lines = [json.loads(l) for l in w.text().decode().splitlines()]
+        self.assertTrue(all({"time", "level", "msg"} <= set(l) for l in lines))
+        mine = [l for l in lines if l.get("job") == ex["id"]]
+        self.assertEqual(len(mine), 2, "a started line and a finished line")
+        self.assertTrue(all(l["plugin"] == "shell" and l["attempt"] == 1 for l in mine))
+        self.assertIn("started", mine[0]["msg"])
+
     def test_jobs_enqueued_before_the_worker_starts_are_run(self):
         j = self.job("echo queued")
         self.submit(j)  # no group yet: the worker creates it from the start
