@@ -10,7 +10,7 @@ PKGS="$PKGS libuv1-dev libhiredis-dev libmsgpack-dev librdkafka-dev libssl-dev"
 PKGS="$PKGS libseccomp-dev libjansson-dev libhttp-parser-dev"
 # tests: unit framework, real servers, independent clients, process tools
 PKGS="$PKGS libcmocka-dev redis-server redis-tools kcat"
-PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka python3-prometheus-client"
+PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka python3-prometheus-client python3-yaml"
 PKGS="$PKGS procps iproute2 util-linux"
 # fuzzing: clang with its libFuzzer runtime; the benchmark's plot
 PKGS="$PKGS clang libclang-rt-14-dev gnuplot-nox"

@@ -205,6 +205,9 @@ int main(int argc, char **argv)
     }
     w.src = src;
     src->on_cancel = kiln_worker_on_cancel;
+    for (size_t i = 0; i < plugins.n; i++)
+        kiln_metrics_declare_plugin(plugins.v[i].p->name);
+    kiln_metrics_declare_source(cfg.queue);
     static struct kiln_metrics_hooks hooks;
     hooks = (struct kiln_metrics_hooks){&w, gauges, ready};
     if (cfg.metrics_addr != NULL) {

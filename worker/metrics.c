@@ -66,6 +66,22 @@ static void observe(struct histogram *h, const char *plugin, double x)
     h->v[i].count++;
 }
 
+void kiln_metrics_declare_plugin(const char *plugin)
+{
+    slot(&started, plugin);
+    slot(&pool_hits, plugin);
+    slot(&pool_misses, plugin);
+    slot(&pool_refill, plugin);
+    slot(&pool_refills, plugin);
+}
+
+void kiln_metrics_declare_source(const char *source)
+{
+    slot(&reconnects, source);
+    slot(&output, "stdout");
+    slot(&output, "stderr");
+}
+
 void kiln_metrics_job_started(const char *plugin) { (*slot(&started, plugin))++; }
 
 void kiln_metrics_job_finished(const char *plugin, const char *status, double seconds)

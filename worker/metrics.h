@@ -19,6 +19,11 @@ struct kiln_metrics_hooks {
     int (*ready)(void *arg, char *why, size_t len);
 };
 
+/* Declare the label values known at start, at zero, so every series
+ * exists before its first event (a dashboard shows 0, not "no data"). */
+void kiln_metrics_declare_plugin(const char *plugin);
+void kiln_metrics_declare_source(const char *source);
+
 void kiln_metrics_job_started(const char *plugin);
 void kiln_metrics_job_finished(const char *plugin, const char *status, double seconds);
 void kiln_metrics_queue_wait(double seconds);

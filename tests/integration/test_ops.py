@@ -1,0 +1,82 @@
+"""The deployment files: the Kubernetes manifests and KEDA scalers parse and
+say what the worker needs (a grace period longer than the drain, probes on
+/healthz and /readyz); the systemd unit stops after the drain; and every
+metric the Grafana dashboard queries exists on a live worker's /metrics."""
+import configparser
+import json
+import os
+import re
+import urllib.request
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from kilntest import KilnCase, free_port, main, skip_unless_jail_works
+
+skip_unless_jail_works()
+OPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ops")
+
+
+def docs(name):
+    with open(os.path.join(OPS, "k8s", name)) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+class Ops(KilnCase):
+    def test_kubernetes_manifests(self):
+        objs = docs("deployment.yaml")
+        kinds = {o["kind"]: o for o in objs}
+        cm, dep = kinds["ConfigMap"], kinds["Deployment"]
+        drain_s = int(cm["data"]["KILN_DRAIN_TIMEOUT_MS"]) / 1000
+        pod = dep["spec"]["template"]["spec"]
+        self.assertGreater(pod["terminationGracePeriodSeconds"], drain_s)
+        c = pod["containers"][0]
+        self.assertEqual(c["livenessProbe"]["httpGet"]["path"], "/healthz")
+        self.assertEqual(c["readinessProbe"]["httpGet"]["path"], "/readyz")
+        port = cm["data"]["KILN_METRICS_ADDR"].rsplit(":", 1)[1]
+        self.assertEqual(str(c["ports"][0]["containerPort"]), port)
+        self.assertTrue(c["securityContext"]["privileged"], "the jail backend needs its privileges")
+        self.assertTrue(any(e["name"] == "KILN_CONSUMER" for e in c["env"]), "pods need distinct consumers")
+        for name, trigger in (("keda-redis.yaml", "redis-streams"), ("keda-kafka.yaml", "kafka")):
+            so = docs(name)[0]
+            self.assertEqual(so["kind"], "ScaledObject")
+            self.assertEqual(so["spec"]["scaleTargetRef"]["name"], dep["metadata"]["name"])
+            t = so["spec"]["triggers"][0]
+            self.assertEqual(t["type"], trigger)
+            self.assertEqual(t["metadata"]["consumerGroup"], cm["data"]["KILN_GROUP"])
+
+    def test_systemd_unit(self):
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str
+        unit.read(os.path.join(OPS, "systemd", "kiln-worker.service"))
+        svc = unit["Service"]
+        self.assertEqual(svc["KillSignal"], "SIGTERM")
+        self.assertGreater(int(svc["TimeoutStopSec"]), 30, "longer than the default drain")
+        self.assertIn("--metrics-addr", svc["ExecStart"])
+        for forbidden in ("SystemCallFilter", "MemoryDenyWriteExecute", "ProtectHostname"):
+            self.assertNotIn(forbidden, svc, "it would break the jail or its interpreters")
+
+    def test_every_dashboard_metric_exists(self):
+        with open(os.path.join(OPS, "grafana", "kiln.json")) as f:
+            dash = json.load(f)
+        used = set()
+        for p in dash["panels"]:
+            for t in p["targets"]:
+                used |= set(re.findall(r"\bkiln_[a-z_]+", t["expr"]))
+        self.assertGreaterEqual(len(used), 10)
+        port = free_port()
+        self.worker("ops", "--metrics-addr", "127.0.0.1:%d" % port)
+        self.run_job("echo x")
+        self.run_job("x", plugin="cobol")  # a rejection, so that family has a sample
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            text = r.read().decode()
+        names = set()
+        for fam in text_string_to_metric_families(text):
+            names.add(fam.name)
+            names |= {s.name for s in fam.samples}
+        missing = sorted(m for m in used if m not in names)
+        self.assertEqual(missing, [], "the dashboard queries metrics the worker does not serve")
+
+
+if __name__ == "__main__":
+    main()
