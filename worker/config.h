@@ -43,7 +43,10 @@ struct kiln_config {
     int64_t cpu_ms, max_cpu_ms;         /* CPU time per process (RLIMIT_CPU); 0: none */
     int64_t file_bytes, max_file_bytes; /* largest file a job may write (RLIMIT_FSIZE) */
     int64_t open_files;                 /* descriptors per process (RLIMIT_NOFILE) */
-    int64_t drain_timeout_ms;           /* SIGTERM: how long running jobs may finish */
+    int64_t drain_timeout_ms;
+    int64_t max_attempts;               /* kiln's own failures are retried up to this */
+    int64_t retry_backoff_ms;           /* first retry's delay; doubles, with jitter */
+    char *dead_letters;                 /* where jobs past max_attempts go */           /* SIGTERM: how long running jobs may finish */
     int require_signature;              /* run only jobs signed with a known key */
     char *keys_file;                    /* KEY-ID HEX-SECRET lines */   /* exit frame + offsets in one transaction */
 };

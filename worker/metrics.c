@@ -77,6 +77,10 @@ void kiln_metrics_declare_plugin(const char *plugin)
 
 void kiln_metrics_declare_source(const char *source)
 {
+    static const char *reasons[] = {"signature", "unknown_plugin", "limits", "too_large",
+                                    "not_msgpack", "invalid", "other"};
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+        slot(&rejected, reasons[i]);
     slot(&reconnects, source);
     slot(&output, "stdout");
     slot(&output, "stderr");

@@ -35,6 +35,7 @@
 struct kiln_run {
     struct kiln_run *next, *prev;  /* the worker's list */
     int abandoned;                 /* drain timed out: no frame, no ack */
+    int dead;                      /* dead-lettered: its final frame now */
     int cancelled;                 /* a control message stopped it */
     struct kiln_worker *w;
     struct kiln_delivery *d;     /* until acknowledged */
@@ -59,7 +60,19 @@ struct kiln_run {
     int next_due;                /* an input's exit frame is in: start the next */
     struct kiln_exit total;      /* sums for the final summary frame */
     const struct kiln_plugin *plugin;
+    /* retries of kiln's own failures */
+    unsigned retries;            /* done so far in this worker */
+    int retry_due;               /* the failed attempt's sandbox must go first */
+    char *reasons[16];           /* every failed attempt's reason */
+    unsigned nreasons;
+    uv_timer_t backoff;
+    int backoff_open;
 };
+
+static unsigned attempt_of(const struct kiln_run *run)
+{
+    return run->d->attempt + run->retries;
+}
 
 static void maybe_free(struct kiln_run *run);
 static int apply_limits(struct kiln_run *run);
@@ -82,9 +95,9 @@ static void on_frame_written(void *arg, int status, const char *err)
 static void emit_output(struct kiln_run *run, int fd, const void *data, size_t len)
 {
     msgpack_sbuffer sb;
-    struct kiln_frame_info info = {fd == 2 ? "stderr" : "stdout", run->seq, run->d->attempt, run->d};
+    struct kiln_frame_info info = {fd == 2 ? "stderr" : "stdout", run->seq, attempt_of(run), run->d};
     kiln_metrics_output(fd, len);
-    kiln_frame_output(&sb, job_id(run), run->seq++, run->d->attempt, fd, data, len, run->cur);
+    kiln_frame_output(&sb, job_id(run), run->seq++, attempt_of(run), fd, data, len, run->cur);
     run->w->src->ops->write(run->w->src, run->dest, job_id(run), sb.data, sb.size, &info,
                             on_frame_written, run);
     msgpack_sbuffer_destroy(&sb);
@@ -168,11 +181,43 @@ static void on_exit_written(void *arg, int status, const char *err)
     maybe_free(run);
 }
 
+static void dead_letter(struct kiln_run *run);
+
+/* kiln itself failed this attempt: try again later, or give up. Returns 1
+ * when the failure was taken care of (no exit frame for this attempt). */
+static int retry_or_dead_letter(struct kiln_run *run, const char *reason)
+{
+    const struct kiln_config *cfg = run->w->cfg;
+    if (run->job == NULL || run->plugin == NULL || run->abandoned || run->w->draining ||
+        run->cur >= 0)
+        return 0; /* undecodable, a drain, or a job with runs: report as is */
+    if (run->nreasons < sizeof(run->reasons) / sizeof(run->reasons[0]))
+        run->reasons[run->nreasons++] = strdup(reason ? reason : "internal failure");
+    if (attempt_of(run) >= (unsigned)cfg->max_attempts) {
+        dead_letter(run);
+        return 1;
+    }
+    kiln_log_job(KILN_LOG_WARN, run->job->id, run->plugin->name, attempt_of(run),
+                 "job %s attempt %u failed in kiln (%s); retrying", run->job->id, attempt_of(run),
+                 reason ? reason : "?");
+    if (run->sb != NULL)
+        run->sb->backend->ops->kill(run->sb);
+    if (run->timer_open)
+        uv_timer_stop(&run->timer);
+    run->retry_due = 1; /* maybe_free starts the backoff once the sandbox is gone */
+    return 1;
+}
+
 /* The job has ended with `status`: stop what runs and write the exit frame. */
 static void finish(struct kiln_run *run, const char *status, const char *reason)
 {
     if (run->exit_sent)
         return;
+    if (strcmp(status, KILN_ST_INTERNAL) == 0 && !run->cancelled && !run->timed_out &&
+        !run->over_output && !run->dead && retry_or_dead_letter(run, reason)) {
+        run->exit_sent = 1;
+        return;
+    }
     run->exit_sent = 1;
     if (run->cancelled)
         status = KILN_ST_CANCELLED, reason = "cancelled through the control stream";
@@ -184,7 +229,7 @@ static void finish(struct kiln_run *run, const char *status, const char *reason)
     if (reason != NULL && reason != run->reason)
         snprintf(run->reason, sizeof(run->reason), "%s", reason);
     run->ex.reason = reason ? run->reason : NULL;
-    run->ex.attempt = run->d->attempt;
+    run->ex.attempt = attempt_of(run);
     run->ex.worker = run->w->cfg->consumer;
     run->ex.run = run->cur;
     run->ex.runs_ok = -1;
@@ -198,6 +243,61 @@ static void finish(struct kiln_run *run, const char *status, const char *reason)
         uv_timer_stop(&run->timer);
     run->exit_seq = run->seq++;
     write_exit(run);
+}
+
+static void on_dead_written(void *arg, int status, const char *err)
+{
+    struct kiln_run *run = arg;
+    char reason[512];
+    if (status < 0) /* not recorded: leave the job pending rather than lose it */
+        kiln_error("job %s: dead-letter write failed (%s); leaving it unacknowledged",
+                   run->job->id, err);
+    snprintf(reason, sizeof(reason), "kiln failed this job %u times; last: %s", run->nreasons,
+             run->nreasons ? run->reasons[run->nreasons - 1] : "?");
+    if (status < 0) {
+        run->abandoned = 1;
+        run->w->src->ops->release(run->w->src, run->d);
+        run->d = NULL;
+        maybe_free(run);
+        return;
+    }
+    run->exit_sent = 0;
+    run->dead = 1;
+    finish(run, KILN_ST_INTERNAL, reason);
+}
+
+/* Past --max-attempts: the job and every attempt's reason go to the dead
+ * letters; then its reply_to gets a final internal frame and it is acked. */
+static void dead_letter(struct kiln_run *run)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct kiln_frame_info info = {"dead", 0, attempt_of(run), run->d};
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    kiln_mp_str(&pk, "id");
+    kiln_mp_str(&pk, run->job->id);
+    kiln_mp_str(&pk, "attempts");
+    msgpack_pack_unsigned_int(&pk, attempt_of(run));
+    kiln_mp_str(&pk, "reasons");
+    msgpack_pack_array(&pk, run->nreasons);
+    for (unsigned i = 0; i < run->nreasons; i++)
+        kiln_mp_str(&pk, run->reasons[i]);
+    kiln_mp_str(&pk, "worker");
+    kiln_mp_str(&pk, run->w->cfg->consumer);
+    kiln_mp_str(&pk, "job");
+    kiln_mp_bin(&pk, run->d->data, run->d->len);
+    kiln_log_job(KILN_LOG_ERROR, run->job->id, run->plugin->name, attempt_of(run),
+                 "job %s: %u attempts failed in kiln; to the dead letters (%s)", run->job->id,
+                 attempt_of(run), run->w->cfg->dead_letters);
+    if (run->sb != NULL)
+        run->sb->backend->ops->kill(run->sb);
+    if (run->timer_open)
+        uv_timer_stop(&run->timer);
+    run->w->src->ops->write(run->w->src, run->w->cfg->dead_letters, run->job->id, sb.data, sb.size,
+                            &info, on_dead_written, run);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 static void reject(struct kiln_run *run, const char *reason)
@@ -424,7 +524,7 @@ static int build_plan(struct kiln_run *run, const struct kiln_plugin *p,
     int r;
 
     kiln_plan_init(plan, (size_t)cfg->max_job_bytes * 2 + (1u << 20));
-    snprintf(attempt, sizeof(attempt), "%u", run->d->attempt);
+    snprintf(attempt, sizeof(attempt), "%u", attempt_of(run));
     if ((r = kiln_plan_env(plan, "PATH", "/usr/local/bin:/usr/bin:/bin")) < 0 ||
         (r = kiln_plan_env(plan, "HOME", "/work")) < 0 ||
         (r = kiln_plan_env(plan, "TMPDIR", "/tmp")) < 0 ||
@@ -443,7 +543,7 @@ static int build_plan(struct kiln_run *run, const struct kiln_plugin *p,
         .nargs = job->nargs,
         .env = job->env,
         .nenv = job->nenv,
-        .attempt = run->d->attempt,
+        .attempt = attempt_of(run),
         .has_net = job->has_net,
         .net_allow = (const char *const *)job->net_allow,
         .nnet = job->nnet,
@@ -608,6 +708,13 @@ static void start(struct kiln_run *run)
         return;
     }
     run->plugin = p;
+    if (d->attempt > (unsigned)cfg->max_attempts) {
+        char why[160];
+        snprintf(why, sizeof(why), "delivered %u times: the workers running it stopped mid-job", d->attempt);
+        run->reasons[run->nreasons++] = strdup(why);
+        dead_letter(run);
+        return;
+    }
     if (run->job->nruns > 0)
         run->cur = 0;
     if (d->enqueued_ms > 0 && now_ms >= d->enqueued_ms)
@@ -685,7 +792,7 @@ static void write_summary(struct kiln_run *run)
     e->wall_ms = run->total.wall_ms;
     e->cpu_ms = run->total.cpu_ms;
     e->max_rss_kb = run->total.max_rss_kb;
-    e->attempt = run->d->attempt;
+    e->attempt = attempt_of(run);
     e->worker = run->w->cfg->consumer;
     e->meta = run->job->meta;
     e->meta_len = run->job->meta_len;
@@ -712,11 +819,57 @@ static void start_next(struct kiln_run *run)
     start_one(run);
 }
 
+static void on_backoff(uv_timer_t *t)
+{
+    struct kiln_run *run = t->data;
+    run->retries++;
+    run->exit_sent = run->timed_out = run->over_output = run->running = 0;
+    run->out_bytes = 0;
+    run->reason[0] = '\0';
+    memset(&run->ex, 0, sizeof(run->ex));
+    kiln_plan_free(&run->plan);
+    start_one(run);
+}
+
+static void start_backoff(struct kiln_run *run)
+{
+    const struct kiln_config *cfg = run->w->cfg;
+    uint64_t delay = (uint64_t)cfg->retry_backoff_ms << (run->retries < 10 ? run->retries : 10);
+    if (delay > 30000)
+        delay = 30000;
+    delay = delay / 2 + (uint64_t)rand() % (delay / 2 + 1); /* jitter: [d/2, d] */
+    run->retry_due = 0;
+    if (!run->backoff_open) {
+        uv_timer_init(run->w->loop, &run->backoff);
+        run->backoff.data = run;
+        run->backoff_open = 1;
+    }
+    uv_timer_start(&run->backoff, on_backoff, delay, 0);
+}
+
+static void on_backoff_closed(uv_handle_t *h)
+{
+    struct kiln_run *run = h->data;
+    run->backoff_open = 0;
+    maybe_free(run);
+}
+
 static void maybe_free(struct kiln_run *run)
 {
     if (run->next_due && run->sb == NULL && run->chan == NULL) {
         start_next(run);
         return;
+    }
+    if (run->retry_due && run->sb == NULL && run->chan == NULL) {
+        if (run->w->draining) { /* no retry now: leave it for another worker */
+            run->retry_due = 0;
+            run->abandoned = 1;
+            run->w->src->ops->release(run->w->src, run->d);
+            run->d = NULL;
+        } else {
+            start_backoff(run);
+            return;
+        }
     }
     if (run->d != NULL || run->sb != NULL || run->chan != NULL)
         return;
@@ -726,6 +879,13 @@ static void maybe_free(struct kiln_run *run)
         return;
     }
     if (run->timer_open)
+        return;
+    if (run->backoff_open == 1) {
+        run->backoff_open = 2;
+        uv_close((uv_handle_t *)&run->backoff, on_backoff_closed);
+        return;
+    }
+    if (run->backoff_open)
         return;
     struct kiln_worker *w = run->w;
     if (run->prev)
@@ -738,6 +898,8 @@ static void maybe_free(struct kiln_run *run)
         w->finished++;
     kiln_job_free(run->job);
     kiln_plan_free(&run->plan);
+    for (unsigned i = 0; i < run->nreasons; i++)
+        free(run->reasons[i]);
     free(run);
     w->busy--;
     if (!w->draining)

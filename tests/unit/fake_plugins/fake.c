@@ -7,12 +7,15 @@
 #ifndef FAKE_NAME
 #define FAKE_NAME "fake"
 #endif
+#ifndef FAKE_PROGRAM
+#define FAKE_PROGRAM "/bin/true"
+#endif
 
 static int fake_plan(const struct kiln_host *host, const struct kiln_job_view *job,
                      struct kiln_plan *plan)
 {
     (void)job;
-    return host->plan_arg(plan, "/bin/true");
+    return host->plan_arg(plan, FAKE_PROGRAM);
 }
 
 static int fake_init_fail(const struct kiln_host *host)

@@ -1,0 +1,83 @@
+"""Retries and dead letters: a job kiln itself fails every time (its
+sandbox cannot start the program) is retried with backoff up to
+--max-attempts, then lands in the dead-letter stream with every attempt's
+reason while its reply_to gets a final internal frame; a job whose own
+program fails is a result, never retried; a job delivered more times than
+the limit (its workers kept dying) is dead-lettered without running."""
+import glob
+import os
+
+import msgpack
+
+from kilntest import BUILD, KilnCase, main, skip_unless_jail_works, wait_for
+
+skip_unless_jail_works()
+
+
+class Retries(KilnCase):
+    def setUp(self):
+        super().setUp()
+        # the real plugins plus one whose sandbox always fails
+        self.plugins = os.path.join(self.tmp, "plugins")
+        os.makedirs(self.plugins)
+        for so in glob.glob(os.path.join(BUILD, "lib", "kiln", "plugins", "*.so")) + \
+                glob.glob(os.path.join(BUILD, "tests", "crash_plugins", "*.so")):
+            os.symlink(so, os.path.join(self.plugins, os.path.basename(so)))
+
+    def dead(self):
+        return [msgpack.unpackb(f[b"frame"], raw=False) for _, f in self.r.xrange("kiln.dead")]
+
+    def test_kiln_failure_retried_then_dead_lettered(self):
+        w = self.worker("r1", "--plugin-dir", self.plugins, "--max-attempts", "3",
+                        "--retry-backoff-ms", "50", "--log-level", "debug")
+        j = self.job("anything", plugin="crashy")
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=30)
+        exits = [f for f in fs if f["kind"] == "exit"]
+        self.assertEqual(len(exits), 1, "only the final frame: failed attempts are retried, not reported")
+        ex = exits[0]
+        self.assertEqual((ex["status"], ex["attempt"]), ("internal", 3))
+        self.assertIn("failed this job 3 times", ex["reason"])
+        dead = self.dead()
+        self.assertEqual(len(dead), 1)
+        d = dead[0]
+        self.assertEqual((d["id"], d["attempts"], d["worker"]), (j["id"], 3, "r1"))
+        self.assertEqual(len(d["reasons"]), 3)
+        self.assertTrue(all("could not start the job" in r for r in d["reasons"]), d["reasons"])
+        self.assertEqual(msgpack.unpackb(d["job"], raw=False)["id"], j["id"], "the job itself is kept")
+        log = w.text().decode()
+        self.assertEqual(log.count("failed in kiln ("), 2, "two retries before the third, last attempt")
+        wait_for(lambda: self.pending() == 0, 5, "the dead-lettered job to be acknowledged")
+        # and the worker goes on
+        ok, out, _ = self.run_job("echo alive")
+        self.assertEqual((ok["status"], out), ("ok", b"alive\n"))
+
+    def test_a_failing_program_is_not_retried(self):
+        w = self.worker("r1", "--plugin-dir", self.plugins, "--max-attempts", "3")
+        ex, _, _ = self.run_job("exit 1")
+        self.assertEqual((ex["status"], ex["code"], ex["attempt"]), ("error", 1, 1))
+        self.assertEqual(len([f for f in self.frames(job_id=ex["id"]) if f["kind"] == "exit"]), 1)
+        self.assertEqual(self.dead(), [])
+        self.assertNotIn(b"failed in kiln", w.text())
+
+    def test_delivered_too_often_goes_to_the_dead_letters_unrun(self):
+        # a job whose workers kept dying: five deliveries already
+        self.r.xgroup_create("kiln.jobs", "kiln", id="0", mkstream=True)
+        j = self.job("echo SHOULD-NOT-RUN")
+        entry = self.submit(j)
+        self.r.xreadgroup("kiln", "ghost", {"kiln.jobs": ">"}, count=1)
+        for _ in range(4):
+            self.r.xclaim("kiln.jobs", "kiln", "ghost", 0, [entry])
+        w = self.worker("r1", "--plugin-dir", self.plugins, "--max-attempts", "3",
+                        "--claim-idle-ms", "200")
+        ex = self.wait_exit(j["id"], timeout=20)[-1]
+        self.assertEqual(ex["status"], "internal")
+        self.assertEqual([f for f in self.frames(job_id=j["id"]) if f["kind"] == "stdout"], [])
+        d = self.dead()
+        self.assertEqual(len(d), 1)
+        self.assertIn("delivered 6 times", d[0]["reasons"][0])
+        self.assertNotIn(b"started", w.text())
+
+
+if __name__ == "__main__":
+    main()
