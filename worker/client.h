@@ -22,6 +22,8 @@ struct kiln_client_ops {
      * error, -2 when `fn` asked to stop, -3 at the end of everything
      * written so far (only when watching from the beginning). */
     int (*read)(struct kiln_client *c, long block_ms, kiln_frame_fn fn, void *arg);
+    /* Ask every worker to cancel job `id` (control stream / topic). */
+    int (*cancel)(struct kiln_client *c, const char *control, const char *id);
     /* Remove a private reply stream (Redis); may be NULL. */
     void (*drop)(struct kiln_client *c, const char *stream);
     void (*close)(struct kiln_client *c);
@@ -34,9 +36,6 @@ struct kiln_client {
 /* Connect; NULL after printing why. */
 struct kiln_client *kiln_client_redis(const char *url);
 struct kiln_client *kiln_client_kafka(const char *brokers, char **conf, size_t nconf);
-
-/* XADD control * cancel id, on a client from kiln_client_redis(). */
-int kiln_client_redis_cancel(struct kiln_client *c, const char *control, const char *id);
 
 /* kiln dev-broker: a Kafka-protocol broker for development and tests. */
 int kiln_dev_broker(int argc, char **argv);

@@ -135,6 +135,22 @@ static int k_read(struct kiln_client *pub, long block_ms, kiln_frame_fn fn, void
     return r;
 }
 
+static int k_cancel(struct kiln_client *pub, const char *control, const char *id)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str(&pk, 6);
+    msgpack_pack_str_body(&pk, "cancel", 6);
+    msgpack_pack_str(&pk, strlen(id));
+    msgpack_pack_str_body(&pk, id, strlen(id));
+    int r = k_enqueue(pub, control, id, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return r;
+}
+
 static void k_close(struct kiln_client *pub)
 {
     struct kclient *kc = (struct kclient *)pub;
@@ -144,7 +160,7 @@ static void k_close(struct kiln_client *pub)
     free(kc);
 }
 
-static const struct kiln_client_ops kafka_ops = {k_watch, k_enqueue, k_read, NULL, k_close};
+static const struct kiln_client_ops kafka_ops = {k_watch, k_enqueue, k_read, k_cancel, NULL, k_close};
 
 struct kiln_client *kiln_client_kafka(const char *brokers, char **conf, size_t nconf)
 {

@@ -89,7 +89,7 @@ static void r_drop(struct kiln_client *pub, const char *stream)
         freeReplyObject(r);
 }
 
-int kiln_client_redis_cancel(struct kiln_client *pub, const char *control, const char *id)
+static int r_cancel(struct kiln_client *pub, const char *control, const char *id)
 {
     struct rclient *rc = (struct rclient *)pub;
     redisReply *r = redisCommand(rc->c, "XADD %s * cancel %s", control, id);
@@ -108,7 +108,7 @@ static void r_close(struct kiln_client *pub)
     free(rc);
 }
 
-static const struct kiln_client_ops redis_ops = {r_watch, r_enqueue, r_read, r_drop, r_close};
+static const struct kiln_client_ops redis_ops = {r_watch, r_enqueue, r_read, r_cancel, r_drop, r_close};
 
 struct kiln_client *kiln_client_redis(const char *url)
 {

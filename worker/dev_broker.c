@@ -67,7 +67,8 @@ int kiln_dev_broker(int argc, char **argv)
             fprintf(stderr, "usage: kiln dev-broker [--brokers N] [--partitions N] [--topic NAME]...\n"
                             "  a Kafka-protocol broker for development and tests (librdkafka's\n"
                             "  mock cluster): in memory, not for production. Creates kiln.jobs,\n"
-                            "  kiln.results and each --topic with --partitions partitions (4).\n");
+                            "  kiln.results, kiln.dead and each --topic with --partitions\n"
+                            "  partitions (4), and kiln.control with one.\n");
             return 2;
         }
     }
@@ -86,6 +87,8 @@ int kiln_dev_broker(int argc, char **argv)
     }
     rd_kafka_mock_topic_create(mc, "kiln.jobs", partitions, 1);
     rd_kafka_mock_topic_create(mc, "kiln.results", partitions, 1);
+    rd_kafka_mock_topic_create(mc, "kiln.control", 1, 1);
+    rd_kafka_mock_topic_create(mc, "kiln.dead", partitions, 1);
     for (int i = 0; i < ntopics; i++)
         rd_kafka_mock_topic_create(mc, topics[i], partitions, 1);
     printf("%s\n", rd_kafka_mock_cluster_bootstraps(mc));

@@ -57,7 +57,7 @@ static void usage(FILE *f)
           "  prints each frame as one JSON object; bin data that is UTF-8 prints as a\n"
           "  string, other data as {\"base64\": ...}\n"
           "\n"
-          "usage: kiln cancel JOB-ID   (Redis: $KILN_REDIS, control stream $KILN_CONTROL or kiln.control)\n"
+          "usage: kiln cancel [--queue Q --redis URL --brokers LIST] [--control NAME] JOB-ID\n"
           "\n"
           "usage: kiln dev-broker [--brokers N] [--partitions N] [--topic NAME]...\n"
           "  a local Kafka-protocol broker for development and tests; prints its\n"
@@ -511,23 +511,45 @@ out:
     return rc;
 }
 
+/* kiln cancel [--queue Q --redis URL --brokers LIST] JOB-ID: every worker
+ * reads the control stream / topic; the one running the job stops it. */
+static int cmd_cancel(int argc, char **argv)
+{
+    const char *control = getenv("KILN_CONTROL") ? getenv("KILN_CONTROL") : "kiln.control";
+    struct where w;
+    int c;
+    static const struct option lo[] = {WHERE_OPTIONS, {"control", 1, 0, 'c'}, {0, 0, 0, 0}};
+    where_init(&w);
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (where_opt(&w, c, optarg))
+            continue;
+        if (c == 'c')
+            control = optarg;
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind + 1 != argc) {
+        usage(stderr);
+        return 2;
+    }
+    struct kiln_client *cl = where_open(&w);
+    if (cl == NULL)
+        return 69;
+    int r = cl->ops->cancel(cl, control, argv[optind]);
+    cl->ops->close(cl);
+    return r < 0 ? 69 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "submit") == 0)
         return cmd_submit(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "frames") == 0)
         return cmd_frames(argc - 1, argv + 1);
-    if (argc == 3 && strcmp(argv[1], "cancel") == 0) {
-        /* every worker reads the control stream; the one running it stops it */
-        const char *url = getenv("KILN_REDIS") ? getenv("KILN_REDIS") : "redis://127.0.0.1:6379";
-        const char *ctl = getenv("KILN_CONTROL") ? getenv("KILN_CONTROL") : "kiln.control";
-        struct kiln_client *cl = kiln_client_redis(url);
-        if (cl == NULL)
-            return 69;
-        int r = kiln_client_redis_cancel(cl, ctl, argv[2]);
-        cl->ops->close(cl);
-        return r < 0 ? 69 : 0;
-    }
+    if (argc >= 2 && strcmp(argv[1], "cancel") == 0)
+        return cmd_cancel(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "dev-broker") == 0)
         return kiln_dev_broker(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "--version") == 0) {

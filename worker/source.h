@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 struct kiln_config;
@@ -65,6 +66,8 @@ struct kiln_source_ops {
     void (*stop)(struct kiln_source *s);
     /* 1 when every write and ack given so far has been confirmed. */
     int (*idle)(struct kiln_source *s);
+    /* Gauge lines for /metrics (queue depth as the source sees it). */
+    void (*gauges)(struct kiln_source *s, FILE *out);
     /* 1 when connected to the queue; else 0 with why. */
     int (*ready)(struct kiln_source *s, char *why, size_t len);
     /* Close connections (a Kafka consumer leaves its group, committing

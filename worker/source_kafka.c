@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "proto.h"
 #include "log.h"
 #include "metrics.h"
 #include "source.h"
@@ -86,7 +87,8 @@ struct kqueue {               /* a librdkafka queue watched by the loop */
 struct ksrc {
     struct kiln_source pub;
     rd_kafka_t *consumer, *producer;
-    struct kqueue cq, pq;
+    rd_kafka_t *control;               /* reads --control: {cancel: id} */
+    struct kqueue cq, pq, ctlq;
     uv_timer_t tick, defer;
     unsigned credit;
     int paused;
@@ -663,6 +665,30 @@ static void kafka_release(struct kiln_source *src, struct kiln_delivery *pub)
     free(d);
 }
 
+static void kafka_gauges(struct kiln_source *src, FILE *out)
+{
+    struct ksrc *s = (struct ksrc *)src;
+    rd_kafka_topic_partition_list_t *l = NULL;
+    long long lag = 0;
+    if (rd_kafka_assignment(s->consumer, &l) == 0 && l != NULL) {
+        rd_kafka_position(s->consumer, l);
+        for (int i = 0; i < l->cnt; i++) {
+            int64_t lo, hi;
+            if (rd_kafka_get_watermark_offsets(s->consumer, l->elems[i].topic, l->elems[i].partition,
+                                               &lo, &hi) == 0 && hi >= 0 && l->elems[i].offset >= 0 &&
+                hi > l->elems[i].offset)
+                lag += hi - l->elems[i].offset;
+        }
+    }
+    fprintf(out, "# HELP kiln_kafka_consumer_lag Messages of this worker's partitions not yet taken.\n"
+                 "# TYPE kiln_kafka_consumer_lag gauge\nkiln_kafka_consumer_lag %lld\n", lag);
+    fprintf(out, "# HELP kiln_kafka_assigned_partitions Partitions this worker holds.\n"
+                 "# TYPE kiln_kafka_assigned_partitions gauge\nkiln_kafka_assigned_partitions %d\n",
+            l ? l->cnt : 0);
+    if (l)
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
 static int kafka_ready(struct kiln_source *src, char *why, size_t len)
 {
     struct ksrc *s = (struct ksrc *)src;
@@ -708,19 +734,56 @@ static void arm_defer(struct ksrc *s)
     uv_timer_start(&s->defer, on_defer, 0, 0);
 }
 
+/* A control message: msgpack {cancel: id}. */
+static void control_message(struct ksrc *s, const rd_kafka_message_t *m)
+{
+    msgpack_unpacked u;
+    size_t off = 0;
+    msgpack_unpacked_init(&u);
+    if (m->payload && kiln_mp_precheck(m->payload, m->len) == 0 &&
+        msgpack_unpack_next(&u, m->payload, m->len, &off) == MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *id = kiln_mp_get(&u.data, "cancel");
+        char *sid = id ? kiln_mp_strdup(id) : NULL;
+        if (sid != NULL && s->pub.on_cancel != NULL)
+            s->pub.on_cancel(s->pub.arg, sid);
+        free(sid);
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
 static void on_queue(uv_poll_t *h, int status, int events)
 {
     struct ksrc *s = h->data;
     char buf[64];
     (void)status;
     (void)events;
-    int fd = h == &s->cq.poll ? s->cq.fd[0] : s->pq.fd[0];
+    int fd = h == &s->cq.poll ? s->cq.fd[0] : h == &s->pq.poll ? s->pq.fd[0] : s->ctlq.fd[0];
     while (read(fd, buf, sizeof(buf)) > 0)
         ;
-    if (h == &s->cq.poll)
+    if (h == &s->cq.poll) {
         drain(s);
-    else
+    } else if (h == &s->pq.poll) {
         rd_kafka_poll(s->producer, 0);
+    } else {
+        rd_kafka_message_t *m;
+        while (!s->closing && (m = rd_kafka_consumer_poll(s->control, 0)) != NULL) {
+            if (!m->err)
+                control_message(s, m);
+            rd_kafka_message_destroy(m);
+        }
+    }
+}
+
+static void on_control_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct ksrc *s = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, parts);
+        kiln_info("kafka: control topic %s: listening (%d partition(s))", s->pub.cfg->control, parts->cnt);
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
 }
 
 static void on_tick(uv_timer_t *t)
@@ -765,6 +828,13 @@ static int kafka_start(struct kiln_source *src)
               s->txn ? ", exit frames and offsets in transactions" : "");
     if (s->txn)
         tx_run(s, 0);
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, s->pub.cfg->control, RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(s->control, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err)
+        kiln_warn("kafka: control topic %s: %s; cancellation will not reach this worker",
+                  s->pub.cfg->control, rd_kafka_err2str(err));
     uv_timer_start(&s->tick, on_tick, 200, 200);
     drain(s);
     return 0;
@@ -780,7 +850,10 @@ static void on_closed(uv_handle_t *h)
 static void kafka_destroy(struct kiln_source *src)
 {
     struct ksrc *s = (struct ksrc *)src;
-    s->closing = 6; /* five handles to close, then free */
+    s->closing = 7; /* six handles to close, then free */
+    rd_kafka_consumer_close(s->control);
+    rd_kafka_queue_destroy(s->ctlq.q);
+    rd_kafka_destroy(s->control);
     rd_kafka_consumer_close(s->consumer);
     rd_kafka_flush(s->producer, 5000);
     rd_kafka_queue_destroy(s->cq.q);
@@ -790,6 +863,7 @@ static void kafka_destroy(struct kiln_source *src)
     for (int i = 0; i < 2; i++) {
         close(s->cq.fd[i]);
         close(s->pq.fd[i]);
+        close(s->ctlq.fd[i]);
     }
     while (s->backlog) {
         struct kdelivery *d = s->backlog;
@@ -807,8 +881,8 @@ static void kafka_destroy(struct kiln_source *src)
     }
     uv_handle_t *hs[] = {(uv_handle_t *)&s->cq.poll, (uv_handle_t *)&s->pq.poll,
                          (uv_handle_t *)&s->tick, (uv_handle_t *)&s->defer,
-                         (uv_handle_t *)&s->tx_timer};
-    for (int i = 0; i < 5; i++) {
+                         (uv_handle_t *)&s->tx_timer, (uv_handle_t *)&s->ctlq.poll};
+    for (int i = 0; i < 6; i++) {
         hs[i]->data = s;
         uv_close(hs[i], on_closed);
     }
@@ -824,6 +898,7 @@ static const struct kiln_source_ops kafka_ops = {
     .stop = kafka_stop,
     .idle = kafka_idle,
     .ready = kafka_ready,
+    .gauges = kafka_gauges,
     .destroy = kafka_destroy,
 };
 
@@ -918,6 +993,24 @@ int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
     }
     rd_kafka_poll_set_consumer(s->consumer);
 
+    /* the control topic: a group of its own per worker, so every worker
+     * sees every message, from the newest on */
+    char ctl_group[600];
+    snprintf(ctl_group, sizeof(ctl_group), "kiln-control-%s-%s", cfg->group, cfg->consumer);
+    const char *ctlc[] = {"group.id", ctl_group, "enable.auto.commit", "false",
+                          "auto.offset.reset", "latest", NULL};
+    rd_kafka_conf_t *k = make_conf(cfg, ctlc, err, errlen);
+    if (k == NULL)
+        goto fail;
+    rd_kafka_conf_set_opaque(k, s);
+    rd_kafka_conf_set_rebalance_cb(k, on_control_rebalance);
+    rd_kafka_conf_set_log_cb(k, on_log);
+    if ((s->control = rd_kafka_new(RD_KAFKA_CONSUMER, k, err, errlen)) == NULL) {
+        rd_kafka_conf_destroy(k);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(s->control);
+
     rd_kafka_conf_t *p = make_conf(cfg, pc, err, errlen);
     if (p == NULL)
         goto fail;
@@ -939,7 +1032,8 @@ int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
     s->tx_tail = &s->tx_ops;
     s->held_tail = &s->held;
     if (watch(s, &s->cq, rd_kafka_queue_get_consumer(s->consumer)) < 0 ||
-        watch(s, &s->pq, rd_kafka_queue_get_main(s->producer)) < 0) {
+        watch(s, &s->pq, rd_kafka_queue_get_main(s->producer)) < 0 ||
+        watch(s, &s->ctlq, rd_kafka_queue_get_consumer(s->control)) < 0) {
         snprintf(err, errlen, "kafka: pipe: %s", strerror(errno));
         goto fail; /* a loop handle may be live: the worker exits anyway */
     }
@@ -950,6 +1044,8 @@ int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
     *out = &s->pub;
     return 0;
 fail:
+    if (s->control)
+        rd_kafka_destroy(s->control);
     if (s->consumer)
         rd_kafka_destroy(s->consumer);
     if (s->producer)

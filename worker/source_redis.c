@@ -74,6 +74,9 @@ struct rsrc {
     char *user, *password;
     struct rconn cmd, fetch, ctl;
     char ctl_last[64];              /* control stream: last entry read */
+    long long pending;              /* the group's pending entries, -1 unknown */
+    long long lag;                  /* entries not yet delivered to the group, -1 */
+    uint64_t next_depth;
     int ctl_reading;
     struct op *head, *tail;
     unsigned credit;
@@ -709,6 +712,34 @@ static void control_next(struct rsrc *s)
 
 /* ---- the tick: watchdog, heartbeat, paused fetches ------------------- */
 
+static void on_depth(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rsrc *s = ((struct rconn *)ac->data)->s;
+    redisReply *reply = r;
+    (void)priv;
+    if (reply == NULL || s->stopping)
+        return;
+    /* XINFO GROUPS: [[name, g, consumers, n, pending, n, last-delivered-id, id,
+     * (7.0:) entries-read, n, lag, n], ...] */
+    if (reply->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *g = reply->element[i];
+        int ours = 0;
+        for (size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2) {
+            const redisReply *key = g->element[k], *val = g->element[k + 1];
+            if (key->type != REDIS_REPLY_STRING && key->type != REDIS_REPLY_STATUS)
+                continue;
+            if (strcmp(key->str, "name") == 0)
+                ours = val->type == REDIS_REPLY_STRING && strcmp(val->str, s->pub.cfg->group) == 0;
+            else if (ours && strcmp(key->str, "pending") == 0 && val->type == REDIS_REPLY_INTEGER)
+                s->pending = val->integer;
+            else if (ours && strcmp(key->str, "lag") == 0)
+                s->lag = val->type == REDIS_REPLY_INTEGER ? val->integer : -1;
+        }
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct rsrc *s = t->data;
@@ -725,6 +756,10 @@ static void on_tick(uv_timer_t *t)
                 conn_reset(&s->cmd, "a write is overdue");
             break;
         }
+    if (n >= s->next_depth && s->cmd.up) {
+        s->next_depth = n + 5000;
+        redisAsyncCommand(s->cmd.ac, on_depth, NULL, "XINFO GROUPS %s", s->pub.cfg->jobs);
+    }
     if (n >= s->next_touch) {
         s->next_touch = n + (uint64_t)s->pub.cfg->claim_idle_ms / 3;
         if (s->inflight != NULL)
@@ -787,6 +822,15 @@ static int redis_ready(struct kiln_source *src, char *why, size_t len)
     return 0;
 }
 
+static void redis_gauges(struct kiln_source *src, FILE *out)
+{
+    struct rsrc *s = (struct rsrc *)src;
+    fprintf(out, "# HELP kiln_redis_pending Entries of the group delivered and not yet acknowledged.\n"
+                 "# TYPE kiln_redis_pending gauge\nkiln_redis_pending %lld\n", s->pending);
+    fprintf(out, "# HELP kiln_redis_lag Entries of the job stream not yet delivered to the group.\n"
+                 "# TYPE kiln_redis_lag gauge\nkiln_redis_lag %lld\n", s->lag);
+}
+
 static void redis_destroy(struct kiln_source *src)
 {
     struct rsrc *s = (struct rsrc *)src;
@@ -826,6 +870,7 @@ static const struct kiln_source_ops redis_ops = {
     .stop = redis_stop,
     .idle = redis_idle,
     .ready = redis_ready,
+    .gauges = redis_gauges,
     .destroy = redis_destroy,
 };
 
@@ -897,6 +942,7 @@ int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
     s->pub.arg = arg;
     strcpy(s->claim_from, "0-0");
     strcpy(s->ctl_last, "$");
+    s->pending = s->lag = -1;
     struct rconn *conns[] = {&s->cmd, &s->fetch, &s->ctl};
     const char *names[] = {"cmd", "fetch", "control"};
     for (int i = 0; i < 3; i++) {

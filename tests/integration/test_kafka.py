@@ -192,6 +192,28 @@ class Kafka(KafkaCase):
         kinds = [json.loads(l)["kind"] for l in r.stdout.splitlines()]
         self.assertEqual(kinds, ["stdout", "stderr", "exit"])
 
+    def test_cancel_through_the_control_topic_and_metrics(self):
+        import urllib.request
+        from kilntest import free_port
+        port = free_port()
+        w = self.kworker("k1", "--metrics-addr", "127.0.0.1:%d" % port)
+        wait_for(lambda: b"control topic kiln.control: listening" in w.text(), 30, "the control consumer")
+        j = job("echo begun; sleep 30")
+        self.produce([j])
+        wait_for(lambda: any(f["id"] == j["id"] and f["kind"] == "stdout" for _, _, f, _, _ in self.kframes()),
+                 30, "the job to run", interval=0.3)
+        env = dict(os.environ, KILN_QUEUE="kafka", KILN_BROKERS=self.b)
+        subprocess.run([os.path.join(BIN, "kiln"), "cancel", j["id"]], check=True, timeout=30, env=env)
+        ex = wait_for(lambda: next((f for _, _, f, _, _ in self.kframes()
+                                    if f["id"] == j["id"] and f["kind"] == "exit"), None), 30,
+                      "the cancelled exit frame", interval=0.3)
+        self.assertEqual(ex["status"], "cancelled")
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            text = r.read().decode()
+        self.assertRegex(text, r"kiln_kafka_assigned_partitions [1-9]")
+        self.assertRegex(text, r"kiln_kafka_consumer_lag \d+")
+        self.assertRegex(text, r"kiln_kafka_rebalances_total [1-9]")
+
 
 class KafkaTransactions(KafkaCase):
     def read(self, isolation):

@@ -60,6 +60,11 @@ class Metrics(KilnCase):
         self.assertEqual(m[("kiln_build_info", (("version", "0.1.0"),))], 1)
         self.assertGreater(m[("kiln_pool_hits_total", (("plugin", "shell"),))]
                            + m.get(("kiln_pool_misses_total", (("plugin", "shell"),)), 0), 0)
+        # the group's depth, from XINFO GROUPS every few seconds
+        m = wait_for(lambda: (lambda x: x if x[("kiln_redis_pending", ())] >= 0 else None)(self.samples()),
+                     10, "the pending gauge")
+        self.assertEqual(m[("kiln_redis_pending", ())], 0)
+        self.assertEqual(m[("kiln_redis_lag", ())], 0)
         for name, _ in m:
             self.assertTrue(name.startswith("kiln_"), name)
         self.assertFalse(any("id" in dict(labels) for _, labels in m), "a job id became a label")
