@@ -455,6 +455,7 @@ int main(int argc, char **argv)
     const char *jail = NULL;
     unsigned tmp_mb = 256;
     int root_fd = -1;
+    const char *proxy_dir = NULL;
     struct kiln_proto_reader rd;
     msgpack_unpacked u;
 
@@ -467,6 +468,8 @@ int main(int argc, char **argv)
             chan = atoi(argv[++i]);
         else if (strcmp(argv[i], "--root-fd") == 0 && i + 1 < argc)
             root_fd = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--proxy-dir") == 0 && i + 1 < argc)
+            proxy_dir = argv[++i];
         else {
             fprintf(stderr, "usage: kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]\n");
             return 2;
@@ -478,7 +481,7 @@ int main(int argc, char **argv)
         dup2(devnull, 0);
     if (jail != NULL) {
         char err[512];
-        if (kiln_jail_enter(jail, root_fd, tmp_mb, err, sizeof(err)) < 0) {
+        if (kiln_jail_enter(jail, root_fd, proxy_dir, tmp_mb, err, sizeof(err)) < 0) {
             send_error(err);
             return 1;
         }
@@ -521,6 +524,12 @@ int main(int argc, char **argv)
             have_warm = 1;
             send_started();
             continue;
+        }
+        const msgpack_object *px = kiln_mp_get(&u.data, "proxy");
+        if (px != NULL && px->type == MSGPACK_OBJECT_BOOLEAN && px->via.boolean &&
+            kiln_relay_start() < 0) {
+            send_error("agent: could not start the network relay");
+            return 1;
         }
         struct child c;
         int64_t t0 = now_ms();

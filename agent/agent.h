@@ -31,10 +31,21 @@ struct kiln_exec_spec {
 /* exec.c: set the spec's rlimits on `pid` (0: the calling process). */
 int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
 
+/* Where the worker's egress proxy socket appears inside a jail, and the
+ * port the relay serves the job on (relay.c). */
+#define KILN_PROXY_DIR "/dev/kiln-proxy"
+#define KILN_PROXY_SOCKET KILN_PROXY_DIR "/p.sock"
+#define KILN_PROXY_PORT 3128
+
+/* relay.c: listen on 127.0.0.1:3128 and carry each connection to the
+ * worker's proxy, in a child of the agent. Returns 0 or -errno. */
+int kiln_relay_start(void);
+
 /* jail.c: inside fresh namespaces, build the sandbox's root at `mnt` and
  * pivot into it: from the runtime image open at `root_fd`, or (-1) from the
  * host's /usr. Returns 0, or -1 with the failed step in `err`. */
-int kiln_jail_enter(const char *mnt, int root_fd, unsigned tmp_mb, char *err, size_t errlen);
+int kiln_jail_enter(const char *mnt, int root_fd, const char *proxy_dir, unsigned tmp_mb,
+                    char *err, size_t errlen);
 
 /* seccomp.c: load the job's syscall filter. Returns 0 or a negative errno. */
 int kiln_seccomp_apply(void);

@@ -4,7 +4,8 @@
  * to bottom as the order of confinement:
  *
  *   private mounts -> the runtime image (or a tmpfs root with the host's
- *   /usr and our /etc) -> /dev -> /proc -> /tmp, /work -> pivot_root ->
+ *   /usr and our /etc) -> /dev (+ its proxy socket dir) -> /proc -> /tmp,
+ *   /work -> pivot_root ->
  *   read-only root -> hostname -> lo
  *
  * Capabilities, no_new_privs and seccomp come last, per job, in exec.c.
@@ -253,7 +254,19 @@ static int loopback_up(void)
     return r < 0 ? fail("bring up", "lo") : 0;
 }
 
-int kiln_jail_enter(const char *mnt, int root_fd, unsigned tmp_mb, char *err, size_t errlen)
+/* This sandbox's own directory of the worker's egress proxy sockets,
+ * read-only, at /dev/kiln-proxy: it sees no other sandbox's. */
+static int mount_proxy_dir(const char *dir)
+{
+    if (dir == NULL)
+        return 0;
+    if (mkdir("dev/kiln-proxy", 0755) < 0)
+        return fail("mkdir", "/dev/kiln-proxy");
+    return bind_mount(dir, "dev/kiln-proxy", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+}
+
+int kiln_jail_enter(const char *mnt, int root_fd, const char *proxy_dir, unsigned tmp_mb,
+                    char *err, size_t errlen)
 {
     jerr = err;
     jerrlen = errlen;
@@ -263,6 +276,7 @@ int kiln_jail_enter(const char *mnt, int root_fd, unsigned tmp_mb, char *err, si
                      : (mount_root(mnt) < 0 || mount_system() < 0 || mount_etc() < 0))
         return -1;
     if (mount_dev() < 0 ||
+        mount_proxy_dir(proxy_dir) < 0 ||
         mount_proc() < 0 ||
         mount_scratch(tmp_mb) < 0 ||
         pivot() < 0 ||

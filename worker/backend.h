@@ -32,6 +32,8 @@ struct kiln_sandbox {
     void *arg;
     int wstatus;              /* set before on_exit: how PID 1 ended */
     struct rusage ru;         /* and what the whole sandbox used */
+    const char *proxy_dir;    /* where its egress proxy socket goes (seen inside
+                               * at /dev/kiln-proxy), or NULL: no way out */
     int64_t peak_kb;          /* the kernel's peak memory of it, -1 unknown */
     int64_t oom_kills;        /* processes the memory limit killed */
 };

@@ -55,7 +55,9 @@ struct jail {
     int tree_fd;              /* per spawn: a detached copy of it to attach */
     char mnt[512];            /* empty dir the jail's root is mounted on */
     char tmp_mb[24];
-    char *argv[10];
+    char *argv[14];
+    char proxy_root[512];
+    unsigned spawned;
     char uid_map[64];
     struct kiln_cgroups cgs;
     int cg_ok;                /* cgroups usable: limits are enforced */
@@ -71,6 +73,7 @@ struct jail_sandbox {
     int killed;
     struct kiln_cgroup cg;
     int has_cg;
+    char proxy_dir[512];
 };
 
 static int mkdirs(const char *path)
@@ -101,7 +104,7 @@ static int write_text(const char *path, const char *text)
 
 /* The child between clone and exec: only async-signal-safe calls. */
 __attribute__((noreturn))
-static void child(struct jail *j, int sync_rd, int sync_wr, int chan)
+static void child(struct jail *j, char **argv, int sync_rd, int sync_wr, int chan)
 {
     char c;
     close(sync_wr);
@@ -121,7 +124,7 @@ static void child(struct jail *j, int sync_rd, int sync_wr, int chan)
     if (syscall(SYS_close_range, j->tree_fd >= 0 ? 5 : 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         _exit(126);
     static char *envp[] = {"PATH=/usr/bin:/bin", NULL};
-    syscall(SYS_execveat, j->agent_fd, "", j->argv, envp, AT_EMPTY_PATH);
+    syscall(SYS_execveat, j->agent_fd, "", argv, envp, AT_EMPTY_PATH);
     _exit(127);
 }
 
@@ -190,6 +193,10 @@ static void on_pidfd(uv_poll_t *h, int status, int events)
     close(sb->pidfd);
     if (sb->pub.fd >= 0)
         close(sb->pub.fd);
+    char sock[600];
+    snprintf(sock, sizeof(sock), "%s/p.sock", sb->proxy_dir);
+    unlink(sock);
+    rmdir(sb->proxy_dir);
     if (sb->pub.on_exit != NULL)
         sb->pub.on_exit(&sb->pub);
     uv_close((uv_handle_t *)h, on_poll_closed);
@@ -219,6 +226,24 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, struct kiln_s
         snprintf(err, errlen, "jail: socketpair/pipe: %s", strerror(errno));
         goto fail;
     }
+    /* its own directory for an egress proxy socket, bound into it alone */
+    char *argv[14];
+    int a = 0;
+    while (j->argv[a] != NULL) {
+        argv[a] = j->argv[a];
+        a++;
+    }
+    if (snprintf(sb->proxy_dir, sizeof(sb->proxy_dir), "%s/%u", j->proxy_root, ++j->spawned) >=
+            (int)sizeof(sb->proxy_dir) ||
+        (mkdir(sb->proxy_dir, 0755) < 0 && errno != EEXIST)) {
+        r = -errno;
+        snprintf(err, errlen, "jail: mkdir %s: %s", sb->proxy_dir, strerror(errno));
+        goto fail;
+    }
+    argv[a++] = "--proxy-dir";
+    argv[a++] = sb->proxy_dir;
+    argv[a] = NULL;
+    sb->pub.proxy_dir = sb->proxy_dir;
     /* The image as a detached mount: the agent attaches it inside its own
      * mount namespace (a mount of ours could not be bound from there). */
     j->tree_fd = -1;
@@ -245,7 +270,7 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, struct kiln_s
         goto fail;
     }
     if (pid == 0)
-        child(j, sync[0], sync[1], sv[1]);
+        child(j, argv, sync[0], sync[1], sv[1]);
     if (j->tree_fd >= 0)
         close(j->tree_fd);
     j->tree_fd = -1;
@@ -336,7 +361,13 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
     if (j == NULL)
         return -ENOMEM;
     snprintf(j->mnt, sizeof(j->mnt), "%s/jail-root", cfg->state_dir);
-    if ((r = mkdirs(j->mnt)) < 0) {
+    if (snprintf(j->proxy_root, sizeof(j->proxy_root), "%s/proxy-%d", cfg->state_dir, (int)getpid()) >=
+        (int)sizeof(j->proxy_root)) {
+        snprintf(err, errlen, "--state-dir is too long");
+        free(j);
+        return -ENAMETOOLONG;
+    }
+    if ((r = mkdirs(j->mnt)) < 0 || (r = mkdirs(j->proxy_root)) < 0) {
         snprintf(err, errlen, "jail: cannot create %s: %s", j->mnt, strerror(-r));
         free(j);
         return r;

@@ -58,6 +58,7 @@ static const struct opt {
     {"retry-backoff-ms", OPT_INT, F(retry_backoff_ms), "200", "delay before the first retry; doubles, with jitter"},
     {"dead-letters", OPT_STR, F(dead_letters), "kiln.dead", "stream / topic for jobs past --max-attempts"},
     {"drain-timeout-ms", OPT_INT, F(drain_timeout_ms), "30000", "on SIGTERM, how long running jobs may finish"},
+    {"net-private-ok", OPT_STR, F(net_private_ok), "", "comma-separated IPv4 CIDRs the egress proxy may reach though private"},
     {"require-signature", OPT_FLAG, F(require_signature), NULL, "run only jobs with a valid HMAC-SHA256 'sig' (see --keys-file)"},
     {"keys-file", OPT_STR, F(keys_file), NULL, "signing keys, 'KEY-ID HEX-SECRET' per line; re-read when it changes"},
     {"max-job-bytes", OPT_INT, F(max_job_bytes), "8388608", "larger jobs are rejected"},

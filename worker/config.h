@@ -47,6 +47,7 @@ struct kiln_config {
     int64_t max_attempts;               /* kiln's own failures are retried up to this */
     int64_t retry_backoff_ms;           /* first retry's delay; doubles, with jitter */
     char *dead_letters;                 /* where jobs past max_attempts go */           /* SIGTERM: how long running jobs may finish */
+    char *net_private_ok;               /* CIDRs the egress proxy may reach though private */
     int require_signature;              /* run only jobs signed with a known key */
     char *keys_file;                    /* KEY-ID HEX-SECRET lines */   /* exit frame + offsets in one transaction */
 };

@@ -40,7 +40,7 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 11 + (e->reason != NULL) + (e->meta != NULL) + (e->run >= 0) +
-                              2 * (e->runs_ok >= 0));
+                              2 * (e->runs_ok >= 0) + (e->ndenied > 0));
     pack_id(&pk, id);
     kiln_mp_str(&pk, "seq");
     msgpack_pack_uint64(&pk, seq);
@@ -79,6 +79,12 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     if (e->run >= 0) {
         kiln_mp_str(&pk, "run");
         msgpack_pack_int(&pk, e->run);
+    }
+    if (e->ndenied > 0) {
+        kiln_mp_str(&pk, "denied");
+        msgpack_pack_array(&pk, e->ndenied);
+        for (size_t i = 0; i < e->ndenied; i++)
+            kiln_mp_str(&pk, e->denied[i]);
     }
     if (e->runs_ok >= 0) {
         kiln_mp_str(&pk, "runs");

@@ -34,6 +34,8 @@ struct kiln_exit {
     int run;              /* index into the job's runs, or -1 */
     int runs_total;       /* a job's final summary: how many runs, and */
     int runs_ok;          /* how many ended ok; -1 when not a summary */
+    const char *const *denied; /* destinations the egress proxy refused */
+    size_t ndenied;
 };
 
 /*

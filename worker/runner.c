@@ -22,6 +22,7 @@
 #include "backend.h"
 #include "chan.h"
 #include "config.h"
+#include "egress.h"
 #include "frame.h"
 #include "job.h"
 #include "log.h"
@@ -43,6 +44,7 @@ struct kiln_run {
     struct kiln_plan plan;
     struct kiln_sandbox *sb;     /* until it has exited */
     struct kiln_chan *chan;      /* until the agent's stream ends */
+    struct kiln_egress *egress;  /* the job's way out, with net.allow */
     uv_timer_t timer;
     int timer_open;
     const char *dest;            /* where frames go */
@@ -232,6 +234,8 @@ static void finish(struct kiln_run *run, const char *status, const char *reason)
     run->ex.attempt = attempt_of(run);
     run->ex.worker = run->w->cfg->consumer;
     run->ex.run = run->cur;
+    if (run->egress != NULL)
+        run->ex.denied = kiln_egress_denied(run->egress, &run->ex.ndenied);
     run->ex.runs_ok = -1;
     if (run->job != NULL && run->job->meta != NULL) {
         run->ex.meta = run->job->meta;
@@ -317,14 +321,36 @@ static void send_run(struct kiln_run *run)
         finish(run, r == -ENOTSUP ? KILN_ST_REJECTED : KILN_ST_INTERNAL, run->reason);
         return;
     }
+    int proxy = job->has_net && job->nnet > 0 && run->sb->proxy_dir != NULL;
+    if (job->has_net && job->nnet > 0 && run->sb->proxy_dir == NULL) {
+        finish(run, KILN_ST_REJECTED, "this backend offers no network path for net.allow");
+        return;
+    }
+    if (proxy) {
+        char path[600];
+        snprintf(path, sizeof(path), "%s/p.sock", run->sb->proxy_dir);
+        if (kiln_egress_open(run->w->loop, path, (const char *const *)job->net_allow, job->nnet,
+                             cfg->net_private_ok, &run->egress) < 0) {
+            finish(run, KILN_ST_INTERNAL, "could not open the egress proxy");
+            return;
+        }
+        static const char *vars[] = {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"};
+        for (size_t i = 0; i < 4; i++)
+            kiln_plan_env(plan, vars[i], "http://127.0.0.1:3128");
+    }
     int64_t cpu_ms = job->limits.cpu_ms > 0 ? job->limits.cpu_ms : cfg->cpu_ms;
     int64_t fsize = job->limits.file_bytes >= 0 ? job->limits.file_bytes : cfg->file_bytes;
     msgpack_packer pk;
     msgpack_sbuffer sb;
     kiln_proto_begin(&sb, &pk);
-    msgpack_pack_map(&pk, 7);
+    msgpack_pack_map(&pk, 8);
     kiln_mp_str(&pk, "t");
     kiln_mp_str(&pk, "run");
+    kiln_mp_str(&pk, "proxy");
+    if (proxy)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
     /* per process, by the kernel: CPU seconds (SIGXCPU), file size
      * (SIGXFSZ), open descriptors */
     kiln_mp_str(&pk, "rlimits");
@@ -803,9 +829,18 @@ static void write_summary(struct kiln_run *run)
     write_exit(run);
 }
 
+static void close_egress(struct kiln_run *run)
+{
+    if (run->egress != NULL) {
+        kiln_egress_close(run->egress);
+        run->egress = NULL;
+    }
+}
+
 static void start_next(struct kiln_run *run)
 {
     run->next_due = 0;
+    close_egress(run);
     if (++run->cur >= (int)run->job->nruns) {
         run->cur = -1;
         write_summary(run);
@@ -822,6 +857,7 @@ static void start_next(struct kiln_run *run)
 static void on_backoff(uv_timer_t *t)
 {
     struct kiln_run *run = t->data;
+    close_egress(run);
     run->retries++;
     run->exit_sent = run->timed_out = run->over_output = run->running = 0;
     run->out_bytes = 0;
@@ -888,6 +924,7 @@ static void maybe_free(struct kiln_run *run)
     if (run->backoff_open)
         return;
     struct kiln_worker *w = run->w;
+    close_egress(run);
     if (run->prev)
         run->prev->next = run->next;
     else

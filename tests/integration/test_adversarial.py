@@ -3,9 +3,9 @@ with the status it deserves (and figures in its exit frame that match what
 it did), and must leave the worker and the next job unharmed: a canary job
 runs after each and must see a clean sandbox.
 
-Not here yet: the egress proxy (net.allow reaching an allowlisted host,
-refusing others, DNS rebinding); no job has any network path out today,
-which the network cases below check."""
+The egress proxy (an allowlisted host reached, others refused, DNS
+rebinding to loopback, cloud metadata) is tested against a second host in
+test_egress.py; the network cases here are jobs without net.allow."""
 import os
 import subprocess
 

@@ -1,0 +1,130 @@
+/*
+ * The job's only way out, when it has net.allow: a relay listening on
+ * 127.0.0.1:3128 inside the sandbox's own network namespace. Each TCP
+ * connection there is carried, byte for byte, over a Unix socket the worker
+ * owns (bind-mounted at KILN_PROXY_SOCKET, for this sandbox alone) to the
+ * worker's egress proxy, which decides where it may go. The job sees it as
+ * HTTP_PROXY / HTTPS_PROXY.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define MAX_PAIRS 64
+
+struct pair {
+    int a, b; /* job side, worker side */
+};
+
+static int connect_worker(void)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, KILN_PROXY_SOCKET);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static void close_pair(struct pair *p)
+{
+    close(p->a);
+    close(p->b);
+    p->a = p->b = -1;
+}
+
+__attribute__((noreturn))
+static void serve(int lfd)
+{
+    struct pair pairs[MAX_PAIRS];
+    struct pollfd pf[1 + 2 * MAX_PAIRS];
+    char buf[16384];
+    for (int i = 0; i < MAX_PAIRS; i++)
+        pairs[i].a = pairs[i].b = -1;
+    for (;;) {
+        int n = 0;
+        pf[n++] = (struct pollfd){lfd, POLLIN, 0};
+        for (int i = 0; i < MAX_PAIRS; i++) {
+            pf[n++] = (struct pollfd){pairs[i].a, POLLIN, 0};
+            pf[n++] = (struct pollfd){pairs[i].b, POLLIN, 0};
+        }
+        if (poll(pf, (nfds_t)n, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(1);
+        }
+        if (pf[0].revents & POLLIN) {
+            int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+            int i;
+            for (i = 0; c >= 0 && i < MAX_PAIRS && pairs[i].a >= 0; i++)
+                ;
+            int w = c >= 0 && i < MAX_PAIRS ? connect_worker() : -1;
+            if (w < 0) {
+                if (c >= 0)
+                    close(c);
+            } else {
+                pairs[i] = (struct pair){c, w};
+            }
+        }
+        for (int i = 0; i < MAX_PAIRS; i++) {
+            for (int side = 0; side < 2 && pairs[i].a >= 0; side++) {
+                if (!pf[1 + 2 * i + side].revents)
+                    continue;
+                int from = side ? pairs[i].b : pairs[i].a, to = side ? pairs[i].a : pairs[i].b;
+                ssize_t r = read(from, buf, sizeof(buf));
+                if (r <= 0) {
+                    close_pair(&pairs[i]);
+                    break;
+                }
+                for (ssize_t off = 0; off < r;) { /* blocking: the other side paces us */
+                    ssize_t wn = write(to, buf + off, (size_t)(r - off));
+                    if (wn <= 0) {
+                        close_pair(&pairs[i]);
+                        break;
+                    }
+                    off += wn;
+                }
+            }
+        }
+    }
+}
+
+int kiln_relay_start(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(KILN_PROXY_PORT),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int one = 1, ready[2];
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 64) < 0)
+        return -errno;
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        sigset_t all;
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        close(ready[0]);
+        close(ready[1]);
+        serve(lfd);
+    }
+    close(lfd);
+    close(ready[1]);
+    close(ready[0]);
+    return 0;
+}

@@ -1,0 +1,36 @@
+/*
+ * The egress proxy: a job's only way out. One per sandbox whose job has
+ * net.allow, listening on a Unix socket in that sandbox's own directory
+ * (the agent relays the job's 127.0.0.1:3128 to it). HTTP CONNECT and
+ * plain absolute-URI requests; the host must match an allow pattern; names
+ * are resolved here, never by the job; loopback, private, link-local,
+ * multicast and cloud-metadata addresses are refused even when an allowed
+ * name resolves to them (DNS rebinding), unless the operator lists their
+ * range in --net-private-ok. Every refusal is recorded for the exit frame.
+ *
+ * Patterns: host, *.suffix, host:port, 1.2.3.4[:port], [v6][:port]; without
+ * a port only 80 and 443 are allowed.
+ */
+#ifndef KILN_EGRESS_H
+#define KILN_EGRESS_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#define KILN_EGRESS_DENIED_MAX 32
+
+struct kiln_egress;
+
+/* Listen at `path` for one sandbox. `allow` is copied. Returns 0 with a new
+ * proxy in *out, or a negative libuv code. */
+int kiln_egress_open(uv_loop_t *loop, const char *path, const char *const *allow, size_t nallow,
+                     const char *private_ok, struct kiln_egress **out);
+/* Destinations refused so far ("host:port: why"), borrowed. */
+const char *const *kiln_egress_denied(const struct kiln_egress *eg, size_t *n);
+/* Stop listening, close its connections; freed when libuv lets go. */
+void kiln_egress_close(struct kiln_egress *eg);
+
+/* 1 if `host`:`port` matches one of the patterns (exposed for tests). */
+int kiln_egress_allowed(const char *const *allow, size_t nallow, const char *host, int port);
+
+#endif
