@@ -78,10 +78,14 @@ static void on_warm_exit(struct kiln_sandbox *sb)
     unlink_warm(w);
     if (!w->ready)
         p->failures++;
-    kiln_warn("pool %s: a %s sandbox died (%s)", p->plugin->name, w->ready ? "warm" : "starting",
-              w->ready ? "replaced" : "retrying");
+    /* a pool that keeps failing (its runtime missing here, say) backs off
+     * up to a minute and says so once in a while, not at every attempt */
+    uint64_t delay = p->failures > 3 ? 1000ull << (p->failures - 4 < 6 ? p->failures - 4 : 6) : 0;
+    if (p->failures <= 4 || (p->failures & (p->failures - 1)) == 0)
+        kiln_warn("pool %s: a %s sandbox died (%s; %u failure(s) in a row)", p->plugin->name,
+                  w->ready ? "warm" : "starting", w->ready ? "replaced" : "retrying", p->failures);
     free(w);
-    schedule_fill(p->pool, p->failures > 3 ? 1000 : 0);
+    schedule_fill(p->pool, delay);
 }
 
 static void warm_ready(struct warm *w)
@@ -110,14 +114,7 @@ static void send_prestart(struct warm *w)
     msgpack_pack_map(&pk, 4);
     kiln_mp_str(&pk, "t");
     kiln_mp_str(&pk, "prestart");
-    kiln_mp_str(&pk, "argv");
-    msgpack_pack_array(&pk, plan->argc);
-    for (size_t i = 0; i < plan->argc; i++)
-        kiln_mp_str(&pk, plan->argv[i]);
-    kiln_mp_str(&pk, "env");
-    msgpack_pack_array(&pk, plan->nenv);
-    for (size_t i = 0; i < plan->nenv; i++)
-        kiln_mp_str(&pk, plan->env[i]);
+    kiln_plan_pack_command(&pk, plan);
     kiln_mp_str(&pk, "cwd");
     kiln_mp_str(&pk, "/work");
     if (kiln_chan_send(w->chan, &sb) < 0)
@@ -140,7 +137,9 @@ static void on_warm_msg(void *arg, const msgpack_object *m)
     } else if (kiln_mp_streq(t, "error")) {
         const msgpack_object *why = kiln_mp_get(m, "reason");
         char *s = why ? kiln_mp_strdup(why) : NULL;
-        kiln_warn("pool %s: warm start failed: %s", w->prof->plugin->name, s ? s : "?");
+        unsigned f = w->prof->failures;
+        if (f < 4 || (f & (f - 1)) == 0)
+            kiln_warn("pool %s: warm start failed: %s", w->prof->plugin->name, s ? s : "?");
         free(s);
         w->sb->backend->ops->kill(w->sb);
     }

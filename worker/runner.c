@@ -361,14 +361,7 @@ static void send_run(struct kiln_run *run)
     msgpack_pack_int64(&pk, fsize);
     kiln_mp_str(&pk, "nofile");
     msgpack_pack_int64(&pk, cfg->open_files);
-    kiln_mp_str(&pk, "argv");
-    msgpack_pack_array(&pk, plan->argc);
-    for (size_t i = 0; i < plan->argc; i++)
-        kiln_mp_str(&pk, plan->argv[i]);
-    kiln_mp_str(&pk, "env");
-    msgpack_pack_array(&pk, plan->nenv);
-    for (size_t i = 0; i < plan->nenv; i++)
-        kiln_mp_str(&pk, plan->env[i]);
+    kiln_plan_pack_command(&pk, plan);
     kiln_mp_str(&pk, "cwd");
     kiln_mp_str(&pk, "/work");
     kiln_mp_str(&pk, "files");
@@ -837,15 +830,11 @@ static void close_egress(struct kiln_run *run)
     }
 }
 
-static void start_next(struct kiln_run *run)
+/* Forget one sandbox's run (an input of runs, or a failed attempt) and
+ * start the job again in a fresh sandbox. */
+static void start_again(struct kiln_run *run)
 {
-    run->next_due = 0;
     close_egress(run);
-    if (++run->cur >= (int)run->job->nruns) {
-        run->cur = -1;
-        write_summary(run);
-        return;
-    }
     run->exit_sent = run->timed_out = run->over_output = run->running = 0;
     run->out_bytes = 0;
     run->reason[0] = '\0';
@@ -854,17 +843,23 @@ static void start_next(struct kiln_run *run)
     start_one(run);
 }
 
+static void start_next(struct kiln_run *run)
+{
+    run->next_due = 0;
+    if (++run->cur >= (int)run->job->nruns) {
+        close_egress(run);
+        run->cur = -1;
+        write_summary(run);
+        return;
+    }
+    start_again(run);
+}
+
 static void on_backoff(uv_timer_t *t)
 {
     struct kiln_run *run = t->data;
-    close_egress(run);
     run->retries++;
-    run->exit_sent = run->timed_out = run->over_output = run->running = 0;
-    run->out_bytes = 0;
-    run->reason[0] = '\0';
-    memset(&run->ex, 0, sizeof(run->ex));
-    kiln_plan_free(&run->plan);
-    start_one(run);
+    start_again(run);
 }
 
 static void start_backoff(struct kiln_run *run)

@@ -939,6 +939,34 @@ fail:
     return NULL;
 }
 
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
+typedef void (*rebalance_fn)(rd_kafka_t *, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t *, void *);
+
+/* One librdkafka client of ours: our settings, then --kafka-conf, logging
+ * through the worker's log; a consumer polls through its consumer queue. */
+static rd_kafka_t *new_client(struct ksrc *s, rd_kafka_type_t type, const char *const *ours,
+                              rebalance_fn rebalance, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *c = make_conf(s->pub.cfg, ours, err, errlen);
+    if (c == NULL)
+        return NULL;
+    rd_kafka_conf_set_opaque(c, s);
+    rd_kafka_conf_set_log_cb(c, on_log);
+    if (rebalance != NULL)
+        rd_kafka_conf_set_rebalance_cb(c, rebalance);
+    if (type == RD_KAFKA_PRODUCER)
+        rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
+    rd_kafka_t *rk = rd_kafka_new(type, c, err, errlen);
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(c);
+        return NULL;
+    }
+    if (type == RD_KAFKA_CONSUMER)
+        rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
@@ -981,46 +1009,17 @@ int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
         pc[4] = NULL;
     }
 
-    rd_kafka_conf_t *c = make_conf(cfg, cc, err, errlen);
-    if (c == NULL)
-        goto fail;
-    rd_kafka_conf_set_opaque(c, s);
-    rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
-    rd_kafka_conf_set_log_cb(c, on_log);
-    if ((s->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, errlen)) == NULL) {
-        rd_kafka_conf_destroy(c);
-        goto fail;
-    }
-    rd_kafka_poll_set_consumer(s->consumer);
-
+    s->pub.cfg = cfg;
     /* the control topic: a group of its own per worker, so every worker
      * sees every message, from the newest on */
     char ctl_group[600];
     snprintf(ctl_group, sizeof(ctl_group), "kiln-control-%s-%s", cfg->group, cfg->consumer);
     const char *ctlc[] = {"group.id", ctl_group, "enable.auto.commit", "false",
                           "auto.offset.reset", "latest", NULL};
-    rd_kafka_conf_t *k = make_conf(cfg, ctlc, err, errlen);
-    if (k == NULL)
+    if ((s->consumer = new_client(s, RD_KAFKA_CONSUMER, cc, on_rebalance, err, errlen)) == NULL ||
+        (s->control = new_client(s, RD_KAFKA_CONSUMER, ctlc, on_control_rebalance, err, errlen)) == NULL ||
+        (s->producer = new_client(s, RD_KAFKA_PRODUCER, pc, NULL, err, errlen)) == NULL)
         goto fail;
-    rd_kafka_conf_set_opaque(k, s);
-    rd_kafka_conf_set_rebalance_cb(k, on_control_rebalance);
-    rd_kafka_conf_set_log_cb(k, on_log);
-    if ((s->control = rd_kafka_new(RD_KAFKA_CONSUMER, k, err, errlen)) == NULL) {
-        rd_kafka_conf_destroy(k);
-        goto fail;
-    }
-    rd_kafka_poll_set_consumer(s->control);
-
-    rd_kafka_conf_t *p = make_conf(cfg, pc, err, errlen);
-    if (p == NULL)
-        goto fail;
-    rd_kafka_conf_set_opaque(p, s);
-    rd_kafka_conf_set_dr_msg_cb(p, on_delivery);
-    rd_kafka_conf_set_log_cb(p, on_log);
-    if ((s->producer = rd_kafka_new(RD_KAFKA_PRODUCER, p, err, errlen)) == NULL) {
-        rd_kafka_conf_destroy(p);
-        goto fail;
-    }
 
     s->pub.ops = &kafka_ops;
     s->pub.loop = loop;

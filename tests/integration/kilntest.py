@@ -175,7 +175,7 @@ class KilnCase(unittest.TestCase):
         failed = bool(res and any(t is self for t, _ in res.errors + res.failures))
         if failed or os.environ.get("KILN_TEST_VERBOSE"):
             for w in self.workers:
-                sys.stderr.write("---- %s\n%s\n" % (w.log_path, w.text().decode(errors="replace")[-6000:]))
+                sys.stderr.write("---- %s\n%s\n" % (w.log_path, w.text().decode(errors="replace")[-40000:]))
         self.redis.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -310,13 +310,13 @@ class KafkaCase(KilnCase):
             p.produce("kiln.jobs", raw, key=key)
         p.flush(10)
 
-    def kframes(self, topic="kiln.results"):
-        """Every frame now in `topic`, read with confluent_kafka from the
-        beginning: list of (key, headers, frame, partition, offset)."""
+    def consume(self, topic, **conf):
+        """Every message now in `topic`, read from the beginning by a fresh
+        confluent_kafka consumer: (key, headers, value, partition, offset)."""
         from confluent_kafka import Consumer, TopicPartition
-        c = Consumer({"bootstrap.servers": self.b, "group.id": "reader-" + uuid.uuid4().hex,
-                      "enable.auto.commit": False, "enable.partition.eof": True,
-                      "fetch.wait.max.ms": 20})
+        c = Consumer(dict({"bootstrap.servers": self.b, "group.id": "reader-" + uuid.uuid4().hex,
+                           "enable.auto.commit": False, "enable.partition.eof": True,
+                           "fetch.wait.max.ms": 20}, **conf))
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         c.assign([TopicPartition(topic, p, 0) for p in parts])
         out, eofs = [], set()
@@ -328,10 +328,13 @@ class KafkaCase(KilnCase):
             if m.error():
                 eofs.add(m.partition())
                 continue
-            out.append((m.key(), dict(m.headers() or []),
-                        msgpack.unpackb(m.value(), raw=False), m.partition(), m.offset()))
+            out.append((m.key(), dict(m.headers() or []), m.value(), m.partition(), m.offset()))
         c.close()
         return out
+
+    def kframes(self, topic="kiln.results"):
+        """Every frame now in `topic`: (key, headers, frame, partition, offset)."""
+        return [(k, h, msgpack.unpackb(v, raw=False), p, o) for k, h, v, p, o in self.consume(topic)]
 
     def kexits(self):
         return [f for _, _, f, _, _ in self.kframes() if f["kind"] == "exit"]

@@ -111,24 +111,13 @@ class Kafka(KafkaCase):
         return {f["id"] for _, _, f, _, _ in self.kframes() if f["kind"] == "exit"}
 
     def jobs_messages(self):
-        c = Consumer({"bootstrap.servers": self.b, "group.id": "peek-" + uuid.uuid4().hex,
-                      "enable.partition.eof": True, "enable.auto.commit": False})
-        parts = c.list_topics("kiln.jobs", timeout=10).topics["kiln.jobs"].partitions
-        c.assign([TopicPartition("kiln.jobs", p, 0) for p in parts])
-        out, eofs = {}, set()
-        deadline = time.monotonic() + 10
-        while len(eofs) < len(parts) and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                eofs.add(m.partition())
-                continue
+        """job id -> (partition, offset) of every job message (not the poison)."""
+        out = {}
+        for _, _, v, p, o in self.consume("kiln.jobs"):
             try:
-                out[msgpack.unpackb(m.value())["id"]] = (m.partition(), m.offset())
+                out[msgpack.unpackb(v)["id"]] = (p, o)
             except Exception:
-                pass  # the poison message
-        c.close()
+                pass
         return out
 
     def partition_of(self, jid):
@@ -217,23 +206,8 @@ class Kafka(KafkaCase):
 
 class KafkaTransactions(KafkaCase):
     def read(self, isolation):
-        c = Consumer({"bootstrap.servers": self.b, "group.id": "iso-" + uuid.uuid4().hex,
-                      "enable.auto.commit": False, "enable.partition.eof": True,
-                      "isolation.level": isolation, "fetch.wait.max.ms": 20})
-        parts = c.list_topics("kiln.results", timeout=10).topics["kiln.results"].partitions
-        c.assign([TopicPartition("kiln.results", p, 0) for p in parts])
-        out, eofs = [], set()
-        deadline = time.monotonic() + 10
-        while len(eofs) < len(parts) and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                eofs.add(m.partition())
-                continue
-            out.append(msgpack.unpackb(m.value(), raw=False))
-        c.close()
-        return out
+        return [msgpack.unpackb(v, raw=False) for _, _, v, _, _ in
+                self.consume("kiln.results", **{"isolation.level": isolation})]
 
     def test_exit_frames_commit_in_transactions_and_an_abort_reproduces_them(self):
         w = self.kworker("kt", "--kafka-transactions")
