@@ -352,9 +352,10 @@ static void op_free(struct kop *op)
 
 static void arm_defer(struct ksrc *s);
 
-static int produce(struct ksrc *s, struct kop *op)
+/* Hand one frame to librdkafka: key = job id, headers kind, seq, attempt. */
+static rd_kafka_resp_err_t producev(struct ksrc *s, struct kop *op)
 {
-    rd_kafka_resp_err_t err = rd_kafka_producev(
+    return rd_kafka_producev(
         s->producer, RD_KAFKA_V_TOPIC(op->topic),
         RD_KAFKA_V_KEY(op->key, op->key ? strlen(op->key) : 0),
         RD_KAFKA_V_VALUE(op->value, op->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -362,6 +363,11 @@ static int produce(struct ksrc *s, struct kop *op)
         RD_KAFKA_V_HEADER("kiln-seq", op->seq, -1),
         RD_KAFKA_V_HEADER("kiln-attempt", op->attempt, -1),
         RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
+}
+
+static int produce(struct ksrc *s, struct kop *op)
+{
+    rd_kafka_resp_err_t err = producev(s, op);
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         op->next = s->retry; /* produced again from the tick */
         s->retry = op;
@@ -437,14 +443,7 @@ static void on_tx_due(uv_timer_t *t);
 
 static void produce_txn(struct ksrc *s, struct kop *op)
 {
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        s->producer, RD_KAFKA_V_TOPIC(op->topic),
-        RD_KAFKA_V_KEY(op->key, op->key ? strlen(op->key) : 0),
-        RD_KAFKA_V_VALUE(op->value, op->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_HEADER("kiln-kind", op->kind, -1),
-        RD_KAFKA_V_HEADER("kiln-seq", op->seq, -1),
-        RD_KAFKA_V_HEADER("kiln-attempt", op->attempt, -1),
-        RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t err = producev(s, op);
     if (err) { /* queue full, say: into the next transaction */
         kiln_warn("kafka: producing in a transaction: %s", rd_kafka_err2str(err));
         hold(s, op);

@@ -110,9 +110,13 @@ class RedisJobs(KilnCase):
         import json
         w = self.worker()
         ex, _, _ = self.run_job("echo logged")
+        # the finished line is written when Redis confirms the exit frame,
+        # which may be just after a reader sees the frame
+        mine = wait_for(lambda: (lambda m: m if len(m) >= 2 else None)(
+            [l for l in map(json.loads, w.text().decode().splitlines()) if l.get("job") == ex["id"]]),
+            10, "the job's started and finished lines")
         lines = [json.loads(l) for l in w.text().decode().splitlines()]
         self.assertTrue(all({"time", "level", "msg"} <= set(l) for l in lines))
-        mine = [l for l in lines if l.get("job") == ex["id"]]
         self.assertEqual(len(mine), 2, "a started line and a finished line")
         self.assertTrue(all(l["plugin"] == "shell" and l["attempt"] == 1 for l in mine))
         self.assertIn("started", mine[0]["msg"])
