@@ -60,10 +60,7 @@ static void send_error(const char *reason)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    kiln_proto_begin(&sb, &pk);
-    msgpack_pack_map(&pk, 2);
-    kiln_mp_str(&pk, "t");
-    kiln_mp_str(&pk, "error");
+    kiln_proto_begin_msg(&sb, &pk, "error", 1);
     kiln_mp_str(&pk, "reason");
     kiln_mp_str(&pk, reason);
     send_msg(&sb);
@@ -73,10 +70,7 @@ static void send_ready(void)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    kiln_proto_begin(&sb, &pk);
-    msgpack_pack_map(&pk, 3);
-    kiln_mp_str(&pk, "t");
-    kiln_mp_str(&pk, "ready");
+    kiln_proto_begin_msg(&sb, &pk, "ready", 2);
     kiln_mp_str(&pk, "v");
     msgpack_pack_int(&pk, KILN_PROTO_VERSION);
     kiln_mp_str(&pk, "pid");
@@ -88,10 +82,7 @@ static void send_out(int fd, const void *data, size_t len)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    kiln_proto_begin(&sb, &pk);
-    msgpack_pack_map(&pk, 3);
-    kiln_mp_str(&pk, "t");
-    kiln_mp_str(&pk, "out");
+    kiln_proto_begin_msg(&sb, &pk, "out", 2);
     kiln_mp_str(&pk, "fd");
     msgpack_pack_int(&pk, fd);
     kiln_mp_str(&pk, "data");
@@ -107,10 +98,7 @@ static void send_exit(int status, int64_t wall_ms)
     getrusage(RUSAGE_CHILDREN, &ru); /* every process of the job, all reaped */
     int64_t cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
                      (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
-    kiln_proto_begin(&sb, &pk);
-    msgpack_pack_map(&pk, 6);
-    kiln_mp_str(&pk, "t");
-    kiln_mp_str(&pk, "exit");
+    kiln_proto_begin_msg(&sb, &pk, "exit", 5);
     kiln_mp_str(&pk, "code");
     if (WIFEXITED(status))
         msgpack_pack_int(&pk, WEXITSTATUS(status));
@@ -443,10 +431,7 @@ static void send_started(void)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    kiln_proto_begin(&sb, &pk);
-    msgpack_pack_map(&pk, 1);
-    kiln_mp_str(&pk, "t");
-    kiln_mp_str(&pk, "started");
+    kiln_proto_begin_msg(&sb, &pk, "started", 0);
     send_msg(&sb);
 }
 

@@ -72,6 +72,15 @@ void kiln_proto_begin(msgpack_sbuffer *sb, msgpack_packer *pk)
     msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
 }
 
+void kiln_proto_begin_msg(msgpack_sbuffer *sb, msgpack_packer *pk, const char *type,
+                          uint32_t nfields)
+{
+    kiln_proto_begin(sb, pk);
+    msgpack_pack_map(pk, nfields + 1);
+    kiln_mp_str(pk, "t");
+    kiln_mp_str(pk, type);
+}
+
 void kiln_proto_finish(msgpack_sbuffer *sb)
 {
     kiln_proto_header((unsigned char *)sb->data, (uint32_t)(sb->size - KILN_PROTO_HDR));

@@ -63,6 +63,11 @@ void kiln_proto_header(unsigned char hdr[KILN_PROTO_HDR], uint32_t len);
 void kiln_proto_begin(msgpack_sbuffer *sb, msgpack_packer *pk);
 void kiln_proto_finish(msgpack_sbuffer *sb);
 
+/* kiln_proto_begin() and the start of a message: a map of `nfields` more
+ * entries after "t": `type`, which the caller packs next. */
+void kiln_proto_begin_msg(msgpack_sbuffer *sb, msgpack_packer *pk, const char *type,
+                          uint32_t nfields);
+
 /*
  * Check that buf[0..len) holds exactly one well-formed msgpack object whose
  * containers announce no more elements than there are bytes left. msgpack-c

@@ -110,10 +110,7 @@ static void send_prestart(struct warm *w)
     const struct kiln_plan *plan = &w->prof->warm;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    kiln_proto_begin(&sb, &pk);
-    msgpack_pack_map(&pk, 4);
-    kiln_mp_str(&pk, "t");
-    kiln_mp_str(&pk, "prestart");
+    kiln_proto_begin_msg(&sb, &pk, "prestart", 3);
     kiln_plan_pack_command(&pk, plan);
     kiln_mp_str(&pk, "cwd");
     kiln_mp_str(&pk, "/work");

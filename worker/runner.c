@@ -342,10 +342,7 @@ static void send_run(struct kiln_run *run)
     int64_t fsize = job->limits.file_bytes >= 0 ? job->limits.file_bytes : cfg->file_bytes;
     msgpack_packer pk;
     msgpack_sbuffer sb;
-    kiln_proto_begin(&sb, &pk);
-    msgpack_pack_map(&pk, 8);
-    kiln_mp_str(&pk, "t");
-    kiln_mp_str(&pk, "run");
+    kiln_proto_begin_msg(&sb, &pk, "run", 7);
     kiln_mp_str(&pk, "proxy");
     if (proxy)
         msgpack_pack_true(&pk);
