@@ -80,6 +80,7 @@ struct rsrc {
     int ctl_reading;
     struct op *head, *tail;
     unsigned credit;
+    unsigned acks_unconfirmed;      /* finished, XACK sent, Redis not yet answered */
     int fetching;
     uint64_t fetch_sent;            /* loop ms */
     uint64_t fetch_wait;            /* how long that fetch may take */
@@ -321,6 +322,7 @@ static void on_op_reply(redisAsyncContext *ac, void *r, void *priv)
         op->sent = 0; /* connection lost: sent again when it is back */
         return;
     }
+    int reply_was_ack = op->acked != NULL;
     for (pp = &s->head; *pp != op; pp = &(*pp)->next)
         ;
     *pp = op->next;
@@ -337,10 +339,14 @@ static void on_op_reply(redisAsyncContext *ac, void *r, void *priv)
     } else if (reply->type == REDIS_REPLY_ERROR) {
         kiln_warn("redis: %s", reply->str);
     }
-    if (op->acked != NULL)
+    if (op->acked != NULL) {
         release(s, op->acked);
+        s->acks_unconfirmed--;
+    }
     redisFreeCommand(op->cmd);
     free(op);
+    if (reply_was_ack)
+        fetch_next(s); /* its slot counts as free only now */
 }
 
 static void op_send(struct rsrc *s, struct op *op)
@@ -399,8 +405,11 @@ static void redis_ack(struct kiln_source *src, struct kiln_delivery *pub)
     struct rsrc *s = (struct rsrc *)src;
     struct rdelivery *d = (struct rdelivery *)pub;
     const char *argv[] = {"XACK", s->pub.cfg->jobs, s->pub.cfg->group, d->id};
-    if (enqueue(s, 4, argv, NULL, NULL, NULL, d) < 0)
+    s->acks_unconfirmed++;
+    if (enqueue(s, 4, argv, NULL, NULL, NULL, d) < 0) {
+        s->acks_unconfirmed--;
         kiln_error("out of memory acknowledging %s; it will be delivered again", d->id);
+    }
 }
 
 /* Keep our running entries from looking idle to other workers' reapers. */
@@ -611,10 +620,14 @@ static void fetch_next(struct rsrc *s)
     redisAsyncContext *ac = s->fetch.ac;
     int r;
 
-    if (!s->fetch.up || s->fetching || s->credit == 0 || s->stopping || s->draining ||
+    /* An entry is the worker's until Redis confirms its XACK: the slot it
+     * freed is counted only then, so the group never sees more pending
+     * entries here than there are slots. */
+    unsigned avail = s->credit > s->acks_unconfirmed ? s->credit - s->acks_unconfirmed : 0;
+    if (!s->fetch.up || s->fetching || avail == 0 || s->stopping || s->draining ||
         now(s) < s->pause_until)
         return;
-    snprintf(count, sizeof(count), "%u", s->credit);
+    snprintf(count, sizeof(count), "%u", avail);
     s->fetch_wait = 5000;
     switch (s->phase) {
     case PH_GROUP:
