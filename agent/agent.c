@@ -30,6 +30,17 @@
 #include "proto.h"
 
 static int chan = 3;
+static struct kiln_vm vm;
+static int in_vm;            /* PID 1 of a microVM, not of a jail */
+static int served;           /* the job ran: EOF now ends the VM */
+
+/* The agent is done. In a VM that is the VM's end. */
+__attribute__((noreturn)) static void agent_exit(int code)
+{
+    if (in_vm)
+        kiln_vm_halt();
+    _exit(code);
+}
 
 static int write_all(int fd, const void *buf, size_t len)
 {
@@ -46,14 +57,18 @@ static int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
+static int64_t now_ms(void);
+static int64_t last_sent;    /* when the agent last said something */
+
 /* Send one packed message; the worker being gone ends the agent. */
 static void send_msg(msgpack_sbuffer *sb)
 {
+    last_sent = now_ms();
     kiln_proto_finish(sb);
     int r = write_all(chan, sb->data, sb->size);
     msgpack_sbuffer_destroy(sb);
     if (r < 0)
-        _exit(1);
+        agent_exit(1);
 }
 
 static void send_error(const char *reason)
@@ -66,15 +81,22 @@ static void send_error(const char *reason)
     send_msg(&sb);
 }
 
-static void send_ready(void)
+/* `warm`: an interpreter was started ahead already (a VM restored from a
+ * snapshot taken after "prestart"). */
+static void send_ready(int warm)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "ready", 2);
+    kiln_proto_begin_msg(&sb, &pk, "ready", 3);
     kiln_mp_str(&pk, "v");
     msgpack_pack_int(&pk, KILN_PROTO_VERSION);
     kiln_mp_str(&pk, "pid");
     msgpack_pack_int(&pk, getpid());
+    kiln_mp_str(&pk, "warm");
+    if (warm)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
     send_msg(&sb);
 }
 
@@ -98,7 +120,10 @@ static void send_exit(int status, int64_t wall_ms)
     getrusage(RUSAGE_CHILDREN, &ru); /* every process of the job, all reaped */
     int64_t cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
                      (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
-    kiln_proto_begin_msg(&sb, &pk, "exit", 5);
+    long long peak_kb = -1, oom_kills = 0;
+    if (in_vm)
+        kiln_vm_stats(&vm, &peak_kb, &oom_kills);
+    kiln_proto_begin_msg(&sb, &pk, "exit", in_vm ? 7 : 5);
     kiln_mp_str(&pk, "code");
     if (WIFEXITED(status))
         msgpack_pack_int(&pk, WEXITSTATUS(status));
@@ -115,6 +140,12 @@ static void send_exit(int status, int64_t wall_ms)
     msgpack_pack_int64(&pk, cpu_ms);
     kiln_mp_str(&pk, "max_rss_kb");
     msgpack_pack_int64(&pk, ru.ru_maxrss);
+    if (in_vm) { /* the guest kernel's own accounting of the job's cgroup */
+        kiln_mp_str(&pk, "peak_kb");
+        msgpack_pack_int64(&pk, peak_kb);
+        kiln_mp_str(&pk, "oom_kills");
+        msgpack_pack_int64(&pk, oom_kills);
+    }
     send_msg(&sb);
 }
 
@@ -134,6 +165,16 @@ static int read_msg(struct kiln_proto_reader *rd, msgpack_unpacked *u)
         ssize_t n = read(chan, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
+        if (n <= 0 && in_vm && !served) {
+            /* the host side went away (or the VM was restored from a
+             * snapshot): reopen and wait for the next host */
+            close(chan);
+            if ((chan = kiln_vm_chan(&vm)) < 0)
+                return -EPIPE;
+            kiln_proto_reader_free(rd);
+            kiln_proto_reader_init(rd, KILN_PROTO_MAX_MSG);
+            continue;
+        }
         if (n <= 0)
             return n == 0 ? -EPIPE : -errno;
         if ((r = kiln_proto_reader_feed(rd, buf, (size_t)n)) < 0)
@@ -373,14 +414,21 @@ static void supervise(struct child *c, int64_t t0)
         pf[4] = (struct pollfd){sfd, POLLIN, 0};
         if (c->out < 0 && c->err < 0 && exited)
             break;
-        if (poll(pf, 5, -1) < 0 && errno != EINTR)
+        if (poll(pf, 5, 1000) < 0 && errno != EINTR)
             break;
+        if (now_ms() - last_sent >= 1000) {
+            /* "still here": the worker tells a busy job from a hung VM */
+            msgpack_sbuffer sb;
+            msgpack_packer pk;
+            kiln_proto_begin_msg(&sb, &pk, "beat", 0);
+            send_msg(&sb);
+        }
         if (pf[0].revents) {
             /* The worker sends nothing mid-run but "kill"; EOF means it is
              * gone. Either way the job ends now. */
             n = read(chan, buf, sizeof(buf));
             if (n <= 0)
-                _exit(1);
+                agent_exit(1);
             kill_job(c->pid);
         }
         for (int i = 1; i <= 2; i++) {
@@ -427,6 +475,32 @@ static void supervise(struct child *c, int64_t t0)
     send_exit(status, wall);
 }
 
+/* A VM restored from a snapshot wakes with the wall clock of the moment
+ * the snapshot was taken: the host's time comes with "hello". */
+static void set_clock(const msgpack_object *o)
+{
+    int64_t ns;
+    if (!in_vm || o == NULL || kiln_mp_int(o, 1, INT64_MAX, &ns) < 0)
+        return;
+    struct timespec ts = {ns / 1000000000, ns % 1000000000};
+    clock_settime(CLOCK_REALTIME, &ts);
+}
+
+/* The job's memory and pids limits: in a jail the worker sets them on the
+ * host; in a VM the agent does, on the job's cgroup in the guest. */
+static int apply_limits(const msgpack_object *m)
+{
+    const msgpack_object *l = kiln_mp_get(m, "limits"), *o;
+    int64_t mem = 0, pids = 0;
+    if (!in_vm || l == NULL)
+        return 0;
+    if ((o = kiln_mp_get(l, "memory_bytes")) != NULL)
+        kiln_mp_int(o, 0, INT64_MAX, &mem);
+    if ((o = kiln_mp_get(l, "pids")) != NULL)
+        kiln_mp_int(o, 0, INT64_MAX, &pids);
+    return kiln_vm_limit(&vm, mem, pids) == 0 ? 0 : -1;
+}
+
 static void send_started(void)
 {
     msgpack_sbuffer sb;
@@ -455,26 +529,37 @@ int main(int argc, char **argv)
             root_fd = atoi(argv[++i]);
         else if (strcmp(argv[i], "--proxy-dir") == 0 && i + 1 < argc)
             proxy_dir = argv[++i];
+        else if (getpid() == 1 && strncmp(argv[i], "--", 2) != 0)
+            continue; /* a microVM's init gets the kernel's leftover words */
         else {
             fprintf(stderr, "usage: kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]\n");
             return 2;
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    char err[512] = "";
+    /* PID 1 without a jail to build: the init of a microVM */
+    in_vm = getpid() == 1 && jail == NULL;
+    if (in_vm && kiln_vm_boot(&vm, err, sizeof(err)) < 0 && (chan = kiln_vm_chan(&vm)) < 0) {
+        fprintf(stderr, "kiln-agent: %s\n", err); /* to the VM's console */
+        agent_exit(1);
+    }
+    if (in_vm && err[0] == '\0')
+        chan = kiln_vm_chan(&vm);
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull >= 0 && devnull != 0)
         dup2(devnull, 0);
-    if (jail != NULL) {
-        char err[512];
-        if (kiln_jail_enter(jail, root_fd, proxy_dir, tmp_mb, err, sizeof(err)) < 0) {
-            send_error(err);
-            return 1;
-        }
+    if (jail != NULL && kiln_jail_enter(jail, root_fd, proxy_dir, tmp_mb, err, sizeof(err)) < 0) {
+        send_error(err);
+        return 1;
     }
-    send_ready();
-
     kiln_proto_reader_init(&rd, KILN_PROTO_MAX_MSG);
     msgpack_unpacked_init(&u);
+    /* A jail's worker is there from the start. A VM's host may connect
+     * later (or to a VM restored from a snapshot): it says "hello" first,
+     * with the time, and gets "ready" back. */
+    if (!in_vm)
+        send_ready(0);
     /* SIGCHLD is read from a signalfd, never delivered */
     sigset_t mask;
     sigemptyset(&mask);
@@ -486,25 +571,34 @@ int main(int argc, char **argv)
     for (;;) {
         int r = read_msg(&rd, &u);
         if (r < 0)
-            return r == -EPIPE ? 0 : 1;
+            agent_exit(r == -EPIPE ? 0 : 1);
         const msgpack_object *t = kiln_mp_get(&u.data, "t");
         if (t == NULL || kiln_mp_streq(t, "kill"))
-            return 0;
+            agent_exit(0);
+        if (kiln_mp_streq(t, "hello")) {
+            if (err[0] != '\0') {
+                send_error(err);
+                agent_exit(1);
+            }
+            set_clock(kiln_mp_get(&u.data, "now_ns"));
+            send_ready(have_warm);
+            continue;
+        }
         struct kiln_exec_spec spec;
         const char *in;
         size_t in_len;
         int prestart = kiln_mp_streq(t, "prestart");
         if (!prestart && !kiln_mp_streq(t, "run"))
             continue;
-        if (parse_run(&u.data, &spec, &in, &in_len) < 0) {
+        if (parse_run(&u.data, &spec, &in, &in_len) < 0 || (!prestart && apply_limits(&u.data) < 0)) {
             send_error("agent: malformed message");
-            return 1;
+            agent_exit(1);
         }
         if (prestart) {
             /* the interpreter starts now, confined, and waits for its job */
             if (have_warm || start_child(&spec, &warm, why, sizeof(why)) < 0) {
                 send_error(have_warm ? "agent: already started" : why);
-                return 1;
+                agent_exit(1);
             }
             have_warm = 1;
             send_started();
@@ -514,7 +608,7 @@ int main(int argc, char **argv)
         if (px != NULL && px->type == MSGPACK_OBJECT_BOOLEAN && px->via.boolean &&
             kiln_relay_start() < 0) {
             send_error("agent: could not start the network relay");
-            return 1;
+            agent_exit(1);
         }
         struct child c;
         int64_t t0 = now_ms();
@@ -528,22 +622,23 @@ int main(int argc, char **argv)
                 (c.inbuf = envelope(&spec, in, in_len, &total)) == NULL) {
                 kill_job(c.pid);
                 send_error(c.inbuf == NULL && why[0] == '\0' ? "agent: out of memory" : why);
-                return 1;
+                agent_exit(1);
             }
             c.in_next = c.inbuf;
             c.in_left = total;
         } else {
             if (start_child(&spec, &c, why, sizeof(why)) < 0) {
                 send_error(why);
-                return 1;
+                agent_exit(1);
             }
             c.in_next = in;
             c.in_left = in_len;
         }
         supervise(&c, t0);
+        served = 1;
         /* single use: wait for the worker to hang up or say kill */
         while (read_msg(&rd, &u) == 0)
             ;
-        return 0;
+        agent_exit(0);
     }
 }

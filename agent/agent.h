@@ -47,6 +47,36 @@ int kiln_relay_start(void);
 int kiln_jail_enter(const char *mnt, int root_fd, const char *proxy_dir, unsigned tmp_mb,
                     char *err, size_t errlen);
 
+/* jail.c: in a microVM, with the runtime image mounted read-only at
+ * `newroot`: /dev, /proc, /tmp, /work as in a jail, then make it the root.
+ * Returns 0, or -1 with the failed step in `err`. */
+int kiln_jail_enter_vm(const char *newroot, unsigned tmp_mb, char *err, size_t errlen);
+
+/* vm.c: PID 1 of a microVM. */
+struct kiln_vm {
+    char chan_kind[16];     /* "virtio" (a virtio-serial port) or "vsock" */
+    char port_name[32];     /* virtio: the port's name; vsock: the port number */
+    unsigned tmp_mb;
+    int path_fd;            /* O_PATH: the virtio port, to reopen it */
+    int listen_fd;          /* vsock: listening */
+    int cg_procs;           /* the job cgroup's cgroup.procs, or -1 */
+};
+/* Load the modules, find the agent's channel, mount the image (/dev/vda)
+ * and make it the root. Returns 0, or -1 with why in `err` (the agent still
+ * tries to open its channel to say so). */
+int kiln_vm_boot(struct kiln_vm *vm, char *err, size_t errlen);
+/* Open (or reopen, after EOF) the channel to the host. Blocks. */
+int kiln_vm_chan(struct kiln_vm *vm);
+/* The job's cgroup inside the guest: limits, and what it used. */
+int kiln_vm_limit(struct kiln_vm *vm, long long memory_bytes, long long pids);
+void kiln_vm_stats(struct kiln_vm *vm, long long *peak_kb, long long *oom_kills);
+/* Power off: QEMU (-no-reboot) and Firecracker exit. */
+__attribute__((noreturn)) void kiln_vm_halt(void);
+
+/* exec.c: when >= 0, the job's processes join this cgroup (its
+ * cgroup.procs, open for writing) before anything else. */
+extern int kiln_exec_cgroup_fd;
+
 /* seccomp.c: load the job's syscall filter. Returns 0 or a negative errno. */
 int kiln_seccomp_apply(void);
 

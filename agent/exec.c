@@ -22,6 +22,14 @@
 
 extern char **environ;
 
+int kiln_exec_cgroup_fd = -1;
+
+static void join_cgroup(void)
+{
+    if (kiln_exec_cgroup_fd >= 0 && write(kiln_exec_cgroup_fd, "0", 1) != 1)
+        _exit(127);
+}
+
 __attribute__((noreturn))
 static void die(const char *step, const char *arg, int err)
 {
@@ -130,6 +138,7 @@ int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid)
 
 void kiln_exec_files_child(const struct kiln_exec_spec *spec, int status_fd)
 {
+    join_cgroup();
     if (dup2(status_fd, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
         _exit(127);
     drop_privileges();
@@ -141,6 +150,7 @@ void kiln_exec_files_child(const struct kiln_exec_spec *spec, int status_fd)
 void kiln_exec_child(const struct kiln_exec_spec *spec, int in_fd, int out_fd,
                      int err_fd, int status_fd)
 {
+    join_cgroup();
     setsid();
     wire_stdio(in_fd, out_fd, err_fd, status_fd);
     drop_privileges();

@@ -285,3 +285,24 @@ int kiln_jail_enter(const char *mnt, int root_fd, const char *proxy_dir, unsigne
         return -1;
     return 0;
 }
+
+int kiln_jail_enter_vm(const char *newroot, unsigned tmp_mb, char *err, size_t errlen)
+{
+    jerr = err;
+    jerrlen = errlen;
+    if (chdir(newroot) < 0)
+        return fail("chdir", newroot);
+    if (mount_dev() < 0 || mount_proc() < 0 || mount_scratch(tmp_mb) < 0)
+        return -1;
+    /* /run: the agent's own (the job's cgroup), not the job's */
+    if (mount("kiln-run", "run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=1m") < 0)
+        return fail("mount tmpfs", "/run");
+    /* the initramfs cannot be pivoted away: the new root moves over it */
+    if (mount(".", "/", NULL, MS_MOVE, NULL) < 0)
+        return fail("move root", newroot);
+    if (chroot(".") < 0 || chdir("/") < 0)
+        return fail("chroot", newroot);
+    if (mkdir("/run/kiln", 0700) < 0 && errno != EEXIST)
+        return fail("mkdir", "/run/kiln");
+    return set_names() < 0 || loopback_up() < 0 ? -1 : 0;
+}

@@ -130,5 +130,6 @@ if command -v mksquashfs >/dev/null 2>&1; then
     mksquashfs "$out/tree" "$out/runtime.squashfs" -noappend -all-root -quiet -comp zstd >/dev/null
 fi
 printf 'KILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\n' "$out/tree" "$digest" > "$out/kiln.env"
+[ -f "$out/runtime.squashfs" ] && printf 'KILN_VM_IMAGE=%s\n' "$out/runtime.squashfs" >> "$out/kiln.env"
 echo "$inputs" > "$out/inputs"
 echo "build-image: $out/tree ($(du -sh "$out/tree" | cut -f1)), digest $digest"

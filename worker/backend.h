@@ -1,6 +1,5 @@
 /*
- * Sandbox backends: jail now; qemu and firecracker plug in behind the same
- * shape. A backend starts a sandbox whose PID 1 is kiln-agent and hands back
+ * Sandbox backends: jail, qemu and firecracker, behind one shape. A backend starts a sandbox whose PID 1 is kiln-agent and hands back
  * the agent's channel; it kills the sandbox on request and reports when it
  * is gone.
  */
@@ -36,15 +35,21 @@ struct kiln_sandbox {
                                * at /dev/kiln-proxy), or NULL: no way out */
     int64_t peak_kb;          /* the kernel's peak memory of it, -1 unknown */
     int64_t oom_kills;        /* processes the memory limit killed */
+    int64_t capacity_mb;      /* the most memory a job in it may have; 0: any */
+    /* fd is -1 after spawn when the channel comes later (a VM set up in
+     * the background): the backend sets fd and calls this, or the sandbox
+     * exits instead. Set with on_exit. */
+    void (*on_chan)(struct kiln_sandbox *sb);
 };
 
 struct kiln_backend_ops {
     const char *name;
-    /* Start a sandbox for `profile`. Returns 0 with a new sandbox in *out
+    /* Start a sandbox for `profile` whose job may use `memory_mb` (0: the
+     * operator's default; a pooled sandbox). Returns 0 with a new sandbox in *out
      * (set on_exit before returning to the loop), or a negative code with
      * the reason in `err` (on_exit is then never called). */
-    int (*spawn)(struct kiln_backend *b, const char *profile, struct kiln_sandbox **out,
-                 char *err, size_t errlen);
+    int (*spawn)(struct kiln_backend *b, const char *profile, int64_t memory_mb,
+                 struct kiln_sandbox **out, char *err, size_t errlen);
     /* Kill the sandbox now; idempotent. on_exit follows. */
     void (*kill)(struct kiln_sandbox *sb);
     /* Set the job's limits before it runs. Returns 0, or -ENOTSUP when
@@ -55,6 +60,9 @@ struct kiln_backend_ops {
     void (*stats)(struct kiln_sandbox *sb, int64_t *peak_kb, int64_t *oom_kills);
     /* Free the backend; every sandbox must have exited. */
     void (*destroy)(struct kiln_backend *b);
+    /* 1: the agent enforces memory and pids itself (a VM's own kernel) and
+     * reports peak_kb and oom_kills in its exit message */
+    int agent_limits;
 };
 
 struct kiln_backend {
@@ -67,6 +75,13 @@ struct kiln_backend {
  * owned by the caller (ops->destroy). Logs which and why. */
 int kiln_backend_open(uv_loop_t *loop, const struct kiln_config *cfg,
                       struct kiln_backend **out, char *err, size_t errlen);
+
+int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
+                          struct kiln_backend **out, char *err, size_t errlen);
+int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_config *cfg,
+                                 struct kiln_backend **out, char *err, size_t errlen);
+/* The guest kernel, initramfs and image the VM backends need are there. */
+int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *err, size_t errlen);
 
 int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
                           struct kiln_backend **out, char *err, size_t errlen);

@@ -31,6 +31,7 @@
 #include "config.h"
 #include "jail_cgroup.h"
 #include "log.h"
+#include "vmm.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -75,21 +76,6 @@ struct jail_sandbox {
     int has_cg;
     char proxy_dir[512];
 };
-
-static int mkdirs(const char *path)
-{
-    char buf[512];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) < 0 && errno != EEXIST ? -errno : 0;
-}
 
 static int write_text(const char *path, const char *text)
 {
@@ -210,13 +196,14 @@ static void jail_kill(struct kiln_sandbox *pub)
     sb->killed = 1;
 }
 
-static int jail_spawn(struct kiln_backend *b, const char *profile, struct kiln_sandbox **out,
-                      char *err, size_t errlen)
+static int jail_spawn(struct kiln_backend *b, const char *profile, int64_t memory_mb,
+                      struct kiln_sandbox **out, char *err, size_t errlen)
 {
     struct jail *j = (struct jail *)b;
     int sv[2] = {-1, -1}, sync[2] = {-1, -1}, pidfd = -1, r;
     char path[64];
     (void)profile;
+    (void)memory_mb; /* set per job by limit() on its cgroup */
 
     struct jail_sandbox *sb = calloc(1, sizeof(*sb));
     if (sb == NULL)
@@ -367,7 +354,7 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
         free(j);
         return -ENAMETOOLONG;
     }
-    if ((r = mkdirs(j->mnt)) < 0 || (r = mkdirs(j->proxy_root)) < 0) {
+    if ((r = kiln_mkdirs(j->mnt)) < 0 || (r = kiln_mkdirs(j->proxy_root)) < 0) {
         snprintf(err, errlen, "jail: cannot create %s: %s", j->mnt, strerror(-r));
         free(j);
         return r;
@@ -422,11 +409,32 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
 int kiln_backend_open(uv_loop_t *loop, const struct kiln_config *cfg,
                       struct kiln_backend **out, char *err, size_t errlen)
 {
-    if (strcmp(cfg->backend, "qemu") == 0 || strcmp(cfg->backend, "firecracker") == 0) {
-        snprintf(err, errlen, "backend '%s' is not available in this build", cfg->backend);
-        return -ENOTSUP;
+    if (strcmp(cfg->backend, "jail") == 0)
+        return kiln_backend_jail_new(loop, cfg, out, err, errlen);
+    if (strcmp(cfg->backend, "qemu") == 0)
+        return kiln_backend_qemu_new(loop, cfg, out, err, errlen);
+    if (strcmp(cfg->backend, "firecracker") == 0)
+        return kiln_backend_firecracker_new(loop, cfg, out, err, errlen);
+    if (strcmp(cfg->backend, "auto") != 0) {
+        snprintf(err, errlen, "unknown backend '%s' (auto | jail | qemu | firecracker)", cfg->backend);
+        return -EINVAL;
     }
-    if (strcmp(cfg->backend, "auto") == 0)
-        kiln_info("backend auto: jail (no microVM backend in this build)");
+    /* auto: the strongest boundary this host can run at full speed */
+    char why_fc[300] = "", why_kvm[256] = "";
+    if (kiln_kvm_usable(why_kvm, sizeof(why_kvm))) {
+        if (kiln_backend_firecracker_new(loop, cfg, out, why_fc, sizeof(why_fc)) == 0) {
+            kiln_info("backend auto: firecracker (KVM is usable and firecracker is installed)");
+            return 0;
+        }
+        char why_q[300] = "";
+        if (kiln_backend_qemu_new(loop, cfg, out, why_q, sizeof(why_q)) == 0) {
+            kiln_info("backend auto: qemu with KVM (firecracker: %s)", why_fc);
+            return 0;
+        }
+        kiln_info("backend auto: jail (firecracker: %s; qemu: %s)", why_fc, why_q);
+    } else {
+        kiln_info("backend auto: jail (no microVM at full speed here: %s; --backend qemu runs "
+                  "VMs under TCG)", why_kvm);
+    }
     return kiln_backend_jail_new(loop, cfg, out, err, errlen);
 }

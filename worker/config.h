@@ -49,7 +49,20 @@ struct kiln_config {
     char *dead_letters;                 /* where jobs past max_attempts go */           /* SIGTERM: how long running jobs may finish */
     char *net_private_ok;               /* CIDRs the egress proxy may reach though private */
     int require_signature;              /* run only jobs signed with a known key */
-    char *keys_file;                    /* KEY-ID HEX-SECRET lines */   /* exit frame + offsets in one transaction */
+    char *keys_file;                    /* KEY-ID HEX-SECRET lines */
+    /* microVM backends (qemu, firecracker) */
+    char *vm_kernel;                    /* uncompressed guest kernel (rootfs/build-vm.sh) */
+    char *vm_initrd;                    /* its initramfs: /init = kiln-agent */
+    char *vm_image;                     /* the runtime squashfs (rootfs/build-image.sh) */
+    char *vm_accel;                     /* auto | kvm | tcg (qemu) */
+    char *vm_append;                    /* more guest kernel arguments */
+    int64_t vm_memory_mb;               /* guest RAM of a pooled VM */
+    int64_t vm_vcpus;
+    int vm_cold;                        /* no snapshots: every VM boots */
+    char *qemu;                         /* qemu-system-x86_64 */
+    char *firecracker;                  /* the firecracker binary */
+    char *jailer;                       /* firecracker's jailer, or NULL */
+    int64_t hang_ms;                    /* a running sandbox silent this long is hung */
 };
 
 /*

@@ -231,6 +231,7 @@ int main(int argc, char **argv)
         goto out;
     src->ops->credit(src, (unsigned)cfg.slots);
     drain.pool = w.pool;
+    kiln_worker_watch(&w);
     uv_run(loop, UV_RUN_DEFAULT);
     src->ops->destroy(src); /* Kafka: commit what is stored, leave the group */
     src = NULL;

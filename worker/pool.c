@@ -151,6 +151,18 @@ static void on_warm_end(void *arg, int status)
     w->sb->backend->ops->kill(w->sb); /* on_warm_exit removes it */
 }
 
+/* The sandbox's agent channel is there (at once, or once a VM is set up). */
+static void on_warm_chan(struct kiln_sandbox *sb)
+{
+    struct warm *w = sb->arg;
+    int fd = sb->fd;
+    sb->fd = -1;
+    if (kiln_chan_open(w->prof->pool->loop, fd, on_warm_msg, on_warm_end, w, &w->chan) < 0) {
+        w->chan = NULL;
+        sb->backend->ops->kill(sb);
+    }
+}
+
 static void spawn_one(struct pprofile *p)
 {
     struct kiln_pool *pool = p->pool;
@@ -161,7 +173,7 @@ static void spawn_one(struct pprofile *p)
     w->prof = p;
     w->t_spawn = uv_now(pool->loop);
     const char *profile = p->warm.profile;
-    if (pool->backend->ops->spawn(pool->backend, profile, &w->sb, err, sizeof(err)) < 0) {
+    if (pool->backend->ops->spawn(pool->backend, profile, 0, &w->sb, err, sizeof(err)) < 0) {
         kiln_warn("pool %s: spawn failed: %s", p->plugin->name, err);
         p->failures++;
         free(w);
@@ -172,12 +184,9 @@ static void spawn_one(struct pprofile *p)
     w->next = p->list;
     p->list = w;
     p->nstarting++;
-    int fd = w->sb->fd;
-    w->sb->fd = -1;
-    if (kiln_chan_open(pool->loop, fd, on_warm_msg, on_warm_end, w, &w->chan) < 0) {
-        w->chan = NULL;
-        w->sb->backend->ops->kill(w->sb);
-    }
+    w->sb->on_chan = on_warm_chan;
+    if (w->sb->fd >= 0)
+        on_warm_chan(w->sb);
 }
 
 static void fill(struct kiln_pool *pool)
@@ -251,7 +260,7 @@ void kiln_pool_stop(struct kiln_pool *pool)
 }
 
 int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, const char *profile,
-                   const struct kiln_job_view *job, struct kiln_warm_take *out)
+                   const struct kiln_job_view *job, int64_t memory_mb, struct kiln_warm_take *out)
 {
     struct pprofile *p = NULL;
     for (size_t i = 0; pool != NULL && i < pool->n; i++)
@@ -263,7 +272,7 @@ int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, con
                (p->warm.argc == 0 || !KILN_PLUGIN_HAS(plugin, warm_ok) || plugin->warm_ok(job));
     struct warm *w = NULL;
     for (struct warm *c = p->list; fits && c != NULL; c = c->next)
-        if (c->ready && c->chan != NULL)
+        if (c->ready && c->chan != NULL && (c->sb->capacity_mb == 0 || memory_mb <= c->sb->capacity_mb))
             w = c;
     if (w == NULL) {
         p->misses++;

@@ -51,6 +51,8 @@ struct kiln_run {
     uint64_t seq;                /* the next frame's */
     uint64_t exit_seq;           /* the exit frame's, kept for a rewrite */
     uint64_t t_run;              /* when the run was sent (loop ms) */
+    uint64_t t_heard;            /* the agent's last message (loop ms) */
+    int hung;                    /* silent past --hang-ms: killed */
     int64_t out_bytes, out_cap;
     int timed_out, over_output, running;
     int exit_sent;
@@ -74,6 +76,11 @@ struct kiln_run {
 static unsigned attempt_of(const struct kiln_run *run)
 {
     return run->d->attempt + run->retries;
+}
+
+static int64_t job_memory_mb(const struct kiln_run *run)
+{
+    return run->job->limits.memory_mb > 0 ? run->job->limits.memory_mb : run->w->cfg->memory_mb;
 }
 
 static void maybe_free(struct kiln_run *run);
@@ -342,7 +349,14 @@ static void send_run(struct kiln_run *run)
     int64_t fsize = job->limits.file_bytes >= 0 ? job->limits.file_bytes : cfg->file_bytes;
     msgpack_packer pk;
     msgpack_sbuffer sb;
-    kiln_proto_begin_msg(&sb, &pk, "run", 7);
+    kiln_proto_begin_msg(&sb, &pk, "run", 8);
+    /* for agents that enforce them (a VM's); a jail's are on the host */
+    kiln_mp_str(&pk, "limits");
+    msgpack_pack_map(&pk, 2);
+    kiln_mp_str(&pk, "memory_bytes");
+    msgpack_pack_int64(&pk, job_memory_mb(run) << 20);
+    kiln_mp_str(&pk, "pids");
+    msgpack_pack_int64(&pk, job->limits.pids > 0 ? job->limits.pids : cfg->pids);
     kiln_mp_str(&pk, "proxy");
     if (proxy)
         msgpack_pack_true(&pk);
@@ -385,7 +399,7 @@ static void send_run(struct kiln_run *run)
         return;
     }
     run->running = 1;
-    run->t_run = uv_now(run->w->loop);
+    run->t_run = run->t_heard = uv_now(run->w->loop);
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -438,6 +452,13 @@ static void on_agent_exit(struct kiln_run *run, const msgpack_object *m)
     run->ex.max_rss_kb = (o = kiln_mp_get(m, "max_rss_kb")) && kiln_mp_int(o, 0, INT64_MAX, &v) == 0 ? v : 0;
     if (run->sb != NULL && run->sb->backend->ops->stats != NULL)
         run->sb->backend->ops->stats(run->sb, &peak, &oom);
+    if (run->sb != NULL && run->sb->backend->ops->agent_limits) {
+        /* a VM: the guest kernel's accounting, as its agent read it */
+        if ((o = kiln_mp_get(m, "peak_kb")) != NULL && kiln_mp_int(o, 0, INT64_MAX, &v) == 0)
+            peak = v;
+        if ((o = kiln_mp_get(m, "oom_kills")) != NULL && kiln_mp_int(o, 0, INT64_MAX, &v) == 0)
+            oom = v;
+    }
     if ((o = kiln_mp_get(m, "signal")) != NULL && kiln_mp_int(o, 1, 128, &v) == 0)
         run->ex.signal = (int)v;
     if ((o = kiln_mp_get(m, "code")) != NULL && kiln_mp_int(o, 0, 255, &v) == 0) {
@@ -468,6 +489,7 @@ static void on_agent_msg(void *arg, const msgpack_object *m)
     const msgpack_object *t = kiln_mp_get(m, "t"), *o;
     if (t == NULL)
         return;
+    run->t_heard = uv_now(run->w->loop);
     if (kiln_mp_streq(t, "ready")) {
         if (!run->running && !run->exit_sent)
             send_run(run);
@@ -508,6 +530,11 @@ static void on_sandbox_exit(struct kiln_sandbox *sb)
         run->ex.max_rss_kb = ru->ru_maxrss;
         if (kernel_accounting(run, sb->peak_kb, sb->oom_kills)) {
             finish(run, KILN_ST_OOM, run->reason);
+        } else if (run->hung) {
+            snprintf(run->reason, sizeof(run->reason),
+                     "the sandbox stopped answering for %lld ms (a hung VM?): killed",
+                     (long long)run->w->cfg->hang_ms);
+            finish(run, KILN_ST_INTERNAL, run->reason);
         } else if (run->timed_out || run->over_output) {
             finish(run, KILN_ST_KILLED, NULL); /* finish() names the cause */
         } else {
@@ -519,6 +546,16 @@ static void on_sandbox_exit(struct kiln_sandbox *sb)
         }
     }
     maybe_free(run);
+}
+
+/* The agent's channel is there (at once, or once a VM is set up). */
+static void on_sandbox_chan(struct kiln_sandbox *sb)
+{
+    struct kiln_run *run = sb->arg;
+    int fd = sb->fd;
+    sb->fd = -1;
+    if (kiln_chan_open(run->w->loop, fd, on_agent_msg, on_agent_end, run, &run->chan) < 0)
+        finish(run, KILN_ST_INTERNAL, "could not watch the sandbox channel");
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -757,7 +794,7 @@ static void start_one(struct kiln_run *run)
     }
     int64_t timeout = run->job->limits.timeout_ms > 0 ? run->job->limits.timeout_ms : cfg->timeout_ms;
     struct kiln_warm_take warm;
-    if (kiln_pool_take(w->pool, p, run->plan.profile, &view, &warm)) {
+    if (kiln_pool_take(w->pool, p, run->plan.profile, &view, job_memory_mb(run), &warm)) {
         /* warm: the sandbox is up and its agent (and interpreter) wait */
         run->sb = warm.sb;
         run->sb->on_exit = on_sandbox_exit;
@@ -774,7 +811,8 @@ static void start_one(struct kiln_run *run)
         send_run(run);
         return;
     }
-    if ((r = w->backend->ops->spawn(w->backend, run->plan.profile, &run->sb, err, sizeof(err))) < 0) {
+    if ((r = w->backend->ops->spawn(w->backend, run->plan.profile, job_memory_mb(run), &run->sb,
+                                     err, sizeof(err))) < 0) {
         char why[600];
         snprintf(why, sizeof(why), "sandbox failed to start: %s", err);
         kiln_error("job %s: %s", run->job->id, why);
@@ -788,12 +826,9 @@ static void start_one(struct kiln_run *run)
                  d->ref, run->cur > 0 ? ", next input" : "");
     kiln_metrics_job_started(p->name);
 
-    int fd = run->sb->fd;
-    run->sb->fd = -1;
-    if (kiln_chan_open(w->loop, fd, on_agent_msg, on_agent_end, run, &run->chan) < 0) {
-        finish(run, KILN_ST_INTERNAL, "could not watch the sandbox channel");
-        return;
-    }
+    run->sb->on_chan = on_sandbox_chan;
+    if (run->sb->fd >= 0)
+        on_sandbox_chan(run->sb);
 
     /* counted from now: a cold sandbox's start-up is part of the job's time */
     start_timer(run, timeout);
@@ -832,7 +867,7 @@ static void close_egress(struct kiln_run *run)
 static void start_again(struct kiln_run *run)
 {
     close_egress(run);
-    run->exit_sent = run->timed_out = run->over_output = run->running = 0;
+    run->exit_sent = run->timed_out = run->over_output = run->running = run->hung = 0;
     run->out_bytes = 0;
     run->reason[0] = '\0';
     memset(&run->ex, 0, sizeof(run->ex));
@@ -996,4 +1031,33 @@ void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
     run->dest = w->cfg->results;
     run->cur = -1;
     start(run);
+}
+
+/* Every second: a running job whose agent has said nothing for --hang-ms
+ * is in a sandbox that hangs (a stopped or wedged VM): an agent that runs
+ * a job says "beat" every second, however busy the job is. */
+static void on_watch(uv_timer_t *t)
+{
+    struct kiln_worker *w = t->data;
+    uint64_t now = uv_now(w->loop);
+    for (struct kiln_run *run = w->runs; run != NULL; run = run->next) {
+        if (!run->running || run->exit_sent || run->sb == NULL || run->hung ||
+            now - run->t_heard < (uint64_t)w->cfg->hang_ms)
+            continue;
+        run->hung = 1;
+        kiln_log_job(KILN_LOG_WARN, run->job->id, run->plugin->name, attempt_of(run),
+                     "job %s: its sandbox said nothing for %llu ms: killing it", run->job->id,
+                     (unsigned long long)(now - run->t_heard));
+        run->sb->backend->ops->kill(run->sb);
+    }
+}
+
+void kiln_worker_watch(struct kiln_worker *w)
+{
+    if (w->cfg->hang_ms <= 0)
+        return;
+    uv_timer_init(w->loop, &w->watch);
+    w->watch.data = w;
+    uv_timer_start(&w->watch, on_watch, 1000, 1000);
+    uv_unref((uv_handle_t *)&w->watch); /* never what keeps the loop alive */
 }

@@ -31,7 +31,11 @@ struct kiln_worker {
         uint64_t at;
     } cancelled[256];
     unsigned ncancelled;
+    uv_timer_t watch;         /* finds hung sandboxes */
 };
+
+/* Start looking for hung sandboxes (--hang-ms). */
+void kiln_worker_watch(struct kiln_worker *w);
 
 /* Stop every job still running without acknowledging it: no exit frame,
  * no ack; the queue delivers it again elsewhere. */

@@ -1,0 +1,210 @@
+"""The qemu backend for real: QEMU microvm (TCG here, KVM where it runs),
+the guest kernel and initramfs from rootfs/build-vm.sh, the runtime image
+as a read-only squashfs, kiln-agent as the guest's PID 1. Jobs go through
+Redis like any other; the tests check what a user would: the output, that
+the job ran in its own kernel, that its limits hold, that a VM which
+crashes, hangs or panics costs a retry and not the worker, and that a warm
+pool leaves no process or file behind."""
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from kilntest import BUILD, SKIP, KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
+
+import sys
+
+skip_unless_jail_works()
+rootfs_args()
+VM_ENV = os.path.join(BUILD, "vm", "vm.env")
+IMG_ENV = os.path.join(BUILD, "rootfs", "kiln.env")
+if shutil.which("qemu-system-x86_64") is None:
+    print("SKIPPED: qemu-system-x86_64 is not installed (ops/install-deps.sh)")
+    sys.exit(SKIP)
+if not os.path.exists(VM_ENV):
+    print("SKIPPED: the VM image is not built (make vm-image)")
+    sys.exit(SKIP)
+ENV = {}
+for path in (VM_ENV, IMG_ENV):
+    ENV.update(dict(l.strip().split("=", 1) for l in open(path) if "=" in l))
+if "KILN_VM_IMAGE" not in ENV:
+    print("SKIPPED: the runtime image has no squashfs (squashfs-tools missing?)")
+    sys.exit(SKIP)
+GUEST_RELEASE = open(os.path.join(BUILD, "vm", "kernel-release")).read().strip()
+VM_ARGS = ["--backend", "qemu", "--vm-kernel", ENV["KILN_VM_KERNEL"],
+           "--vm-initrd", ENV["KILN_VM_INITRD"], "--vm-image", ENV["KILN_VM_IMAGE"]]
+SLOW = 120  # seconds: TCG on two shared cores, maybe under ASan
+
+
+def qemu_pids(state_dir):
+    """QEMU processes whose command line names `state_dir`."""
+    out = []
+    for p in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(p, "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b"qemu-system" in cmd and state_dir.encode() in cmd:
+            out.append(int(p.split("/")[2]))
+    return out
+
+
+class VMCase(KilnCase):
+    def vm_worker(self, *extra, plugins=None):
+        self.state = os.path.join(self.tmp, "state")
+        args = [*VM_ARGS, "--state-dir", self.state, "--log-level", "debug", *extra]
+        if plugins is not None:
+            # a plugin dir with only these: pools of just their VMs
+            d = os.path.join(self.tmp, "plugins")
+            os.makedirs(d, exist_ok=True)
+            for p in plugins:
+                os.symlink(os.path.join(BUILD, "lib", "kiln", "plugins", p + ".so"),
+                           os.path.join(d, p + ".so"))
+            args += ["--plugin-dir", d]
+        return self.worker("vm", *args)
+
+    def run_vm(self, code, **kw):
+        return self.run_job(code, timeout=SLOW, **kw)
+
+
+class Runtimes(VMCase):
+    """All three plugins in VMs, from a warm pool of one each."""
+
+    def test_shell_python_deno_in_the_guest_kernel(self):
+        w = self.vm_worker("--pool", "1", "--slots", "2")
+        ex, out, err = self.run_vm("uname -r; id -u; cat /proc/1/comm; echo oops >&2; exit 3")
+        self.assertEqual((ex["status"], ex["code"]), ("error", 3), ex)
+        self.assertEqual(out.decode().split(), [GUEST_RELEASE, "1000", "init"])
+        self.assertEqual(err, b"oops\n")
+
+        ex, out, err = self.run_vm("import os, platform, sys\n"
+                                   "print(platform.release(), sys.argv[1:], os.environ['K'], input())\n",
+                                   plugin="python", args=["a"], env={"K": "v"}, stdin=b"in\n")
+        self.assertEqual(ex["status"], "ok", (ex, err))
+        self.assertEqual(out.decode().strip(), "%s ['a'] v in" % GUEST_RELEASE)
+
+        ex, out, err = self.run_vm("const n: number = 6 * 7; console.log(n, Deno.args[0]);",
+                                   plugin="deno-eval", args=["x"])
+        self.assertEqual((ex["status"], out), ("ok", b"42 x\n"), (ex, err))
+        ex, out, err = self.run_vm("throw new Error('boom')", plugin="deno-eval")
+        self.assertEqual(ex["status"], "error")
+        self.assertIn(b"boom", err)
+        self.assertTrue(w.alive())
+
+
+class Limits(VMCase):
+    def setUp(self):
+        super().setUp()
+        self.vm_worker("--pool", "1", "--slots", "2", plugins=["shell", "python"])
+
+    def test_timeout(self):
+        ex, _, _ = self.run_vm("echo start; sleep 60", limits={"timeout_ms": 2000})
+        self.assertEqual(ex["status"], "timeout", ex)
+
+    def test_memory_limit_is_the_guest_cgroup(self):
+        ex, out, err = self.run_vm("b = bytearray(200 << 20)\nprint('survived')\n",
+                                   plugin="python", limits={"memory_mb": 64})
+        self.assertEqual(ex["status"], "oom", (ex, err))
+        self.assertNotIn(b"survived", out)
+        # a job within its memory runs, and its peak is the guest's figure
+        ex, out, _ = self.run_vm("b = bytearray(20 << 20)\nprint(len(b))\n",
+                                 plugin="python", limits={"memory_mb": 64})
+        self.assertEqual((ex["status"], out), ("ok", b"20971520\n"), ex)
+        self.assertGreater(ex["max_rss_kb"], 20 * 1024)
+
+    def test_output_cap(self):
+        ex, out, _ = self.run_vm("yes kiln | head -c 1000000", limits={"output_bytes": 5000})
+        self.assertEqual(ex["status"], "output_limit", ex)
+        self.assertEqual(len(out), 5000)
+
+    def test_more_memory_than_a_pooled_vm_gets_its_own(self):
+        ex, out, err = self.run_vm("b = bytearray(900 << 20)\nprint('big ok')\n",
+                                   plugin="python", limits={"memory_mb": 1024})
+        self.assertEqual((ex["status"], out), ("ok", b"big ok\n"), (ex, err))
+
+
+class Failures(VMCase):
+    """Each VM a cold boot (no pool, no snapshot), so the only QEMU running
+    is the job's."""
+
+    def setUp(self):
+        super().setUp()
+        self.w = self.vm_worker("--pool", "0", "--vm-cold", "--slots", "1", "--hang-ms", "4000",
+                                "--retry-backoff-ms", "50", plugins=["shell"])
+
+    def job_vm(self, marker):
+        """Submit a job that sleeps on its first attempt; return its id and
+        the pid of its VM once it runs."""
+        j = self.job('if [ "$KILN_ATTEMPT" = 1 ]; then echo %s; sleep 60; fi; echo attempt $KILN_ATTEMPT'
+                     % marker)
+        self.submit(j)
+        wait_for(lambda: any(f["kind"] == "stdout" for f in self.frames(job_id=j["id"])),
+                 SLOW, "the first attempt to run")
+        pids = qemu_pids(self.state)
+        self.assertEqual(len(pids), 1, pids)
+        return j["id"], pids[0]
+
+    def assert_retried(self, job_id):
+        fs = self.wait_exit(job_id, timeout=SLOW, attempt=2)
+        ex = [f for f in fs if f["kind"] == "exit"][-1]
+        self.assertEqual((ex["status"], ex["attempt"]), ("ok", 2), ex)
+        self.assertIn(b"attempt 2\n", b"".join(f["data"] for f in fs if f["kind"] == "stdout"))
+        self.assertTrue(self.w.alive())
+
+    def test_a_crashed_vm_is_retried(self):
+        job_id, pid = self.job_vm("crash")
+        os.kill(pid, signal.SIGKILL)
+        self.assert_retried(job_id)
+        self.assertIn(b"failed in kiln", self.w.text())
+
+    def test_a_hung_vm_is_found_and_retried(self):
+        job_id, pid = self.job_vm("hang")
+        os.kill(pid, signal.SIGSTOP)  # the whole VM stops: no beat, no output
+        self.assert_retried(job_id)
+        self.assertIn(b"said nothing for", self.w.text())
+        wait_for(lambda: not os.path.exists("/proc/%d" % pid), 10, "the hung VM to be gone")
+
+
+class Panic(VMCase):
+    def test_a_guest_panic_ends_the_job_internal_and_the_pool_recovers(self):
+        # panic_on_oom=2: a cgroup OOM panics this guest's kernel
+        w = self.vm_worker("--pool", "1", "--slots", "1", "--max-attempts", "2",
+                           "--retry-backoff-ms", "50", "--vm-append", "sysctl.vm.panic_on_oom=2",
+                           plugins=["python"])
+        ex, _, _ = self.run_vm("b = bytearray(200 << 20)", plugin="python", limits={"memory_mb": 64})
+        self.assertEqual(ex["status"], "internal", ex)
+        self.assertEqual(ex["attempt"], 2, ex)
+        self.assertIn("the sandbox ended before reporting an exit", ex["reason"])
+        ex, out, _ = self.run_vm("print('after the panic')", plugin="python")
+        self.assertEqual((ex["status"], out), ("ok", b"after the panic\n"), ex)
+        self.assertTrue(w.alive())
+
+
+class WarmPool(VMCase):
+    def test_pool_of_two_serves_ten_jobs_and_leaves_nothing(self):
+        w = self.vm_worker("--pool", "2", "--slots", "2", plugins=["shell"])
+        wait_for(lambda: b"qemu: snapshot ready" in w.text(), SLOW, "the snapshot")
+        ids = []
+        for i in range(10):
+            j = self.job("echo job %d; uname -r" % i)
+            self.submit(j)
+            ids.append(j["id"])
+        for i, job_id in enumerate(ids):
+            fs = self.wait_exit(job_id, timeout=SLOW)
+            ex = [f for f in fs if f["kind"] == "exit"][-1]
+            out = b"".join(f["data"] for f in fs if f["kind"] == "stdout").decode()
+            self.assertEqual((ex["status"], out), ("ok", "job %d\n%s\n" % (i, GUEST_RELEASE)), ex)
+        text = w.text()
+        self.assertGreaterEqual(text.count(b"started (shell, warm"), 5, "most jobs took a warm VM")
+        wait_for(lambda: len(qemu_pids(self.state)) == 2, SLOW, "the pool's two VMs, and no other")
+        w.stop()
+        wait_for(lambda: not qemu_pids(self.state), 20, "every QEMU to be gone")
+        left = [os.path.join(d, f) for d, _, fs in os.walk(self.state) for f in fs]
+        self.assertEqual(left, [], "files left behind")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,487 @@
+/*
+ * The qemu backend: each sandbox is a QEMU microvm whose PID 1 is
+ * kiln-agent (rootfs/build-vm.sh), with KVM when this host can run it and
+ * TCG (software) otherwise.
+ *
+ *   worker --socketpair--> -chardev socket,fd=3 -> virtio-serial port
+ *                          "kiln.agent" -> /dev/vportNpM in the guest
+ *   runtime image squashfs -> virtio-blk, read-only -> the guest's root
+ *
+ * No network device: the guest has only lo. Guest RAM holds the job's
+ * memory limit, which the agent enforces on a cgroup inside the guest.
+ *
+ * Pools refill from a snapshot. Once, in the background, a template VM
+ * boots with its RAM in a shared file (memory-backend-file, share=on); when
+ * its agent is ready, QEMU migrates its device state to a file with
+ * x-ignore-shared (RAM is not copied: it is the file). Every later VM maps
+ * that file privately (share=off, copy on write: the pages it only reads
+ * stay shared among all VMs) and loads the device state (-incoming defer,
+ * migrate-incoming), ready in tens of milliseconds instead of a boot of
+ * seconds. Until the snapshot exists, or if making it failed, VMs boot.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "proto.h"
+#include "vmm.h"
+
+/* guest RAM a job cannot have: the kernel, the agent, the image's cache */
+#define RESERVE_MB 160
+
+enum snap_state { SNAP_NONE, SNAP_MAKING, SNAP_READY, SNAP_FAILED };
+
+struct qemu {
+    struct kiln_backend pub;
+    const char *accel;          /* "kvm" or "tcg" */
+    long tsc_khz;
+    char dir[400];              /* state_dir/qemu-<pid>: snapshot, one dir per VM */
+    unsigned spawned;
+    enum snap_state snap;
+    uv_work_t work;
+    pid_t template_pid;         /* while the snapshot is made */
+    char snap_err[300];
+    uint64_t snap_ms;
+    int destroyed;              /* destroy() came while the snapshot was made */
+};
+
+enum vm_mode { VM_COLD, VM_TEMPLATE, VM_RESTORE };
+
+static void build_argv(struct qemu *q, struct kiln_argv *a, enum vm_mode mode, int64_t ram_mb,
+                       const char *dir)
+{
+    const struct kiln_config *cfg = q->pub.cfg;
+    kiln_argv_add(a, "%s", cfg->qemu);
+    kiln_argv_add(a, "-M");
+    kiln_argv_add(a, "microvm,rtc=on%s", mode == VM_COLD ? "" : ",memory-backend=ram");
+    kiln_argv_add(a, "-accel");
+    /* a smaller translation cache: most of a warm VM's RSS otherwise */
+    kiln_argv_add(a, "%s", strcmp(q->accel, "kvm") == 0 ? "kvm" : "tcg,tb-size=64");
+    kiln_argv_add(a, "-cpu");
+    kiln_argv_add(a, "%s", strcmp(q->accel, "kvm") == 0 ? "host" : "max");
+    kiln_argv_add(a, "-m");
+    kiln_argv_add(a, "%lldM", (long long)ram_mb);
+    kiln_argv_add(a, "-smp");
+    kiln_argv_add(a, "%lld", (long long)cfg->vm_vcpus);
+    kiln_argv_add(a, "-nodefaults");
+    kiln_argv_add(a, "-no-user-config");
+    kiln_argv_add(a, "-nographic");
+    kiln_argv_add(a, "-no-reboot");
+    kiln_argv_add(a, "-kernel");
+    kiln_argv_add(a, "%s", cfg->vm_kernel);
+    kiln_argv_add(a, "-initrd");
+    kiln_argv_add(a, "%s", cfg->vm_initrd);
+    kiln_argv_add(a, "-append");
+    kiln_argv_add(a, "console=ttyS0 quiet panic=-1 cryptomgr.notests mitigations=off "
+                     "no_timer_check nokaslr tsc_early_khz=%ld tsc=reliable "
+                     "kiln.chan=virtio:kiln.agent kiln.tmp_mb=%lld %s",
+                  q->tsc_khz, (long long)cfg->tmp_mb, cfg->vm_append);
+    kiln_argv_add(a, "-serial");
+    kiln_argv_add(a, "file:%s/console.log", dir);
+    kiln_argv_add(a, "-drive");
+    kiln_argv_add(a, "id=rt,file=%s,format=raw,if=none,readonly=on", cfg->vm_image);
+    kiln_argv_add(a, "-device");
+    kiln_argv_add(a, "virtio-blk-device,drive=rt");
+    kiln_argv_add(a, "-chardev");
+    kiln_argv_add(a, "socket,id=agent,fd=3");
+    kiln_argv_add(a, "-device");
+    kiln_argv_add(a, "virtio-serial-device");
+    kiln_argv_add(a, "-device");
+    kiln_argv_add(a, "virtserialport,chardev=agent,name=kiln.agent");
+    if (mode == VM_COLD)
+        return;
+    kiln_argv_add(a, "-object");
+    kiln_argv_add(a, "memory-backend-file,id=ram,size=%lldM,mem-path=%s/snap.mem,share=%s",
+                  (long long)ram_mb, q->dir, mode == VM_TEMPLATE ? "on" : "off");
+    kiln_argv_add(a, "-chardev");
+    kiln_argv_add(a, "socket,id=qmp,fd=4");
+    kiln_argv_add(a, "-mon");
+    kiln_argv_add(a, "chardev=qmp,mode=control");
+    if (mode == VM_RESTORE) {
+        kiln_argv_add(a, "-incoming");
+        kiln_argv_add(a, "defer");
+    }
+}
+
+/* ---- the snapshot, made once in a thread of the pool ------------------ */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Block until the agent on `fd` says "ready" (or `deadline`). */
+static int wait_ready(int fd, int64_t deadline, char *err, size_t errlen)
+{
+    struct kiln_proto_reader rd;
+    int r = -ETIMEDOUT;
+    kiln_proto_reader_init(&rd, 1 << 20);
+    snprintf(err, errlen, "the template VM's agent was not ready in time");
+    while (mono_ms() < deadline) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, 200) <= 0)
+            continue;
+        char buf[4096];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0) {
+            snprintf(err, errlen, "the template VM ended before its agent was ready");
+            r = -EPIPE;
+            break;
+        }
+        const void *msg;
+        size_t len;
+        if (kiln_proto_reader_feed(&rd, buf, (size_t)n) < 0)
+            break;
+        if (kiln_proto_reader_next(&rd, &msg, &len) == 1) {
+            msgpack_unpacked u;
+            size_t off = 0;
+            msgpack_unpacked_init(&u);
+            if (kiln_mp_precheck(msg, len) == 0 &&
+                msgpack_unpack_next(&u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS) {
+                const msgpack_object *t = kiln_mp_get(&u.data, "t"), *why;
+                if (t != NULL && kiln_mp_streq(t, "ready")) {
+                    err[0] = '\0';
+                    r = 0;
+                } else if ((why = kiln_mp_get(&u.data, "reason")) != NULL) {
+                    char *s = kiln_mp_strdup(why);
+                    snprintf(err, errlen, "the template VM's agent failed: %s", s ? s : "?");
+                    free(s);
+                    r = -EIO;
+                }
+            }
+            msgpack_unpacked_destroy(&u);
+            break;
+        }
+    }
+    kiln_proto_reader_free(&rd);
+    return r;
+}
+
+/* One QMP command; the reply (events skipped) in *reply, owned. */
+static int qmp(FILE *f, json_t **reply, const char *cmd, json_t *args)
+{
+    json_t *req = json_pack("{s:s}", "execute", cmd);
+    if (args != NULL)
+        json_object_set_new(req, "arguments", args);
+    char *s = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    int r = s != NULL && fprintf(f, "%s\n", s) > 0 && fflush(f) == 0 ? 0 : -EIO;
+    free(s);
+    char line[8192];
+    while (r == 0 && fgets(line, sizeof(line), f) != NULL) {
+        json_t *j = json_loads(line, 0, NULL);
+        if (j == NULL || json_object_get(j, "event") != NULL) {
+            json_decref(j);
+            continue;
+        }
+        if (json_object_get(j, "return") == NULL) {
+            json_decref(j);
+            return -EIO;
+        }
+        if (reply != NULL)
+            *reply = j;
+        else
+            json_decref(j);
+        return 0;
+    }
+    return -EIO;
+}
+
+static int make_snapshot(struct qemu *q, char *err, size_t errlen)
+{
+    int sv[2] = {-1, -1}, qm[2] = {-1, -1}, r = -EIO;
+    char tdir[600], log[640], uri[700];
+    struct kiln_argv a = {0};
+    FILE *f = NULL;
+    snprintf(tdir, sizeof(tdir), "%s/template", q->dir);
+    snprintf(log, sizeof(log), "%s/vmm.log", tdir);
+    if (kiln_mkdirs(tdir) < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qm) < 0) {
+        snprintf(err, errlen, "setting up the template VM: %s", strerror(errno));
+        goto out;
+    }
+    build_argv(q, &a, VM_TEMPLATE, q->pub.cfg->vm_memory_mb, tdir);
+    int fds[2] = {sv[1], qm[1]};
+    pid_t pid = kiln_vmm_fork(a.v, fds, 2, log);
+    if (pid < 0) {
+        snprintf(err, errlen, "starting %s: %s", a.v[0], strerror((int)-pid));
+        goto out;
+    }
+    __atomic_store_n(&q->template_pid, pid, __ATOMIC_SEQ_CST);
+    close(sv[1]);
+    close(qm[1]);
+    sv[1] = qm[1] = -1;
+    if (kiln_vmm_hello(sv[0]) < 0 || wait_ready(sv[0], mono_ms() + 180000, err, errlen) < 0)
+        goto kill;
+    f = fdopen(qm[0], "r+");
+    if (f == NULL)
+        goto kill;
+    qm[0] = -1;
+    char greeting[4096];
+    json_t *st = NULL;
+    snprintf(uri, sizeof(uri), "exec:cat > %s/snap.state", q->dir);
+    if (fgets(greeting, sizeof(greeting), f) == NULL ||
+        qmp(f, NULL, "qmp_capabilities", NULL) < 0 ||
+        qmp(f, NULL, "migrate-set-capabilities",
+            json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "x-ignore-shared", "state", 1)) < 0 ||
+        qmp(f, NULL, "migrate", json_pack("{s:s}", "uri", uri)) < 0) {
+        snprintf(err, errlen, "QMP: the template VM refused to save its state");
+        goto kill;
+    }
+    for (int64_t deadline = mono_ms() + 60000; mono_ms() < deadline;) {
+        if (qmp(f, &st, "query-migrate", NULL) < 0)
+            break;
+        const char *status = json_string_value(json_object_get(json_object_get(st, "return"), "status"));
+        int done = status != NULL && strcmp(status, "completed") == 0;
+        int failed = status != NULL && (strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0);
+        json_decref(st);
+        if (done) {
+            r = 0;
+            break;
+        }
+        if (failed)
+            break;
+        usleep(20000);
+    }
+    if (r < 0)
+        snprintf(err, errlen, "QMP: saving the template VM's state did not complete");
+    qmp(f, NULL, "quit", NULL);
+kill:
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    __atomic_store_n(&q->template_pid, 0, __ATOMIC_SEQ_CST);
+out:
+    if (f != NULL)
+        fclose(f);
+    for (int i = 0; i < 2; i++) {
+        if (sv[i] >= 0)
+            close(sv[i]);
+        if (qm[i] >= 0)
+            close(qm[i]);
+    }
+    kiln_argv_free(&a);
+    kiln_rm_rf(tdir);
+    return r;
+}
+
+static void snap_work(uv_work_t *w)
+{
+    struct qemu *q = w->data;
+    int64_t t0 = mono_ms();
+    q->snap_err[0] = '\0';
+    if (make_snapshot(q, q->snap_err, sizeof(q->snap_err)) == 0)
+        q->snap_ms = (uint64_t)(mono_ms() - t0);
+    else if (q->snap_err[0] == '\0')
+        snprintf(q->snap_err, sizeof(q->snap_err), "unknown failure");
+}
+
+/* The snapshot, and the directories of VMs still there when the worker
+ * stops (their VMMs die with it: PR_SET_PDEATHSIG). */
+static void qemu_free(struct qemu *q)
+{
+    kiln_rm_rf(q->dir);
+    free(q);
+}
+
+static void snap_done(uv_work_t *w, int status)
+{
+    struct qemu *q = w->data;
+    if (q->destroyed) {
+        qemu_free(q);
+        return;
+    }
+    if (status == 0 && q->snap_err[0] == '\0') {
+        q->snap = SNAP_READY;
+        kiln_info("qemu: snapshot ready in %llu ms: VMs now start from it",
+                  (unsigned long long)q->snap_ms);
+    } else {
+        q->snap = SNAP_FAILED;
+        kiln_warn("qemu: no snapshot (%s): every VM boots", status == 0 ? q->snap_err : "cancelled");
+    }
+}
+
+/* ---- sandboxes --------------------------------------------------------- */
+
+static int qemu_spawn(struct kiln_backend *b, const char *profile, int64_t memory_mb,
+                      struct kiln_sandbox **out, char *err, size_t errlen)
+{
+    struct qemu *q = (struct qemu *)b;
+    const struct kiln_config *cfg = b->cfg;
+    int sv[2] = {-1, -1}, qm[2] = {-1, -1}, r;
+    struct kiln_argv a = {0};
+    (void)profile;
+
+    int64_t ram = cfg->vm_memory_mb;
+    enum vm_mode mode = q->snap == SNAP_READY ? VM_RESTORE : VM_COLD;
+    if (memory_mb + RESERVE_MB > ram) { /* more than a pooled VM has: its own size */
+        ram = memory_mb + RESERVE_MB;
+        mode = VM_COLD;
+    }
+    struct kiln_vmm_sandbox *sb = calloc(1, sizeof(*sb));
+    if (sb == NULL)
+        return -ENOMEM;
+    sb->extra_fd = -1;
+    snprintf(sb->dir, sizeof(sb->dir), "%s/%u", q->dir, ++q->spawned);
+    if ((r = kiln_mkdirs(sb->dir)) < 0) {
+        snprintf(err, errlen, "qemu: mkdir %s: %s", sb->dir, strerror(-r));
+        free(sb);
+        return r;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
+        (mode == VM_RESTORE && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qm) < 0)) {
+        r = -errno;
+        snprintf(err, errlen, "qemu: socketpair: %s", strerror(errno));
+        goto fail;
+    }
+    build_argv(q, &a, mode, ram, sb->dir);
+    int fds[2] = {sv[1], qm[1]};
+    if ((r = kiln_vmm_start(b, sb, a.v, fds, mode == VM_RESTORE ? 2 : 1, err, errlen)) < 0)
+        goto fail;
+    kiln_argv_free(&a);
+    close(sv[1]);
+    sv[1] = -1;
+    if (mode == VM_RESTORE) {
+        /* queued before QEMU reads them: it answers in order */
+        char cmds[1024];
+        int n = snprintf(cmds, sizeof(cmds),
+                         "{\"execute\":\"qmp_capabilities\"}\n"
+                         "{\"execute\":\"migrate-set-capabilities\",\"arguments\":{\"capabilities\":"
+                         "[{\"capability\":\"x-ignore-shared\",\"state\":true}]}}\n"
+                         "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"exec:cat %s/snap.state\"}}\n",
+                         q->dir);
+        close(qm[1]);
+        if (write(qm[0], cmds, (size_t)n) != n)
+            kiln_vmm_kill(&sb->pub); /* on_exit follows */
+        sb->extra_fd = qm[0];
+    }
+    if (kiln_vmm_hello(sv[0]) < 0)
+        kiln_vmm_kill(&sb->pub);
+    sb->pub.fd = sv[0];
+    sb->pub.capacity_mb = ram - RESERVE_MB;
+    *out = &sb->pub;
+    return 0;
+fail:
+    kiln_argv_free(&a);
+    for (int i = 0; i < 2; i++) {
+        if (sv[i] >= 0)
+            close(sv[i]);
+        if (qm[i] >= 0)
+            close(qm[i]);
+    }
+    kiln_rm_rf(sb->dir);
+    free(sb);
+    return r;
+}
+
+/* The agent enforces the limits inside the guest ("limits" in "run"). */
+static int qemu_limit(struct kiln_sandbox *sb, const struct kiln_sandbox_limits *l)
+{
+    return sb->capacity_mb > 0 && l->memory_bytes > (sb->capacity_mb << 20) ? -E2BIG : 0;
+}
+
+static void qemu_destroy(struct kiln_backend *b)
+{
+    struct qemu *q = (struct qemu *)b;
+    if (q->snap == SNAP_MAKING) {
+        pid_t pid = __atomic_load_n(&q->template_pid, __ATOMIC_SEQ_CST);
+        if (pid > 0)
+            kill(pid, SIGKILL);
+        q->destroyed = 1; /* freed when the thread is done */
+        return;
+    }
+    qemu_free(q);
+}
+
+static const struct kiln_backend_ops qemu_ops = {
+    .name = "qemu",
+    .spawn = qemu_spawn,
+    .kill = kiln_vmm_kill,
+    .limit = qemu_limit,
+    .destroy = qemu_destroy,
+    .agent_limits = 1,
+};
+
+int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *err, size_t errlen)
+{
+    const char *need[][2] = {{"--vm-kernel", cfg->vm_kernel}, {"--vm-initrd", cfg->vm_initrd},
+                             {"--vm-image", cfg->vm_image}};
+    for (size_t i = 0; i < 3; i++) {
+        if (need[i][1] == NULL || need[i][1][0] == '\0') {
+            snprintf(err, errlen, "%s: %s is not set (rootfs/build-vm.sh and build-image.sh make them)",
+                     who, need[i][0]);
+            return -EINVAL;
+        }
+        if (access(need[i][1], R_OK) < 0) {
+            snprintf(err, errlen, "%s: %s %s: %s", who, need[i][0], need[i][1], strerror(errno));
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+/* The QEMU binary is there and runs. */
+static int qemu_present(const char *qemu)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "'%s' --version >/dev/null 2>&1", qemu);
+    return strchr(qemu, '\'') == NULL && system(cmd) == 0;
+}
+
+int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
+                          struct kiln_backend **out, char *err, size_t errlen)
+{
+    int r;
+    if ((r = kiln_vm_files_check(cfg, "qemu", err, errlen)) < 0)
+        return r;
+    if (!qemu_present(cfg->qemu)) {
+        snprintf(err, errlen, "qemu: %s is not installed or does not run", cfg->qemu);
+        return -ENOENT;
+    }
+    struct qemu *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return -ENOMEM;
+    char why[256] = "";
+    int kvm = kiln_kvm_usable(why, sizeof(why));
+    if (strcmp(cfg->vm_accel, "kvm") == 0 && !kvm) {
+        snprintf(err, errlen, "qemu: --vm-accel kvm, but %s", why);
+        free(q);
+        return -ENODEV;
+    }
+    q->accel = strcmp(cfg->vm_accel, "tcg") == 0 || !kvm ? "tcg" : "kvm";
+    q->tsc_khz = kiln_tsc_khz();
+    snprintf(q->dir, sizeof(q->dir), "%s/qemu-%d", cfg->state_dir, (int)getpid());
+    if ((r = kiln_mkdirs(q->dir)) < 0) {
+        snprintf(err, errlen, "qemu: mkdir %s: %s", q->dir, strerror(-r));
+        free(q);
+        return r;
+    }
+    q->pub.ops = &qemu_ops;
+    q->pub.loop = loop;
+    q->pub.cfg = cfg;
+    kiln_info("qemu: microvm with %s (%s), %lld MiB and %lld vCPU per VM", q->accel,
+              kvm ? "/dev/kvm runs VMs here" : why, (long long)cfg->vm_memory_mb, (long long)cfg->vm_vcpus);
+    if (!kvm)
+        kiln_info("qemu: (TCG is software emulation: correct, much slower than KVM)");
+    if (!cfg->vm_cold) {
+        q->snap = SNAP_MAKING;
+        q->work.data = q;
+        uv_queue_work(loop, &q->work, snap_work, snap_done);
+    }
+    *out = &q->pub;
+    return 0;
+}

@@ -1,0 +1,261 @@
+#include "vmm.h"
+
+#include <ftw.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proto.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+void kiln_argv_add(struct kiln_argv *a, const char *fmt, ...)
+{
+    va_list ap;
+    if (a->n >= (int)(sizeof(a->v) / sizeof(a->v[0])) - 1)
+        return;
+    va_start(ap, fmt);
+    if (vasprintf(&a->v[a->n], fmt, ap) >= 0)
+        a->n++;
+    va_end(ap);
+    a->v[a->n] = NULL;
+}
+
+void kiln_argv_free(struct kiln_argv *a)
+{
+    for (int i = 0; i < a->n; i++)
+        free(a->v[i]);
+    a->n = 0;
+    a->v[0] = NULL;
+}
+
+int kiln_mkdirs(const char *path)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (type == FTW_DP)
+        rmdir(path);
+    else
+        unlink(path);
+    return 0;
+}
+
+void kiln_rm_rf(const char *path)
+{
+    /* depth first, never following links: a jailer's chroot holds device
+     * nodes and hard links to the images, removed and not followed */
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+pid_t kiln_vmm_fork(char *const argv[], const int *fds, int nfds, const char *log)
+{
+    int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (logfd < 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(logfd);
+        return -errno;
+    }
+    if (pid == 0) {
+        /* the VMM goes when the worker does: no VM outlives it */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() == 1)
+            _exit(126);
+        int high[8];
+        for (int i = 0; i < nfds && i < 8; i++)
+            if ((high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 20)) < 0)
+                _exit(126);
+        for (int i = 0; i < nfds && i < 8; i++)
+            if (dup2(high[i], 3 + i) < 0)
+                _exit(126);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
+            _exit(126);
+        syscall(SYS_close_range, 3 + nfds, ~0U, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execvp(argv[0], argv);
+        dprintf(2, "kiln: exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(logfd);
+    return pid;
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    struct kiln_vmm_sandbox *sb = h->data;
+    if (sb->release == NULL || sb->release(&sb->pub))
+        free(sb);
+}
+
+static void on_pidfd(uv_poll_t *h, int status, int events)
+{
+    struct kiln_vmm_sandbox *sb = h->data;
+    siginfo_t info;
+    (void)status;
+    (void)events;
+    memset(&info, 0, sizeof(info));
+    long r = syscall(SYS_waitid, P_PIDFD, sb->pidfd, &info, WEXITED | WNOHANG, &sb->pub.ru);
+    if (r < 0 && errno != ECHILD)
+        return;
+    if (r == 0 && info.si_pid == 0)
+        return;
+    sb->pub.wstatus = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
+    uv_poll_stop(h);
+    close(sb->pidfd);
+    if (sb->pub.fd >= 0)
+        close(sb->pub.fd);
+    if (sb->extra_fd >= 0)
+        close(sb->extra_fd);
+    if (!sb->killed && (sb->pub.wstatus != 0)) {
+        /* it ended on its own: what it said is worth keeping in the log */
+        char path[600], tail[512] = "";
+        snprintf(path, sizeof(path), "%s/vmm.log", sb->dir);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            off_t end = lseek(fd, 0, SEEK_END);
+            ssize_t n = pread(fd, tail, sizeof(tail) - 1, end > 511 ? end - 511 : 0);
+            tail[n > 0 ? n : 0] = '\0';
+            for (char *p = tail; *p; p++)
+                if (*p == '\n')
+                    *p = ' ';
+            close(fd);
+        }
+        kiln_warn("%s: VM process %d ended by itself (status 0x%x): %s", sb->pub.backend->ops->name,
+                  (int)sb->pid, sb->pub.wstatus, tail);
+    }
+    kiln_rm_rf(sb->dir);
+    if (sb->pub.on_exit != NULL)
+        sb->pub.on_exit(&sb->pub);
+    uv_close((uv_handle_t *)h, on_poll_closed);
+}
+
+int kiln_vmm_start(struct kiln_backend *b, struct kiln_vmm_sandbox *sb, char *const argv[],
+                   const int *fds, int nfds, char *err, size_t errlen)
+{
+    char log[600];
+    snprintf(log, sizeof(log), "%s/vmm.log", sb->dir);
+    pid_t pid = kiln_vmm_fork(argv, fds, nfds, log);
+    if (pid < 0) {
+        snprintf(err, errlen, "%s: starting %s: %s", b->ops->name, argv[0], strerror((int)-pid));
+        return (int)pid;
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        int e = errno;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        snprintf(err, errlen, "%s: pidfd_open: %s", b->ops->name, strerror(e));
+        return -e;
+    }
+    sb->pid = pid;
+    sb->pidfd = pidfd;
+    sb->pub.backend = b;
+    sb->pub.peak_kb = -1;
+    uv_poll_init(b->loop, &sb->poll, pidfd);
+    sb->poll.data = sb;
+    uv_poll_start(&sb->poll, UV_READABLE, on_pidfd);
+    return 0;
+}
+
+void kiln_vmm_kill(struct kiln_sandbox *pub)
+{
+    struct kiln_vmm_sandbox *sb = (struct kiln_vmm_sandbox *)pub;
+    if (!sb->killed)
+        syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
+    sb->killed = 1;
+}
+
+int kiln_vmm_hello(int fd)
+{
+    struct timespec ts;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    kiln_proto_begin_msg(&sb, &pk, "hello", 1);
+    kiln_mp_str(&pk, "now_ns");
+    msgpack_pack_int64(&pk, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    kiln_proto_finish(&sb);
+    ssize_t n = write(fd, sb.data, sb.size);
+    int r = n == (ssize_t)sb.size ? 0 : -EIO;
+    msgpack_sbuffer_destroy(&sb);
+    return r;
+}
+
+int kiln_kvm_usable(char *why, size_t whylen)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, whylen, "/dev/kvm: %s", strerror(errno));
+        return 0;
+    }
+    int api = ioctl(fd, KVM_GET_API_VERSION, 0);
+    int vm = api == KVM_API_VERSION ? ioctl(fd, KVM_CREATE_VM, 0) : -1;
+    /* a VM without a vCPU proves little: some hosts hand out /dev/kvm
+     * whose vCPUs cannot run (no VMX/SVM underneath) */
+    int vcpu = vm >= 0 ? ioctl(vm, KVM_CREATE_VCPU, 0) : -1;
+    int ok = vcpu >= 0;
+    FILE *f = fopen("/proc/cpuinfo", "re");
+    char line[4096];
+    int hw = 0;
+    while (f != NULL && !hw && fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "flags", 5) == 0)
+            hw = strstr(line, " vmx") != NULL || strstr(line, " svm") != NULL;
+    if (f != NULL)
+        fclose(f);
+    if (vcpu >= 0)
+        close(vcpu);
+    if (vm >= 0)
+        close(vm);
+    close(fd);
+    if (!ok)
+        snprintf(why, whylen, "/dev/kvm cannot create a VM here");
+    else if (!hw)
+        snprintf(why, whylen, "/dev/kvm opens but the CPU shows no vmx/svm (nested KVM that cannot run guests)");
+    return ok && hw;
+}
+
+long kiln_tsc_khz(void)
+{
+    FILE *f = fopen("/proc/cpuinfo", "re");
+    char line[256];
+    double mhz = 0;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "cpu MHz : %lf", &mhz) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return (long)(mhz * 1000);
+}

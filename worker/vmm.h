@@ -1,0 +1,58 @@
+/*
+ * What the microVM backends (qemu, firecracker) share: a VMM process per
+ * sandbox, watched through a pidfd, with its own directory that goes when
+ * it does; the agent's "hello"; whether KVM can run a VM here.
+ */
+#ifndef KILN_VMM_H
+#define KILN_VMM_H
+
+#include "backend.h"
+
+struct kiln_vmm_sandbox {
+    struct kiln_sandbox pub;
+    pid_t pid;
+    int pidfd;
+    uv_poll_t poll;
+    int killed;
+    int extra_fd;           /* a control socket (QMP, ...) closed at exit, or -1 */
+    char dir[512];          /* its files: removed at exit */
+    /* when its VMM has gone and on_exit ran: 1 lets vmm.c free it, 0 keeps
+     * it for its backend to free (NULL: free) */
+    int (*release)(struct kiln_sandbox *sb);
+};
+
+/* argv as it grows: owned strings, NULL-terminated. */
+struct kiln_argv {
+    char *v[96];
+    int n;
+};
+void kiln_argv_add(struct kiln_argv *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void kiln_argv_free(struct kiln_argv *a);
+
+/* Start `argv` as the VMM of `sb` (sb->dir must exist): fds[i] becomes
+ * descriptor 3 + i in it, its stdout and stderr go to dir/vmm.log, and it
+ * dies with the worker. Watches it: on exit, dir is removed and
+ * sb->pub.on_exit called. Returns 0 or -errno with the reason in `err`. */
+int kiln_vmm_start(struct kiln_backend *b, struct kiln_vmm_sandbox *sb, char *const argv[],
+                   const int *fds, int nfds, char *err, size_t errlen);
+/* Blocking variant for the snapshot maker's thread: returns the pid. */
+pid_t kiln_vmm_fork(char *const argv[], const int *fds, int nfds, const char *log);
+
+void kiln_vmm_kill(struct kiln_sandbox *sb);
+
+/* Queue the agent's "hello" (with the host's time) on its channel. */
+int kiln_vmm_hello(int fd);
+
+/* 1 when /dev/kvm can create a VM here, else 0 with why in `why`. */
+int kiln_kvm_usable(char *why, size_t whylen);
+
+/* The host TSC in kHz (the guest is told it: no calibration at boot). */
+long kiln_tsc_khz(void);
+
+/* mkdir -p */
+int kiln_mkdirs(const char *path);
+/* rm -rf */
+void kiln_rm_rf(const char *path);
+
+#endif
