@@ -529,6 +529,8 @@ int main(int argc, char **argv)
             root_fd = atoi(argv[++i]);
         else if (strcmp(argv[i], "--proxy-dir") == 0 && i + 1 < argc)
             proxy_dir = argv[++i];
+        else if (strcmp(argv[i], "--pipe-to") == 0 && i + 1 < argc)
+            return kiln_relay_pipe(argv[++i]);
         else if (getpid() == 1 && strncmp(argv[i], "--", 2) != 0)
             continue; /* a microVM's init gets the kernel's leftover words */
         else {
@@ -606,7 +608,7 @@ int main(int argc, char **argv)
         }
         const msgpack_object *px = kiln_mp_get(&u.data, "proxy");
         if (px != NULL && px->type == MSGPACK_OBJECT_BOOLEAN && px->via.boolean &&
-            kiln_relay_start() < 0) {
+            ((in_vm && (kiln_relay_vm = 1, kiln_vm_net_up() < 0)) || kiln_relay_start() < 0)) {
             send_error("agent: could not start the network relay");
             agent_exit(1);
         }

@@ -40,6 +40,14 @@ int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
 /* relay.c: listen on 127.0.0.1:3128 and carry each connection to the
  * worker's proxy, in a child of the agent. Returns 0 or -errno. */
 int kiln_relay_start(void);
+/* relay.c: in a VM, connect to the proxy through its network instead */
+extern int kiln_relay_vm;
+#define KILN_VM_PROXY_ADDR 0x0a000264 /* 10.0.2.100: QEMU's guestfwd */
+/* relay.c: `kiln-agent --pipe-to SOCKET` on the host, QEMU's guestfwd
+ * command: stdin/stdout <-> the proxy's Unix socket. Returns an exit code. */
+int kiln_relay_pipe(const char *path);
+/* vm.c: eth0 up at 10.0.2.15/24 (QEMU's user-mode network). */
+int kiln_vm_net_up(void);
 
 /* jail.c: inside fresh namespaces, build the sandbox's root at `mnt` and
  * pivot into it: from the runtime image open at `root_fd`, or (-1) from the

@@ -5,6 +5,10 @@
  * owns (bind-mounted at KILN_PROXY_SOCKET, for this sandbox alone) to the
  * worker's egress proxy, which decides where it may go. The job sees it as
  * HTTP_PROXY / HTTPS_PROXY.
+ *
+ * In a QEMU VM the way out is a restricted user-mode network whose only
+ * reachable address, 10.0.2.100:3128, QEMU turns into `kiln-agent --pipe-to
+ * SOCKET` on the host per connection (kiln_relay_pipe): the same proxy.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,16 +29,72 @@ struct pair {
     int a, b; /* job side, worker side */
 };
 
-static int connect_worker(void)
+int kiln_relay_vm;
+
+static int connect_unix(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    strcpy(sa.sun_path, KILN_PROXY_SOCKET);
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -1;
+    strcpy(sa.sun_path, path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         close(fd);
         fd = -1;
     }
     return fd;
+}
+
+static int connect_worker(void)
+{
+    if (!kiln_relay_vm)
+        return connect_unix(KILN_PROXY_SOCKET);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(KILN_PROXY_PORT),
+                             .sin_addr.s_addr = htonl(KILN_VM_PROXY_ADDR)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Copy both ways between `a` (read) / `a_out` (write) and `b` until
+ * either side ends. */
+static void splice_both(int a_in, int a_out, int b)
+{
+    char buf[16384];
+    for (;;) {
+        struct pollfd pf[2] = {{a_in, POLLIN, 0}, {b, POLLIN, 0}};
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (!pf[i].revents)
+                continue;
+            ssize_t r = read(i ? b : a_in, buf, sizeof(buf));
+            if (r <= 0)
+                return;
+            for (ssize_t off = 0; off < r;) {
+                ssize_t wn = write(i ? a_out : b, buf + off, (size_t)(r - off));
+                if (wn <= 0)
+                    return;
+                off += wn;
+            }
+        }
+    }
+}
+
+int kiln_relay_pipe(const char *path)
+{
+    signal(SIGPIPE, SIG_IGN);
+    int fd = connect_unix(path);
+    if (fd < 0)
+        return 1;
+    splice_both(0, 1, fd);
+    return 0;
 }
 
 static void close_pair(struct pair *p)

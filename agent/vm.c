@@ -14,6 +14,9 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <linux/vm_sockets.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,4 +307,29 @@ void kiln_vm_halt(void)
     reboot(RB_AUTOBOOT); /* the VMM is told not to reboot: it exits */
     for (;;)
         pause();
+}
+
+int kiln_vm_net_up(void)
+{
+    struct ifreq ifr;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    memset(&ifr, 0, sizeof(ifr));
+    strcpy(ifr.ifr_name, "eth0");
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+    sin->sin_family = AF_INET;
+    sin->sin_addr.s_addr = htonl(0x0a00020f); /* 10.0.2.15 */
+    int r = ioctl(fd, SIOCSIFADDR, &ifr);
+    sin->sin_addr.s_addr = htonl(0xffffff00);
+    if (r == 0)
+        r = ioctl(fd, SIOCSIFNETMASK, &ifr);
+    if (r == 0)
+        r = ioctl(fd, SIOCGIFFLAGS, &ifr);
+    if (r == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        r = ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    close(fd);
+    return r;
 }

@@ -24,6 +24,12 @@ struct kiln_sandbox_limits {
     int64_t pids;
 };
 
+/* What a job needs of a sandbox made for it. */
+struct kiln_spawn_opts {
+    int64_t memory_mb;        /* its memory limit */
+    int net;                  /* it has net.allow: a way to the egress proxy */
+};
+
 struct kiln_sandbox {
     struct kiln_backend *backend;
     int fd;                   /* agent channel; the caller takes it and sets -1 */
@@ -44,11 +50,11 @@ struct kiln_sandbox {
 
 struct kiln_backend_ops {
     const char *name;
-    /* Start a sandbox for `profile` whose job may use `memory_mb` (0: the
-     * operator's default; a pooled sandbox). Returns 0 with a new sandbox in *out
+    /* Start a sandbox for `profile`; `o` says what its job needs (NULL: a
+     * pooled sandbox, the operator's defaults). Returns 0 with a new sandbox in *out
      * (set on_exit before returning to the loop), or a negative code with
      * the reason in `err` (on_exit is then never called). */
-    int (*spawn)(struct kiln_backend *b, const char *profile, int64_t memory_mb,
+    int (*spawn)(struct kiln_backend *b, const char *profile, const struct kiln_spawn_opts *o,
                  struct kiln_sandbox **out, char *err, size_t errlen);
     /* Kill the sandbox now; idempotent. on_exit follows. */
     void (*kill)(struct kiln_sandbox *sb);

@@ -382,7 +382,7 @@ static int fc_release(struct kiln_sandbox *pub)
     return sb->setting_up ? 0 : 1;
 }
 
-static int fc_spawn(struct kiln_backend *b, const char *profile, int64_t memory_mb,
+static int fc_spawn(struct kiln_backend *b, const char *profile, const struct kiln_spawn_opts *o,
                     struct kiln_sandbox **out, char *err, size_t errlen)
 {
     struct fc *f = (struct fc *)b;
@@ -398,6 +398,8 @@ static int fc_spawn(struct kiln_backend *b, const char *profile, int64_t memory_
     sb->chan_fd = -1;
     sb->ram_mb = cfg->vm_memory_mb;
     sb->restore = f->snap == SNAP_READY && cfg->jailer == NULL;
+    /* no network device: a job with net.allow is refused (runner.c) */
+    int64_t memory_mb = o != NULL ? o->memory_mb : 0;
     if (memory_mb + RESERVE_MB > sb->ram_mb) {
         sb->ram_mb = memory_mb + RESERVE_MB;
         sb->restore = 0;

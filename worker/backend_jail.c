@@ -196,14 +196,14 @@ static void jail_kill(struct kiln_sandbox *pub)
     sb->killed = 1;
 }
 
-static int jail_spawn(struct kiln_backend *b, const char *profile, int64_t memory_mb,
+static int jail_spawn(struct kiln_backend *b, const char *profile, const struct kiln_spawn_opts *o,
                       struct kiln_sandbox **out, char *err, size_t errlen)
 {
     struct jail *j = (struct jail *)b;
     int sv[2] = {-1, -1}, sync[2] = {-1, -1}, pidfd = -1, r;
     char path[64];
     (void)profile;
-    (void)memory_mb; /* set per job by limit() on its cgroup */
+    (void)o; /* limits are set per job by limit(); every jail has its proxy dir */
 
     struct jail_sandbox *sb = calloc(1, sizeof(*sb));
     if (sb == NULL)

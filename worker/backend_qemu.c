@@ -317,7 +317,7 @@ static void snap_done(uv_work_t *w, int status)
 
 /* ---- sandboxes --------------------------------------------------------- */
 
-static int qemu_spawn(struct kiln_backend *b, const char *profile, int64_t memory_mb,
+static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct kiln_spawn_opts *o,
                       struct kiln_sandbox **out, char *err, size_t errlen)
 {
     struct qemu *q = (struct qemu *)b;
@@ -326,8 +326,9 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, int64_t memor
     struct kiln_argv a = {0};
     (void)profile;
 
-    int64_t ram = cfg->vm_memory_mb;
-    enum vm_mode mode = q->snap == SNAP_READY ? VM_RESTORE : VM_COLD;
+    int64_t ram = cfg->vm_memory_mb, memory_mb = o != NULL ? o->memory_mb : 0;
+    int net = o != NULL && o->net;
+    enum vm_mode mode = q->snap == SNAP_READY && !net ? VM_RESTORE : VM_COLD;
     if (memory_mb + RESERVE_MB > ram) { /* more than a pooled VM has: its own size */
         ram = memory_mb + RESERVE_MB;
         mode = VM_COLD;
@@ -349,6 +350,17 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, int64_t memor
         goto fail;
     }
     build_argv(q, &a, mode, ram, sb->dir);
+    if (net) {
+        /* user-mode networking, restricted: the guest reaches nothing but
+         * 10.0.2.100:3128, and each connection there becomes a pipe to this
+         * sandbox's egress proxy socket (the runner opens it per job) */
+        kiln_argv_add(&a, "-netdev");
+        kiln_argv_add(&a, "user,id=n0,restrict=on,net=10.0.2.0/24,guestfwd=tcp:10.0.2.100:%d-cmd:%s --pipe-to %s/p.sock",
+                      3128, cfg->agent, sb->dir);
+        kiln_argv_add(&a, "-device");
+        kiln_argv_add(&a, "virtio-net-device,netdev=n0");
+        sb->pub.proxy_dir = sb->dir;
+    }
     int fds[2] = {sv[1], qm[1]};
     if ((r = kiln_vmm_start(b, sb, a.v, fds, mode == VM_RESTORE ? 2 : 1, err, errlen)) < 0)
         goto fail;

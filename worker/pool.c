@@ -173,7 +173,7 @@ static void spawn_one(struct pprofile *p)
     w->prof = p;
     w->t_spawn = uv_now(pool->loop);
     const char *profile = p->warm.profile;
-    if (pool->backend->ops->spawn(pool->backend, profile, 0, &w->sb, err, sizeof(err)) < 0) {
+    if (pool->backend->ops->spawn(pool->backend, profile, NULL, &w->sb, err, sizeof(err)) < 0) {
         kiln_warn("pool %s: spawn failed: %s", p->plugin->name, err);
         p->failures++;
         free(w);
@@ -260,7 +260,8 @@ void kiln_pool_stop(struct kiln_pool *pool)
 }
 
 int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, const char *profile,
-                   const struct kiln_job_view *job, int64_t memory_mb, struct kiln_warm_take *out)
+                   const struct kiln_job_view *job, const struct kiln_spawn_opts *needs,
+                   struct kiln_warm_take *out)
 {
     struct pprofile *p = NULL;
     for (size_t i = 0; pool != NULL && i < pool->n; i++)
@@ -272,7 +273,9 @@ int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, con
                (p->warm.argc == 0 || !KILN_PLUGIN_HAS(plugin, warm_ok) || plugin->warm_ok(job));
     struct warm *w = NULL;
     for (struct warm *c = p->list; fits && c != NULL; c = c->next)
-        if (c->ready && c->chan != NULL && (c->sb->capacity_mb == 0 || memory_mb <= c->sb->capacity_mb))
+        if (c->ready && c->chan != NULL &&
+            (c->sb->capacity_mb == 0 || needs->memory_mb <= c->sb->capacity_mb) &&
+            (!needs->net || c->sb->proxy_dir != NULL))
             w = c;
     if (w == NULL) {
         p->misses++;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <uv.h>
 
+#include "backend.h"
 #include "kiln/plugin.h"
 
 struct kiln_backend;
@@ -42,8 +43,9 @@ int kiln_pool_warmed(struct kiln_pool *pool);
 void kiln_pool_stop(struct kiln_pool *pool);
 
 /* A ready sandbox for `plugin` whose warm state suits `job` (its profile is
- * `profile`) and that holds `memory_mb`, or 0 (a miss) when there is none. */
+ * `profile`) and that has what it `needs`, or 0 (a miss) when there is none. */
 int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, const char *profile,
-                   const struct kiln_job_view *job, int64_t memory_mb, struct kiln_warm_take *out);
+                   const struct kiln_job_view *job, const struct kiln_spawn_opts *needs,
+                   struct kiln_warm_take *out);
 
 #endif

@@ -794,7 +794,8 @@ static void start_one(struct kiln_run *run)
     }
     int64_t timeout = run->job->limits.timeout_ms > 0 ? run->job->limits.timeout_ms : cfg->timeout_ms;
     struct kiln_warm_take warm;
-    if (kiln_pool_take(w->pool, p, run->plan.profile, &view, job_memory_mb(run), &warm)) {
+    struct kiln_spawn_opts needs = {job_memory_mb(run), run->job->has_net && run->job->nnet > 0};
+    if (kiln_pool_take(w->pool, p, run->plan.profile, &view, &needs, &warm)) {
         /* warm: the sandbox is up and its agent (and interpreter) wait */
         run->sb = warm.sb;
         run->sb->on_exit = on_sandbox_exit;
@@ -811,7 +812,7 @@ static void start_one(struct kiln_run *run)
         send_run(run);
         return;
     }
-    if ((r = w->backend->ops->spawn(w->backend, run->plan.profile, job_memory_mb(run), &run->sb,
+    if ((r = w->backend->ops->spawn(w->backend, run->plan.profile, &needs, &run->sb,
                                      err, sizeof(err))) < 0) {
         char why[600];
         snprintf(why, sizeof(why), "sandbox failed to start: %s", err);

@@ -158,6 +158,54 @@ class Worker:
         self.log.close()
 
 
+def sh(*cmd):
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+class SecondHost:
+    """Another host for egress tests: a network namespace joined to this
+    one by a veth pair (10.231.N.0/30), serving HTTP on 8080 and 8081 a file
+    hello.txt that says "hello from the second host"."""
+
+    def __init__(self, tmp):
+        import random
+        n = random.randint(1, 250)
+        self.ns, self.vh, self.vn = "kilnt%d" % n, "kvh%d" % n, "kvn%d" % n
+        self.host_ip, self.peer = "10.231.%d.1" % n, "10.231.%d.2" % n
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "link", "add", self.vh, "type", "veth", "peer", "name", self.vn)
+        sh("ip", "link", "set", self.vn, "netns", self.ns)
+        sh("ip", "addr", "add", self.host_ip + "/30", "dev", self.vh)
+        sh("ip", "link", "set", self.vh, "up")
+        sh("ip", "netns", "exec", self.ns, "ip", "addr", "add", self.peer + "/30", "dev", self.vn)
+        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", self.vn, "up")
+        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
+        www = os.path.join(tmp, "www")
+        os.makedirs(www)
+        with open(os.path.join(www, "hello.txt"), "w") as f:
+            f.write("hello from the second host\n")
+        self.servers = [subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "/usr/bin/python3", "-m", "http.server", str(port),
+             "--bind", self.peer, "--directory", www],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in (8080, 8081)]
+
+        def up():
+            try:
+                socket.create_connection((self.peer, 8081), 1).close()
+                socket.create_connection((self.peer, 8080), 1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 10, "the second host's HTTP servers")
+
+    def stop(self):
+        for s in self.servers:
+            s.kill()
+            s.wait(5)
+        subprocess.run(["ip", "link", "del", self.vh], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
 class KilnCase(unittest.TestCase):
     """Each test gets a fresh redis-server and temp dir; workers it starts
     are stopped after it, and their logs printed if it failed."""

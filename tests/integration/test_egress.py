@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from kilntest import KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
+from kilntest import KilnCase, SecondHost, main, rootfs_args, skip_unless_jail_works, wait_for
 
 skip_unless_jail_works()
 ROOTFS = rootfs_args()
@@ -22,50 +22,15 @@ if shutil.which("ip") is None:
     sys.exit(77)
 
 
-def sh(*cmd):
-    subprocess.run(cmd, check=True, capture_output=True)
-
-
 class Egress(KilnCase):
     def setUp(self):
         super().setUp()
-        n = random.randint(1, 250)
-        self.ns, self.vh, self.vn = "kilnt%d" % n, "kvh%d" % n, "kvn%d" % n
-        self.host_ip, self.peer = "10.231.%d.1" % n, "10.231.%d.2" % n
-        sh("ip", "netns", "add", self.ns)
-        sh("ip", "link", "add", self.vh, "type", "veth", "peer", "name", self.vn)
-        sh("ip", "link", "set", self.vn, "netns", self.ns)
-        sh("ip", "addr", "add", self.host_ip + "/30", "dev", self.vh)
-        sh("ip", "link", "set", self.vh, "up")
-        sh("ip", "netns", "exec", self.ns, "ip", "addr", "add", self.peer + "/30", "dev", self.vn)
-        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", self.vn, "up")
-        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
-        www = os.path.join(self.tmp, "www")
-        os.makedirs(www)
-        with open(os.path.join(www, "hello.txt"), "w") as f:
-            f.write("hello from the second host\n")
-        self.servers = [subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "/usr/bin/python3", "-m", "http.server", str(port),
-             "--bind", self.peer, "--directory", www],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in (8080, 8081)]
-
-        def up():
-            import socket
-            try:
-                socket.create_connection((self.peer, 8081), 1).close()
-                socket.create_connection((self.peer, 8080), 1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, 10, "the second host's HTTP servers")
+        self.host = SecondHost(self.tmp)
+        self.peer = self.host.peer
         self.w = self.worker("eg", *ROOTFS, "--net-private-ok", "10.231.0.0/16")
 
     def tearDown(self):
-        for s in self.servers:
-            s.kill()
-            s.wait(5)
-        subprocess.run(["ip", "link", "del", self.vh], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        self.host.stop()
         super().tearDown()
 
     def test_allowlisted_reached_others_refused_and_listed(self):

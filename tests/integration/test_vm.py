@@ -12,7 +12,8 @@ import signal
 import subprocess
 import time
 
-from kilntest import BUILD, SKIP, KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
+from kilntest import (BUILD, SKIP, KilnCase, SecondHost, main, rootfs_args, skip_unless_jail_works,
+                      wait_for)
 
 import sys
 
@@ -181,6 +182,47 @@ class Panic(VMCase):
         ex, out, _ = self.run_vm("print('after the panic')", plugin="python")
         self.assertEqual((ex["status"], out), ("ok", b"after the panic\n"), ex)
         self.assertTrue(w.alive())
+
+
+class Network(VMCase):
+    """No network device unless net.allow asks; then only the egress proxy."""
+
+    def setUp(self):
+        super().setUp()
+        self.host = SecondHost(self.tmp)
+        self.vm_worker("--pool", "1", "--net-private-ok", "10.231.0.0/16", plugins=["python"])
+
+    def tearDown(self):
+        self.host.stop()
+        super().tearDown()
+
+    def test_net_allow_reaches_the_allowed_host_only(self):
+        code = ("import os, urllib.request\n"
+                "print(sorted(os.listdir('/sys/class/net')) if os.path.exists('/sys/class/net') else '-')\n"
+                "def get(u):\n"
+                "    try:\n"
+                "        return urllib.request.urlopen(u, timeout=20).read().decode().strip()\n"
+                "    except Exception as e:\n"
+                "        return 'ERR ' + type(e).__name__\n"
+                "print(get('http://PEER:8080/hello.txt'))\n"
+                "print(get('http://PEER:8081/hello.txt'))\n").replace("PEER", self.host.peer)
+        ex, out, err = self.run_vm(code, plugin="python", net={"allow": [self.host.peer + ":8080"]})
+        lines = out.decode().splitlines()
+        self.assertEqual(ex["status"], "ok", (ex, err))
+        self.assertEqual(lines[1:], ["hello from the second host", "ERR HTTPError"], lines)
+        self.assertTrue(any("8081: not in net.allow" in d for d in ex.get("denied", [])), ex)
+
+    def test_without_net_allow_there_is_no_way_out(self):
+        code = ("import socket\n"
+                "for addr in [('PEER', 8080), ('10.0.2.100', 3128), ('10.0.2.2', 22)]:\n"
+                "    try:\n"
+                "        socket.create_connection(addr, 3); print('reached', addr)\n"
+                "    except OSError as e:\n"
+                "        print('unreachable', e.errno)\n").replace("PEER", self.host.peer)
+        ex, out, err = self.run_vm(code, plugin="python")
+        self.assertEqual(ex["status"], "ok", (ex, err))
+        self.assertNotIn(b"reached", out)
+        self.assertEqual(out.count(b"unreachable"), 3, out)
 
 
 class WarmPool(VMCase):
