@@ -359,6 +359,21 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
         free(j);
         return r;
     }
+    /* The agent attaches the image there as the jail's unprivileged root:
+     * every directory on the way must let others through. */
+    char walk[512];
+    snprintf(walk, sizeof(walk), "%s", j->mnt);
+    for (char *p = walk + strlen(walk); p > walk; p = strrchr(walk, '/')) {
+        struct stat st;
+        *p = '\0';
+        if (walk[0] != '\0' && stat(walk, &st) == 0 && !(st.st_mode & S_IXOTH)) {
+            snprintf(err, errlen, "jail: %s (on the way to --state-dir's jail-root) is mode %03o: "
+                     "the jail's uid cannot pass it; make it o+x or choose another --state-dir",
+                     walk, st.st_mode & 0777);
+            free(j);
+            return -EACCES;
+        }
+    }
     /* Opened once here: the child execs it by fd, so the agent may live
      * where the unprivileged jail uid could not walk to (under /root). */
     if ((j->agent_fd = open(cfg->agent, O_RDONLY | O_CLOEXEC)) < 0) {
