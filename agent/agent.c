@@ -4,10 +4,13 @@
  * ended. One agent serves one job: the sandbox is thrown away after.
  *
  *   kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]
+ *   /init                          (a microVM's, from its initramfs: vm.c)
+ *   kiln-agent --pipe-to SOCKET    (on the host: QEMU's guestfwd to the proxy)
  *
  * --jail builds the jail's root first (the worker cloned the namespaces),
  * from the runtime image open at --root-fd when given; --fd names the
- * channel to the worker (default 3).
+ * channel to the worker (default 3). In a VM the host speaks first
+ * ("hello", with the time) and the agent answers "ready".
  *
  * A "prestart" message before "run" starts the interpreter ahead of the
  * job (warm pools): it then waits for the job's argv and env on its stdin.

@@ -17,6 +17,9 @@ PKGS="$PKGS clang libclang-rt-14-dev gnuplot-nox"
 # the runtime image (rootfs/build-image.sh): what goes in, and squashfs
 PKGS="$PKGS python3-minimal dash coreutils grep sed findutils mawk diffutils gzip tar"
 PKGS="$PKGS media-types tzdata ca-certificates squashfs-tools"
+# microVMs (rootfs/build-vm.sh, --backend qemu): the VMM, the guest kernel,
+# and cpio for the initramfs
+PKGS="$PKGS qemu-system-x86 linux-image-amd64 cpio"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
