@@ -5,12 +5,19 @@
  * Each message is a 4-byte big-endian length followed by that many bytes of
  * one msgpack map whose "t" key names the message:
  *
- *   agent -> worker   {t:"ready", v, pid}
+ *   agent -> worker   {t:"ready", v, pid, warm: bool}
+ *                     {t:"started"}            (after "prestart")
  *                     {t:"out", fd: 1|2, data: bin}
- *                     {t:"exit", code, signal, wall_ms, cpu_ms, max_rss_kb}
+ *                     {t:"beat"}               (each second of silence mid-job)
+ *                     {t:"exit", code, signal, wall_ms, cpu_ms, max_rss_kb,
+ *                      peak_kb?, oom_kills?}   (the last two: a VM's own cgroup)
  *                     {t:"error", reason}
- *   worker -> agent   {t:"run", argv:[str], env:[str], cwd:str,
- *                      files:[[path, bin, mode]], stdin: bin|nil}
+ *   worker -> agent   {t:"hello", now_ns}      (VMs: the host speaks first)
+ *                     {t:"prestart", argv, env, cwd}
+ *                     {t:"run", argv:[str], env:[str], cwd:str,
+ *                      files:[[path, bin, mode]], stdin: bin|nil, proxy: bool,
+ *                      rlimits: {cpu, fsize, nofile},
+ *                      limits: {memory_bytes, pids}}   (enforced by a VM's agent)
  *                     {t:"kill"}
  *
  * Unknown keys are ignored, so either side may add fields.

@@ -15,6 +15,8 @@ tmp=$(mktemp -d)
 port=${KILN_QUICKSTART_PORT:-6399}
 cleanup() {
     [ -n "${worker:-}" ] && kill "$worker" 2>/dev/null || true
+    [ -n "${vmworker:-}" ] && kill "$vmworker" 2>/dev/null || true
+    [ -n "${vmworker:-}" ] && wait "$vmworker" 2>/dev/null || true
     redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
     rm -rf "$tmp"
 }
@@ -62,5 +64,23 @@ step kiln submit --id demo --reply-to demo.out --code 'echo frames' '&&' kiln fr
 build/bin/kiln submit --id demo --reply-to demo.out --code 'echo frames' >/dev/null
 build/bin/kiln frames --stream demo.out
 
+# The same kind of job in a microVM: a QEMU microvm guest with its own
+# kernel (KVM where it runs guests, TCG here), from a second worker on its
+# own stream. The guest kernel and initramfs are built once, cached after.
+cmake --build build --target vm-image >/dev/null
+set -a; . build/vm/vm.env; set +a
+build/bin/kiln-worker --consumer quickstart-vm --backend qemu --jobs kiln.vm.jobs --slots 1 \
+    --pool 1 --state-dir "$tmp/vm" 2>"$tmp/vm-worker.log" &
+vmworker=$!
+for _ in $(seq 100); do grep -q "fetch connection up" "$tmp/vm-worker.log" && break; sleep 0.1; done
+
+vmcode='echo "hello from kernel $(uname -r) in a VM"; grep -m1 MemTotal /proc/meminfo'
+step kiln submit --jobs kiln.vm.jobs --code "'$vmcode'"
+build/bin/kiln submit --jobs kiln.vm.jobs --code "$vmcode" && status || status
+step kiln submit --jobs kiln.vm.jobs --plugin python --code "'import platform; print(platform.release())'"
+build/bin/kiln submit --jobs kiln.vm.jobs --plugin python --code 'import platform; print(platform.release())' && status || status
+
 printf '\nworker log:\n'
 cat "$tmp/worker.log"
+printf '\nmicroVM worker log:\n'
+cat "$tmp/vm-worker.log"

@@ -42,16 +42,11 @@
 #define RESERVE_MB 160
 #define AGENT_PORT 1024
 
-enum snap_state { SNAP_NONE, SNAP_MAKING, SNAP_READY, SNAP_FAILED };
-
 struct fc {
     struct kiln_backend pub;
     char dir[400];
     unsigned spawned;
-    enum snap_state snap;
-    uv_work_t work;
-    char snap_err[300];
-    int destroyed;
+    struct kiln_snap snap;
 };
 
 struct fc_sandbox {
@@ -277,19 +272,19 @@ static int setup_vm(struct fc *f, const char *root, int jailed, int restore, int
 
 /* ---- the snapshot ------------------------------------------------------ */
 
-static void snap_work(uv_work_t *w)
+static int snap_make(struct kiln_backend *b, char *err, size_t errlen)
 {
-    struct fc *f = w->data;
+    struct fc *f = (struct fc *)b;
     const struct kiln_config *cfg = f->pub.cfg;
     char tdir[600], log[700], api_sock[700];
     struct kiln_argv a = {0};
     snprintf(tdir, sizeof(tdir), "%s/template", f->dir);
     snprintf(log, sizeof(log), "%s/vmm.log", tdir);
     snprintf(api_sock, sizeof(api_sock), "%s/api.sock", tdir);
-    f->snap_err[0] = '\0';
+    err[0] = '\0';
     if (kiln_mkdirs(tdir) < 0) {
-        snprintf(f->snap_err, sizeof(f->snap_err), "mkdir %.200s: %s", tdir, strerror(errno));
-        return;
+        snprintf(err, errlen, "mkdir %.200s: %s", tdir, strerror(errno));
+        return -EIO;
     }
     kiln_argv_add(&a, "%s", cfg->firecracker);
     kiln_argv_add(&a, "--api-sock");
@@ -297,50 +292,36 @@ static void snap_work(uv_work_t *w)
     pid_t pid = kiln_vmm_fork(a.v, NULL, 0, log);
     kiln_argv_free(&a);
     if (pid < 0) {
-        snprintf(f->snap_err, sizeof(f->snap_err), "starting %s: %s", cfg->firecracker, strerror((int)-pid));
-        return;
+        snprintf(err, errlen, "starting %s: %s", cfg->firecracker, strerror((int)-pid));
+        return -EIO;
     }
-    int fd = setup_vm(f, tdir, 0, 0, cfg->vm_memory_mb, f->snap_err, sizeof(f->snap_err));
+    int fd = setup_vm(f, tdir, 0, 0, cfg->vm_memory_mb, err, errlen);
     if (fd >= 0) {
         /* the agent answers "ready" to hello: it waits for work now */
         char buf[256];
         struct pollfd pf = {fd, POLLIN, 0};
         if (poll(&pf, 1, 60000) <= 0 || read(fd, buf, sizeof(buf)) <= 0)
-            snprintf(f->snap_err, sizeof(f->snap_err), "the template VM's agent did not answer");
+            snprintf(err, errlen, "the template VM's agent did not answer");
         close(fd);
     }
     char snap[600], mem[600];
     snprintf(snap, sizeof(snap), "%s/snap.state", f->dir);
     snprintf(mem, sizeof(mem), "%s/snap.mem", f->dir);
     struct kiln_fc_vm vm = {.snapshot = snap, .mem_file = mem};
-    if (f->snap_err[0] == '\0' &&
-        api(api_sock, KILN_FC_PAUSE, &vm, f->snap_err, sizeof(f->snap_err)) == 0)
-        api(api_sock, KILN_FC_SNAPSHOT_CREATE, &vm, f->snap_err, sizeof(f->snap_err));
+    if (err[0] == '\0' &&
+        api(api_sock, KILN_FC_PAUSE, &vm, err, errlen) == 0)
+        api(api_sock, KILN_FC_SNAPSHOT_CREATE, &vm, err, errlen);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     kiln_rm_rf(tdir);
+    return err[0] == '\0' ? 0 : -EIO;
 }
 
-static void fc_free(struct fc *f)
+static void fc_free(struct kiln_backend *b)
 {
+    struct fc *f = (struct fc *)b;
     kiln_rm_rf(f->dir);
     free(f);
-}
-
-static void snap_done(uv_work_t *w, int status)
-{
-    struct fc *f = w->data;
-    if (f->destroyed) {
-        fc_free(f);
-        return;
-    }
-    if (status == 0 && f->snap_err[0] == '\0') {
-        f->snap = SNAP_READY;
-        kiln_info("firecracker: snapshot ready: VMs now start from it");
-    } else {
-        f->snap = SNAP_FAILED;
-        kiln_warn("firecracker: no snapshot (%s): every VM boots", f->snap_err);
-    }
 }
 
 /* ---- sandboxes --------------------------------------------------------- */
@@ -397,7 +378,7 @@ static int fc_spawn(struct kiln_backend *b, const char *profile, const struct ki
     sb->vmm.pub.fd = -1; /* on_chan delivers it */
     sb->chan_fd = -1;
     sb->ram_mb = cfg->vm_memory_mb;
-    sb->restore = f->snap == SNAP_READY && cfg->jailer == NULL;
+    sb->restore = f->snap.state == KILN_SNAP_READY && cfg->jailer == NULL;
     /* no network device: a job with net.allow is refused (runner.c) */
     int64_t memory_mb = o != NULL ? o->memory_mb : 0;
     if (memory_mb + RESERVE_MB > sb->ram_mb) {
@@ -443,11 +424,8 @@ static int fc_limit(struct kiln_sandbox *sb, const struct kiln_sandbox_limits *l
 static void fc_destroy(struct kiln_backend *b)
 {
     struct fc *f = (struct fc *)b;
-    if (f->snap == SNAP_MAKING) {
-        f->destroyed = 1; /* the template dies with its socket; freed after */
-        return;
-    }
-    fc_free(f);
+    if (kiln_snap_release(&f->snap))
+        fc_free(b);
 }
 
 static const struct kiln_backend_ops fc_ops = {
@@ -495,9 +473,8 @@ int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_config *cfg,
     kiln_info("firecracker: %lld MiB and %lld vCPU per VM%s", (long long)cfg->vm_memory_mb,
               (long long)cfg->vm_vcpus, cfg->jailer ? ", each under the jailer" : "");
     if (!cfg->vm_cold && cfg->jailer == NULL) {
-        f->snap = SNAP_MAKING;
-        f->work.data = f;
-        uv_queue_work(loop, &f->work, snap_work, snap_done);
+        f->snap = (struct kiln_snap){.b = &f->pub, .make = snap_make, .free_backend = fc_free};
+        kiln_snap_start(&f->snap);
     }
     *out = &f->pub;
     return 0;

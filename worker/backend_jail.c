@@ -33,9 +33,6 @@
 #include "log.h"
 #include "vmm.h"
 
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
 #ifndef OPEN_TREE_CLONE
 #define OPEN_TREE_CLONE 1
 #endif
@@ -159,16 +156,10 @@ static int jail_limit(struct kiln_sandbox *pub, const struct kiln_sandbox_limits
 static void on_pidfd(uv_poll_t *h, int status, int events)
 {
     struct jail_sandbox *sb = h->data;
-    siginfo_t info;
     (void)status;
     (void)events;
-    memset(&info, 0, sizeof(info));
-    long r = syscall(SYS_waitid, P_PIDFD, sb->pidfd, &info, WEXITED | WNOHANG, &sb->pub.ru);
-    if (r < 0 && errno != ECHILD)
+    if (!kiln_pidfd_reaped(sb->pidfd, &sb->pub))
         return;
-    if (r == 0 && info.si_pid == 0)
-        return; /* not exited yet */
-    sb->pub.wstatus = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
     uv_poll_stop(h);
     if (sb->has_cg) {
         int64_t oom = 0;

@@ -42,20 +42,14 @@
 /* guest RAM a job cannot have: the kernel, the agent, the image's cache */
 #define RESERVE_MB 160
 
-enum snap_state { SNAP_NONE, SNAP_MAKING, SNAP_READY, SNAP_FAILED };
-
 struct qemu {
     struct kiln_backend pub;
     const char *accel;          /* "kvm" or "tcg" */
     long tsc_khz;
     char dir[400];              /* state_dir/qemu-<pid>: snapshot, one dir per VM */
     unsigned spawned;
-    enum snap_state snap;
-    uv_work_t work;
+    struct kiln_snap snap;
     pid_t template_pid;         /* while the snapshot is made */
-    char snap_err[300];
-    uint64_t snap_ms;
-    int destroyed;              /* destroy() came while the snapshot was made */
 };
 
 enum vm_mode { VM_COLD, VM_TEMPLATE, VM_RESTORE };
@@ -279,40 +273,18 @@ out:
     return r;
 }
 
-static void snap_work(uv_work_t *w)
+static int snap_make(struct kiln_backend *b, char *err, size_t errlen)
 {
-    struct qemu *q = w->data;
-    int64_t t0 = mono_ms();
-    q->snap_err[0] = '\0';
-    if (make_snapshot(q, q->snap_err, sizeof(q->snap_err)) == 0)
-        q->snap_ms = (uint64_t)(mono_ms() - t0);
-    else if (q->snap_err[0] == '\0')
-        snprintf(q->snap_err, sizeof(q->snap_err), "unknown failure");
+    return make_snapshot((struct qemu *)b, err, errlen);
 }
 
 /* The snapshot, and the directories of VMs still there when the worker
  * stops (their VMMs die with it: PR_SET_PDEATHSIG). */
-static void qemu_free(struct qemu *q)
+static void qemu_free(struct kiln_backend *b)
 {
+    struct qemu *q = (struct qemu *)b;
     kiln_rm_rf(q->dir);
     free(q);
-}
-
-static void snap_done(uv_work_t *w, int status)
-{
-    struct qemu *q = w->data;
-    if (q->destroyed) {
-        qemu_free(q);
-        return;
-    }
-    if (status == 0 && q->snap_err[0] == '\0') {
-        q->snap = SNAP_READY;
-        kiln_info("qemu: snapshot ready in %llu ms: VMs now start from it",
-                  (unsigned long long)q->snap_ms);
-    } else {
-        q->snap = SNAP_FAILED;
-        kiln_warn("qemu: no snapshot (%s): every VM boots", status == 0 ? q->snap_err : "cancelled");
-    }
 }
 
 /* ---- sandboxes --------------------------------------------------------- */
@@ -328,7 +300,7 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct 
 
     int64_t ram = cfg->vm_memory_mb, memory_mb = o != NULL ? o->memory_mb : 0;
     int net = o != NULL && o->net;
-    enum vm_mode mode = q->snap == SNAP_READY && !net ? VM_RESTORE : VM_COLD;
+    enum vm_mode mode = q->snap.state == KILN_SNAP_READY && !net ? VM_RESTORE : VM_COLD;
     if (memory_mb + RESERVE_MB > ram) { /* more than a pooled VM has: its own size */
         ram = memory_mb + RESERVE_MB;
         mode = VM_COLD;
@@ -409,14 +381,11 @@ static int qemu_limit(struct kiln_sandbox *sb, const struct kiln_sandbox_limits 
 static void qemu_destroy(struct kiln_backend *b)
 {
     struct qemu *q = (struct qemu *)b;
-    if (q->snap == SNAP_MAKING) {
-        pid_t pid = __atomic_load_n(&q->template_pid, __ATOMIC_SEQ_CST);
-        if (pid > 0)
-            kill(pid, SIGKILL);
-        q->destroyed = 1; /* freed when the thread is done */
-        return;
-    }
-    qemu_free(q);
+    pid_t pid = __atomic_load_n(&q->template_pid, __ATOMIC_SEQ_CST);
+    if (pid > 0)
+        kill(pid, SIGKILL); /* the snapshot thread gives up at once */
+    if (kiln_snap_release(&q->snap))
+        qemu_free(b);
 }
 
 static const struct kiln_backend_ops qemu_ops = {
@@ -490,9 +459,8 @@ int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
     if (!kvm)
         kiln_info("qemu: (TCG is software emulation: correct, much slower than KVM)");
     if (!cfg->vm_cold) {
-        q->snap = SNAP_MAKING;
-        q->work.data = q;
-        uv_queue_work(loop, &q->work, snap_work, snap_done);
+        q->snap = (struct kiln_snap){.b = &q->pub, .make = snap_make, .free_backend = qemu_free};
+        kiln_snap_start(&q->snap);
     }
     *out = &q->pub;
     return 0;

@@ -120,19 +120,68 @@ static void on_poll_closed(uv_handle_t *h)
         free(sb);
 }
 
+int kiln_pidfd_reaped(int pidfd, struct kiln_sandbox *sb)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    long r = syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED | WNOHANG, &sb->ru);
+    if ((r < 0 && errno != ECHILD) || (r == 0 && info.si_pid == 0))
+        return 0; /* not exited yet */
+    sb->wstatus = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
+    return 1;
+}
+
+static void snap_work(uv_work_t *w)
+{
+    struct kiln_snap *s = w->data;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    s->err[0] = '\0';
+    if (s->make(s->b, s->err, sizeof(s->err)) < 0 && s->err[0] == '\0')
+        snprintf(s->err, sizeof(s->err), "unknown failure");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    s->ms = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+}
+
+static void snap_done(uv_work_t *w, int status)
+{
+    struct kiln_snap *s = w->data;
+    if (s->destroyed) {
+        s->free_backend(s->b);
+        return;
+    }
+    const char *name = s->b->ops->name;
+    if (status == 0 && s->err[0] == '\0') {
+        s->state = KILN_SNAP_READY;
+        kiln_info("%s: snapshot ready in %llu ms: VMs now start from it", name, (unsigned long long)s->ms);
+    } else {
+        s->state = KILN_SNAP_FAILED;
+        kiln_warn("%s: no snapshot (%s): every VM boots", name, status == 0 ? s->err : "cancelled");
+    }
+}
+
+void kiln_snap_start(struct kiln_snap *s)
+{
+    s->state = KILN_SNAP_MAKING;
+    s->work.data = s;
+    uv_queue_work(s->b->loop, &s->work, snap_work, snap_done);
+}
+
+int kiln_snap_release(struct kiln_snap *s)
+{
+    if (s->state != KILN_SNAP_MAKING)
+        return 1;
+    s->destroyed = 1;
+    return 0;
+}
+
 static void on_pidfd(uv_poll_t *h, int status, int events)
 {
     struct kiln_vmm_sandbox *sb = h->data;
-    siginfo_t info;
     (void)status;
     (void)events;
-    memset(&info, 0, sizeof(info));
-    long r = syscall(SYS_waitid, P_PIDFD, sb->pidfd, &info, WEXITED | WNOHANG, &sb->pub.ru);
-    if (r < 0 && errno != ECHILD)
+    if (!kiln_pidfd_reaped(sb->pidfd, &sb->pub))
         return;
-    if (r == 0 && info.si_pid == 0)
-        return;
-    sb->pub.wstatus = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
     uv_poll_stop(h);
     close(sb->pidfd);
     if (sb->pub.fd >= 0)

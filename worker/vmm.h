@@ -41,6 +41,28 @@ pid_t kiln_vmm_fork(char *const argv[], const int *fds, int nfds, const char *lo
 
 void kiln_vmm_kill(struct kiln_sandbox *sb);
 
+/* A pidfd became readable: 1 when the process has ended (wstatus and ru
+ * of `sb` set), 0 when not yet. */
+int kiln_pidfd_reaped(int pidfd, struct kiln_sandbox *sb);
+
+/* The snapshot pools refill from, made once on the thread pool. */
+enum kiln_snap_state { KILN_SNAP_NONE, KILN_SNAP_MAKING, KILN_SNAP_READY, KILN_SNAP_FAILED };
+struct kiln_snap {
+    enum kiln_snap_state state;
+    struct kiln_backend *b;
+    /* on the thread pool: 0, or < 0 with why in err */
+    int (*make)(struct kiln_backend *b, char *err, size_t errlen);
+    void (*free_backend)(struct kiln_backend *b);
+    uv_work_t work;
+    char err[300];
+    uint64_t ms;
+    int destroyed;
+};
+void kiln_snap_start(struct kiln_snap *s);
+/* The backend is being destroyed: 1 if it may be freed now, 0 if the
+ * snapshot thread still runs (it frees the backend when done). */
+int kiln_snap_release(struct kiln_snap *s);
+
 /* Queue the agent's "hello" (with the host's time) on its channel. */
 int kiln_vmm_hello(int fd);
 

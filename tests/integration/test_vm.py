@@ -225,6 +225,19 @@ class Network(VMCase):
         self.assertEqual(out.count(b"unreachable"), 3, out)
 
 
+class Clock(VMCase):
+    def test_a_restored_vm_runs_on_the_hosts_clock(self):
+        # no pool: the job's VM is restored when the job comes, 10 s after
+        # the snapshot was taken; without the agent setting the time from
+        # "hello" the guest would be 10 s behind
+        w = self.vm_worker("--pool", "0", plugins=["shell"])
+        wait_for(lambda: b"qemu: snapshot ready" in w.text(), SLOW, "the snapshot")
+        time.sleep(10)
+        ex, out, _ = self.run_vm("date +%s.%N")
+        self.assertEqual(ex["status"], "ok", ex)
+        self.assertLess(abs(float(out) - time.time()), 3.0, out)
+
+
 class WarmPool(VMCase):
     def test_pool_of_two_serves_ten_jobs_and_leaves_nothing(self):
         w = self.vm_worker("--pool", "2", "--slots", "2", plugins=["shell"])
