@@ -133,7 +133,7 @@ class Failures(VMCase):
 
     def setUp(self):
         super().setUp()
-        self.w = self.vm_worker("--pool", "0", "--vm-cold", "--slots", "1", "--hang-ms", "4000",
+        self.w = self.vm_worker("--pool", "0", "--vm-cold", "--slots", "1", "--hang-ms", "6000",
                                 "--retry-backoff-ms", "50", plugins=["shell"])
 
     def job_vm(self, marker):
