@@ -185,13 +185,14 @@ static void part_finish(struct ksrc *s, struct kpart *p, int64_t offset)
 
 static void set_paused(struct ksrc *s, int pause, int only_new)
 {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    rd_kafka_topic_partition_list_t *l = NULL;
     if (only_new) {
+        l = rd_kafka_topic_partition_list_new(8);
         for (struct kpart *p = s->parts; p; p = p->next)
             if (p->assigned == 2) /* just assigned */
                 rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-    } else {
-        rd_kafka_assignment(s->consumer, &l);
+    } else if (rd_kafka_assignment(s->consumer, &l) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return; /* it allocates the list itself */
     }
     if (l->cnt > 0) {
         if (pause)
@@ -232,8 +233,11 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             e = rd_kafka_incremental_assign(rk, parts);
         else
             rd_kafka_assign(rk, parts);
-        if (s->paused) /* the new ones wait too */
-            set_paused(s, 1, 1);
+        /* the new ones follow the others: paused while the slots are full,
+         * and otherwise resumed, explicitly: librdkafka keeps a partition's
+         * pause across losing and regaining it, and one paused before a
+         * lost assignment would never fetch again */
+        set_paused(s, s->paused, 1);
         for (struct kpart *p = s->parts; p; p = p->next)
             if (p->assigned == 2)
                 p->assigned = 1;

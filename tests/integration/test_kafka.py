@@ -126,6 +126,29 @@ class Kafka(KafkaCase):
     def offset_of(self, jid):
         return self.jobs_messages()[jid][1]
 
+    def test_partitions_paused_when_lost_fetch_again_once_regained(self):
+        # one slot, taken by a long job: every partition is paused. The
+        # broker goes away long enough for the group session to end (the
+        # partitions are lost), the job finishes after the broker is back
+        # (its slot frees before the partitions return), and the regained
+        # partitions must fetch: librdkafka keeps a pause across the loss
+        w = self.kworker("k1", "--slots", "1")
+        self.produce([job("echo warm")])
+        self.wait_kexits(1)
+        long_job = job("sleep 9; echo long")
+        self.produce([long_job])
+        wait_for(lambda: b"started (shell" in w.text() and w.text().count(b"started (shell") >= 2, 30,
+                 "the long job to start")
+        self.broker.cmd("down 1")
+        wait_for(lambda: b"partition(s) lost" in w.text(), 30, "the partitions to be lost")
+        self.broker.cmd("up 1")
+        later = [job("echo after %d" % i) for i in range(3)]
+        self.produce(later)
+        want = {long_job["id"]} | {j["id"] for j in later}
+        wait_for(lambda: want <= {e["id"] for e in self.kexits()}, 90,
+                 "the jobs after the partitions came back", interval=0.5)
+        self.assertTrue(w.alive())
+
     def test_broker_down_and_up_and_request_errors(self):
         w = self.kworker("k1", "--slots", "2")
         first = [job("echo a%d" % i) for i in range(10)]
