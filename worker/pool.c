@@ -213,8 +213,17 @@ static void on_refill(uv_timer_t *t)
 static void on_stats(uv_timer_t *t)
 {
     struct kiln_pool *pool = t->data;
+    uint64_t now = uv_now(pool->loop);
     for (size_t i = 0; i < pool->n; i++) {
         struct pprofile *p = &pool->profs[i];
+        /* one that never became ready (a VM stuck booting) holds its place
+         * in the pool forever unless it goes: on_warm_exit replaces it */
+        for (struct warm *w = p->list; w != NULL; w = w->next)
+            if (!w->ready && pool->cfg->hang_ms > 0 && now - w->t_spawn > (uint64_t)pool->cfg->hang_ms) {
+                kiln_warn("pool %s: a sandbox not ready after %llu ms: killed", p->plugin->name,
+                          (unsigned long long)(now - w->t_spawn));
+                w->sb->backend->ops->kill(w->sb);
+            }
         if (p->hits == p->logged_hits && p->misses == p->logged_misses)
             continue;
         p->logged_hits = p->hits;

@@ -822,6 +822,7 @@ static void start_one(struct kiln_run *run)
     }
     run->sb->on_exit = on_sandbox_exit;
     run->sb->arg = run;
+    run->t_heard = uv_now(w->loop); /* silent from now on: it never came up */
     kiln_log_job(KILN_LOG_INFO, run->job->id, p->name, d->attempt,
                  "job %s attempt %u: started (%s, from %s%s)", run->job->id, d->attempt, p->name,
                  d->ref, run->cur > 0 ? ", next input" : "");
@@ -1034,15 +1035,16 @@ void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
     start(run);
 }
 
-/* Every second: a running job whose agent has said nothing for --hang-ms
- * is in a sandbox that hangs (a stopped or wedged VM): an agent that runs
- * a job says "beat" every second, however busy the job is. */
+/* Every second: a job whose agent has said nothing for --hang-ms is in a
+ * sandbox that hangs (a stopped or wedged VM, or one that never finished
+ * booting): an agent that runs a job says "beat" every second, however
+ * busy the job is. */
 static void on_watch(uv_timer_t *t)
 {
     struct kiln_worker *w = t->data;
     uint64_t now = uv_now(w->loop);
     for (struct kiln_run *run = w->runs; run != NULL; run = run->next) {
-        if (!run->running || run->exit_sent || run->sb == NULL || run->hung ||
+        if (run->exit_sent || run->sb == NULL || run->hung ||
             now - run->t_heard < (uint64_t)w->cfg->hang_ms)
             continue;
         run->hung = 1;

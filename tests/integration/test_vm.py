@@ -169,6 +169,16 @@ class Failures(VMCase):
         wait_for(lambda: not os.path.exists("/proc/%d" % pid), 10, "the hung VM to be gone")
 
 
+    def test_a_vm_stuck_booting_is_found_and_retried(self):
+        j = self.job("echo attempt $KILN_ATTEMPT")
+        self.submit(j)
+        pid = wait_for(lambda: qemu_pids(self.state), 30, "the job's VM to start")[0]
+        os.kill(pid, signal.SIGSTOP)  # long before its agent could say ready
+        self.assertFalse(self.frames(job_id=j["id"]))
+        self.assert_retried(j["id"])
+        self.assertIn(b"said nothing for", self.w.text())
+
+
 class Panic(VMCase):
     def test_a_guest_panic_ends_the_job_internal_and_the_pool_recovers(self):
         # panic_on_oom=2: a cgroup OOM panics this guest's kernel
