@@ -545,12 +545,15 @@ int main(int argc, char **argv)
     char err[512] = "";
     /* PID 1 without a jail to build: the init of a microVM */
     in_vm = getpid() == 1 && jail == NULL;
-    if (in_vm && kiln_vm_boot(&vm, err, sizeof(err)) < 0 && (chan = kiln_vm_chan(&vm)) < 0) {
-        fprintf(stderr, "kiln-agent: %s\n", err); /* to the VM's console */
-        agent_exit(1);
+    if (in_vm) {
+        /* a boot that failed is reported to the host ("error" after its
+         * hello) when at least the channel is there */
+        kiln_vm_boot(&vm, err, sizeof(err));
+        if ((chan = kiln_vm_chan(&vm)) < 0) {
+            fprintf(stderr, "kiln-agent: %s\n", err[0] ? err : "no channel to the host"); /* console */
+            agent_exit(1);
+        }
     }
-    if (in_vm && err[0] == '\0')
-        chan = kiln_vm_chan(&vm);
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull >= 0 && devnull != 0)
         dup2(devnull, 0);

@@ -179,6 +179,23 @@ class Failures(VMCase):
         self.assertIn(b"said nothing for", self.w.text())
 
 
+class BadImage(VMCase):
+    def test_a_vm_that_cannot_mount_its_image_says_why(self):
+        junk = os.path.join(self.tmp, "junk.img")
+        with open(junk, "wb") as f:
+            f.write(os.urandom(1 << 20))
+        args = list(VM_ARGS)
+        args[args.index("--vm-image") + 1] = junk
+        self.state = os.path.join(self.tmp, "state")
+        w = self.worker("vm", *args, "--state-dir", self.state, "--pool", "0", "--vm-cold",
+                        "--max-attempts", "1")
+        ex, _, _ = self.run_vm("echo never")
+        self.assertEqual(ex["status"], "internal", ex)
+        self.assertIn("mount the runtime image /dev/vda", ex["reason"])
+        self.assertTrue(w.alive())
+        wait_for(lambda: not qemu_pids(self.state), 20, "the VM to be gone")
+
+
 class Panic(VMCase):
     def test_a_guest_panic_ends_the_job_internal_and_the_pool_recovers(self):
         # panic_on_oom=2: a cgroup OOM panics this guest's kernel
