@@ -157,13 +157,12 @@ static int read_msg(struct kiln_proto_reader *rd, msgpack_unpacked *u)
 {
     for (;;) {
         const void *msg;
-        size_t len, off = 0;
+        size_t len;
         int r = kiln_proto_reader_next(rd, &msg, &len);
         if (r < 0)
             return r;
         if (r == 1)
-            return kiln_mp_precheck(msg, len) == 0 &&
-                   msgpack_unpack_next(u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS ? 0 : -EPROTO;
+            return kiln_mp_unpack(u, msg, len);
         char buf[65536];
         ssize_t n = read(chan, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)

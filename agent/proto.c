@@ -237,3 +237,12 @@ char *kiln_mp_strdup(const msgpack_object *o)
     s[n] = '\0';
     return s;
 }
+
+int kiln_mp_unpack(msgpack_unpacked *u, const void *buf, size_t len)
+{
+    size_t off = 0;
+    if (kiln_mp_precheck(buf, len) != 0 ||
+        msgpack_unpack_next(u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS)
+        return -EPROTO;
+    return 0;
+}

@@ -85,6 +85,10 @@ void kiln_proto_begin_msg(msgpack_sbuffer *sb, msgpack_packer *pk, const char *t
  * or -ENOTEMPTY (bytes after the object).
  */
 int kiln_mp_precheck(const void *buf, size_t len);
+/* Decode the one msgpack object in buf into `u` (initialized by the
+ * caller), checked by kiln_mp_precheck first: untrusted bytes never reach
+ * msgpack-c's allocator unchecked. 0, or -EPROTO. */
+int kiln_mp_unpack(msgpack_unpacked *u, const void *buf, size_t len);
 
 /* msgpack helpers shared by the worker and the agent. */
 void kiln_mp_str(msgpack_packer *pk, const char *s);

@@ -43,11 +43,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     while (!c->ended && (r = kiln_proto_reader_next(&c->rd, &msg, &len)) == 1) {
         msgpack_unpacked u;
-        size_t off = 0;
         msgpack_unpacked_init(&u);
         /* the agent may be a guest kernel's: checked like any input */
-        if (kiln_mp_precheck(msg, len) == 0 &&
-            msgpack_unpack_next(&u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS) {
+        if (kiln_mp_unpack(&u, msg, len) == 0) {
             if (c->on_msg != NULL)
                 c->on_msg(c->arg, &u.data);
         } else {

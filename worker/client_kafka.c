@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "proto.h"
 
 struct kclient {
     struct kiln_client pub;
@@ -124,10 +125,9 @@ static int k_read(struct kiln_client *pub, long block_ms, kiln_frame_fn fn, void
     } else {
         char where[300];
         msgpack_unpacked u;
-        size_t off = 0;
         snprintf(where, sizeof(where), "%s[%" PRId32 "]@%" PRId64, kc->topic, m->partition, m->offset);
         msgpack_unpacked_init(&u);
-        if (m->payload && msgpack_unpack_next(&u, m->payload, m->len, &off) == MSGPACK_UNPACK_SUCCESS)
+        if (m->payload && kiln_mp_unpack(&u, m->payload, m->len) == 0)
             r = fn(arg, where, &u.data) ? -2 : 1;
         msgpack_unpacked_destroy(&u);
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "client.h"
+#include "proto.h"
 
 struct rclient {
     struct kiln_client pub;
@@ -66,10 +67,8 @@ static int r_read(struct kiln_client *pub, long block_ms, kiln_frame_fn fn, void
                 if (strcmp(f->element[j]->str, "frame") != 0)
                     continue;
                 msgpack_unpacked u;
-                size_t off = 0;
                 msgpack_unpacked_init(&u);
-                if (msgpack_unpack_next(&u, f->element[j + 1]->str, f->element[j + 1]->len, &off) ==
-                    MSGPACK_UNPACK_SUCCESS)
+                if (kiln_mp_unpack(&u, f->element[j + 1]->str, f->element[j + 1]->len) == 0)
                     stop = fn(arg, e->element[0]->str, &u.data);
                 msgpack_unpacked_destroy(&u);
             }

@@ -129,14 +129,11 @@ unsigned char *kiln_sign_canonical(const void *buf, size_t len, size_t *outlen)
     msgpack_unpacked u;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    size_t off = 0;
     unsigned char *out = NULL;
-    if (kiln_mp_precheck(buf, len) != 0)
-        return NULL;
     msgpack_unpacked_init(&u);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    if (msgpack_unpack_next(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+    if (kiln_mp_unpack(&u, buf, len) == 0 &&
         u.data.type == MSGPACK_OBJECT_MAP && pack_canonical(&pk, &u.data, 1) == 0) {
         *outlen = sb.size;
         out = (unsigned char *)msgpack_sbuffer_release(&sb);
@@ -150,13 +147,12 @@ int kiln_sign_check(const void *buf, size_t len, const struct kiln_keys *keys, i
                     char *err, size_t errlen)
 {
     msgpack_unpacked u;
-    size_t off = 0, clen = 0;
+    size_t clen = 0;
     int r = -EINVAL;
     unsigned char *canon = NULL;
 
     msgpack_unpacked_init(&u);
-    if (kiln_mp_precheck(buf, len) != 0 ||
-        msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS) {
+    if (kiln_mp_unpack(&u, buf, len) < 0) {
         snprintf(err, errlen, "job is not valid msgpack");
         goto out;
     }

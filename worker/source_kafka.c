@@ -741,10 +741,8 @@ static void arm_defer(struct ksrc *s)
 static void control_message(struct ksrc *s, const rd_kafka_message_t *m)
 {
     msgpack_unpacked u;
-    size_t off = 0;
     msgpack_unpacked_init(&u);
-    if (m->payload && kiln_mp_precheck(m->payload, m->len) == 0 &&
-        msgpack_unpack_next(&u, m->payload, m->len, &off) == MSGPACK_UNPACK_SUCCESS) {
+    if (m->payload && kiln_mp_unpack(&u, m->payload, m->len) == 0) {
         const msgpack_object *id = kiln_mp_get(&u.data, "cancel");
         char *sid = id ? kiln_mp_strdup(id) : NULL;
         if (sid != NULL && s->pub.on_cancel != NULL)

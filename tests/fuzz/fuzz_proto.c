@@ -38,10 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int r;
         while ((r = kiln_proto_reader_next(&rd, &msg, &len)) == 1) {
             msgpack_unpacked u;
-            size_t used = 0;
             msgpack_unpacked_init(&u);
-            if (kiln_mp_precheck(msg, len) == 0 &&
-                msgpack_unpack_next(&u, msg, len, &used) == MSGPACK_UNPACK_SUCCESS)
+            if (kiln_mp_unpack(&u, msg, len) == 0)
                 use(&u.data);
             msgpack_unpacked_destroy(&u);
         }
