@@ -29,6 +29,23 @@ struct pair {
     int a, b; /* job side, worker side */
 };
 
+/* Move what `from` has to `to`, blocking on `to` (the other side paces
+ * us). -1 when either side has ended. */
+static int pump(int from, int to)
+{
+    char buf[16384];
+    ssize_t r = read(from, buf, sizeof(buf));
+    if (r <= 0)
+        return -1;
+    for (ssize_t off = 0; off < r;) {
+        ssize_t wn = write(to, buf + off, (size_t)(r - off));
+        if (wn <= 0)
+            return -1;
+        off += wn;
+    }
+    return 0;
+}
+
 int kiln_relay_vm;
 
 static int connect_unix(const char *path)
@@ -63,7 +80,6 @@ static int connect_worker(void)
  * either side ends. */
 static void splice_both(int a_in, int a_out, int b)
 {
-    char buf[16384];
     for (;;) {
         struct pollfd pf[2] = {{a_in, POLLIN, 0}, {b, POLLIN, 0}};
         if (poll(pf, 2, -1) < 0) {
@@ -71,19 +87,9 @@ static void splice_both(int a_in, int a_out, int b)
                 continue;
             return;
         }
-        for (int i = 0; i < 2; i++) {
-            if (!pf[i].revents)
-                continue;
-            ssize_t r = read(i ? b : a_in, buf, sizeof(buf));
-            if (r <= 0)
+        for (int i = 0; i < 2; i++)
+            if (pf[i].revents && pump(i ? b : a_in, i ? a_out : b) < 0)
                 return;
-            for (ssize_t off = 0; off < r;) {
-                ssize_t wn = write(i ? a_out : b, buf + off, (size_t)(r - off));
-                if (wn <= 0)
-                    return;
-                off += wn;
-            }
-        }
     }
 }
 
@@ -109,7 +115,6 @@ static void serve(int lfd)
 {
     struct pair pairs[MAX_PAIRS];
     struct pollfd pf[1 + 2 * MAX_PAIRS];
-    char buf[16384];
     for (int i = 0; i < MAX_PAIRS; i++)
         pairs[i].a = pairs[i].b = -1;
     for (;;) {
@@ -141,20 +146,8 @@ static void serve(int lfd)
             for (int side = 0; side < 2 && pairs[i].a >= 0; side++) {
                 if (!pf[1 + 2 * i + side].revents)
                     continue;
-                int from = side ? pairs[i].b : pairs[i].a, to = side ? pairs[i].a : pairs[i].b;
-                ssize_t r = read(from, buf, sizeof(buf));
-                if (r <= 0) {
+                if (pump(side ? pairs[i].b : pairs[i].a, side ? pairs[i].a : pairs[i].b) < 0)
                     close_pair(&pairs[i]);
-                    break;
-                }
-                for (ssize_t off = 0; off < r;) { /* blocking: the other side paces us */
-                    ssize_t wn = write(to, buf + off, (size_t)(r - off));
-                    if (wn <= 0) {
-                        close_pair(&pairs[i]);
-                        break;
-                    }
-                    off += wn;
-                }
             }
         }
     }

@@ -36,14 +36,22 @@ static int fail(char *err, size_t errlen, const char *what, const char *arg)
     return -1;
 }
 
-static void read_cmdline(struct kiln_vm *vm)
+/* A small file's text, NUL-terminated; its length, or -1. */
+static ssize_t read_file(const char *path, char *buf, size_t len)
 {
-    char buf[4096];
-    int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
     if (fd >= 0)
         close(fd);
     buf[n > 0 ? n : 0] = '\0';
+    return n;
+}
+
+/* The kiln.* settings of the kernel command line. */
+static void parse_cmdline(struct kiln_vm *vm, const char *cmdline)
+{
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", cmdline); /* strtok_r writes */
     snprintf(vm->chan_kind, sizeof(vm->chan_kind), "virtio");
     snprintf(vm->port_name, sizeof(vm->port_name), "kiln.agent");
     vm->tmp_mb = 256;
@@ -79,14 +87,8 @@ static void module_params(const char *cmdline, const char *module, char *out, si
     }
 }
 
-static int load_modules(char *err, size_t errlen)
+static int load_modules(const char *cmdline, char *err, size_t errlen)
 {
-    char cmdline[4096] = "";
-    int cfd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-    ssize_t cn = cfd >= 0 ? read(cfd, cmdline, sizeof(cmdline) - 1) : -1;
-    if (cfd >= 0)
-        close(cfd);
-    cmdline[cn > 0 ? cn : 0] = '\0';
     char line[128];
     FILE *f = fopen("/lib/kiln-modules/order", "re");
     if (f == NULL)
@@ -130,12 +132,8 @@ static int find_port(const char *name, char *dev, size_t devlen)
         glob_t g;
         if (glob("/sys/class/virtio-ports/*/name", 0, NULL, &g) == 0) {
             for (size_t i = 0; i < g.gl_pathc; i++) {
-                char buf[64] = "";
-                int fd = open(g.gl_pathv[i], O_RDONLY | O_CLOEXEC);
-                ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-                if (fd >= 0)
-                    close(fd);
-                buf[n > 0 ? n : 0] = '\0';
+                char buf[64];
+                read_file(g.gl_pathv[i], buf, sizeof(buf));
                 buf[strcspn(buf, "\n")] = '\0';
                 if (strcmp(buf, name) != 0)
                     continue;
@@ -229,8 +227,10 @@ int kiln_vm_boot(struct kiln_vm *vm, char *err, size_t errlen)
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 ||
         mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         return fail(err, errlen, "mount", "/proc, /sys");
-    read_cmdline(vm);
-    if (load_modules(err, errlen) < 0)
+    char cmdline[4096];
+    read_file("/proc/cmdline", cmdline, sizeof(cmdline));
+    parse_cmdline(vm, cmdline);
+    if (load_modules(cmdline, err, errlen) < 0)
         return -1;
     /* the channel first: whatever fails next can still be reported */
     if (open_chan_device(vm, err, errlen) < 0)
@@ -274,13 +274,8 @@ int kiln_vm_limit(struct kiln_vm *vm, long long memory_bytes, long long pids)
 static long long read_key(const char *path, const char *key)
 {
     char buf[1024];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
+    if (read_file(path, buf, sizeof(buf)) <= 0)
         return -1;
-    buf[n] = '\0';
     if (key == NULL)
         return atoll(buf);
     for (char *p = buf; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)

@@ -86,8 +86,6 @@ int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
                           struct kiln_backend **out, char *err, size_t errlen);
 int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_config *cfg,
                                  struct kiln_backend **out, char *err, size_t errlen);
-/* The guest kernel, initramfs and image the VM backends need are there. */
-int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *err, size_t errlen);
 
 int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
                           struct kiln_backend **out, char *err, size_t errlen);

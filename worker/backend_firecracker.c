@@ -39,7 +39,6 @@
 #include "proto.h"
 #include "vmm.h"
 
-#define RESERVE_MB 160
 #define AGENT_PORT 1024
 
 struct fc {
@@ -60,13 +59,6 @@ struct fc_sandbox {
     char root[700];             /* where the VM's sockets are, on the host */
     char err[300];
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int unix_connect(const char *path)
 {
@@ -89,7 +81,7 @@ static int unix_connect(const char *path)
 static int read_reply(int fd, char *buf, size_t cap, size_t *len, int64_t deadline)
 {
     *len = 0;
-    while (mono_ms() < deadline && *len < cap - 1) {
+    while (kiln_mono_ms() < deadline && *len < cap - 1) {
         struct pollfd pf = {fd, POLLIN, 0};
         if (poll(&pf, 1, 100) <= 0)
             continue;
@@ -107,7 +99,7 @@ static int api(const char *sock, enum kiln_fc_op op, const struct kiln_fc_vm *vm
                size_t errlen)
 {
     int fd = -1;
-    for (int64_t deadline = mono_ms() + 3000; fd < 0 && mono_ms() < deadline;)
+    for (int64_t deadline = kiln_mono_ms() + 3000; fd < 0 && kiln_mono_ms() < deadline;)
         if ((fd = unix_connect(sock)) < 0)
             usleep(2000); /* Firecracker creates its socket as it starts */
     if (fd < 0) {
@@ -118,7 +110,7 @@ static int api(const char *sock, enum kiln_fc_op op, const struct kiln_fc_vm *vm
     char *req = kiln_fc_request(op, vm, &len), buf[8192], fault[512];
     int r = req != NULL && write(fd, req, len) == (ssize_t)len ? 0 : -EIO, status = 0;
     free(req);
-    int64_t deadline = mono_ms() + 30000;
+    int64_t deadline = kiln_mono_ms() + 30000;
     while (r == 0) {
         size_t n;
         if ((r = read_reply(fd, buf + have, sizeof(buf) - have, &n, deadline)) < 0)
@@ -148,12 +140,12 @@ static int vsock_connect(const char *uds, int64_t deadline, char *err, size_t er
 {
     char line[64], buf[128];
     int n = kiln_fc_vsock_connect_line(line, sizeof(line), AGENT_PORT);
-    while (mono_ms() < deadline) {
+    while (kiln_mono_ms() < deadline) {
         int fd = unix_connect(uds);
         if (fd >= 0 && write(fd, line, (size_t)n) == n) {
             size_t have = 0, got;
             int ok = 0;
-            while (ok == 0 && read_reply(fd, buf + have, sizeof(buf) - have, &got, mono_ms() + 2000) == 0) {
+            while (ok == 0 && read_reply(fd, buf + have, sizeof(buf) - have, &got, kiln_mono_ms() + 2000) == 0) {
                 have += got;
                 ok = kiln_fc_vsock_reply(buf, have);
             }
@@ -233,7 +225,7 @@ static int setup_vm(struct fc *f, const char *root, int jailed, int restore, int
          * every path it is given is the chroot's */
         static const char *names[] = {"vmlinux", "initrd", "image"};
         const char *src[] = {cfg->vm_kernel, cfg->vm_initrd, cfg->vm_image};
-        for (int64_t deadline = mono_ms() + 3000; access(api_sock, F_OK) < 0 && mono_ms() < deadline;)
+        for (int64_t deadline = kiln_mono_ms() + 3000; access(api_sock, F_OK) < 0 && kiln_mono_ms() < deadline;)
             usleep(2000);
         for (int i = 0; i < 3; i++) {
             char dst[700];
@@ -259,7 +251,7 @@ static int setup_vm(struct fc *f, const char *root, int jailed, int restore, int
             if ((r = api(api_sock, boot[i], &vm, err, errlen)) < 0)
                 return r;
     }
-    int fd = vsock_connect(uds, mono_ms() + 60000, err, errlen);
+    int fd = vsock_connect(uds, kiln_mono_ms() + 60000, err, errlen);
     if (fd < 0)
         return fd;
     if (kiln_vmm_hello(fd) < 0) {
@@ -377,14 +369,10 @@ static int fc_spawn(struct kiln_backend *b, const char *profile, const struct ki
     sb->vmm.extra_fd = -1;
     sb->vmm.pub.fd = -1; /* on_chan delivers it */
     sb->chan_fd = -1;
-    sb->ram_mb = cfg->vm_memory_mb;
-    sb->restore = f->snap.state == KILN_SNAP_READY && cfg->jailer == NULL;
     /* no network device: a job with net.allow is refused (runner.c) */
-    int64_t memory_mb = o != NULL ? o->memory_mb : 0;
-    if (memory_mb + RESERVE_MB > sb->ram_mb) {
-        sb->ram_mb = memory_mb + RESERVE_MB;
-        sb->restore = 0;
-    }
+    int own_size;
+    sb->ram_mb = kiln_vm_ram_mb(cfg, o != NULL ? o->memory_mb : 0, &own_size);
+    sb->restore = f->snap.state == KILN_SNAP_READY && cfg->jailer == NULL && !own_size;
     unsigned id = ++f->spawned;
     snprintf(sb->vmm.dir, sizeof(sb->vmm.dir), "%s/%u", f->dir, id);
     if ((r = kiln_mkdirs(sb->vmm.dir)) < 0) {
@@ -408,17 +396,12 @@ static int fc_spawn(struct kiln_backend *b, const char *profile, const struct ki
         return r;
     }
     sb->vmm.release = fc_release;
-    sb->vmm.pub.capacity_mb = sb->ram_mb - RESERVE_MB;
+    sb->vmm.pub.capacity_mb = sb->ram_mb - KILN_VM_RESERVE_MB;
     sb->setting_up = 1;
     sb->work.data = sb;
     uv_queue_work(b->loop, &sb->work, vm_work, vm_done);
     *out = &sb->vmm.pub;
     return 0;
-}
-
-static int fc_limit(struct kiln_sandbox *sb, const struct kiln_sandbox_limits *l)
-{
-    return sb->capacity_mb > 0 && l->memory_bytes > (sb->capacity_mb << 20) ? -E2BIG : 0;
 }
 
 static void fc_destroy(struct kiln_backend *b)
@@ -432,7 +415,7 @@ static const struct kiln_backend_ops fc_ops = {
     .name = "firecracker",
     .spawn = fc_spawn,
     .kill = kiln_vmm_kill,
-    .limit = fc_limit,
+    .limit = kiln_vmm_limit,
     .destroy = fc_destroy,
     .agent_limits = 1,
 };
@@ -446,9 +429,7 @@ int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_config *cfg,
         snprintf(err, errlen, "firecracker needs KVM: %s", why);
         return -ENODEV;
     }
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "'%s' --version >/dev/null 2>&1", cfg->firecracker);
-    if (strchr(cfg->firecracker, '\'') != NULL || system(cmd) != 0) {
+    if (!kiln_vmm_installed(cfg->firecracker)) {
         snprintf(err, errlen, "%s is not installed or does not run", cfg->firecracker);
         return -ENOENT;
     }

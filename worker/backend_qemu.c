@@ -39,9 +39,6 @@
 #include "proto.h"
 #include "vmm.h"
 
-/* guest RAM a job cannot have: the kernel, the agent, the image's cache */
-#define RESERVE_MB 160
-
 struct qemu {
     struct kiln_backend pub;
     const char *accel;          /* "kvm" or "tcg" */
@@ -112,13 +109,6 @@ static void build_argv(struct qemu *q, struct kiln_argv *a, enum vm_mode mode, i
 
 /* ---- the snapshot, made once in a thread of the pool ------------------ */
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Block until the agent on `fd` says "ready" (or `deadline`). */
 static int wait_ready(int fd, int64_t deadline, char *err, size_t errlen)
 {
@@ -126,7 +116,7 @@ static int wait_ready(int fd, int64_t deadline, char *err, size_t errlen)
     int r = -ETIMEDOUT;
     kiln_proto_reader_init(&rd, 1 << 20);
     snprintf(err, errlen, "the template VM's agent was not ready in time");
-    while (mono_ms() < deadline) {
+    while (kiln_mono_ms() < deadline) {
         struct pollfd pf = {fd, POLLIN, 0};
         if (poll(&pf, 1, 200) <= 0)
             continue;
@@ -143,10 +133,8 @@ static int wait_ready(int fd, int64_t deadline, char *err, size_t errlen)
             break;
         if (kiln_proto_reader_next(&rd, &msg, &len) == 1) {
             msgpack_unpacked u;
-            size_t off = 0;
             msgpack_unpacked_init(&u);
-            if (kiln_mp_precheck(msg, len) == 0 &&
-                msgpack_unpack_next(&u, msg, len, &off) == MSGPACK_UNPACK_SUCCESS) {
+            if (kiln_mp_unpack(&u, msg, len) == 0) {
                 const msgpack_object *t = kiln_mp_get(&u.data, "t"), *why;
                 if (t != NULL && kiln_mp_streq(t, "ready")) {
                     err[0] = '\0';
@@ -220,7 +208,7 @@ static int make_snapshot(struct qemu *q, char *err, size_t errlen)
     close(sv[1]);
     close(qm[1]);
     sv[1] = qm[1] = -1;
-    if (kiln_vmm_hello(sv[0]) < 0 || wait_ready(sv[0], mono_ms() + 180000, err, errlen) < 0)
+    if (kiln_vmm_hello(sv[0]) < 0 || wait_ready(sv[0], kiln_mono_ms() + 180000, err, errlen) < 0)
         goto kill;
     f = fdopen(qm[0], "r+");
     if (f == NULL)
@@ -237,7 +225,7 @@ static int make_snapshot(struct qemu *q, char *err, size_t errlen)
         snprintf(err, errlen, "QMP: the template VM refused to save its state");
         goto kill;
     }
-    for (int64_t deadline = mono_ms() + 60000; mono_ms() < deadline;) {
+    for (int64_t deadline = kiln_mono_ms() + 60000; kiln_mono_ms() < deadline;) {
         if (qmp(f, &st, "query-migrate", NULL) < 0)
             break;
         const char *status = json_string_value(json_object_get(json_object_get(st, "return"), "status"));
@@ -298,13 +286,9 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct 
     struct kiln_argv a = {0};
     (void)profile;
 
-    int64_t ram = cfg->vm_memory_mb, memory_mb = o != NULL ? o->memory_mb : 0;
-    int net = o != NULL && o->net;
-    enum vm_mode mode = q->snap.state == KILN_SNAP_READY && !net ? VM_RESTORE : VM_COLD;
-    if (memory_mb + RESERVE_MB > ram) { /* more than a pooled VM has: its own size */
-        ram = memory_mb + RESERVE_MB;
-        mode = VM_COLD;
-    }
+    int net = o != NULL && o->net, own_size;
+    int64_t ram = kiln_vm_ram_mb(cfg, o != NULL ? o->memory_mb : 0, &own_size);
+    enum vm_mode mode = q->snap.state == KILN_SNAP_READY && !net && !own_size ? VM_RESTORE : VM_COLD;
     struct kiln_vmm_sandbox *sb = calloc(1, sizeof(*sb));
     if (sb == NULL)
         return -ENOMEM;
@@ -356,7 +340,7 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct 
     if (kiln_vmm_hello(sv[0]) < 0)
         kiln_vmm_kill(&sb->pub);
     sb->pub.fd = sv[0];
-    sb->pub.capacity_mb = ram - RESERVE_MB;
+    sb->pub.capacity_mb = ram - KILN_VM_RESERVE_MB;
     *out = &sb->pub;
     return 0;
 fail:
@@ -370,12 +354,6 @@ fail:
     kiln_rm_rf(sb->dir);
     free(sb);
     return r;
-}
-
-/* The agent enforces the limits inside the guest ("limits" in "run"). */
-static int qemu_limit(struct kiln_sandbox *sb, const struct kiln_sandbox_limits *l)
-{
-    return sb->capacity_mb > 0 && l->memory_bytes > (sb->capacity_mb << 20) ? -E2BIG : 0;
 }
 
 static void qemu_destroy(struct kiln_backend *b)
@@ -392,36 +370,10 @@ static const struct kiln_backend_ops qemu_ops = {
     .name = "qemu",
     .spawn = qemu_spawn,
     .kill = kiln_vmm_kill,
-    .limit = qemu_limit,
+    .limit = kiln_vmm_limit,
     .destroy = qemu_destroy,
     .agent_limits = 1,
 };
-
-int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *err, size_t errlen)
-{
-    const char *need[][2] = {{"--vm-kernel", cfg->vm_kernel}, {"--vm-initrd", cfg->vm_initrd},
-                             {"--vm-image", cfg->vm_image}};
-    for (size_t i = 0; i < 3; i++) {
-        if (need[i][1] == NULL || need[i][1][0] == '\0') {
-            snprintf(err, errlen, "%s: %s is not set (rootfs/build-vm.sh and build-image.sh make them)",
-                     who, need[i][0]);
-            return -EINVAL;
-        }
-        if (access(need[i][1], R_OK) < 0) {
-            snprintf(err, errlen, "%s: %s %s: %s", who, need[i][0], need[i][1], strerror(errno));
-            return -errno;
-        }
-    }
-    return 0;
-}
-
-/* The QEMU binary is there and runs. */
-static int qemu_present(const char *qemu)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "'%s' --version >/dev/null 2>&1", qemu);
-    return strchr(qemu, '\'') == NULL && system(cmd) == 0;
-}
 
 int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
                           struct kiln_backend **out, char *err, size_t errlen)
@@ -429,7 +381,7 @@ int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
     int r;
     if ((r = kiln_vm_files_check(cfg, "qemu", err, errlen)) < 0)
         return r;
-    if (!qemu_present(cfg->qemu)) {
+    if (!kiln_vmm_installed(cfg->qemu)) {
         snprintf(err, errlen, "qemu: %s is not installed or does not run", cfg->qemu);
         return -ENOENT;
     }

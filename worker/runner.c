@@ -83,8 +83,15 @@ static int64_t job_memory_mb(const struct kiln_run *run)
     return run->job->limits.memory_mb > 0 ? run->job->limits.memory_mb : run->w->cfg->memory_mb;
 }
 
+/* The job's memory and pids, or the operator's defaults. */
+static struct kiln_sandbox_limits sandbox_limits(const struct kiln_run *run)
+{
+    const struct kiln_limits *l = &run->job->limits;
+    return (struct kiln_sandbox_limits){job_memory_mb(run) << 20, l->pids > 0 ? l->pids : run->w->cfg->pids};
+}
+
 static void maybe_free(struct kiln_run *run);
-static int apply_limits(struct kiln_run *run);
+static int apply_limits(struct kiln_run *run, const struct kiln_sandbox_limits *sl);
 static int was_cancelled(struct kiln_worker *w, const char *id);
 
 static const char *job_id(const struct kiln_run *run)
@@ -323,7 +330,8 @@ static void send_run(struct kiln_run *run)
     struct kiln_job *job = run->job;
     struct kiln_plan *plan = &run->plan;
     const struct kiln_config *cfg = run->w->cfg;
-    int r = apply_limits(run);
+    struct kiln_sandbox_limits sl = sandbox_limits(run);
+    int r = apply_limits(run, &sl);
     if (r < 0) {
         finish(run, r == -ENOTSUP ? KILN_ST_REJECTED : KILN_ST_INTERNAL, run->reason);
         return;
@@ -354,9 +362,9 @@ static void send_run(struct kiln_run *run)
     kiln_mp_str(&pk, "limits");
     msgpack_pack_map(&pk, 2);
     kiln_mp_str(&pk, "memory_bytes");
-    msgpack_pack_int64(&pk, job_memory_mb(run) << 20);
+    msgpack_pack_int64(&pk, sl.memory_bytes);
     kiln_mp_str(&pk, "pids");
-    msgpack_pack_int64(&pk, job->limits.pids > 0 ? job->limits.pids : cfg->pids);
+    msgpack_pack_int64(&pk, sl.pids);
     kiln_mp_str(&pk, "proxy");
     if (proxy)
         msgpack_pack_true(&pk);
@@ -662,15 +670,10 @@ static int check_limits(struct kiln_run *run, char *why, size_t len)
 }
 
 /* The job's memory and pids limits on its sandbox, before it runs. */
-static int apply_limits(struct kiln_run *run)
+static int apply_limits(struct kiln_run *run, const struct kiln_sandbox_limits *sl)
 {
-    const struct kiln_config *cfg = run->w->cfg;
     const struct kiln_limits *l = &run->job->limits;
-    struct kiln_sandbox_limits sl = {
-        (l->memory_mb > 0 ? l->memory_mb : cfg->memory_mb) << 20,
-        l->pids > 0 ? l->pids : cfg->pids,
-    };
-    int r = run->sb->backend->ops->limit ? run->sb->backend->ops->limit(run->sb, &sl) : -ENOTSUP;
+    int r = run->sb->backend->ops->limit ? run->sb->backend->ops->limit(run->sb, sl) : -ENOTSUP;
     if (r == -ENOTSUP && l->memory_mb < 0 && l->pids < 0)
         return 0; /* nothing asked; the startup log says limits are not enforced */
     if (r < 0) {

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 #include "proto.h"
 
@@ -131,16 +132,21 @@ int kiln_pidfd_reaped(int pidfd, struct kiln_sandbox *sb)
     return 1;
 }
 
+int64_t kiln_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void snap_work(uv_work_t *w)
 {
     struct kiln_snap *s = w->data;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = kiln_mono_ms();
     s->err[0] = '\0';
     if (s->make(s->b, s->err, sizeof(s->err)) < 0 && s->err[0] == '\0')
         snprintf(s->err, sizeof(s->err), "unknown failure");
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    s->ms = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+    s->ms = (uint64_t)(kiln_mono_ms() - t0);
 }
 
 static void snap_done(uv_work_t *w, int status)
@@ -307,4 +313,42 @@ long kiln_tsc_khz(void)
     if (f != NULL)
         fclose(f);
     return (long)(mhz * 1000);
+}
+
+int64_t kiln_vm_ram_mb(const struct kiln_config *cfg, int64_t job_mb, int *own_size)
+{
+    *own_size = job_mb + KILN_VM_RESERVE_MB > cfg->vm_memory_mb;
+    return *own_size ? job_mb + KILN_VM_RESERVE_MB : cfg->vm_memory_mb;
+}
+
+int kiln_vmm_limit(struct kiln_sandbox *sb, const struct kiln_sandbox_limits *l)
+{
+    return sb->capacity_mb > 0 && l->memory_bytes > (sb->capacity_mb << 20) ? -E2BIG : 0;
+}
+
+int kiln_vmm_installed(const char *bin)
+{
+    char cmd[600];
+    if (strchr(bin, '\'') != NULL)
+        return 0;
+    snprintf(cmd, sizeof(cmd), "'%s' --version >/dev/null 2>&1", bin);
+    return system(cmd) == 0;
+}
+
+int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *err, size_t errlen)
+{
+    const char *need[][2] = {{"--vm-kernel", cfg->vm_kernel}, {"--vm-initrd", cfg->vm_initrd},
+                             {"--vm-image", cfg->vm_image}};
+    for (size_t i = 0; i < 3; i++) {
+        if (need[i][1] == NULL || need[i][1][0] == '\0') {
+            snprintf(err, errlen, "%s: %s is not set (rootfs/build-vm.sh and build-image.sh make them)",
+                     who, need[i][0]);
+            return -EINVAL;
+        }
+        if (access(need[i][1], R_OK) < 0) {
+            snprintf(err, errlen, "%s: %s %s: %s", who, need[i][0], need[i][1], strerror(errno));
+            return -errno;
+        }
+    }
+    return 0;
 }

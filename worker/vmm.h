@@ -63,6 +63,24 @@ void kiln_snap_start(struct kiln_snap *s);
  * snapshot thread still runs (it frees the backend when done). */
 int kiln_snap_release(struct kiln_snap *s);
 
+/* Milliseconds of CLOCK_MONOTONIC: deadlines of the blocking set-up code. */
+int64_t kiln_mono_ms(void);
+
+/* Guest RAM a job cannot have: the kernel, the agent, the image's cache. */
+#define KILN_VM_RESERVE_MB 160
+/* The RAM (MiB) of a VM whose job may use `job_mb` (0: a pooled VM):
+ * --vm-memory-mb, or more when the job needs it; *own_size then says the
+ * VM cannot come from the pooled snapshot. */
+int64_t kiln_vm_ram_mb(const struct kiln_config *cfg, int64_t job_mb, int *own_size);
+/* The limit op of the VM backends: the agent enforces the limits in the
+ * guest; only a job larger than its VM is refused (-E2BIG). */
+int kiln_vmm_limit(struct kiln_sandbox *sb, const struct kiln_sandbox_limits *l);
+/* The VMM binary is installed and runs (`BIN --version`). */
+int kiln_vmm_installed(const char *bin);
+/* The guest kernel, initramfs and image the VM backends need are there;
+ * `who` names the backend in the reason. */
+int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *err, size_t errlen);
+
 /* Queue the agent's "hello" (with the host's time) on its channel. */
 int kiln_vmm_hello(int fd);
 
