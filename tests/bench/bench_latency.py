@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import msgpack  # noqa: E402
-from kilntest import Redis, Worker, wait_for  # noqa: E402
+from kilntest import Redis, Worker, read_env, wait_for  # noqa: E402
 
 CODE = {"shell": "echo 1", "python": "print(1)", "deno-eval": "console.log(1)"}
 
@@ -117,7 +117,7 @@ def main():
     kilntest.BIN = os.path.join(build, "bin")
     out = os.path.abspath(a.out or os.path.join(build, "bench"))
     os.makedirs(out, exist_ok=True)
-    kv = dict(l.strip().split("=", 1) for l in open(os.path.join(build, "rootfs", "kiln.env")) if "=" in l)
+    kv = read_env(os.path.join(build, "rootfs", "kiln.env"))
     rootfs = ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
     cpus = os.cpu_count() or 2
     tmp = tempfile.mkdtemp(prefix="kiln-bench-")

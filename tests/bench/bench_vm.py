@@ -24,13 +24,12 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
-from bench_latency import Bench, CODE, pct  # noqa: E402
-from kilntest import Redis, Worker, wait_for  # noqa: E402
+from bench_latency import Bench, pct  # noqa: E402
+from kilntest import Redis, Worker, read_env, wait_for  # noqa: E402
 
 PLUGINS = ["shell", "python"]
 
@@ -87,15 +86,15 @@ def ready_times(worker, plugin):
     return [int(x) for x in pat.findall(worker.text())]
 
 
-def run_mode(tmp, url, name, args, n, plugin_dir):
+def run_mode(tmp, srv, name, args, n, plugin_dir):
     row = {"mode": name}
     common = ["--plugin-dir", plugin_dir, "--slots", "1", "--log-level", "debug",
               "--state-dir", os.path.join(tmp, "state-" + name)]
-    w = Worker(tmp, url, "bench-" + name, *args, *common, "--pool", "1")
+    w = Worker(tmp, srv.url, "bench-" + name, *args, *common, "--pool", "1")
     try:
         if "qemu" in name and "--vm-cold" not in args:
             wait_for(lambda: b"qemu: snapshot ready" in w.text(), 180, "the snapshot")
-        b = Bench(w_redis[0], name)
+        b = Bench(srv.client, name)
         for plugin in PLUGINS:
             wait_for(lambda: w.pool_ready(plugin) >= 1, 180, "a warm %s sandbox" % plugin)
             before = len(ready_times(w, plugin))
@@ -113,19 +112,16 @@ def run_mode(tmp, url, name, args, n, plugin_dir):
     finally:
         w.stop()
     # cold: no pool, each job makes its own sandbox
-    w = Worker(tmp, url, "bench-" + name + "-cold", *args, *common, "--pool", "0")
+    w = Worker(tmp, srv.url, "bench-" + name + "-cold", *args, *common, "--pool", "0")
     try:
         if "qemu" in name and "--vm-cold" not in args:
             wait_for(lambda: b"qemu: snapshot ready" in w.text(), 180, "the snapshot")
-        b = Bench(w_redis[0], name)
+        b = Bench(srv.client, name)
         for plugin in PLUGINS:
             row[plugin + "_cold_p50"] = pct([b.one(plugin) for _ in range(max(3, n // 2))], 50)
     finally:
         w.stop()
     return row
-
-
-w_redis = [None]
 
 
 def main():
@@ -137,9 +133,7 @@ def main():
     os.environ["KILN_BUILD"] = build
     import kilntest
     kilntest.BIN = os.path.join(build, "bin")
-    env = {}
-    for p in ("rootfs/kiln.env", "vm/vm.env"):
-        env.update(dict(l.strip().split("=", 1) for l in open(os.path.join(build, p)) if "=" in l))
+    env = read_env(os.path.join(build, "rootfs", "kiln.env"), os.path.join(build, "vm", "vm.env"))
     rootfs = ["--rootfs", env["KILN_ROOTFS"], "--rootfs-digest", env["KILN_ROOTFS_DIGEST"]]
     vm = ["--backend", "qemu", "--vm-kernel", env["KILN_VM_KERNEL"], "--vm-initrd",
           env["KILN_VM_INITRD"], "--vm-image", env["KILN_VM_IMAGE"]]
@@ -153,10 +147,9 @@ def main():
     srv = None
     try:
         srv = Redis(tmp)
-        w_redis[0] = srv.client
-        rows.append(run_mode(tmp, srv.url, "jail", ["--backend", "jail", *rootfs], a.n, plugin_dir))
-        rows.append(run_mode(tmp, srv.url, "qemu-boot", [*vm, "--vm-cold"], a.n, plugin_dir))
-        rows.append(run_mode(tmp, srv.url, "qemu-snapshot", vm, a.n, plugin_dir))
+        rows.append(run_mode(tmp, srv, "jail", ["--backend", "jail", *rootfs], a.n, plugin_dir))
+        rows.append(run_mode(tmp, srv, "qemu-boot", [*vm, "--vm-cold"], a.n, plugin_dir))
+        rows.append(run_mode(tmp, srv, "qemu-snapshot", vm, a.n, plugin_dir))
     finally:
         if srv is not None:
             srv.stop()

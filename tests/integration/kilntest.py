@@ -25,13 +25,23 @@ BIN = os.path.join(BUILD, "bin")
 SKIP = 77
 
 
+def read_env(*paths):
+    """KEY=VALUE lines of the build's env files (rootfs/kiln.env, vm/vm.env),
+    merged into one dict."""
+    kv = {}
+    for path in paths:
+        with open(path) as f:
+            kv.update(dict(l.strip().split("=", 1) for l in f if "=" in l))
+    return kv
+
+
 def rootfs_args():
     """--rootfs and --rootfs-digest of the runtime image ctest built."""
     env = os.path.join(BUILD, "rootfs", "kiln.env")
     if not os.path.exists(env):
         print("SKIPPED: the runtime image is not built (make rootfs)")
         sys.exit(SKIP)
-    kv = dict(l.strip().split("=", 1) for l in open(env) if "=" in l)
+    kv = read_env(env)
     return ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
 
 

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 
-from kilntest import BUILD, SKIP, KilnCase, main, rootfs_args, skip_unless_jail_works
+from kilntest import BUILD, SKIP, KilnCase, main, read_env, rootfs_args, skip_unless_jail_works
 
 skip_unless_jail_works()
 rootfs_args()
@@ -39,9 +39,7 @@ if why is not None:
     print("SKIPPED: the firecracker backend needs KVM and Firecracker: " + why)
     sys.exit(SKIP)
 
-ENV = {}
-for path in (os.path.join(BUILD, "vm", "vm.env"), os.path.join(BUILD, "rootfs", "kiln.env")):
-    ENV.update(dict(l.strip().split("=", 1) for l in open(path) if "=" in l))
+ENV = read_env(os.path.join(BUILD, "vm", "vm.env"), os.path.join(BUILD, "rootfs", "kiln.env"))
 GUEST_RELEASE = open(os.path.join(BUILD, "vm", "kernel-release")).read().strip()
 
 

@@ -9,13 +9,11 @@ import glob
 import os
 import shutil
 import signal
-import subprocess
+import sys
 import time
 
-from kilntest import (BUILD, SKIP, KilnCase, SecondHost, main, rootfs_args, skip_unless_jail_works,
-                      wait_for)
-
-import sys
+from kilntest import (BUILD, SKIP, KilnCase, SecondHost, main, read_env, rootfs_args,
+                      skip_unless_jail_works, wait_for)
 
 skip_unless_jail_works()
 rootfs_args()
@@ -27,9 +25,7 @@ if shutil.which("qemu-system-x86_64") is None:
 if not os.path.exists(VM_ENV):
     print("SKIPPED: the VM image is not built (make vm-image)")
     sys.exit(SKIP)
-ENV = {}
-for path in (VM_ENV, IMG_ENV):
-    ENV.update(dict(l.strip().split("=", 1) for l in open(path) if "=" in l))
+ENV = read_env(VM_ENV, IMG_ENV)
 if "KILN_VM_IMAGE" not in ENV:
     print("SKIPPED: the runtime image has no squashfs (squashfs-tools missing?)")
     sys.exit(SKIP)
