@@ -225,14 +225,23 @@ static int make_snapshot(struct qemu *q, char *err, size_t errlen)
         snprintf(err, errlen, "QMP: the template VM refused to save its state");
         goto kill;
     }
+    snprintf(err, errlen, "QMP: saving the template VM's state did not complete");
     for (int64_t deadline = kiln_mono_ms() + 60000; kiln_mono_ms() < deadline;) {
-        if (qmp(f, &st, "query-migrate", NULL) < 0)
+        if (qmp(f, &st, "query-migrate", NULL) < 0) {
+            snprintf(err, errlen, "QMP: query-migrate failed");
             break;
-        const char *status = json_string_value(json_object_get(json_object_get(st, "return"), "status"));
+        }
+        json_t *ret = json_object_get(st, "return");
+        const char *status = json_string_value(json_object_get(ret, "status"));
         int done = status != NULL && strcmp(status, "completed") == 0;
         int failed = status != NULL && (strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0);
+        if (failed) {
+            const char *why = json_string_value(json_object_get(ret, "error-desc"));
+            snprintf(err, errlen, "QMP: saving the template VM's state %s: %s", status, why ? why : "?");
+        }
         json_decref(st);
         if (done) {
+            err[0] = '\0';
             r = 0;
             break;
         }
@@ -240,8 +249,6 @@ static int make_snapshot(struct qemu *q, char *err, size_t errlen)
             break;
         usleep(20000);
     }
-    if (r < 0)
-        snprintf(err, errlen, "QMP: saving the template VM's state did not complete");
     qmp(f, NULL, "quit", NULL);
 kill:
     kill(pid, SIGKILL);
