@@ -73,7 +73,12 @@ def sandbox_mem(worker, backend):
     """Per sandbox (a jail's agent and what it started; one QEMU): RSS, PSS."""
     per = []
     for kid in children(worker.proc.pid):
-        if backend == "qemu" and not open("/proc/%d/comm" % kid).read().startswith("qemu"):
+        try:
+            with open("/proc/%d/comm" % kid) as f:
+                comm = f.read()
+        except OSError:
+            continue  # it ended (a job's sandbox) since the listing
+        if backend == "qemu" and not comm.startswith("qemu"):
             continue
         m = mem_of(tree(kid))
         if m:
