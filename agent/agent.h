@@ -55,6 +55,14 @@ int kiln_vm_net_up(void);
 int kiln_jail_enter(const char *mnt, int root_fd, const char *proxy_dir, unsigned tmp_mb,
                     char *err, size_t errlen);
 
+/* jail.c: in a sandbox cloned from a template jail (zygote.c), with the
+ * template's root as cwd: its own /tmp, /work, /dev/shm, /proc and lo. */
+int kiln_jail_fork_scratch(unsigned tmp_mb, char *err, size_t errlen);
+
+/* jail.c: root of the sandbox becomes the job's uid with no capabilities
+ * (no-op when already unprivileged). Returns 0, or -1 with why in `err`. */
+int kiln_drop_privileges(char *err, size_t errlen);
+
 /* jail.c: in a microVM, with the runtime image mounted read-only at
  * `newroot`: /dev, /proc, /tmp, /work as in a jail, then make it the root.
  * Returns 0, or -1 with the failed step in `err`. */
@@ -87,6 +95,9 @@ extern int kiln_exec_cgroup_fd;
 
 /* seccomp.c: load the job's syscall filter. Returns 0 or a negative errno. */
 int kiln_seccomp_apply(void);
+/* seccomp.c: write the same filter to `fd` as BPF (for the zygote, which
+ * loads it in each job's process). Returns 0 or a negative errno. */
+int kiln_seccomp_export(int fd);
 
 /* exec.c: in a forked child, write the spec's files under its cwd as the
  * job's uid, then exit 0; on failure "step: error" goes to `status_fd` and

@@ -6,8 +6,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <linux/capability.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,23 +47,13 @@ static void wire_stdio(int in_fd, int out_fd, int err_fd, int status_fd)
         die("close_range", NULL, errno);
 }
 
-/* Root inside the sandbox becomes the job's unprivileged uid, with no
- * capabilities left, not even in the bounding set. */
 static void drop_privileges(void)
 {
-    if (getuid() != 0)
-        return; /* already unprivileged (agent started as a plain user) */
-    for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-            die("drop capability", NULL, errno);
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-        die("clear ambient capabilities", NULL, errno);
-    if (setgroups(0, NULL) < 0)
-        die("setgroups", NULL, errno);
-    if (setresgid(KILN_JOB_GID, KILN_JOB_GID, KILN_JOB_GID) < 0)
-        die("setresgid", NULL, errno);
-    if (setresuid(KILN_JOB_UID, KILN_JOB_UID, KILN_JOB_UID) < 0)
-        die("setresuid", NULL, errno);
+    char why[256];
+    if (kiln_drop_privileges(why, sizeof(why)) < 0) {
+        dprintf(3, "%s", why);
+        _exit(127);
+    }
 }
 
 /* Open `path` below `dirfd` only: no "..", no symlinks, no magic links. */

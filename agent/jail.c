@@ -12,11 +12,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <net/if.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -283,6 +286,44 @@ int kiln_jail_enter(const char *mnt, int root_fd, const char *proxy_dir, unsigne
         set_names() < 0 ||
         loopback_up() < 0)
         return -1;
+    return 0;
+}
+
+/* A sandbox forked from a template jail (zygote.c), in its own pid, mount
+ * and network namespaces: what the template had writable or per-sandbox is
+ * replaced, so nothing written by one sandbox is seen by another. */
+int kiln_jail_fork_scratch(unsigned tmp_mb, char *err, size_t errlen)
+{
+    jerr = err;
+    jerrlen = errlen;
+    if (umount2("dev/kiln-proxy", MNT_DETACH) < 0 && errno != ENOENT && errno != EINVAL)
+        return fail("umount", "/dev/kiln-proxy");
+    if (mount("kiln-shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") < 0)
+        return fail("mount tmpfs", "/dev/shm");
+    if (mount_proc() < 0 || mount_scratch(tmp_mb) < 0)
+        return -1;
+    return loopback_up();
+}
+
+/* Root inside the sandbox becomes the job's unprivileged uid, with no
+ * capabilities left, not even in the bounding set. */
+int kiln_drop_privileges(char *err, size_t errlen)
+{
+    jerr = err;
+    jerrlen = errlen;
+    if (getuid() != 0)
+        return 0; /* already unprivileged (agent started as a plain user) */
+    for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            return fail("drop capability", NULL);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return fail("clear ambient capabilities", NULL);
+    if (setgroups(0, NULL) < 0)
+        return fail("setgroups", NULL);
+    if (setresgid(KILN_JOB_GID, KILN_JOB_GID, KILN_JOB_GID) < 0)
+        return fail("setresgid", NULL);
+    if (setresuid(KILN_JOB_UID, KILN_JOB_UID, KILN_JOB_UID) < 0)
+        return fail("setresuid", NULL);
     return 0;
 }
 

@@ -33,33 +33,51 @@ static const unsigned long ns_flags[] = {
     CLONE_NEWUTS, CLONE_NEWCGROUP, CLONE_NEWTIME,
 };
 
-int kiln_seccomp_apply(void)
+static int build(scmp_filter_ctx ctx)
 {
-    int r = -ENOMEM;
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (ctx == NULL)
-        return -ENOMEM;
+    int r;
     if ((r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)) < 0)
-        goto out;
+        return r;
     for (size_t i = 0; i < sizeof(denied) / sizeof(denied[0]); i++) {
         int nr = seccomp_syscall_resolve_name(denied[i]);
         if (nr == __NR_SCMP_ERROR)
             continue; /* not on this architecture */
         if ((r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0)) < 0)
-            goto out;
+            return r;
     }
     for (size_t i = 0; i < sizeof(ns_flags) / sizeof(ns_flags[0]); i++)
         if ((r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
                                   SCMP_A0(SCMP_CMP_MASKED_EQ, ns_flags[i], ns_flags[i]))) < 0)
-            goto out;
+            return r;
     if ((r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)) < 0 ||
         (r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
                               SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI))) < 0 ||
         (r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
                               SCMP_A0(SCMP_CMP_EQ, AF_PACKET))) < 0)
-        goto out;
-    r = seccomp_load(ctx);
-out:
+        return r;
+    return 0;
+}
+
+int kiln_seccomp_apply(void)
+{
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (ctx == NULL)
+        return -ENOMEM;
+    int r = build(ctx);
+    if (r == 0)
+        r = seccomp_load(ctx);
+    seccomp_release(ctx);
+    return r;
+}
+
+int kiln_seccomp_export(int fd)
+{
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (ctx == NULL)
+        return -ENOMEM;
+    int r = build(ctx);
+    if (r == 0)
+        r = seccomp_export_bpf(ctx, fd);
     seccomp_release(ctx);
     return r;
 }
