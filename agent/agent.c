@@ -6,6 +6,7 @@
  *   kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]
  *   /init                          (a microVM's, from its initramfs: vm.c)
  *   kiln-agent --pipe-to SOCKET    (on the host: QEMU's guestfwd to the proxy)
+ *   kiln-agent --adopt PID         (a sandbox forked by a zygote: zygote.c)
  *
  * --jail builds the jail's root first (the worker cloned the namespaces),
  * from the runtime image open at --root-fd when given; --fd names the
@@ -14,6 +15,10 @@
  *
  * A "prestart" message before "run" starts the interpreter ahead of the
  * job (warm pools): it then waits for the job's argv and env on its stdin.
+ * A "zygote" message instead (a template jail, --zygote-lib-fd given)
+ * starts it as a fork server that takes over the channel (zygote.c); each
+ * sandbox it forks execs this agent again with --adopt: PID 1 of its own
+ * namespaces, its interpreter PID already waiting on fds 4-6.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
@@ -511,12 +517,84 @@ static void send_started(void)
     send_msg(&sb);
 }
 
+/* The template jail's interpreter becomes a fork server (zygote.c) that
+ * takes over the channel; the agent only waits for it to end, which ends
+ * the template and every sandbox forked from it. */
+__attribute__((noreturn))
+static void serve_zygote(const struct kiln_exec_spec *spec, int lib_fd, unsigned tmp_mb)
+{
+    extern char **environ;
+    char lib[40], fds[64], mb[40];
+    char *env[256];
+    size_t n = 0;
+    int exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    int bpf = (int)syscall(SYS_memfd_create, "kiln-seccomp", MFD_CLOEXEC);
+    if (lib_fd < 0 || exe < 0 || bpf < 0 || kiln_seccomp_export(bpf) < 0) {
+        send_error(lib_fd < 0 ? "agent: no zygote library" : "agent: zygote setup failed");
+        agent_exit(1);
+    }
+    snprintf(lib, sizeof(lib), "KILN_ZYGOTE=/proc/self/fd/%d", lib_fd);
+    snprintf(fds, sizeof(fds), "KILN_ZYGOTE_FDS=%d,%d,%d", chan, exe, bpf);
+    snprintf(mb, sizeof(mb), "KILN_ZYGOTE_TMP_MB=%u", tmp_mb);
+    for (char **e = spec->env; *e != NULL && n < 250; e++)
+        env[n++] = *e;
+    env[n++] = lib;
+    env[n++] = fds;
+    env[n++] = mb;
+    env[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigprocmask(SIG_SETMASK, &mask, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        int fd[] = {chan, exe, bpf, lib_fd};
+        for (size_t i = 0; i < 4; i++)
+            fcntl(fd[i], F_SETFD, 0);
+        /* stdout nowhere; stderr stays the worker's (its log) */
+        dup2(0, 1);
+        if (chdir(spec->cwd) == 0) {
+            environ = env;
+            execvp(spec->argv[0], spec->argv);
+        }
+        fprintf(stderr, "kiln-agent: zygote %s: %s\n", spec->argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(exe);
+    close(bpf);
+    if (pid < 0) {
+        send_error("agent: fork failed");
+        agent_exit(1);
+    }
+    close(chan); /* the zygote's now */
+    pid_t p;
+    while ((p = waitpid(-1, NULL, 0)) != pid && (p > 0 || errno == EINTR))
+        ;
+    agent_exit(0);
+}
+
+/* A sandbox forked by a zygote: its interpreter, PID `job`, waits on the
+ * pipes the zygote left at fds 4 (its stdin), 5 and 6 (stdout, stderr). */
+static void adopt(struct child *c, pid_t job)
+{
+    memset(c, 0, sizeof(*c));
+    c->pid = job;
+    c->in = 4;
+    c->out = 5;
+    c->err = 6;
+    for (int fd = 4; fd <= 6; fd++)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    fcntl(c->in, F_SETFL, O_NONBLOCK);
+}
+
 int main(int argc, char **argv)
 {
     const char *jail = NULL;
     unsigned tmp_mb = 256;
     int root_fd = -1;
-    const char *proxy_dir = NULL;
+    const char *proxy_dir = NULL, *adopt_failed = NULL;
+    pid_t adopted = 0;
+    int lib_fd = -1;
     struct kiln_proto_reader rd;
     msgpack_unpacked u;
 
@@ -531,6 +609,12 @@ int main(int argc, char **argv)
             root_fd = atoi(argv[++i]);
         else if (strcmp(argv[i], "--proxy-dir") == 0 && i + 1 < argc)
             proxy_dir = argv[++i];
+        else if (strcmp(argv[i], "--zygote-lib-fd") == 0 && i + 1 < argc)
+            lib_fd = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--adopt") == 0 && i + 1 < argc)
+            adopted = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--adopt-failed") == 0 && i + 1 < argc)
+            adopt_failed = argv[++i];
         else if (strcmp(argv[i], "--pipe-to") == 0 && i + 1 < argc)
             return kiln_relay_pipe(argv[++i]);
         else if (getpid() == 1 && strncmp(argv[i], "--", 2) != 0)
@@ -543,7 +627,11 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     char err[512] = "";
     /* PID 1 without a jail to build: the init of a microVM */
-    in_vm = getpid() == 1 && jail == NULL;
+    in_vm = getpid() == 1 && jail == NULL && adopted == 0 && adopt_failed == NULL;
+    if (adopt_failed != NULL) {
+        send_error(adopt_failed);
+        return 1;
+    }
     if (in_vm) {
         /* a boot that failed is reported to the host ("error" after its
          * hello) when at least the channel is there */
@@ -565,15 +653,19 @@ int main(int argc, char **argv)
     /* A jail's worker is there from the start. A VM's host may connect
      * later (or to a VM restored from a snapshot): it says "hello" first,
      * with the time, and gets "ready" back. */
+    struct child warm;
+    int have_warm = 0;
+    if (adopted > 0) {
+        adopt(&warm, adopted);
+        have_warm = 1;
+    }
     if (!in_vm)
-        send_ready(0);
+        send_ready(have_warm);
     /* SIGCHLD is read from a signalfd, never delivered */
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
-    struct child warm;
-    int have_warm = 0;
     char why[600];
     for (;;) {
         int r = read_msg(&rd, &u);
@@ -594,12 +686,19 @@ int main(int argc, char **argv)
         struct kiln_exec_spec spec;
         const char *in;
         size_t in_len;
-        int prestart = kiln_mp_streq(t, "prestart");
-        if (!prestart && !kiln_mp_streq(t, "run"))
+        int prestart = kiln_mp_streq(t, "prestart"), zygote = kiln_mp_streq(t, "zygote");
+        if (!prestart && !zygote && !kiln_mp_streq(t, "run"))
             continue;
         if (parse_run(&u.data, &spec, &in, &in_len) < 0 || (!prestart && apply_limits(&u.data) < 0)) {
             send_error("agent: malformed message");
             agent_exit(1);
+        }
+        if (zygote) {
+            if (have_warm || in_vm || jail == NULL) {
+                send_error("agent: a zygote starts only in a fresh jail");
+                agent_exit(1);
+            }
+            serve_zygote(&spec, lib_fd, tmp_mb);
         }
         if (prestart) {
             /* the interpreter starts now, confined, and waits for its job */

@@ -14,6 +14,9 @@
  *                     {t:"error", reason}
  *   worker -> agent   {t:"hello", now_ns}      (VMs: the host speaks first)
  *                     {t:"prestart", argv, env, cwd}
+ *                     {t:"zygote", argv, env, cwd}   (a template jail: the
+ *                      interpreter becomes a fork server, see zygote.c, and
+ *                      the channel speaks its records from then on)
  *                     {t:"run", argv:[str], env:[str], cwd:str,
  *                      files:[[path, bin, mode]], stdin: bin|nil, proxy: bool,
  *                      rlimits: {cpu, fsize, nofile},
@@ -36,6 +39,17 @@
 #define KILN_PROTO_MAX_MSG (64u << 20)
 /* Output is read and forwarded in chunks of at most this many bytes. */
 #define KILN_PROTO_CHUNK (64u << 10)
+
+/* The zygote's answer to the worker (agent/zygote.c): one fixed record,
+ * with the new sandbox's pidfd attached when err is 0. The magic cannot be
+ * a message length (it exceeds KILN_PROTO_MAX_MSG): what the agent sends
+ * instead when the zygote could not start is told apart by it. */
+#define KILN_ZYGOTE_MAGIC 0x4b5a5947u /* "KZYG" */
+struct kiln_zygote_reply {
+    uint32_t magic;
+    int32_t err;              /* 0, or the errno of the failed clone */
+    int32_t pid;              /* in the template's pid namespace; 0: "up" */
+};
 
 /*
  * Incremental reader: feed it bytes as they arrive, take whole messages out.

@@ -19,6 +19,9 @@ struct kiln_plugins {
  * enough to hold it (it was built against a header that had it) and set. */
 #define KILN_PLUGIN_HAS(p, field) \
     ((p)->size >= offsetof(struct kiln_plugin, field) + sizeof((p)->field) && (p)->field != NULL)
+/* Its `flags` (v1.2), 0 when it was built before they existed. */
+#define KILN_PLUGIN_FLAGS(p) \
+    ((p)->size >= offsetof(struct kiln_plugin, flags) + sizeof((p)->flags) ? (p)->flags : 0u)
 
 /*
  * Load one plugin file into `set`. Returns 0, or a negative code with the

@@ -8,6 +8,10 @@
  * An uncaught exception prints its traceback on stderr and exits 1: status
  * "error".
  *
+ * Zygote (KILN_PLUGIN_FORKS): the same warm interpreter can instead be
+ * started once per worker and forked into each sandbox, set up by kiln's
+ * zygote library (agent/zygote.c) before it reads its job.
+ *
  * Warm start: the interpreter is started with the same flags ahead of the
  * job and waits on stdin for the job's argv and environment (see
  * plugin.h), then runs /work/main.py as the cold command would, with the
@@ -29,6 +33,15 @@ static const char *const flags[] = {PYTHON, "-I", "-u", "-B"};
  * bootstrap are cut from tracebacks so they read as a cold run's. */
 static const char bootstrap[] =
     "import os, sys\n"
+    "if 'KILN_ZYGOTE' in os.environ:\n"
+    "    # a fork server: this returns in each sandbox forked (plugin.h)\n"
+    "    _z = set(sys.modules)\n"
+    "    import ctypes\n"
+    "    if ctypes.PyDLL(os.environ['KILN_ZYGOTE']).kiln_zygote_serve() != 0:\n"
+    "        os._exit(0)\n"
+    "    for _m in set(sys.modules) - _z:\n"
+    "        del sys.modules[_m]\n"
+    "    del ctypes, _z, _m\n"
     "def _kiln_read(n):\n"
     "    b = b''\n"
     "    while len(b) < n:\n"
@@ -127,6 +140,7 @@ static const struct kiln_plugin python = {
     .description = "Python 3: code runs as /work/main.py under python3 -I -u -B",
     .plan = python_plan,
     .prestart = python_prestart,
+    .flags = KILN_PLUGIN_FORKS,
 };
 
 KILN_PLUGIN_EXPORT const struct kiln_plugin *kiln_plugin_entry(void)

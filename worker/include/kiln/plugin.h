@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 1
+#define KILN_PLUGIN_ABI_MINOR 2
 #define KILN_PLUGIN_SYMBOL "kiln_plugin_entry"
 
 #if defined(__GNUC__)
@@ -124,8 +124,21 @@ struct kiln_plugin {
     /* Optional (v1.1): 1 if `job` may run in a sandbox warmed for its
      * profile (say, a deno job asking for no extra permissions). NULL: all. */
     int (*warm_ok)(const struct kiln_job_view *job);
-    /* v1.1 ends here. */
+    /* v1.1 ends here; append only. */
+    unsigned flags;           /* (v1.2) KILN_PLUGIN_* below */
+    /* v1.2 ends here. */
 };
+
+/*
+ * (v1.2) The prestarted interpreter can serve as a zygote: when its
+ * environment has KILN_ZYGOTE (a path to a shared library), before it reads
+ * anything it loads that library and calls `int kiln_zygote_serve(void)`
+ * with the interpreter's lock held (a plain C call). The call returns 0 in
+ * each sandbox forked from it: the interpreter then goes on as a prestarted
+ * one. Any other value: it exits at once. Fork-safe interpreters only (no
+ * threads of their own before the job: CPython, not V8).
+ */
+#define KILN_PLUGIN_FORKS 1u
 
 /* The one symbol a plugin exports, named by KILN_PLUGIN_SYMBOL. */
 typedef const struct kiln_plugin *(*kiln_plugin_entry_fn)(void);
