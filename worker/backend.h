@@ -66,6 +66,12 @@ struct kiln_backend_ops {
     void (*stats)(struct kiln_sandbox *sb, int64_t *peak_kb, int64_t *oom_kills);
     /* Free the backend; every sandbox must have exited. */
     void (*destroy)(struct kiln_backend *b);
+    /* Optional: `profile`'s interpreter can be forked into each sandbox
+     * (a plugin with KILN_PLUGIN_FORKS); `msg` is the packed "zygote"
+     * message that starts it in a template. The backend may then make that
+     * profile's sandboxes by forking it; their agents say "ready" with
+     * warm true (the interpreter is up already). */
+    void (*zygote)(struct kiln_backend *b, const char *profile, const void *msg, size_t len);
     /* 1: the agent enforces memory and pids itself (a VM's own kernel) and
      * reports peak_kb and oom_kills in its exit message */
     int agent_limits;

@@ -10,6 +10,15 @@
  * The agent then builds the jail from inside (agent/jail.c). The sandbox is
  * watched through its pidfd; killing PID 1 of the pid namespace ends every
  * process in it.
+ *
+ * A profile whose interpreter can fork (python) gets a template jail: its
+ * interpreter, started once, is a zygote (agent/zygote.c) that clones each
+ * new sandbox from itself, into fresh pid, mount, net, ipc and uts
+ * namespaces and the sandbox's own cgroups. The worker asks over the
+ * template's channel and gets the sandbox's pidfd back; the sandbox's agent
+ * then talks on its own channel as any jail's does. While there is no
+ * template (starting, or gone and waiting to be restarted), sandboxes of
+ * that profile are made as above.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/uio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -31,6 +41,7 @@
 #include "config.h"
 #include "jail_cgroup.h"
 #include "log.h"
+#include "proto.h"
 #include "vmm.h"
 
 #ifndef OPEN_TREE_CLONE
@@ -45,6 +56,24 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
+
+struct jail_sandbox;
+
+/* A template jail whose interpreter forks sandboxes of one profile. */
+struct zygote {
+    struct jail *j;
+    char profile[32];
+    char *msg;                /* the "zygote" message that starts it */
+    size_t len;
+    enum { Z_NONE, Z_AGENT, Z_BOOT, Z_UP } state;
+    struct jail_sandbox *t;   /* the template */
+    int fd;                   /* its channel: the backend's own */
+    uv_poll_t *poll;
+    struct jail_sandbox *head, **tail; /* forks asked for, answered in order */
+    uint64_t t_start, retry_at;
+    unsigned failures;
+    uv_timer_t retry;         /* starts it again after a back-off */
+};
 
 struct jail {
     struct kiln_backend pub;
@@ -61,6 +90,10 @@ struct jail {
     int cg_ok;                /* cgroups usable: limits are enforced */
     char graveyard[16][64];   /* cgroups not yet removable (still busy) */
     int ngrave;
+    int lib_fd;               /* libkiln-zygote.so, or -1 */
+    int spawn_lib_fd;         /* per spawn: given to a template's agent */
+    struct zygote *zyg[4];
+    int nzyg;
 };
 
 struct jail_sandbox {
@@ -72,6 +105,8 @@ struct jail_sandbox {
     struct kiln_cgroup cg;
     int has_cg;
     char proxy_dir[512];
+    struct jail_sandbox *znext; /* a fork not answered yet (pidfd -1) */
+    uint64_t t_ask;             /* when it was asked for */
 };
 
 static int write_text(const char *path, const char *text)
@@ -101,10 +136,15 @@ static void child(struct jail *j, char **argv, int sync_rd, int sync_wr, int cha
     /* the channel becomes fd 3 and the image fd 4: moved out of the way
      * first so neither overwrites the other */
     int cfd = fcntl(chan, F_DUPFD, 10), rfd = j->tree_fd >= 0 ? fcntl(j->tree_fd, F_DUPFD, 10) : -1;
-    if (cfd < 0 || dup2(cfd, 3) < 0 || (j->tree_fd >= 0 && (rfd < 0 || dup2(rfd, 4) < 0)))
+    int lfd = j->spawn_lib_fd >= 0 ? fcntl(j->spawn_lib_fd, F_DUPFD, 10) : -1;
+    if (cfd < 0 || dup2(cfd, 3) < 0 || (j->tree_fd >= 0 && (rfd < 0 || dup2(rfd, 4) < 0)) ||
+        (j->spawn_lib_fd >= 0 && (lfd < 0 || dup2(lfd, 5) < 0)))
         _exit(126);
     /* Nothing of the worker's (Redis sockets, other jails) survives exec. */
-    if (syscall(SYS_close_range, j->tree_fd >= 0 ? 5 : 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+    if (j->spawn_lib_fd >= 0 && j->tree_fd < 0)
+        close(4);
+    if (syscall(SYS_close_range, j->spawn_lib_fd >= 0 ? 6 : j->tree_fd >= 0 ? 5 : 4, ~0U,
+                CLOSE_RANGE_CLOEXEC) < 0)
         _exit(126);
     static char *envp[] = {"PATH=/usr/bin:/bin", NULL};
     syscall(SYS_execveat, j->agent_fd, "", argv, envp, AT_EMPTY_PATH);
@@ -153,48 +193,59 @@ static int jail_limit(struct kiln_sandbox *pub, const struct kiln_sandbox_limits
     return kiln_cgroup_limit(&sb->cg, l->memory_bytes, l->pids);
 }
 
-static void on_pidfd(uv_poll_t *h, int status, int events)
+/* The sandbox is gone: what the kernel counted, its cgroups and proxy
+ * directory, then the caller's callback. */
+static void sandbox_gone(struct jail_sandbox *sb)
 {
-    struct jail_sandbox *sb = h->data;
-    (void)status;
-    (void)events;
-    if (!kiln_pidfd_reaped(sb->pidfd, &sb->pub))
-        return;
-    uv_poll_stop(h);
     if (sb->has_cg) {
         int64_t oom = 0;
         kiln_cgroup_stats(&sb->cg, &sb->pub.peak_kb, &oom);
         sb->pub.oom_kills = oom > 0 ? oom : 0;
         bury((struct jail *)sb->pub.backend, &sb->cg);
     }
-    close(sb->pidfd);
+    if (sb->pidfd >= 0)
+        close(sb->pidfd);
     if (sb->pub.fd >= 0)
         close(sb->pub.fd);
-    char sock[600];
-    snprintf(sock, sizeof(sock), "%s/p.sock", sb->proxy_dir);
-    unlink(sock);
-    rmdir(sb->proxy_dir);
+    if (sb->proxy_dir[0] != '\0') {
+        char sock[600];
+        snprintf(sock, sizeof(sock), "%s/p.sock", sb->proxy_dir);
+        unlink(sock);
+        rmdir(sb->proxy_dir);
+    }
     if (sb->pub.on_exit != NULL)
         sb->pub.on_exit(&sb->pub);
+}
+
+static void on_pidfd(uv_poll_t *h, int status, int events)
+{
+    struct jail_sandbox *sb = h->data;
+    (void)status;
+    (void)events;
+    /* a forked sandbox is the zygote's child, not ours: no status to
+     * collect, and the pidfd being readable is its end */
+    if (!kiln_pidfd_reaped(sb->pidfd, &sb->pub))
+        return;
+    uv_poll_stop(h);
+    sandbox_gone(sb);
     uv_close((uv_handle_t *)h, on_poll_closed);
 }
 
 static void jail_kill(struct kiln_sandbox *pub)
 {
     struct jail_sandbox *sb = (struct jail_sandbox *)pub;
-    if (!sb->killed)
+    if (!sb->killed && sb->pidfd >= 0)
         syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
-    sb->killed = 1;
+    sb->killed = 1; /* a fork not answered yet: killed when it is */
 }
 
-static int jail_spawn(struct kiln_backend *b, const char *profile, const struct kiln_spawn_opts *o,
-                      struct kiln_sandbox **out, char *err, size_t errlen)
+/* A jail of its own (clone3 from here); with `lib_fd` >= 0, a template
+ * whose agent gets the zygote library. */
+static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, char *err, size_t errlen)
 {
-    struct jail *j = (struct jail *)b;
+    struct kiln_backend *b = &j->pub;
     int sv[2] = {-1, -1}, sync[2] = {-1, -1}, pidfd = -1, r;
     char path[64];
-    (void)profile;
-    (void)o; /* limits are set per job by limit(); every jail has its proxy dir */
 
     struct jail_sandbox *sb = calloc(1, sizeof(*sb));
     if (sb == NULL)
@@ -205,7 +256,7 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, const struct 
         goto fail;
     }
     /* its own directory for an egress proxy socket, bound into it alone */
-    char *argv[14];
+    char *argv[16];
     int a = 0;
     while (j->argv[a] != NULL) {
         argv[a] = j->argv[a];
@@ -220,6 +271,10 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, const struct 
     }
     argv[a++] = "--proxy-dir";
     argv[a++] = sb->proxy_dir;
+    if (lib_fd >= 0) {
+        argv[a++] = "--zygote-lib-fd";
+        argv[a++] = "5";
+    }
     argv[a] = NULL;
     sb->pub.proxy_dir = sb->proxy_dir;
     /* The image as a detached mount: the agent attaches it inside its own
@@ -238,7 +293,11 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, const struct 
         .pidfd = (uint64_t)(uintptr_t)&pidfd,
         .exit_signal = SIGCHLD,
     };
+    j->spawn_lib_fd = lib_fd;
     pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid == 0)
+        child(j, argv, sync[0], sync[1], sv[1]);
+    j->spawn_lib_fd = -1;
     if (pid < 0) {
         r = -errno;
         snprintf(err, errlen, "jail: clone3: %s", strerror(errno));
@@ -247,8 +306,6 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, const struct 
         j->tree_fd = -1;
         goto fail;
     }
-    if (pid == 0)
-        child(j, argv, sync[0], sync[1], sv[1]);
     if (j->tree_fd >= 0)
         close(j->tree_fd);
     j->tree_fd = -1;
@@ -294,7 +351,7 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, const struct 
     uv_poll_start(&sb->poll, UV_READABLE, on_pidfd);
     sb->pub.backend = b;
     sb->pub.fd = sv[0];
-    *out = &sb->pub;
+    *out = sb;
     return 0;
 fail:
     for (int i = 0; i < 2; i++) {
@@ -309,9 +366,364 @@ fail:
     return r;
 }
 
+/* ---- zygotes ----------------------------------------------------------- */
+
+static void zyg_start(struct zygote *z);
+
+static void on_retry(uv_timer_t *t)
+{
+    struct zygote *z = t->data;
+    if (z->state == Z_NONE)
+        zyg_start(z);
+}
+
+/* The template is gone (or never came up): forks still unanswered never
+ * will be; the profile's sandboxes start afresh until it is back. */
+static void zyg_down(struct zygote *z, const char *why)
+{
+    struct jail *j = z->j;
+    if (z->poll != NULL) {
+        uv_poll_stop(z->poll);
+        uv_close((uv_handle_t *)z->poll, (uv_close_cb)free);
+        z->poll = NULL;
+    }
+    if (z->fd >= 0)
+        close(z->fd);
+    z->fd = -1;
+    if (z->t != NULL) {
+        z->t->pub.on_exit = NULL; /* its end is this */
+        jail_kill(&z->t->pub);
+        z->t = NULL;
+    }
+    while (z->head != NULL) {
+        struct jail_sandbox *sb = z->head;
+        z->head = sb->znext;
+        sandbox_gone(sb);
+        free(sb);
+    }
+    z->tail = &z->head;
+    if (z->state != Z_NONE) {
+        uint64_t wait = 1000ull << (z->failures < 6 ? z->failures : 6);
+        z->failures++;
+        z->retry_at = uv_now(j->pub.loop) + wait;
+        kiln_warn("jail: the %s template is gone (%s): %s sandboxes start afresh; again in %llu ms",
+                  z->profile, why, z->profile, (unsigned long long)wait);
+        uv_timer_start(&z->retry, on_retry, wait, 0);
+    }
+    z->state = Z_NONE;
+}
+
+static void on_template_exit(struct kiln_sandbox *pub)
+{
+    struct zygote *z = pub->arg;
+    z->t = NULL;
+    zyg_down(z, "its jail ended");
+}
+
+/* Read exactly `len` bytes (the template's agent writes whole messages). */
+static int read_exact(int fd, void *buf, size_t len)
+{
+    ssize_t n;
+    while ((n = recv(fd, buf, len, MSG_WAITALL)) < 0 && errno == EINTR)
+        ;
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+/* A message from the template's agent: its "ready", or an "error" (whose
+ * first `have` bytes were read already). Returns its "t" and, for an
+ * error, the reason in `why`. */
+static int agent_msg(int fd, const unsigned char *have, size_t nhave, char *t, size_t tlen,
+                     char *why, size_t whylen)
+{
+    unsigned char hdr[4], *body;
+    size_t have_body = nhave > 4 ? nhave - 4 : 0;
+    if (nhave > 0)
+        memcpy(hdr, have, nhave < 4 ? nhave : 4);
+    if (nhave < 4 && read_exact(fd, hdr + nhave, 4 - nhave) < 0)
+        return -1;
+    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+    if (len > 65536 || len < have_body || (body = malloc(len)) == NULL)
+        return -1;
+    if (have_body > 0)
+        memcpy(body, have + 4, have_body);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int r = -1;
+    if (read_exact(fd, body + have_body, len - have_body) == 0 &&
+        kiln_mp_unpack(&u, (const char *)body, len) == 0) {
+        const msgpack_object *o = kiln_mp_get(&u.data, "t"), *reason = kiln_mp_get(&u.data, "reason");
+        char *ts = o ? kiln_mp_strdup(o) : NULL, *rs = reason ? kiln_mp_strdup(reason) : NULL;
+        snprintf(t, tlen, "%s", ts ? ts : "");
+        snprintf(why, whylen, "%s", rs ? rs : "");
+        free(ts);
+        free(rs);
+        r = 0;
+    }
+    msgpack_unpacked_destroy(&u);
+    free(body);
+    return r;
+}
+
+/* The zygote's answer to the oldest fork asked for. */
+static void zyg_answer(struct zygote *z, const struct kiln_zygote_reply *rep, int pidfd)
+{
+    struct jail_sandbox *sb = z->head;
+    if (sb == NULL) {
+        if (pidfd >= 0)
+            close(pidfd);
+        zyg_down(z, "it answered a fork nobody asked for");
+        return;
+    }
+    z->head = sb->znext;
+    if (z->head == NULL)
+        z->tail = &z->head;
+    if (rep->err != 0 || pidfd < 0) {
+        kiln_warn("jail: the %s zygote could not fork a sandbox: %s", z->profile,
+                  strerror(rep->err ? rep->err : EPROTO));
+        if (pidfd >= 0)
+            close(pidfd);
+        sandbox_gone(sb);
+        free(sb);
+        return;
+    }
+    kiln_debug("jail: %s sandbox forked (pid %d in the template)", z->profile, (int)rep->pid);
+    sb->pidfd = pidfd;
+    uv_poll_init(z->j->pub.loop, &sb->poll, pidfd);
+    sb->poll.data = sb;
+    uv_poll_start(&sb->poll, UV_READABLE, on_pidfd);
+    if (sb->killed) {
+        sb->killed = 0;
+        jail_kill(&sb->pub);
+    }
+}
+
+static void on_template(uv_poll_t *h, int status, int events)
+{
+    struct zygote *z = h->data;
+    char t[32], why[300];
+    (void)events;
+    if (status < 0) {
+        zyg_down(z, uv_strerror(status));
+        return;
+    }
+    if (z->state == Z_AGENT) {
+        /* the template's agent is up: its interpreter becomes the zygote */
+        if (agent_msg(z->fd, NULL, 0, t, sizeof(t), why, sizeof(why)) < 0 || strcmp(t, "ready") != 0) {
+            zyg_down(z, why[0] ? why : "its agent did not say ready");
+            return;
+        }
+        if (send(z->fd, z->msg, z->len, MSG_NOSIGNAL) != (ssize_t)z->len) {
+            zyg_down(z, strerror(errno));
+            return;
+        }
+        z->state = Z_BOOT;
+        return;
+    }
+    struct kiln_zygote_reply rep;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {&rep, sizeof(rep)};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                         .msg_controllen = sizeof(u.buf)};
+    ssize_t n;
+    while ((n = recvmsg(z->fd, &msg, MSG_WAITALL | MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    int pidfd = -1;
+    struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+    if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+        memcpy(&pidfd, CMSG_DATA(c), sizeof(int));
+    if (n != (ssize_t)sizeof(rep) || rep.magic != KILN_ZYGOTE_MAGIC) {
+        if (pidfd >= 0)
+            close(pidfd);
+        why[0] = '\0';
+        if (n == (ssize_t)sizeof(rep) && z->state == Z_BOOT) /* the agent's error instead */
+            agent_msg(z->fd, (const unsigned char *)&rep, sizeof(rep), t, sizeof(t), why, sizeof(why));
+        zyg_down(z, why[0] ? why : n == 0 ? "its channel closed" : "it said something unexpected");
+        return;
+    }
+    if (z->state == Z_BOOT) {
+        if (pidfd >= 0)
+            close(pidfd);
+        z->state = Z_UP;
+        z->failures = 0;
+        kiln_info("jail: %s sandboxes fork from a template interpreter (up in %llu ms)", z->profile,
+                  (unsigned long long)(uv_now(z->j->pub.loop) - z->t_start));
+        return;
+    }
+    zyg_answer(z, &rep, pidfd);
+}
+
+static void zyg_start(struct zygote *z)
+{
+    struct jail *j = z->j;
+    struct jail_sandbox *t;
+    char err[256] = "out of memory";
+    if (uv_now(j->pub.loop) < z->retry_at)
+        return;
+    z->state = Z_AGENT; /* from here on, a failure backs off */
+    if ((z->poll = malloc(sizeof(*z->poll))) == NULL || spawn_jail(j, j->lib_fd, &t, err, sizeof(err)) < 0) {
+        free(z->poll);
+        z->poll = NULL;
+        zyg_down(z, err);
+        return;
+    }
+    z->t = t;
+    t->pub.on_exit = on_template_exit;
+    t->pub.arg = z;
+    z->fd = t->pub.fd;
+    t->pub.fd = -1;
+    z->t_start = uv_now(j->pub.loop);
+    uv_poll_init(j->pub.loop, z->poll, z->fd);
+    z->poll->data = z;
+    uv_poll_start(z->poll, UV_READABLE, on_template);
+}
+
+/* A sandbox forked by the zygote: its cgroups first (empty: it joins them
+ * itself), then the ask. Its channel works at once; its pidfd comes with
+ * the answer. */
+static int zyg_fork(struct zygote *z, struct jail_sandbox **out, char *err, size_t errlen)
+{
+    struct jail *j = z->j;
+    int sv[2], procs[2] = {-1, -1}, nprocs = 0, r;
+    struct jail_sandbox *sb = calloc(1, sizeof(*sb));
+    if (sb == NULL)
+        return -ENOMEM;
+    sb->pidfd = -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        r = -errno;
+        free(sb);
+        return r;
+    }
+    if (j->cg_ok) {
+        const struct kiln_config *cfg = j->pub.cfg;
+        dig(j);
+        if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, 0, err, errlen)) < 0 ||
+            (r = kiln_cgroup_limit(&sb->cg, cfg->memory_mb << 20, cfg->pids)) < 0 ||
+            (r = nprocs = kiln_cgroup_open_procs(&sb->cg, procs)) < 0) {
+            if (err[0] == '\0')
+                snprintf(err, errlen, "cgroup: %s", strerror(-r));
+            kiln_cgroup_remove(&sb->cg);
+            goto fail;
+        }
+        sb->has_cg = 1;
+    }
+    int fds[3] = {sv[1], procs[0], procs[1]};
+    union {
+        char buf[CMSG_SPACE(3 * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {"F", 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                         .msg_controllen = CMSG_SPACE((size_t)(1 + nprocs) * sizeof(int))};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN((size_t)(1 + nprocs) * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, (size_t)(1 + nprocs) * sizeof(int));
+    if (sendmsg(z->fd, &msg, MSG_NOSIGNAL) != 1) {
+        r = -errno;
+        snprintf(err, errlen, "zygote: %s", strerror(errno));
+        if (sb->has_cg)
+            kiln_cgroup_remove(&sb->cg);
+        goto fail;
+    }
+    for (int i = 0; i < nprocs; i++)
+        close(procs[i]);
+    close(sv[1]);
+    sb->pub.backend = &j->pub;
+    sb->pub.fd = sv[0];
+    sb->t_ask = uv_now(j->pub.loop);
+    *z->tail = sb;
+    z->tail = &sb->znext;
+    *out = sb;
+    return 0;
+fail:
+    for (int i = 0; i < nprocs; i++)
+        close(procs[i]);
+    close(sv[0]);
+    close(sv[1]);
+    free(sb);
+    return r;
+}
+
+static struct zygote *zyg_of(struct jail *j, const char *profile)
+{
+    for (int i = 0; i < j->nzyg; i++)
+        if (strcmp(j->zyg[i]->profile, profile) == 0)
+            return j->zyg[i];
+    return NULL;
+}
+
+static void jail_zygote(struct kiln_backend *b, const char *profile, const void *msg, size_t len)
+{
+    struct jail *j = (struct jail *)b;
+    struct zygote *z;
+    if (j->lib_fd < 0 || j->nzyg == 4 || zyg_of(j, profile) != NULL || strlen(profile) >= sizeof(z->profile) ||
+        (z = calloc(1, sizeof(*z))) == NULL)
+        return;
+    if ((z->msg = malloc(len)) == NULL) {
+        free(z);
+        return;
+    }
+    memcpy(z->msg, msg, len);
+    z->len = len;
+    z->j = j;
+    z->fd = -1;
+    z->tail = &z->head;
+    snprintf(z->profile, sizeof(z->profile), "%s", profile);
+    uv_timer_init(b->loop, &z->retry);
+    z->retry.data = z;
+    j->zyg[j->nzyg++] = z;
+    zyg_start(z);
+}
+
+static int jail_spawn(struct kiln_backend *b, const char *profile, const struct kiln_spawn_opts *o,
+                      struct kiln_sandbox **out, char *err, size_t errlen)
+{
+    struct jail *j = (struct jail *)b;
+    struct jail_sandbox *sb = NULL;
+    /* limits are set per job by limit(); a forked sandbox has no way to
+     * the egress proxy, so a job with net.allow gets a jail of its own */
+    struct zygote *z = profile != NULL ? zyg_of(j, profile) : NULL;
+    if (z != NULL && (o == NULL || !o->net)) {
+        /* a template that does not come up, or stops answering, is hung */
+        uint64_t now = uv_now(b->loop), hang = (uint64_t)b->cfg->hang_ms;
+        if (hang > 0 && ((z->state != Z_NONE && z->state != Z_UP && now - z->t_start > hang) ||
+                         (z->head != NULL && now - z->head->t_ask > hang)))
+            zyg_down(z, "it stopped answering");
+        if (z->state == Z_NONE)
+            zyg_start(z);
+        if (z->state == Z_UP && zyg_fork(z, &sb, err, errlen) == 0) {
+            *out = &sb->pub;
+            return 0;
+        }
+        err[0] = '\0';
+    }
+    int r = spawn_jail(j, -1, &sb, err, errlen);
+    if (r == 0)
+        *out = &sb->pub;
+    return r;
+}
+
 static void jail_destroy(struct kiln_backend *b)
 {
     struct jail *j = (struct jail *)b;
+    for (int i = 0; i < j->nzyg; i++) {
+        struct zygote *z = j->zyg[i];
+        if (z->t != NULL)
+            jail_kill(&z->t->pub); /* it dies with the worker anyway */
+        uv_timer_stop(&z->retry);
+        if (z->poll != NULL)
+            uv_poll_stop(z->poll);
+        if (z->fd >= 0)
+            close(z->fd);
+        free(z->msg);
+        free(z);
+    }
+    if (j->lib_fd >= 0)
+        close(j->lib_fd);
     close(j->agent_fd);
     if (j->root_fd >= 0)
         close(j->root_fd);
@@ -325,6 +737,7 @@ static const struct kiln_backend_ops jail_ops = {
     .limit = jail_limit,
     .stats = jail_stats,
     .destroy = jail_destroy,
+    .zygote = jail_zygote,
 };
 
 int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
@@ -382,6 +795,13 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
         free(j);
         return r;
     }
+    /* the zygote library, for templates (optional: without it, every
+     * sandbox starts its interpreter afresh) */
+    j->lib_fd = j->spawn_lib_fd = -1;
+    if (!cfg->no_zygote && cfg->zygote_lib != NULL &&
+        (j->lib_fd = open(cfg->zygote_lib, O_RDONLY | O_CLOEXEC)) < 0)
+        kiln_warn("jail: no zygote library (%s: %s): interpreters start afresh in every sandbox",
+                  cfg->zygote_lib, strerror(errno));
     snprintf(j->tmp_mb, sizeof(j->tmp_mb), "%lld", (long long)cfg->tmp_mb);
     char **a = j->argv;
     *a++ = "kiln-agent";

@@ -40,6 +40,8 @@ static const struct opt {
     {"rootfs-digest", OPT_STR, F(rootfs_digest), NULL, "the digest --rootfs must have; the worker refuses any other"},
     {"pool", OPT_INT, F(pool), "2", "warm sandboxes kept ready per runtime profile (0: none)"},
     {"agent", OPT_STR, F(agent), NULL, "path of kiln-agent (default: beside kiln-worker)"},
+    {"zygote-lib", OPT_STR, F(zygote_lib), NULL, "jail: the zygote library (default: ../lib/kiln/libkiln-zygote.so beside kiln-worker)"},
+    {"no-zygote", OPT_FLAG, F(no_zygote), NULL, "jail: start each python sandbox's interpreter afresh, not forked from a template"},
     {"state-dir", OPT_STR, F(state_dir), "/run/kiln", "the worker's runtime directory"},
     {"timeout-ms", OPT_INT, F(timeout_ms), "30000", "wall-clock limit of a job that sets none"},
     {"max-timeout-ms", OPT_INT, F(max_timeout_ms), "600000", "largest timeout_ms a job may ask for"},
@@ -208,7 +210,7 @@ static int fill_defaults(struct kiln_config *cfg)
         if ((cfg->consumer = strdup(host)) == NULL)
             return -ENOMEM;
     }
-    if (cfg->plugin_dir == NULL || cfg->agent == NULL) {
+    if (cfg->plugin_dir == NULL || cfg->agent == NULL || cfg->zygote_lib == NULL) {
         if ((dir = kiln_exe_dir()) == NULL)
             return -ENOMEM;
         size_t n = strlen(dir) + 64;
@@ -216,8 +218,10 @@ static int fill_defaults(struct kiln_config *cfg)
             snprintf(cfg->plugin_dir, n, "%s/../lib/kiln/plugins", dir);
         if (cfg->agent == NULL && (cfg->agent = malloc(n)) != NULL)
             snprintf(cfg->agent, n, "%s/kiln-agent", dir);
+        if (cfg->zygote_lib == NULL && (cfg->zygote_lib = malloc(n)) != NULL)
+            snprintf(cfg->zygote_lib, n, "%s/../lib/kiln/libkiln-zygote.so", dir);
         free(dir);
-        if (cfg->plugin_dir == NULL || cfg->agent == NULL)
+        if (cfg->plugin_dir == NULL || cfg->agent == NULL || cfg->zygote_lib == NULL)
             return -ENOMEM;
     }
     return 0;

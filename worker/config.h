@@ -21,6 +21,8 @@ struct kiln_config {
     char *backend;        /* auto | jail | qemu | firecracker */
     char *metrics_addr;
     char *agent;          /* path of kiln-agent */
+    char *zygote_lib;     /* libkiln-zygote.so (agent/zygote.c) */
+    int no_zygote;        /* jail: no interpreter forked from a template */
     char *state_dir;      /* where the jail's mount point lives */
     int64_t timeout_ms;       /* default per-job wall-clock limit */
     int64_t max_timeout_ms;   /* a job asking for more is rejected */

@@ -90,9 +90,13 @@ static void dir_of(const struct kiln_cgroup *cg, int which, char *out, size_t le
 int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, pid_t pid,
                        char *err, size_t errlen)
 {
+    static unsigned forks;
     char dir[512], num[32];
     cg->cgs = cgs;
-    snprintf(cg->name, sizeof(cg->name), "sb-%d", (int)pid);
+    if (pid > 0)
+        snprintf(cg->name, sizeof(cg->name), "sb-%d", (int)pid);
+    else
+        snprintf(cg->name, sizeof(cg->name), "zb-%d-%u", (int)getpid(), ++forks);
     snprintf(num, sizeof(num), "%d", (int)pid);
     for (int which = 0; which < (cgs->v2 ? 1 : 2); which++) {
         dir_of(cg, which, dir, sizeof(dir));
@@ -100,7 +104,7 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, p
             snprintf(err, errlen, "cgroup mkdir %s: %s", dir, strerror(errno));
             return -errno;
         }
-        int r = put(dir, "cgroup.procs", num);
+        int r = pid > 0 ? put(dir, "cgroup.procs", num) : 0;
         if (r < 0) {
             snprintf(err, errlen, "cgroup join %s: %s", dir, strerror(-r));
             return r;
@@ -109,6 +113,24 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, p
     if (cgs->v2)
         put(dir, "memory.swap.max", "0"); /* a limit swap cannot dodge */
     return 0;
+}
+
+int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[2])
+{
+    char path[600];
+    int n = 0;
+    for (int which = 0; which < (cg->cgs->v2 ? 1 : 2); which++) {
+        dir_of(cg, which, path, sizeof(path) - 16);
+        strcat(path, "/cgroup.procs");
+        if ((fds[n] = open(path, O_WRONLY | O_CLOEXEC)) < 0) {
+            int r = -errno;
+            while (n > 0)
+                close(fds[--n]);
+            return r;
+        }
+        n++;
+    }
+    return n;
 }
 
 int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids)

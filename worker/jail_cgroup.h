@@ -26,9 +26,14 @@ struct kiln_cgroup {
 /* Find the hierarchies and make kiln's parent cgroups. Returns 0, or a
  * negative code with why in `err` (limits then cannot be enforced). */
 int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen);
-/* Make a cgroup for one sandbox and put `pid` in it (before it runs). */
+/* Make a cgroup for one sandbox and put `pid` in it (before it runs);
+ * pid 0: an empty one, which the sandbox joins itself (see open_procs). */
 int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, pid_t pid,
                        char *err, size_t errlen);
+/* Its cgroup.procs file(s), open for writing: a process that writes "0"
+ * to them joins (the kernel checks the opener's rights, the worker's).
+ * Returns how many (1 for v2, 2 for v1's memory and pids), or -errno. */
+int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[2]);
 /* Set its limits: memory in bytes, processes (0: leave as is). */
 int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids);
 /* The kernel's accounting: peak memory (KiB) and OOM kills so far. */

@@ -105,15 +105,20 @@ static void warm_ready(struct warm *w)
                (unsigned long long)ms, p->nready);
 }
 
-static void send_prestart(struct warm *w)
+/* "prestart" (or "zygote": the same command, started as a fork server) */
+static void pack_prestart(msgpack_sbuffer *sb, const char *t, const struct kiln_plan *plan)
 {
-    const struct kiln_plan *plan = &w->prof->warm;
-    msgpack_sbuffer sb;
     msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "prestart", 3);
+    kiln_proto_begin_msg(sb, &pk, t, 3);
     kiln_plan_pack_command(&pk, plan);
     kiln_mp_str(&pk, "cwd");
     kiln_mp_str(&pk, "/work");
+}
+
+static void send_prestart(struct warm *w)
+{
+    msgpack_sbuffer sb;
+    pack_prestart(&sb, "prestart", &w->prof->warm);
     if (kiln_chan_send(w->chan, &sb) < 0)
         w->sb->backend->ops->kill(w->sb);
 }
@@ -125,7 +130,8 @@ static void on_warm_msg(void *arg, const msgpack_object *m)
     if (t == NULL || w->ready)
         return;
     if (kiln_mp_streq(t, "ready")) {
-        if (w->prof->warm.argc > 0)
+        const msgpack_object *warm = kiln_mp_get(m, "warm");
+        if (w->prof->warm.argc > 0 && !(warm != NULL && warm->type == MSGPACK_OBJECT_BOOLEAN && warm->via.boolean))
             send_prestart(w);
         else
             warm_ready(w);
@@ -328,6 +334,14 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                           p->warm.reject[0] ? p->warm.reject : "the plugin declined");
                 kiln_plan_free(&p->warm);
                 kiln_plan_init(&p->warm, 1u << 20);
+            } else if ((KILN_PLUGIN_FLAGS(plug) & KILN_PLUGIN_FORKS) &&
+                       backend->ops->zygote != NULL && !cfg->no_zygote) {
+                /* its sandboxes may be forked from one started interpreter */
+                msgpack_sbuffer sb;
+                pack_prestart(&sb, "zygote", &p->warm);
+                kiln_proto_finish(&sb);
+                backend->ops->zygote(backend, p->warm.profile, sb.data, sb.size);
+                msgpack_sbuffer_destroy(&sb);
             }
         } else {
             /* no interpreter to start: the sandbox and agent, ready; the

@@ -5,6 +5,8 @@ Measures, in one run on this machine, through a real redis-server:
   - end-to-end latency (XADD of the job -> exit frame read) p50/p99, jobs one
     at a time, for shell, python and deno-eval, from a warm pool and cold;
   - sustained jobs/s with a burst of jobs and --slots = CPUs;
+  - for python, also "exec": warm pools with --no-zygote (each sandbox
+    starts its own interpreter instead of forking the template's);
 and beside them the floor measured in the same run: the bare interpreter
 spawned directly from this process (no sandbox, no queue).
 
@@ -125,18 +127,22 @@ def main():
     redis_srv = w = None
     try:
         redis_srv = Redis(tmp)
-        for mode, pool in (("warm", str(max(4, cpus * 2))), ("cold", "0")):
+        warm = str(max(4, cpus * 2))
+        # "exec": warm pools whose python starts afresh in each sandbox
+        # (--no-zygote), as before python sandboxes were forked
+        for mode, pool, extra, plugins in (("warm", warm, [], CODE), ("cold", "0", [], CODE),
+                                           ("exec", warm, ["--no-zygote"], ["python"])):
             w = Worker(tmp, redis_srv.url, "bench-" + mode, *rootfs, "--pool", pool,
-                       "--slots", str(cpus))
+                       "--slots", str(cpus), *extra)
             time.sleep(1.5)  # let the pools fill
             b = Bench(redis_srv.client, mode)
-            for plugin in CODE:
+            for plugin in plugins:
                 for _ in range(5):
                     b.one(plugin)  # warm up caches
                 lat = []
                 for _ in range(a.n):
                     lat.append(b.one(plugin))
-                    if mode == "warm":
+                    if pool != "0":
                         time.sleep(0.03)  # latency of a job that finds its pool full
                 rate = b.burst(plugin, a.burst)
                 rows.append({"plugin": plugin, "mode": mode, "p50": pct(lat, 50), "p99": pct(lat, 99),

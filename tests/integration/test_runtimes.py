@@ -222,5 +222,130 @@ class PoolUnderLoad(KilnCase):
         self.assertEqual(self.pending(), 0)
 
 
+def zygotes():
+    """Host pids of template interpreters (their environment names the zygote)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                if b"KILN_ZYGOTE_FDS=" in f.read():
+                    out.append(int(pid))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+class Zygote(KilnCase):
+    """python sandboxes forked from one template interpreter: each is still
+    a sandbox of its own, confined and limited as any other."""
+
+    def setUp(self):
+        super().setUp()
+        self.w = self.worker("zy", *ROOTFS, "--pool", "0", "--slots", "4", "--log-level", "debug")
+        wait_for(lambda: b"fork from a template interpreter" in self.w.text(), 20, "the python template")
+
+    def py(self, code, **kw):
+        return self.run_job(code, plugin="python", **kw)
+
+    def tearDown(self):
+        if self.w.alive() and b"template is gone" not in self.w.text():
+            jobs = self.w.text().count(b"started (python")
+            self.assertGreaterEqual(self.w.text().count(b"python sandbox forked"), jobs,
+                                    "every python job ran in a forked sandbox")
+        super().tearDown()
+
+    def test_forked_job_is_confined(self):
+        ex, out, err = self.py(
+            "import os, sys, socket\n"
+            "st = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines())\n"
+            "print(os.getuid(), os.getgid(), os.getpid(), st['CapEff'].strip(), st['CapBnd'].strip(),\n"
+            "      st['NoNewPrivs'].strip(), st['Seccomp'].strip())\n"
+            "print(sorted(os.environ))\n"
+            "print([m for m in sys.modules if 'ctypes' in m])\n"
+            "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+            "print(sorted(os.listdir('/proc/self/fd')))\n"
+            "print(open('/proc/1/cmdline').read().split(chr(0))[:2])\n"
+            "print(socket.gethostname(), os.listdir('/work'), os.listdir('/tmp'))\n"
+            "try:\n"
+            "    os.unshare(0) if hasattr(os, 'unshare') else os.setuid(0)\n"
+            "    print('escalated')\n"
+            "except OSError as e:\n"
+            "    print('refused', e.errno)\n"
+            "try:\n"
+            "    socket.create_connection(('1.1.1.1', 80), timeout=2)\n"
+            "    print('network')\n"
+            "except OSError:\n"
+            "    print('no network')\n",
+            env={"ONLY": "this"})
+        self.assertEqual(ex["status"], "ok", err)
+        lines = out.decode().splitlines()
+        self.assertEqual(lines[0], "1000 1000 2 0000000000000000 0000000000000000 1 2")
+        self.assertEqual(lines[1], "['HOME', 'KILN_ATTEMPT', 'KILN_JOB_ID', 'LANG', 'ONLY', 'PATH', 'TMPDIR']")
+        self.assertEqual(lines[2], "[]", "the zygote's own modules are not the job's")
+        self.assertEqual(lines[3], "[1, 2]", "only the agent and the job in its pid namespace")
+        self.assertEqual(lines[4], "['0', '1', '2', '3']", "stdio and listdir's own: nothing of the template's")
+        self.assertEqual(lines[5], "['kiln-agent', '--adopt']")
+        self.assertEqual(lines[6], "kiln ['main.py'] []")
+        self.assertEqual(lines[7:], ["refused 1", "no network"])
+
+    def test_two_forked_sandboxes_share_nothing(self):
+        a = self.job("import os, socket, time\n"
+                     "for p in ('/tmp/a', '/work/a', '/dev/shm/a'):\n"
+                     "    open(p, 'w').write('secret')\n"
+                     "s = socket.socket(socket.AF_UNIX); s.bind('\\0kiln-zygote-test'); s.listen()\n"
+                     "print('ready', flush=True)\n"
+                     "time.sleep(3)\n", plugin="python")
+        self.submit(a)
+        wait_for(lambda: any(f["kind"] == "stdout" for f in self.frames(job_id=a["id"])), 20, "job A to be up")
+        ex, out, err = self.py(
+            "import os, socket\n"
+            "print([os.path.exists(p) for p in ('/tmp/a', '/work/a', '/dev/shm/a')])\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "try:\n"
+            "    s.connect('\\0kiln-zygote-test'); print('reached A')\n"
+            "except OSError:\n"
+            "    print('A unreachable')\n"
+            "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n")
+        self.assertEqual(ex["status"], "ok", err)
+        self.assertEqual(out.decode().splitlines(), ["[False, False, False]", "A unreachable", "[1, 2]"])
+        fa = self.wait_exit(a["id"])
+        self.assertEqual(fa[-1]["status"], "ok")
+
+    def test_forked_sandbox_limits_hold(self):
+        ex, _, _ = self.py("b = bytearray(300 << 20)\nb[::4096] = b'x' * len(b[::4096])\n",
+                           limits={"memory_mb": 64})
+        self.assertEqual(ex["status"], "oom", ex)
+        ex, _, _ = self.py("import time; time.sleep(10)", limits={"timeout_ms": 500})
+        self.assertEqual(ex["status"], "timeout", ex)
+        ex, out, _ = self.py("import os\nn = 0\ntry:\n    for _ in range(100):\n        if os.fork() == 0:\n"
+                             "            import time; time.sleep(2); os._exit(0)\n        n += 1\n"
+                             "except OSError:\n    pass\nprint(n)", limits={"pids": 10})
+        self.assertEqual(ex["status"], "ok", ex)
+        self.assertLess(int(out), 10, "the pids limit holds")
+
+    def test_template_gone_jobs_go_on_and_it_comes_back(self):
+        self.assertEqual(self.py("print(1)")[0]["status"], "ok")
+        pids = zygotes()
+        self.assertTrue(pids, "no template interpreter found")
+        for pid in pids:
+            os.kill(pid, 9)
+        wait_for(lambda: b"template is gone" in self.w.text(), 10, "the worker to notice")
+        ex, out, _ = self.py("print(2)")
+        self.assertEqual((ex["status"], out), ("ok", b"2\n"), "a job without the template starts afresh")
+        wait_for(lambda: self.w.text().count(b"fork from a template interpreter") >= 2, 20,
+                 "the template to be back")
+        ex, out, _ = self.py("print(3)")
+        self.assertEqual((ex["status"], out), ("ok", b"3\n"))
+        self.assertTrue(self.w.alive())
+
+    def test_no_zygote_flag(self):
+        self.w.stop()
+        self.workers.remove(self.w)
+        w = self.worker("nz", *ROOTFS, "--pool", "0", "--no-zygote", "--log-level", "debug")
+        ex, out, _ = self.py("print(4)")
+        self.assertEqual((ex["status"], out), ("ok", b"4\n"))
+        self.assertNotIn(b"template", w.text())
+
+
 if __name__ == "__main__":
     main()
