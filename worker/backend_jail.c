@@ -92,6 +92,8 @@ struct jail {
     int ngrave;
     int lib_fd;               /* libkiln-zygote.so, or -1 */
     int spawn_lib_fd;         /* per spawn: given to a template's agent */
+    int spawn_procs[2];       /* per spawn: its cgroup.procs files, to join */
+    int spawn_nprocs;
     struct zygote *zyg[4];
     int nzyg;
 };
@@ -130,6 +132,9 @@ static void child(struct jail *j, char **argv, int sync_rd, int sync_wr, int cha
         _exit(126);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() == 1)
         _exit(126);
+    for (int i = 0; i < j->spawn_nprocs; i++) /* its own cgroups, before anything */
+        if (write(j->spawn_procs[i], "0", 1) != 1)
+            _exit(126);
     /* root of the new user namespace = the unprivileged host uid */
     if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
         _exit(126);
@@ -239,6 +244,31 @@ static void jail_kill(struct kiln_sandbox *pub)
     sb->killed = 1; /* a fork not answered yet: killed when it is */
 }
 
+/* The sandbox's own cgroups with the operator's default limits, empty:
+ * its first process joins them itself through `procs` (the kernel checks
+ * the opener's rights: ours). The worker's loop never waits on a
+ * migration, which under cgroup v1 waits for an RCU grace period (~10 ms
+ * here). Returns how many procs files (0: no cgroups here) or -errno. */
+static int sandbox_cgroup(struct jail *j, struct jail_sandbox *sb, int procs[2], char *err, size_t errlen)
+{
+    const struct kiln_config *cfg = j->pub.cfg;
+    int r, n = 0;
+    if (!j->cg_ok)
+        return 0;
+    dig(j);
+    err[0] = '\0';
+    if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, 0, err, errlen)) < 0 ||
+        (r = kiln_cgroup_limit(&sb->cg, cfg->memory_mb << 20, cfg->pids)) < 0 ||
+        (r = n = kiln_cgroup_open_procs(&sb->cg, procs)) < 0) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "cgroup: %s", strerror(-r));
+        kiln_cgroup_remove(&sb->cg);
+        return r;
+    }
+    sb->has_cg = 1;
+    return n;
+}
+
 /* A jail of its own (clone3 from here); with `lib_fd` >= 0, a template
  * whose agent gets the zygote library. */
 static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, char *err, size_t errlen)
@@ -287,6 +317,15 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
         snprintf(err, errlen, "jail: open_tree of the rootfs: %s", strerror(errno));
         goto fail;
     }
+    /* its cgroups, which it joins first thing: everything it ever starts
+     * is counted there */
+    if ((r = sandbox_cgroup(j, sb, j->spawn_procs, err, errlen)) < 0) {
+        if (j->tree_fd >= 0)
+            close(j->tree_fd);
+        j->tree_fd = -1;
+        goto fail;
+    }
+    j->spawn_nprocs = r;
     struct clone_args ca = {
         .flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
                  CLONE_NEWUTS | CLONE_PIDFD,
@@ -298,6 +337,9 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
     if (pid == 0)
         child(j, argv, sync[0], sync[1], sv[1]);
     j->spawn_lib_fd = -1;
+    for (int i = 0; i < j->spawn_nprocs; i++)
+        close(j->spawn_procs[i]);
+    j->spawn_nprocs = 0;
     if (pid < 0) {
         r = -errno;
         snprintf(err, errlen, "jail: clone3: %s", strerror(errno));
@@ -315,22 +357,6 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
     sb->pid = pid;
     sb->pidfd = pidfd;
 
-    /* into its own cgroup, with the operator's default limits, before it
-     * is released: everything it ever starts is counted there */
-    if (j->cg_ok) {
-        const struct kiln_config *cfg = b->cfg;
-        dig(j);
-        if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, pid, err, errlen)) < 0 ||
-            (r = kiln_cgroup_limit(&sb->cg, cfg->memory_mb << 20, cfg->pids)) < 0) {
-            if (r != 0 && err[0] == '\0')
-                snprintf(err, errlen, "cgroup limits: %s", strerror(-r));
-            syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-            waitpid(pid, NULL, 0);
-            kiln_cgroup_remove(&sb->cg);
-            goto fail;
-        }
-        sb->has_cg = 1;
-    }
     snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
     if ((r = write_text(path, j->uid_map)) == 0) {
         snprintf(path, sizeof(path), "/proc/%d/gid_map", pid);
@@ -362,6 +388,8 @@ fail:
     }
     if (pidfd >= 0)
         close(pidfd);
+    if (sb->has_cg)
+        bury(j, &sb->cg);
     free(sb);
     return r;
 }
@@ -596,18 +624,9 @@ static int zyg_fork(struct zygote *z, struct jail_sandbox **out, char *err, size
         free(sb);
         return r;
     }
-    if (j->cg_ok) {
-        const struct kiln_config *cfg = j->pub.cfg;
-        dig(j);
-        if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, 0, err, errlen)) < 0 ||
-            (r = kiln_cgroup_limit(&sb->cg, cfg->memory_mb << 20, cfg->pids)) < 0 ||
-            (r = nprocs = kiln_cgroup_open_procs(&sb->cg, procs)) < 0) {
-            if (err[0] == '\0')
-                snprintf(err, errlen, "cgroup: %s", strerror(-r));
-            kiln_cgroup_remove(&sb->cg);
-            goto fail;
-        }
-        sb->has_cg = 1;
+    if ((r = nprocs = sandbox_cgroup(j, sb, procs, err, errlen)) < 0) {
+        nprocs = 0;
+        goto fail;
     }
     int fds[3] = {sv[1], procs[0], procs[1]};
     union {
@@ -625,8 +644,6 @@ static int zyg_fork(struct zygote *z, struct jail_sandbox **out, char *err, size
     if (sendmsg(z->fd, &msg, MSG_NOSIGNAL) != 1) {
         r = -errno;
         snprintf(err, errlen, "zygote: %s", strerror(errno));
-        if (sb->has_cg)
-            kiln_cgroup_remove(&sb->cg);
         goto fail;
     }
     for (int i = 0; i < nprocs; i++)
@@ -644,6 +661,8 @@ fail:
         close(procs[i]);
     close(sv[0]);
     close(sv[1]);
+    if (sb->has_cg)
+        bury(j, &sb->cg);
     free(sb);
     return r;
 }

@@ -90,13 +90,13 @@ static void dir_of(const struct kiln_cgroup *cg, int which, char *out, size_t le
 int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, pid_t pid,
                        char *err, size_t errlen)
 {
-    static unsigned forks;
+    static unsigned made;
     char dir[512], num[32];
     cg->cgs = cgs;
     if (pid > 0)
         snprintf(cg->name, sizeof(cg->name), "sb-%d", (int)pid);
     else
-        snprintf(cg->name, sizeof(cg->name), "zb-%d-%u", (int)getpid(), ++forks);
+        snprintf(cg->name, sizeof(cg->name), "sb-%d-%u", (int)getpid(), ++made);
     snprintf(num, sizeof(num), "%d", (int)pid);
     for (int which = 0; which < (cgs->v2 ? 1 : 2); which++) {
         dir_of(cg, which, dir, sizeof(dir));
