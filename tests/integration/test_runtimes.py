@@ -248,11 +248,13 @@ class Zygote(KilnCase):
         return self.run_job(code, plugin="python", **kw)
 
     def tearDown(self):
-        if self.w.alive() and b"template is gone" not in self.w.text():
-            jobs = self.w.text().count(b"started (python")
-            self.assertGreaterEqual(self.w.text().count(b"python sandbox forked"), jobs,
-                                    "every python job ran in a forked sandbox")
-        super().tearDown()
+        try:
+            if self.w.alive() and b"template is gone" not in self.w.text():
+                jobs = self.w.text().count(b"started (python")
+                self.assertGreaterEqual(self.w.text().count(b"python sandbox forked"), jobs,
+                                        "every python job ran in a forked sandbox")
+        finally:
+            super().tearDown()
 
     def test_forked_job_is_confined(self):
         ex, out, err = self.py(
