@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <uv.h>
 
@@ -72,6 +73,8 @@ struct kiln_backend_ops {
      * profile's sandboxes by forking it; their agents say "ready" with
      * warm true (the interpreter is up already). */
     void (*zygote)(struct kiln_backend *b, const char *profile, const void *msg, size_t len);
+    /* Optional: Prometheus text of the backend's own gauges and counters. */
+    void (*gauges)(struct kiln_backend *b, FILE *out);
     /* 1: the agent enforces memory and pids itself (a VM's own kernel) and
      * reports peak_kb and oom_kills in its exit message */
     int agent_limits;

@@ -73,6 +73,7 @@ struct zygote {
     uint64_t t_start, retry_at;
     unsigned failures;
     uv_timer_t retry;         /* starts it again after a back-off */
+    uint64_t forks, starts;   /* for /metrics */
 };
 
 struct jail {
@@ -515,6 +516,7 @@ static void zyg_answer(struct zygote *z, const struct kiln_zygote_reply *rep, in
         return;
     }
     kiln_debug("jail: %s sandbox forked (pid %d in the template)", z->profile, (int)rep->pid);
+    z->forks++;
     sb->pidfd = pidfd;
     uv_poll_init(z->j->pub.loop, &sb->poll, pidfd);
     sb->poll.data = sb;
@@ -598,6 +600,7 @@ static void zyg_start(struct zygote *z)
         return;
     }
     z->t = t;
+    z->starts++;
     t->pub.on_exit = on_template_exit;
     t->pub.arg = z;
     z->fd = t->pub.fd;
@@ -698,6 +701,26 @@ static void jail_zygote(struct kiln_backend *b, const char *profile, const void 
     zyg_start(z);
 }
 
+static void jail_gauges(struct kiln_backend *b, FILE *out)
+{
+    struct jail *j = (struct jail *)b;
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"kiln_zygote_up", "gauge", "1 while the profile's sandboxes fork from its template interpreter."},
+        {"kiln_zygote_forks_total", "counter", "Sandboxes forked from a template interpreter."},
+        {"kiln_zygote_starts_total", "counter", "Template jails started (more than one: it was restarted)."},
+    };
+    for (size_t f = 0; f < 3 && j->nzyg > 0; f++) {
+        fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (int i = 0; i < j->nzyg; i++) {
+            const struct zygote *z = j->zyg[i];
+            unsigned long long v = f == 0 ? z->state == Z_UP : f == 1 ? z->forks : z->starts;
+            fprintf(out, "%s{profile=\"%s\"} %llu\n", fam[f].name, z->profile, v);
+        }
+    }
+}
+
 static int jail_spawn(struct kiln_backend *b, const char *profile, const struct kiln_spawn_opts *o,
                       struct kiln_sandbox **out, char *err, size_t errlen)
 {
@@ -757,6 +780,7 @@ static const struct kiln_backend_ops jail_ops = {
     .stats = jail_stats,
     .destroy = jail_destroy,
     .zygote = jail_zygote,
+    .gauges = jail_gauges,
 };
 
 int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,

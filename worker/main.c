@@ -45,6 +45,8 @@ static void gauges(void *arg, FILE *out)
     fprintf(out, "# HELP kiln_draining 1 while the worker drains.\n# TYPE kiln_draining gauge\n"
                  "kiln_draining %d\n", w->draining);
     kiln_pool_gauges(w->pool, out);
+    if (w->backend != NULL && w->backend->ops->gauges != NULL)
+        w->backend->ops->gauges(w->backend, out);
     if (w->src->ops->gauges != NULL)
         w->src->ops->gauges(w->src, out);
 }

@@ -37,6 +37,16 @@ class Metrics(KilnCase):
                 out[(s.name, tuple(sorted(s.labels.items())))] = s.value
         return out
 
+    def test_python_template_is_visible(self):
+        key = lambda name: (name, (("profile", "python"),))
+        wait_for(lambda: self.samples().get(key("kiln_zygote_up")) == 1, 20, "the python template to be up")
+        before = self.samples()[key("kiln_zygote_forks_total")]
+        ex, out, _ = self.run_job("print(7)", plugin="python")
+        self.assertEqual((ex["status"], out), ("ok", b"7\n"))
+        wait_for(lambda: self.samples()[key("kiln_zygote_forks_total")] > before, 10,
+                 "a fork (the job's, or the pool's refill after it) to be counted")
+        self.assertEqual(self.samples()[key("kiln_zygote_starts_total")], 1)
+
     def test_counters_match_the_jobs_sent(self):
         before = self.samples()
         self.assertEqual(before[("kiln_slots_total", ())], 3)
