@@ -342,9 +342,19 @@ static int start_child(const struct kiln_exec_spec *spec, struct child *c, char 
 /* A warm child: write the job's files as the job's uid (it already runs). */
 static int write_files_now(const struct kiln_exec_spec *spec, char *why, size_t whylen)
 {
-    int stp[2];
+    char step[300];
     if (spec->nfiles == 0)
         return 0;
+    /* In a jail the agent is in the sandbox's cgroup: it writes them
+     * itself, as the job's uid. In a VM a helper in the job's cgroup does,
+     * so their pages count against the job's memory. */
+    if (!in_vm) {
+        if (kiln_exec_write_files(spec, step, sizeof(step)) == 0)
+            return 0;
+        snprintf(why, whylen, "could not write the job's files: %s", step);
+        return -1;
+    }
+    int stp[2];
     if (pipe2(stp, O_CLOEXEC) < 0) {
         snprintf(why, whylen, "agent: pipe failed");
         return -1;

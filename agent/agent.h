@@ -99,6 +99,11 @@ int kiln_seccomp_apply(void);
  * loads it in each job's process). Returns 0 or a negative errno. */
 int kiln_seccomp_export(int fd);
 
+/* exec.c: write the spec's files under its cwd as the job's uid (fsuid),
+ * from the agent itself: for a sandbox whose interpreter waits for its
+ * job, running nothing of the job's yet. Returns 0, or -1 with why. */
+int kiln_exec_write_files(const struct kiln_exec_spec *spec, char *why, size_t whylen);
+
 /* exec.c: in a forked child, write the spec's files under its cwd as the
  * job's uid, then exit 0; on failure "step: error" goes to `status_fd` and
  * it exits 127. For sandboxes whose interpreter was started ahead. */

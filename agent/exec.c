@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -67,11 +68,21 @@ static int open_beneath(int dirfd, const char *path, int flags, mode_t mode)
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
 }
 
-static void write_files(const struct kiln_exec_spec *spec)
+/* Write the spec's files under its cwd. Returns 0, or -1 with the failed
+ * step in `why`. */
+static int write_files(const struct kiln_exec_spec *spec, char *why, size_t whylen)
 {
-    int root = open(spec->cwd, O_DIRECTORY | O_PATH | O_CLOEXEC);
-    if (root < 0)
-        die("open", spec->cwd, errno);
+    int root = open(spec->cwd, O_DIRECTORY | O_PATH | O_CLOEXEC), r = 0;
+#define FAIL(step, arg)                                                                \
+    do {                                                                             \
+        snprintf(why, whylen, "%s %s: %s", step, arg, strerror(errno));             \
+        r = -1;                                                                      \
+        goto out;                                                                    \
+    } while (0)
+    if (root < 0) {
+        snprintf(why, whylen, "open %s: %s", spec->cwd, strerror(errno));
+        return -1;
+    }
     for (size_t i = 0; i < spec->nfiles; i++) {
         const struct kiln_exec_file *f = &spec->files[i];
         char *p = f->path;
@@ -79,28 +90,56 @@ static void write_files(const struct kiln_exec_spec *spec)
         for (char *s = strchr(p, '/'); s != NULL; s = strchr(s + 1, '/')) {
             *s = '\0';
             int d = open_beneath(root, p, O_DIRECTORY | O_PATH, 0);
-            if (d < 0 && errno == ENOENT && mkdirat(root, p, 0755) < 0)
-                die("mkdir", p, errno);
+            int made = d < 0 && errno == ENOENT ? mkdirat(root, p, 0755) : 0;
             if (d >= 0)
                 close(d);
+            if (made < 0)
+                FAIL("mkdir", p);
             *s = '/';
         }
         int fd = open_beneath(root, p, O_WRONLY | O_CREAT | O_EXCL, f->mode ? f->mode : 0644);
         if (fd < 0)
-            die("create", p, errno);
+            FAIL("create", p);
         const char *b = f->data;
         for (size_t left = f->len; left > 0;) {
             ssize_t n = write(fd, b, left);
             if (n < 0 && errno == EINTR)
                 continue;
-            if (n < 0)
-                die("write", p, errno);
+            if (n < 0) {
+                close(fd);
+                FAIL("write", p);
+            }
             b += n;
             left -= (size_t)n;
         }
         close(fd);
     }
+#undef FAIL
+out:
     close(root);
+    return r;
+}
+
+int kiln_exec_write_files(const struct kiln_exec_spec *spec, char *why, size_t whylen)
+{
+    if (getuid() != 0) /* already unprivileged (agent started as a plain user) */
+        return write_files(spec, why, whylen);
+    /* as the job's uid: its fsuid makes the kernel check and own every
+     * file as that uid's, and drops the file capabilities meanwhile */
+    setfsgid(KILN_JOB_GID);
+    setfsuid(KILN_JOB_UID);
+    if ((uid_t)setfsuid((uid_t)-1) != KILN_JOB_UID || (gid_t)setfsgid((gid_t)-1) != KILN_JOB_GID) {
+        snprintf(why, whylen, "setfsuid: refused");
+        setfsuid(0);
+        setfsgid(0);
+        return -1;
+    }
+    mode_t old = umask(022);
+    int r = write_files(spec, why, whylen);
+    umask(old);
+    setfsuid(0);
+    setfsgid(0);
+    return r;
 }
 
 int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid)
@@ -131,7 +170,11 @@ void kiln_exec_files_child(const struct kiln_exec_spec *spec, int status_fd)
         _exit(127);
     drop_privileges();
     umask(022);
-    write_files(spec);
+    char why[300];
+    if (write_files(spec, why, sizeof(why)) < 0) {
+        dprintf(3, "%s", why);
+        _exit(127);
+    }
     _exit(0);
 }
 
@@ -145,7 +188,11 @@ void kiln_exec_child(const struct kiln_exec_spec *spec, int in_fd, int out_fd,
     umask(022);
     if (chdir(spec->cwd) < 0)
         die("chdir", spec->cwd, errno);
-    write_files(spec);
+    char why[300];
+    if (write_files(spec, why, sizeof(why)) < 0) {
+        dprintf(3, "%s", why);
+        _exit(127);
+    }
     if (kiln_exec_rlimits(spec, 0) < 0)
         die("setrlimit", NULL, errno);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

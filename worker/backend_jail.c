@@ -89,8 +89,6 @@ struct jail {
     char uid_map[64];
     struct kiln_cgroups cgs;
     int cg_ok;                /* cgroups usable: limits are enforced */
-    char graveyard[16][64];   /* cgroups not yet removable (still busy) */
-    int ngrave;
     int lib_fd;               /* libkiln-zygote.so, or -1 */
     int spawn_lib_fd;         /* per spawn: given to a template's agent */
     int spawn_procs[2];       /* per spawn: its cgroup.procs files, to join */
@@ -162,24 +160,42 @@ static void on_poll_closed(uv_handle_t *h)
     free(h->data);
 }
 
-static void bury(struct jail *j, const struct kiln_cgroup *cg)
+/* A sandbox's cgroups, removed on the thread pool: under cgroup v1 a
+ * removal can wait for an RCU grace period (12 ms seen here), which on the
+ * loop delayed the job's exit frame. Retried while the sandbox's last
+ * processes are still being reaped. */
+struct burial {
+    uv_work_t req;
+    struct kiln_cgroups cgs;  /* a copy: the backend may be gone by then */
+    struct kiln_cgroup cg;
+};
+
+static void bury_work(uv_work_t *req)
 {
-    if (kiln_cgroup_remove(cg) == 0 || j->ngrave == 16)
-        return;
-    snprintf(j->graveyard[j->ngrave++], sizeof(j->graveyard[0]), "%s", cg->name);
+    struct burial *b = req->data;
+    for (int i = 0; i < 100 && kiln_cgroup_remove(&b->cg) == -EBUSY; i++)
+        usleep(20000);
 }
 
-/* cgroups whose last processes were still going: try again now. */
-static void dig(struct jail *j)
+static void bury_done(uv_work_t *req, int status)
 {
-    int n = 0;
-    for (int i = 0; i < j->ngrave; i++) {
-        struct kiln_cgroup cg = {.cgs = &j->cgs};
-        snprintf(cg.name, sizeof(cg.name), "%s", j->graveyard[i]);
-        if (kiln_cgroup_remove(&cg) < 0)
-            memcpy(j->graveyard[n++], j->graveyard[i], sizeof(j->graveyard[0]));
+    (void)status;
+    free(req->data);
+}
+
+static void bury(struct jail *j, const struct kiln_cgroup *cg)
+{
+    struct burial *b = malloc(sizeof(*b));
+    if (b != NULL) {
+        b->cgs = j->cgs;
+        b->cg = *cg;
+        b->cg.cgs = &b->cgs;
+        b->req.data = b;
+        if (uv_queue_work(j->pub.loop, &b->req, bury_work, bury_done) == 0)
+            return;
+        free(b);
     }
-    j->ngrave = n;
+    kiln_cgroup_remove(cg);
 }
 
 static void jail_stats(struct kiln_sandbox *pub, int64_t *peak_kb, int64_t *oom_kills)
@@ -256,7 +272,6 @@ static int sandbox_cgroup(struct jail *j, struct jail_sandbox *sb, int procs[2],
     int r, n = 0;
     if (!j->cg_ok)
         return 0;
-    dig(j);
     err[0] = '\0';
     if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, 0, err, errlen)) < 0 ||
         (r = kiln_cgroup_limit(&sb->cg, cfg->memory_mb << 20, cfg->pids)) < 0 ||

@@ -267,7 +267,8 @@ class Zygote(KilnCase):
             "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
             "print(sorted(os.listdir('/proc/self/fd')))\n"
             "print(open('/proc/1/cmdline').read().split(chr(0))[:2])\n"
-            "print(socket.gethostname(), os.listdir('/work'), os.listdir('/tmp'))\n"
+            "st = os.stat('/work/main.py')\n"
+            "print(socket.gethostname(), os.listdir('/work'), os.listdir('/tmp'), st.st_uid, st.st_gid, oct(st.st_mode))\n"
             "try:\n"
             "    os.unshare(0) if hasattr(os, 'unshare') else os.setuid(0)\n"
             "    print('escalated')\n"
@@ -287,7 +288,7 @@ class Zygote(KilnCase):
         self.assertEqual(lines[3], "[1, 2]", "only the agent and the job in its pid namespace")
         self.assertEqual(lines[4], "['0', '1', '2', '3']", "stdio and listdir's own: nothing of the template's")
         self.assertEqual(lines[5], "['kiln-agent', '--adopt']")
-        self.assertEqual(lines[6], "kiln ['main.py'] []")
+        self.assertEqual(lines[6], "kiln ['main.py'] [] 1000 1000 0o100644", "the job's files are the job's")
         self.assertEqual(lines[7:], ["refused 1", "no network"])
 
     def test_two_forked_sandboxes_share_nothing(self):
