@@ -325,6 +325,8 @@ static void reject(struct kiln_run *run, const char *reason)
 
 /* ---- agent channel --------------------------------------------------- */
 
+static void start_timer(struct kiln_run *run, int64_t timeout);
+
 static void send_run(struct kiln_run *run)
 {
     struct kiln_job *job = run->job;
@@ -408,6 +410,10 @@ static void send_run(struct kiln_run *run)
     }
     run->running = 1;
     run->t_run = run->t_heard = uv_now(run->w->loop);
+    /* the job's time starts with its run: a cold sandbox's start-up is
+     * kiln's (a start-up that never ends is a hang: --hang-ms) */
+    const struct kiln_limits *l = &run->job->limits;
+    start_timer(run, l->timeout_ms > 0 ? l->timeout_ms : run->w->cfg->timeout_ms);
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -782,7 +788,6 @@ static void start(struct kiln_run *run)
 static void start_one(struct kiln_run *run)
 {
     struct kiln_worker *w = run->w;
-    const struct kiln_config *cfg = w->cfg;
     const struct kiln_plugin *p = run->plugin;
     struct kiln_delivery *d = run->d;
     char err[512];
@@ -795,7 +800,6 @@ static void start_one(struct kiln_run *run)
             reject(run, run->plan.reject[0] ? run->plan.reject : "the plugin refused the job");
         return;
     }
-    int64_t timeout = run->job->limits.timeout_ms > 0 ? run->job->limits.timeout_ms : cfg->timeout_ms;
     struct kiln_warm_take warm;
     struct kiln_spawn_opts needs = {job_memory_mb(run), run->job->has_net && run->job->nnet > 0};
     if (kiln_pool_take(w->pool, p, run->plan.profile, &view, &needs, &warm)) {
@@ -811,7 +815,6 @@ static void start_one(struct kiln_run *run)
                      "job %s attempt %u: started (%s, warm, from %s%s)", run->job->id, d->attempt,
                      p->name, d->ref, run->cur > 0 ? ", next input" : "");
         kiln_metrics_job_started(p->name);
-        start_timer(run, timeout);
         send_run(run);
         return;
     }
@@ -834,9 +837,6 @@ static void start_one(struct kiln_run *run)
     run->sb->on_chan = on_sandbox_chan;
     if (run->sb->fd >= 0)
         on_sandbox_chan(run->sb);
-
-    /* counted from now: a cold sandbox's start-up is part of the job's time */
-    start_timer(run, timeout);
 }
 
 /* The final frame of a job with `runs`: how many inputs ended ok. */
