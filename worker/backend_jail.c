@@ -423,12 +423,17 @@ static void on_retry(uv_timer_t *t)
 
 /* The template is gone (or never came up): forks still unanswered never
  * will be; the profile's sandboxes start afresh until it is back. */
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
 static void zyg_down(struct zygote *z, const char *why)
 {
     struct jail *j = z->j;
     if (z->poll != NULL) {
         uv_poll_stop(z->poll);
-        uv_close((uv_handle_t *)z->poll, (uv_close_cb)free);
+        uv_close((uv_handle_t *)z->poll, free_handle);
         z->poll = NULL;
     }
     if (z->fd >= 0)
