@@ -720,8 +720,7 @@ int main(int argc, char **argv)
             send_started();
             continue;
         }
-        const msgpack_object *px = kiln_mp_get(&u.data, "proxy");
-        if (px != NULL && px->type == MSGPACK_OBJECT_BOOLEAN && px->via.boolean &&
+        if (kiln_mp_true(&u.data, "proxy") &&
             ((in_vm && (kiln_relay_vm = 1, kiln_vm_net_up() < 0)) || kiln_relay_start() < 0)) {
             send_error("agent: could not start the network relay");
             agent_exit(1);

@@ -197,6 +197,12 @@ int kiln_mp_streq(const msgpack_object *o, const char *s)
            memcmp(o->via.str.ptr, s, n) == 0;
 }
 
+int kiln_mp_true(const msgpack_object *map, const char *key)
+{
+    const msgpack_object *o = kiln_mp_get(map, key);
+    return o != NULL && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
+}
+
 int kiln_mp_int(const msgpack_object *o, int64_t min, int64_t max, int64_t *out)
 {
     int64_t v;

@@ -112,6 +112,8 @@ void kiln_mp_bin(msgpack_packer *pk, const void *p, size_t n);
 const msgpack_object *kiln_mp_get(const msgpack_object *map, const char *key);
 /* 1 if `o` is a string equal to `s`. */
 int kiln_mp_streq(const msgpack_object *o, const char *s);
+/* 1 if map `map` has `key` set to true (absent, or anything else: 0). */
+int kiln_mp_true(const msgpack_object *map, const char *key);
 /* Read an integer; returns 0, or -EINVAL if `o` is not an integer in range. */
 int kiln_mp_int(const msgpack_object *o, int64_t min, int64_t max, int64_t *out);
 /* A new NUL-terminated copy of a str or bin object, owned by the caller

@@ -130,8 +130,8 @@ static void on_warm_msg(void *arg, const msgpack_object *m)
     if (t == NULL || w->ready)
         return;
     if (kiln_mp_streq(t, "ready")) {
-        const msgpack_object *warm = kiln_mp_get(m, "warm");
-        if (w->prof->warm.argc > 0 && !(warm != NULL && warm->type == MSGPACK_OBJECT_BOOLEAN && warm->via.boolean))
+        /* warm: its interpreter is up already (forked from a template) */
+        if (w->prof->warm.argc > 0 && !kiln_mp_true(m, "warm"))
             send_prestart(w);
         else
             warm_ready(w);

@@ -135,13 +135,17 @@ static void test_mp_helpers(void **state)
     (void)state;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
+    msgpack_pack_map(&pk, 5);
     kiln_mp_str(&pk, "neg");
     msgpack_pack_int(&pk, -5);
     kiln_mp_str(&pk, "big");
     msgpack_pack_uint64(&pk, UINT64_MAX);
     kiln_mp_str(&pk, "nul");
     kiln_mp_strn(&pk, "a\0b", 3);
+    kiln_mp_str(&pk, "yes");
+    msgpack_pack_true(&pk);
+    kiln_mp_str(&pk, "no");
+    msgpack_pack_false(&pk);
     msgpack_unpacked_init(&u);
     assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
     assert_int_equal(kiln_mp_int(kiln_mp_get(&u.data, "neg"), -10, 0, &v), 0);
@@ -150,6 +154,10 @@ static void test_mp_helpers(void **state)
     assert_int_equal(kiln_mp_int(kiln_mp_get(&u.data, "big"), 0, INT64_MAX, &v), -EINVAL);
     assert_null(kiln_mp_strdup(kiln_mp_get(&u.data, "nul")));
     assert_null(kiln_mp_get(&u.data, "absent"));
+    assert_true(kiln_mp_true(&u.data, "yes"));
+    assert_false(kiln_mp_true(&u.data, "no"));
+    assert_false(kiln_mp_true(&u.data, "neg"));
+    assert_false(kiln_mp_true(&u.data, "absent"));
     msgpack_unpacked_destroy(&u);
     msgpack_sbuffer_destroy(&sb);
 }
