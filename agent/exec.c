@@ -48,13 +48,19 @@ static void wire_stdio(int in_fd, int out_fd, int err_fd, int status_fd)
         die("close_range", NULL, errno);
 }
 
-static void drop_privileges(void)
+/* A step that said why it failed (r < 0): that goes to the status fd. */
+static void or_die(int r, const char *why)
 {
-    char why[256];
-    if (kiln_drop_privileges(why, sizeof(why)) < 0) {
+    if (r < 0) {
         dprintf(3, "%s", why);
         _exit(127);
     }
+}
+
+static void drop_privileges(void)
+{
+    char why[256];
+    or_die(kiln_drop_privileges(why, sizeof(why)), why);
 }
 
 /* Open `path` below `dirfd` only: no "..", no symlinks, no magic links. */
@@ -171,10 +177,7 @@ void kiln_exec_files_child(const struct kiln_exec_spec *spec, int status_fd)
     drop_privileges();
     umask(022);
     char why[300];
-    if (write_files(spec, why, sizeof(why)) < 0) {
-        dprintf(3, "%s", why);
-        _exit(127);
-    }
+    or_die(write_files(spec, why, sizeof(why)), why);
     _exit(0);
 }
 
@@ -189,10 +192,7 @@ void kiln_exec_child(const struct kiln_exec_spec *spec, int in_fd, int out_fd,
     if (chdir(spec->cwd) < 0)
         die("chdir", spec->cwd, errno);
     char why[300];
-    if (write_files(spec, why, sizeof(why)) < 0) {
-        dprintf(3, "%s", why);
-        _exit(127);
-    }
+    or_die(write_files(spec, why, sizeof(why)), why);
     if (kiln_exec_rlimits(spec, 0) < 0)
         die("setrlimit", NULL, errno);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

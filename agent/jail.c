@@ -172,6 +172,13 @@ static int mount_etc(void)
     return 0;
 }
 
+static int mount_shm(void)
+{
+    if (mount("kiln-shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") < 0)
+        return fail("mount tmpfs", "/dev/shm");
+    return 0;
+}
+
 static int mount_dev(void)
 {
     static const char *nodes[] = {"null", "zero", "full", "random", "urandom"};
@@ -191,10 +198,9 @@ static int mount_dev(void)
     for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
         if (symlink(links[i].target, links[i].name) < 0)
             return fail("symlink", links[i].name);
-    if (mkdir("dev/shm", 01777) < 0 ||
-        mount("kiln-shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") < 0)
-        return fail("mount tmpfs", "/dev/shm");
-    return 0;
+    if (mkdir("dev/shm", 01777) < 0)
+        return fail("mkdir", "/dev/shm");
+    return mount_shm();
 }
 
 static int mount_proc(void)
@@ -298,9 +304,7 @@ int kiln_jail_fork_scratch(unsigned tmp_mb, char *err, size_t errlen)
     jerrlen = errlen;
     if (umount2("dev/kiln-proxy", MNT_DETACH) < 0 && errno != ENOENT && errno != EINVAL)
         return fail("umount", "/dev/kiln-proxy");
-    if (mount("kiln-shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") < 0)
-        return fail("mount tmpfs", "/dev/shm");
-    if (mount_proc() < 0 || mount_scratch(tmp_mb) < 0)
+    if (mount_shm() < 0 || mount_proc() < 0 || mount_scratch(tmp_mb) < 0)
         return -1;
     return loopback_up();
 }

@@ -58,26 +58,25 @@ static int build(scmp_filter_ctx ctx)
     return 0;
 }
 
-int kiln_seccomp_apply(void)
+/* Build the filter, then load it (fd < 0) or write it to `fd` as BPF. */
+static int filter(int fd)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (ctx == NULL)
         return -ENOMEM;
     int r = build(ctx);
     if (r == 0)
-        r = seccomp_load(ctx);
+        r = fd < 0 ? seccomp_load(ctx) : seccomp_export_bpf(ctx, fd);
     seccomp_release(ctx);
     return r;
 }
 
+int kiln_seccomp_apply(void)
+{
+    return filter(-1);
+}
+
 int kiln_seccomp_export(int fd)
 {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (ctx == NULL)
-        return -ENOMEM;
-    int r = build(ctx);
-    if (r == 0)
-        r = seccomp_export_bpf(ctx, fd);
-    seccomp_release(ctx);
-    return r;
+    return filter(fd);
 }
