@@ -70,9 +70,9 @@ struct zygote {
     int fd;                   /* its channel: the backend's own */
     uv_poll_t *poll;
     struct jail_sandbox *head, **tail; /* forks asked for, answered in order */
-    uint64_t t_start, retry_at;
+    uint64_t t_start;
     unsigned failures;
-    uv_timer_t retry;         /* starts it again after a back-off */
+    uv_timer_t retry;         /* running: backing off; then starts it again */
     uint64_t forks, starts;   /* for /metrics */
 };
 
@@ -273,7 +273,7 @@ static int sandbox_cgroup(struct jail *j, struct jail_sandbox *sb, int procs[2],
     if (!j->cg_ok)
         return 0;
     err[0] = '\0';
-    if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, 0, err, errlen)) < 0 ||
+    if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, err, errlen)) < 0 ||
         (r = kiln_cgroup_limit(&sb->cg, cfg->memory_mb << 20, cfg->pids)) < 0 ||
         (r = n = kiln_cgroup_open_procs(&sb->cg, procs)) < 0) {
         if (err[0] == '\0')
@@ -323,6 +323,11 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
     }
     argv[a] = NULL;
     sb->pub.proxy_dir = sb->proxy_dir;
+    /* its cgroups, which it joins first thing: everything it ever starts
+     * is counted there */
+    if ((r = sandbox_cgroup(j, sb, j->spawn_procs, err, errlen)) < 0)
+        goto fail;
+    j->spawn_nprocs = r;
     /* The image as a detached mount: the agent attaches it inside its own
      * mount namespace (a mount of ours could not be bound from there). */
     j->tree_fd = -1;
@@ -333,15 +338,6 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
         snprintf(err, errlen, "jail: open_tree of the rootfs: %s", strerror(errno));
         goto fail;
     }
-    /* its cgroups, which it joins first thing: everything it ever starts
-     * is counted there */
-    if ((r = sandbox_cgroup(j, sb, j->spawn_procs, err, errlen)) < 0) {
-        if (j->tree_fd >= 0)
-            close(j->tree_fd);
-        j->tree_fd = -1;
-        goto fail;
-    }
-    j->spawn_nprocs = r;
     struct clone_args ca = {
         .flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
                  CLONE_NEWUTS | CLONE_PIDFD,
@@ -404,6 +400,9 @@ fail:
     }
     if (pidfd >= 0)
         close(pidfd);
+    for (int i = 0; i < j->spawn_nprocs; i++)
+        close(j->spawn_procs[i]);
+    j->spawn_nprocs = 0;
     if (sb->has_cg)
         bury(j, &sb->cg);
     free(sb);
@@ -421,16 +420,15 @@ static void on_retry(uv_timer_t *t)
         zyg_start(z);
 }
 
-/* The template is gone (or never came up): forks still unanswered never
- * will be; the profile's sandboxes start afresh until it is back. */
 static void free_handle(uv_handle_t *h)
 {
     free(h);
 }
 
+/* The template is gone (or never came up): forks still unanswered never
+ * will be; the profile's sandboxes start afresh until it is back. */
 static void zyg_down(struct zygote *z, const char *why)
 {
-    struct jail *j = z->j;
     if (z->poll != NULL) {
         uv_poll_stop(z->poll);
         uv_close((uv_handle_t *)z->poll, free_handle);
@@ -454,7 +452,6 @@ static void zyg_down(struct zygote *z, const char *why)
     if (z->state != Z_NONE) {
         uint64_t wait = 1000ull << (z->failures < 6 ? z->failures : 6);
         z->failures++;
-        z->retry_at = uv_now(j->pub.loop) + wait;
         kiln_warn("jail: the %s template is gone (%s): %s sandboxes start afresh; again in %llu ms",
                   z->profile, why, z->profile, (unsigned long long)wait);
         uv_timer_start(&z->retry, on_retry, wait, 0);
@@ -610,8 +607,8 @@ static void zyg_start(struct zygote *z)
     struct jail *j = z->j;
     struct jail_sandbox *t;
     char err[256] = "out of memory";
-    if (uv_now(j->pub.loop) < z->retry_at)
-        return;
+    if (uv_is_active((uv_handle_t *)&z->retry))
+        return; /* backing off */
     z->state = Z_AGENT; /* from here on, a failure backs off */
     if ((z->poll = malloc(sizeof(*z->poll))) == NULL || spawn_jail(j, j->lib_fd, &t, err, sizeof(err)) < 0) {
         free(z->poll);

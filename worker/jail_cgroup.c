@@ -87,27 +87,18 @@ static void dir_of(const struct kiln_cgroup *cg, int which, char *out, size_t le
     snprintf(out, len, "%s/%s", c->v2 ? c->root_v2 : which ? c->root_pids : c->root_mem, cg->name);
 }
 
-int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, pid_t pid,
-                       char *err, size_t errlen)
+int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, char *err,
+                       size_t errlen)
 {
     static unsigned made;
-    char dir[512], num[32];
+    char dir[512];
     cg->cgs = cgs;
-    if (pid > 0)
-        snprintf(cg->name, sizeof(cg->name), "sb-%d", (int)pid);
-    else
-        snprintf(cg->name, sizeof(cg->name), "sb-%d-%u", (int)getpid(), ++made);
-    snprintf(num, sizeof(num), "%d", (int)pid);
+    snprintf(cg->name, sizeof(cg->name), "sb-%d-%u", (int)getpid(), ++made);
     for (int which = 0; which < (cgs->v2 ? 1 : 2); which++) {
         dir_of(cg, which, dir, sizeof(dir));
         if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
             snprintf(err, errlen, "cgroup mkdir %s: %s", dir, strerror(errno));
             return -errno;
-        }
-        int r = pid > 0 ? put(dir, "cgroup.procs", num) : 0;
-        if (r < 0) {
-            snprintf(err, errlen, "cgroup join %s: %s", dir, strerror(-r));
-            return r;
         }
     }
     if (cgs->v2)

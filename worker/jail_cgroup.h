@@ -26,10 +26,10 @@ struct kiln_cgroup {
 /* Find the hierarchies and make kiln's parent cgroups. Returns 0, or a
  * negative code with why in `err` (limits then cannot be enforced). */
 int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen);
-/* Make a cgroup for one sandbox and put `pid` in it (before it runs);
- * pid 0: an empty one, which the sandbox joins itself (see open_procs). */
-int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, pid_t pid,
-                       char *err, size_t errlen);
+/* Make an empty cgroup for one sandbox, which the sandbox's first process
+ * joins itself (see open_procs). */
+int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, char *err,
+                       size_t errlen);
 /* Its cgroup.procs file(s), open for writing: a process that writes "0"
  * to them joins (the kernel checks the opener's rights, the worker's).
  * Returns how many (1 for v2, 2 for v1's memory and pids), or -errno. */
