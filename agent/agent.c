@@ -22,11 +22,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/random.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -504,6 +506,34 @@ static void set_clock(const msgpack_object *o)
     clock_settime(CLOCK_REALTIME, &ts);
 }
 
+/* A VM restored from a snapshot also wakes with the snapshot's random
+ * state, which every VM restored from it shares: the host's fresh bytes
+ * are credited to the guest kernel's pool and its generator reseeded, so
+ * nothing started after "hello" (an interpreter's hash seed, a job's
+ * random numbers) repeats between VMs. */
+static int reseed(const msgpack_object *o)
+{
+    struct {
+        int entropy_count;
+        int buf_size;
+        unsigned char buf[KILN_HELLO_SEED_BYTES];
+    } e;
+    if (o == NULL || o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != KILN_HELLO_SEED_BYTES)
+        return -1;
+    e.entropy_count = 8 * KILN_HELLO_SEED_BYTES;
+    e.buf_size = KILN_HELLO_SEED_BYTES;
+    memcpy(e.buf, o->via.bin.ptr, KILN_HELLO_SEED_BYTES);
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC), r = -1;
+    if (fd >= 0) {
+        r = ioctl(fd, RNDADDENTROPY, &e) < 0 ? -1 : 0;
+        if (r == 0 && ioctl(fd, RNDRESEEDCRNG) < 0)
+            r = -1;
+        close(fd);
+    }
+    explicit_bzero(&e, sizeof(e));
+    return r;
+}
+
 /* The job's memory and pids limits: in a jail the worker sets them on the
  * host; in a VM the agent does, on the job's cgroup in the guest. */
 static int apply_limits(const msgpack_object *m)
@@ -634,6 +664,18 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    /* The job can read PID 1's /proc/1/cmdline: keep the host paths in
+     * copies and blank them there (the kernel reads them from this
+     * process's memory each time). */
+    for (int i = 1; i < argc; i++)
+        if (argv[i] == jail || argv[i] == proxy_dir) {
+            char *copy = strdup(argv[i]);
+            memset(argv[i], 0, strlen(argv[i]));
+            if (argv[i] == jail)
+                jail = copy;
+            else
+                proxy_dir = copy;
+        }
     signal(SIGPIPE, SIG_IGN);
     char err[512] = "";
     /* PID 1 without a jail to build: the init of a microVM */
@@ -690,6 +732,10 @@ int main(int argc, char **argv)
                 agent_exit(1);
             }
             set_clock(kiln_mp_get(&u.data, "now_ns"));
+            if (in_vm && reseed(kiln_mp_get(&u.data, "seed")) < 0) {
+                send_error("agent: could not reseed the guest's random number generator");
+                agent_exit(1);
+            }
             send_ready(have_warm);
             continue;
         }

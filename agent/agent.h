@@ -28,6 +28,11 @@ struct kiln_exec_spec {
     long long rl_nofile;    /* RLIMIT_NOFILE, 0: leave */
 };
 
+/* Every job's share of the per-user budgets that rlimits bound: signals
+ * queued (sigqueue, POSIX timers) and POSIX message queue bytes. */
+#define KILN_JOB_SIGPENDING 1024
+#define KILN_JOB_MSGQUEUE (256 * 1024)
+
 /* exec.c: set the spec's rlimits on `pid` (0: the calling process). */
 int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
 

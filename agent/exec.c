@@ -166,6 +166,13 @@ int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid)
     }
     rl = (struct rlimit){0, 0};
     r |= prlimit(pid, RLIMIT_CORE, &rl, NULL);
+    /* Budgets the kernel counts per user, up through every user namespace
+     * to its owner's on the host: queued signals and POSIX message queue
+     * bytes. Each job gets a share of its own, whatever it inherited. */
+    rl = (struct rlimit){KILN_JOB_SIGPENDING, KILN_JOB_SIGPENDING};
+    r |= prlimit(pid, RLIMIT_SIGPENDING, &rl, NULL);
+    rl = (struct rlimit){KILN_JOB_MSGQUEUE, KILN_JOB_MSGQUEUE};
+    r |= prlimit(pid, RLIMIT_MSGQUEUE, &rl, NULL);
     return r ? -errno : 0;
 }
 

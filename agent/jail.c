@@ -210,6 +210,32 @@ static int mount_proc(void)
     return 0;
 }
 
+/* The kernel's per-user counts in this user namespace: what any one uid
+ * of the sandbox may hold. They are also charged to the namespace's owner
+ * on the host (the sandbox's own host uid), whose limits are the host's;
+ * these keep one sandbox well inside them. */
+static int limit_user_counts(void)
+{
+    static const struct { const char *name, *value; } counts[] = {
+        {"proc/sys/user/max_inotify_instances", "32"},
+        {"proc/sys/user/max_inotify_watches", "16384"},
+        {"proc/sys/user/max_fanotify_groups", "0"},
+        {"proc/sys/user/max_fanotify_marks", "0"},
+    };
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        int fd = open(counts[i].name, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
+            continue; /* a kernel without that count */
+        if (fd < 0)
+            return fail("open", counts[i].name);
+        ssize_t n = write(fd, counts[i].value, strlen(counts[i].value));
+        close(fd);
+        if (n < 0)
+            return fail("write", counts[i].name);
+    }
+    return 0;
+}
+
 static int mount_scratch(unsigned tmp_mb)
 {
     char opts[128];
@@ -287,6 +313,7 @@ int kiln_jail_enter(const char *mnt, int root_fd, const char *proxy_dir, unsigne
     if (mount_dev() < 0 ||
         mount_proxy_dir(proxy_dir) < 0 ||
         mount_proc() < 0 ||
+        limit_user_counts() < 0 ||
         mount_scratch(tmp_mb) < 0 ||
         pivot() < 0 ||
         set_names() < 0 ||
@@ -302,9 +329,9 @@ int kiln_jail_fork_scratch(unsigned tmp_mb, char *err, size_t errlen)
 {
     jerr = err;
     jerrlen = errlen;
-    if (umount2("dev/kiln-proxy", MNT_DETACH) < 0 && errno != ENOENT && errno != EINVAL)
-        return fail("umount", "/dev/kiln-proxy");
-    if (mount_shm() < 0 || mount_proc() < 0 || mount_scratch(tmp_mb) < 0)
+    /* a template has no proxy directory: the mount would be locked here,
+     * in a user namespace below the template's, and could not be removed */
+    if (mount_shm() < 0 || mount_proc() < 0 || limit_user_counts() < 0 || mount_scratch(tmp_mb) < 0)
         return -1;
     return loopback_up();
 }

@@ -12,7 +12,9 @@
  *                     {t:"exit", code, signal, wall_ms, cpu_ms, max_rss_kb,
  *                      peak_kb?, oom_kills?}   (the last two: a VM's own cgroup)
  *                     {t:"error", reason}
- *   worker -> agent   {t:"hello", now_ns}      (VMs: the host speaks first)
+ *   worker -> agent   {t:"hello", now_ns, seed} (VMs: the host speaks first;
+ *                     seed: 32 random bytes the guest's kernel is reseeded
+ *                     with before anything starts there)
  *                     {t:"prestart", argv, env, cwd}
  *                     {t:"zygote", argv, env, cwd}   (a template jail: the
  *                      interpreter becomes a fork server, see zygote.c, and
@@ -44,6 +46,8 @@
  * with the new sandbox's pidfd attached when err is 0. The magic cannot be
  * a message length (it exceeds KILN_PROTO_MAX_MSG): what the agent sends
  * instead when the zygote could not start is told apart by it. */
+/* bytes of entropy in a VM's "hello" */
+#define KILN_HELLO_SEED_BYTES 32
 #define KILN_ZYGOTE_MAGIC 0x4b5a5947u /* "KZYG" */
 struct kiln_zygote_reply {
     uint32_t magic;

@@ -14,9 +14,15 @@
  * from kiln_zygote_serve(): the interpreter goes on to read its job, fully
  * initialised, without the ~9 ms of CPU a fresh python3 spends starting.
  *
+ * Each sandbox is a user namespace of its own inside the template's: its
+ * root is the template's, its job's uid 1000 is the template's 1000 + i,
+ * where the worker gives every live sandbox its own i, so that no two
+ * concurrent jobs share a host uid and with it a per-user budget.
+ *
  * Talking to the worker (the template's channel, a Unix stream socket):
- *   worker -> zygote  1 byte 'F' with SCM_RIGHTS: the sandbox's agent
- *                     channel, then the cgroup.procs files to join (0-2)
+ *   worker -> zygote  3 bytes 'F', i (big-endian u16) with SCM_RIGHTS: the
+ *                     sandbox's agent channel, then the cgroup.procs files
+ *                     to join (0-2)
  *   zygote -> worker  struct kiln_zygote_reply, with the new sandbox's
  *                     pidfd as SCM_RIGHTS when err is 0. The first reply
  *                     (pid 0) says the zygote is up.
@@ -33,6 +39,7 @@
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -88,11 +95,11 @@ static int reply(int err, pid_t pid, int pidfd)
     return sendmsg(ctl, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(r) ? 0 : -1;
 }
 
-/* One request: 1 byte and up to 3 fds. Returns their count, 0 at EOF. */
-static int next_request(int fds[3])
+/* One request: 3 bytes and up to 3 fds. Returns their count, 0 at EOF. */
+static int next_request(int fds[3], unsigned *index)
 {
-    char b;
-    struct iovec iov = {&b, 1};
+    unsigned char b[3];
+    struct iovec iov = {b, sizeof(b)};
     union {
         char buf[CMSG_SPACE(3 * sizeof(int))];
         struct cmsghdr align;
@@ -106,7 +113,7 @@ static int next_request(int fds[3])
             ;
         if (poll(&pf, 1, 1000) <= 0)
             continue;
-        ssize_t n = recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC);
+        ssize_t n = recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -118,7 +125,8 @@ static int next_request(int fds[3])
                 nfds = nfds > 3 ? 3 : nfds;
                 memcpy(fds, CMSG_DATA(c), (size_t)nfds * sizeof(int));
             }
-        if (b == 'F' && nfds >= 1)
+        *index = (unsigned)b[1] << 8 | b[2];
+        if (n == (ssize_t)sizeof(b) && b[0] == 'F' && nfds >= 1)
             return nfds;
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
@@ -179,20 +187,50 @@ __attribute__((noreturn)) static void exec_agent(int fds[4], pid_t job, const ch
     _exit(127);
 }
 
+/* Write the new sandbox's id maps: its root is ours, its 1000 our 1000 +
+ * index. Returns 0 or -errno. */
+static int write_maps(pid_t pid, unsigned index)
+{
+    char path[64], map[64];
+    snprintf(map, sizeof(map), "0 0 1\n%d %u 1\n", KILN_JOB_UID, KILN_JOB_UID + index);
+    for (int g = 0; g < 2; g++) {
+        snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, g ? "gid_map" : "uid_map");
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        ssize_t n = write(fd, map, strlen(map));
+        int e = n == (ssize_t)strlen(map) ? 0 : -errno;
+        close(fd);
+        if (e < 0)
+            return e;
+    }
+    return 0;
+}
+
 /* PID 1 of a new sandbox, still the zygote's copy. Returns only in the
- * job's process. */
-static void sandbox(const int *fds, int nfds)
+ * job's process. `go` says when its id maps are written. */
+static void sandbox(const int *fds, int nfds, int go)
 {
     char why[300] = "";
     int agent[4] = {fds[0], -1, -1, -1};
     int in[2], out[2], err[2], st[2];
+    char c;
     close(ctl);
+    if (read(go, &c, 1) != 1) /* no maps: the zygote failed or died */
+        _exit(126);
+    close(go);
+    /* its ids are mapped now: become the namespace's root by name too */
+    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        snprintf(why, sizeof(why), "zygote: setresuid: %s", strerror(errno));
     /* everything from here on is counted in the sandbox's cgroups */
     for (int i = 1; i < nfds; i++) {
         if (write(fds[i], "0", 1) != 1 && why[0] == '\0')
             snprintf(why, sizeof(why), "zygote: join cgroup: %s", strerror(errno));
         close(fds[i]);
     }
+    /* its cgroups are its root: /proc/self/cgroup names no host path */
+    if (why[0] == '\0' && unshare(CLONE_NEWCGROUP) < 0)
+        snprintf(why, sizeof(why), "zygote: cgroup namespace: %s", strerror(errno));
     if (why[0] == '\0' && chdir("/") < 0)
         snprintf(why, sizeof(why), "zygote: chdir /: %s", strerror(errno));
     if (why[0] == '\0')
@@ -254,24 +292,46 @@ KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
     if (reply(0, 0, -1) < 0)
         return -1;
     for (;;) {
-        int fds[3] = {-1, -1, -1}, pidfd = -1;
-        int nfds = next_request(fds);
+        int fds[3] = {-1, -1, -1}, pidfd = -1, go[2];
+        unsigned index = 0;
+        int nfds = next_request(fds, &index);
         if (nfds == 0)
             return -1;
         struct clone_args ca = {
-            .flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-                     CLONE_PIDFD,
+            .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
+                     CLONE_NEWUTS | CLONE_PIDFD,
             .pidfd = (uint64_t)(uintptr_t)&pidfd,
             .exit_signal = SIGCHLD,
         };
-        py_hook("PyOS_BeforeFork");
-        pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
-        if (pid == 0) {
-            sandbox(fds, nfds);
-            return 0;
+        pid_t pid = -1;
+        int e = EINVAL;
+        if (pipe2(go, O_CLOEXEC) < 0) {
+            e = errno;
+        } else {
+            py_hook("PyOS_BeforeFork");
+            pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+            if (pid == 0) {
+                close(go[1]);
+                sandbox(fds, nfds, go[0]);
+                return 0;
+            }
+            e = pid < 0 ? errno : 0;
+            py_hook("PyOS_AfterFork_Parent");
+            close(go[0]);
+            if (pid > 0 && (e = -write_maps(pid, index)) != 0) {
+                kill(pid, SIGKILL);
+                pid = -1;
+            } else if (pid > 0 && write(go[1], "g", 1) != 1) {
+                e = errno;
+                kill(pid, SIGKILL);
+                pid = -1;
+            }
+            close(go[1]);
+            if (pid < 0 && pidfd >= 0) {
+                close(pidfd);
+                pidfd = -1;
+            }
         }
-        int e = pid < 0 ? errno : 0;
-        py_hook("PyOS_AfterFork_Parent");
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         if (reply(e, pid < 0 ? 0 : pid, pidfd) < 0)

@@ -20,6 +20,7 @@
  * template (starting, or gone and waiting to be restarted), sandboxes of
  * that profile are made as above.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -29,7 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/uio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -59,6 +62,12 @@
 
 struct jail_sandbox;
 
+/* Host ids per sandbox: its root is base + k * STRIDE, its job's uid that
+ * + 1000; a template's forked sandboxes use + 1000 + i (i < ZYG_FORKS). */
+#define KILN_UID_STRIDE 65536
+#define KILN_UID_SLOTS 4096
+#define ZYG_FORKS 256
+
 /* A template jail whose interpreter forks sandboxes of one profile. */
 struct zygote {
     struct jail *j;
@@ -70,6 +79,8 @@ struct zygote {
     int fd;                   /* its channel: the backend's own */
     uv_poll_t *poll;
     struct jail_sandbox *head, **tail; /* forks asked for, answered in order */
+    unsigned char fork_used[ZYG_FORKS]; /* its job uids in use */
+    int fork_next;
     uint64_t t_start;
     unsigned failures;
     uv_timer_t retry;         /* running: backing off; then starts it again */
@@ -85,8 +96,6 @@ struct jail {
     char tmp_mb[24];
     char *argv[14];
     char proxy_root[512];
-    unsigned spawned;
-    char uid_map[64];
     struct kiln_cgroups cgs;
     int cg_ok;                /* cgroups usable: limits are enforced */
     int lib_fd;               /* libkiln-zygote.so, or -1 */
@@ -95,6 +104,13 @@ struct jail {
     int spawn_nprocs;
     struct zygote *zyg[4];
     int nzyg;
+    /* host uid ranges: sandbox k's ids are uid_base + k * KILN_UID_STRIDE
+     * onwards, so no two live sandboxes share a per-user budget of the
+     * host's (pipe buffers, inotify, queued signals, ...) */
+    unsigned char uid_used[KILN_UID_SLOTS];
+    int uid_next;
+    int owner_fallback;       /* the kernel refused a namespace owned by
+                               * the sandbox's uid: the worker owns them */
 };
 
 struct jail_sandbox {
@@ -108,6 +124,9 @@ struct jail_sandbox {
     char proxy_dir[512];
     struct jail_sandbox *znext; /* a fork not answered yet (pidfd -1) */
     uint64_t t_ask;             /* when it was asked for */
+    int uid_slot;               /* its host uid range (-1: none) */
+    struct zygote *zyg;         /* forked: its template, and its index */
+    int fork_index;             /* among the template's uids (-1: none) */
 };
 
 static int write_text(const char *path, const char *text)
@@ -134,6 +153,9 @@ static void child(struct jail *j, char **argv, int sync_rd, int sync_wr, int cha
     for (int i = 0; i < j->spawn_nprocs; i++) /* its own cgroups, before anything */
         if (write(j->spawn_procs[i], "0", 1) != 1)
             _exit(126);
+    /* ... which are its root: /proc/self/cgroup names no host path */
+    if (j->spawn_nprocs > 0 && unshare(CLONE_NEWCGROUP) < 0)
+        _exit(126);
     /* root of the new user namespace = the unprivileged host uid */
     if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
         _exit(126);
@@ -153,6 +175,78 @@ static void child(struct jail *j, char **argv, int sync_rd, int sync_wr, int cha
     static char *envp[] = {"PATH=/usr/bin:/bin", NULL};
     syscall(SYS_execveat, j->agent_fd, "", argv, envp, AT_EMPTY_PATH);
     _exit(127);
+}
+
+/* ---- host uid ranges -------------------------------------------------- */
+
+/* A free range, round-robin: a range just freed is the last reused, so
+ * what the kernel frees lazily after a sandbox (an IPC namespace's message
+ * queues, say) is long gone when its uid serves again. -1: none free. */
+static int uid_alloc(unsigned char *used, int n, int *next)
+{
+    for (int t = 0; t < n; t++) {
+        int k = (*next + t) % n;
+        if (!used[k]) {
+            used[k] = 1;
+            *next = (k + 1) % n;
+            return k;
+        }
+    }
+    return -1;
+}
+
+static long long uid_of(const struct jail *j, int slot)
+{
+    return (long long)j->pub.cfg->jail_uid_base + (long long)slot * KILN_UID_STRIDE;
+}
+
+/* clone3 with the new user namespace owned by `owner`, not by the worker:
+ * the kernel charges what the sandbox holds of every per-user budget
+ * (inotify instances, queued signals, message queue bytes, ...) to the
+ * owner as well, so with root as the owner a job could exhaust root's.
+ * Only this thread's effective ids change, around the one call: raw
+ * syscalls, not libc's, which would change every thread's. A kernel that
+ * refuses a user namespace to an unprivileged owner (a hardened sysctl or
+ * LSM) gets the worker as the owner, said once in the log. */
+static pid_t clone_owned(struct jail *j, struct clone_args *ca, long long owner)
+{
+    if (!j->owner_fallback) {
+        if (syscall(SYS_setresgid, -1, (gid_t)owner, -1) < 0 || syscall(SYS_setresuid, -1, (uid_t)owner, -1) < 0) {
+            syscall(SYS_setresgid, -1, 0, -1);
+            return -1;
+        }
+        pid_t pid = (pid_t)syscall(SYS_clone3, ca, sizeof(*ca));
+        if (pid == 0)
+            return 0;
+        int e = errno;
+        if (syscall(SYS_setresuid, -1, 0, -1) < 0 || syscall(SYS_setresgid, -1, 0, -1) < 0)
+            abort(); /* cannot happen: the saved ids are root's */
+        if (pid > 0 || (e != EPERM && e != EACCES && e != ENOSPC)) {
+            errno = e;
+            return pid;
+        }
+        kiln_warn("jail: this kernel refuses a user namespace owned by the sandbox's uid (%s): "
+                  "the worker owns them, and jobs share root's per-user budgets", strerror(e));
+        j->owner_fallback = 1;
+    }
+    return (pid_t)syscall(SYS_clone3, ca, sizeof(*ca));
+}
+
+/* A sandbox's own directory for its egress proxy socket, bound into it
+ * alone, named by a random token: inside, /proc/self/mountinfo shows it as
+ * "/<token>" on the worker's "kiln-proxy" tmpfs, and nothing of the host's
+ * layout, the worker's pid or how many sandboxes came before. */
+static int proxy_dir_make(struct jail *j, char *out, size_t len)
+{
+    unsigned char tok[12];
+    char hex[2 * sizeof(tok) + 1];
+    if (getrandom(tok, sizeof(tok), 0) != (ssize_t)sizeof(tok))
+        return -EIO;
+    for (size_t i = 0; i < sizeof(tok); i++)
+        snprintf(hex + 2 * i, 3, "%02x", tok[i]);
+    if (snprintf(out, len, "%s/%s", j->proxy_root, hex) >= (int)len)
+        return -ENAMETOOLONG;
+    return mkdir(out, 0755) < 0 ? -errno : 0;
 }
 
 static void on_poll_closed(uv_handle_t *h)
@@ -219,6 +313,12 @@ static int jail_limit(struct kiln_sandbox *pub, const struct kiln_sandbox_limits
  * directory, then the caller's callback. */
 static void sandbox_gone(struct jail_sandbox *sb)
 {
+    struct jail *j = (struct jail *)sb->pub.backend;
+    if (sb->uid_slot >= 0)
+        j->uid_used[sb->uid_slot] = 0;
+    if (sb->zyg != NULL && sb->fork_index >= 0)
+        sb->zyg->fork_used[sb->fork_index] = 0;
+    sb->uid_slot = sb->fork_index = -1;
     if (sb->has_cg) {
         int64_t oom = 0;
         kiln_cgroup_stats(&sb->cg, &sb->pub.peak_kb, &oom);
@@ -296,6 +396,12 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
     struct jail_sandbox *sb = calloc(1, sizeof(*sb));
     if (sb == NULL)
         return -ENOMEM;
+    sb->fork_index = -1;
+    if ((sb->uid_slot = uid_alloc(j->uid_used, KILN_UID_SLOTS, &j->uid_next)) < 0) {
+        free(sb);
+        snprintf(err, errlen, "jail: every host uid range is in use (%d sandboxes)", KILN_UID_SLOTS);
+        return -EAGAIN;
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(sync, O_CLOEXEC) < 0) {
         r = -errno;
         snprintf(err, errlen, "jail: socketpair/pipe: %s", strerror(errno));
@@ -308,21 +414,21 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
         argv[a] = j->argv[a];
         a++;
     }
-    if (snprintf(sb->proxy_dir, sizeof(sb->proxy_dir), "%s/%u", j->proxy_root, ++j->spawned) >=
-            (int)sizeof(sb->proxy_dir) ||
-        (mkdir(sb->proxy_dir, 0755) < 0 && errno != EEXIST)) {
-        r = -errno;
-        snprintf(err, errlen, "jail: mkdir %s: %s", sb->proxy_dir, strerror(errno));
-        goto fail;
+    /* (a template runs no job: it has none) */
+    if (lib_fd < 0) {
+        if ((r = proxy_dir_make(j, sb->proxy_dir, sizeof(sb->proxy_dir))) < 0) {
+            snprintf(err, errlen, "jail: mkdir %s: %s", sb->proxy_dir, strerror(-r));
+            goto fail;
+        }
+        argv[a++] = "--proxy-dir";
+        argv[a++] = sb->proxy_dir;
+        sb->pub.proxy_dir = sb->proxy_dir;
     }
-    argv[a++] = "--proxy-dir";
-    argv[a++] = sb->proxy_dir;
     if (lib_fd >= 0) {
         argv[a++] = "--zygote-lib-fd";
         argv[a++] = "5";
     }
     argv[a] = NULL;
-    sb->pub.proxy_dir = sb->proxy_dir;
     /* its cgroups, which it joins first thing: everything it ever starts
      * is counted there */
     if ((r = sandbox_cgroup(j, sb, j->spawn_procs, err, errlen)) < 0)
@@ -345,7 +451,8 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
         .exit_signal = SIGCHLD,
     };
     j->spawn_lib_fd = lib_fd;
-    pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+    long long host_uid = uid_of(j, sb->uid_slot);
+    pid_t pid = clone_owned(j, &ca, host_uid);
     if (pid == 0)
         child(j, argv, sync[0], sync[1], sv[1]);
     j->spawn_lib_fd = -1;
@@ -369,10 +476,15 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
     sb->pid = pid;
     sb->pidfd = pidfd;
 
+    /* root inside = the range's first host id; the job's uid 1000 = +1000
+     * (a template's: +1000 and on, one per sandbox it forks) */
+    char map[96];
+    snprintf(map, sizeof(map), "0 %lld 1\n1000 %lld %d\n", host_uid, host_uid + 1000,
+             lib_fd >= 0 ? ZYG_FORKS : 1);
     snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
-    if ((r = write_text(path, j->uid_map)) == 0) {
+    if ((r = write_text(path, map)) == 0) {
         snprintf(path, sizeof(path), "/proc/%d/gid_map", pid);
-        r = write_text(path, j->uid_map);
+        r = write_text(path, map);
     }
     if (r < 0 || write(sync[1], "g", 1) != 1) {
         r = r < 0 ? r : -errno;
@@ -405,6 +517,7 @@ fail:
     j->spawn_nprocs = 0;
     if (sb->has_cg)
         bury(j, &sb->cg);
+    j->uid_used[sb->uid_slot] = 0;
     free(sb);
     return r;
 }
@@ -639,8 +752,18 @@ static int zyg_fork(struct zygote *z, struct jail_sandbox **out, char *err, size
     if (sb == NULL)
         return -ENOMEM;
     sb->pidfd = -1;
+    sb->uid_slot = -1;
+    sb->zyg = z;
+    /* its job's own uid among the template's (each forked sandbox is a
+     * user namespace of its own inside the template's) */
+    if ((sb->fork_index = uid_alloc(z->fork_used, ZYG_FORKS, &z->fork_next)) < 0) {
+        free(sb);
+        snprintf(err, errlen, "zygote: all %d of the template's uids are in use", ZYG_FORKS);
+        return -EAGAIN;
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         r = -errno;
+        z->fork_used[sb->fork_index] = 0;
         free(sb);
         return r;
     }
@@ -653,7 +776,8 @@ static int zyg_fork(struct zygote *z, struct jail_sandbox **out, char *err, size
         char buf[CMSG_SPACE(3 * sizeof(int))];
         struct cmsghdr align;
     } u;
-    struct iovec iov = {"F", 1};
+    unsigned char ask[3] = {'F', (unsigned char)(sb->fork_index >> 8), (unsigned char)sb->fork_index};
+    struct iovec iov = {ask, sizeof(ask)};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
                          .msg_controllen = CMSG_SPACE((size_t)(1 + nprocs) * sizeof(int))};
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
@@ -661,7 +785,7 @@ static int zyg_fork(struct zygote *z, struct jail_sandbox **out, char *err, size
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN((size_t)(1 + nprocs) * sizeof(int));
     memcpy(CMSG_DATA(c), fds, (size_t)(1 + nprocs) * sizeof(int));
-    if (sendmsg(z->fd, &msg, MSG_NOSIGNAL) != 1) {
+    if (sendmsg(z->fd, &msg, MSG_NOSIGNAL) != (ssize_t)sizeof(ask)) {
         r = -errno;
         snprintf(err, errlen, "zygote: %s", strerror(errno));
         goto fail;
@@ -683,6 +807,7 @@ fail:
     close(sv[1]);
     if (sb->has_cg)
         bury(j, &sb->cg);
+    z->fork_used[sb->fork_index] = 0;
     free(sb);
     return r;
 }
@@ -781,12 +906,54 @@ static void jail_destroy(struct kiln_backend *b)
         free(z->msg);
         free(z);
     }
+    /* every sandbox of ours ends here: killed, waited for, its cgroups
+     * removed; then the proxy directories' tmpfs goes */
+    if (j->cg_ok)
+        kiln_cgroup_sweep(&j->cgs, getpid());
+    if (umount2(j->proxy_root, MNT_DETACH) < 0)
+        kiln_warn("jail: unmounting %s: %s", j->proxy_root, strerror(errno));
+    rmdir(j->proxy_root);
     if (j->lib_fd >= 0)
         close(j->lib_fd);
     close(j->agent_fd);
     if (j->root_fd >= 0)
         close(j->root_fd);
     free(j);
+}
+
+/* <state-dir>/proxy-<pid> of workers no longer running: their tmpfs
+ * unmounted (or, from older workers, the directories inside removed),
+ * then the directory. */
+void kiln_proxy_sweep(const char *state_dir)
+{
+    DIR *d = opendir(state_dir);
+    struct dirent *e;
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        char path[700], *end;
+        long pid = strncmp(e->d_name, "proxy-", 6) == 0 ? strtol(e->d_name + 6, &end, 10) : 0;
+        if (pid <= 0 || *end != '\0' || kiln_pid_alive((pid_t)pid))
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", state_dir, e->d_name);
+        umount2(path, MNT_DETACH); /* not mounted (older workers): EINVAL */
+        DIR *sub = opendir(path);
+        struct dirent *f;
+        while (sub != NULL && (f = readdir(sub)) != NULL) {
+            char p[1000];
+            if (f->d_name[0] == '.')
+                continue;
+            snprintf(p, sizeof(p), "%s/%s/p.sock", path, f->d_name);
+            unlink(p);
+            snprintf(p, sizeof(p), "%s/%s", path, f->d_name);
+            rmdir(p);
+        }
+        if (sub != NULL)
+            closedir(sub);
+        if (rmdir(path) == 0)
+            kiln_info("jail: removed %s, left by a worker that is gone", path);
+    }
+    closedir(d);
 }
 
 static const struct kiln_backend_ops jail_ops = {
@@ -823,6 +990,7 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
         free(j);
         return r;
     }
+
     /* The agent attaches the image there as the jail's unprivileged root:
      * every directory on the way must let others through. */
     char walk[512];
@@ -874,16 +1042,40 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
         *a++ = "4";
     }
     *a = NULL;
-    /* uid 0 inside = base on the host; the job's uid 1000 = base + 1000 */
-    snprintf(j->uid_map, sizeof(j->uid_map), "0 %lld 1\n1000 %lld 1\n",
-             (long long)cfg->jail_uid_base, (long long)cfg->jail_uid_base + 1000);
+    if (cfg->jail_uid_base < 1 ||
+        cfg->jail_uid_base + (long long)(KILN_UID_SLOTS + 1) * KILN_UID_STRIDE > 0xfffffffell) {
+        snprintf(err, errlen, "--jail-uid-base %lld: the sandboxes' %d uid ranges of %d must fit "
+                 "below 2^32", (long long)cfg->jail_uid_base, KILN_UID_SLOTS, KILN_UID_STRIDE);
+        free(j);
+        return -EINVAL;
+    }
+    /* what workers that are gone left behind: their proxy directories */
+    kiln_proxy_sweep(cfg->state_dir);
     char why[256];
     if (kiln_cgroups_init(&j->cgs, why, sizeof(why)) == 0) {
+        int n = kiln_cgroup_sweep(&j->cgs, 0);
+        if (n > 0)
+            kiln_info("jail: removed %d sandbox cgroup(s) left by workers that are gone", n);
         j->cg_ok = 1;
         kiln_info("jail: cgroup %s: memory and pids limits enforced", j->cgs.v2 ? "v2" : "v1");
     } else {
         kiln_error("jail: %s: memory and pids limits CANNOT be enforced; jobs asking for them "
                    "are rejected", why);
+    }
+    /* the sandboxes' proxy directories live on a tmpfs of the worker's own,
+     * so what a sandbox sees of its directory's origin is "/<token>" */
+    if (mount("kiln-proxy", j->proxy_root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "mode=0755,size=1m") < 0) {
+        r = -errno;
+        snprintf(err, errlen, "jail: cannot mount a tmpfs on %s: %s", j->proxy_root, strerror(errno));
+        rmdir(j->proxy_root);
+        if (j->lib_fd >= 0)
+            close(j->lib_fd);
+        if (j->root_fd >= 0)
+            close(j->root_fd);
+        close(j->agent_fd);
+        free(j);
+        return r;
     }
     j->pub.ops = &jail_ops;
     j->pub.loop = loop;

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <http_parser.h>
+#include <ifaddrs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,8 +96,47 @@ static int in_cidr4(uint32_t a, const char *net, int bits)
     return (a & mask) == (n.s_addr & mask);
 }
 
-/* Why `sa` may not be reached, or NULL. */
-static const char *forbidden(const struct sockaddr *sa, const char *private_ok)
+/* Whether `sa` is an address of one of this host's own interfaces, read
+ * afresh for each connection (interfaces come and go). A server on the
+ * host bound to 0.0.0.0 answers on every one of them. */
+static int host_own(const struct sockaddr *sa)
+{
+    struct ifaddrs *ifs, *i;
+    int own = 0;
+    if (getifaddrs(&ifs) < 0)
+        return 1; /* cannot tell: refuse */
+    for (i = ifs; i != NULL && !own; i = i->ifa_next) {
+        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != sa->sa_family)
+            continue;
+        if (sa->sa_family == AF_INET)
+            own = ((const struct sockaddr_in *)sa)->sin_addr.s_addr ==
+                  ((const struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
+        else
+            own = memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr,
+                         &((const struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16) == 0;
+    }
+    freeifaddrs(ifs);
+    return own;
+}
+
+static int in_cidr6(const struct in6_addr *a, const char *net, int bits)
+{
+    struct in6_addr n;
+    inet_pton(AF_INET6, net, &n);
+    for (int i = 0; i < 16 && bits > 0; i++, bits -= 8) {
+        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
+        if ((a->s6_addr[i] & mask) != (n.s6_addr[i] & mask))
+            return 0;
+    }
+    return 1;
+}
+
+/* Why `sa` may not be reached, or NULL: the host's own addresses, and every
+ * IANA special-purpose range that is not globally reachable (RFC 6890 and
+ * its registries), unless the operator listed a private v4 range with
+ * --net-private-ok. An IPv6 address that carries an IPv4 one (mapped,
+ * compatible, NAT64, 6to4) is judged by the IPv4 address. */
+static const char *special_range(const struct sockaddr *sa, const char *private_ok)
 {
     static const struct { const char *net; int bits; const char *why; } v4[] = {
         {"0.0.0.0", 8, "an unspecified address"}, {"127.0.0.0", 8, "a loopback address"},
@@ -104,19 +144,32 @@ static const char *forbidden(const struct sockaddr *sa, const char *private_ok)
         {"192.168.0.0", 16, "a private address"}, {"100.64.0.0", 10, "a shared (CGNAT) address"},
         {"169.254.0.0", 16, "a link-local or cloud-metadata address"},
         {"192.0.0.0", 24, "a protocol-assignment address"}, {"198.18.0.0", 15, "a benchmarking address"},
+        {"192.0.2.0", 24, "a documentation address"}, {"198.51.100.0", 24, "a documentation address"},
+        {"203.0.113.0", 24, "a documentation address"}, {"192.88.99.0", 24, "a 6to4 relay address"},
         {"224.0.0.0", 4, "a multicast address"}, {"240.0.0.0", 4, "a reserved address"},
+    };
+    static const struct { const char *net; int bits; const char *why; } v6[] = {
+        {"::", 128, "an unspecified address"}, {"::1", 128, "a loopback address"},
+        {"100::", 64, "a discard-only address"}, {"2001::", 23, "a protocol-assignment address"},
+        {"2001:db8::", 32, "a documentation address"}, {"3fff::", 20, "a documentation address"},
+        {"64:ff9b:1::", 48, "a local NAT64 address"}, {"5f00::", 16, "a segment-routing address"},
+        {"fc00::", 7, "a private (unique local) address"}, {"fe80::", 10, "a link-local address"},
+        {"fec0::", 10, "a site-local address"}, {"ff00::", 8, "a multicast address"},
     };
     uint32_t a4;
     if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-        if (IN6_IS_ADDR_V4MAPPED(a6)) {
+        if (IN6_IS_ADDR_V4MAPPED(a6) || IN6_IS_ADDR_V4COMPAT(a6) || in_cidr6(a6, "64:ff9b::", 96)) {
             memcpy(&a4, &a6->s6_addr[12], 4);
             goto v4;
         }
-        if (IN6_IS_ADDR_LOOPBACK(a6) || IN6_IS_ADDR_UNSPECIFIED(a6))
-            return "a loopback address";
-        if (IN6_IS_ADDR_LINKLOCAL(a6) || IN6_IS_ADDR_MULTICAST(a6) || (a6->s6_addr[0] & 0xfe) == 0xfc)
-            return "a private or link-local address";
+        if (in_cidr6(a6, "2002::", 16)) { /* 6to4: the IPv4 address follows the prefix */
+            memcpy(&a4, &a6->s6_addr[2], 4);
+            goto v4;
+        }
+        for (size_t i = 0; i < sizeof(v6) / sizeof(v6[0]); i++)
+            if (in_cidr6(a6, v6[i].net, v6[i].bits))
+                return v6[i].why;
         return NULL;
     }
     a4 = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
@@ -138,6 +191,18 @@ v4:
         if (in_cidr4(a4, v4[i].net, v4[i].bits))
             return v4[i].why;
     return NULL;
+}
+
+/* ... and whatever the operator allows, the host's own addresses. */
+static const char *forbidden(const struct sockaddr *sa, const char *private_ok)
+{
+    const char *why = special_range(sa, private_ok);
+    return why != NULL ? why : host_own(sa) ? "an address of the worker's own host" : NULL;
+}
+
+const char *kiln_egress_forbidden(const struct sockaddr *sa, const char *private_ok)
+{
+    return forbidden(sa, private_ok ? private_ok : "");
 }
 
 /* ---- connections ------------------------------------------------------- */

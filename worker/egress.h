@@ -33,4 +33,11 @@ void kiln_egress_close(struct kiln_egress *eg);
 /* 1 if `host`:`port` matches one of the patterns (exposed for tests). */
 int kiln_egress_allowed(const char *const *allow, size_t nallow, const char *host, int port);
 
+/* Why the proxy refuses to connect to `sa`, or NULL when it may: the
+ * host's own addresses, and special-purpose ranges not globally reachable
+ * unless `private_ok` (comma-separated IPv4 CIDRs) lists them. Exposed for
+ * tests. */
+struct sockaddr;
+const char *kiln_egress_forbidden(const struct sockaddr *sa, const char *private_ok);
+
 #endif

@@ -1,6 +1,9 @@
 #include "jail_cgroup.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
+#include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,4 +167,74 @@ int kiln_cgroup_remove(const struct kiln_cgroup *cg)
             r = -errno;
     }
     return r;
+}
+
+int kiln_pid_alive(pid_t pid)
+{
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/* Kill every process in the cgroup `dir` (v2: cgroup.kill where the
+ * kernel has it; otherwise each pid its cgroup.procs lists). */
+static void kill_members(const char *dir)
+{
+    if (put(dir, "cgroup.kill", "1") == 0)
+        return;
+    char path[700], buf[4096];
+    snprintf(path, sizeof(path), "%.600s/cgroup.procs", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    for (char *p = buf, *end; *p; p = end) {
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (pid > 0)
+            kill((pid_t)pid, SIGKILL);
+    }
+}
+
+/* One hierarchy's parent: see kiln_cgroup_sweep. */
+static int sweep_dir(const char *root, pid_t owner)
+{
+    DIR *d = opendir(root);
+    struct dirent *e;
+    int removed = 0;
+    if (d == NULL)
+        return 0;
+    time_t now = time(NULL);
+    while ((e = readdir(d)) != NULL) {
+        char dir[600], *end;
+        long pid = strncmp(e->d_name, "sb-", 3) == 0 ? strtol(e->d_name + 3, &end, 10) : 0;
+        struct stat st;
+        if (pid <= 0 || *end != '-')
+            continue;
+        snprintf(dir, sizeof(dir), "%s/%s", root, e->d_name);
+        if (owner > 0 ? pid != owner
+                      : (kiln_pid_alive((pid_t)pid) || stat(dir, &st) < 0 || now - st.st_mtime < 5))
+            continue;
+        if (owner > 0) {
+            /* ours: its processes die now, and it goes once they are reaped */
+            kill_members(dir);
+            for (int i = 0; i < 100 && rmdir(dir) < 0 && errno == EBUSY; i++) {
+                struct timespec ts = {0, 20 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            removed += access(dir, F_OK) < 0;
+        } else {
+            removed += rmdir(dir) == 0; /* a dead worker's, and only if empty */
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
+int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, pid_t owner)
+{
+    if (cgs->v2)
+        return sweep_dir(cgs->root_v2, owner);
+    return sweep_dir(cgs->root_mem, owner) + sweep_dir(cgs->root_pids, owner);
 }

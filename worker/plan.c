@@ -164,3 +164,90 @@ void kiln_plan_free(struct kiln_plan *plan)
     free(plan->files);
     memset(plan, 0, sizeof(*plan));
 }
+
+/* The kernel's limits at execve: one string (MAX_ARG_STRLEN, with its
+ * NUL), and ours for all of argv and env with their pointers, well inside
+ * the quarter of the 8 MiB stack the kernel allows by default. */
+#define KILN_ARG_STRLEN_MAX (32 * 4096)
+#define KILN_ARGS_TOTAL_MAX (1024 * 1024)
+
+/* Environment variables a job may not set: they change how a program or
+ * its runtime loads code (the dynamic loader's, libc's, python's, node's
+ * and deno's), so a runtime's own promises (deno's permissions, python's
+ * isolated mode) would not hold. libc ignores most of them only for
+ * setuid programs; a job's program is not one. */
+static const char *const env_denied_prefix[] = {"LD_", "MALLOC_", "PYTHON", "NODE_", "DENO_", "KILN_"};
+static const char *const env_denied[] = {
+    "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "BASH_ENV", "ENV",
+};
+
+int kiln_plan_env_denied(const char *key)
+{
+    for (size_t i = 0; i < sizeof(env_denied_prefix) / sizeof(env_denied_prefix[0]); i++)
+        if (strncmp(key, env_denied_prefix[i], strlen(env_denied_prefix[i])) == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof(env_denied) / sizeof(env_denied[0]); i++)
+        if (strcmp(key, env_denied[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* '/' sorts before every other byte: a directory's files follow it. */
+static int path_cmp(const void *a, const void *b)
+{
+    const unsigned char *x = (const unsigned char *)((const struct kiln_plan_file *)a)->path;
+    const unsigned char *y = (const unsigned char *)((const struct kiln_plan_file *)b)->path;
+    for (; *x && *x == *y; x++, y++)
+        ;
+    unsigned cx = *x == '/' ? 1 : *x, cy = *y == '/' ? 1 : *y;
+    return (int)cx - (int)cy;
+}
+
+/* What the kernel would refuse at execve, and files that cannot all be
+ * written: the job's fault, said before any sandbox starts. */
+int kiln_plan_check(struct kiln_plan *plan, char *why, size_t len)
+{
+    size_t total = 0;
+    for (int e = 0; e < 2; e++) {
+        char **v = e ? plan->env : plan->argv;
+        size_t n = e ? plan->nenv : plan->argc;
+        for (size_t i = 0; i < n; i++) {
+            size_t l = strlen(v[i]) + 1;
+            if (l > KILN_ARG_STRLEN_MAX) {
+                snprintf(why, len, "%s %zu is %zu bytes: one %s may be at most %d (the kernel's "
+                         "limit)", e ? "env entry" : "argument", i, l - 1, e ? "variable" : "argument",
+                         KILN_ARG_STRLEN_MAX - 1);
+                return -E2BIG;
+            }
+            total += l + sizeof(char *);
+        }
+    }
+    if (total > KILN_ARGS_TOTAL_MAX) {
+        snprintf(why, len, "arguments and environment take %zu bytes: at most %d", total,
+                 KILN_ARGS_TOTAL_MAX);
+        return -E2BIG;
+    }
+    if (plan->nfiles < 2)
+        return 0;
+    struct kiln_plan_file *f = malloc(plan->nfiles * sizeof(*f));
+    if (f == NULL)
+        return -ENOMEM;
+    memcpy(f, plan->files, plan->nfiles * sizeof(*f));
+    qsort(f, plan->nfiles, sizeof(*f), path_cmp);
+    int r = 0;
+    for (size_t i = 0; i + 1 < plan->nfiles && r == 0; i++) {
+        size_t l = strlen(f[i].path);
+        if (strcmp(f[i].path, f[i + 1].path) == 0) {
+            snprintf(why, len, "file '%.200s' is given twice", f[i].path);
+            r = -EINVAL;
+        } else if (strncmp(f[i].path, f[i + 1].path, l) == 0 && f[i + 1].path[l] == '/') {
+            snprintf(why, len, "file '%.200s' would need '%.200s' to be a directory", f[i + 1].path,
+                     f[i].path);
+            r = -EINVAL;
+        }
+    }
+    free(f);
+    return r;
+}
+

@@ -44,4 +44,13 @@ int kiln_plan_file(struct kiln_plan *plan, const char *path, const void *data,
                    size_t len, unsigned mode);
 int kiln_plan_reject(struct kiln_plan *plan, const char *reason);
 
+/* Whether a job may not set environment variable `key` (it changes how a
+ * program or its runtime loads code: LD_*, PYTHON*, DENO_*, ...). */
+int kiln_plan_env_denied(const char *key);
+/* What the kernel would refuse at execve (one argument or variable over
+ * 128 KiB, all of them over 1 MiB) and files that cannot all be written (a
+ * path twice, or a file where another needs a directory). Returns 0, or a
+ * negative errno with why in `why` (the job's fault), -ENOMEM. */
+int kiln_plan_check(struct kiln_plan *plan, char *why, size_t len);
+
 #endif

@@ -251,7 +251,8 @@ static void finish(struct kiln_run *run, const char *status, const char *reason)
     if (run->egress != NULL)
         run->ex.denied = kiln_egress_denied(run->egress, &run->ex.ndenied);
     run->ex.runs_ok = -1;
-    if (run->job != NULL && run->job->meta != NULL) {
+    /* meta once per job: in its last exit frame, not in every input's */
+    if (run->job != NULL && run->job->meta != NULL && run->cur < 0) {
         run->ex.meta = run->job->meta;
         run->ex.meta_len = run->job->meta_len;
     }
@@ -581,6 +582,8 @@ static void on_timer_closed(uv_handle_t *h)
 
 /* ---- planning -------------------------------------------------------- */
 
+
+
 static int build_plan(struct kiln_run *run, const struct kiln_plugin *p,
                       struct kiln_job_view *view)
 {
@@ -635,11 +638,21 @@ static int build_plan(struct kiln_run *run, const struct kiln_plugin *p,
                                 job->files[i].len, 0644)) < 0)
             return r;
     }
-    for (size_t i = 0; i < job->nenv; i++)
+    for (size_t i = 0; i < job->nenv; i++) {
+        if (kiln_plan_env_denied(job->env[i].key)) {
+            snprintf(plan->reject, sizeof(plan->reject), "env '%.64s' may not be set by a job: it "
+                     "changes how the program or its runtime loads code", job->env[i].key);
+            return -EINVAL;
+        }
         if ((r = kiln_plan_env(plan, job->env[i].key, job->env[i].value)) < 0)
             return r;
-    return 0;
+    }
+    return kiln_plan_check(plan, plan->reject, sizeof(plan->reject));
 }
+
+/* The most `meta` a job may carry: kiln echoes it once, in the job's last
+ * exit frame. */
+#define KILN_META_MAX (64 * 1024)
 
 /* Check the job against the operator's limits. */
 static int check_limits(struct kiln_run *run, char *why, size_t len)
@@ -670,6 +683,10 @@ static int check_limits(struct kiln_run *run, char *why, size_t len)
                      (long long)asked, (long long)max);
             return -EINVAL;
         }
+    }
+    if (run->job->meta_len > KILN_META_MAX) {
+        snprintf(why, len, "meta is %zu bytes: at most %d", run->job->meta_len, KILN_META_MAX);
+        return -EINVAL;
     }
     run->out_cap = l->output_bytes >= 0 ? l->output_bytes : cfg->output_bytes;
     return 0;
@@ -873,7 +890,6 @@ static void start_again(struct kiln_run *run)
 {
     close_egress(run);
     run->exit_sent = run->timed_out = run->over_output = run->running = run->hung = 0;
-    run->out_bytes = 0;
     run->reason[0] = '\0';
     memset(&run->ex, 0, sizeof(run->ex));
     kiln_plan_free(&run->plan);
@@ -896,6 +912,7 @@ static void on_backoff(uv_timer_t *t)
 {
     struct kiln_run *run = t->data;
     run->retries++;
+    run->out_bytes = 0; /* a new attempt's output; a job's inputs share one cap */
     start_again(run);
 }
 

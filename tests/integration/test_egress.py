@@ -79,6 +79,29 @@ class Egress(KilnCase):
         self.assertEqual(ex["status"], "ok", err)
         self.assertEqual(out.decode().splitlines(), ["200 hello from the second host", "NotCapable"])
 
+    def test_the_hosts_own_addresses_are_refused(self):
+        """A server on the worker's host bound to 0.0.0.0 answers on every
+        address of the host, including one inside --net-private-ok (here
+        the host's end of the veth pair): the proxy refuses them all."""
+        import http.server
+        import socketserver
+        import threading
+        srv = socketserver.TCPServer(("0.0.0.0", 0), http.server.SimpleHTTPRequestHandler)
+        port = srv.server_address[1]
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            code = ("import urllib.request, urllib.error\n"
+                    "try:\n"
+                    "    print(urllib.request.urlopen('http://HOST:PORT/', timeout=10).status)\n"
+                    "except urllib.error.HTTPError as e:\n"
+                    "    print('HTTP', e.code)\n").replace("HOST", self.host.host_ip).replace("PORT", str(port))
+            ex, out, err = self.run_job(code, plugin="python", net={"allow": ["%s:%d" % (self.host.host_ip, port)]})
+            self.assertEqual((ex["status"], out.decode().strip()), ("ok", "HTTP 403"), err)
+            self.assertTrue(any("own host" in d for d in ex["denied"]), ex["denied"])
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
     def test_without_net_there_is_no_relay(self):
         code = ("import socket, os\n"
                 "print(os.environ.get('HTTP_PROXY'))\n"

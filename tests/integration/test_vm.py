@@ -261,6 +261,31 @@ class Clock(VMCase):
         self.assertLess(abs(float(out) - time.time()), 3.0, out)
 
 
+RANDOM_CODE = "import random; print(random.random(), random.getrandbits(64), hash('kiln'))"
+
+
+class Entropy(VMCase):
+    def test_vms_restored_from_one_snapshot_do_not_share_random_state(self):
+        # every VM is restored from the same snapshot, its python started
+        # after "hello" (warm pool of 2): without the host's seed the guest
+        # kernels wake with one random state, and repeat each other
+        w = self.vm_worker("--pool", "2", "--slots", "2", plugins=["python"])
+        wait_for(lambda: b"qemu: snapshot ready" in w.text(), SLOW, "the snapshot")
+        ids = []
+        for _ in range(20):
+            j = self.job(RANDOM_CODE, plugin="python")
+            self.submit(j)
+            ids.append(j["id"])
+        lines = []
+        for job_id in ids:
+            fs = self.wait_exit(job_id, timeout=SLOW)
+            ex = [f for f in fs if f["kind"] == "exit"][-1]
+            self.assertEqual(ex["status"], "ok", ex)
+            lines.append(b"".join(f["data"] for f in fs if f["kind"] == "stdout").decode().split())
+        for k, what in enumerate(("random.random()", "getrandbits(64)", "the str hash seed")):
+            self.assertEqual(len({l[k] for l in lines}), 20, "%s repeats across VMs: %s" % (what, lines))
+
+
 class WarmPool(VMCase):
     def test_pool_of_two_serves_ten_jobs_and_leaves_nothing(self):
         w = self.vm_worker("--pool", "2", "--slots", "2", plugins=["shell"])

@@ -1,5 +1,8 @@
 /* The egress proxy's allow patterns: host, *.suffix, host:port, IPv4,
- * [IPv6]; without a port only 80 and 443. */
+ * [IPv6]; without a port only 80 and 443. Its address policy. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "test.h"
 
 #include "egress.h"
@@ -27,10 +30,52 @@ static void test_patterns(void **state)
     assert_false(kiln_egress_allowed(allow, 0, "pypi.org", 443));
 }
 
+static const char *why4(const char *addr, const char *private_ok)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, addr, &sa.sin_addr), 1);
+    return kiln_egress_forbidden((const struct sockaddr *)&sa, private_ok);
+}
+
+static const char *why6(const char *addr)
+{
+    struct sockaddr_in6 sa = {.sin6_family = AF_INET6};
+    assert_int_equal(inet_pton(AF_INET6, addr, &sa.sin6_addr), 1);
+    return kiln_egress_forbidden((const struct sockaddr *)&sa, "");
+}
+
+/* Special-purpose ranges that are not globally reachable are refused;
+ * public addresses are not. */
+static void test_address_policy(void **state)
+{
+    (void)state;
+    static const char *refused4[] = {"192.0.2.2", "198.51.100.7", "203.0.113.1", "198.18.0.1",
+                                     "198.19.255.1", "192.88.99.1", "10.1.2.3", "127.0.0.1",
+                                     "169.254.169.254", "100.64.0.1", "0.0.0.0", "255.255.255.255",
+                                     "224.0.0.1", "192.0.0.8"};
+    for (size_t i = 0; i < sizeof(refused4) / sizeof(refused4[0]); i++)
+        assert_non_null(why4(refused4[i], ""));
+    static const char *refused6[] = {"::1", "::", "2001:db8::1", "fe80::1", "fd00::1", "fec0::1",
+                                     "ff02::1", "100::1", "2001:0:1::1", "64:ff9b:1::1",
+                                     "::ffff:127.0.0.1", "::ffff:192.0.2.1", "64:ff9b::a00:1",
+                                     "2002:c000:0201::1", "::127.0.0.1"};
+    for (size_t i = 0; i < sizeof(refused6) / sizeof(refused6[0]); i++)
+        assert_non_null(why6(refused6[i]));
+    assert_null(why4("93.184.216.34", ""));
+    assert_null(why4("1.1.1.1", ""));
+    assert_null(why6("2606:4700:4700::1111"));
+    assert_null(why6("64:ff9b::101:101")); /* NAT64 of 1.1.1.1 */
+    /* the operator may open a private range, never metadata */
+    assert_null(why4("10.1.2.3", "10.0.0.0/8"));
+    assert_non_null(why4("169.254.169.254", "169.254.0.0/16"));
+    assert_string_equal(why4("127.0.0.1", "127.0.0.0/8"), "an address of the worker's own host");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_patterns),
+        cmocka_unit_test(test_address_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
