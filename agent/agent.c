@@ -5,7 +5,6 @@
  *
  *   kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]
  *   /init                          (a microVM's, from its initramfs: vm.c)
- *   kiln-agent --pipe-to SOCKET    (on the host: QEMU's guestfwd to the proxy)
  *   kiln-agent --adopt PID         (a sandbox forked by a zygote: zygote.c)
  *
  * --jail builds the jail's root first (the worker cloned the namespaces),
@@ -655,8 +654,6 @@ int main(int argc, char **argv)
             adopted = atoi(argv[++i]);
         else if (strcmp(argv[i], "--adopt-failed") == 0 && i + 1 < argc)
             adopt_failed = argv[++i];
-        else if (strcmp(argv[i], "--pipe-to") == 0 && i + 1 < argc)
-            return kiln_relay_pipe(argv[++i]);
         else if (getpid() == 1 && strncmp(argv[i], "--", 2) != 0)
             continue; /* a microVM's init gets the kernel's leftover words */
         else {
@@ -767,7 +764,7 @@ int main(int argc, char **argv)
             continue;
         }
         if (kiln_mp_true(&u.data, "proxy") &&
-            ((in_vm && (kiln_relay_vm = 1, kiln_vm_net_up() < 0)) || kiln_relay_start() < 0)) {
+            kiln_relay_start() < 0) {
             send_error("agent: could not start the network relay");
             agent_exit(1);
         }

@@ -43,16 +43,12 @@ int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
 #define KILN_PROXY_PORT 3128
 
 /* relay.c: listen on 127.0.0.1:3128 and carry each connection to the
- * worker's proxy, in a child of the agent. Returns 0 or -errno. */
+ * worker's proxy, in a child of the agent: in a jail through the proxy's
+ * Unix socket, in a VM over the egress mux port (proto.h). Returns 0 or
+ * -errno. */
 int kiln_relay_start(void);
-/* relay.c: in a VM, connect to the proxy through its network instead */
-extern int kiln_relay_vm;
-#define KILN_VM_PROXY_ADDR 0x0a000264 /* 10.0.2.100: QEMU's guestfwd */
-/* relay.c: `kiln-agent --pipe-to SOCKET` on the host, QEMU's guestfwd
- * command: stdin/stdout <-> the proxy's Unix socket. Returns an exit code. */
-int kiln_relay_pipe(const char *path);
-/* vm.c: eth0 up at 10.0.2.15/24 (QEMU's user-mode network). */
-int kiln_vm_net_up(void);
+/* vm.c: the egress mux port, O_PATH (a VM for a job with net.allow), or -1 */
+extern int kiln_relay_mux_path_fd;
 
 /* jail.c: inside fresh namespaces, build the sandbox's root at `mnt` and
  * pivot into it: from the runtime image open at `root_fd`, or (-1) from the
@@ -81,6 +77,7 @@ struct kiln_vm {
     int path_fd;            /* O_PATH: the virtio port, to reopen it */
     int listen_fd;          /* vsock: listening */
     int cg_procs;           /* the job cgroup's cgroup.procs, or -1 */
+    int egress;             /* kiln.egress=1: the job has net.allow */
 };
 /* Load the modules, find the agent's channel, mount the image (/dev/vda)
  * and make it the root. Returns 0, or -1 with why in `err` (the agent still

@@ -46,6 +46,25 @@
  * with the new sandbox's pidfd attached when err is 0. The magic cannot be
  * a message length (it exceeds KILN_PROTO_MAX_MSG): what the agent sends
  * instead when the zygote could not start is told apart by it. */
+/* The egress mux (QEMU VMs whose job has net.allow). The guest has no
+ * network device: its relay (agent/relay.c) carries every connection the
+ * job makes to 127.0.0.1:3128 over one virtio-serial port, "kiln.egress",
+ * to the worker (worker/vm_egress.c), which opens one connection to the
+ * sandbox's egress proxy per stream. Frames, both ways:
+ *
+ *   type (1 byte: 'O' open, 'D' data, 'C' close), stream (1 byte, below
+ *   KILN_MUX_STREAMS), length (2 bytes, big-endian, at most
+ *   KILN_MUX_DATA_MAX; 0 for 'O' and 'C'), then that many bytes of data.
+ *
+ * Only the guest opens. Either side closes; a stream is free again once
+ * each side has sent its 'C' (a 'C' answers a 'C'), so data still in
+ * flight never reaches the stream's next connection. The worker trusts
+ * nothing: a frame out of these bounds ends the mux. */
+#define KILN_MUX_PORT "kiln.egress"
+#define KILN_MUX_STREAMS 64
+#define KILN_MUX_DATA_MAX 16384
+#define KILN_MUX_HEADER 4
+
 /* bytes of entropy in a VM's "hello" */
 #define KILN_HELLO_SEED_BYTES 32
 #define KILN_ZYGOTE_MAGIC 0x4b5a5947u /* "KZYG" */

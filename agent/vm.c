@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "proto.h"
 
 static int fail(char *err, size_t errlen, const char *what, const char *arg)
 {
@@ -65,6 +66,8 @@ static void parse_cmdline(struct kiln_vm *vm, const char *cmdline)
             snprintf(vm->port_name, sizeof(vm->port_name), "%s", colon + 1);
         } else if (strncmp(w, "kiln.tmp_mb=", 12) == 0) {
             vm->tmp_mb = (unsigned)atoi(w + 12);
+        } else if (strcmp(w, "kiln.egress=1") == 0) {
+            vm->egress = 1;
         }
     }
 }
@@ -170,6 +173,10 @@ static int open_chan_device(struct kiln_vm *vm, char *err, size_t errlen)
         return fail(err, errlen, "find virtio-serial port", vm->port_name);
     if ((vm->path_fd = open(dev, O_PATH | O_CLOEXEC)) < 0)
         return fail(err, errlen, "open", dev);
+    /* a VM for a job with net.allow: its one way out (relay.c) */
+    if (vm->egress && (find_port(KILN_MUX_PORT, dev, sizeof(dev)) < 0 ||
+                       (kiln_relay_mux_path_fd = open(dev, O_PATH | O_CLOEXEC)) < 0))
+        return fail(err, errlen, "find virtio-serial port", KILN_MUX_PORT);
     return 0;
 }
 
@@ -304,27 +311,3 @@ void kiln_vm_halt(void)
         pause();
 }
 
-int kiln_vm_net_up(void)
-{
-    struct ifreq ifr;
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    memset(&ifr, 0, sizeof(ifr));
-    strcpy(ifr.ifr_name, "eth0");
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
-    sin->sin_family = AF_INET;
-    sin->sin_addr.s_addr = htonl(0x0a00020f); /* 10.0.2.15 */
-    int r = ioctl(fd, SIOCSIFADDR, &ifr);
-    sin->sin_addr.s_addr = htonl(0xffffff00);
-    if (r == 0)
-        r = ioctl(fd, SIOCSIFNETMASK, &ifr);
-    if (r == 0)
-        r = ioctl(fd, SIOCGIFFLAGS, &ifr);
-    if (r == 0) {
-        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-        r = ioctl(fd, SIOCSIFFLAGS, &ifr);
-    }
-    close(fd);
-    return r;
-}

@@ -37,6 +37,7 @@
 #include "config.h"
 #include "log.h"
 #include "proto.h"
+#include "vm_egress.h"
 #include "vmm.h"
 
 struct qemu {
@@ -51,7 +52,7 @@ struct qemu {
 
 enum vm_mode { VM_COLD, VM_TEMPLATE, VM_RESTORE };
 
-static void build_argv(struct qemu *q, struct kiln_argv *a, enum vm_mode mode, int64_t ram_mb,
+static void build_argv(struct qemu *q, struct kiln_argv *a, enum vm_mode mode, int net, int64_t ram_mb,
                        const char *dir)
 {
     const struct kiln_config *cfg = q->pub.cfg;
@@ -78,8 +79,8 @@ static void build_argv(struct qemu *q, struct kiln_argv *a, enum vm_mode mode, i
     kiln_argv_add(a, "-append");
     kiln_argv_add(a, "console=ttyS0 quiet panic=-1 cryptomgr.notests mitigations=off "
                      "no_timer_check nokaslr tsc_early_khz=%ld tsc=reliable "
-                     "kiln.chan=virtio:kiln.agent kiln.tmp_mb=%lld %s",
-                  q->tsc_khz, (long long)cfg->tmp_mb, cfg->vm_append);
+                     "kiln.chan=virtio:kiln.agent kiln.tmp_mb=%lld%s %s",
+                  q->tsc_khz, (long long)cfg->tmp_mb, net ? " kiln.egress=1" : "", cfg->vm_append);
     kiln_argv_add(a, "-serial");
     kiln_argv_add(a, "file:%s/console.log", dir);
     kiln_argv_add(a, "-drive");
@@ -197,7 +198,7 @@ static int make_snapshot(struct qemu *q, char *err, size_t errlen)
         snprintf(err, errlen, "setting up the template VM: %s", strerror(errno));
         goto out;
     }
-    build_argv(q, &a, VM_TEMPLATE, q->pub.cfg->vm_memory_mb, tdir);
+    build_argv(q, &a, VM_TEMPLATE, 0, q->pub.cfg->vm_memory_mb, tdir);
     int fds[2] = {sv[1], qm[1]};
     pid_t pid = kiln_vmm_fork(a.v, fds, 2, log);
     if (pid < 0) {
@@ -312,24 +313,39 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct 
         snprintf(err, errlen, "qemu: socketpair: %s", strerror(errno));
         goto fail;
     }
-    build_argv(q, &a, mode, ram, sb->dir);
+    build_argv(q, &a, mode, net, ram, sb->dir);
     if (net) {
-        /* user-mode networking, restricted: the guest reaches nothing but
-         * 10.0.2.100:3128, and each connection there becomes a pipe to this
-         * sandbox's egress proxy socket (the runner opens it per job) */
-        kiln_argv_add(&a, "-netdev");
-        kiln_argv_add(&a, "user,id=n0,restrict=on,net=10.0.2.0/24,guestfwd=tcp:10.0.2.100:%d-cmd:%s --pipe-to %s/p.sock",
-                      3128, cfg->agent, sb->dir);
+        /* no network device: the job's connections are streams of the
+         * egress mux on a second port, each carried by the worker to this
+         * sandbox's egress proxy socket (the runner opens it per job).
+         * Net VMs boot cold, so the port is descriptor 4. */
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qm) < 0) {
+            r = -errno;
+            snprintf(err, errlen, "qemu: socketpair: %s", strerror(errno));
+            goto fail;
+        }
+        kiln_argv_add(&a, "-chardev");
+        kiln_argv_add(&a, "socket,id=egress,fd=4");
         kiln_argv_add(&a, "-device");
-        kiln_argv_add(&a, "virtio-net-device,netdev=n0");
+        kiln_argv_add(&a, "virtserialport,chardev=egress,name=%s", KILN_MUX_PORT);
         sb->pub.proxy_dir = sb->dir;
     }
     int fds[2] = {sv[1], qm[1]};
-    if ((r = kiln_vmm_start(b, sb, a.v, fds, mode == VM_RESTORE ? 2 : 1, err, errlen)) < 0)
+    if ((r = kiln_vmm_start(b, sb, a.v, fds, mode == VM_RESTORE || net ? 2 : 1, err, errlen)) < 0)
         goto fail;
     kiln_argv_free(&a);
     close(sv[1]);
     sv[1] = -1;
+    if (net) {
+        char path[600];
+        close(qm[1]);
+        qm[1] = -1;
+        snprintf(path, sizeof(path), "%s/p.sock", sb->dir);
+        int fd = qm[0];
+        qm[0] = -1;
+        if (kiln_vm_egress_open(b->loop, fd, path, &sb->egress) < 0)
+            kiln_vmm_kill(&sb->pub); /* on_exit follows: the job is retried */
+    }
     if (mode == VM_RESTORE) {
         /* queued before QEMU reads them: it answers in order */
         char cmds[1024];

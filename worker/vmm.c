@@ -21,6 +21,7 @@
 #include "config.h"
 #include "log.h"
 #include "proto.h"
+#include "vm_egress.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -203,6 +204,9 @@ static void on_pidfd(uv_poll_t *h, int status, int events)
         close(sb->pub.fd);
     if (sb->extra_fd >= 0)
         close(sb->extra_fd);
+    if (sb->egress != NULL)
+        kiln_vm_egress_close(sb->egress);
+    sb->egress = NULL;
     if (!sb->killed && (sb->pub.wstatus != 0)) {
         /* it ended on its own: what it said is worth keeping in the log */
         char path[600], tail[512] = "";

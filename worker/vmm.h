@@ -15,6 +15,7 @@ struct kiln_vmm_sandbox {
     uv_poll_t poll;
     int killed;
     int extra_fd;           /* a control socket (QMP, ...) closed at exit, or -1 */
+    struct kiln_vm_egress *egress; /* its egress mux (net.allow), closed at exit */
     char dir[512];          /* its files: removed at exit */
     /* when its VMM has gone and on_exit ran: 1 lets vmm.c free it, 0 keeps
      * it for its backend to free (NULL: free) */

@@ -7,15 +7,20 @@ set -eu
 cd "$(dirname "$0")/../.."
 secs=${KILN_FUZZ_SECONDS:-20}
 CC=clang cmake -S . -B build-fuzz -DKILN_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz -j "$(nproc 2>/dev/null || echo 2)" --target fuzz_job fuzz_proto >/dev/null
-mkdir -p build-fuzz/corpus/job build-fuzz/corpus/proto
+cmake --build build-fuzz -j "$(nproc 2>/dev/null || echo 2)" --target fuzz_job fuzz_proto fuzz_mux >/dev/null
+mkdir -p build-fuzz/corpus/job build-fuzz/corpus/proto build-fuzz/corpus/mux
 cp schemas/vectors/job/*/*.msgpack build-fuzz/corpus/job/
 # agent messages: each golden frame, framed with its 4-byte length
 for f in schemas/vectors/frame/*.msgpack; do
     /usr/bin/python3 -c 'import sys, struct; d = open(sys.argv[1], "rb").read(); sys.stdout.buffer.write(b"\x07" + struct.pack(">I", len(d)) + d)' "$f" \
         > "build-fuzz/corpus/proto/$(basename "$f")"
 done
-for t in job proto; do
+# the egress mux: a stream opened, carrying data, closed, and a bad frame
+/usr/bin/python3 -c 'import sys; sys.stdout.buffer.write(b"O\x01\x00\x00" + b"D\x01\x00\x05hello" + b"C\x01\x00\x00" + b"C\x01\x00\x00")' \
+    > build-fuzz/corpus/mux/stream
+/usr/bin/python3 -c 'import sys; sys.stdout.buffer.write(b"O\x07\x00\x00O\x08\x00\x00D\x07\x00\x02hiD\xff\x00\x00")' \
+    > build-fuzz/corpus/mux/two
+for t in job proto mux; do
     log=build-fuzz/fuzz_$t.log
     if ! (cd build-fuzz && ./bin/fuzz_$t -max_total_time="$secs" -max_len=65536 \
               -print_final_stats=1 corpus/$t) >"$log" 2>&1; then

@@ -235,6 +235,56 @@ class Network(VMCase):
         self.assertEqual(lines[1:], ["hello from the second host", "ERR HTTPError"], lines)
         self.assertTrue(any("8081: not in net.allow" in d for d in ex.get("denied", [])), ex)
 
+    def test_a_jobs_connections_cost_the_host_a_bounded_amount(self):
+        # 300 connections held at once: the host runs no process per
+        # connection, carries at most 64 (the rest are told 503), and one
+        # freed is usable again
+        code = ("import socket, time\n"
+                "held = []\n"
+                "for i in range(300):\n"
+                "    held.append(socket.create_connection(('127.0.0.1', 3128), 10))\n"
+                "time.sleep(2)\n"
+                "busy = 0\n"
+                "for s in held:\n"
+                "    s.setblocking(False)\n"
+                "    try:\n"
+                "        busy += s.recv(64).startswith(b'HTTP/1.1 503')\n"
+                "    except BlockingIOError:\n"
+                "        pass  # nothing to read: carried, the proxy waits for a request\n"
+                "print('carried', 300 - busy, flush=True)\n"
+                "time.sleep(6)\n"
+                "for s in held: s.close()\n"
+                "time.sleep(1)\n"
+                "import urllib.request\n"
+                "print(urllib.request.urlopen('http://PEER:8080/hello.txt', timeout=20).read().decode().strip())\n"
+                "try:\n"
+                "    socket.create_connection(('10.0.2.100', 3128), 3); print('reached the old guestfwd')\n"
+                "except OSError as e:\n"
+                "    print('no guestfwd', e.errno)\n").replace("PEER", self.host.peer)
+        j = self.job(code, plugin="python", net={"allow": [self.host.peer + ":8080"]},
+                     limits={"pids": 16, "memory_mb": 128, "timeout_ms": 100000})
+        self.submit(j)
+        wait_for(lambda: b"carried" in b"".join(f["data"] for f in self.frames(job_id=j["id"])
+                                                  if f["kind"] == "stdout"), SLOW, "the connections")
+        procs = []
+        for p in glob.glob("/proc/[0-9]*/cmdline"):
+            try:
+                with open(p, "rb") as f:
+                    if b"--pipe-to" in f.read():
+                        procs.append(p)
+            except OSError:
+                pass
+        self.assertEqual(procs, [], "a host process per connection")
+        fds = len(os.listdir("/proc/%d/fd" % self.workers[0].proc.pid))
+        self.assertLess(fds, 64 * 2 + 60, "the worker holds more than the mux's bound")
+        fs = self.wait_exit(j["id"], timeout=SLOW)
+        ex = [f for f in fs if f["kind"] == "exit"][-1]
+        out = b"".join(f["data"] for f in fs if f["kind"] == "stdout").decode().splitlines()
+        self.assertEqual(ex["status"], "ok", ex)
+        self.assertEqual(out[0], "carried 64", out)
+        self.assertEqual(out[1], "hello from the second host")
+        self.assertTrue(out[2].startswith("no guestfwd"), out)
+
     def test_without_net_allow_there_is_no_way_out(self):
         code = ("import socket\n"
                 "for addr in [('PEER', 8080), ('10.0.2.100', 3128), ('10.0.2.2', 22)]:\n"

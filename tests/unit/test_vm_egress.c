@@ -1,0 +1,187 @@
+/* The worker's end of a VM's egress mux, driven as a guest would (and as a
+ * hostile one would): streams reach a real Unix socket "proxy" the test
+ * listens on, answers come back as frames, and frames out of bounds end
+ * the mux without harm. Every handle is closed: uv_loop_close() == 0. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#include "proto.h"
+#include "vm_egress.h"
+
+struct fixture {
+    uv_loop_t loop;
+    int guest;                /* the test's end of the port */
+    int proxy;                /* a listening Unix socket, or -1 */
+    char path[108];
+    struct kiln_vm_egress *m;
+};
+
+static void run_a_while(struct fixture *f)
+{
+    for (int i = 0; i < 20; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+static void send_frame(struct fixture *f, char type, int id, const void *data, size_t len)
+{
+    unsigned char h[4] = {(unsigned char)type, (unsigned char)id, (unsigned char)(len >> 8), (unsigned char)len};
+    assert_int_equal(write(f->guest, h, 4), 4);
+    if (len > 0)
+        assert_int_equal(write(f->guest, data, len), (ssize_t)len);
+    run_a_while(f);
+}
+
+/* The next frame the worker sent the guest; returns its length. */
+static size_t read_frame(struct fixture *f, char *type, int *id, char *data, size_t cap)
+{
+    unsigned char h[4];
+    run_a_while(f);
+    struct pollfd pf = {f->guest, POLLIN, 0};
+    assert_int_equal(poll(&pf, 1, 2000), 1);
+    assert_int_equal(recv(f->guest, h, 4, MSG_WAITALL), 4);
+    size_t len = (size_t)h[2] << 8 | h[3];
+    assert_true(len <= cap);
+    if (len > 0)
+        assert_int_equal(recv(f->guest, data, len, MSG_WAITALL), (ssize_t)len);
+    *type = (char)h[0];
+    *id = h[1];
+    return len;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    int sv[2];
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    f->guest = sv[0];
+    snprintf(f->path, sizeof(f->path), "/tmp/kiln-mux-%d.sock", (int)getpid());
+    unlink(f->path);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, f->path);
+    f->proxy = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(f->proxy, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(f->proxy, 8), 0);
+    assert_int_equal(kiln_vm_egress_open(&f->loop, sv[1], f->path, &f->m), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    kiln_vm_egress_close(f->m);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    close(f->guest);
+    if (f->proxy >= 0)
+        close(f->proxy);
+    unlink(f->path);
+    free(f);
+    return 0;
+}
+
+/* A stream carries bytes both ways; closing it is answered. */
+static void test_stream_both_ways(void **state)
+{
+    struct fixture *f = *state;
+    char type, buf[64];
+    int id;
+    send_frame(f, 'O', 5, NULL, 0);
+    int c = accept4(f->proxy, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(c >= 0);
+    send_frame(f, 'D', 5, "hello", 5);
+    assert_int_equal(recv(c, buf, 5, MSG_WAITALL), 5);
+    assert_memory_equal(buf, "hello", 5);
+    assert_int_equal(write(c, "world", 5), 5);
+    assert_int_equal(read_frame(f, &type, &id, buf, sizeof(buf)), 5);
+    assert_int_equal(type, 'D');
+    assert_int_equal(id, 5);
+    assert_memory_equal(buf, "world", 5);
+    /* the proxy ends it: the guest is told, and answers */
+    close(c);
+    assert_int_equal(read_frame(f, &type, &id, buf, sizeof(buf)), 0);
+    assert_int_equal(type, 'C');
+    assert_int_equal(id, 5);
+    send_frame(f, 'C', 5, NULL, 0);
+    /* the id serves again */
+    send_frame(f, 'O', 5, NULL, 0);
+    c = accept4(f->proxy, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(c >= 0);
+    close(c);
+}
+
+/* No proxy to reach: the open is answered with a close. */
+static void test_open_refused(void **state)
+{
+    struct fixture *f = *state;
+    char type, buf[8];
+    int id;
+    close(f->proxy);
+    f->proxy = -1;
+    unlink(f->path);
+    send_frame(f, 'O', 3, NULL, 0);
+    assert_int_equal(read_frame(f, &type, &id, buf, sizeof(buf)), 0);
+    assert_int_equal(type, 'C');
+    assert_int_equal(id, 3);
+}
+
+/* A guest that breaks the protocol loses its way out: the port closes. */
+static void expect_port_closed(struct fixture *f)
+{
+    char b;
+    run_a_while(f);
+    struct pollfd pf = {f->guest, POLLIN, 0};
+    assert_int_equal(poll(&pf, 1, 2000), 1);
+    assert_int_equal(read(f->guest, &b, 1), 0);
+}
+
+static void test_stream_id_out_of_bounds(void **state)
+{
+    struct fixture *f = *state;
+    send_frame(f, 'O', KILN_MUX_STREAMS, NULL, 0);
+    expect_port_closed(f);
+}
+
+static void test_data_too_long(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char h[4] = {'D', 0, 0xff, 0xff};
+    assert_int_equal(write(f->guest, h, 4), 4);
+    expect_port_closed(f);
+}
+
+static void test_data_for_a_stream_never_opened(void **state)
+{
+    struct fixture *f = *state;
+    send_frame(f, 'D', 9, "x", 1);
+    expect_port_closed(f);
+}
+
+static void test_open_twice(void **state)
+{
+    struct fixture *f = *state;
+    send_frame(f, 'O', 1, NULL, 0);
+    send_frame(f, 'O', 1, NULL, 0);
+    expect_port_closed(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_stream_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_id_out_of_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_data_too_long, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_data_for_a_stream_never_opened, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_twice, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
