@@ -81,14 +81,25 @@ static void send_msg(msgpack_sbuffer *sb)
         agent_exit(1);
 }
 
-static void send_error(const char *reason)
+/* Why the run cannot go on. `job_fault`: the job's input is why (the
+ * worker ends it as the job's `error`), not kiln (`internal`, retried). */
+static void send_failure(const char *reason, int job_fault)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "error", 1);
+    kiln_proto_begin_msg(&sb, &pk, "error", job_fault ? 2 : 1);
     kiln_mp_str(&pk, "reason");
     kiln_mp_str(&pk, reason);
+    if (job_fault) {
+        kiln_mp_str(&pk, "fault");
+        kiln_mp_str(&pk, "job");
+    }
     send_msg(&sb);
+}
+
+static void send_error(const char *reason)
+{
+    send_failure(reason, 0);
 }
 
 /* `warm`: an interpreter was started ahead already (a VM restored from a
@@ -332,9 +343,13 @@ static int start_child(const struct kiln_exec_spec *spec, struct child *c, char 
     c->err = errp[0];
     if (n > 0) {
         buf[n] = '\0';
-        snprintf(why, whylen, "could not start the job: %s", buf);
+        int job = buf[0] == KILN_EXEC_JOB_MARK[0];
+        if (job)
+            snprintf(why, whylen, "could not write the job's files: %s", buf + 1);
+        else
+            snprintf(why, whylen, "could not start the job: %s", buf);
         kill(-pid, SIGKILL);
-        return -1;
+        return job ? KILN_EXEC_JOB_FAULT : -1;
     }
     fcntl(c->in, F_SETFL, O_NONBLOCK);
     return 0;
@@ -350,10 +365,11 @@ static int write_files_now(const struct kiln_exec_spec *spec, char *why, size_t 
      * itself, as the job's uid. In a VM a helper in the job's cgroup does,
      * so their pages count against the job's memory. */
     if (!in_vm) {
-        if (kiln_exec_write_files(spec, step, sizeof(step)) == 0)
+        int r = kiln_exec_write_files(spec, step, sizeof(step));
+        if (r == 0)
             return 0;
         snprintf(why, whylen, "could not write the job's files: %s", step);
-        return -1;
+        return r == KILN_EXEC_JOB_FAULT ? r : -1;
     }
     int stp[2];
     if (pipe2(stp, O_CLOEXEC) < 0) {
@@ -374,8 +390,9 @@ static int write_files_now(const struct kiln_exec_spec *spec, char *why, size_t 
         waitpid(pid, &st, 0);
     if (pid < 0 || n > 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         buf[n > 0 ? n : 0] = '\0';
-        snprintf(why, whylen, "could not write the job's files: %s", n > 0 ? buf : "helper failed");
-        return -1;
+        int job = n > 0 && buf[0] == KILN_EXEC_JOB_MARK[0];
+        snprintf(why, whylen, "could not write the job's files: %s", n > 0 ? buf + job : "helper failed");
+        return job ? KILN_EXEC_JOB_FAULT : -1;
     }
     return 0;
 }
@@ -408,6 +425,37 @@ static char *envelope(const struct kiln_exec_spec *spec, const char *in, size_t 
 
 /* Run the job to its end: forward its output, feed its stdin, and when its
  * main process ends, end everything else and report. */
+/* The job's output on its way to the worker: bytes of one stream that come
+ * within KILN_OUT_COALESCE_MS of each other go in one "out" message, so a
+ * job writing a byte at a time makes kiln write at most one frame per that
+ * much time (or per KILN_PROTO_CHUNK bytes), not one per write. */
+#define KILN_OUT_COALESCE_MS 5
+static struct {
+    char buf[KILN_PROTO_CHUNK];
+    size_t len;
+    int fd;
+    int64_t first; /* when its first byte came */
+} pend;
+
+static void out_flush(void)
+{
+    if (pend.len > 0)
+        send_out(pend.fd, pend.buf, pend.len);
+    pend.len = 0;
+}
+
+static void out_add(int fd, const char *data, size_t len)
+{
+    if (pend.len > 0 && (pend.fd != fd || pend.len + len > sizeof(pend.buf)))
+        out_flush();
+    if (pend.len == 0) {
+        pend.fd = fd;
+        pend.first = now_ms();
+    }
+    memcpy(pend.buf + pend.len, data, len);
+    pend.len += len;
+}
+
 static void supervise(struct child *c, int64_t t0)
 {
     char buf[KILN_PROTO_CHUNK];
@@ -433,8 +481,15 @@ static void supervise(struct child *c, int64_t t0)
         pf[4] = (struct pollfd){sfd, POLLIN, 0};
         if (c->out < 0 && c->err < 0 && exited)
             break;
-        if (poll(pf, 5, 1000) < 0 && errno != EINTR)
+        int wait = 1000;
+        if (pend.len > 0) {
+            int64_t left = pend.first + KILN_OUT_COALESCE_MS - now_ms();
+            wait = left > 0 ? (int)left : 0;
+        }
+        if (poll(pf, 5, wait) < 0 && errno != EINTR)
             break;
+        if (pend.len > 0 && now_ms() - pend.first >= KILN_OUT_COALESCE_MS)
+            out_flush();
         if (now_ms() - last_sent >= 1000) {
             /* "still here": the worker tells a busy job from a hung VM */
             msgpack_sbuffer sb;
@@ -456,7 +511,7 @@ static void supervise(struct child *c, int64_t t0)
                 continue;
             n = read(*fd, buf, sizeof(buf));
             if (n > 0) {
-                send_out(i, buf, (size_t)n);
+                out_add(i, buf, (size_t)n);
             } else if (n == 0 || errno != EINTR) {
                 close(*fd);
                 *fd = -1;
@@ -485,6 +540,7 @@ static void supervise(struct child *c, int64_t t0)
             kill_job(c->pid);
         }
     }
+    out_flush();
     int64_t wall = now_ms() - t0;
     if (c->in >= 0)
         close(c->in);
@@ -776,17 +832,18 @@ int main(int argc, char **argv)
             why[0] = '\0';
             if (kiln_exec_rlimits(&spec, c.pid) < 0) /* it waits on stdin: no race */
                 snprintf(why, sizeof(why), "agent: prlimit failed");
-            if (why[0] != '\0' || write_files_now(&spec, why, sizeof(why)) < 0 ||
-                (c.inbuf = envelope(&spec, in, in_len, &total)) == NULL) {
+            int r = why[0] != '\0' ? -1 : write_files_now(&spec, why, sizeof(why));
+            if (r < 0 || (c.inbuf = envelope(&spec, in, in_len, &total)) == NULL) {
                 kill_job(c.pid);
-                send_error(c.inbuf == NULL && why[0] == '\0' ? "agent: out of memory" : why);
+                send_failure(r == 0 && why[0] == '\0' ? "agent: out of memory" : why, r == KILN_EXEC_JOB_FAULT);
                 agent_exit(1);
             }
             c.in_next = c.inbuf;
             c.in_left = total;
         } else {
-            if (start_child(&spec, &c, why, sizeof(why)) < 0) {
-                send_error(why);
+            int r = start_child(&spec, &c, why, sizeof(why));
+            if (r < 0) {
+                send_failure(why, r == KILN_EXEC_JOB_FAULT);
                 agent_exit(1);
             }
             c.in_next = in;

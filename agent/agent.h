@@ -101,9 +101,16 @@ int kiln_seccomp_apply(void);
  * loads it in each job's process). Returns 0 or a negative errno. */
 int kiln_seccomp_export(int fd);
 
+/* exec.c: a failure the job's own input caused (its files do not fit
+ * /work, say): the job's `error`, not kiln's. Returned by the file writers;
+ * a status message that starts with the mark says so. */
+#define KILN_EXEC_JOB_FAULT (-2)
+#define KILN_EXEC_JOB_MARK "\001"
+
 /* exec.c: write the spec's files under its cwd as the job's uid (fsuid),
  * from the agent itself: for a sandbox whose interpreter waits for its
- * job, running nothing of the job's yet. Returns 0, or -1 with why. */
+ * job, running nothing of the job's yet. Returns 0, or -1 with why
+ * (KILN_EXEC_JOB_FAULT when the files themselves could not be written). */
 int kiln_exec_write_files(const struct kiln_exec_spec *spec, char *why, size_t whylen);
 
 /* exec.c: in a forked child, write the spec's files under its cwd as the

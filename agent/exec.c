@@ -48,11 +48,12 @@ static void wire_stdio(int in_fd, int out_fd, int err_fd, int status_fd)
         die("close_range", NULL, errno);
 }
 
-/* A step that said why it failed (r < 0): that goes to the status fd. */
+/* A step that said why it failed (r < 0): that goes to the status fd,
+ * marked as the job's fault when it was (KILN_EXEC_JOB_FAULT). */
 static void or_die(int r, const char *why)
 {
     if (r < 0) {
-        dprintf(3, "%s", why);
+        dprintf(3, "%s%s", r == KILN_EXEC_JOB_FAULT ? KILN_EXEC_JOB_MARK : "", why);
         _exit(127);
     }
 }
@@ -82,7 +83,7 @@ static int write_files(const struct kiln_exec_spec *spec, char *why, size_t whyl
 #define FAIL(step, arg)                                                                \
     do {                                                                             \
         snprintf(why, whylen, "%s %s: %s", step, arg, strerror(errno));             \
-        r = -1;                                                                      \
+        r = KILN_EXEC_JOB_FAULT; /* what the job's files asked for */                \
         goto out;                                                                    \
     } while (0)
     if (root < 0) {

@@ -11,7 +11,8 @@
  *                     {t:"beat"}               (each second of silence mid-job)
  *                     {t:"exit", code, signal, wall_ms, cpu_ms, max_rss_kb,
  *                      peak_kb?, oom_kills?}   (the last two: a VM's own cgroup)
- *                     {t:"error", reason}
+ *                     {t:"error", reason, fault?: "job"}  (fault: the job's
+ *                      input was why, e.g. its files do not fit /work)
  *   worker -> agent   {t:"hello", now_ns, seed} (VMs: the host speaks first;
  *                     seed: 32 random bytes the guest's kernel is reseeded
  *                     with before anything starts there)

@@ -514,9 +514,12 @@ static void on_agent_msg(void *arg, const msgpack_object *m)
         on_agent_exit(run, m);
     } else if (kiln_mp_streq(t, "error")) {
         char *why = (o = kiln_mp_get(m, "reason")) ? kiln_mp_strdup(o) : NULL;
-        snprintf(run->reason, sizeof(run->reason), "sandbox: %s", why ? why : "unknown error");
+        /* the job's own input was why (its files do not fit, say): its
+         * error, not kiln's, and not retried */
+        int job = (o = kiln_mp_get(m, "fault")) != NULL && kiln_mp_streq(o, "job");
+        snprintf(run->reason, sizeof(run->reason), "%s%s", job ? "" : "sandbox: ", why ? why : "unknown error");
         free(why);
-        finish(run, KILN_ST_INTERNAL, run->reason);
+        finish(run, job ? KILN_ST_ERROR : KILN_ST_INTERNAL, run->reason);
     }
 }
 

@@ -244,6 +244,23 @@ class Containment(KilnCase):
                 self.assertFalse(any(f["kind"] == "stdout" for f in fs))
         self.assertEqual(self.r.xlen("kiln.dead") if self.r.exists("kiln.dead") else 0, 0)
 
+    def test_files_that_do_not_fit_are_the_jobs_error(self):
+        # only writing them can tell: 3 MB of files in a 1 MiB /work
+        for pool, plugin, code in (("0", "shell", "echo ran"), ("1", "python", "print('ran')")):
+            with self.subTest(pool=pool, plugin=plugin):
+                w = self.start("--pool", pool, "--tmp-mb", "1")
+                if pool == "1":
+                    w.wait_pool(plugin, 1)
+                ex, out, err = self.run_job(code, plugin=plugin, files={"big": b"x" * (3 << 20)})
+                fs = self.frames(job_id=ex["id"])
+                self.assertEqual([f["status"] for f in fs if f["kind"] == "exit"], ["error"])
+                self.assertEqual(ex["attempt"], 1)
+                self.assertIn("No space left on device", ex["reason"])
+                self.assertEqual(out, b"")
+                self.assertNotIn(b"retrying", w.text())
+                w.stop()
+                self.workers.remove(w)
+
     # ---- 7. what one job makes kiln write is bounded ----
 
     def test_meta_once_and_output_capped_per_job(self):
@@ -263,6 +280,15 @@ class Containment(KilnCase):
         self.assertEqual(out, 10000, "output_bytes caps the job's inputs together")
         written = sum(len(e[1][b"frame"]) for e in self.r.xrange("kiln.results"))
         self.assertLess(written, 10000 + (60 << 10) + 50 * 400, "frames kiln added")
+
+    def test_output_a_byte_at_a_time_is_not_a_frame_a_byte(self):
+        self.start("--pool", "1")
+        code = "import os, time\nfor i in range(3000):\n    os.write(1, b'x')\n"
+        ex, out, err = self.run_job(code, plugin="python")
+        self.assertEqual((ex["status"], out), ("ok", b"x" * 3000), err)
+        frames = [f for f in self.frames() if f["kind"] == "stdout"]
+        # one frame per 5 ms of output at most (the job takes a few ms)
+        self.assertLess(len(frames), 3000 // 20, len(frames))
 
     # ---- 9. nothing of the host's layout inside ----
 
