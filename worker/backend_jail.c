@@ -179,11 +179,17 @@ static void child(struct jail *j, char **argv, int sync_rd, int sync_wr, int cha
 
 /* ---- host uid ranges -------------------------------------------------- */
 
-/* A free range, round-robin: a range just freed is the last reused, so
- * what the kernel frees lazily after a sandbox (an IPC namespace's message
- * queues, say) is long gone when its uid serves again. -1: none free. */
+/* A free range, from a random place: a sandbox's host uid shows inside
+ * (its tmpfs mounts' uid= options), and a random one says nothing of how
+ * many sandboxes came before; and a range just freed is unlikely to serve
+ * again soon, while what the kernel frees lazily after a sandbox (an IPC
+ * namespace's message queues, say) may still be charged to it. -1: none
+ * free. `next` keeps the scan's start for the next call. */
 static int uid_alloc(unsigned char *used, int n, int *next)
 {
+    unsigned r;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) == (ssize_t)sizeof(r))
+        *next = (int)(r % (unsigned)n);
     for (int t = 0; t < n; t++) {
         int k = (*next + t) % n;
         if (!used[k]) {
@@ -921,9 +927,9 @@ static void jail_destroy(struct kiln_backend *b)
     free(j);
 }
 
-/* <state-dir>/proxy-<pid> of workers no longer running: their tmpfs
- * unmounted (or, from older workers, the directories inside removed),
- * then the directory. */
+/* <state-dir>/proxy-<pid> and image-<pid> of workers no longer running:
+ * their tmpfs or image unmounted (or, from older workers, the directories
+ * inside removed), then the directory. */
 void kiln_proxy_sweep(const char *state_dir)
 {
     DIR *d = opendir(state_dir);
@@ -931,8 +937,10 @@ void kiln_proxy_sweep(const char *state_dir)
     if (d == NULL)
         return;
     while ((e = readdir(d)) != NULL) {
-        char path[700], *end;
-        long pid = strncmp(e->d_name, "proxy-", 6) == 0 ? strtol(e->d_name + 6, &end, 10) : 0;
+        char path[700], *end = NULL;
+        long pid = strncmp(e->d_name, "proxy-", 6) == 0   ? strtol(e->d_name + 6, &end, 10)
+                   : strncmp(e->d_name, "image-", 6) == 0 ? strtol(e->d_name + 6, &end, 10)
+                                                          : 0;
         if (pid <= 0 || *end != '\0' || kiln_pid_alive((pid_t)pid))
             continue;
         snprintf(path, sizeof(path), "%s/%s", state_dir, e->d_name);

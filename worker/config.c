@@ -36,7 +36,7 @@ static const struct opt {
     {"plugin-dir", OPT_STR, F(plugin_dir), NULL, "where *.so plugins are loaded from"},
     {"backend", OPT_STR, F(backend), "auto", "sandbox backend: auto | jail | qemu | firecracker"},
     {"metrics-addr", OPT_STR, F(metrics_addr), NULL, "HOST:PORT for /metrics, /healthz, /readyz"},
-    {"rootfs", OPT_STR, F(rootfs), NULL, "runtime image tree (rootfs/build-image.sh); default: the host's /usr"},
+    {"rootfs", OPT_STR, F(rootfs), NULL, "runtime image: its tree or its squashfs (rootfs/build-image.sh); default: the host's /usr"},
     {"rootfs-digest", OPT_STR, F(rootfs_digest), NULL, "the digest --rootfs must have; the worker refuses any other"},
     {"pool", OPT_INT, F(pool), "2", "warm sandboxes kept ready per runtime profile (0: none)"},
     {"agent", OPT_STR, F(agent), NULL, "path of kiln-agent (default: beside kiln-worker)"},

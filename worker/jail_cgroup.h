@@ -52,8 +52,8 @@ int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, pid_t owner);
 /* Whether a process `pid` exists (in this pid namespace). */
 int kiln_pid_alive(pid_t pid);
 
-/* backend_jail.c: remove <state_dir>/proxy-<pid> directories of workers no
- * longer running. */
+/* backend_jail.c: unmount and remove <state_dir>/proxy-<pid> and
+ * image-<pid> of workers no longer running. */
 void kiln_proxy_sweep(const char *state_dir);
 
 #endif

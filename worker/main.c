@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -18,6 +19,7 @@
 #include "sign.h"
 #include "runner.h"
 #include "source.h"
+#include "vmm.h"
 
 /*
  * Graceful drain. The first SIGTERM (or SIGINT): take no more jobs, let the
@@ -132,7 +134,9 @@ int main(int argc, char **argv)
     struct kiln_backend *backend = NULL;
     struct kiln_source *src = NULL;
     uv_signal_t sigint, sigterm;
-    char err[512];
+    char err[512] = "";
+    char image_dir[600] = "";      /* --rootfs as a squashfs: where it is mounted */
+    char *image_file = NULL;
     int r, rc = 1;
 
     if (argc == 3 && strcmp(argv[1], "--rootfs-digest-of") == 0) {
@@ -165,6 +169,18 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    struct stat image_st;
+    if (cfg.rootfs != NULL && stat(cfg.rootfs, &image_st) == 0 && S_ISREG(image_st.st_mode)) {
+        /* a squashfs image: mounted for the worker's life, then the tree */
+        snprintf(image_dir, sizeof(image_dir), "%s/image-%d", cfg.state_dir, (int)getpid());
+        if (kiln_mkdirs(cfg.state_dir) < 0 || kiln_rootfs_mount(cfg.rootfs, image_dir, err, sizeof(err)) < 0) {
+            kiln_error("rootfs: %s", err[0] ? err : "cannot create --state-dir");
+            goto out;
+        }
+        kiln_info("rootfs image %s mounted on %s", cfg.rootfs, image_dir);
+        image_file = cfg.rootfs;
+        cfg.rootfs = image_dir;
+    }
     if (cfg.rootfs != NULL) {
         char hex[KILN_DIGEST_HEX];
         if (kiln_rootfs_digest(cfg.rootfs, hex, err, sizeof(err)) < 0) {
@@ -242,6 +258,10 @@ out:
     kiln_plugins_unload(&plugins);
     if (backend != NULL)
         backend->ops->destroy(backend);
+    if (image_file != NULL) {
+        kiln_rootfs_unmount(image_dir);
+        cfg.rootfs = image_file;
+    }
     kiln_config_free(&cfg);
     return rc;
 }

@@ -3,9 +3,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fts.h>
+#include <linux/loop.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int by_name(const FTSENT **a, const FTSENT **b)
@@ -95,4 +99,76 @@ out:
     EVP_MD_CTX_free(ctx);
     fts_close(fts);
     return r;
+}
+
+/* ---- a squashfs image as the root -------------------------------------- */
+
+/* A free loop device bound to `file`, read-only, detached by the kernel
+ * once nothing holds it: the returned descriptor holds it until the mount
+ * does. Returns that descriptor or -errno. */
+static int loop_attach(int file, char *dev, size_t devlen)
+{
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0)
+        return -errno;
+    int r = -EBUSY;
+    for (int tries = 0; tries < 16 && r == -EBUSY; tries++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0) {
+            r = -errno;
+            break;
+        }
+        snprintf(dev, devlen, "/dev/loop%d", n);
+        int fd = open(dev, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            r = -errno;
+            break;
+        }
+        struct loop_config lc = {.fd = (unsigned)file,
+                                 .info = {.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR}};
+        r = ioctl(fd, LOOP_CONFIGURE, &lc) == 0 ? fd : -errno; /* EBUSY: taken meanwhile */
+        if (r < 0)
+            close(fd);
+    }
+    close(ctl);
+    return r;
+}
+
+int kiln_rootfs_mount(const char *image, const char *dir, char *err, size_t errlen)
+{
+    char dev[32];
+    int file = open(image, O_RDONLY | O_CLOEXEC), r;
+    if (file < 0) {
+        r = -errno;
+        snprintf(err, errlen, "cannot open %s: %s", image, strerror(errno));
+        return r;
+    }
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        r = -errno;
+        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+        close(file);
+        return r;
+    }
+    int loop = loop_attach(file, dev, sizeof(dev));
+    if (loop < 0) {
+        r = loop;
+        snprintf(err, errlen, "no loop device for %s: %s", image, strerror(-r));
+    } else if (mount(dev, dir, "squashfs", MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
+        r = -errno;
+        snprintf(err, errlen, "cannot mount %s (%s) as squashfs on %s: %s", image, dev, dir, strerror(errno));
+    } else {
+        r = 0;
+    }
+    if (loop >= 0)
+        close(loop); /* unmounted, or never mounted: the device is freed */
+    close(file);
+    if (r < 0)
+        rmdir(dir);
+    return r;
+}
+
+void kiln_rootfs_unmount(const char *dir)
+{
+    umount2(dir, MNT_DETACH); /* the loop device goes with it (autoclear) */
+    rmdir(dir);
 }

@@ -15,4 +15,16 @@
  */
 int kiln_rootfs_digest(const char *dir, char hex[KILN_DIGEST_HEX], char *err, size_t errlen);
 
+/*
+ * A squashfs runtime image (rootfs/build-image.sh's runtime.squashfs, the
+ * same content and digest as its tree) loop-mounted read-only at `dir`
+ * (made if missing). Given as --rootfs, it is what the jail attaches as a
+ * sandbox's root: a filesystem of its own, so inside, /proc/self/mountinfo
+ * shows "/" on a loop device and no path of the host's. Returns 0, or a
+ * negative errno with why in `err` (no loop devices here, say).
+ */
+int kiln_rootfs_mount(const char *image, const char *dir, char *err, size_t errlen);
+/* Unmount it (the loop device goes too) and remove `dir`. */
+void kiln_rootfs_unmount(const char *dir);
+
 #endif

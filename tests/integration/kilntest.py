@@ -45,6 +45,17 @@ def rootfs_args():
     return ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
 
 
+def rootfs_image_args():
+    """--rootfs as the runtime image's squashfs (the same content and
+    digest as the tree), which the worker loop-mounts."""
+    env = os.path.join(BUILD, "rootfs", "kiln.env")
+    kv = read_env(env) if os.path.exists(env) else {}
+    if "KILN_VM_IMAGE" not in kv or not os.path.exists("/dev/loop-control"):
+        print("SKIPPED: no runtime squashfs (squashfs-tools) or no loop devices here")
+        sys.exit(SKIP)
+    return ["--rootfs", kv["KILN_VM_IMAGE"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
+
+
 def skip_unless_jail_works():
     """The jail needs root and user namespaces; say so and skip otherwise."""
     if os.geteuid() != 0:

@@ -26,10 +26,11 @@ import time
 
 import msgpack
 
-from kilntest import BIN, KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
+from kilntest import BUILD, KilnCase, main, rootfs_args, rootfs_image_args, skip_unless_jail_works, wait_for
 
 skip_unless_jail_works()
 ROOTFS = rootfs_args()
+IMAGE = rootfs_image_args()  # the same image as a squashfs: a filesystem of its own
 libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
@@ -41,9 +42,13 @@ def cgroup_dirs(pid):
 
 
 class Containment(KilnCase):
-    def start(self, *extra):
+    def state_dir(self):
         self.state = os.path.join(self.tmp, "state")
         os.chmod(self.tmp, 0o711)  # the jail's uid passes through to jail-root
+        return self.state
+
+    def start(self, *extra):
+        self.state_dir()
         return self.worker("c", *ROOTFS, "--state-dir", self.state, "--log-level", "debug", *extra)
 
     def stream_until(self, job_id, marker, timeout=30):
@@ -293,7 +298,12 @@ class Containment(KilnCase):
     # ---- 9. nothing of the host's layout inside ----
 
     def test_no_host_paths_pid_or_other_sandboxes_inside(self):
-        w = self.start("--pool", "1")
+        self.no_host_paths(IMAGE)
+
+    def no_host_paths(self, rootfs):
+        self.state = os.path.join(self.tmp, "state")
+        os.chmod(self.tmp, 0o711)
+        w = self.worker("c", *rootfs, "--state-dir", self.state, "--pool", "1")
         code = ("cat /proc/self/mountinfo /proc/1/cmdline /proc/self/cgroup /proc/1/cgroup; "
                 "tr '\\0' ' ' < /proc/1/cmdline")
         for plugin, c in (("shell", code), ("python", "import subprocess; print(subprocess.run(['sh', '-c', %r], "
@@ -305,32 +315,36 @@ class Containment(KilnCase):
                     self.assertEqual(ex["status"], "ok", err)
                     text = out.decode(errors="replace")
                     for leak in (self.state, self.tmp, "proxy-%d" % w.proc.pid, "sb-%d" % w.proc.pid,
-                                 "/kiln/"):
+                                 "image-%d" % w.proc.pid, "/kiln/", os.path.realpath(BUILD), "rootfs/tree"):
                         self.assertNotIn(leak, text)
 
     # ---- 11. nothing left behind ----
 
     def test_worker_leaves_nothing_and_sweeps_what_a_dead_one_left(self):
-        w = self.start("--pool", "2", "--slots", "1")
+        w = self.worker("c", *IMAGE, "--state-dir", self.state_dir(), "--log-level", "debug",
+                        "--pool", "2", "--slots", "1")
         w.wait_pool("python", 2)
         self.run_job("true")
         pid = w.proc.pid
         self.assertTrue(cgroup_dirs(pid), "the worker's sandboxes have cgroups")
         w.stop()
         self.assertEqual(cgroup_dirs(pid), [], "cgroups left after SIGTERM")
-        self.assertFalse(os.path.exists(os.path.join(self.state, "proxy-%d" % pid)))
+        self.assertEqual(os.listdir(self.state), ["jail-root"], "proxy or image directories left")
 
-        w = self.start("--pool", "2", "--slots", "1")
+        w = self.worker("c", *IMAGE, "--state-dir", self.state, "--log-level", "debug", "--pool", "2",
+                        "--slots", "1")
         w.wait_pool("python", 2)
         pid = w.proc.pid
         w.kill9()
         self.assertTrue(os.path.exists(os.path.join(self.state, "proxy-%d" % pid)))
+        self.assertTrue(os.path.ismount(os.path.join(self.state, "image-%d" % pid)))
         # its sandboxes die with it; what they leave goes when a worker starts
         # (only directories untouched for a few seconds, to be safe)
         time.sleep(5.5)
         w2 = self.start("--pool", "0")
         wait_for(lambda: cgroup_dirs(pid) == [], 10, "the dead worker's cgroups to go")
         self.assertFalse(os.path.exists(os.path.join(self.state, "proxy-%d" % pid)))
+        self.assertFalse(os.path.exists(os.path.join(self.state, "image-%d" % pid)))
         self.assertTrue(w2.alive())
 
 
