@@ -52,21 +52,6 @@ __attribute__((noreturn)) static void agent_exit(int code)
     _exit(code);
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int64_t now_ms(void);
 static int64_t last_sent;    /* when the agent last said something */
 
@@ -75,7 +60,7 @@ static void send_msg(msgpack_sbuffer *sb)
 {
     last_sent = now_ms();
     kiln_proto_finish(sb);
-    int r = write_all(chan, sb->data, sb->size);
+    int r = kiln_write_all(chan, sb->data, sb->size);
     msgpack_sbuffer_destroy(sb);
     if (r < 0)
         agent_exit(1);

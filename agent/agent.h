@@ -28,11 +28,6 @@ struct kiln_exec_spec {
     long long rl_nofile;    /* RLIMIT_NOFILE, 0: leave */
 };
 
-/* Every job's share of the per-user budgets that rlimits bound: signals
- * queued (sigqueue, POSIX timers) and POSIX message queue bytes. */
-#define KILN_JOB_SIGPENDING 1024
-#define KILN_JOB_MSGQUEUE (256 * 1024)
-
 /* exec.c: set the spec's rlimits on `pid` (0: the calling process). */
 int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
 
@@ -47,6 +42,9 @@ int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
  * Unix socket, in a VM over the egress mux port (proto.h). Returns 0 or
  * -errno. */
 int kiln_relay_start(void);
+/* relay.c: write all of `buf` to `fd` (through EINTR and short writes).
+ * Returns 0 or -errno. */
+int kiln_write_all(int fd, const void *buf, size_t len);
 /* vm.c: the egress mux port, O_PATH (a VM for a job with net.allow), or -1 */
 extern int kiln_relay_mux_path_fd;
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "proto.h"
 
 extern char **environ;
 

@@ -66,6 +66,13 @@
 #define KILN_MUX_DATA_MAX 16384
 #define KILN_MUX_HEADER 4
 
+/* Every job's share of the per-user budgets that rlimits bound: signals
+ * queued (sigqueue, POSIX timers) and POSIX message queue bytes. The agent
+ * sets them on each job; the worker makes room for many such shares above
+ * a template's sandboxes (backend_jail.c). */
+#define KILN_JOB_SIGPENDING 1024
+#define KILN_JOB_MSGQUEUE (256 * 1024)
+
 /* bytes of entropy in a VM's "hello" */
 #define KILN_HELLO_SEED_BYTES 32
 #define KILN_ZYGOTE_MAGIC 0x4b5a5947u /* "KZYG" */

@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,34 +37,31 @@ int kiln_relay_mux_path_fd = -1;
 static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
                            "Connection: close\r\n\r\nkiln: too many connections at once (64)\n";
 
-static int write_all(int fd, const void *buf, size_t len)
+/* All of `len` bytes to or from `fd`, through EINTR and short transfers.
+ * Returns 0, -errno, or -EPIPE at the end of the stream. */
+static int io_all(int fd, void *buf, size_t len, int writing)
 {
-    const char *p = buf;
+    char *p = buf;
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
+        ssize_t n = writing ? write(fd, p, len) : read(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return -1;
+            return n < 0 ? -errno : -EPIPE;
         p += n;
         len -= (size_t)n;
     }
     return 0;
 }
 
+int kiln_write_all(int fd, const void *buf, size_t len)
+{
+    return io_all(fd, (void *)(uintptr_t)buf, len, 1);
+}
+
 static int read_all(int fd, void *buf, size_t len)
 {
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return io_all(fd, buf, len, 0);
 }
 
 /* The job's side is full: it is told so and closed. */
@@ -99,7 +97,7 @@ static int pump(int from, int to)
 {
     char buf[16384];
     ssize_t r = read(from, buf, sizeof(buf));
-    return r <= 0 ? -1 : write_all(to, buf, (size_t)r);
+    return r <= 0 ? -1 : kiln_write_all(to, buf, (size_t)r);
 }
 
 __attribute__((noreturn))
@@ -150,7 +148,7 @@ static int mux_send(int ch, char type, int stream, const void *data, size_t len)
 {
     unsigned char h[KILN_MUX_HEADER] = {(unsigned char)type, (unsigned char)stream,
                                         (unsigned char)(len >> 8), (unsigned char)len};
-    if (write_all(ch, h, sizeof(h)) < 0 || (len > 0 && write_all(ch, data, len) < 0))
+    if (kiln_write_all(ch, h, sizeof(h)) < 0 || (len > 0 && kiln_write_all(ch, data, len) < 0))
         _exit(1); /* the port is gone: so is the way out */
     return 0;
 }
@@ -175,7 +173,7 @@ static void mux_frame(int ch, int *conn, enum stream_state *st)
     int i = h[1];
     if (i >= MAX_PAIRS || len > KILN_MUX_DATA_MAX || read_all(ch, data, len) < 0)
         _exit(1);
-    if (h[0] == 'D' && st[i] == S_OPEN && write_all(conn[i], data, len) < 0)
+    if (h[0] == 'D' && st[i] == S_OPEN && kiln_write_all(conn[i], data, len) < 0)
         mux_close(ch, conn, st, i);
     else if (h[0] == 'C' && st[i] == S_OPEN) {
         mux_close(ch, conn, st, i); /* our answer */

@@ -309,7 +309,19 @@ KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
             e = errno;
         } else {
             py_hook("PyOS_BeforeFork");
-            pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+            /* the new user namespace is owned by the sandbox's own uid here
+             * (this thread's effective ids only, around the one call): the
+             * kernel charges what it holds of each per-user budget to that
+             * uid, not to the uid every sandbox of this template shares */
+            uid_t owner = KILN_JOB_UID + index;
+            if (syscall(SYS_setresgid, -1, owner, -1) == 0 && syscall(SYS_setresuid, -1, owner, -1) == 0)
+                pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+            else
+                errno = EPERM;
+            e = errno;
+            if (pid != 0 && (syscall(SYS_setresuid, -1, 0, -1) < 0 || syscall(SYS_setresgid, -1, 0, -1) < 0))
+                _exit(1); /* cannot happen: the saved ids are root's */
+            errno = e;
             if (pid == 0) {
                 close(go[1]);
                 sandbox(fds, nfds, go[0]);

@@ -33,6 +33,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -231,9 +232,16 @@ static pid_t clone_owned(struct jail *j, struct clone_args *ca, long long owner)
             errno = e;
             return pid;
         }
-        kiln_warn("jail: this kernel refuses a user namespace owned by the sandbox's uid (%s): "
-                  "the worker owns them, and jobs share root's per-user budgets", strerror(e));
-        j->owner_fallback = 1;
+        if (e == ENOSPC) {
+            /* that uid's namespace count, its last sandbox's namespaces
+             * not yet freed: this once, the worker owns them */
+            kiln_warn("jail: a user namespace owned by uid %lld: %s; this sandbox's is the worker's",
+                      owner, strerror(e));
+        } else {
+            kiln_warn("jail: this kernel refuses a user namespace owned by the sandbox's uid (%s): "
+                      "the worker owns them, and jobs share root's per-user budgets", strerror(e));
+            j->owner_fallback = 1;
+        }
     }
     return (pid_t)syscall(SYS_clone3, ca, sizeof(*ca));
 }
@@ -915,7 +923,7 @@ static void jail_destroy(struct kiln_backend *b)
     /* every sandbox of ours ends here: killed, waited for, its cgroups
      * removed; then the proxy directories' tmpfs goes */
     if (j->cg_ok)
-        kiln_cgroup_sweep(&j->cgs, getpid());
+        kiln_cgroup_sweep(&j->cgs, 1);
     if (umount2(j->proxy_root, MNT_DETACH) < 0)
         kiln_warn("jail: unmounting %s: %s", j->proxy_root, strerror(errno));
     rmdir(j->proxy_root);
@@ -1038,6 +1046,16 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
         (j->lib_fd = open(cfg->zygote_lib, O_RDONLY | O_CLOEXEC)) < 0)
         kiln_warn("jail: no zygote library (%s: %s): interpreters start afresh in every sandbox",
                   cfg->zygote_lib, strerror(errno));
+    /* A template's forked sandboxes are user namespaces owned by uids of
+     * the template's, whose own owner is the template's host uid: what they
+     * hold of the rlimit-bounded budgets adds up there, against the limit
+     * its creator (this process) had. Room for every fork's share. */
+    struct rlimit sp = {(rlim_t)ZYG_FORKS * KILN_JOB_SIGPENDING, (rlim_t)ZYG_FORKS * KILN_JOB_SIGPENDING};
+    struct rlimit mq = {(rlim_t)ZYG_FORKS * KILN_JOB_MSGQUEUE, (rlim_t)ZYG_FORKS * KILN_JOB_MSGQUEUE};
+    if (j->lib_fd >= 0 && (setrlimit(RLIMIT_SIGPENDING, &sp) < 0 || setrlimit(RLIMIT_MSGQUEUE, &mq) < 0))
+        kiln_warn("jail: cannot raise RLIMIT_SIGPENDING/RLIMIT_MSGQUEUE (%s; CAP_SYS_RESOURCE): python "
+                  "sandboxes forked from one template share its queued signals and message queue bytes",
+                  strerror(errno));
     snprintf(j->tmp_mb, sizeof(j->tmp_mb), "%lld", (long long)cfg->tmp_mb);
     char **a = j->argv;
     *a++ = "kiln-agent";

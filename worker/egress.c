@@ -193,11 +193,25 @@ v4:
     return NULL;
 }
 
-/* ... and whatever the operator allows, the host's own addresses. */
+/* ... and whatever the operator allows, the host's own addresses and
+ * loopback, in either form (an IPv4-mapped IPv6 address reaches the IPv4
+ * one through a dual-stack socket). */
 static const char *forbidden(const struct sockaddr *sa, const char *private_ok)
 {
+    struct sockaddr_in v4 = {.sin_family = AF_INET};
+    const struct sockaddr *as4 = NULL;
+    if (sa->sa_family == AF_INET) {
+        as4 = sa;
+    } else if (IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr)) {
+        memcpy(&v4.sin_addr, &((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr[12], 4);
+        as4 = (const struct sockaddr *)&v4;
+    }
+    if (as4 != NULL && in_cidr4(((const struct sockaddr_in *)as4)->sin_addr.s_addr, "127.0.0.0", 8))
+        return "a loopback address";
     const char *why = special_range(sa, private_ok);
-    return why != NULL ? why : host_own(sa) ? "an address of the worker's own host" : NULL;
+    if (why == NULL && (host_own(sa) || (as4 != NULL && as4 != sa && host_own(as4))))
+        why = "an address of the worker's own host";
+    return why;
 }
 
 const char *kiln_egress_forbidden(const struct sockaddr *sa, const char *private_ok)

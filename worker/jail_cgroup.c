@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -90,16 +91,31 @@ static void dir_of(const struct kiln_cgroup *cg, int which, char *out, size_t le
     snprintf(out, len, "%s/%s", c->v2 ? c->root_v2 : which ? c->root_pids : c->root_mem, cg->name);
 }
 
+/* "sb-<pid>-<token>-": the start of this worker's cgroups' names. The
+ * random token tells apart workers with the same pid in different pid
+ * namespaces (two containers' PID 1) sharing one cgroup tree. */
+static const char *own_prefix(void)
+{
+    static char prefix[48];
+    if (prefix[0] == '\0') {
+        unsigned tok = 0;
+        if (getrandom(&tok, sizeof(tok), 0) != (ssize_t)sizeof(tok))
+            tok = (unsigned)time(NULL) ^ (unsigned)getpid() << 16;
+        snprintf(prefix, sizeof(prefix), "sb-%d-%08x-", (int)getpid(), tok);
+    }
+    return prefix;
+}
+
 int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, char *err,
                        size_t errlen)
 {
     static unsigned made;
     char dir[512];
     cg->cgs = cgs;
-    snprintf(cg->name, sizeof(cg->name), "sb-%d-%u", (int)getpid(), ++made);
+    snprintf(cg->name, sizeof(cg->name), "%s%u", own_prefix(), ++made);
     for (int which = 0; which < (cgs->v2 ? 1 : 2); which++) {
         dir_of(cg, which, dir, sizeof(dir));
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        if (mkdir(dir, 0755) < 0) { /* EEXIST too: never another's */
             snprintf(err, errlen, "cgroup mkdir %s: %s", dir, strerror(errno));
             return -errno;
         }
@@ -213,7 +229,7 @@ static int sweep_dir(const char *root, pid_t owner)
         if (pid <= 0 || *end != '-')
             continue;
         snprintf(dir, sizeof(dir), "%s/%s", root, e->d_name);
-        if (owner > 0 ? pid != owner
+        if (owner > 0 ? strncmp(e->d_name, own_prefix(), strlen(own_prefix())) != 0
                       : (kiln_pid_alive((pid_t)pid) || stat(dir, &st) < 0 || now - st.st_mtime < 5))
             continue;
         if (owner > 0) {
@@ -232,8 +248,9 @@ static int sweep_dir(const char *root, pid_t owner)
     return removed;
 }
 
-int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, pid_t owner)
+int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, int ours)
 {
+    pid_t owner = ours ? getpid() : 0;
     if (cgs->v2)
         return sweep_dir(cgs->root_v2, owner);
     return sweep_dir(cgs->root_mem, owner) + sweep_dir(cgs->root_pids, owner);

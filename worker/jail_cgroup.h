@@ -42,12 +42,12 @@ void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *
  * the last of them are still being reaped). */
 int kiln_cgroup_remove(const struct kiln_cgroup *cg);
 
-/* Remove sandbox cgroups in bulk. owner > 0: every one that worker made
- * (at its exit: their processes are killed and reaped first). owner 0:
- * those of workers no longer running, only when empty and untouched for
- * five seconds (a worker in another pid namespace may look gone from here).
- * Returns how many were removed. */
-int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, pid_t owner);
+/* Remove sandbox cgroups in bulk ("sb-<pid>-<token>-<n>"). `ours`: every
+ * one this worker made (at its exit: their processes are killed and
+ * reaped first). Otherwise those of workers no longer running, only when
+ * empty and untouched for five seconds (a worker in another pid namespace
+ * may look gone from here). Returns how many were removed. */
+int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, int ours);
 
 /* Whether a process `pid` exists (in this pid namespace). */
 int kiln_pid_alive(pid_t pid);

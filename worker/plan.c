@@ -176,10 +176,12 @@ void kiln_plan_free(struct kiln_plan *plan)
  * and deno's), so a runtime's own promises (deno's permissions, python's
  * isolated mode) would not hold. libc ignores most of them only for
  * setuid programs; a job's program is not one. */
-static const char *const env_denied_prefix[] = {"LD_", "MALLOC_", "PYTHON", "NODE_", "DENO_", "KILN_"};
+static const char *const env_denied_prefix[] = {"LD_", "MALLOC_", "PYTHON", "NODE_", "DENO_", "KILN_",
+                                                 "OPENSSL_", "BASH_FUNC_"};
 static const char *const env_denied[] = {
     "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH",
     "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "BASH_ENV", "ENV",
+    "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS",
 };
 
 int kiln_plan_env_denied(const char *key)
@@ -200,7 +202,7 @@ static int path_cmp(const void *a, const void *b)
     const unsigned char *y = (const unsigned char *)((const struct kiln_plan_file *)b)->path;
     for (; *x && *x == *y; x++, y++)
         ;
-    unsigned cx = *x == '/' ? 1 : *x, cy = *y == '/' ? 1 : *y;
+    unsigned cx = *x == '/' ? 1u : *x ? *x + 1u : 0u, cy = *y == '/' ? 1u : *y ? *y + 1u : 0u;
     return (int)cx - (int)cy;
 }
 

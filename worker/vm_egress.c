@@ -12,8 +12,11 @@
 #include "log.h"
 #include "proto.h"
 
-#define STREAM_QUEUE_MAX (1u << 20) /* bytes queued toward one connection */
-#define PORT_QUEUE_MAX (1u << 20)   /* bytes queued toward the guest */
+/* What queued writes cost, counted with their bookkeeping, so a guest
+ * sending a byte per frame cannot make the worker hold more than this. */
+#define STREAM_QUEUE_MAX (1u << 20) /* toward one connection */
+#define PORT_QUEUE_MAX (1u << 20)   /* toward the guest */
+#define WRITE_COST(len) (sizeof(struct wreq) + (len) + 32)
 
 struct stream;
 
@@ -23,6 +26,8 @@ struct kiln_vm_egress {
     char proxy_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct stream *s[KILN_MUX_STREAMS];
     int closing[KILN_MUX_STREAMS];   /* our 'C' sent, the guest's awaited */
+    int c_queued[KILN_MUX_STREAMS];  /* our 'C' not yet written to the port */
+    size_t port_queued;              /* WRITE_COST of writes toward the guest */
     unsigned char in[KILN_MUX_HEADER + KILN_MUX_DATA_MAX];
     size_t have;
     int port_paused;                 /* a stream's queue is full */
@@ -36,11 +41,14 @@ struct stream {
     struct kiln_vm_egress *m;
     int id;
     uv_pipe_t conn;
+    size_t queued;                   /* WRITE_COST of writes toward it */
 };
 
 struct wreq {
     uv_write_t req;
     struct kiln_vm_egress *m;
+    size_t *queued, cost;            /* the counter it is charged to */
+    int c_of;                        /* a 'C' for this stream id, or -1 */
     char data[];
 };
 
@@ -74,13 +82,12 @@ static void resume(struct kiln_vm_egress *m)
         return;
     if (m->port_paused) {
         for (int i = 0; i < KILN_MUX_STREAMS; i++)
-            if (m->s[i] != NULL && uv_stream_get_write_queue_size((uv_stream_t *)&m->s[i]->conn) >=
-                                       STREAM_QUEUE_MAX / 2)
+            if (m->s[i] != NULL && m->s[i]->queued >= STREAM_QUEUE_MAX / 2)
                 return;
         m->port_paused = 0;
         uv_read_start((uv_stream_t *)&m->port, on_alloc, on_port_read);
     }
-    if (m->streams_paused && uv_stream_get_write_queue_size((uv_stream_t *)&m->port) < PORT_QUEUE_MAX / 2) {
+    if (m->streams_paused && m->port_queued < PORT_QUEUE_MAX / 2) {
         m->streams_paused = 0;
         for (int i = 0; i < KILN_MUX_STREAMS; i++)
             if (m->s[i] != NULL)
@@ -92,19 +99,26 @@ static void on_written(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct kiln_vm_egress *m = w->m;
+    (void)status; /* written or cancelled (its handle closed): either way no longer queued */
+    *w->queued -= w->cost;
+    if (w->c_of >= 0)
+        m->c_queued[w->c_of] = 0;
     free(w);
-    if (status == 0)
-        resume(m);
+    resume(m);
     unref(m);
 }
 
-static int send_to(struct kiln_vm_egress *m, uv_stream_t *to, const void *a, size_t alen, const void *b,
-                   size_t blen)
+/* Queue a + b toward `to`, charged to `queued`. */
+static int send_to(struct kiln_vm_egress *m, uv_stream_t *to, size_t *queued, const void *a, size_t alen,
+                   const void *b, size_t blen)
 {
     struct wreq *w = malloc(sizeof(*w) + alen + blen);
     if (w == NULL)
         return UV_ENOMEM;
     w->m = m;
+    w->queued = queued;
+    w->cost = WRITE_COST(alen + blen);
+    w->c_of = -1;
     memcpy(w->data, a, alen);
     if (blen > 0)
         memcpy(w->data + alen, b, blen);
@@ -114,7 +128,12 @@ static int send_to(struct kiln_vm_egress *m, uv_stream_t *to, const void *a, siz
         free(w);
         return r;
     }
+    *queued += w->cost;
     m->refs++;
+    if (alen == KILN_MUX_HEADER && blen == 0 && to == (uv_stream_t *)&m->port && ((const char *)a)[0] == 'C') {
+        w->c_of = ((const unsigned char *)a)[1];
+        m->c_queued[w->c_of] = 1;
+    }
     return 0;
 }
 
@@ -123,9 +142,9 @@ static void frame(struct kiln_vm_egress *m, char type, int id, const void *data,
 {
     unsigned char h[KILN_MUX_HEADER] = {(unsigned char)type, (unsigned char)id, (unsigned char)(len >> 8),
                                         (unsigned char)len};
-    if (m->done || send_to(m, (uv_stream_t *)&m->port, h, sizeof(h), data, len) < 0)
+    if (m->done || send_to(m, (uv_stream_t *)&m->port, &m->port_queued, h, sizeof(h), data, len) < 0)
         return;
-    if (!m->streams_paused && uv_stream_get_write_queue_size((uv_stream_t *)&m->port) >= PORT_QUEUE_MAX) {
+    if (!m->streams_paused && m->port_queued >= PORT_QUEUE_MAX) {
         m->streams_paused = 1;
         for (int i = 0; i < KILN_MUX_STREAMS; i++)
             if (m->s[i] != NULL)
@@ -210,17 +229,19 @@ static void mux_end(struct kiln_vm_egress *m, const char *why)
 static void on_frame(struct kiln_vm_egress *m, char type, int id, const unsigned char *data, size_t len)
 {
     struct stream *st = m->s[id];
-    if (type == 'O' && len == 0 && st == NULL && !m->closing[id]) {
+    /* An id serves again only once both 'C's are through, and ours is
+     * through only once written: so at most one of our 'C's per id is ever
+     * queued, whatever a guest that does not read its port does. */
+    if (type == 'O' && len == 0 && st == NULL && !m->closing[id] && !m->c_queued[id]) {
         stream_open(m, id);
-    } else if (type == 'D' && st != NULL) {
-        if (send_to(m, (uv_stream_t *)&st->conn, data, len, NULL, 0) < 0) {
+    } else if (type == 'D' && len > 0 && st != NULL) {
+        if (send_to(m, (uv_stream_t *)&st->conn, &st->queued, data, len, NULL, 0) < 0) {
             stream_end(m, id, 1);
-        } else if (!m->port_paused &&
-                   uv_stream_get_write_queue_size((uv_stream_t *)&st->conn) >= STREAM_QUEUE_MAX) {
+        } else if (!m->port_paused && st->queued >= STREAM_QUEUE_MAX) {
             m->port_paused = 1; /* the proxy side is slow: pace the guest */
             uv_read_stop((uv_stream_t *)&m->port);
         }
-    } else if (type == 'D' && m->closing[id]) {
+    } else if (type == 'D' && len > 0 && m->closing[id]) {
         /* in flight when we closed: dropped */
     } else if (type == 'C' && len == 0 && (st != NULL || m->closing[id])) {
         if (st != NULL)

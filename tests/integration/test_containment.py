@@ -188,18 +188,58 @@ class Containment(KilnCase):
     def test_pipe_buffers_of_one_job_are_not_anothers_fresh(self):
         self.pipes_between_jobs("--no-zygote")
 
+    def test_forked_jobs_message_queue_shares_do_not_add_up(self):
+        """Four forked python jobs each take their whole message-queue share
+        and hold it; a fifth still gets its own. (Their shares meet at the
+        template's host uid: room is made there for every fork's, which
+        takes CAP_SYS_RESOURCE.)"""
+        with open("/proc/self/status") as f:
+            cap_eff = int([l for l in f if l.startswith("CapEff:")][0].split()[1], 16)
+        if not cap_eff & (1 << 24):
+            self.skipTest("no CAP_SYS_RESOURCE here: the worker cannot make room for every fork's "
+                          "share (it says so at start), so forked jobs share the template's")
+        self.start("--slots", "5", "--pool", "0")
+        mq = ("import ctypes, os, time\n"
+              "class Attr(ctypes.Structure):\n"
+              "    _fields_ = [('flags', ctypes.c_long), ('maxmsg', ctypes.c_long),\n"
+              "                ('msgsize', ctypes.c_long), ('curmsgs', ctypes.c_long), ('pad', ctypes.c_long * 4)]\n"
+              "rt = ctypes.CDLL('librt.so.1', use_errno=True)\n"
+              "q = 0\n"
+              "while q < 100 and rt.mq_open(b'/q%d' % q, os.O_CREAT | os.O_RDWR, 0o600,\n"
+              "        ctypes.byref(Attr(0, 10, 8192, 0))) >= 0: q += 1\n"
+              "print('queues', q, flush=True)\n"
+              "time.sleep(HOLD)\n")
+        hogs = []
+        for _ in range(4):
+            j = self.job(mq.replace("HOLD", "30"), plugin="python", limits={"timeout_ms": 25000})
+            self.submit(j)
+            self.stream_until(j["id"], b"queues")
+            hogs.append(j)
+        counts = [int(self.stream_until(j["id"], b"queues").split()[1]) for j in hogs]
+        self.assertTrue(all(c == counts[0] and c >= 2 for c in counts), counts)
+        ex, out, err = self.run_job(mq.replace("HOLD", "0"), plugin="python")
+        self.assertEqual(out.split(), [b"queues", str(counts[0]).encode()], err)
+        for j in hogs:
+            self.r.xadd("kiln.control", {"cancel": j["id"]})
+
     def test_sandboxes_have_distinct_host_uids(self):
-        self.start("--slots", "2", "--pool", "0")
+        w = self.start("--slots", "2", "--pool", "0")
         jobs = []
         for plugin, code in (("shell", "echo up; sleep 20"), ("python", "import time; print('up', flush=True); time.sleep(20)")):
             j = self.job(code, plugin=plugin, limits={"timeout_ms": 15000})
             self.submit(j)
             self.stream_until(j["id"], b"up")
             jobs.append(j)
-        out = subprocess.run(["ps", "-eo", "uid=,args="], capture_output=True, text=True).stdout
+        out = subprocess.run(["ps", "-eo", "pid=,ppid=,uid=,args="], capture_output=True, text=True).stdout
+        procs = {int(l.split()[0]): (int(l.split()[1]), int(l.split()[2])) for l in out.splitlines() if l.split()}
+        mine, grew = {w.proc.pid}, True
+        while grew:  # the worker's descendants only: other workers may run here
+            more = {p for p, (pp, _) in procs.items() if pp in mine} - mine
+            grew = bool(more)
+            mine |= more
         # job processes run as a sandbox's uid 1000: base + k * 65536 + 1000 (+ i when forked)
-        uids = {int(l.split()[0]) for l in out.splitlines() if l.split()}
-        jobs_uids = {u for u in uids if u >= 1000000 and (u - 1000000) % 65536 >= 1000}
+        jobs_uids = {procs[p][1] for p in mine if p in procs and procs[p][1] >= 1000000
+                     and (procs[p][1] - 1000000) % 65536 >= 1000}
         self.assertEqual(len(jobs_uids), 2, out)
         for j in jobs:
             self.r.xadd("kiln.control", {"cancel": j["id"]})

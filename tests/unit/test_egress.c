@@ -1,6 +1,7 @@
 /* The egress proxy's allow patterns: host, *.suffix, host:port, IPv4,
  * [IPv6]; without a port only 80 and 443. Its address policy. */
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 
 #include "test.h"
@@ -68,7 +69,23 @@ static void test_address_policy(void **state)
     /* the operator may open a private range, never metadata */
     assert_null(why4("10.1.2.3", "10.0.0.0/8"));
     assert_non_null(why4("169.254.169.254", "169.254.0.0/16"));
-    assert_string_equal(why4("127.0.0.1", "127.0.0.0/8"), "an address of the worker's own host");
+    assert_string_equal(why4("127.0.0.1", "127.0.0.0/8"), "a loopback address");
+    assert_string_equal(why4("127.0.0.2", "127.0.0.0/8"), "a loopback address");
+    /* the host's own addresses, whatever the operator allows, in either form */
+    struct ifaddrs *ifs;
+    assert_int_equal(getifaddrs(&ifs), 0);
+    for (struct ifaddrs *i = ifs; i != NULL; i = i->ifa_next) {
+        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET)
+            continue;
+        char a[INET_ADDRSTRLEN], m[64];
+        struct sockaddr_in6 mapped = {.sin6_family = AF_INET6};
+        inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, a, sizeof(a));
+        assert_non_null(why4(a, "0.0.0.0/0"));
+        snprintf(m, sizeof(m), "::ffff:%s", a);
+        assert_int_equal(inet_pton(AF_INET6, m, &mapped.sin6_addr), 1);
+        assert_non_null(kiln_egress_forbidden((const struct sockaddr *)&mapped, "0.0.0.0/0"));
+    }
+    freeifaddrs(ifs);
 }
 
 int main(void)
