@@ -118,6 +118,38 @@ static void test_stream_both_ways(void **state)
     close(c);
 }
 
+/* A guest flooding one-byte frames toward a proxy connection that never
+ * reads: the worker stops reading the port once what it holds (counted
+ * with each write's bookkeeping, not only its payload) reaches its bound,
+ * so the guest's writes block long before a million frames. */
+static void test_one_byte_flood_is_bounded(void **state)
+{
+    struct fixture *f = *state;
+    send_frame(f, 'O', 2, NULL, 0);
+    int c = accept4(f->proxy, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(c >= 0);
+    fcntl(f->guest, F_SETFL, O_NONBLOCK);
+    unsigned char chunk[5 * 1000];
+    for (int i = 0; i < 1000; i++)
+        memcpy(chunk + 5 * i, (unsigned char[]){'D', 2, 0, 1, 'x'}, 5);
+    size_t frames = 0;
+    int blocked = 0;
+    for (int round = 0; round < 1000 && !blocked; round++) {
+        ssize_t n = write(f->guest, chunk, sizeof(chunk));
+        if (n < 0) {
+            assert_int_equal(errno, EAGAIN);
+            blocked = 1;
+        } else {
+            frames += (size_t)n / 5;
+            blocked = n < (ssize_t)sizeof(chunk);
+        }
+        run_a_while(f);
+    }
+    assert_true(blocked);
+    assert_true(frames < 100000);
+    close(c);
+}
+
 /* No proxy to reach: the open is answered with a close. */
 static void test_open_refused(void **state)
 {
@@ -178,6 +210,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_stream_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_byte_flood_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_id_out_of_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_too_long, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_for_a_stream_never_opened, setup, teardown),
