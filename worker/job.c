@@ -366,9 +366,11 @@ int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
     case -ENOTEMPTY:
         break; /* msgpack-c finds the object's end and says how much follows */
     case -E2BIG:
+        job->not_msgpack = 1;
         r = bad(&d, "job is not valid msgpack (a container larger than the job)");
         goto out;
     default:
+        job->not_msgpack = 1;
         r = bad(&d, "job is not valid msgpack (malformed or truncated)");
         goto out;
     }
@@ -376,16 +378,20 @@ int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
     case MSGPACK_UNPACK_SUCCESS:
         break;
     case MSGPACK_UNPACK_CONTINUE:
+        job->not_msgpack = 1;
         r = bad(&d, "job is not valid msgpack (truncated)");
         goto out;
     case MSGPACK_UNPACK_NOMEM_ERROR:
+        job->not_msgpack = 1;
         r = bad(&d, "job is not valid msgpack (nested too deep)");
         goto out;
     default:
+        job->not_msgpack = 1;
         r = bad(&d, "job is not valid msgpack");
         goto out;
     }
     if (off != len) {
+        job->not_msgpack = 1;
         r = bad(&d, "job has %zu trailing bytes after the msgpack map", len - off);
         goto out;
     }

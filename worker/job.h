@@ -60,6 +60,7 @@ struct kiln_job {
     char *reply_to;            /* NULL when absent */
     unsigned char *meta;       /* the `meta` value re-packed, or NULL */
     size_t meta_len;
+    int not_msgpack;          /* decoding failed: the bytes are no msgpack object */
     struct kiln_run_input *runs; /* NULL when the job has no `runs` */
     size_t nruns;
     int64_t deadline;          /* unix ms after which it must not start; -1 */

@@ -58,6 +58,7 @@ struct kiln_run {
     int exit_sent;
     struct kiln_exit ex;
     char reason[512];
+    int reject_class;              /* enum kiln_reject, when rejected */
     /* a job with `runs`: each input in its own sandbox, one after another */
     int cur;                     /* the input running now, or -1 */
     int runs_ok;
@@ -139,22 +140,26 @@ static void write_exit(struct kiln_run *run)
 }
 
 /* A bounded label for a rejection's reason. */
-static const char *reason_class(const char *reason)
-{
-    if (reason == NULL)
-        return "other";
-    if (strstr(reason, "sig") != NULL || strstr(reason, "key id") != NULL)
-        return "signature";
-    if (strstr(reason, "unknown plugin") != NULL)
-        return "unknown_plugin";
-    if (strstr(reason, "limits.") != NULL || strstr(reason, "cannot enforce") != NULL)
-        return "limits";
-    if (strstr(reason, "over this worker's limit") != NULL)
-        return "too_large";
-    if (strstr(reason, "msgpack") != NULL)
-        return "not_msgpack";
-    return "invalid";
-}
+/* Why a job was rejected, for /metrics: decided where it is rejected, from
+ * what was checked, never from the reason's text (which may quote the job:
+ * a plugin named "sigma" is an unknown plugin, not a signature). */
+enum kiln_reject {
+    KILN_REJECT_SIGNATURE,
+    KILN_REJECT_UNKNOWN_PLUGIN,
+    KILN_REJECT_LIMITS,
+    KILN_REJECT_TOO_LARGE,
+    KILN_REJECT_NOT_MSGPACK,
+    KILN_REJECT_INVALID,
+    KILN_REJECT_OTHER,
+};
+
+/* Their labels: kiln_metrics_declare_source() declares the same. */
+static const char *const reject_labels[] = {
+    [KILN_REJECT_SIGNATURE] = "signature",     [KILN_REJECT_UNKNOWN_PLUGIN] = "unknown_plugin",
+    [KILN_REJECT_LIMITS] = "limits",           [KILN_REJECT_TOO_LARGE] = "too_large",
+    [KILN_REJECT_NOT_MSGPACK] = "not_msgpack", [KILN_REJECT_INVALID] = "invalid",
+    [KILN_REJECT_OTHER] = "other",
+};
 
 static void on_exit_written(void *arg, int status, const char *err)
 {
@@ -175,7 +180,7 @@ static void on_exit_written(void *arg, int status, const char *err)
     kiln_metrics_job_finished(run->plugin ? run->plugin->name : NULL, run->ex.status,
                               run->ex.wall_ms / 1000.0);
     if (strcmp(run->ex.status, KILN_ST_REJECTED) == 0)
-        kiln_metrics_rejected(reason_class(run->ex.reason));
+        kiln_metrics_rejected(reject_labels[run->reject_class]);
     if (run->ex.run >= 0) {
         /* one input of `runs` is done: sum it up, then the next (or the
          * summary) once its sandbox is gone */
@@ -319,8 +324,9 @@ static void dead_letter(struct kiln_run *run)
     msgpack_sbuffer_destroy(&sb);
 }
 
-static void reject(struct kiln_run *run, const char *reason)
+static void reject(struct kiln_run *run, enum kiln_reject why, const char *reason)
 {
+    run->reject_class = why;
     finish(run, KILN_ST_REJECTED, reason);
 }
 
@@ -336,12 +342,15 @@ static void send_run(struct kiln_run *run)
     struct kiln_sandbox_limits sl = sandbox_limits(run);
     int r = apply_limits(run, &sl);
     if (r < 0) {
-        finish(run, r == -ENOTSUP ? KILN_ST_REJECTED : KILN_ST_INTERNAL, run->reason);
+        if (r == -ENOTSUP)
+            reject(run, KILN_REJECT_LIMITS, run->reason);
+        else
+            finish(run, KILN_ST_INTERNAL, run->reason);
         return;
     }
     int proxy = job->has_net && job->nnet > 0 && run->sb->proxy_dir != NULL;
     if (job->has_net && job->nnet > 0 && run->sb->proxy_dir == NULL) {
-        finish(run, KILN_ST_REJECTED, "this backend offers no network path for net.allow");
+        reject(run, KILN_REJECT_OTHER, "this backend offers no network path for net.allow");
         return;
     }
     if (proxy) {
@@ -689,7 +698,7 @@ static int check_limits(struct kiln_run *run, char *why, size_t len)
     }
     if (run->job->meta_len > KILN_META_MAX) {
         snprintf(why, len, "meta is %zu bytes: at most %d", run->job->meta_len, KILN_META_MAX);
-        return -EINVAL;
+        return -E2BIG;
     }
     run->out_cap = l->output_bytes >= 0 ? l->output_bytes : cfg->output_bytes;
     return 0;
@@ -732,7 +741,7 @@ static void start(struct kiln_run *run)
     int r;
 
     if (d->data == NULL) {
-        reject(run, d->missing ? d->missing : "the queue entry holds no job");
+        reject(run, KILN_REJECT_INVALID, d->missing ? d->missing : "the queue entry holds no job");
         return;
     }
     r = kiln_job_decode(d->data, d->len, &run->job, err, sizeof(err));
@@ -745,11 +754,11 @@ static void start(struct kiln_run *run)
     if (d->len > (size_t)cfg->max_job_bytes) {
         snprintf(err, sizeof(err), "job is %zu bytes, over this worker's limit of %lld",
                  d->len, (long long)cfg->max_job_bytes);
-        reject(run, err);
+        reject(run, KILN_REJECT_TOO_LARGE, err);
         return;
     }
     if (r < 0) {
-        reject(run, err);
+        reject(run, run->job != NULL && run->job->not_msgpack ? KILN_REJECT_NOT_MSGPACK : KILN_REJECT_INVALID, err);
         return;
     }
     struct timespec now;
@@ -772,7 +781,7 @@ static void start(struct kiln_run *run)
         else if (r > 0)
             kiln_info("keys file %s re-read: %zu key(s)", cfg->keys_file, w->keys->n);
         if (kiln_sign_check(d->data, d->len, w->keys, now_ms, err, sizeof(err)) < 0) {
-            reject(run, err);
+            reject(run, KILN_REJECT_SIGNATURE, err);
             return;
         }
     }
@@ -782,11 +791,11 @@ static void start(struct kiln_run *run)
         kiln_plugins_names(w->plugins, names, sizeof(names));
         snprintf(err, sizeof(err), "unknown plugin '%.64s' (this worker has: %s)",
                  run->job->plugin, names);
-        reject(run, err);
+        reject(run, KILN_REJECT_UNKNOWN_PLUGIN, err);
         return;
     }
-    if (check_limits(run, err, sizeof(err)) < 0) {
-        reject(run, err);
+    if ((r = check_limits(run, err, sizeof(err))) < 0) {
+        reject(run, r == -E2BIG ? KILN_REJECT_TOO_LARGE : KILN_REJECT_LIMITS, err);
         return;
     }
     run->plugin = p;
@@ -817,7 +826,8 @@ static void start_one(struct kiln_run *run)
         if (r == -ENOMEM)
             finish(run, KILN_ST_INTERNAL, "out of memory planning the job");
         else
-            reject(run, run->plan.reject[0] ? run->plan.reject : "the plugin refused the job");
+            reject(run, r == -E2BIG ? KILN_REJECT_TOO_LARGE : KILN_REJECT_INVALID,
+                   run->plan.reject[0] ? run->plan.reject : "the plugin refused the job");
         return;
     }
     struct kiln_warm_take warm;

@@ -57,15 +57,25 @@ class Metrics(KilnCase):
         ex, _, _ = self.run_job("exit 3")
         self.submit(raw=b"\xc1")
         self.submit(self.job("x", plugin="cobol"))
-        wait_for(lambda: self.samples().get(("kiln_jobs_rejected_total", (("reason", "unknown_plugin"),))) == 1,
+        # a reason that quotes the job says nothing of its class: "sigma" is
+        # an unknown plugin, "design.txt" twice an invalid job, not signatures
+        self.submit(self.job("x", plugin="sigma"))
+        self.submit(self.job("x", files={"design.txt": b"1", "design.txt/x": b"2"}))
+        self.submit(self.job("x", meta={"m": b"m" * (80 << 10)}))
+        wait_for(lambda: self.samples().get(("kiln_jobs_rejected_total", (("reason", "unknown_plugin"),))) == 2,
+                 10, "the rejections to be counted")
+        wait_for(lambda: self.samples().get(("kiln_jobs_rejected_total", (("reason", "too_large"),))) == 1,
                  10, "the rejections to be counted")
         m = self.samples()
         self.assertEqual(m[("kiln_jobs_started_total", (("plugin", "shell"),))], 6)
         self.assertEqual(m[("kiln_jobs_finished_total", (("plugin", "shell"), ("status", "ok")))], 5)
         self.assertEqual(m[("kiln_jobs_finished_total", (("plugin", "shell"), ("status", "error")))], 1)
         self.assertEqual(m[("kiln_jobs_rejected_total", (("reason", "not_msgpack"),))], 1)
+        self.assertEqual(m[("kiln_jobs_rejected_total", (("reason", "invalid"),))], 1)
+        self.assertEqual(m[("kiln_jobs_rejected_total", (("reason", "signature"),))], 0)
         self.assertEqual(m[("kiln_output_bytes_total", (("stream", "stdout"),))], 25)
-        self.assertEqual(m[("kiln_job_duration_seconds_count", (("plugin", "shell"),))], 6)
+        # the six that ran, and the one rejected once its plugin had planned it
+        self.assertEqual(m[("kiln_job_duration_seconds_count", (("plugin", "shell"),))], 7)
         self.assertGreaterEqual(m[("kiln_job_queue_wait_seconds_count", (("queue", "all"),))], 6)
         self.assertEqual(m[("kiln_build_info", (("version", "0.1.0"),))], 1)
         self.assertGreater(m[("kiln_pool_hits_total", (("plugin", "shell"),))]
