@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,4 +252,19 @@ int kiln_mp_unpack(msgpack_unpacked *u, const void *buf, size_t len)
         msgpack_unpack_next(u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS)
         return -EPROTO;
     return 0;
+}
+
+int kiln_proto_check_ready(const msgpack_object *ready, char *why, size_t whylen)
+{
+    const msgpack_object *v = kiln_mp_get(ready, "v");
+    int64_t got = -1;
+    if (v != NULL && kiln_mp_int(v, 0, INT32_MAX, &got) == 0 && got == KILN_PROTO_VERSION)
+        return 0;
+    if (got < 0)
+        snprintf(why, whylen, "the agent's ready names no protocol version; this worker speaks %d",
+                 KILN_PROTO_VERSION);
+    else
+        snprintf(why, whylen, "the agent speaks protocol version %lld; this worker speaks %d",
+                 (long long)got, KILN_PROTO_VERSION);
+    return -EPROTO;
 }

@@ -35,7 +35,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifndef KILN_PROTO_VERSION /* (a test builds an agent speaking another) */
 #define KILN_PROTO_VERSION 1
+#endif
 #define KILN_PROTO_HDR 4
 /* Largest message either side accepts; a run message carries the job's
  * files, so this bounds the job size the worker may accept too. */
@@ -145,6 +147,10 @@ const msgpack_object *kiln_mp_get(const msgpack_object *map, const char *key);
 int kiln_mp_streq(const msgpack_object *o, const char *s);
 /* 1 if map `map` has `key` set to true (absent, or anything else: 0). */
 int kiln_mp_true(const msgpack_object *map, const char *key);
+
+/* The worker's check of an agent's "ready": 0 when it speaks this
+ * protocol version, else -EPROTO with both versions named in `why`. */
+int kiln_proto_check_ready(const msgpack_object *ready, char *why, size_t whylen);
 /* Read an integer; returns 0, or -EINVAL if `o` is not an integer in range. */
 int kiln_mp_int(const msgpack_object *o, int64_t min, int64_t max, int64_t *out);
 /* A new NUL-terminated copy of a str or bin object, owned by the caller

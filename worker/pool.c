@@ -129,7 +129,13 @@ static void on_warm_msg(void *arg, const msgpack_object *m)
     const msgpack_object *t = kiln_mp_get(m, "t");
     if (t == NULL || w->ready)
         return;
-    if (kiln_mp_streq(t, "ready")) {
+    char why[160];
+    if (kiln_mp_streq(t, "ready") && kiln_proto_check_ready(m, why, sizeof(why)) < 0) {
+        unsigned f = w->prof->failures;
+        if (f < 4 || (f & (f - 1)) == 0)
+            kiln_error("pool %s: %s (another kiln-agent build?)", w->prof->plugin->name, why);
+        w->sb->backend->ops->kill(w->sb);
+    } else if (kiln_mp_streq(t, "ready")) {
         /* warm: its interpreter is up already (forked from a template) */
         if (w->prof->warm.argc > 0 && !kiln_mp_true(m, "warm"))
             send_prestart(w);

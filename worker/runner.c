@@ -515,8 +515,13 @@ static void on_agent_msg(void *arg, const msgpack_object *m)
         return;
     run->t_heard = uv_now(run->w->loop);
     if (kiln_mp_streq(t, "ready")) {
-        if (!run->running && !run->exit_sent)
+        char why[160];
+        if (kiln_proto_check_ready(m, why, sizeof(why)) < 0) {
+            kiln_error("job %s: %s (another kiln-agent build?)", job_id(run), why);
+            finish(run, KILN_ST_INTERNAL, why);
+        } else if (!run->running && !run->exit_sent) {
             send_run(run);
+        }
     } else if (kiln_mp_streq(t, "out")) {
         on_output(run, m);
     } else if (kiln_mp_streq(t, "exit")) {

@@ -27,6 +27,24 @@ class Retries(KilnCase):
     def dead(self):
         return [msgpack.unpackb(f[b"frame"], raw=False) for _, f in self.r.xrange("kiln.dead")]
 
+    def test_an_agent_of_another_protocol_version_is_named(self):
+        """A worker paired with a kiln-agent from another build: the job
+        fails as kiln's own (internal, retried) and both the worker's log and
+        the dead letter name both versions; the pool says so too."""
+        agent = os.path.join(BUILD, "tests", "kiln-agent-v99")
+        w = self.worker("v", "--agent", agent, "--max-attempts", "2", "--retry-backoff-ms", "50",
+                        "--pool", "1")
+        j = self.job("echo never")
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=30)
+        ex = [f for f in fs if f["kind"] == "exit"][-1]
+        self.assertEqual(ex["status"], "internal", ex)
+        self.assertFalse(any(f["kind"] == "stdout" for f in fs))
+        reasons = self.dead()[0]["reasons"]
+        self.assertIn("the agent speaks protocol version 99; this worker speaks 1", reasons[0])
+        wait_for(lambda: b"pool shell: the agent speaks protocol version 99" in w.text(), 10, "the pool's word")
+        self.assertIn(b"protocol version 99", w.text())
+
     def test_kiln_failure_retried_then_dead_lettered(self):
         w = self.worker("r1", "--plugin-dir", self.plugins, "--max-attempts", "3",
                         "--retry-backoff-ms", "50", "--log-level", "debug")
