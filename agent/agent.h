@@ -31,13 +31,12 @@ struct kiln_exec_spec {
 /* exec.c: set the spec's rlimits on `pid` (0: the calling process). */
 int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
 
-/* Where the worker's egress proxy socket appears inside a jail, and the
- * port the relay serves the job on (relay.c). */
+/* Where the worker's egress proxy socket appears inside a jail (the port
+ * the relay serves the job on is proto.h's KILN_PROXY_PORT). */
 #define KILN_PROXY_DIR "/dev/kiln-proxy"
 #define KILN_PROXY_SOCKET KILN_PROXY_DIR "/p.sock"
-#define KILN_PROXY_PORT 3128
 
-/* relay.c: listen on 127.0.0.1:3128 and carry each connection to the
+/* relay.c: listen on 127.0.0.1:KILN_PROXY_PORT and carry each connection to the
  * worker's proxy, in a child of the agent: in a jail through the proxy's
  * Unix socket, in a VM over the egress mux port (proto.h). Returns 0 or
  * -errno. */

@@ -49,6 +49,13 @@
  * with the new sandbox's pidfd attached when err is 0. The magic cannot be
  * a message length (it exceeds KILN_PROTO_MAX_MSG): what the agent sends
  * instead when the zygote could not start is told apart by it. */
+/* The port of the relay a job with net.allow finds its proxy on, inside
+ * its sandbox (127.0.0.1); the worker points HTTP(S)_PROXY there. */
+#define KILN_PROXY_PORT 3128
+#define KILN_PROXY_URL_STR(p) "http://127.0.0.1:" #p
+#define KILN_PROXY_URL_(p) KILN_PROXY_URL_STR(p)
+#define KILN_PROXY_URL KILN_PROXY_URL_(KILN_PROXY_PORT)
+
 /* The egress mux (QEMU VMs whose job has net.allow). The guest has no
  * network device: its relay (agent/relay.c) carries every connection the
  * job makes to 127.0.0.1:3128 over one virtio-serial port, "kiln.egress",

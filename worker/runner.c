@@ -14,8 +14,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <signal.h>
+#include <string.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -363,7 +364,7 @@ static void send_run(struct kiln_run *run)
         }
         static const char *vars[] = {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"};
         for (size_t i = 0; i < 4; i++)
-            kiln_plan_env(plan, vars[i], "http://127.0.0.1:3128");
+            kiln_plan_env(plan, vars[i], KILN_PROXY_URL);
     }
     int64_t cpu_ms = job->limits.cpu_ms > 0 ? job->limits.cpu_ms : cfg->cpu_ms;
     int64_t fsize = job->limits.file_bytes >= 0 ? job->limits.file_bytes : cfg->file_bytes;
@@ -940,7 +941,10 @@ static void start_backoff(struct kiln_run *run)
     uint64_t delay = (uint64_t)cfg->retry_backoff_ms << (run->retries < 10 ? run->retries : 10);
     if (delay > 30000)
         delay = 30000;
-    delay = delay / 2 + (uint64_t)rand() % (delay / 2 + 1); /* jitter: [d/2, d] */
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = uv_hrtime(); /* each worker its own jitter, never one shared sequence */
+    delay = delay / 2 + r % (delay / 2 + 1); /* jitter: [d/2, d] */
     run->retry_due = 0;
     if (!run->backoff_open) {
         uv_timer_init(run->w->loop, &run->backoff);
