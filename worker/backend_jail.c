@@ -81,7 +81,6 @@ struct zygote {
     uv_poll_t *poll;
     struct jail_sandbox *head, **tail; /* forks asked for, answered in order */
     unsigned char fork_used[ZYG_FORKS]; /* its job uids in use */
-    int fork_next;
     uint64_t t_start;
     unsigned failures;
     uv_timer_t retry;         /* running: backing off; then starts it again */
@@ -109,7 +108,6 @@ struct jail {
      * onwards, so no two live sandboxes share a per-user budget of the
      * host's (pipe buffers, inotify, queued signals, ...) */
     unsigned char uid_used[KILN_UID_SLOTS];
-    int uid_next;
     int owner_fallback;       /* the kernel refused a namespace owned by
                                * the sandbox's uid: the worker owns them */
 };
@@ -185,17 +183,16 @@ static void child(struct jail *j, char **argv, int sync_rd, int sync_wr, int cha
  * many sandboxes came before; and a range just freed is unlikely to serve
  * again soon, while what the kernel frees lazily after a sandbox (an IPC
  * namespace's message queues, say) may still be charged to it. -1: none
- * free. `next` keeps the scan's start for the next call. */
-static int uid_alloc(unsigned char *used, int n, int *next)
+ * free. */
+static int uid_alloc(unsigned char *used, int n)
 {
-    unsigned r;
-    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) == (ssize_t)sizeof(r))
-        *next = (int)(r % (unsigned)n);
+    unsigned r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = (unsigned)uv_hrtime();
     for (int t = 0; t < n; t++) {
-        int k = (*next + t) % n;
+        int k = (int)((r + (unsigned)t) % (unsigned)n);
         if (!used[k]) {
             used[k] = 1;
-            *next = (k + 1) % n;
             return k;
         }
     }
@@ -411,7 +408,7 @@ static int spawn_jail(struct jail *j, int lib_fd, struct jail_sandbox **out, cha
     if (sb == NULL)
         return -ENOMEM;
     sb->fork_index = -1;
-    if ((sb->uid_slot = uid_alloc(j->uid_used, KILN_UID_SLOTS, &j->uid_next)) < 0) {
+    if ((sb->uid_slot = uid_alloc(j->uid_used, KILN_UID_SLOTS)) < 0) {
         free(sb);
         snprintf(err, errlen, "jail: every host uid range is in use (%d sandboxes)", KILN_UID_SLOTS);
         return -EAGAIN;
@@ -770,7 +767,7 @@ static int zyg_fork(struct zygote *z, struct jail_sandbox **out, char *err, size
     sb->zyg = z;
     /* its job's own uid among the template's (each forked sandbox is a
      * user namespace of its own inside the template's) */
-    if ((sb->fork_index = uid_alloc(z->fork_used, ZYG_FORKS, &z->fork_next)) < 0) {
+    if ((sb->fork_index = uid_alloc(z->fork_used, ZYG_FORKS)) < 0) {
         free(sb);
         snprintf(err, errlen, "zygote: all %d of the template's uids are in use", ZYG_FORKS);
         return -EAGAIN;
@@ -946,9 +943,8 @@ void kiln_proxy_sweep(const char *state_dir)
         return;
     while ((e = readdir(d)) != NULL) {
         char path[700], *end = NULL;
-        long pid = strncmp(e->d_name, "proxy-", 6) == 0   ? strtol(e->d_name + 6, &end, 10)
-                   : strncmp(e->d_name, "image-", 6) == 0 ? strtol(e->d_name + 6, &end, 10)
-                                                          : 0;
+        int ours = strncmp(e->d_name, "proxy-", 6) == 0 || strncmp(e->d_name, "image-", 6) == 0;
+        long pid = ours ? strtol(e->d_name + 6, &end, 10) : 0;
         if (pid <= 0 || *end != '\0' || kiln_pid_alive((pid_t)pid))
             continue;
         snprintf(path, sizeof(path), "%s/%s", state_dir, e->d_name);

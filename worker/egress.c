@@ -96,22 +96,22 @@ static int in_cidr4(uint32_t a, const char *net, int bits)
     return (a & mask) == (n.s_addr & mask);
 }
 
-/* Whether `sa` is an address of one of this host's own interfaces, read
- * afresh for each connection (interfaces come and go). A server on the
- * host bound to 0.0.0.0 answers on every one of them. */
-static int host_own(const struct sockaddr *sa)
+/* Whether `sa`, or `as4` (its IPv4 form, or NULL), is an address of one of
+ * this host's own interfaces, read afresh for each connection (interfaces
+ * come and go). A server on the host bound to 0.0.0.0 answers on every one
+ * of them. */
+static int host_own(const struct sockaddr *sa, const struct sockaddr_in *as4)
 {
     struct ifaddrs *ifs, *i;
     int own = 0;
     if (getifaddrs(&ifs) < 0)
         return 1; /* cannot tell: refuse */
     for (i = ifs; i != NULL && !own; i = i->ifa_next) {
-        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != sa->sa_family)
+        if (i->ifa_addr == NULL)
             continue;
-        if (sa->sa_family == AF_INET)
-            own = ((const struct sockaddr_in *)sa)->sin_addr.s_addr ==
-                  ((const struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
-        else
+        if (i->ifa_addr->sa_family == AF_INET && as4 != NULL)
+            own = as4->sin_addr.s_addr == ((const struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
+        else if (i->ifa_addr->sa_family == AF_INET6 && sa->sa_family == AF_INET6)
             own = memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr,
                          &((const struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16) == 0;
     }
@@ -199,17 +199,17 @@ v4:
 static const char *forbidden(const struct sockaddr *sa, const char *private_ok)
 {
     struct sockaddr_in v4 = {.sin_family = AF_INET};
-    const struct sockaddr *as4 = NULL;
+    const struct sockaddr_in *as4 = NULL;
     if (sa->sa_family == AF_INET) {
-        as4 = sa;
+        as4 = (const struct sockaddr_in *)sa;
     } else if (IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr)) {
         memcpy(&v4.sin_addr, &((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr[12], 4);
-        as4 = (const struct sockaddr *)&v4;
+        as4 = &v4;
     }
-    if (as4 != NULL && in_cidr4(((const struct sockaddr_in *)as4)->sin_addr.s_addr, "127.0.0.0", 8))
+    if (as4 != NULL && in_cidr4(as4->sin_addr.s_addr, "127.0.0.0", 8))
         return "a loopback address";
     const char *why = special_range(sa, private_ok);
-    if (why == NULL && (host_own(sa) || (as4 != NULL && as4 != sa && host_own(as4))))
+    if (why == NULL && host_own(sa, as4))
         why = "an address of the worker's own host";
     return why;
 }

@@ -214,7 +214,7 @@ static void kill_members(const char *dir)
 }
 
 /* One hierarchy's parent: see kiln_cgroup_sweep. */
-static int sweep_dir(const char *root, pid_t owner)
+static int sweep_dir(const char *root, int ours)
 {
     DIR *d = opendir(root);
     struct dirent *e;
@@ -229,10 +229,10 @@ static int sweep_dir(const char *root, pid_t owner)
         if (pid <= 0 || *end != '-')
             continue;
         snprintf(dir, sizeof(dir), "%s/%s", root, e->d_name);
-        if (owner > 0 ? strncmp(e->d_name, own_prefix(), strlen(own_prefix())) != 0
+        if (ours ? strncmp(e->d_name, own_prefix(), strlen(own_prefix())) != 0
                       : (kiln_pid_alive((pid_t)pid) || stat(dir, &st) < 0 || now - st.st_mtime < 5))
             continue;
-        if (owner > 0) {
+        if (ours) {
             /* ours: its processes die now, and it goes once they are reaped */
             kill_members(dir);
             for (int i = 0; i < 100 && rmdir(dir) < 0 && errno == EBUSY; i++) {
@@ -250,8 +250,7 @@ static int sweep_dir(const char *root, pid_t owner)
 
 int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, int ours)
 {
-    pid_t owner = ours ? getpid() : 0;
     if (cgs->v2)
-        return sweep_dir(cgs->root_v2, owner);
-    return sweep_dir(cgs->root_mem, owner) + sweep_dir(cgs->root_pids, owner);
+        return sweep_dir(cgs->root_v2, ours);
+    return sweep_dir(cgs->root_mem, ours) + sweep_dir(cgs->root_pids, ours);
 }

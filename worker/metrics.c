@@ -75,12 +75,18 @@ void kiln_metrics_declare_plugin(const char *plugin)
     slot(&pool_refills, plugin);
 }
 
+/* kiln_jobs_rejected_total's labels, one per enum kiln_reject */
+static const char *const reject_labels[KILN_REJECT_CLASSES] = {
+    [KILN_REJECT_SIGNATURE] = "signature",     [KILN_REJECT_UNKNOWN_PLUGIN] = "unknown_plugin",
+    [KILN_REJECT_LIMITS] = "limits",           [KILN_REJECT_TOO_LARGE] = "too_large",
+    [KILN_REJECT_NOT_MSGPACK] = "not_msgpack", [KILN_REJECT_INVALID] = "invalid",
+    [KILN_REJECT_OTHER] = "other",
+};
+
 void kiln_metrics_declare_source(const char *source)
 {
-    static const char *reasons[] = {"signature", "unknown_plugin", "limits", "too_large",
-                                    "not_msgpack", "invalid", "other"};
-    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
-        slot(&rejected, reasons[i]);
+    for (size_t i = 0; i < KILN_REJECT_CLASSES; i++)
+        slot(&rejected, reject_labels[i]);
     slot(&reconnects, source);
     slot(&output, "stdout");
     slot(&output, "stderr");
@@ -98,7 +104,7 @@ void kiln_metrics_job_finished(const char *plugin, const char *status, double se
 }
 
 void kiln_metrics_queue_wait(double seconds) { observe(&queue_wait, "all", seconds); }
-void kiln_metrics_rejected(const char *reason) { (*slot(&rejected, reason))++; }
+void kiln_metrics_rejected(enum kiln_reject why) { (*slot(&rejected, reject_labels[why]))++; }
 void kiln_metrics_output(int fd, size_t bytes) { (*slot(&output, fd == 2 ? "stderr" : "stdout")) += (double)bytes; }
 void kiln_metrics_reconnect(const char *source) { (*slot(&reconnects, source))++; }
 void kiln_metrics_rebalance(void) { rebalances++; }

@@ -27,7 +27,20 @@ void kiln_metrics_declare_source(const char *source);
 void kiln_metrics_job_started(const char *plugin);
 void kiln_metrics_job_finished(const char *plugin, const char *status, double seconds);
 void kiln_metrics_queue_wait(double seconds);
-void kiln_metrics_rejected(const char *reason);
+/* Why a job was rejected: decided where it is rejected, from what was
+ * checked, never from the reason's text (which may quote the job: a plugin
+ * named "sigma" is an unknown plugin, not a signature). */
+enum kiln_reject {
+    KILN_REJECT_SIGNATURE,
+    KILN_REJECT_UNKNOWN_PLUGIN,
+    KILN_REJECT_LIMITS,
+    KILN_REJECT_TOO_LARGE,
+    KILN_REJECT_NOT_MSGPACK,
+    KILN_REJECT_INVALID,
+    KILN_REJECT_OTHER,
+    KILN_REJECT_CLASSES
+};
+void kiln_metrics_rejected(enum kiln_reject why);
 void kiln_metrics_output(int fd, size_t bytes);
 void kiln_metrics_reconnect(const char *source);
 void kiln_metrics_rebalance(void);

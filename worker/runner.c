@@ -59,7 +59,7 @@ struct kiln_run {
     int exit_sent;
     struct kiln_exit ex;
     char reason[512];
-    int reject_class;              /* enum kiln_reject, when rejected */
+    enum kiln_reject reject_class; /* when rejected */
     /* a job with `runs`: each input in its own sandbox, one after another */
     int cur;                     /* the input running now, or -1 */
     int runs_ok;
@@ -141,27 +141,6 @@ static void write_exit(struct kiln_run *run)
 }
 
 /* A bounded label for a rejection's reason. */
-/* Why a job was rejected, for /metrics: decided where it is rejected, from
- * what was checked, never from the reason's text (which may quote the job:
- * a plugin named "sigma" is an unknown plugin, not a signature). */
-enum kiln_reject {
-    KILN_REJECT_SIGNATURE,
-    KILN_REJECT_UNKNOWN_PLUGIN,
-    KILN_REJECT_LIMITS,
-    KILN_REJECT_TOO_LARGE,
-    KILN_REJECT_NOT_MSGPACK,
-    KILN_REJECT_INVALID,
-    KILN_REJECT_OTHER,
-};
-
-/* Their labels: kiln_metrics_declare_source() declares the same. */
-static const char *const reject_labels[] = {
-    [KILN_REJECT_SIGNATURE] = "signature",     [KILN_REJECT_UNKNOWN_PLUGIN] = "unknown_plugin",
-    [KILN_REJECT_LIMITS] = "limits",           [KILN_REJECT_TOO_LARGE] = "too_large",
-    [KILN_REJECT_NOT_MSGPACK] = "not_msgpack", [KILN_REJECT_INVALID] = "invalid",
-    [KILN_REJECT_OTHER] = "other",
-};
-
 static void on_exit_written(void *arg, int status, const char *err)
 {
     struct kiln_run *run = arg;
@@ -181,7 +160,7 @@ static void on_exit_written(void *arg, int status, const char *err)
     kiln_metrics_job_finished(run->plugin ? run->plugin->name : NULL, run->ex.status,
                               run->ex.wall_ms / 1000.0);
     if (strcmp(run->ex.status, KILN_ST_REJECTED) == 0)
-        kiln_metrics_rejected(reject_labels[run->reject_class]);
+        kiln_metrics_rejected(run->reject_class);
     if (run->ex.run >= 0) {
         /* one input of `runs` is done: sum it up, then the next (or the
          * summary) once its sandbox is gone */
