@@ -37,7 +37,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "proto.h"
+#include "wire/proto.h"
 
 static int chan = 3;
 static struct kiln_vm vm;

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "proto.h"
+#include "wire/proto.h"
 
 extern char **environ;
 

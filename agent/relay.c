@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "proto.h"
+#include "wire/proto.h"
 
 #define MAX_PAIRS KILN_MUX_STREAMS
 

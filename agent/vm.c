@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "proto.h"
+#include "wire/proto.h"
 
 static int fail(char *err, size_t errlen, const char *what, const char *arg)
 {

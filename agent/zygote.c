@@ -53,7 +53,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "proto.h"
+#include "wire/proto.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)

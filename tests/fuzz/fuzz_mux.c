@@ -1,4 +1,4 @@
-/* libFuzzer: the worker's end of a VM's egress mux (worker/vm_egress.c)
+/* libFuzzer: the worker's end of a VM's egress mux (worker/sandbox/vm_egress.c)
  * fed whatever a hostile guest could write on its port, with a real Unix
  * socket as the proxy so streams open, carry data and close. Every input
  * ends with the mux closed and the loop empty. */
@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "vm_egress.h"
+#include "sandbox/vm_egress.h"
 
 static int proxy = -1;
 static char path[108];

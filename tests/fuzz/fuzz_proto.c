@@ -1,7 +1,7 @@
 /*
  * libFuzzer: the agent protocol as the worker reads it from a sandbox that
  * may be hostile. The first byte picks how the stream is cut into reads;
- * each whole message goes through the same checks as in worker/chan.c,
+ * each whole message goes through the same checks as in worker/core/chan.c,
  * then its fields are looked up as the runner does.
  */
 #include <msgpack.h>
@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "proto.h"
+#include "wire/proto.h"
 
 static void use(const msgpack_object *m)
 {

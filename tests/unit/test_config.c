@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "config.h"
+#include "core/config.h"
 
 static void test_defaults(void **state)
 {

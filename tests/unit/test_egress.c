@@ -6,7 +6,7 @@
 
 #include "test.h"
 
-#include "egress.h"
+#include "sandbox/egress.h"
 
 static void test_patterns(void **state)
 {

@@ -19,7 +19,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "fc_api.h"
+#include "sandbox/fc_api.h"
 
 /* One definition: its properties (name, JSON type), which are required,
  * and for string enums the allowed values ("a|b|c"). */

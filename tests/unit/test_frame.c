@@ -6,8 +6,8 @@
 #include <msgpack.h>
 #include <string.h>
 
-#include "frame.h"
-#include "proto.h"
+#include "wire/frame.h"
+#include "wire/proto.h"
 
 static unsigned char *golden(const char *name, const char *ext, size_t *len)
 {

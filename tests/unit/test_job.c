@@ -8,7 +8,7 @@
 #include <openssl/evp.h>
 #include <string.h>
 
-#include "job.h"
+#include "wire/job.h"
 
 static char *path_of(const char *sub, const char *name, const char *ext)
 {

@@ -6,8 +6,8 @@
 #include <errno.h>
 #include <string.h>
 
-#include "plan.h"
-#include "plugin_load.h"
+#include "core/plan.h"
+#include "core/plugin_load.h"
 
 static const char *fake(const char *name)
 {

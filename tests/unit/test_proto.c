@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "proto.h"
+#include "wire/proto.h"
 
 static void pack_out(msgpack_sbuffer *sb, int fd, const char *data)
 {

@@ -12,8 +12,8 @@
 
 #include "test.h"
 
-#include "proto.h"
-#include "vm_egress.h"
+#include "wire/proto.h"
+#include "sandbox/vm_egress.h"
 
 struct fixture {
     uv_loop_t loop;

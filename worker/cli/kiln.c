@@ -1,0 +1,561 @@
+/*
+ * kiln: the command-line client.
+ *
+ *   kiln submit [options] [--] [ARG...]   enqueue a job, print its output live,
+ *                                         exit with the job's exit code
+ *   kiln frames [options]                 print a result stream's frames as
+ *                                         JSON lines
+ *
+ * It speaks the wire contract (schemas/) and nothing else, so it is also an
+ * example of a client.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/client.h"
+#include "wire/proto.h"
+
+#define MAX_LIST 256
+
+struct kv {
+    const char *k, *v;
+};
+
+static void usage(FILE *f)
+{
+    fputs("usage: kiln submit [options] [--] [ARG...]\n"
+          "  --queue redis|kafka  [$KILN_QUEUE or redis]\n"
+          "  --redis URL          redis://host:port[/db]   [$KILN_REDIS or redis://127.0.0.1:6379]\n"
+          "  --brokers LIST       Kafka bootstrap servers  [$KILN_BROKERS]\n"
+          "  --kafka-conf K=V     librdkafka setting (repeatable)\n"
+          "  --jobs NAME          job stream               [$KILN_JOBS or kiln.jobs]\n"
+          "  --plugin NAME        shell, python, deno-eval [shell]\n"
+          "  --code TEXT | --code-file PATH   the program ('-' reads standard input)\n"
+          "  --arg A              one argv element (repeatable; also ARG... after the options)\n"
+          "  --stdin TEXT | --stdin-file PATH\n"
+          "  --env K=V            (repeatable)\n"
+          "  --file DEST=PATH     write local PATH to /work/DEST (repeatable)\n"
+          "  --timeout-ms N       wall-clock limit\n"
+          "  --id ID              job id [generated]\n"
+          "  --reply-to NAME      result stream [Redis: a private stream, deleted after;\n"
+          "                       Kafka: kiln.results, read from its end]\n"
+          "  --no-follow          enqueue and print the job id only\n"
+          "  --wait-ms N          give up waiting for the result after N ms [wait forever]\n"
+          "exit status: the job's exit code; 128+N if killed by signal N; 124 timeout;\n"
+          "  65 rejected; 70 internal; 125 output_limit; 75 cancelled/expired; 69 no result\n"
+          "\n"
+          "usage: kiln frames [--queue Q --redis URL --brokers LIST] [--stream NAME] [--follow] [--id JOBID]\n"
+          "  prints each frame as one JSON object; bin data that is UTF-8 prints as a\n"
+          "  string, other data as {\"base64\": ...}\n"
+          "\n"
+          "usage: kiln cancel [--queue Q --redis URL --brokers LIST] [--control NAME] JOB-ID\n"
+          "\n"
+          "usage: kiln dev-broker [--brokers N] [--partitions N] [--topic NAME]...\n"
+          "  a local Kafka-protocol broker for development and tests; prints its\n"
+          "  bootstrap address. Not for production: everything is in memory.\n",
+          f);
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "kiln: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 65536, n = 0, got;
+    char *buf = malloc(cap);
+    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            char *b = realloc(buf, cap *= 2);
+            if (b == NULL) {
+                free(buf);
+                buf = NULL;
+            }
+            buf = b;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    *len = n;
+    return buf;
+}
+
+/* ---- msgpack -> JSON ------------------------------------------------- */
+
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
+                 : (c & 0xf8) == 0xf0 ? 3 : 4;
+        if (k == 4 || k > n - i - 1)
+            return 0;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+static json_t *bytes_json(const char *p, size_t n)
+{
+    if (utf8_ok((const unsigned char *)p, n))
+        return json_stringn(p, n);
+    char *b64 = malloc(4 * ((n + 2) / 3) + 1);
+    if (b64 == NULL)
+        return json_null();
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)p, (int)n);
+    json_t *o = json_pack("{s:s}", "base64", b64);
+    free(b64);
+    return o;
+}
+
+static json_t *to_json(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return json_null();
+    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer(o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR: return bytes_json(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN: return bytes_json(o->via.bin.ptr, o->via.bin.size);
+    case MSGPACK_OBJECT_ARRAY: {
+        json_t *a = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            json_array_append_new(a, to_json(&o->via.array.ptr[i]));
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        json_t *m = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            char key[256];
+            if (k->type == MSGPACK_OBJECT_STR)
+                snprintf(key, sizeof(key), "%.*s", (int)k->via.str.size, k->via.str.ptr);
+            else
+                snprintf(key, sizeof(key), "#%u", i);
+            json_object_set_new(m, key, to_json(&o->via.map.ptr[i].val));
+        }
+        return m;
+    }
+    default: return json_null();
+    }
+}
+
+/* ---- transports ------------------------------------------------------ */
+
+/* Where the client talks: Redis unless --queue kafka (or KILN_QUEUE). */
+struct where {
+    const char *queue;
+    const char *redis;
+    const char *brokers;
+    char *conf[64];
+    size_t nconf;
+};
+
+static void where_init(struct where *w)
+{
+    w->queue = getenv("KILN_QUEUE") ? getenv("KILN_QUEUE") : "redis";
+    w->redis = getenv("KILN_REDIS") ? getenv("KILN_REDIS") : "redis://127.0.0.1:6379";
+    w->brokers = getenv("KILN_BROKERS");
+    w->nconf = 0;
+}
+
+/* Take a transport option; 1 if `c` was one. */
+static int where_opt(struct where *w, int c, char *arg)
+{
+    switch (c) {
+    case 'Q': w->queue = arg; return 1;
+    case 'r': w->redis = arg; return 1;
+    case 'B': w->brokers = arg; return 1;
+    case 'K':
+        if (w->nconf < 64)
+            w->conf[w->nconf++] = arg;
+        return 1;
+    default: return 0;
+    }
+}
+
+static struct kiln_client *where_open(struct where *w)
+{
+    if (strcmp(w->queue, "kafka") == 0) {
+        if (w->brokers == NULL) {
+            fprintf(stderr, "kiln: --queue kafka needs --brokers (or KILN_BROKERS)\n");
+            return NULL;
+        }
+        return kiln_client_kafka(w->brokers, w->conf, w->nconf);
+    }
+    if (strcmp(w->queue, "redis") != 0) {
+        fprintf(stderr, "kiln: --queue: unknown value '%s'\n", w->queue);
+        return NULL;
+    }
+    return kiln_client_redis(w->redis);
+}
+
+#define WHERE_OPTIONS \
+    {"queue", 1, 0, 'Q'}, {"redis", 1, 0, 'r'}, {"brokers", 1, 0, 'B'}, {"kafka-conf", 1, 0, 'K'}
+
+/* ---- kiln frames ----------------------------------------------------- */
+
+struct frames_opts {
+    const char *id;
+};
+
+static int print_frame(void *arg, const char *entry, const msgpack_object *frame)
+{
+    struct frames_opts *o = arg;
+    const msgpack_object *id = kiln_mp_get(frame, "id");
+    if (o->id != NULL && (id == NULL || !kiln_mp_streq(id, o->id)))
+        return 0;
+    json_t *j = to_json(frame);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        j = json_object();
+    }
+    json_object_set_new(j, "entry", json_string(entry));
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (s) {
+        puts(s);
+        fflush(stdout);
+    }
+    free(s);
+    json_decref(j);
+    return 0;
+}
+
+static int cmd_frames(int argc, char **argv)
+{
+    const char *stream = getenv("KILN_RESULTS") ? getenv("KILN_RESULTS") : "kiln.results";
+    int follow = 0, c;
+    struct frames_opts fo = {NULL};
+    struct where w;
+    static const struct option lo[] = {
+        WHERE_OPTIONS, {"stream", 1, 0, 's'}, {"follow", 0, 0, 'F'}, {"id", 1, 0, 'i'},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    where_init(&w);
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (where_opt(&w, c, optarg))
+            continue;
+        switch (c) {
+        case 's': stream = optarg; break;
+        case 'F': follow = 1; break;
+        case 'i': fo.id = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    struct kiln_client *cl = where_open(&w);
+    if (cl == NULL)
+        return 69;
+    cl->ops->watch(cl, stream, 0);
+    int n;
+    do {
+        n = cl->ops->read(cl, follow ? 2000 : -1, print_frame, &fo);
+    } while (n >= 0);
+    cl->ops->close(cl);
+    return n == -1 ? 69 : 0;
+}
+
+/* ---- kiln submit ----------------------------------------------------- */
+
+struct follow {
+    const char *id;
+    unsigned attempt;
+    int done;
+    int status;
+};
+
+static int exit_status(const msgpack_object *f)
+{
+    const msgpack_object *st = kiln_mp_get(f, "status"), *o;
+    int64_t v;
+    if (st == NULL)
+        return 70;
+    if (kiln_mp_streq(st, "ok"))
+        return 0;
+    if (kiln_mp_streq(st, "error"))
+        return (o = kiln_mp_get(f, "code")) && kiln_mp_int(o, 0, 255, &v) == 0 ? (int)v : 1;
+    if (kiln_mp_streq(st, "killed") || kiln_mp_streq(st, "oom"))
+        return (o = kiln_mp_get(f, "signal")) && kiln_mp_int(o, 1, 127, &v) == 0 ? 128 + (int)v : 137;
+    if (kiln_mp_streq(st, "timeout"))
+        return 124;
+    if (kiln_mp_streq(st, "rejected"))
+        return 65;
+    if (kiln_mp_streq(st, "output_limit"))
+        return 125;
+    if (kiln_mp_streq(st, "cancelled") || kiln_mp_streq(st, "expired"))
+        return 75;
+    return 70;
+}
+
+static int on_job_frame(void *arg, const char *entry, const msgpack_object *f)
+{
+    struct follow *fl = arg;
+    const msgpack_object *id = kiln_mp_get(f, "id"), *kind = kiln_mp_get(f, "kind"), *o;
+    int64_t attempt = 1;
+    (void)entry;
+    if (id == NULL || !kiln_mp_streq(id, fl->id) || kind == NULL)
+        return 0;
+    if ((o = kiln_mp_get(f, "attempt")) != NULL)
+        kiln_mp_int(o, 0, UINT32_MAX, &attempt);
+    if ((unsigned)attempt > fl->attempt) {
+        if (fl->attempt > 0)
+            fprintf(stderr, "kiln: attempt %lld of job %s started; earlier output was cut short\n",
+                    (long long)attempt, fl->id);
+        fl->attempt = (unsigned)attempt;
+    }
+    if (kiln_mp_streq(kind, "exit")) {
+        fl->status = exit_status(f);
+        const msgpack_object *st = kiln_mp_get(f, "status"), *why = kiln_mp_get(f, "reason");
+        if (fl->status != 0 && st != NULL && st->type == MSGPACK_OBJECT_STR && !kiln_mp_streq(st, "error"))
+            fprintf(stderr, "kiln: job %s: %.*s%s%.*s\n", fl->id, (int)st->via.str.size, st->via.str.ptr,
+                    why ? ": " : "", why && why->type == MSGPACK_OBJECT_STR ? (int)why->via.str.size : 0,
+                    why && why->type == MSGPACK_OBJECT_STR ? why->via.str.ptr : "");
+        fl->done = 1;
+        return 1;
+    }
+    const msgpack_object *data = kiln_mp_get(f, "data");
+    if (data != NULL && data->type == MSGPACK_OBJECT_BIN) {
+        FILE *out = kiln_mp_streq(kind, "stderr") ? stderr : stdout;
+        fwrite(data->via.bin.ptr, 1, data->via.bin.size, out);
+        fflush(out);
+    }
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int cmd_submit(int argc, char **argv)
+{
+    const char *jobs = getenv("KILN_JOBS") ? getenv("KILN_JOBS") : "kiln.jobs";
+    struct where w;
+    const char *plugin = "shell", *id = NULL, *reply_to = NULL;
+    char *code = NULL, *in = NULL, idbuf[64];
+    size_t code_len = 0, in_len = 0;
+    const char *args[MAX_LIST];
+    struct kv env[MAX_LIST], files[MAX_LIST];
+    size_t nargs = 0, nenv = 0, nfiles = 0;
+    long long timeout = -1, wait_ms = -1;
+    int follow = 1, c, rc = 2;
+
+    static const struct option lo[] = {
+        WHERE_OPTIONS, {"jobs", 1, 0, 'j'}, {"plugin", 1, 0, 'p'}, {"code", 1, 0, 'c'},
+        {"code-file", 1, 0, 'C'}, {"arg", 1, 0, 'a'}, {"stdin", 1, 0, 's'},
+        {"stdin-file", 1, 0, 'S'}, {"env", 1, 0, 'e'}, {"file", 1, 0, 'f'},
+        {"timeout-ms", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"reply-to", 1, 0, 'R'},
+        {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    where_init(&w);
+    while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
+        char *eq;
+        if (where_opt(&w, c, optarg))
+            continue;
+        switch (c) {
+        case 'j': jobs = optarg; break;
+        case 'p': plugin = optarg; break;
+        case 'c': free(code); code = strdup(optarg); code_len = strlen(optarg); break;
+        case 'C': free(code); if ((code = slurp(optarg, &code_len)) == NULL) return 2; break;
+        case 's': free(in); in = strdup(optarg); in_len = strlen(optarg); break;
+        case 'S': free(in); if ((in = slurp(optarg, &in_len)) == NULL) return 2; break;
+        case 'a':
+            if (nargs < MAX_LIST) args[nargs++] = optarg;
+            break;
+        case 'e':
+        case 'f':
+            if ((eq = strchr(optarg, '=')) == NULL || eq == optarg) {
+                fprintf(stderr, "kiln: --%s wants K=V\n", c == 'e' ? "env" : "file");
+                return 2;
+            }
+            *eq = '\0';
+            if (c == 'e' && nenv < MAX_LIST)
+                env[nenv++] = (struct kv){optarg, eq + 1};
+            else if (c == 'f' && nfiles < MAX_LIST)
+                files[nfiles++] = (struct kv){optarg, eq + 1};
+            break;
+        case 't': timeout = atoll(optarg); break;
+        case 'i': id = optarg; break;
+        case 'R': reply_to = optarg; break;
+        case 'n': follow = 0; break;
+        case 'w': wait_ms = atoll(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    for (; optind < argc && nargs < MAX_LIST; optind++)
+        args[nargs++] = argv[optind];
+    if (code == NULL) {
+        fprintf(stderr, "kiln submit: --code or --code-file is required\n");
+        return 2;
+    }
+    if (id == NULL) {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        snprintf(idbuf, sizeof(idbuf), "job-%lx%05lx-%x", (long)tv.tv_sec, (long)tv.tv_usec,
+                 (unsigned)getpid());
+        id = idbuf;
+    }
+    char private_stream[128];
+    int kafka = strcmp(w.queue, "kafka") == 0;
+    /* Redis: a private stream, deleted after. Kafka: the results topic
+     * (topics are not made per job), read from its end, filtered by id. */
+    if (reply_to == NULL && kafka)
+        reply_to = getenv("KILN_RESULTS") ? getenv("KILN_RESULTS") : "kiln.results";
+    int private = reply_to == NULL;
+    if (private) {
+        snprintf(private_stream, sizeof(private_stream), "kiln.reply.%s", id);
+        reply_to = private_stream;
+    }
+
+    /* the job, as schemas/job.v1.md has it */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5 + (nargs > 0) + (in != NULL) + (nenv > 0) + (nfiles > 0) + (timeout >= 0));
+    kiln_mp_str(&pk, "v"); msgpack_pack_int(&pk, 1);
+    kiln_mp_str(&pk, "id"); kiln_mp_str(&pk, id);
+    kiln_mp_str(&pk, "plugin"); kiln_mp_str(&pk, plugin);
+    kiln_mp_str(&pk, "code"); kiln_mp_strn(&pk, code, code_len);
+    kiln_mp_str(&pk, "reply_to"); kiln_mp_str(&pk, reply_to);
+    if (nargs > 0) {
+        kiln_mp_str(&pk, "args");
+        msgpack_pack_array(&pk, nargs);
+        for (size_t i = 0; i < nargs; i++)
+            kiln_mp_str(&pk, args[i]);
+    }
+    if (in != NULL) {
+        kiln_mp_str(&pk, "stdin");
+        kiln_mp_bin(&pk, in, in_len);
+    }
+    if (nenv > 0) {
+        kiln_mp_str(&pk, "env");
+        msgpack_pack_map(&pk, nenv);
+        for (size_t i = 0; i < nenv; i++) {
+            kiln_mp_str(&pk, env[i].k);
+            kiln_mp_str(&pk, env[i].v);
+        }
+    }
+    if (nfiles > 0) {
+        kiln_mp_str(&pk, "files");
+        msgpack_pack_map(&pk, nfiles);
+        for (size_t i = 0; i < nfiles; i++) {
+            size_t len;
+            char *data = slurp(files[i].v, &len);
+            if (data == NULL)
+                goto out;
+            kiln_mp_str(&pk, files[i].k);
+            kiln_mp_bin(&pk, data, len);
+            free(data);
+        }
+    }
+    if (timeout >= 0) {
+        kiln_mp_str(&pk, "limits");
+        msgpack_pack_map(&pk, 1);
+        kiln_mp_str(&pk, "timeout_ms");
+        msgpack_pack_int64(&pk, timeout);
+    }
+
+    struct kiln_client *cl = where_open(&w);
+    if (cl == NULL) {
+        rc = 69;
+        goto out;
+    }
+    if (follow)
+        cl->ops->watch(cl, reply_to, !private);
+    if (cl->ops->enqueue(cl, jobs, id, sb.data, sb.size) < 0) {
+        cl->ops->close(cl);
+        rc = 69;
+        goto out;
+    }
+    if (!follow) {
+        printf("%s\n", id);
+        cl->ops->close(cl);
+        rc = 0;
+        goto out;
+    }
+    struct follow fl = {id, 0, 0, 69};
+    int64_t deadline = wait_ms >= 0 ? now_ms() + wait_ms : INT64_MAX;
+    while (!fl.done && now_ms() < deadline) {
+        int64_t left = deadline - now_ms();
+        if (cl->ops->read(cl, left < 1000 ? (left > 0 ? left : 1) : 1000, on_job_frame, &fl) == -1)
+            break;
+    }
+    if (!fl.done)
+        fprintf(stderr, "kiln: no result for job %s yet (is a worker running?)\n", id);
+    if (private && fl.done && cl->ops->drop != NULL)
+        cl->ops->drop(cl, reply_to);
+    cl->ops->close(cl);
+    rc = fl.status;
+out:
+    msgpack_sbuffer_destroy(&sb);
+    free(code);
+    free(in);
+    return rc;
+}
+
+/* kiln cancel [--queue Q --redis URL --brokers LIST] JOB-ID: every worker
+ * reads the control stream / topic; the one running the job stops it. */
+static int cmd_cancel(int argc, char **argv)
+{
+    const char *control = getenv("KILN_CONTROL") ? getenv("KILN_CONTROL") : "kiln.control";
+    struct where w;
+    int c;
+    static const struct option lo[] = {WHERE_OPTIONS, {"control", 1, 0, 'c'}, {0, 0, 0, 0}};
+    where_init(&w);
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (where_opt(&w, c, optarg))
+            continue;
+        if (c == 'c')
+            control = optarg;
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind + 1 != argc) {
+        usage(stderr);
+        return 2;
+    }
+    struct kiln_client *cl = where_open(&w);
+    if (cl == NULL)
+        return 69;
+    int r = cl->ops->cancel(cl, control, argv[optind]);
+    cl->ops->close(cl);
+    return r < 0 ? 69 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "submit") == 0)
+        return cmd_submit(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "frames") == 0)
+        return cmd_frames(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "cancel") == 0)
+        return cmd_cancel(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "dev-broker") == 0)
+        return kiln_dev_broker(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+        printf("kiln %s\n", KILN_VERSION);
+        return 0;
+    }
+    usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+    return 2;
+}

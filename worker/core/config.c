@@ -1,0 +1,293 @@
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum opt_type { OPT_STR, OPT_INT, OPT_LIST, OPT_FLAG };
+
+/* One table describes every setting: its flag, type, field and help. The
+ * environment variable is derived from the flag: --claim-idle-ms reads
+ * KILN_CLAIM_IDLE_MS. */
+static const struct opt {
+    const char *name;
+    enum opt_type type;
+    size_t off;
+    const char *def;
+    const char *help;
+} opts[] = {
+#define F(f) offsetof(struct kiln_config, f)
+    {"queue", OPT_STR, F(queue), "redis", "where jobs come from: redis | kafka"},
+    {"redis", OPT_STR, F(redis), "redis://127.0.0.1:6379", "redis://[:password@]host:port[/db]"},
+    {"brokers", OPT_STR, F(brokers), NULL, "Kafka bootstrap servers"},
+    {"kafka-conf", OPT_LIST, F(kafka_conf), NULL, "K=V passed to librdkafka (repeatable)"},
+    {"kafka-transactions", OPT_FLAG, F(kafka_transactions), NULL, "Kafka: commit each exit frame with its offsets in one transaction"},
+    {"jobs", OPT_STR, F(jobs), "kiln.jobs", "job stream / topic"},
+    {"results", OPT_STR, F(results), "kiln.results", "result stream / topic for jobs without reply_to"},
+    {"control", OPT_STR, F(control), "kiln.control", "control stream every worker reads: XADD it * cancel JOB-ID"},
+    {"group", OPT_STR, F(group), "kiln", "consumer group"},
+    {"consumer", OPT_STR, F(consumer), NULL, "consumer name in the group (default: hostname)"},
+    {"slots", OPT_INT, F(slots), "0", "jobs running at once (default: number of CPUs)"},
+    {"plugin-dir", OPT_STR, F(plugin_dir), NULL, "where *.so plugins are loaded from"},
+    {"backend", OPT_STR, F(backend), "auto", "sandbox backend: auto | jail | qemu | firecracker"},
+    {"metrics-addr", OPT_STR, F(metrics_addr), NULL, "HOST:PORT for /metrics, /healthz, /readyz"},
+    {"rootfs", OPT_STR, F(rootfs), NULL, "runtime image: its tree or its squashfs (rootfs/build-image.sh); default: the host's /usr"},
+    {"rootfs-digest", OPT_STR, F(rootfs_digest), NULL, "the digest --rootfs must have; the worker refuses any other"},
+    {"pool", OPT_INT, F(pool), "2", "warm sandboxes kept ready per runtime profile (0: none)"},
+    {"agent", OPT_STR, F(agent), NULL, "path of kiln-agent (default: beside kiln-worker)"},
+    {"zygote-lib", OPT_STR, F(zygote_lib), NULL, "jail: the zygote library (default: ../lib/kiln/libkiln-zygote.so beside kiln-worker)"},
+    {"no-zygote", OPT_FLAG, F(no_zygote), NULL, "jail: start each python sandbox's interpreter afresh, not forked from a template"},
+    {"state-dir", OPT_STR, F(state_dir), "/run/kiln", "the worker's runtime directory"},
+    {"timeout-ms", OPT_INT, F(timeout_ms), "30000", "wall-clock limit of a job that sets none"},
+    {"max-timeout-ms", OPT_INT, F(max_timeout_ms), "600000", "largest timeout_ms a job may ask for"},
+    {"output-bytes", OPT_INT, F(output_bytes), "16777216", "output cap of a job that sets none"},
+    {"max-output-bytes", OPT_INT, F(max_output_bytes), "268435456", "largest output_bytes a job may ask for"},
+    {"memory-mb", OPT_INT, F(memory_mb), "512", "memory of a sandbox whose job sets none (cgroup)"},
+    {"max-memory-mb", OPT_INT, F(max_memory_mb), "8192", "largest memory_mb a job may ask for"},
+    {"pids", OPT_INT, F(pids), "256", "processes in a sandbox whose job sets none (cgroup)"},
+    {"max-pids", OPT_INT, F(max_pids), "4096", "largest pids a job may ask for"},
+    {"cpu-ms", OPT_INT, F(cpu_ms), "0", "CPU time per process of a job that sets none (0: none)"},
+    {"max-cpu-ms", OPT_INT, F(max_cpu_ms), "600000", "largest cpu_ms a job may ask for"},
+    {"file-bytes", OPT_INT, F(file_bytes), "268435456", "largest file a job that sets none may write"},
+    {"max-file-bytes", OPT_INT, F(max_file_bytes), "1073741824", "largest file_bytes a job may ask for"},
+    {"open-files", OPT_INT, F(open_files), "1024", "open descriptors per process of a job"},
+    {"max-attempts", OPT_INT, F(max_attempts), "3", "attempts of a job that kiln itself fails (sandbox died, ...)"},
+    {"retry-backoff-ms", OPT_INT, F(retry_backoff_ms), "200", "delay before the first retry; doubles, with jitter"},
+    {"dead-letters", OPT_STR, F(dead_letters), "kiln.dead", "stream / topic for jobs past --max-attempts"},
+    {"drain-timeout-ms", OPT_INT, F(drain_timeout_ms), "30000", "on SIGTERM, how long running jobs may finish"},
+    {"net-private-ok", OPT_STR, F(net_private_ok), "", "comma-separated IPv4 CIDRs the egress proxy may reach though private"},
+    {"require-signature", OPT_FLAG, F(require_signature), NULL, "run only jobs with a valid HMAC-SHA256 'sig' (see --keys-file)"},
+    {"keys-file", OPT_STR, F(keys_file), NULL, "signing keys, 'KEY-ID HEX-SECRET' per line; re-read when it changes"},
+    {"max-job-bytes", OPT_INT, F(max_job_bytes), "8388608", "larger jobs are rejected"},
+    {"claim-idle-ms", OPT_INT, F(claim_idle_ms), "30000", "claim jobs idle this long at other consumers"},
+    {"block-ms", OPT_INT, F(block_ms), "2000", "how long one blocking queue read waits"},
+    {"tmp-mb", OPT_INT, F(tmp_mb), "256", "size of a sandbox's /tmp and of its /work"},
+    {"jail-uid-base", OPT_INT, F(jail_uid_base), "1000000", "host uid the jail's root maps to (+1000: the job's uid)"},
+    {"vm-kernel", OPT_STR, F(vm_kernel), NULL, "microVMs: the guest kernel, an uncompressed vmlinux (rootfs/build-vm.sh)"},
+    {"vm-initrd", OPT_STR, F(vm_initrd), NULL, "microVMs: the initramfs with kiln-agent as /init"},
+    {"vm-image", OPT_STR, F(vm_image), NULL, "microVMs: the runtime image's squashfs, the guest's root"},
+    {"vm-accel", OPT_STR, F(vm_accel), "auto", "qemu: kvm | tcg | auto (kvm when /dev/kvm runs a VM here)"},
+    {"vm-append", OPT_STR, F(vm_append), "", "microVMs: more guest kernel arguments"},
+    {"vm-memory-mb", OPT_INT, F(vm_memory_mb), "768", "microVMs: guest RAM of a pooled VM (a job asking more gets its own)"},
+    {"vm-vcpus", OPT_INT, F(vm_vcpus), "1", "microVMs: vCPUs per VM"},
+    {"vm-cold", OPT_FLAG, F(vm_cold), NULL, "microVMs: boot every VM (no snapshot to restore from)"},
+    {"qemu", OPT_STR, F(qemu), "qemu-system-x86_64", "the QEMU binary (--backend qemu)"},
+    {"firecracker", OPT_STR, F(firecracker), "firecracker", "the Firecracker binary (--backend firecracker)"},
+    {"jailer", OPT_STR, F(jailer), NULL, "Firecracker's jailer: run each VM under it"},
+    {"hang-ms", OPT_INT, F(hang_ms), "15000", "a running sandbox that says nothing this long is hung: killed, job retried"},
+    {"log-level", OPT_STR, F(log_level), "info", "debug | info | warn | error"},
+    {"log-format", OPT_STR, F(log_format), "json", "json (one object per line) | text"},
+    {"list-plugins", OPT_FLAG, F(list_plugins), NULL, "load the plugins, list them and exit"},
+#undef F
+};
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: kiln-worker [options]\n\nEvery option also reads KILN_<OPTION>; a flag beats the variable.\n\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s%s", opts[i].name,
+                 opts[i].type == OPT_FLAG ? "" : opts[i].type == OPT_INT ? " N" : " VALUE");
+        fprintf(f, "  %-26s %s%s%s%s\n", flag, opts[i].help, opts[i].def ? " [" : "",
+                opts[i].def ? opts[i].def : "", opts[i].def ? "]" : "");
+    }
+    fprintf(f, "  %-26s %s\n  %-26s %s\n", "--help", "this text", "--version", "print the version");
+}
+
+static int set(struct kiln_config *cfg, const struct opt *o, const char *val, const char *from)
+{
+    void *field = (char *)cfg + o->off;
+    switch (o->type) {
+    case OPT_STR:
+        free(*(char **)field);
+        if ((*(char **)field = strdup(val)) == NULL)
+            return -ENOMEM;
+        return 0;
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(val, &end, 10);
+        if (errno != 0 || end == val || *end != '\0' || v < 0) {
+            fprintf(stderr, "kiln-worker: %s: '%s' is not a non-negative integer\n", from, val);
+            return -EINVAL;
+        }
+        *(int64_t *)field = v;
+        return 0;
+    }
+    case OPT_FLAG:
+        *(int *)field = strcmp(val, "0") != 0 && strcmp(val, "false") != 0 && val[0] != '\0';
+        return 0;
+    case OPT_LIST: {
+        char ***list = field;
+        size_t *n = &cfg->nkafka_conf; /* the only list */
+        char **p = realloc(*list, (*n + 2) * sizeof(char *));
+        if (p == NULL)
+            return -ENOMEM;
+        *list = p;
+        if ((p[*n] = strdup(val)) == NULL)
+            return -ENOMEM;
+        p[++*n] = NULL;
+        return 0;
+    }
+    }
+    return -EINVAL;
+}
+
+static int check(struct kiln_config *cfg)
+{
+    static const char *queues[] = {"redis", "kafka", NULL};
+    static const char *backends[] = {"auto", "jail", "qemu", "firecracker", NULL};
+    static const char *levels[] = {"debug", "info", "warn", "error", NULL};
+    static const char *formats[] = {"json", "text", NULL};
+    struct { const char *name, *val, **allowed; } enums[] = {
+        {"queue", cfg->queue, queues},
+        {"backend", cfg->backend, backends},
+        {"log-level", cfg->log_level, levels},
+        {"log-format", cfg->log_format, formats},
+    };
+    for (size_t i = 0; i < sizeof(enums) / sizeof(enums[0]); i++) {
+        const char **a = enums[i].allowed;
+        while (*a && strcmp(*a, enums[i].val) != 0)
+            a++;
+        if (*a == NULL) {
+            fprintf(stderr, "kiln-worker: --%s: unknown value '%s'\n", enums[i].name, enums[i].val);
+            return -EINVAL;
+        }
+    }
+    if (cfg->timeout_ms < 1 || cfg->timeout_ms > cfg->max_timeout_ms) {
+        fprintf(stderr, "kiln-worker: --timeout-ms must be between 1 and --max-timeout-ms\n");
+        return -EINVAL;
+    }
+    if (cfg->output_bytes > cfg->max_output_bytes) {
+        fprintf(stderr, "kiln-worker: --output-bytes must not exceed --max-output-bytes\n");
+        return -EINVAL;
+    }
+    if (cfg->require_signature && cfg->keys_file == NULL) {
+        fprintf(stderr, "kiln-worker: --require-signature needs --keys-file\n");
+        return -EINVAL;
+    }
+    if (cfg->rootfs != NULL && cfg->rootfs_digest == NULL) {
+        fprintf(stderr, "kiln-worker: --rootfs needs --rootfs-digest: the worker runs only an image it expects\n");
+        return -EINVAL;
+    }
+    if (cfg->claim_idle_ms < 100 || cfg->block_ms < 10) {
+        fprintf(stderr, "kiln-worker: --claim-idle-ms must be >= 100 and --block-ms >= 10\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+char *kiln_exe_dir(void)
+{
+    char buf[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+    if (n <= 0)
+        return strdup(".");
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    return strdup(buf);
+}
+
+static int fill_defaults(struct kiln_config *cfg)
+{
+    char host[256], *dir;
+    if (cfg->slots == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->slots = n > 0 ? n : 1;
+    }
+    if (cfg->consumer == NULL) {
+        if (gethostname(host, sizeof(host)) != 0)
+            strcpy(host, "kiln");
+        host[sizeof(host) - 1] = '\0';
+        if ((cfg->consumer = strdup(host)) == NULL)
+            return -ENOMEM;
+    }
+    if (cfg->plugin_dir == NULL || cfg->agent == NULL || cfg->zygote_lib == NULL) {
+        if ((dir = kiln_exe_dir()) == NULL)
+            return -ENOMEM;
+        size_t n = strlen(dir) + 64;
+        if (cfg->plugin_dir == NULL && (cfg->plugin_dir = malloc(n)) != NULL)
+            snprintf(cfg->plugin_dir, n, "%s/../lib/kiln/plugins", dir);
+        if (cfg->agent == NULL && (cfg->agent = malloc(n)) != NULL)
+            snprintf(cfg->agent, n, "%s/kiln-agent", dir);
+        if (cfg->zygote_lib == NULL && (cfg->zygote_lib = malloc(n)) != NULL)
+            snprintf(cfg->zygote_lib, n, "%s/../lib/kiln/libkiln-zygote.so", dir);
+        free(dir);
+        if (cfg->plugin_dir == NULL || cfg->agent == NULL || cfg->zygote_lib == NULL)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int kiln_config_parse(struct kiln_config *cfg, int argc, char **argv)
+{
+    struct option lopts[NOPTS + 3];
+    int r;
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (opts[i].def != NULL && (r = set(cfg, &opts[i], opts[i].def, "default")) < 0)
+            return r;
+        char env[64] = "KILN_";
+        for (size_t j = 0; opts[i].name[j] && j + 6 < sizeof(env); j++)
+            env[5 + j] = opts[i].name[j] == '-' ? '_' : (char)toupper((unsigned char)opts[i].name[j]);
+        const char *v = getenv(env);
+        if (v != NULL && (r = set(cfg, &opts[i], v, env)) < 0)
+            return r;
+        lopts[i] = (struct option){opts[i].name, opts[i].type == OPT_FLAG ? no_argument : required_argument,
+                                   NULL, (int)(i + 256)};
+    }
+    lopts[NOPTS] = (struct option){"help", no_argument, NULL, 'h'};
+    lopts[NOPTS + 1] = (struct option){"version", no_argument, NULL, 'V'};
+    lopts[NOPTS + 2] = (struct option){NULL, 0, NULL, 0};
+
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "hV", lopts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        if (c == 'V') {
+            printf("kiln-worker %s\n", KILN_VERSION);
+            return 1;
+        }
+        if (c < 256) {
+            usage(stderr);
+            return -EINVAL;
+        }
+        const struct opt *o = &opts[c - 256];
+        char from[80];
+        snprintf(from, sizeof(from), "--%s", o->name);
+        if ((r = set(cfg, o, o->type == OPT_FLAG ? "1" : optarg, from)) < 0)
+            return r;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kiln-worker: unexpected argument '%s'\n", argv[optind]);
+        return -EINVAL;
+    }
+    if ((r = fill_defaults(cfg)) < 0)
+        return r;
+    return check(cfg);
+}
+
+void kiln_config_free(struct kiln_config *cfg)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        void *field = (char *)cfg + opts[i].off;
+        if (opts[i].type == OPT_STR)
+            free(*(char **)field);
+    }
+    for (size_t i = 0; i < cfg->nkafka_conf; i++)
+        free(cfg->kafka_conf[i]);
+    free(cfg->kafka_conf);
+    memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,267 @@
+/* kiln-worker: take jobs from a queue, run each in a fresh sandbox through
+ * its plugin, stream the frames back, acknowledge when the exit frame is in. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "sandbox/backend.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/plugin_load.h"
+#include "core/pool.h"
+#include "sandbox/rootfs.h"
+#include "core/sign.h"
+#include "core/runner.h"
+#include "queue/source.h"
+#include "sandbox/vmm.h"
+
+/*
+ * Graceful drain. The first SIGTERM (or SIGINT): take no more jobs, let the
+ * running ones finish for up to --drain-timeout-ms, then stop the rest
+ * without acknowledging them (the queue delivers them again); once every
+ * frame and ack is confirmed, leave (a Kafka consumer leaves its group)
+ * and exit 0. A second signal exits at once, still acknowledging nothing
+ * unfinished: each sandbox dies with us (PR_SET_PDEATHSIG, its channel's
+ * EOF).
+ */
+static struct {
+    struct kiln_worker *w;
+    struct kiln_pool *pool;
+    uv_timer_t deadline, check;
+    uint64_t started;
+} drain;
+
+static void gauges(void *arg, FILE *out)
+{
+    struct kiln_worker *w = arg;
+    fprintf(out, "# HELP kiln_slots_busy Jobs in hand now.\n# TYPE kiln_slots_busy gauge\n"
+                 "kiln_slots_busy %u\n", w->busy);
+    fprintf(out, "# HELP kiln_slots_total Jobs this worker runs at once.\n# TYPE kiln_slots_total gauge\n"
+                 "kiln_slots_total %lld\n", (long long)w->cfg->slots);
+    fprintf(out, "# HELP kiln_draining 1 while the worker drains.\n# TYPE kiln_draining gauge\n"
+                 "kiln_draining %d\n", w->draining);
+    kiln_pool_gauges(w->pool, out);
+    if (w->backend != NULL && w->backend->ops->gauges != NULL)
+        w->backend->ops->gauges(w->backend, out);
+    if (w->src->ops->gauges != NULL)
+        w->src->ops->gauges(w->src, out);
+}
+
+static int ready(void *arg, char *why, size_t len)
+{
+    struct kiln_worker *w = arg;
+    if (w->draining) {
+        snprintf(why, len, "draining");
+        return 0;
+    }
+    if (!w->src->ops->ready(w->src, why, len))
+        return 0;
+    if (!kiln_pool_warmed(w->pool)) {
+        snprintf(why, len, "warm pools still filling");
+        return 0;
+    }
+    return 1; /* plugins: the worker does not start without them */
+}
+
+static void on_drain_check(uv_timer_t *t)
+{
+    struct kiln_worker *w = drain.w;
+    uint64_t waited = uv_now(t->loop) - drain.started;
+    if (w->busy == 0 && w->src->ops->idle(w->src)) {
+        kiln_info("drained: %llu job(s) finished; exiting", (unsigned long long)w->finished);
+        uv_stop(t->loop);
+    } else if (waited > (uint64_t)w->cfg->drain_timeout_ms + 15000) {
+        kiln_error("drain: frames still unconfirmed after %llu ms; exiting without them",
+                   (unsigned long long)waited);
+        uv_stop(t->loop);
+    }
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    (void)t;
+    if (drain.w->busy > 0)
+        kiln_warn("drain timeout: stopping %u unfinished job(s) without acknowledging them",
+                  drain.w->busy);
+    kiln_worker_abandon(drain.w);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct kiln_worker *w = h->data;
+    if (w->draining) {
+        kiln_info("signal %d again: exiting now; %u unfinished job(s) will be delivered again",
+                  signum, w->busy);
+        fflush(NULL);
+        _exit(0);
+    }
+    kiln_info("signal %d: draining (up to %lld ms for %u running job(s))", signum,
+              (long long)w->cfg->drain_timeout_ms, w->busy);
+    w->draining = 1;
+    w->src->ops->stop(w->src);
+    kiln_pool_stop(drain.pool);
+    drain.w = w;
+    drain.started = uv_now(h->loop);
+    uv_timer_init(h->loop, &drain.deadline);
+    uv_timer_init(h->loop, &drain.check);
+    uv_timer_start(&drain.deadline, on_drain_deadline, (uint64_t)w->cfg->drain_timeout_ms, 0);
+    uv_timer_start(&drain.check, on_drain_check, 0, 50);
+}
+
+static int set_log_level(const char *name)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, names[i]) == 0) {
+            kiln_log_min = (enum kiln_log_level)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+    struct kiln_config cfg;
+    struct kiln_plugins plugins = {0};
+    struct kiln_worker w = {0};
+    static struct kiln_keys keys;
+    struct kiln_backend *backend = NULL;
+    struct kiln_source *src = NULL;
+    uv_signal_t sigint, sigterm;
+    char err[512] = "";
+    char image_dir[600] = "";      /* --rootfs as a squashfs: where it is mounted */
+    char *image_file = NULL;
+    int r, rc = 1;
+
+    if (argc == 3 && strcmp(argv[1], "--rootfs-digest-of") == 0) {
+        char hex[KILN_DIGEST_HEX];
+        if (kiln_rootfs_digest(argv[2], hex, err, sizeof(err)) < 0) {
+            fprintf(stderr, "kiln-worker: %s\n", err);
+            return 1;
+        }
+        printf("%s\n", hex);
+        return 0;
+    }
+    r = kiln_config_parse(&cfg, argc, argv);
+    if (r != 0)
+        return r > 0 ? 0 : 2;
+    set_log_level(cfg.log_level);
+    kiln_log_json = strcmp(cfg.log_format, "json") == 0;
+    signal(SIGPIPE, SIG_IGN);
+
+    r = kiln_plugins_load_dir(&plugins, cfg.plugin_dir);
+    if (r <= 0) {
+        kiln_error("no plugins loaded from %s%s%s", cfg.plugin_dir, r < 0 ? ": " : "",
+                   r < 0 ? strerror(-r) : "");
+        goto out;
+    }
+    if (cfg.list_plugins) {
+        for (size_t i = 0; i < plugins.n; i++)
+            printf("%-12s %s\n", plugins.v[i].p->name,
+                   plugins.v[i].p->description ? plugins.v[i].p->description : "");
+        rc = 0;
+        goto out;
+    }
+
+    struct stat image_st;
+    if (cfg.rootfs != NULL && stat(cfg.rootfs, &image_st) == 0 && S_ISREG(image_st.st_mode)) {
+        /* a squashfs image: mounted for the worker's life, then the tree */
+        snprintf(image_dir, sizeof(image_dir), "%s/image-%d", cfg.state_dir, (int)getpid());
+        if (kiln_mkdirs(cfg.state_dir) < 0 || kiln_rootfs_mount(cfg.rootfs, image_dir, err, sizeof(err)) < 0) {
+            kiln_error("rootfs: %s", err[0] ? err : "cannot create --state-dir");
+            goto out;
+        }
+        kiln_info("rootfs image %s mounted on %s", cfg.rootfs, image_dir);
+        image_file = cfg.rootfs;
+        cfg.rootfs = image_dir;
+    }
+    if (cfg.rootfs != NULL) {
+        char hex[KILN_DIGEST_HEX];
+        if (kiln_rootfs_digest(cfg.rootfs, hex, err, sizeof(err)) < 0) {
+            kiln_error("rootfs: %s", err);
+            goto out;
+        }
+        if (strcmp(hex, cfg.rootfs_digest) != 0) {
+            kiln_error("rootfs %s has digest %s, not the expected %s: refusing to run it",
+                       cfg.rootfs, hex, cfg.rootfs_digest);
+            goto out;
+        }
+        kiln_info("rootfs %s verified (%.16s...)", cfg.rootfs, hex);
+    }
+    if (cfg.keys_file != NULL) {
+        if (kiln_keys_load(&keys, cfg.keys_file, err, sizeof(err)) < 0) {
+            kiln_error("%s", err);
+            goto out;
+        }
+        w.keys = &keys;
+        kiln_info("keys file %s: %zu key(s)%s", cfg.keys_file, keys.n,
+                  cfg.require_signature ? "; unsigned jobs are rejected" : "");
+    }
+    uv_loop_t *loop = uv_default_loop();
+    if (kiln_backend_open(loop, &cfg, &backend, err, sizeof(err)) < 0) {
+        kiln_error("backend: %s", err);
+        goto out;
+    }
+    w.loop = loop;
+    w.cfg = &cfg;
+    w.backend = backend;
+    w.plugins = &plugins;
+    if (kiln_pool_new(loop, &cfg, backend, &plugins, &w.pool) < 0) {
+        kiln_error("out of memory");
+        goto out;
+    }
+    r = strcmp(cfg.queue, "kafka") == 0
+        ? kiln_source_kafka_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err))
+        : kiln_source_redis_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err));
+    if (r < 0) {
+        kiln_error("source: %s", err);
+        goto out;
+    }
+    w.src = src;
+    src->on_cancel = kiln_worker_on_cancel;
+    for (size_t i = 0; i < plugins.n; i++)
+        kiln_metrics_declare_plugin(plugins.v[i].p->name);
+    kiln_metrics_declare_source(cfg.queue);
+    static struct kiln_metrics_hooks hooks;
+    hooks = (struct kiln_metrics_hooks){&w, gauges, ready};
+    if (cfg.metrics_addr != NULL) {
+        if (kiln_metrics_serve(loop, cfg.metrics_addr, &hooks, err, sizeof(err)) < 0) {
+            kiln_error("%s", err);
+            goto out;
+        }
+        kiln_info("metrics on http://%s/metrics, /healthz, /readyz", cfg.metrics_addr);
+    }
+    kiln_info("kiln-worker %s: consumer %s in group %s on %s, %lld slot(s), backend %s",
+              KILN_VERSION, cfg.consumer, cfg.group, cfg.jobs, (long long)cfg.slots,
+              backend->ops->name);
+    uv_signal_init(loop, &sigint);
+    uv_signal_init(loop, &sigterm);
+    sigint.data = sigterm.data = &w;
+    uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    if (src->ops->start(src) < 0)
+        goto out;
+    src->ops->credit(src, (unsigned)cfg.slots);
+    drain.pool = w.pool;
+    kiln_worker_watch(&w);
+    uv_run(loop, UV_RUN_DEFAULT);
+    src->ops->destroy(src); /* Kafka: commit what is stored, leave the group */
+    src = NULL;
+    rc = 0;
+out:
+    kiln_plugins_unload(&plugins);
+    if (backend != NULL)
+        backend->ops->destroy(backend);
+    if (image_file != NULL) {
+        kiln_rootfs_unmount(image_dir);
+        cfg.rootfs = image_file;
+    }
+    kiln_config_free(&cfg);
+    return rc;
+}

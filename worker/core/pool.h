@@ -1,0 +1,51 @@
+/*
+ * Warm pools: per plugin, sandboxes made ahead of demand, each with its
+ * agent ready and, when the plugin can (prestart), its interpreter started
+ * and waiting for the job. A job takes one and skips sandbox creation and
+ * interpreter start-up; the pool refills behind it, never on the job's
+ * path. Each sandbox serves one job. An empty pool is a miss: the job
+ * starts cold.
+ */
+#ifndef KILN_POOL_H
+#define KILN_POOL_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <uv.h>
+
+#include "sandbox/backend.h"
+#include "kiln/plugin.h"
+
+struct kiln_backend;
+struct kiln_chan;
+struct kiln_config;
+struct kiln_plugins;
+struct kiln_sandbox;
+struct kiln_pool;
+
+/* A warm sandbox handed to a job: both are the job's now (point their
+ * callbacks at it), and the agent is ready for "run". */
+struct kiln_warm_take {
+    struct kiln_sandbox *sb;
+    struct kiln_chan *chan;
+};
+
+/* A pool of cfg->pool sandboxes per loaded plugin (none when it is 0).
+ * Returns 0 with the pool in *out (owned by the caller), or -ENOMEM. */
+int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_backend *backend,
+                  const struct kiln_plugins *plugins, struct kiln_pool **out);
+/* Gauge lines for /metrics: warm and wanted sandboxes per plugin. */
+void kiln_pool_gauges(struct kiln_pool *pool, FILE *out);
+/* 1 once every pool has been full at least once (the worker is warm). */
+int kiln_pool_warmed(struct kiln_pool *pool);
+
+/* Stop refilling and kill every waiting sandbox (draining). */
+void kiln_pool_stop(struct kiln_pool *pool);
+
+/* A ready sandbox for `plugin` whose warm state suits `job` (its profile is
+ * `profile`) and that has what it `needs`, or 0 (a miss) when there is none. */
+int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, const char *profile,
+                   const struct kiln_job_view *job, const struct kiln_spawn_opts *needs,
+                   struct kiln_warm_take *out);
+
+#endif

@@ -1,0 +1,256 @@
+#include "sandbox/cgroup.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <time.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int put(const char *dir, const char *file, const char *value)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, value, strlen(value));
+    int r = n == (ssize_t)strlen(value) ? 0 : -errno;
+    close(fd);
+    return r;
+}
+
+static int64_t get_num(const char *dir, const char *file, const char *key)
+{
+    char path[512], buf[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    if (key == NULL)
+        return strtoll(buf, NULL, 10);
+    for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        size_t k = strlen(key);
+        if (strncmp(line, key, k) == 0 && line[k] == ' ')
+            return strtoll(line + k + 1, NULL, 10);
+    }
+    return -1;
+}
+
+static int has_controllers(const char *mount)
+{
+    char path[300], buf[512];
+    snprintf(path, sizeof(path), "%s/cgroup.controllers", mount);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return strstr(buf, "memory") != NULL && strstr(buf, "pids") != NULL;
+}
+
+int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen)
+{
+    memset(cgs, 0, sizeof(*cgs));
+    if (has_controllers("/sys/fs/cgroup")) {
+        cgs->v2 = 1;
+        snprintf(cgs->root_v2, sizeof(cgs->root_v2), "/sys/fs/cgroup/kiln");
+        if (mkdir(cgs->root_v2, 0755) < 0 && errno != EEXIST)
+            goto fail;
+        /* hand memory and pids down to kiln/, and from it to each sandbox */
+        if (put("/sys/fs/cgroup", "cgroup.subtree_control", "+memory +pids") < 0 ||
+            put(cgs->root_v2, "cgroup.subtree_control", "+memory +pids") < 0)
+            goto fail;
+        return 0;
+    }
+    snprintf(cgs->root_mem, sizeof(cgs->root_mem), "/sys/fs/cgroup/memory/kiln");
+    snprintf(cgs->root_pids, sizeof(cgs->root_pids), "/sys/fs/cgroup/pids/kiln");
+    if ((mkdir(cgs->root_mem, 0755) < 0 && errno != EEXIST) ||
+        (mkdir(cgs->root_pids, 0755) < 0 && errno != EEXIST))
+        goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "cgroup %s: %s", cgs->v2 ? "v2" : "v1", strerror(errno));
+    return -errno;
+}
+
+static void dir_of(const struct kiln_cgroup *cg, int which, char *out, size_t len)
+{
+    const struct kiln_cgroups *c = cg->cgs;
+    snprintf(out, len, "%s/%s", c->v2 ? c->root_v2 : which ? c->root_pids : c->root_mem, cg->name);
+}
+
+/* "sb-<pid>-<token>-": the start of this worker's cgroups' names. The
+ * random token tells apart workers with the same pid in different pid
+ * namespaces (two containers' PID 1) sharing one cgroup tree. */
+static const char *own_prefix(void)
+{
+    static char prefix[48];
+    if (prefix[0] == '\0') {
+        unsigned tok = 0;
+        if (getrandom(&tok, sizeof(tok), 0) != (ssize_t)sizeof(tok))
+            tok = (unsigned)time(NULL) ^ (unsigned)getpid() << 16;
+        snprintf(prefix, sizeof(prefix), "sb-%d-%08x-", (int)getpid(), tok);
+    }
+    return prefix;
+}
+
+int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, char *err,
+                       size_t errlen)
+{
+    static unsigned made;
+    char dir[512];
+    cg->cgs = cgs;
+    snprintf(cg->name, sizeof(cg->name), "%s%u", own_prefix(), ++made);
+    for (int which = 0; which < (cgs->v2 ? 1 : 2); which++) {
+        dir_of(cg, which, dir, sizeof(dir));
+        if (mkdir(dir, 0755) < 0) { /* EEXIST too: never another's */
+            snprintf(err, errlen, "cgroup mkdir %s: %s", dir, strerror(errno));
+            return -errno;
+        }
+    }
+    if (cgs->v2)
+        put(dir, "memory.swap.max", "0"); /* a limit swap cannot dodge */
+    return 0;
+}
+
+int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[2])
+{
+    char path[600];
+    int n = 0;
+    for (int which = 0; which < (cg->cgs->v2 ? 1 : 2); which++) {
+        dir_of(cg, which, path, sizeof(path) - 16);
+        strcat(path, "/cgroup.procs");
+        if ((fds[n] = open(path, O_WRONLY | O_CLOEXEC)) < 0) {
+            int r = -errno;
+            while (n > 0)
+                close(fds[--n]);
+            return r;
+        }
+        n++;
+    }
+    return n;
+}
+
+int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids)
+{
+    char dir[512], num[32];
+    int r = 0;
+    if (memory_bytes > 0) {
+        dir_of(cg, 0, dir, sizeof(dir));
+        snprintf(num, sizeof(num), "%lld", (long long)memory_bytes);
+        r = put(dir, cg->cgs->v2 ? "memory.max" : "memory.limit_in_bytes", num);
+        if (r == 0 && !cg->cgs->v2)
+            put(dir, "memory.memsw.limit_in_bytes", num); /* when swap is accounted */
+    }
+    if (r == 0 && pids > 0) {
+        dir_of(cg, 1, dir, sizeof(dir));
+        snprintf(num, sizeof(num), "%lld", (long long)pids);
+        r = put(dir, "pids.max", num);
+    }
+    return r;
+}
+
+void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills)
+{
+    char dir[512];
+    dir_of(cg, 0, dir, sizeof(dir));
+    int64_t peak = cg->cgs->v2 ? get_num(dir, "memory.peak", NULL)
+                               : get_num(dir, "memory.max_usage_in_bytes", NULL);
+    *peak_kb = peak > 0 ? peak / 1024 : -1;
+    *oom_kills = cg->cgs->v2 ? get_num(dir, "memory.events", "oom_kill")
+                             : get_num(dir, "memory.oom_control", "oom_kill");
+}
+
+int kiln_cgroup_remove(const struct kiln_cgroup *cg)
+{
+    char dir[512];
+    int r = 0;
+    for (int which = 0; which < (cg->cgs->v2 ? 1 : 2); which++) {
+        dir_of(cg, which, dir, sizeof(dir));
+        if (rmdir(dir) < 0 && errno != ENOENT)
+            r = -errno;
+    }
+    return r;
+}
+
+int kiln_pid_alive(pid_t pid)
+{
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/* Kill every process in the cgroup `dir` (v2: cgroup.kill where the
+ * kernel has it; otherwise each pid its cgroup.procs lists). */
+static void kill_members(const char *dir)
+{
+    if (put(dir, "cgroup.kill", "1") == 0)
+        return;
+    char path[700], buf[4096];
+    snprintf(path, sizeof(path), "%.600s/cgroup.procs", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    for (char *p = buf, *end; *p; p = end) {
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (pid > 0)
+            kill((pid_t)pid, SIGKILL);
+    }
+}
+
+/* One hierarchy's parent: see kiln_cgroup_sweep. */
+static int sweep_dir(const char *root, int ours)
+{
+    DIR *d = opendir(root);
+    struct dirent *e;
+    int removed = 0;
+    if (d == NULL)
+        return 0;
+    time_t now = time(NULL);
+    while ((e = readdir(d)) != NULL) {
+        char dir[600], *end;
+        long pid = strncmp(e->d_name, "sb-", 3) == 0 ? strtol(e->d_name + 3, &end, 10) : 0;
+        struct stat st;
+        if (pid <= 0 || *end != '-')
+            continue;
+        snprintf(dir, sizeof(dir), "%s/%s", root, e->d_name);
+        if (ours ? strncmp(e->d_name, own_prefix(), strlen(own_prefix())) != 0
+                      : (kiln_pid_alive((pid_t)pid) || stat(dir, &st) < 0 || now - st.st_mtime < 5))
+            continue;
+        if (ours) {
+            /* ours: its processes die now, and it goes once they are reaped */
+            kill_members(dir);
+            for (int i = 0; i < 100 && rmdir(dir) < 0 && errno == EBUSY; i++) {
+                struct timespec ts = {0, 20 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            removed += access(dir, F_OK) < 0;
+        } else {
+            removed += rmdir(dir) == 0; /* a dead worker's, and only if empty */
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
+int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, int ours)
+{
+    if (cgs->v2)
+        return sweep_dir(cgs->root_v2, ours);
+    return sweep_dir(cgs->root_mem, ours) + sweep_dir(cgs->root_pids, ours);
+}

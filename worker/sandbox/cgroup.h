@@ -1,0 +1,59 @@
+/*
+ * Per-sandbox cgroups: memory and pids limits the kernel enforces, and the
+ * kernel's own accounting of peak memory and OOM kills. cgroup v2 where the
+ * host has it (memory and pids controllers in /sys/fs/cgroup), v1 where it
+ * does not (separate memory and pids hierarchies).
+ */
+#ifndef KILN_JAIL_CGROUP_H
+#define KILN_JAIL_CGROUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct kiln_cgroups {
+    int v2;
+    char root_v2[256];        /* v2: <mount>/kiln */
+    char root_mem[256];       /* v1: memory/kiln */
+    char root_pids[256];      /* v1: pids/kiln */
+};
+
+struct kiln_cgroup {
+    const struct kiln_cgroups *cgs;
+    char name[64];
+};
+
+/* Find the hierarchies and make kiln's parent cgroups. Returns 0, or a
+ * negative code with why in `err` (limits then cannot be enforced). */
+int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen);
+/* Make an empty cgroup for one sandbox, which the sandbox's first process
+ * joins itself (see open_procs). */
+int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, char *err,
+                       size_t errlen);
+/* Its cgroup.procs file(s), open for writing: a process that writes "0"
+ * to them joins (the kernel checks the opener's rights, the worker's).
+ * Returns how many (1 for v2, 2 for v1's memory and pids), or -errno. */
+int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[2]);
+/* Set its limits: memory in bytes, processes (0: leave as is). */
+int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids);
+/* The kernel's accounting: peak memory (KiB) and OOM kills so far. */
+void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills);
+/* Remove it; its processes must be gone. Returns 0 or -errno (EBUSY while
+ * the last of them are still being reaped). */
+int kiln_cgroup_remove(const struct kiln_cgroup *cg);
+
+/* Remove sandbox cgroups in bulk ("sb-<pid>-<token>-<n>"). `ours`: every
+ * one this worker made (at its exit: their processes are killed and
+ * reaped first). Otherwise those of workers no longer running, only when
+ * empty and untouched for five seconds (a worker in another pid namespace
+ * may look gone from here). Returns how many were removed. */
+int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, int ours);
+
+/* Whether a process `pid` exists (in this pid namespace). */
+int kiln_pid_alive(pid_t pid);
+
+/* sandbox/jail.c: unmount and remove <state_dir>/proxy-<pid> and
+ * image-<pid> of workers no longer running. */
+void kiln_proxy_sweep(const char *state_dir);
+
+#endif

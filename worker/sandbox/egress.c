@@ -1,0 +1,610 @@
+#include "sandbox/egress.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <ifaddrs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define HEAD_MAX 16384
+#define QUEUE_MAX (4u << 20)
+
+struct kiln_egress {
+    uv_loop_t *loop;
+    uv_pipe_t server;
+    char path[256];
+    char **allow;
+    size_t nallow;
+    char private_ok[512];
+    char *denied[KILN_EGRESS_DENIED_MAX];
+    size_t ndenied;
+    unsigned refs;                /* the server and each connection */
+    int closing;
+    struct econn *conns;
+};
+
+struct econn {
+    struct econn *next;
+    struct kiln_egress *eg;
+    uv_pipe_t down;               /* from the sandbox's relay */
+    uv_tcp_t up;                  /* to the destination */
+    int up_open, handles, done;
+    char head[HEAD_MAX];
+    size_t hlen;
+    char host[256];
+    int port, is_connect;
+    char *rewritten;              /* plain HTTP: the head in origin form */
+    size_t rlen;
+    uv_getaddrinfo_t gai;
+    uv_connect_t creq;
+};
+
+/* ---- patterns ---------------------------------------------------------- */
+
+static int host_eq(const char *a, const char *b)
+{
+    return strcasecmp(a, b) == 0;
+}
+
+int kiln_egress_allowed(const char *const *allow, size_t nallow, const char *host, int port)
+{
+    for (size_t i = 0; i < nallow; i++) {
+        char pat[300];
+        int pport = 0;
+        snprintf(pat, sizeof(pat), "%s", allow[i]);
+        char *h = pat, *colon;
+        if (h[0] == '[') { /* [v6] or [v6]:port */
+            char *end = strchr(h, ']');
+            if (end == NULL)
+                continue;
+            *end = '\0';
+            h++;
+            if (end[1] == ':')
+                pport = atoi(end + 2);
+        } else if ((colon = strrchr(h, ':')) != NULL && strchr(h, ':') == colon) {
+            *colon = '\0';
+            pport = atoi(colon + 1);
+        }
+        if (pport ? pport != port : (port != 80 && port != 443))
+            continue;
+        if (strncmp(h, "*.", 2) == 0) {
+            size_t hl = strlen(host), sl = strlen(h + 1); /* ".suffix" */
+            if (hl > sl && host_eq(host + hl - sl, h + 1))
+                return 1;
+        } else if (host_eq(h, host)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- address policy --------------------------------------------------- */
+
+static int in_cidr4(uint32_t a, const char *net, int bits)
+{
+    struct in_addr n;
+    inet_pton(AF_INET, net, &n);
+    uint32_t mask = bits ? htonl(~0u << (32 - bits)) : 0;
+    return (a & mask) == (n.s_addr & mask);
+}
+
+/* Whether `sa`, or `as4` (its IPv4 form, or NULL), is an address of one of
+ * this host's own interfaces, read afresh for each connection (interfaces
+ * come and go). A server on the host bound to 0.0.0.0 answers on every one
+ * of them. */
+static int host_own(const struct sockaddr *sa, const struct sockaddr_in *as4)
+{
+    struct ifaddrs *ifs, *i;
+    int own = 0;
+    if (getifaddrs(&ifs) < 0)
+        return 1; /* cannot tell: refuse */
+    for (i = ifs; i != NULL && !own; i = i->ifa_next) {
+        if (i->ifa_addr == NULL)
+            continue;
+        if (i->ifa_addr->sa_family == AF_INET && as4 != NULL)
+            own = as4->sin_addr.s_addr == ((const struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
+        else if (i->ifa_addr->sa_family == AF_INET6 && sa->sa_family == AF_INET6)
+            own = memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr,
+                         &((const struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16) == 0;
+    }
+    freeifaddrs(ifs);
+    return own;
+}
+
+static int in_cidr6(const struct in6_addr *a, const char *net, int bits)
+{
+    struct in6_addr n;
+    inet_pton(AF_INET6, net, &n);
+    for (int i = 0; i < 16 && bits > 0; i++, bits -= 8) {
+        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
+        if ((a->s6_addr[i] & mask) != (n.s6_addr[i] & mask))
+            return 0;
+    }
+    return 1;
+}
+
+/* Why `sa` may not be reached, or NULL: the host's own addresses, and every
+ * IANA special-purpose range that is not globally reachable (RFC 6890 and
+ * its registries), unless the operator listed a private v4 range with
+ * --net-private-ok. An IPv6 address that carries an IPv4 one (mapped,
+ * compatible, NAT64, 6to4) is judged by the IPv4 address. */
+static const char *special_range(const struct sockaddr *sa, const char *private_ok)
+{
+    static const struct { const char *net; int bits; const char *why; } v4[] = {
+        {"0.0.0.0", 8, "an unspecified address"}, {"127.0.0.0", 8, "a loopback address"},
+        {"10.0.0.0", 8, "a private address"}, {"172.16.0.0", 12, "a private address"},
+        {"192.168.0.0", 16, "a private address"}, {"100.64.0.0", 10, "a shared (CGNAT) address"},
+        {"169.254.0.0", 16, "a link-local or cloud-metadata address"},
+        {"192.0.0.0", 24, "a protocol-assignment address"}, {"198.18.0.0", 15, "a benchmarking address"},
+        {"192.0.2.0", 24, "a documentation address"}, {"198.51.100.0", 24, "a documentation address"},
+        {"203.0.113.0", 24, "a documentation address"}, {"192.88.99.0", 24, "a 6to4 relay address"},
+        {"224.0.0.0", 4, "a multicast address"}, {"240.0.0.0", 4, "a reserved address"},
+    };
+    static const struct { const char *net; int bits; const char *why; } v6[] = {
+        {"::", 128, "an unspecified address"}, {"::1", 128, "a loopback address"},
+        {"100::", 64, "a discard-only address"}, {"2001::", 23, "a protocol-assignment address"},
+        {"2001:db8::", 32, "a documentation address"}, {"3fff::", 20, "a documentation address"},
+        {"64:ff9b:1::", 48, "a local NAT64 address"}, {"5f00::", 16, "a segment-routing address"},
+        {"fc00::", 7, "a private (unique local) address"}, {"fe80::", 10, "a link-local address"},
+        {"fec0::", 10, "a site-local address"}, {"ff00::", 8, "a multicast address"},
+    };
+    uint32_t a4;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6) || IN6_IS_ADDR_V4COMPAT(a6) || in_cidr6(a6, "64:ff9b::", 96)) {
+            memcpy(&a4, &a6->s6_addr[12], 4);
+            goto v4;
+        }
+        if (in_cidr6(a6, "2002::", 16)) { /* 6to4: the IPv4 address follows the prefix */
+            memcpy(&a4, &a6->s6_addr[2], 4);
+            goto v4;
+        }
+        for (size_t i = 0; i < sizeof(v6) / sizeof(v6[0]); i++)
+            if (in_cidr6(a6, v6[i].net, v6[i].bits))
+                return v6[i].why;
+        return NULL;
+    }
+    a4 = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+v4:
+    /* the metadata service is refused whatever the operator allows */
+    if (in_cidr4(a4, "169.254.169.254", 32))
+        return "a cloud-metadata address";
+    char list[512], *save = NULL;
+    snprintf(list, sizeof(list), "%s", private_ok);
+    for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *slash = strchr(tok, '/');
+        int bits = slash ? atoi(slash + 1) : 32;
+        if (slash)
+            *slash = '\0';
+        if (in_cidr4(a4, tok, bits))
+            return NULL;
+    }
+    for (size_t i = 0; i < sizeof(v4) / sizeof(v4[0]); i++)
+        if (in_cidr4(a4, v4[i].net, v4[i].bits))
+            return v4[i].why;
+    return NULL;
+}
+
+/* ... and whatever the operator allows, the host's own addresses and
+ * loopback, in either form (an IPv4-mapped IPv6 address reaches the IPv4
+ * one through a dual-stack socket). */
+static const char *forbidden(const struct sockaddr *sa, const char *private_ok)
+{
+    struct sockaddr_in v4 = {.sin_family = AF_INET};
+    const struct sockaddr_in *as4 = NULL;
+    if (sa->sa_family == AF_INET) {
+        as4 = (const struct sockaddr_in *)sa;
+    } else if (IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr)) {
+        memcpy(&v4.sin_addr, &((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr[12], 4);
+        as4 = &v4;
+    }
+    if (as4 != NULL && in_cidr4(as4->sin_addr.s_addr, "127.0.0.0", 8))
+        return "a loopback address";
+    const char *why = special_range(sa, private_ok);
+    if (why == NULL && host_own(sa, as4))
+        why = "an address of the worker's own host";
+    return why;
+}
+
+const char *kiln_egress_forbidden(const struct sockaddr *sa, const char *private_ok)
+{
+    return forbidden(sa, private_ok ? private_ok : "");
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static void deny_note(struct kiln_egress *eg, const char *host, int port, const char *why)
+{
+    char note[400];
+    snprintf(note, sizeof(note), "%s:%d: %s", host, port, why);
+    for (size_t i = 0; i < eg->ndenied; i++)
+        if (strcmp(eg->denied[i], note) == 0)
+            return;
+    if (eg->ndenied < KILN_EGRESS_DENIED_MAX && (eg->denied[eg->ndenied] = strdup(note)) != NULL)
+        eg->ndenied++;
+}
+
+static void eg_unref(struct kiln_egress *eg)
+{
+    if (--eg->refs > 0)
+        return;
+    for (size_t i = 0; i < eg->nallow; i++)
+        free(eg->allow[i]);
+    free(eg->allow);
+    for (size_t i = 0; i < eg->ndenied; i++)
+        free(eg->denied[i]);
+    free(eg);
+}
+
+/* Each handle and each pending lookup holds the connection. */
+static void conn_unref(struct econn *c)
+{
+    if (--c->handles > 0)
+        return;
+    struct kiln_egress *eg = c->eg;
+    struct econn **pp = &eg->conns;
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = c->next;
+    free(c->rewritten);
+    free(c);
+    eg_unref(eg);
+}
+
+static void conn_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
+
+static void conn_end(struct econn *c)
+{
+    if (c->done)
+        return;
+    c->done = 1;
+    uv_close((uv_handle_t *)&c->down, conn_closed);
+    if (c->up_open)
+        uv_close((uv_handle_t *)&c->up, conn_closed);
+}
+
+struct wreq {
+    uv_write_t req;
+    struct econn *c;
+    uv_stream_t *from; /* the side to resume reading when drained */
+    int close_after;   /* a refusal: end the connection once it is out */
+    char data[];
+};
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_splice(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    struct econn *c = w->c;
+    if (status < 0 || w->close_after)
+        conn_end(c);
+    else if (!c->done && w->from != NULL && uv_stream_get_write_queue_size(req->handle) < QUEUE_MAX / 2)
+        uv_read_start(w->from, on_alloc, on_splice);
+    free(w);
+}
+
+static void send_to(struct econn *c, uv_stream_t *to, uv_stream_t *from, const char *data, size_t n)
+{
+    struct wreq *w = malloc(sizeof(*w) + n);
+    if (w == NULL) {
+        conn_end(c);
+        return;
+    }
+    w->c = c;
+    w->from = from;
+    w->close_after = 0;
+    memcpy(w->data, data, n);
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned)n);
+    if (uv_write(&w->req, to, &buf, 1, on_written) < 0) {
+        free(w);
+        conn_end(c);
+        return;
+    }
+    if (from != NULL && uv_stream_get_write_queue_size(to) >= QUEUE_MAX)
+        uv_read_stop(from); /* the far side is slow: pace the near one */
+}
+
+static void respond(struct econn *c, int code, const char *why)
+{
+    char msg[512];
+    int n = snprintf(msg, sizeof(msg), "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n%s\n", code, code == 403 ? "Forbidden" : code == 502 ? "Bad Gateway"
+                     : "Bad Request", strlen(why) + 1, why);
+    struct wreq *w = malloc(sizeof(*w) + (size_t)n);
+    uv_read_stop((uv_stream_t *)&c->down);
+    if (w == NULL) {
+        conn_end(c);
+        return;
+    }
+    *w = (struct wreq){.c = c, .from = NULL, .close_after = 1};
+    memcpy(w->data, msg, (size_t)n);
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&c->down, &buf, 1, on_written) < 0) {
+        free(w);
+        conn_end(c);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    static char slab[65536];
+    (void)h;
+    (void)hint;
+    *buf = uv_buf_init(slab, sizeof(slab));
+}
+
+static void on_splice(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct econn *c = s->data;
+    if (n < 0) {
+        conn_end(c);
+        return;
+    }
+    uv_stream_t *to = s == (uv_stream_t *)&c->down ? (uv_stream_t *)&c->up : (uv_stream_t *)&c->down;
+    if (n > 0)
+        send_to(c, to, s, buf->base, (size_t)n);
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    struct econn *c = req->data;
+    if (c->done)
+        return;
+    if (status < 0) {
+        char why[300];
+        snprintf(why, sizeof(why), "could not connect to %s:%d: %s", c->host, c->port, uv_strerror(status));
+        respond(c, 502, why);
+        return;
+    }
+    size_t head_end = (size_t)(strstr(c->head, "\r\n\r\n") - c->head) + 4;
+    if (c->is_connect) {
+        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+        send_to(c, (uv_stream_t *)&c->down, NULL, ok, sizeof(ok) - 1);
+    } else {
+        send_to(c, (uv_stream_t *)&c->up, NULL, c->rewritten, c->rlen);
+    }
+    if (c->hlen > head_end) /* bytes the job sent after its request head */
+        send_to(c, (uv_stream_t *)&c->up, NULL, c->head + head_end, c->hlen - head_end);
+    uv_read_start((uv_stream_t *)&c->down, on_alloc, on_splice);
+    uv_read_start((uv_stream_t *)&c->up, on_alloc, on_splice);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct econn *c = req->data;
+    const char *why = NULL;
+    struct addrinfo *use = NULL;
+    if (c->done) {
+        uv_freeaddrinfo(res);
+        conn_unref(c);
+        return;
+    }
+    conn_unref(c); /* the lookup's hold; the down handle still holds it */
+    if (status < 0) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", c->host, uv_strerror(status));
+        deny_note(c->eg, c->host, c->port, "does not resolve");
+        respond(c, 502, msg);
+        return;
+    }
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        const char *w = forbidden(a->ai_addr, c->eg->private_ok);
+        if (w == NULL) {
+            use = a;
+            break;
+        }
+        why = w;
+    }
+    if (use == NULL) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "%s resolves to %s: refused", c->host, why ? why : "nothing");
+        deny_note(c->eg, c->host, c->port, why ? why : "no address");
+        respond(c, 403, msg);
+        uv_freeaddrinfo(res);
+        return;
+    }
+    uv_tcp_init(c->eg->loop, &c->up);
+    c->up.data = c;
+    c->up_open = 1;
+    c->handles++;
+    c->creq.data = c;
+    if (uv_tcp_connect(&c->creq, &c->up, use->ai_addr, on_connected) < 0)
+        respond(c, 502, "connect failed");
+    uv_freeaddrinfo(res);
+}
+
+/* ---- the request head -------------------------------------------------- */
+
+struct parse { char url[2048]; size_t ulen; };
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct parse *u = p->data;
+    if (u->ulen + len >= sizeof(u->url))
+        return 1;
+    memcpy(u->url + u->ulen, at, len);
+    u->ulen += len;
+    u->url[u->ulen] = '\0';
+    return 0;
+}
+
+static int on_headers(http_parser *p)
+{
+    (void)p;
+    return 2; /* stop here: the body, if any, is spliced as it is */
+}
+
+static void begin(struct econn *c)
+{
+    static http_parser_settings settings;
+    struct http_parser p;
+    struct parse u = {"", 0};
+    struct http_parser_url pu;
+    char port[16];
+
+    settings.on_url = on_url;
+    settings.on_headers_complete = on_headers;
+    http_parser_init(&p, HTTP_REQUEST);
+    p.data = &u;
+    size_t end = (size_t)(strstr(c->head, "\r\n\r\n") - c->head) + 4;
+    http_parser_execute(&p, &settings, c->head, end);
+    if (u.ulen == 0 || (HTTP_PARSER_ERRNO(&p) != HPE_OK && HTTP_PARSER_ERRNO(&p) != HPE_CB_headers_complete)) {
+        respond(c, 400, "a proxy request was expected");
+        return;
+    }
+    c->is_connect = p.method == HTTP_CONNECT;
+    http_parser_url_init(&pu);
+    if (http_parser_parse_url(u.url, u.ulen, c->is_connect, &pu) != 0 || !(pu.field_set & (1 << UF_HOST))) {
+        respond(c, 400, "the request needs an absolute http:// URL or CONNECT host:port");
+        return;
+    }
+    if (!c->is_connect && (!(pu.field_set & (1 << UF_SCHEMA)) ||
+                           strncasecmp(u.url + pu.field_data[UF_SCHEMA].off, "http",
+                                       pu.field_data[UF_SCHEMA].len) != 0 || pu.field_data[UF_SCHEMA].len != 4)) {
+        respond(c, 400, "only http:// URLs and CONNECT");
+        return;
+    }
+    snprintf(c->host, sizeof(c->host), "%.*s", (int)pu.field_data[UF_HOST].len, u.url + pu.field_data[UF_HOST].off);
+    c->port = (pu.field_set & (1 << UF_PORT)) ? pu.port : 80;
+    if (!kiln_egress_allowed((const char *const *)c->eg->allow, c->eg->nallow, c->host, c->port)) {
+        deny_note(c->eg, c->host, c->port, "not in net.allow");
+        respond(c, 403, "not in the job's net.allow");
+        return;
+    }
+    if (!c->is_connect) { /* forward in origin form: METHOD /path?query HTTP/1.1 */
+        const char *path = (pu.field_set & (1 << UF_PATH)) ? u.url + pu.field_data[UF_PATH].off : "/";
+        const char *line_end = strstr(c->head, "\r\n");
+        c->rewritten = malloc(end + 16);
+        if (c->rewritten == NULL) {
+            respond(c, 502, "out of memory");
+            return;
+        }
+        c->rlen = (size_t)snprintf(c->rewritten, end + 16, "%s %s HTTP/1.1", http_method_str(p.method),
+                                   *path ? path : "/");
+        if (c->rlen > end)
+            c->rlen = end;
+        memcpy(c->rewritten + c->rlen, line_end, end - (size_t)(line_end - c->head));
+        c->rlen += end - (size_t)(line_end - c->head);
+    }
+    snprintf(port, sizeof(port), "%d", c->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    c->gai.data = c;
+    c->handles++; /* held until the lookup answers */
+    if (uv_getaddrinfo(c->eg->loop, &c->gai, on_resolved, c->host, port, &hints) < 0) {
+        c->handles--;
+        respond(c, 502, "cannot resolve");
+    }
+}
+
+static void on_head(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct econn *c = s->data;
+    if (n < 0) {
+        conn_end(c);
+        return;
+    }
+    if (c->hlen + (size_t)n >= HEAD_MAX) {
+        respond(c, 400, "request head too large");
+        return;
+    }
+    memcpy(c->head + c->hlen, buf->base, (size_t)n);
+    c->hlen += (size_t)n;
+    c->head[c->hlen] = '\0';
+    if (strstr(c->head, "\r\n\r\n") != NULL) {
+        uv_read_stop(s);
+        begin(c);
+    }
+}
+
+static void on_conn(uv_stream_t *server, int status)
+{
+    struct kiln_egress *eg = server->data;
+    if (status < 0 || eg->closing)
+        return;
+    struct econn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    c->eg = eg;
+    uv_pipe_init(eg->loop, &c->down, 0);
+    c->down.data = c;
+    c->handles = 1;
+    eg->refs++;
+    c->next = eg->conns;
+    eg->conns = c;
+    if (uv_accept(server, (uv_stream_t *)&c->down) < 0) {
+        conn_end(c);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->down, on_alloc, on_head);
+}
+
+static void server_closed(uv_handle_t *h);
+
+int kiln_egress_open(uv_loop_t *loop, const char *path, const char *const *allow, size_t nallow,
+                     const char *private_ok, struct kiln_egress **out)
+{
+    struct kiln_egress *eg = calloc(1, sizeof(*eg));
+    int r;
+    if (eg == NULL || (eg->allow = calloc(nallow + 1, sizeof(char *))) == NULL) {
+        free(eg);
+        return UV_ENOMEM;
+    }
+    for (size_t i = 0; i < nallow; i++)
+        if ((eg->allow[eg->nallow] = strdup(allow[i])) != NULL)
+            eg->nallow++;
+    eg->loop = loop;
+    snprintf(eg->path, sizeof(eg->path), "%s", path);
+    snprintf(eg->private_ok, sizeof(eg->private_ok), "%s", private_ok ? private_ok : "");
+    unlink(path);
+    uv_pipe_init(loop, &eg->server, 0);
+    eg->server.data = eg;
+    eg->refs = 1;
+    if ((r = uv_pipe_bind(&eg->server, path)) < 0 ||
+        (r = uv_listen((uv_stream_t *)&eg->server, 64, on_conn)) < 0) {
+        eg->closing = 1;
+        uv_close((uv_handle_t *)&eg->server, server_closed); /* frees eg */
+        return r;
+    }
+    chmod(path, 0666); /* the sandbox's relay runs as another uid */
+    *out = eg;
+    return 0;
+}
+
+const char *const *kiln_egress_denied(const struct kiln_egress *eg, size_t *n)
+{
+    *n = eg->ndenied;
+    return (const char *const *)eg->denied;
+}
+
+static void server_closed(uv_handle_t *h)
+{
+    eg_unref(h->data);
+}
+
+void kiln_egress_close(struct kiln_egress *eg)
+{
+    eg->closing = 1;
+    unlink(eg->path);
+    uv_close((uv_handle_t *)&eg->server, server_closed);
+    for (struct econn *c = eg->conns; c != NULL; c = c->next)
+        if (!c->done) {
+            c->done = 1;
+            uv_close((uv_handle_t *)&c->down, conn_closed);
+            if (c->up_open)
+                uv_close((uv_handle_t *)&c->up, conn_closed);
+        }
+}

@@ -1,0 +1,95 @@
+#include "wire/frame.h"
+
+#include "wire/proto.h"
+
+static void pack_id(msgpack_packer *pk, const char *id)
+{
+    kiln_mp_str(pk, "id");
+    if (id != NULL)
+        kiln_mp_str(pk, id);
+    else
+        msgpack_pack_nil(pk);
+}
+
+void kiln_frame_output(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
+                       int fd, const void *data, size_t len, int run)
+{
+    msgpack_packer pk;
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5 + (run >= 0));
+    pack_id(&pk, id);
+    kiln_mp_str(&pk, "seq");
+    msgpack_pack_uint64(&pk, seq);
+    kiln_mp_str(&pk, "attempt");
+    msgpack_pack_unsigned_int(&pk, attempt);
+    kiln_mp_str(&pk, "kind");
+    kiln_mp_str(&pk, fd == 2 ? "stderr" : "stdout");
+    kiln_mp_str(&pk, "data");
+    kiln_mp_bin(&pk, data, len);
+    if (run >= 0) {
+        kiln_mp_str(&pk, "run");
+        msgpack_pack_int(&pk, run);
+    }
+}
+
+void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
+                     const struct kiln_exit *e)
+{
+    msgpack_packer pk;
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 11 + (e->reason != NULL) + (e->meta != NULL) + (e->run >= 0) +
+                              2 * (e->runs_ok >= 0) + (e->ndenied > 0));
+    pack_id(&pk, id);
+    kiln_mp_str(&pk, "seq");
+    msgpack_pack_uint64(&pk, seq);
+    kiln_mp_str(&pk, "kind");
+    kiln_mp_str(&pk, "exit");
+    kiln_mp_str(&pk, "status");
+    kiln_mp_str(&pk, e->status);
+    kiln_mp_str(&pk, "code");
+    if (e->has_code)
+        msgpack_pack_int(&pk, e->code);
+    else
+        msgpack_pack_nil(&pk);
+    kiln_mp_str(&pk, "signal");
+    if (e->signal)
+        msgpack_pack_int(&pk, e->signal);
+    else
+        msgpack_pack_nil(&pk);
+    kiln_mp_str(&pk, "wall_ms");
+    msgpack_pack_int64(&pk, e->wall_ms);
+    kiln_mp_str(&pk, "cpu_ms");
+    msgpack_pack_int64(&pk, e->cpu_ms);
+    kiln_mp_str(&pk, "max_rss_kb");
+    msgpack_pack_int64(&pk, e->max_rss_kb);
+    kiln_mp_str(&pk, "attempt");
+    msgpack_pack_unsigned_int(&pk, e->attempt);
+    kiln_mp_str(&pk, "worker");
+    kiln_mp_str(&pk, e->worker ? e->worker : "");
+    if (e->reason != NULL) {
+        kiln_mp_str(&pk, "reason");
+        kiln_mp_str(&pk, e->reason);
+    }
+    if (e->meta != NULL) {
+        kiln_mp_str(&pk, "meta");
+        msgpack_sbuffer_write(sb, (const char *)e->meta, e->meta_len);
+    }
+    if (e->run >= 0) {
+        kiln_mp_str(&pk, "run");
+        msgpack_pack_int(&pk, e->run);
+    }
+    if (e->ndenied > 0) {
+        kiln_mp_str(&pk, "denied");
+        msgpack_pack_array(&pk, e->ndenied);
+        for (size_t i = 0; i < e->ndenied; i++)
+            kiln_mp_str(&pk, e->denied[i]);
+    }
+    if (e->runs_ok >= 0) {
+        kiln_mp_str(&pk, "runs");
+        msgpack_pack_int(&pk, e->runs_total);
+        kiln_mp_str(&pk, "runs_ok");
+        msgpack_pack_int(&pk, e->runs_ok);
+    }
+}

@@ -1,0 +1,449 @@
+#include "wire/job.h"
+
+#include <errno.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire/proto.h"
+
+/* Decoding state: where reasons go, and whether memory ran out. */
+struct dec {
+    char *err;
+    size_t errlen;
+    int nomem;
+};
+
+__attribute__((format(printf, 2, 3)))
+static int bad(struct dec *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->err, d->errlen, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+static int charset_ok(const char *s, size_t max, const char *extra)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return 0;
+    for (const char *p = s; *p; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || strchr(extra, c) != NULL))
+            return 0;
+    }
+    return 1;
+}
+
+int kiln_job_valid_id(const char *s)
+{
+    return charset_ok(s, KILN_JOB_ID_MAX, "._:-");
+}
+
+int kiln_job_valid_name(const char *s)
+{
+    return charset_ok(s, KILN_JOB_NAME_MAX, "._:-");
+}
+
+/* A string field: copy into *out. `what` names it in reasons. */
+static int get_str(struct dec *d, const msgpack_object *o, const char *what, char **out)
+{
+    if (o->type != MSGPACK_OBJECT_STR)
+        return bad(d, "field '%s' must be a string", what);
+    if (memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)
+        return bad(d, "field '%s' must not contain a NUL byte", what);
+    if ((*out = kiln_mp_strdup(o)) == NULL) {
+        d->nomem = 1;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* bytes from a bin or str object */
+static int get_bytes(struct dec *d, const msgpack_object *o, const char *what,
+                     unsigned char **out, size_t *len)
+{
+    const char *p;
+    size_t n;
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        p = o->via.bin.ptr;
+        n = o->via.bin.size;
+    } else if (o->type == MSGPACK_OBJECT_STR) {
+        p = o->via.str.ptr;
+        n = o->via.str.size;
+    } else {
+        return bad(d, "field '%s' must be bin or str", what);
+    }
+    *out = malloc(n ? n : 1);
+    if (*out == NULL) {
+        d->nomem = 1;
+        return -ENOMEM;
+    }
+    memcpy(*out, p, n);
+    *len = n;
+    return 0;
+}
+
+static int get_str_array(struct dec *d, const msgpack_object *o, const char *what,
+                         char ***out, size_t *n)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return bad(d, "field '%s' must be an array of strings", what);
+    *out = calloc(o->via.array.size + 1, sizeof(char *));
+    if (*out == NULL) {
+        d->nomem = 1;
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < o->via.array.size; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "%s[%u]", what, i);
+        int r = get_str(d, &o->via.array.ptr[i], name, &(*out)[i]);
+        if (r < 0)
+            return r;
+        (*n)++;
+    }
+    return 0;
+}
+
+static int env_key_ok(const char *k)
+{
+    if (!((*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z') || *k == '_'))
+        return 0;
+    return charset_ok(k, 255, "_");
+}
+
+static int decode_env(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+{
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return bad(d, "field 'env' must be a map of strings to strings");
+    job->env = calloc(o->via.map.size + 1, sizeof(*job->env));
+    if (job->env == NULL)
+        return d->nomem = 1, -ENOMEM;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        struct kiln_kv *kv = &job->env[i];
+        char *k = NULL, *v = NULL;
+        int r = get_str(d, &o->via.map.ptr[i].key, "env key", &k);
+        if (r == 0)
+            r = get_str(d, &o->via.map.ptr[i].val, "env value", &v);
+        kv->key = k;
+        kv->value = v;
+        job->nenv++;
+        if (r < 0)
+            return r;
+        if (!env_key_ok(k))
+            return bad(d, "env key '%.64s' must match [A-Za-z_][A-Za-z0-9_]*", k);
+    }
+    return 0;
+}
+
+/* A path under /work: relative, no empty, "." or ".." parts. */
+static int path_ok(const char *p)
+{
+    size_t n = strlen(p);
+    if (n == 0 || n > KILN_JOB_PATH_MAX || p[0] == '/')
+        return 0;
+    const char *s = p;
+    for (;;) {
+        const char *e = strchr(s, '/');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len == 0 || len > 255 || (len == 1 && s[0] == '.') ||
+            (len == 2 && s[0] == '.' && s[1] == '.'))
+            return 0;
+        if (e == NULL)
+            return 1;
+        s = e + 1;
+    }
+}
+
+static int decode_files(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+{
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return bad(d, "field 'files' must be a map of paths to bin");
+    if (o->via.map.size > KILN_JOB_FILES_MAX)
+        return bad(d, "field 'files' has %u entries, over the limit of %d",
+                   o->via.map.size, KILN_JOB_FILES_MAX);
+    job->files = calloc(o->via.map.size + 1, sizeof(*job->files));
+    if (job->files == NULL)
+        return d->nomem = 1, -ENOMEM;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        struct kiln_file *f = &job->files[i];
+        job->nfiles++;
+        int r = get_str(d, &o->via.map.ptr[i].key, "files key", &f->path);
+        if (r < 0)
+            return r;
+        if (!path_ok(f->path))
+            return bad(d, "file path '%.128s' must be relative, without '..', '.' or empty parts",
+                       f->path);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(job->files[j].path, f->path) == 0)
+                return bad(d, "file path '%.128s' appears twice", f->path);
+        r = get_bytes(d, &o->via.map.ptr[i].val, "files value", &f->data, &f->len);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int decode_limits(struct dec *d, const msgpack_object *o, struct kiln_limits *l)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+        int64_t min;
+    } keys[] = {
+        {"timeout_ms", offsetof(struct kiln_limits, timeout_ms), 1},
+        {"cpu_ms", offsetof(struct kiln_limits, cpu_ms), 1},
+        {"memory_mb", offsetof(struct kiln_limits, memory_mb), 1},
+        {"pids", offsetof(struct kiln_limits, pids), 1},
+        {"output_bytes", offsetof(struct kiln_limits, output_bytes), 0},
+        {"file_bytes", offsetof(struct kiln_limits, file_bytes), 0},
+    };
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return bad(d, "field 'limits' must be a map");
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        const msgpack_object *v = kiln_mp_get(o, keys[i].key);
+        int64_t *dst = (int64_t *)((char *)l + keys[i].off);
+        if (v == NULL || v->type == MSGPACK_OBJECT_NIL)
+            continue;
+        if (kiln_mp_int(v, keys[i].min, INT64_MAX / 2, dst) < 0)
+            return bad(d, "field 'limits.%s' must be an integer >= %lld", keys[i].key,
+                       (long long)keys[i].min);
+    }
+    return 0;
+}
+
+static int decode_net(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+{
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return bad(d, "field 'net' must be a map");
+    job->has_net = 1;
+    const msgpack_object *allow = kiln_mp_get(o, "allow");
+    if (allow == NULL || allow->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    return get_str_array(d, allow, "net.allow", &job->net_allow, &job->nnet);
+}
+
+static int decode_runs(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return bad(d, "field 'runs' must be an array of maps");
+    if (o->via.array.size == 0 || o->via.array.size > KILN_JOB_RUNS_MAX)
+        return bad(d, "field 'runs' must hold 1 to %d inputs", KILN_JOB_RUNS_MAX);
+    job->runs = calloc(o->via.array.size, sizeof(*job->runs));
+    if (job->runs == NULL)
+        return d->nomem = 1, -ENOMEM;
+    for (uint32_t i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *run = &o->via.array.ptr[i], *v;
+        struct kiln_run_input *in = &job->runs[i];
+        char name[32];
+        int r;
+        job->nruns++;
+        if (run->type != MSGPACK_OBJECT_MAP)
+            return bad(d, "field 'runs[%u]' must be a map", i);
+        snprintf(name, sizeof(name), "runs[%u].stdin", i);
+        if ((v = kiln_mp_get(run, "stdin")) != NULL && v->type != MSGPACK_OBJECT_NIL &&
+            (r = get_bytes(d, v, name, &in->stdin_data, &in->stdin_len)) < 0)
+            return r;
+        snprintf(name, sizeof(name), "runs[%u].args", i);
+        if ((v = kiln_mp_get(run, "args")) != NULL && v->type != MSGPACK_OBJECT_NIL) {
+            in->has_args = 1;
+            if ((r = get_str_array(d, v, name, &in->args, &in->nargs)) < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+/* Fields read even from a job that is otherwise bad, to route its frame. */
+static void decode_route(const msgpack_object *map, struct kiln_job *job)
+{
+    const msgpack_object *o;
+    char *s;
+    if ((o = kiln_mp_get(map, "id")) != NULL && o->type == MSGPACK_OBJECT_STR &&
+        (s = kiln_mp_strdup(o)) != NULL) {
+        if (kiln_job_valid_id(s))
+            job->id = s;
+        else
+            free(s);
+    }
+    if ((o = kiln_mp_get(map, "reply_to")) != NULL && o->type == MSGPACK_OBJECT_STR &&
+        (s = kiln_mp_strdup(o)) != NULL) {
+        if (kiln_job_valid_name(s))
+            job->reply_to = s;
+        else
+            free(s);
+    }
+    if ((o = kiln_mp_get(map, "meta")) != NULL) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_object(&pk, *o);
+        size_t n = sb.size; /* release() zeroes it */
+        job->meta = (unsigned char *)msgpack_sbuffer_release(&sb);
+        job->meta_len = job->meta ? n : 0;
+    }
+}
+
+static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *job)
+{
+    const msgpack_object *o;
+    int r;
+
+    if ((o = kiln_mp_get(m, "v")) != NULL && kiln_mp_int(o, 1, 1, &job->v) < 0)
+        return bad(d, "unsupported schema version (field 'v'); this worker reads v1");
+    if ((o = kiln_mp_get(m, "id")) == NULL)
+        return bad(d, "missing required field 'id'");
+    if (o->type != MSGPACK_OBJECT_STR)
+        return bad(d, "field 'id' must be a string");
+    if (job->id == NULL)
+        return bad(d, "field 'id' must be 1-%d characters of [A-Za-z0-9._:-]", KILN_JOB_ID_MAX);
+    if ((o = kiln_mp_get(m, "reply_to")) != NULL && job->reply_to == NULL)
+        return bad(d, "field 'reply_to' must be 1-%d characters of [A-Za-z0-9._:-]",
+                   KILN_JOB_NAME_MAX);
+    if ((o = kiln_mp_get(m, "plugin")) == NULL)
+        return bad(d, "missing required field 'plugin'");
+    if ((r = get_str(d, o, "plugin", &job->plugin)) < 0)
+        return r;
+    if ((o = kiln_mp_get(m, "code")) == NULL)
+        return bad(d, "missing required field 'code'");
+    if ((r = get_str(d, o, "code", &job->code)) < 0)
+        return r;
+    job->code_len = strlen(job->code);
+    if ((o = kiln_mp_get(m, "args")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        (r = get_str_array(d, o, "args", &job->args, &job->nargs)) < 0)
+        return r;
+    if ((o = kiln_mp_get(m, "stdin")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        (r = get_bytes(d, o, "stdin", &job->stdin_data, &job->stdin_len)) < 0)
+        return r;
+    if ((o = kiln_mp_get(m, "env")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        (r = decode_env(d, o, job)) < 0)
+        return r;
+    if ((o = kiln_mp_get(m, "files")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        (r = decode_files(d, o, job)) < 0)
+        return r;
+    if ((o = kiln_mp_get(m, "limits")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        (r = decode_limits(d, o, &job->limits)) < 0)
+        return r;
+    if ((o = kiln_mp_get(m, "net")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        (r = decode_net(d, o, job)) < 0)
+        return r;
+    if ((o = kiln_mp_get(m, "deadline")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        kiln_mp_int(o, 0, INT64_MAX, &job->deadline) < 0)
+        return bad(d, "field 'deadline' must be a non-negative integer (unix ms)");
+    if ((o = kiln_mp_get(m, "runs")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        (r = decode_runs(d, o, job)) < 0)
+        return r;
+    return 0;
+}
+
+int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
+                    char *err, size_t errlen)
+{
+    struct dec d = {err, errlen, 0};
+    msgpack_unpacked u;
+    size_t off = 0;
+    int r;
+
+    struct kiln_job *job = calloc(1, sizeof(*job));
+    *out = job;
+    if (job == NULL)
+        return -ENOMEM;
+    job->v = 1;
+    job->deadline = -1;
+    job->limits = (struct kiln_limits){-1, -1, -1, -1, -1, -1};
+    err[0] = '\0';
+
+    msgpack_unpacked_init(&u);
+    switch (kiln_mp_precheck(buf, len)) {
+    case 0:
+        break;
+    case -ENOTEMPTY:
+        break; /* msgpack-c finds the object's end and says how much follows */
+    case -E2BIG:
+        job->not_msgpack = 1;
+        r = bad(&d, "job is not valid msgpack (a container larger than the job)");
+        goto out;
+    default:
+        job->not_msgpack = 1;
+        r = bad(&d, "job is not valid msgpack (malformed or truncated)");
+        goto out;
+    }
+    switch (msgpack_unpack_next(&u, buf, len, &off)) {
+    case MSGPACK_UNPACK_SUCCESS:
+        break;
+    case MSGPACK_UNPACK_CONTINUE:
+        job->not_msgpack = 1;
+        r = bad(&d, "job is not valid msgpack (truncated)");
+        goto out;
+    case MSGPACK_UNPACK_NOMEM_ERROR:
+        job->not_msgpack = 1;
+        r = bad(&d, "job is not valid msgpack (nested too deep)");
+        goto out;
+    default:
+        job->not_msgpack = 1;
+        r = bad(&d, "job is not valid msgpack");
+        goto out;
+    }
+    if (off != len) {
+        job->not_msgpack = 1;
+        r = bad(&d, "job has %zu trailing bytes after the msgpack map", len - off);
+        goto out;
+    }
+    if (u.data.type != MSGPACK_OBJECT_MAP) {
+        r = bad(&d, "job must be a msgpack map");
+        goto out;
+    }
+    decode_route(&u.data, job);
+    r = decode_map(&d, &u.data, job);
+out:
+    msgpack_unpacked_destroy(&u);
+    if (d.nomem) {
+        kiln_job_free(job);
+        *out = NULL;
+        return -ENOMEM;
+    }
+    return r;
+}
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void kiln_job_free(struct kiln_job *job)
+{
+    if (job == NULL)
+        return;
+    free(job->id);
+    free(job->plugin);
+    free(job->code);
+    free_strv(job->args, job->nargs);
+    free(job->stdin_data);
+    for (size_t i = 0; i < job->nenv; i++) {
+        free((char *)job->env[i].key);
+        free((char *)job->env[i].value);
+    }
+    free(job->env);
+    for (size_t i = 0; i < job->nfiles; i++) {
+        free(job->files[i].path);
+        free(job->files[i].data);
+    }
+    free(job->files);
+    free_strv(job->net_allow, job->nnet);
+    free(job->reply_to);
+    free(job->meta);
+    for (size_t i = 0; i < job->nruns; i++) {
+        free(job->runs[i].stdin_data);
+        free_strv(job->runs[i].args, job->runs[i].nargs);
+    }
+    free(job->runs);
+    free(job);
+}

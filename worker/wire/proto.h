@@ -1,0 +1,167 @@
+/*
+ * The agent protocol: how kiln-worker and kiln-agent talk over one stream
+ * (a socketpair for the jail, a virtio-serial port or vsock for microVMs).
+ *
+ * Each message is a 4-byte big-endian length followed by that many bytes of
+ * one msgpack map whose "t" key names the message:
+ *
+ *   agent -> worker   {t:"ready", v, pid, warm: bool}
+ *                     {t:"started"}            (after "prestart")
+ *                     {t:"out", fd: 1|2, data: bin}
+ *                     {t:"beat"}               (each second of silence mid-job)
+ *                     {t:"exit", code, signal, wall_ms, cpu_ms, max_rss_kb,
+ *                      peak_kb?, oom_kills?}   (the last two: a VM's own cgroup)
+ *                     {t:"error", reason, fault?: "job"}  (fault: the job's
+ *                      input was why, e.g. its files do not fit /work)
+ *   worker -> agent   {t:"hello", now_ns, seed} (VMs: the host speaks first;
+ *                     seed: 32 random bytes the guest's kernel is reseeded
+ *                     with before anything starts there)
+ *                     {t:"prestart", argv, env, cwd}
+ *                     {t:"zygote", argv, env, cwd}   (a template jail: the
+ *                      interpreter becomes a fork server, see zygote.c, and
+ *                      the channel speaks its records from then on)
+ *                     {t:"run", argv:[str], env:[str], cwd:str,
+ *                      files:[[path, bin, mode]], stdin: bin|nil, proxy: bool,
+ *                      rlimits: {cpu, fsize, nofile},
+ *                      limits: {memory_bytes, pids}}   (enforced by a VM's agent)
+ *                     {t:"kill"}
+ *
+ * Unknown keys are ignored, so either side may add fields.
+ */
+#ifndef KILN_PROTO_H
+#define KILN_PROTO_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef KILN_PROTO_VERSION /* (a test builds an agent speaking another) */
+#define KILN_PROTO_VERSION 1
+#endif
+#define KILN_PROTO_HDR 4
+/* Largest message either side accepts; a run message carries the job's
+ * files, so this bounds the job size the worker may accept too. */
+#define KILN_PROTO_MAX_MSG (64u << 20)
+/* Output is read and forwarded in chunks of at most this many bytes. */
+#define KILN_PROTO_CHUNK (64u << 10)
+
+/* The zygote's answer to the worker (agent/zygote.c): one fixed record,
+ * with the new sandbox's pidfd attached when err is 0. The magic cannot be
+ * a message length (it exceeds KILN_PROTO_MAX_MSG): what the agent sends
+ * instead when the zygote could not start is told apart by it. */
+/* The port of the relay a job with net.allow finds its proxy on, inside
+ * its sandbox (127.0.0.1); the worker points HTTP(S)_PROXY there. */
+#define KILN_PROXY_PORT 3128
+#define KILN_PROXY_URL_STR(p) "http://127.0.0.1:" #p
+#define KILN_PROXY_URL_(p) KILN_PROXY_URL_STR(p)
+#define KILN_PROXY_URL KILN_PROXY_URL_(KILN_PROXY_PORT)
+
+/* The egress mux (QEMU VMs whose job has net.allow). The guest has no
+ * network device: its relay (agent/relay.c) carries every connection the
+ * job makes to 127.0.0.1:3128 over one virtio-serial port, "kiln.egress",
+ * to the worker (worker/sandbox/vm_egress.c), which opens one connection to the
+ * sandbox's egress proxy per stream. Frames, both ways:
+ *
+ *   type (1 byte: 'O' open, 'D' data, 'C' close), stream (1 byte, below
+ *   KILN_MUX_STREAMS), length (2 bytes, big-endian, at most
+ *   KILN_MUX_DATA_MAX; 0 for 'O' and 'C'), then that many bytes of data.
+ *
+ * Only the guest opens. Either side closes; a stream is free again once
+ * each side has sent its 'C' (a 'C' answers a 'C'), so data still in
+ * flight never reaches the stream's next connection. The worker trusts
+ * nothing: a frame out of these bounds ends the mux. */
+#define KILN_MUX_PORT "kiln.egress"
+#define KILN_MUX_STREAMS 64
+#define KILN_MUX_DATA_MAX 16384
+#define KILN_MUX_HEADER 4
+
+/* Every job's share of the per-user budgets that rlimits bound: signals
+ * queued (sigqueue, POSIX timers) and POSIX message queue bytes. The agent
+ * sets them on each job; the worker makes room for many such shares above
+ * a template's sandboxes (sandbox/jail.c). */
+#define KILN_JOB_SIGPENDING 1024
+#define KILN_JOB_MSGQUEUE (256 * 1024)
+
+/* bytes of entropy in a VM's "hello" */
+#define KILN_HELLO_SEED_BYTES 32
+#define KILN_ZYGOTE_MAGIC 0x4b5a5947u /* "KZYG" */
+struct kiln_zygote_reply {
+    uint32_t magic;
+    int32_t err;              /* 0, or the errno of the failed clone */
+    int32_t pid;              /* in the template's pid namespace; 0: "up" */
+};
+
+/*
+ * Incremental reader: feed it bytes as they arrive, take whole messages out.
+ * The buffer grows up to `max` plus one read; a header announcing more than
+ * `max` is an error.
+ */
+struct kiln_proto_reader {
+    unsigned char *buf;
+    size_t len;   /* bytes held */
+    size_t off;   /* bytes already handed out */
+    size_t cap;
+    size_t max;
+};
+
+void kiln_proto_reader_init(struct kiln_proto_reader *r, size_t max);
+void kiln_proto_reader_free(struct kiln_proto_reader *r);
+/* Copy `n` bytes in. Returns 0 or -ENOMEM. */
+int kiln_proto_reader_feed(struct kiln_proto_reader *r, const void *data, size_t n);
+/* Returns 1 with *msg and *len set to the next whole message (borrowed, valid
+ * until the next call on `r`), 0 when more bytes are needed, -EMSGSIZE when
+ * the next message is larger than `max`. */
+int kiln_proto_reader_next(struct kiln_proto_reader *r, const void **msg, size_t *len);
+
+/* Write the 4-byte header for a message of `len` bytes. */
+void kiln_proto_header(unsigned char hdr[KILN_PROTO_HDR], uint32_t len);
+
+/*
+ * A packer that leaves room for the header: pack the map into `sb` after
+ * kiln_proto_begin(), then kiln_proto_finish() fills in the length. The
+ * whole message is then sb->data[0 .. sb->size).
+ */
+void kiln_proto_begin(msgpack_sbuffer *sb, msgpack_packer *pk);
+void kiln_proto_finish(msgpack_sbuffer *sb);
+
+/* kiln_proto_begin() and the start of a message: a map of `nfields` more
+ * entries after "t": `type`, which the caller packs next. */
+void kiln_proto_begin_msg(msgpack_sbuffer *sb, msgpack_packer *pk, const char *type,
+                          uint32_t nfields);
+
+/*
+ * Check that buf[0..len) holds exactly one well-formed msgpack object whose
+ * containers announce no more elements than there are bytes left. msgpack-c
+ * allocates a container's elements from its header before reading them, so
+ * a 6-byte input could make it reserve gigabytes; every untrusted input
+ * (jobs, agent messages) passes this linear scan first. Returns 0, -EPROTO
+ * (malformed or truncated), -E2BIG (a header promises more than is there)
+ * or -ENOTEMPTY (bytes after the object).
+ */
+int kiln_mp_precheck(const void *buf, size_t len);
+/* Decode the one msgpack object in buf into `u` (initialized by the
+ * caller), checked by kiln_mp_precheck first: untrusted bytes never reach
+ * msgpack-c's allocator unchecked. 0, or -EPROTO. */
+int kiln_mp_unpack(msgpack_unpacked *u, const void *buf, size_t len);
+
+/* msgpack helpers shared by the worker and the agent. */
+void kiln_mp_str(msgpack_packer *pk, const char *s);
+void kiln_mp_strn(msgpack_packer *pk, const void *s, size_t n);
+void kiln_mp_bin(msgpack_packer *pk, const void *p, size_t n);
+/* Look up a string key in a map; NULL if absent or `map` is not a map. */
+const msgpack_object *kiln_mp_get(const msgpack_object *map, const char *key);
+/* 1 if `o` is a string equal to `s`. */
+int kiln_mp_streq(const msgpack_object *o, const char *s);
+/* 1 if map `map` has `key` set to true (absent, or anything else: 0). */
+int kiln_mp_true(const msgpack_object *map, const char *key);
+
+/* The worker's check of an agent's "ready": 0 when it speaks this
+ * protocol version, else -EPROTO with both versions named in `why`. */
+int kiln_proto_check_ready(const msgpack_object *ready, char *why, size_t whylen);
+/* Read an integer; returns 0, or -EINVAL if `o` is not an integer in range. */
+int kiln_mp_int(const msgpack_object *o, int64_t min, int64_t max, int64_t *out);
+/* A new NUL-terminated copy of a str or bin object, owned by the caller
+ * (free()); NULL if not a str, or if it holds a NUL byte. */
+char *kiln_mp_strdup(const msgpack_object *o);
+
+#endif
