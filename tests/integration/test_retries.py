@@ -70,6 +70,27 @@ class Retries(KilnCase):
         ok, out, _ = self.run_job("echo alive")
         self.assertEqual((ok["status"], out), ("ok", b"alive\n"))
 
+    def test_a_plugin_whose_runtime_is_missing_is_said_at_start_and_rejected(self):
+        """A plugin whose program is not in the sandbox image (deno without
+        --rootfs, say): the worker says so when it starts, and its jobs are
+        rejected once with that reason, never retried as kiln's failure."""
+        w = self.worker("m1", "--plugin-dir", self.plugins, "--max-attempts", "3",
+                        "--retry-backoff-ms", "50")
+        wait_for(lambda: b"plugin absent cannot run here" in w.text(), 10, "the start-up word")
+        self.assertIn(b"/usr/local/bin/kiln-no-such-runtime is not in the sandbox image", w.text())
+        j = self.job("anything", plugin="absent")
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=30)
+        exits = [f for f in fs if f["kind"] == "exit"]
+        self.assertEqual([(e["status"], e["attempt"]) for e in exits], [("rejected", 1)])
+        self.assertIn("plugin 'absent' cannot run on this worker", exits[0]["reason"])
+        self.assertIn("kiln-no-such-runtime", exits[0]["reason"])
+        self.assertEqual(self.dead(), [])
+        self.assertNotIn(b"failed in kiln", w.text())
+        # the plugins that can run still do
+        ok, out, _ = self.run_job("echo fine")
+        self.assertEqual((ok["status"], out), ("ok", b"fine\n"))
+
     def test_a_failing_program_is_not_retried(self):
         w = self.worker("r1", "--plugin-dir", self.plugins, "--max-attempts", "3")
         ex, _, _ = self.run_job("exit 1")

@@ -59,7 +59,12 @@ static void check_exit(const char *name)
     e.runs_ok = -1;
     json_t *code = json_object_get(j, "code"), *sig = json_object_get(j, "signal");
     json_t *id = json_object_get(j, "id"), *reason = json_object_get(j, "reason");
-    e.status = json_string_value(json_object_get(j, "status"));
+    const char *status = json_string_value(json_object_get(j, "status"));
+    e.status = KILN_STATUS_COUNT;
+    for (int s = 0; s < KILN_STATUS_COUNT; s++)
+        if (status != NULL && strcmp(kiln_status_name((enum kiln_status)s), status) == 0)
+            e.status = (enum kiln_status)s;
+    assert_int_not_equal(e.status, KILN_STATUS_COUNT); /* a status the vector names */
     e.has_code = json_is_integer(code);
     e.code = (int)json_integer_value(code);
     e.signal = (int)json_integer_value(sig);

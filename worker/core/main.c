@@ -208,6 +208,8 @@ int main(int argc, char **argv)
         kiln_error("backend: %s", err);
         goto out;
     }
+    if (strcmp(backend->ops->name, "jail") == 0) /* a VM's image is its own */
+        kiln_plugins_check_programs(&plugins, cfg.rootfs);
     w.loop = loop;
     w.cfg = &cfg;
     w.backend = backend;

@@ -33,6 +33,7 @@ void kiln_metrics_queue_wait(double seconds);
 enum kiln_reject {
     KILN_REJECT_SIGNATURE,
     KILN_REJECT_UNKNOWN_PLUGIN,
+    KILN_REJECT_UNAVAILABLE,    /* a plugin whose runtime this worker lacks */
     KILN_REJECT_LIMITS,
     KILN_REJECT_TOO_LARGE,
     KILN_REJECT_NOT_MSGPACK,

@@ -184,6 +184,21 @@ static const char *const env_denied[] = {
     "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS",
 };
 
+int kiln_plan_base_env(struct kiln_plan *plan)
+{
+    static const char *const base[][2] = {
+        {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+        {"HOME", "/work"},
+        {"TMPDIR", "/tmp"},
+        {"LANG", "C.UTF-8"},
+    };
+    int r;
+    for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
+        if ((r = kiln_plan_env(plan, base[i][0], base[i][1])) < 0)
+            return r;
+    return 0;
+}
+
 int kiln_plan_env_denied(const char *key)
 {
     for (size_t i = 0; i < sizeof(env_denied_prefix) / sizeof(env_denied_prefix[0]); i++)

@@ -44,6 +44,11 @@ int kiln_plan_file(struct kiln_plan *plan, const char *path, const void *data,
                    size_t len, unsigned mode);
 int kiln_plan_reject(struct kiln_plan *plan, const char *reason);
 
+/* The environment every sandboxed program starts with, before the
+ * plugin's and the job's: PATH, HOME=/work, TMPDIR=/tmp, LANG=C.UTF-8.
+ * 0, or a negative errno (-ENOMEM, -E2BIG). */
+int kiln_plan_base_env(struct kiln_plan *plan);
+
 /* Whether a job may not set environment variable `key` (it changes how a
  * program or its runtime loads code: LD_*, PYTHON*, DENO_*, ...). */
 int kiln_plan_env_denied(const char *key);

@@ -3,6 +3,11 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +89,7 @@ int kiln_plugins_load_file(struct kiln_plugins *set, const char *path,
         goto out;
     }
     set->v = v;
-    set->v[set->n++] = (struct kiln_loaded){dl, p, copy};
+    set->v[set->n++] = (struct kiln_loaded){dl, p, copy, NULL};
     return 0;
 out:
     dlclose(dl);
@@ -126,12 +131,70 @@ int kiln_plugins_load_dir(struct kiln_plugins *set, const char *dir)
     return loaded;
 }
 
-const struct kiln_plugin *kiln_plugins_find(const struct kiln_plugins *set, const char *name)
+const struct kiln_loaded *kiln_plugins_lookup(const struct kiln_plugins *set, const char *name)
 {
     for (size_t i = 0; i < set->n; i++)
         if (strcmp(set->v[i].p->name, name) == 0)
-            return set->v[i].p;
+            return &set->v[i];
     return NULL;
+}
+
+const struct kiln_plugin *kiln_plugins_find(const struct kiln_plugins *set, const char *name)
+{
+    const struct kiln_loaded *l = kiln_plugins_lookup(set, name);
+    return l != NULL ? l->p : NULL;
+}
+
+/* Whether `path` names a regular file inside the tree at `rootfd`,
+ * resolved as the sandbox would (its symlinks stay inside the tree).
+ * Whether it runs is the sandbox's to find out: this is about presence. */
+static int in_image(int rootfd, const char *path)
+{
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT};
+    struct stat st;
+    int fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
+    if (fd < 0)
+        return 0;
+    int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    return ok;
+}
+
+/* Without --rootfs a jail sees only these of the host's tree (agent/jail.c). */
+static int host_visible(const char *path)
+{
+    static const char *const tops[] = {"/usr/", "/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/",
+                                       "/libx32/"};
+    for (size_t i = 0; i < sizeof(tops) / sizeof(tops[0]); i++)
+        if (strncmp(path, tops[i], strlen(tops[i])) == 0)
+            return 1;
+    return 0;
+}
+
+void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root)
+{
+    int rootfd = open(root != NULL ? root : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+        return; /* the backend says why when it starts a sandbox */
+    for (size_t i = 0; i < set->n; i++) {
+        const struct kiln_plugin *p = set->v[i].p;
+        struct kiln_plan probe;
+        struct kiln_job_view v = {.size = sizeof(v), .id = "probe", .plugin = p->name,
+                                  .code = "", .code_len = 0};
+        kiln_plan_init(&probe, 1u << 20);
+        if (p->plan(kiln_plan_host(), &v, &probe) == 0 && probe.argc > 0 &&
+            probe.argv[0][0] == '/' &&
+            ((root == NULL && !host_visible(probe.argv[0])) || !in_image(rootfd, probe.argv[0]))) {
+            char why[512];
+            snprintf(why, sizeof(why), "its program %.200s is not in the sandbox image (%s)",
+                     probe.argv[0], root != NULL ? root : "the host's /usr: see --rootfs");
+            free(set->v[i].unavailable);
+            set->v[i].unavailable = strdup(why);
+            kiln_error("plugin %s cannot run here: %s; its jobs are rejected", p->name, why);
+        }
+        kiln_plan_free(&probe);
+    }
+    close(rootfd);
 }
 
 void kiln_plugins_names(const struct kiln_plugins *set, char *buf, size_t len)
@@ -149,6 +212,7 @@ void kiln_plugins_unload(struct kiln_plugins *set)
             set->v[i].p->fini();
         dlclose(set->v[i].dl);
         free(set->v[i].path);
+        free(set->v[i].unavailable);
     }
     free(set->v);
     set->v = NULL;

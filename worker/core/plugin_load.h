@@ -11,6 +11,7 @@ struct kiln_plugins {
         void *dl;
         const struct kiln_plugin *p;
         char *path;
+        char *unavailable;  /* why it cannot run on this worker, or NULL */
     } *v;
     size_t n;
 };
@@ -32,6 +33,13 @@ int kiln_plugins_load_file(struct kiln_plugins *set, const char *path,
 /* Load every *.so in `dir`, in name order, logging each refusal. Returns the
  * number loaded, or a negative code when the directory cannot be read. */
 int kiln_plugins_load_dir(struct kiln_plugins *set, const char *dir);
+/* The loaded plugin called `name`, or NULL; borrowed from `set`. */
+const struct kiln_loaded *kiln_plugins_lookup(const struct kiln_plugins *set, const char *name);
+/* Check that every plugin's program (argv[0] of its plan for an empty job)
+ * is in the tree its sandboxes see as / (`root`, or the host's / when
+ * NULL); a plugin whose program is missing is marked unavailable, with
+ * why, and said once in the log: its jobs are rejected, not failed. */
+void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root);
 /* The plugin called `name`, or NULL; borrowed from `set`. */
 const struct kiln_plugin *kiln_plugins_find(const struct kiln_plugins *set, const char *name);
 /* Names of the loaded plugins, comma-separated, into buf. */

@@ -6,21 +6,19 @@
 #include <string.h>
 
 #include "sandbox/backend.h"
-#include "core/chan.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/plan.h"
 #include "core/plugin_load.h"
+#include "core/session.h"
 #include "wire/proto.h"
 
 struct warm {
     struct warm *next;
     struct pprofile *prof;
-    struct kiln_sandbox *sb;
-    struct kiln_chan *chan;
+    struct kiln_session *s;
     int ready;
-    uint64_t t_spawn;
 };
 
 struct pprofile {
@@ -68,20 +66,23 @@ static void schedule_fill(struct kiln_pool *pool, uint64_t delay)
         uv_timer_start(&pool->refill, on_refill, delay, 0);
 }
 
-/* The sandbox died while it waited in the pool. */
-static void on_warm_exit(struct kiln_sandbox *sb)
+/* A pool that keeps failing (its runtime missing here, say) says so once
+ * in a while, not at every attempt. */
+static int worth_saying(const struct pprofile *p)
 {
-    struct warm *w = sb->arg;
+    return p->failures < 4 || (p->failures & (p->failures - 1)) == 0;
+}
+
+/* The session ended while it waited in the pool. */
+static void warm_gone(struct warm *w)
+{
     struct pprofile *p = w->prof;
-    if (w->chan != NULL)
-        kiln_chan_close(w->chan);
     unlink_warm(w);
     if (!w->ready)
         p->failures++;
-    /* a pool that keeps failing (its runtime missing here, say) backs off
-     * up to a minute and says so once in a while, not at every attempt */
+    /* ... and backs off up to a minute */
     uint64_t delay = p->failures > 3 ? 1000ull << (p->failures - 4 < 6 ? p->failures - 4 : 6) : 0;
-    if (p->failures <= 4 || (p->failures & (p->failures - 1)) == 0)
+    if (p->failures <= 4 || worth_saying(p))
         kiln_warn("pool %s: a %s sandbox died (%s; %u failure(s) in a row)", p->plugin->name,
                   w->ready ? "warm" : "starting", w->ready ? "replaced" : "retrying", p->failures);
     free(w);
@@ -91,7 +92,7 @@ static void on_warm_exit(struct kiln_sandbox *sb)
 static void warm_ready(struct warm *w)
 {
     struct pprofile *p = w->prof;
-    uint64_t ms = uv_now(p->pool->loop) - w->t_spawn;
+    uint64_t ms = uv_now(p->pool->loop) - w->s->t_spawn;
     w->ready = 1;
     p->nstarting--;
     p->nready++;
@@ -105,73 +106,24 @@ static void warm_ready(struct warm *w)
                (unsigned long long)ms, p->nready);
 }
 
-/* "prestart" (or "zygote": the same command, started as a fork server) */
-static void pack_prestart(msgpack_sbuffer *sb, const char *t, const struct kiln_plan *plan)
-{
-    msgpack_packer pk;
-    kiln_proto_begin_msg(sb, &pk, t, 3);
-    kiln_plan_pack_command(&pk, plan);
-    kiln_mp_str(&pk, "cwd");
-    kiln_mp_str(&pk, "/work");
-}
-
-static void send_prestart(struct warm *w)
-{
-    msgpack_sbuffer sb;
-    pack_prestart(&sb, "prestart", &w->prof->warm);
-    if (kiln_chan_send(w->chan, &sb) < 0)
-        w->sb->backend->ops->kill(w->sb);
-}
-
-static void on_warm_msg(void *arg, const msgpack_object *m)
+static void on_warm_event(void *arg, const struct kiln_session_event *ev)
 {
     struct warm *w = arg;
-    const msgpack_object *t = kiln_mp_get(m, "t");
-    if (t == NULL || w->ready)
-        return;
-    char why[160];
-    if (kiln_mp_streq(t, "ready") && kiln_proto_check_ready(m, why, sizeof(why)) < 0) {
-        unsigned f = w->prof->failures;
-        if (f < 4 || (f & (f - 1)) == 0)
-            kiln_error("pool %s: %s (another kiln-agent build?)", w->prof->plugin->name, why);
-        w->sb->backend->ops->kill(w->sb);
-    } else if (kiln_mp_streq(t, "ready")) {
-        /* warm: its interpreter is up already (forked from a template) */
-        if (w->prof->warm.argc > 0 && !kiln_mp_true(m, "warm"))
-            send_prestart(w);
-        else
-            warm_ready(w);
-    } else if (kiln_mp_streq(t, "started")) {
+    switch (ev->type) {
+    case KILN_SESSION_READY_EV:
         warm_ready(w);
-    } else if (kiln_mp_streq(t, "error")) {
-        const msgpack_object *why = kiln_mp_get(m, "reason");
-        char *s = why ? kiln_mp_strdup(why) : NULL;
-        unsigned f = w->prof->failures;
-        if (f < 4 || (f & (f - 1)) == 0)
-            kiln_warn("pool %s: warm start failed: %s", w->prof->plugin->name, s ? s : "?");
-        free(s);
-        w->sb->backend->ops->kill(w->sb);
-    }
-}
-
-static void on_warm_end(void *arg, int status)
-{
-    struct warm *w = arg;
-    (void)status;
-    kiln_chan_close(w->chan);
-    w->chan = NULL;
-    w->sb->backend->ops->kill(w->sb); /* on_warm_exit removes it */
-}
-
-/* The sandbox's agent channel is there (at once, or once a VM is set up). */
-static void on_warm_chan(struct kiln_sandbox *sb)
-{
-    struct warm *w = sb->arg;
-    int fd = sb->fd;
-    sb->fd = -1;
-    if (kiln_chan_open(w->prof->pool->loop, fd, on_warm_msg, on_warm_end, w, &w->chan) < 0) {
-        w->chan = NULL;
-        sb->backend->ops->kill(sb);
+        break;
+    case KILN_SESSION_ERROR: /* the session kills its sandbox: GONE follows */
+        if (worth_saying(w->prof))
+            kiln_log(ev->agent ? KILN_LOG_WARN : KILN_LOG_ERROR, "pool %s: %s%s",
+                     w->prof->plugin->name, ev->agent ? "warm start failed: " : "", ev->reason);
+        break;
+    case KILN_SESSION_GONE:
+        warm_gone(w);
+        break;
+    case KILN_SESSION_OUTPUT:
+    case KILN_SESSION_EXIT:
+        break; /* no job runs in a pooled sandbox */
     }
 }
 
@@ -180,25 +132,21 @@ static void spawn_one(struct pprofile *p)
     struct kiln_pool *pool = p->pool;
     char err[256];
     struct warm *w = calloc(1, sizeof(*w));
-    if (w == NULL)
-        return;
-    w->prof = p;
-    w->t_spawn = uv_now(pool->loop);
-    const char *profile = p->warm.profile;
-    if (pool->backend->ops->spawn(pool->backend, profile, NULL, &w->sb, err, sizeof(err)) < 0) {
-        kiln_warn("pool %s: spawn failed: %s", p->plugin->name, err);
+    if (w == NULL) {
         p->failures++;
-        free(w);
         return;
     }
-    w->sb->on_exit = on_warm_exit;
-    w->sb->arg = w;
+    w->prof = p;
     w->next = p->list;
     p->list = w;
     p->nstarting++;
-    w->sb->on_chan = on_warm_chan;
-    if (w->sb->fd >= 0)
-        on_warm_chan(w->sb);
+    if (kiln_session_spawn(pool->loop, pool->backend, p->warm.profile, NULL, &p->warm,
+                           on_warm_event, w, &w->s, err, sizeof(err)) < 0) {
+        kiln_warn("pool %s: spawn failed: %s", p->plugin->name, err);
+        unlink_warm(w);
+        p->failures++;
+        free(w);
+    }
 }
 
 static void fill(struct kiln_pool *pool)
@@ -229,12 +177,12 @@ static void on_stats(uv_timer_t *t)
     for (size_t i = 0; i < pool->n; i++) {
         struct pprofile *p = &pool->profs[i];
         /* one that never became ready (a VM stuck booting) holds its place
-         * in the pool forever unless it goes: on_warm_exit replaces it */
+         * in the pool forever unless it goes: warm_gone replaces it */
         for (struct warm *w = p->list; w != NULL; w = w->next)
-            if (!w->ready && pool->cfg->hang_ms > 0 && now - w->t_spawn > (uint64_t)pool->cfg->hang_ms) {
+            if (!w->ready && pool->cfg->hang_ms > 0 && now - w->s->t_spawn > (uint64_t)pool->cfg->hang_ms) {
                 kiln_warn("pool %s: a sandbox not ready after %llu ms: killed", p->plugin->name,
-                          (unsigned long long)(now - w->t_spawn));
-                w->sb->backend->ops->kill(w->sb);
+                          (unsigned long long)(now - w->s->t_spawn));
+                kiln_session_kill(w->s);
             }
         if (p->hits == p->logged_hits && p->misses == p->logged_misses)
             continue;
@@ -277,40 +225,41 @@ void kiln_pool_stop(struct kiln_pool *pool)
     uv_timer_stop(&pool->stats);
     for (size_t i = 0; i < pool->n; i++)
         for (struct warm *w = pool->profs[i].list; w != NULL; w = w->next)
-            w->sb->backend->ops->kill(w->sb); /* on_warm_exit frees it */
+            kiln_session_kill(w->s); /* warm_gone frees it */
 }
 
-int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, const char *profile,
-                   const struct kiln_job_view *job, const struct kiln_spawn_opts *needs,
-                   struct kiln_warm_take *out)
+struct kiln_session *kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin,
+                                    const char *profile, const struct kiln_job_view *job,
+                                    const struct kiln_spawn_opts *needs,
+                                    kiln_session_event_cb cb, void *arg)
 {
     struct pprofile *p = NULL;
     for (size_t i = 0; pool != NULL && i < pool->n; i++)
         if (pool->profs[i].plugin == plugin)
             p = &pool->profs[i];
     if (p == NULL)
-        return 0;
+        return NULL;
     int fits = strcmp(p->warm.profile, profile) == 0 &&
                (p->warm.argc == 0 || !KILN_PLUGIN_HAS(plugin, warm_ok) || plugin->warm_ok(job));
     struct warm *w = NULL;
     for (struct warm *c = p->list; fits && c != NULL; c = c->next)
-        if (c->ready && c->chan != NULL &&
-            (c->sb->capacity_mb == 0 || needs->memory_mb <= c->sb->capacity_mb) &&
-            (!needs->net || c->sb->proxy_dir != NULL))
+        if (c->ready && c->s->state == KILN_SESSION_READY &&
+            (c->s->sb->capacity_mb == 0 || needs->memory_mb <= c->s->sb->capacity_mb) &&
+            (!needs->net || c->s->sb->proxy_dir != NULL))
             w = c;
     if (w == NULL) {
         p->misses++;
         kiln_metrics_pool(plugin->name, 0, 0);
-        return 0;
+        return NULL;
     }
+    struct kiln_session *s = w->s;
     unlink_warm(w);
+    free(w);
+    kiln_session_adopt(s, cb, arg);
     p->hits++;
     kiln_metrics_pool(plugin->name, 1, 0);
-    out->sb = w->sb;
-    out->chan = w->chan;
-    free(w);
     schedule_fill(pool, 0); /* after this job's run message is on its way */
-    return 1;
+    return s;
 }
 
 int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_backend *backend,
@@ -327,13 +276,15 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
     for (size_t i = 0; i < plugins->n; i++) {
         const struct kiln_plugin *plug = plugins->v[i].p;
         struct pprofile *p = &pool->profs[pool->n];
+        if (plugins->v[i].unavailable != NULL)
+            continue; /* its jobs are rejected: nothing to keep warm */
         p->plugin = plug;
         p->pool = pool;
         kiln_plan_init(&p->warm, 1u << 20);
-        kiln_plan_env(&p->warm, "PATH", "/usr/local/bin:/usr/bin:/bin");
-        kiln_plan_env(&p->warm, "HOME", "/work");
-        kiln_plan_env(&p->warm, "TMPDIR", "/tmp");
-        kiln_plan_env(&p->warm, "LANG", "C.UTF-8");
+        if (kiln_plan_base_env(&p->warm) < 0) {
+            kiln_plan_free(&p->warm);
+            return -ENOMEM; /* (the pool is the caller's: it is never freed) */
+        }
         if (KILN_PLUGIN_HAS(plug, prestart)) {
             if (plug->prestart(kiln_plan_host(), plug->name, &p->warm) < 0) {
                 kiln_warn("pool %s: no warm start (%s)", plug->name,
@@ -344,7 +295,7 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                        backend->ops->zygote != NULL && !cfg->no_zygote) {
                 /* its sandboxes may be forked from one started interpreter */
                 msgpack_sbuffer sb;
-                pack_prestart(&sb, "zygote", &p->warm);
+                kiln_session_pack_start(&sb, "zygote", &p->warm);
                 kiln_proto_finish(&sb);
                 backend->ops->zygote(backend, p->warm.profile, sb.data, sb.size);
                 msgpack_sbuffer_destroy(&sb);

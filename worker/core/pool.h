@@ -13,22 +13,15 @@
 #include <stdio.h>
 #include <uv.h>
 
+#include "core/session.h"
 #include "sandbox/backend.h"
 #include "kiln/plugin.h"
 
 struct kiln_backend;
-struct kiln_chan;
 struct kiln_config;
 struct kiln_plugins;
 struct kiln_sandbox;
 struct kiln_pool;
-
-/* A warm sandbox handed to a job: both are the job's now (point their
- * callbacks at it), and the agent is ready for "run". */
-struct kiln_warm_take {
-    struct kiln_sandbox *sb;
-    struct kiln_chan *chan;
-};
 
 /* A pool of cfg->pool sandboxes per loaded plugin (none when it is 0).
  * Returns 0 with the pool in *out (owned by the caller), or -ENOMEM. */
@@ -42,10 +35,12 @@ int kiln_pool_warmed(struct kiln_pool *pool);
 /* Stop refilling and kill every waiting sandbox (draining). */
 void kiln_pool_stop(struct kiln_pool *pool);
 
-/* A ready sandbox for `plugin` whose warm state suits `job` (its profile is
- * `profile`) and that has what it `needs`, or 0 (a miss) when there is none. */
-int kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin, const char *profile,
-                   const struct kiln_job_view *job, const struct kiln_spawn_opts *needs,
-                   struct kiln_warm_take *out);
+/* A READY session for `plugin` whose warm state suits `job` (its profile
+ * is `profile`) and whose sandbox has what it `needs`, handed over to `cb`
+ * and `arg` (kiln_session_adopt); NULL (a miss) when there is none. */
+struct kiln_session *kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin,
+                                    const char *profile, const struct kiln_job_view *job,
+                                    const struct kiln_spawn_opts *needs,
+                                    kiln_session_event_cb cb, void *arg);
 
 #endif

@@ -2,6 +2,23 @@
 
 #include "wire/proto.h"
 
+const char *kiln_status_name(enum kiln_status s)
+{
+    static const char *const names[KILN_STATUS_COUNT] = {
+        [KILN_STATUS_OK] = "ok",
+        [KILN_STATUS_ERROR] = "error",
+        [KILN_STATUS_TIMEOUT] = "timeout",
+        [KILN_STATUS_OOM] = "oom",
+        [KILN_STATUS_KILLED] = "killed",
+        [KILN_STATUS_OUTPUT_LIMIT] = "output_limit",
+        [KILN_STATUS_REJECTED] = "rejected",
+        [KILN_STATUS_INTERNAL] = "internal",
+        [KILN_STATUS_CANCELLED] = "cancelled",
+        [KILN_STATUS_EXPIRED] = "expired",
+    };
+    return (unsigned)s < KILN_STATUS_COUNT ? names[s] : "internal";
+}
+
 static void pack_id(msgpack_packer *pk, const char *id)
 {
     kiln_mp_str(pk, "id");
@@ -47,7 +64,7 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     kiln_mp_str(&pk, "kind");
     kiln_mp_str(&pk, "exit");
     kiln_mp_str(&pk, "status");
-    kiln_mp_str(&pk, e->status);
+    kiln_mp_str(&pk, kiln_status_name(e->status));
     kiln_mp_str(&pk, "code");
     if (e->has_code)
         msgpack_pack_int(&pk, e->code);

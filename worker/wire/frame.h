@@ -6,20 +6,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Exit statuses, as they appear in the `status` field. */
-#define KILN_ST_OK "ok"
-#define KILN_ST_ERROR "error"
-#define KILN_ST_TIMEOUT "timeout"
-#define KILN_ST_OOM "oom"
-#define KILN_ST_KILLED "killed"
-#define KILN_ST_OUTPUT_LIMIT "output_limit"
-#define KILN_ST_REJECTED "rejected"
-#define KILN_ST_INTERNAL "internal"
-#define KILN_ST_CANCELLED "cancelled"
-#define KILN_ST_EXPIRED "expired"
+/* Exit statuses; kiln_status_name() gives each its `status` field. */
+enum kiln_status {
+    KILN_STATUS_OK,
+    KILN_STATUS_ERROR,
+    KILN_STATUS_TIMEOUT,
+    KILN_STATUS_OOM,
+    KILN_STATUS_KILLED,
+    KILN_STATUS_OUTPUT_LIMIT,
+    KILN_STATUS_REJECTED,
+    KILN_STATUS_INTERNAL,
+    KILN_STATUS_CANCELLED,
+    KILN_STATUS_EXPIRED,
+    KILN_STATUS_COUNT
+};
+
+/* "ok", "error", ... as schemas/frame.v1.md names them (static). */
+const char *kiln_status_name(enum kiln_status s);
 
 struct kiln_exit {
-    const char *status;   /* one of KILN_ST_* */
+    enum kiln_status status;
     int has_code;         /* `code` is nil unless the program exited */
     int code;
     int signal;           /* 0: `signal` is nil */

@@ -1,0 +1,115 @@
+#include "core/prepare.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/plan.h"
+#include "wire/job.h"
+
+int kiln_prepare_check(const struct kiln_job *job, const struct kiln_config *cfg, char *why,
+                       size_t len)
+{
+    const struct kiln_limits *l = &job->limits;
+    static const struct { const char *name; size_t job, max; } caps[] = {
+        {"timeout_ms", offsetof(struct kiln_limits, timeout_ms), offsetof(struct kiln_config, max_timeout_ms)},
+        {"output_bytes", offsetof(struct kiln_limits, output_bytes), offsetof(struct kiln_config, max_output_bytes)},
+        {"memory_mb", offsetof(struct kiln_limits, memory_mb), offsetof(struct kiln_config, max_memory_mb)},
+        {"pids", offsetof(struct kiln_limits, pids), offsetof(struct kiln_config, max_pids)},
+        {"cpu_ms", offsetof(struct kiln_limits, cpu_ms), offsetof(struct kiln_config, max_cpu_ms)},
+        {"file_bytes", offsetof(struct kiln_limits, file_bytes), offsetof(struct kiln_config, max_file_bytes)},
+    };
+    for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+        int64_t asked = *(const int64_t *)((const char *)l + caps[i].job);
+        int64_t max = *(const int64_t *)((const char *)cfg + caps[i].max);
+        if (asked > max) {
+            snprintf(why, len, "limits.%s %lld is over this worker's maximum of %lld", caps[i].name,
+                     (long long)asked, (long long)max);
+            return -EINVAL;
+        }
+    }
+    if (job->meta_len > KILN_META_MAX) {
+        snprintf(why, len, "meta is %zu bytes: at most %d", job->meta_len, KILN_META_MAX);
+        return -E2BIG;
+    }
+    return 0;
+}
+
+/* The job's own files, after the plugin's: a path the plugin writes is
+ * the plugin's. */
+static int add_files(const struct kiln_job *job, const struct kiln_plugin *p,
+                     struct kiln_plan *plan)
+{
+    size_t plugin_files = plan->nfiles;
+    int r;
+    for (size_t i = 0; i < job->nfiles; i++) {
+        for (size_t k = 0; k < plugin_files; k++)
+            if (strcmp(plan->files[k].path, job->files[i].path) == 0) {
+                snprintf(plan->reject, sizeof(plan->reject),
+                         "file '%.200s' is written by the %s plugin", job->files[i].path, p->name);
+                return -EINVAL;
+            }
+        if ((r = kiln_plan_file(plan, job->files[i].path, job->files[i].data,
+                                job->files[i].len, 0644)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* The job's own environment, last, but never what changes how code loads. */
+static int add_env(const struct kiln_job *job, struct kiln_plan *plan)
+{
+    int r;
+    for (size_t i = 0; i < job->nenv; i++) {
+        if (kiln_plan_env_denied(job->env[i].key)) {
+            snprintf(plan->reject, sizeof(plan->reject), "env '%.64s' may not be set by a job: it "
+                     "changes how the program or its runtime loads code", job->env[i].key);
+            return -EINVAL;
+        }
+        if ((r = kiln_plan_env(plan, job->env[i].key, job->env[i].value)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
+                      const struct kiln_plugin *p, const struct kiln_config *cfg,
+                      struct kiln_plan *plan, struct kiln_job_view *view)
+{
+    char num[16];
+    int r;
+
+    kiln_plan_init(plan, (size_t)cfg->max_job_bytes * 2 + (1u << 20));
+    snprintf(num, sizeof(num), "%u", attempt);
+    if ((r = kiln_plan_base_env(plan)) < 0 || (r = kiln_plan_env(plan, "KILN_JOB_ID", job->id)) < 0 ||
+        (r = kiln_plan_env(plan, "KILN_ATTEMPT", num)) < 0)
+        return r;
+    *view = (struct kiln_job_view){
+        .size = sizeof(*view),
+        .id = job->id,
+        .plugin = job->plugin,
+        .code = job->code,
+        .code_len = job->code_len,
+        .args = (const char *const *)job->args,
+        .nargs = job->nargs,
+        .env = job->env,
+        .nenv = job->nenv,
+        .attempt = attempt,
+        .has_net = job->has_net,
+        .net_allow = (const char *const *)job->net_allow,
+        .nnet = job->nnet,
+    };
+    if (cur >= 0 && job->runs[cur].has_args) {
+        view->args = (const char *const *)job->runs[cur].args;
+        view->nargs = job->runs[cur].nargs;
+    }
+    if ((r = p->plan(kiln_plan_host(), view, plan)) < 0)
+        return r;
+    if (plan->argc == 0)
+        return kiln_plan_reject(plan, "the plugin made an empty plan");
+    if ((r = add_files(job, p, plan)) < 0 || (r = add_env(job, plan)) < 0)
+        return r;
+    return kiln_plan_check(plan, plan->reject, sizeof(plan->reject));
+}

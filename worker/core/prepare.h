@@ -1,0 +1,36 @@
+/*
+ * From a decoded job to what its sandbox runs: the operator's caps on its
+ * limits, the plugin's plan, and the job's own files and environment on
+ * top. Everything here is the job's fault when it fails (rejected), except
+ * -ENOMEM.
+ */
+#ifndef KILN_PREPARE_H
+#define KILN_PREPARE_H
+
+#include <stddef.h>
+
+#include "kiln/plugin.h"
+
+struct kiln_config;
+struct kiln_job;
+struct kiln_plan;
+
+/* The most `meta` a job may carry: kiln echoes it once, in the job's last
+ * exit frame. */
+#define KILN_META_MAX (64 * 1024)
+
+/* Check the job's limits and meta against the operator's maximums.
+ * Returns 0, -EINVAL (a limit over its maximum) or -E2BIG (meta too
+ * large), with why in `why`. */
+int kiln_prepare_check(const struct kiln_job *job, const struct kiln_config *cfg, char *why,
+                       size_t len);
+
+/* Plan attempt `attempt` of `job` (input `cur` of its runs, or -1) with
+ * plugin `p` into `plan` (initialised here; the caller frees it, also on
+ * failure). `view` is what the plugin saw, kept for the pool's warm_ok.
+ * Returns 0; -ENOMEM; or another negative errno with why in plan->reject. */
+int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
+                      const struct kiln_plugin *p, const struct kiln_config *cfg,
+                      struct kiln_plan *plan, struct kiln_job_view *view);
+
+#endif

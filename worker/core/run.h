@@ -1,0 +1,131 @@
+/*
+ * One job in the worker's hands: core/runner.c starts it and runs it in a
+ * session, core/report.c ends it (exit frames, retries, dead letters,
+ * release), core/control.c stops it from outside (drain, cancel, hangs).
+ * Internal to those three files.
+ */
+#ifndef KILN_RUN_H
+#define KILN_RUN_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/metrics.h"
+#include "core/plan.h"
+#include "core/retry.h"
+#include "core/runner.h"
+#include "wire/frame.h"
+#include "wire/job.h"
+
+struct kiln_egress;
+struct kiln_session;
+
+enum run_state {
+    RUN_STARTING,    /* its sandbox is coming up */
+    RUN_RUNNING,     /* the job runs in it */
+    RUN_REPORTING,   /* its outcome is decided: the exit frame is being written */
+    RUN_INPUT_DONE,  /* an input of `runs` is reported: the next once its sandbox is gone */
+    RUN_RETRY_WAIT,  /* the attempt failed in kiln: the backoff once its sandbox is gone */
+    RUN_BACKOFF,     /* waiting to try again */
+    RUN_DEAD_LETTER, /* being written to the dead letters */
+    RUN_DONE,        /* acknowledged, or released for redelivery */
+};
+
+/* Why a job was stopped from outside before it ended; the first wins,
+ * except RELEASE, which nothing overrides. */
+enum run_stop {
+    STOP_NONE,
+    STOP_TIMEOUT,    /* its timeout_ms passed: "timeout" */
+    STOP_OUTPUT,     /* its output reached the cap: "output_limit" */
+    STOP_CANCEL,     /* a control message: "cancelled" */
+    STOP_HANG,       /* its sandbox went silent past --hang-ms: kiln's failure */
+    STOP_RELEASE,    /* no frame and no ack: the queue delivers it again (a
+                      * drain that timed out, a frame that could not be queued) */
+};
+
+struct kiln_run {
+    struct kiln_run *next, *prev;  /* the worker's list */
+    struct kiln_worker *w;
+    enum run_state state;
+    enum run_stop stop;
+    unsigned refs;
+    struct kiln_delivery *d;     /* until acknowledged or released */
+    unsigned delivered;          /* d->attempt: this worker's first attempt */
+    struct kiln_job *job;
+    const struct kiln_plugin *plugin;
+    struct kiln_plan plan;
+    struct kiln_session *session; /* until GONE */
+    struct kiln_egress *egress;  /* the job's way out, with net.allow */
+    uv_timer_t timer;            /* the job's timeout, then a retry's backoff */
+    int timer_closing;
+    const char *dest;            /* where frames go */
+    uint64_t seq;                /* the next frame's */
+    uint64_t exit_seq;           /* the exit frame's, kept for a rewrite */
+    uint64_t t_run;              /* when the run was sent (loop ms) */
+    int64_t out_bytes, out_cap;
+    struct kiln_exit ex;
+    char reason[512];
+    enum kiln_reject reject_class; /* when rejected */
+    /* a job with `runs`: each input in its own sandbox, one after another */
+    int cur;                     /* the input running now, or -1 */
+    int runs_ok;
+    struct kiln_exit total;      /* sums for the final summary frame */
+    /* retries of kiln's own failures */
+    unsigned retries;            /* done so far in this worker */
+    struct kiln_retry_log failures;
+};
+
+
+static inline unsigned kiln__run_attempt(const struct kiln_run *run)
+{
+    return run->delivered + run->retries;
+}
+
+/* The job's id for logs: "-" before it is decoded. */
+static inline const char *kiln__run_id(const struct kiln_run *run)
+{
+    return run->job != NULL && run->job->id != NULL ? run->job->id : "-";
+}
+
+/* The outcome is not decided yet: a stop, an exit or a failure decides it. */
+static inline int kiln__run_undecided(const struct kiln_run *run)
+{
+    return run->state == RUN_STARTING || run->state == RUN_RUNNING || run->state == RUN_BACKOFF;
+}
+
+/* core/runner.c */
+/* Start the job, or its current input of `runs`, in a sandbox. */
+void kiln__run_start_one(struct kiln_run *run);
+/* Something the run waited for has happened: once its sandbox is gone,
+ * the next input, the backoff, or the end. */
+void kiln__run_advance(struct kiln_run *run);
+
+/* core/report.c */
+/* The job has ended with `status`: a cause from outside (run->stop) names
+ * it; a failure of kiln's own may be tried again or dead-lettered. Does
+ * nothing once the outcome is decided. */
+void kiln__run_finish(struct kiln_run *run, enum kiln_status status, const char *reason);
+void kiln__run_reject(struct kiln_run *run, enum kiln_reject why, const char *reason);
+/* Past --max-attempts: to the dead letters, then a final internal frame. */
+void kiln__run_dead_letter(struct kiln_run *run);
+/* Wait before trying again (--retry-backoff-ms, doubled, jittered). */
+void kiln__run_backoff(struct kiln_run *run);
+/* The final frame of a job with `runs`. */
+void kiln__run_summary(struct kiln_run *run);
+/* Let go of the delivery unacknowledged: the queue delivers it again. */
+void kiln__run_release(struct kiln_run *run);
+/* One chunk of the job's stdout (1) or stderr (2), as a frame. */
+void kiln__run_output(struct kiln_run *run, int fd, const void *data, size_t len);
+void kiln__run_close_egress(struct kiln_run *run);
+/* Drop a reference; the run is freed when it is DONE and none is left. */
+void kiln__run_unref(struct kiln_run *run);
+void kiln__run_maybe_free(struct kiln_run *run);
+
+/* core/control.c */
+/* Stop the job from outside for `why` (the first cause wins, but
+ * STOP_RELEASE wins over all): its session is killed, its end reports. */
+void kiln__run_stop(struct kiln_run *run, enum run_stop why);
+/* Whether a cancel for `id` came in the last ten minutes. */
+int kiln__run_was_cancelled(struct kiln_worker *w, const char *id);
+
+#endif

@@ -1,0 +1,292 @@
+#include "core/session.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/chan.h"
+#include "core/plan.h"
+#include "sandbox/backend.h"
+#include "wire/proto.h"
+
+static void emit(struct kiln_session *s, const struct kiln_session_event *ev)
+{
+    if (s->on_event != NULL)
+        s->on_event(s->arg, ev);
+}
+
+/* The session is over: once the sandbox has exited and the channel is
+ * closed, its owner hears GONE and the session is freed. */
+static void maybe_gone(struct kiln_session *s)
+{
+    if (s->sb != NULL || s->chan != NULL)
+        return;
+    struct kiln_session_event ev = {.type = KILN_SESSION_GONE, .wstatus = s->end.wstatus,
+                                    .ru = &s->end.ru, .peak_kb = s->end.peak_kb,
+                                    .oom_kills = s->end.oom_kills};
+    emit(s, &ev);
+    free(s);
+}
+
+void kiln_session_kill(struct kiln_session *s)
+{
+    if (s->state != KILN_SESSION_ENDED)
+        s->state = KILN_SESSION_ENDED;
+    if (s->sb != NULL)
+        s->sb->backend->ops->kill(s->sb);
+}
+
+/* The conversation cannot go on: the owner hears why, the sandbox goes. */
+static void fail(struct kiln_session *s, const char *reason, int agent, int job_fault)
+{
+    if (s->state == KILN_SESSION_ENDED)
+        return;
+    kiln_session_kill(s);
+    struct kiln_session_event ev = {.type = KILN_SESSION_ERROR, .reason = reason,
+                                    .agent = agent, .job_fault = job_fault};
+    emit(s, &ev);
+}
+
+static void ready(struct kiln_session *s)
+{
+    s->state = KILN_SESSION_READY;
+    struct kiln_session_event ev = {.type = KILN_SESSION_READY_EV};
+    emit(s, &ev);
+}
+
+void kiln_session_pack_start(msgpack_sbuffer *sb, const char *type, const struct kiln_plan *plan)
+{
+    msgpack_packer pk;
+    kiln_proto_begin_msg(sb, &pk, type, 3);
+    kiln_plan_pack_command(&pk, plan);
+    kiln_mp_str(&pk, "cwd");
+    kiln_mp_str(&pk, "/work");
+}
+
+static void on_ready(struct kiln_session *s, const msgpack_object *m)
+{
+    char why[160];
+    if (s->state != KILN_SESSION_BOOTING)
+        return; /* said once; a second is noise */
+    if (kiln_proto_check_ready(m, why, sizeof(why)) < 0) {
+        fail(s, why, 0, 0);
+        return;
+    }
+    /* a sandbox forked from a template has its interpreter up already */
+    s->warm = kiln_mp_true(m, "warm");
+    if (s->prestart == NULL || s->prestart->argc == 0 || s->warm) {
+        ready(s);
+        return;
+    }
+    msgpack_sbuffer sb;
+    kiln_session_pack_start(&sb, "prestart", s->prestart);
+    s->state = KILN_SESSION_WARMING;
+    if (kiln_chan_send(s->chan, &sb) < 0)
+        fail(s, "could not send prestart to the sandbox", 0, 0);
+}
+
+static void get_int(const msgpack_object *m, const char *key, int64_t min, int64_t max,
+                    int64_t *out)
+{
+    const msgpack_object *o = kiln_mp_get(m, key);
+    int64_t v;
+    if (o != NULL && kiln_mp_int(o, min, max, &v) == 0)
+        *out = v;
+}
+
+/* The agent's exit report, and the kernel's accounting of the sandbox:
+ * the host's cgroup, or a VM's own kernel as its agent read it. */
+static void on_exit_msg(struct kiln_session *s, const msgpack_object *m)
+{
+    struct kiln_session_exit ex = {.peak_kb = -1};
+    int64_t code = -1, sig = 0;
+    if (s->state != KILN_SESSION_RUNNING)
+        return;
+    get_int(m, "wall_ms", 0, INT64_MAX, &ex.wall_ms);
+    get_int(m, "cpu_ms", 0, INT64_MAX, &ex.cpu_ms);
+    get_int(m, "max_rss_kb", 0, INT64_MAX, &ex.max_rss_kb);
+    get_int(m, "signal", 1, 128, &sig);
+    get_int(m, "code", 0, 255, &code);
+    ex.signal = (int)sig;
+    ex.has_code = code >= 0;
+    ex.code = ex.has_code ? (int)code : 0;
+    const struct kiln_backend_ops *ops = s->sb->backend->ops;
+    if (ops->stats != NULL)
+        ops->stats(s->sb, &ex.peak_kb, &ex.oom_kills);
+    if (ops->agent_limits) {
+        get_int(m, "peak_kb", 0, INT64_MAX, &ex.peak_kb);
+        get_int(m, "oom_kills", 0, INT64_MAX, &ex.oom_kills);
+    }
+    kiln_session_kill(s); /* one job per sandbox */
+    struct kiln_session_event ev = {.type = KILN_SESSION_EXIT, .exit = &ex};
+    emit(s, &ev);
+}
+
+static void on_msg(void *arg, const msgpack_object *m)
+{
+    struct kiln_session *s = arg;
+    const msgpack_object *t = kiln_mp_get(m, "t"), *o;
+    if (t == NULL)
+        return;
+    s->t_heard = uv_now(s->loop);
+    if (kiln_mp_streq(t, "ready")) {
+        on_ready(s, m);
+    } else if (kiln_mp_streq(t, "started")) {
+        if (s->state == KILN_SESSION_WARMING)
+            ready(s);
+    } else if (kiln_mp_streq(t, "out")) {
+        const msgpack_object *fd = kiln_mp_get(m, "fd"), *data = kiln_mp_get(m, "data");
+        if (s->state != KILN_SESSION_RUNNING || fd == NULL || data == NULL ||
+            data->type != MSGPACK_OBJECT_BIN)
+            return;
+        struct kiln_session_event ev = {.type = KILN_SESSION_OUTPUT,
+                                        .fd = fd->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                                              fd->via.u64 == 2 ? 2 : 1,
+                                        .data = data->via.bin.ptr, .len = data->via.bin.size};
+        emit(s, &ev);
+    } else if (kiln_mp_streq(t, "exit")) {
+        on_exit_msg(s, m);
+    } else if (kiln_mp_streq(t, "error")) {
+        char *why = (o = kiln_mp_get(m, "reason")) ? kiln_mp_strdup(o) : NULL;
+        int job = (o = kiln_mp_get(m, "fault")) != NULL && kiln_mp_streq(o, "job");
+        fail(s, why ? why : "unknown error", 1, job);
+        free(why);
+    }
+}
+
+static void on_end(void *arg, int status)
+{
+    struct kiln_session *s = arg;
+    /* EOF: the sandbox is going; its exit says the rest */
+    if (status < 0 && status != UV_ECONNRESET)
+        fail(s, "the sandbox sent a malformed message", 0, 0);
+    else
+        kiln_session_kill(s);
+    kiln_chan_close(s->chan);
+    s->chan = NULL;
+    maybe_gone(s);
+}
+
+static void on_sandbox_exit(struct kiln_sandbox *sb)
+{
+    struct kiln_session *s = sb->arg;
+    s->sb = NULL; /* freed when this returns: what GONE tells is kept */
+    s->state = KILN_SESSION_ENDED;
+    s->end.wstatus = sb->wstatus;
+    s->end.ru = sb->ru;
+    s->end.peak_kb = sb->peak_kb;
+    s->end.oom_kills = sb->oom_kills;
+    maybe_gone(s);
+}
+
+/* The agent's channel is there (at once, or once a VM is set up). */
+static void on_sandbox_chan(struct kiln_sandbox *sb)
+{
+    struct kiln_session *s = sb->arg;
+    int fd = sb->fd;
+    sb->fd = -1;
+    if (kiln_chan_open(s->loop, fd, on_msg, on_end, s, &s->chan) < 0) {
+        s->chan = NULL;
+        fail(s, "could not watch the sandbox channel", 0, 0);
+    }
+}
+
+int kiln_session_spawn(uv_loop_t *loop, struct kiln_backend *b, const char *profile,
+                       const struct kiln_spawn_opts *o, const struct kiln_plan *prestart,
+                       kiln_session_event_cb cb, void *arg, struct kiln_session **out,
+                       char *err, size_t errlen)
+{
+    struct kiln_session *s = calloc(1, sizeof(*s));
+    int r;
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    s->loop = loop;
+    s->prestart = prestart;
+    s->on_event = cb;
+    s->arg = arg;
+    s->t_spawn = s->t_heard = uv_now(loop); /* silent from now on: it never came up */
+    err[0] = '\0';
+    if ((r = b->ops->spawn(b, profile, o, &s->sb, err, errlen)) < 0) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "%s", strerror(-r));
+        free(s);
+        return r;
+    }
+    s->sb->on_exit = on_sandbox_exit;
+    s->sb->on_chan = on_sandbox_chan;
+    s->sb->arg = s;
+    *out = s;
+    if (s->sb->fd >= 0)
+        on_sandbox_chan(s->sb); /* may fail: the owner hears ERROR, then GONE */
+    return 0;
+}
+
+void kiln_session_adopt(struct kiln_session *s, kiln_session_event_cb cb, void *arg)
+{
+    s->on_event = cb;
+    s->arg = arg;
+}
+
+int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job, char *err,
+                     size_t errlen)
+{
+    const struct kiln_plan *plan = job->plan;
+    msgpack_packer pk;
+    msgpack_sbuffer sb;
+    if (s->state != KILN_SESSION_READY || s->chan == NULL) {
+        snprintf(err, errlen, "the sandbox is not ready for a job");
+        kiln_session_kill(s);
+        return -EINVAL;
+    }
+    kiln_proto_begin_msg(&sb, &pk, "run", 8);
+    /* for agents that enforce them (a VM's); a jail's are on the host */
+    kiln_mp_str(&pk, "limits");
+    msgpack_pack_map(&pk, 2);
+    kiln_mp_str(&pk, "memory_bytes");
+    msgpack_pack_int64(&pk, job->memory_bytes);
+    kiln_mp_str(&pk, "pids");
+    msgpack_pack_int64(&pk, job->pids);
+    kiln_mp_str(&pk, "proxy");
+    if (job->proxy)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    /* per process, by the kernel: CPU seconds (SIGXCPU), file size
+     * (SIGXFSZ), open descriptors */
+    kiln_mp_str(&pk, "rlimits");
+    msgpack_pack_map(&pk, 3);
+    kiln_mp_str(&pk, "cpu");
+    msgpack_pack_int64(&pk, job->cpu_s);
+    kiln_mp_str(&pk, "fsize");
+    msgpack_pack_int64(&pk, job->fsize);
+    kiln_mp_str(&pk, "nofile");
+    msgpack_pack_int64(&pk, job->nofile);
+    kiln_plan_pack_command(&pk, plan);
+    kiln_mp_str(&pk, "cwd");
+    kiln_mp_str(&pk, "/work");
+    kiln_mp_str(&pk, "files");
+    msgpack_pack_array(&pk, plan->nfiles);
+    for (size_t i = 0; i < plan->nfiles; i++) {
+        msgpack_pack_array(&pk, 3);
+        kiln_mp_str(&pk, plan->files[i].path);
+        kiln_mp_bin(&pk, plan->files[i].data, plan->files[i].len);
+        msgpack_pack_unsigned_int(&pk, plan->files[i].mode);
+    }
+    kiln_mp_str(&pk, "stdin");
+    if (job->stdin_data != NULL)
+        kiln_mp_bin(&pk, job->stdin_data, job->stdin_len);
+    else
+        msgpack_pack_nil(&pk);
+    int r = kiln_chan_send(s->chan, &sb);
+    if (r < 0) {
+        snprintf(err, errlen, "could not send the job to the sandbox");
+        kiln_session_kill(s);
+        return r;
+    }
+    s->state = KILN_SESSION_RUNNING;
+    s->t_heard = uv_now(s->loop);
+    return 0;
+}

@@ -1,0 +1,136 @@
+/*
+ * A session: one sandbox and the worker's whole conversation with the
+ * kiln-agent inside it (wire/proto.h). The channel arriving with the
+ * sandbox or later (a VM set up in the background), the protocol version
+ * in "ready", "prestart", "run", beats, output, "exit" and "error" are all
+ * handled here, once; the owner sees typed events.
+ *
+ * The pool makes sessions ahead of demand and keeps the idle ones; a run
+ * owns one session at a time. A session serves one job: after its exit (or
+ * any error) it kills its sandbox, and once the sandbox has exited and the
+ * channel is closed it reports KILN_SESSION_GONE and frees itself.
+ *
+ *   BOOTING --ready--> READY --run--> RUNNING --exit--> ENDED --> GONE
+ *      \--ready, prestart--> WARMING --started--/
+ */
+#ifndef KILN_SESSION_H
+#define KILN_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <uv.h>
+
+struct kiln_backend;
+struct kiln_chan;
+struct kiln_plan;
+struct kiln_sandbox;
+struct kiln_spawn_opts;
+struct msgpack_sbuffer;
+
+enum kiln_session_state {
+    KILN_SESSION_BOOTING,  /* the sandbox is starting; its agent has not said ready */
+    KILN_SESSION_WARMING,  /* "prestart" sent: the interpreter is starting */
+    KILN_SESSION_READY,    /* waiting for a job */
+    KILN_SESSION_RUNNING,  /* "run" sent: the job runs */
+    KILN_SESSION_ENDED,    /* the job ended (or the conversation broke): going */
+};
+
+enum kiln_session_event_type {
+    KILN_SESSION_READY_EV, /* ready for kiln_session_run() */
+    KILN_SESSION_OUTPUT,   /* a chunk of the job's stdout or stderr */
+    KILN_SESSION_EXIT,     /* the job's process ended */
+    KILN_SESSION_ERROR,    /* the agent failed, or spoke out of turn */
+    KILN_SESSION_GONE,     /* the sandbox has exited: the last event */
+};
+
+/* How the job's process ended, as the agent and the kernel tell it. */
+struct kiln_session_exit {
+    int has_code, code;    /* has_code 0: it did not exit by itself */
+    int signal;            /* 0: none */
+    int64_t wall_ms, cpu_ms, max_rss_kb;
+    int64_t peak_kb;       /* the sandbox's peak memory, -1 unknown */
+    int64_t oom_kills;     /* processes its memory limit killed */
+};
+
+struct kiln_session_event {
+    enum kiln_session_event_type type;
+    /* OUTPUT: fd 1 or 2, and the bytes (borrowed for the call) */
+    int fd;
+    const void *data;
+    size_t len;
+    /* EXIT */
+    const struct kiln_session_exit *exit;
+    /* ERROR: why (borrowed), and whether the job's input was the cause
+     * (its files do not fit /work, say) rather than kiln */
+    const char *reason;
+    int job_fault;
+    int agent;             /* 1: the agent said "error"; 0: the worker gave up
+                            * on the conversation (another protocol version,
+                            * a malformed message, no channel) */
+    /* GONE: how the sandbox's PID 1 ended and what the whole sandbox used */
+    int wstatus;
+    const struct rusage *ru;
+    int64_t peak_kb, oom_kills;
+};
+
+typedef void (*kiln_session_event_cb)(void *arg, const struct kiln_session_event *ev);
+
+struct kiln_session {
+    enum kiln_session_state state;
+    struct kiln_sandbox *sb;    /* until it has exited (borrow for its fields) */
+    struct kiln_chan *chan;     /* until the agent's stream is closed */
+    uv_loop_t *loop;
+    const struct kiln_plan *prestart; /* borrowed; NULL: none */
+    uint64_t t_spawn;           /* loop ms */
+    uint64_t t_heard;           /* the agent's last message (loop ms) */
+    int warm;                   /* its interpreter was started before the job */
+    kiln_session_event_cb on_event;
+    void *arg;
+    struct {                    /* how the sandbox ended, for GONE */
+        int wstatus;
+        struct rusage ru;
+        int64_t peak_kb, oom_kills;
+    } end;
+};
+
+/* What "run" carries beside the plan's argv, env and files. */
+struct kiln_session_job {
+    const struct kiln_plan *plan;
+    int64_t memory_bytes, pids;   /* enforced by an agent that can (a VM's) */
+    int proxy;                    /* its relay serves KILN_PROXY_PORT */
+    int64_t cpu_s, fsize, nofile; /* per-process rlimits */
+    const void *stdin_data;       /* NULL: no stdin */
+    size_t stdin_len;
+};
+
+/*
+ * Start a sandbox for `profile` (`o`: what its job needs; NULL: a pooled
+ * one) and talk to its agent. With `prestart` (borrowed, kept alive by the
+ * caller), its interpreter is started before READY is reported. Returns 0
+ * with the session in *out, owned by the session itself (it ends with
+ * GONE), or a negative code with why in `err`; `cb` is then never called.
+ */
+int kiln_session_spawn(uv_loop_t *loop, struct kiln_backend *b, const char *profile,
+                       const struct kiln_spawn_opts *o, const struct kiln_plan *prestart,
+                       kiln_session_event_cb cb, void *arg, struct kiln_session **out,
+                       char *err, size_t errlen);
+
+/* Hand the session to a new owner: its events go to `cb` from now on. */
+void kiln_session_adopt(struct kiln_session *s, kiln_session_event_cb cb, void *arg);
+
+/* Send the job to a READY session. Returns 0 (the session is RUNNING), or
+ * a negative code with why in `err`: the session then kills its sandbox
+ * and GONE follows. */
+int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job, char *err,
+                     size_t errlen);
+
+/* Kill the sandbox now (idempotent); GONE follows. */
+void kiln_session_kill(struct kiln_session *s);
+
+/* The packed "prestart" or "zygote" message (`type`) for `plan`, framed
+ * for the channel; `sb` is initialised here and owned by the caller. */
+void kiln_session_pack_start(struct msgpack_sbuffer *sb, const char *type,
+                             const struct kiln_plan *plan);
+
+#endif
