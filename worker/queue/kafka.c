@@ -194,6 +194,8 @@ static void drain(struct ksrc *s)
     update_pause(s);
 }
 
+/* ---- the ops ---------------------------------------------------------- */
+
 /* Store `next` (if >= 0) for auto-commit to commit. */
 static void store_offset(struct ksrc *s, const struct kiln_kafka_part *p, int64_t next)
 {
@@ -284,6 +286,8 @@ static int kafka_idle(struct kiln_source *src)
     return rd_kafka_outq_len(s->producer) == 0 && s->retry == NULL && s->done == NULL &&
            (!s->txn || (s->tx_ops == NULL && s->held == NULL && s->tx == TX_OPEN));
 }
+
+/* ---- the control topic ------------------------------------------------ */
 
 /* A control message: msgpack {cancel: id}. */
 static void control_message(struct ksrc *s, const rd_kafka_message_t *m)
@@ -409,6 +413,8 @@ static void kafka_destroy(struct kiln_source *src)
         uv_close(hs[i], on_closed);
     }
 }
+
+/* ---- construction ----------------------------------------------------- */
 
 static const struct kiln_source_ops kafka_ops = {
     .name = "kafka",
