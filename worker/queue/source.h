@@ -53,7 +53,14 @@ struct kiln_source_ops {
     /* The worker can take `n` more jobs than it has been given. */
     void (*credit)(struct kiln_source *s, unsigned n);
     /* Append `frame` (copied) to stream/topic `dest` with key `key` (the
-     * job id, or NULL). `cb` is never called before write() returns. */
+     * job id, or NULL); `dest`, `key`, `frame` and `info` are borrowed for
+     * the call. Exactly one of:
+     * - returns 0: the write is taken and `cb` is called exactly once,
+     *   later, from the loop (never before write() returns), with 0 once
+     *   written or negative with `err` if the destination refused it; a
+     *   source destroyed first never calls it (see destroy);
+     * - returns a negative errno (-ENOMEM): nothing was taken and `cb` is
+     *   never called; the outcome is the caller's to report. */
     int (*write)(struct kiln_source *s, const char *dest, const char *key,
                  const void *frame, size_t len, const struct kiln_frame_info *info,
                  kiln_write_cb cb, void *arg);
@@ -85,11 +92,15 @@ struct kiln_source {
     void *arg;
 };
 
-/* A new Redis Streams source, owned by the caller (ops->destroy). */
+/* The constructors return 0 and a source owned by the caller (free with
+ * ops->destroy), or a negative errno with `err` always set (and *out
+ * untouched). */
+
+/* A new Redis Streams source (--redis URL). */
 int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
                           kiln_delivery_cb cb, void *arg, struct kiln_source **out,
                           char *err, size_t errlen);
-/* A new Kafka source (consumer group + idempotent producer), likewise. */
+/* A new Kafka source (consumer group + idempotent producer). */
 int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
                           kiln_delivery_cb cb, void *arg, struct kiln_source **out,
                           char *err, size_t errlen);
