@@ -21,7 +21,10 @@ import redis
 
 BUILD = os.environ.get("KILN_BUILD") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")
-BIN = os.path.join(BUILD, "bin")
+# ctest passes where the build put the binaries and plugins (the install
+# layout, CMakeLists.txt); these defaults are a default build's.
+BIN = os.environ.get("KILN_BIN") or os.path.join(BUILD, "bin")
+PLUGINS = os.environ.get("KILN_PLUGINS") or os.path.join(BUILD, "lib", "kiln", "plugins")
 SKIP = 77
 
 
