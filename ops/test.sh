@@ -1,7 +1,8 @@
 #!/bin/sh
-# The test command: build with -Wall -Wextra -Werror, run every test, then
-# build again with AddressSanitizer and UndefinedBehaviorSanitizer and run
-# every test again. KILN_TEST_FAST=1 skips the sanitizer pass.
+# The test command: build with -Wall -Wextra and -Werror (KILN_WERROR), run
+# every test, then build again with AddressSanitizer and
+# UndefinedBehaviorSanitizer and run every test again. KILN_TEST_FAST=1
+# skips the sanitizer pass.
 set -eu
 cd "$(dirname "$0")/.."
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -14,7 +15,7 @@ run() { # dir, cmake options...
 }
 
 echo "== build and test"
-run build
+run build -DKILN_WERROR=ON
 if [ "${KILN_TEST_FAST:-0}" != 1 ]; then
     echo "== build and test under ASan + UBSan"
     # the agent runs as PID 1 of a user namespace where LeakSanitizer's
@@ -22,7 +23,7 @@ if [ "${KILN_TEST_FAST:-0}" != 1 ]; then
     # worker, client and unit tests
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-        run build-asan -DKILN_SANITIZE=ON
+        run build-asan -DKILN_SANITIZE=ON -DKILN_WERROR=ON
     echo "== fuzzing (libFuzzer, clang), briefly"
     tests/fuzz/run.sh
 fi

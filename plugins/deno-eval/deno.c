@@ -118,7 +118,7 @@ static int deno_plan(const struct kiln_host *host, const struct kiln_job_view *j
         (r = add_list(host, plan, "--allow-env=", &job->env[0].key, job->nenv,
                       sizeof(struct kiln_kv))) < 0)
         return r;
-    if (job->size >= offsetof(struct kiln_job_view, nnet) + sizeof(size_t) && job->has_net &&
+    if (KILN_HAS_FIELD(job, struct kiln_job_view, nnet) && job->has_net &&
         job->nnet > 0 &&
         (r = add_list(host, plan, "--allow-net=", job->net_allow, job->nnet, sizeof(char *))) < 0)
         return r;
@@ -131,11 +131,11 @@ static int deno_plan(const struct kiln_host *host, const struct kiln_job_view *j
     return 0;
 }
 
-static int deno_prestart(const struct kiln_host *host, const char *profile,
+static int deno_prestart(const struct kiln_host *host, const char *name,
                          struct kiln_plan *plan)
 {
     int r;
-    if (strcmp(profile, "deno-eval") != 0 || bootstrap_url == NULL)
+    if (strcmp(name, "deno-eval") != 0 || bootstrap_url == NULL)
         return -1;
     if ((r = add_base(host, plan)) < 0 || (r = host->plan_arg(plan, bootstrap_url)) < 0)
         return r;
@@ -144,7 +144,7 @@ static int deno_prestart(const struct kiln_host *host, const char *profile,
 
 static int deno_warm_ok(const struct kiln_job_view *job)
 {
-    int net = job->size >= offsetof(struct kiln_job_view, nnet) + sizeof(size_t) && job->nnet > 0;
+    int net = KILN_HAS_FIELD(job, struct kiln_job_view, nnet) && job->nnet > 0;
     return job->nenv == 0 && !net;
 }
 

@@ -123,11 +123,11 @@ static int python_plan(const struct kiln_host *host, const struct kiln_job_view 
     return 0;
 }
 
-static int python_prestart(const struct kiln_host *host, const char *profile,
+static int python_prestart(const struct kiln_host *host, const char *name,
                            struct kiln_plan *plan)
 {
     int r;
-    if (strcmp(profile, "python") != 0)
+    if (strcmp(name, "python") != 0)
         return -1;
     if ((r = add_flags(host, plan)) < 0 || (r = host->plan_arg(plan, "-c")) < 0 ||
         (r = host->plan_arg(plan, bootstrap)) < 0)

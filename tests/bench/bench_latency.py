@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """kiln latency and throughput benchmark.
 
 Measures, in one run on this machine, through a real redis-server:
@@ -26,6 +26,21 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+
+# The modules these need (msgpack, redis) are Debian's python3-* packages
+# (ops/install-deps.sh): under another python3 first on PATH (a venv,
+# pyenv, conda), run again under Debian's, or say what is missing.
+try:
+    import msgpack  # noqa: F401
+    import redis  # noqa: F401
+except ImportError as e:
+    SYSTEM_PY = "/usr/bin/python3"
+    if os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PY) and os.access(SYSTEM_PY, os.X_OK):
+        sys.stderr.write("%s: %s under %s; running again under %s\n"
+                         % (os.path.basename(__file__), e, sys.executable, SYSTEM_PY))
+        os.execv(SYSTEM_PY, [SYSTEM_PY, os.path.abspath(__file__)] + sys.argv[1:])
+    sys.exit("%s: %s: install python3-msgpack and python3-redis (ops/install-deps.sh)"
+             % (os.path.basename(__file__), e))
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import msgpack  # noqa: E402
@@ -105,6 +120,32 @@ class Bench:
         return n / secs
 
 
+def plot(rows, out):
+    """Draw the p50 latencies of `rows` (warm, cold and floor per plugin) as
+    bench.png in `out` with gnuplot; returns its path, or None without
+    gnuplot."""
+    if not shutil.which("gnuplot"):
+        return None
+    dat = os.path.join(out, "bench.dat")
+    with open(dat, "w") as fh:
+        # a comment: as a data line, the header became an empty cluster
+        # that left a third of the plot blank left of the bars
+        fh.write("# plugin warm cold floor\n")
+        for plugin in CODE:
+            v = {r["mode"]: r["p50"] for r in rows if r["plugin"] == plugin}
+            fh.write("%s %.2f %.2f %.2f\n" % (plugin, v["warm"], v["cold"], v["floor"]))
+    png = os.path.join(out, "bench.png")
+    script = ("set terminal png size 800,480; set output '%s';"
+              "set title 'kiln end-to-end latency p50 (enqueue to exit frame), beside a bare spawn';"
+              "set ylabel 'ms'; set style data histograms; set style histogram clustered gap 1;"
+              "set style fill solid 0.8 border -1; set key top left; set yrange [0:*];"
+              "set xrange [-0.6:%d.6]; set offsets 0, 0, graph 0.25, 0;"
+              "plot '%s' using 2:xtic(1) title 'kiln warm', '' using 3 title 'kiln cold',"
+              " '' using 4 title 'bare spawn (floor)'") % (png, len(CODE) - 1, dat)
+    subprocess.run(["gnuplot", "-e", script], check=True)
+    return png
+
+
 def main():
     ap = argparse.ArgumentParser()
     here = os.path.dirname(os.path.abspath(__file__))
@@ -170,21 +211,8 @@ def main():
         print("%-10s %-6s %9.2f %9.2f %9.1f   %s" % (r["plugin"], r["mode"], r["p50"], r["p99"], r["jobs_s"], rel))
     with open(os.path.join(out, "bench.json"), "w") as fh:
         json.dump(rows, fh, indent=1)
-    if shutil.which("gnuplot"):
-        dat = os.path.join(out, "bench.dat")
-        with open(dat, "w") as fh:
-            fh.write("plugin warm cold floor\n")
-            for plugin in CODE:
-                v = {r["mode"]: r["p50"] for r in rows if r["plugin"] == plugin}
-                fh.write("%s %.2f %.2f %.2f\n" % (plugin, v["warm"], v["cold"], v["floor"]))
-        png = os.path.join(out, "bench.png")
-        script = ("set terminal png size 800,480; set output '%s';"
-                  "set title 'kiln end-to-end latency p50 (enqueue to exit frame), beside a bare spawn';"
-                  "set ylabel 'ms'; set style data histograms; set style histogram clustered gap 1;"
-                  "set style fill solid 0.8 border -1; set key top left; set yrange [0:*];"
-                  "plot '%s' using 2:xtic(1) title 'kiln warm', '' using 3 title 'kiln cold',"
-                  " '' using 4 title 'bare spawn (floor)'") % (png, dat)
-        subprocess.run(["gnuplot", "-e", script], check=True)
+    png = plot(rows, out)
+    if png:
         print("plot: %s" % png)
     print("figures: %s" % os.path.join(out, "bench.json"))
 

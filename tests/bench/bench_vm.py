@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """kiln microVM benchmark: what a QEMU microvm sandbox costs here, beside the
 jail measured in the same run, through a real redis-server.
 
@@ -24,6 +24,21 @@ import shutil
 import statistics
 import sys
 import tempfile
+
+# The modules these need (msgpack, redis) are Debian's python3-* packages
+# (ops/install-deps.sh): under another python3 first on PATH (a venv,
+# pyenv, conda), run again under Debian's, or say what is missing.
+try:
+    import msgpack  # noqa: F401
+    import redis  # noqa: F401
+except ImportError as e:
+    SYSTEM_PY = "/usr/bin/python3"
+    if os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PY) and os.access(SYSTEM_PY, os.X_OK):
+        sys.stderr.write("%s: %s under %s; running again under %s\n"
+                         % (os.path.basename(__file__), e, sys.executable, SYSTEM_PY))
+        os.execv(SYSTEM_PY, [SYSTEM_PY, os.path.abspath(__file__)] + sys.argv[1:])
+    sys.exit("%s: %s: install python3-msgpack and python3-redis (ops/install-deps.sh)"
+             % (os.path.basename(__file__), e))
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))

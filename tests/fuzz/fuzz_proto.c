@@ -1,15 +1,29 @@
 /*
  * libFuzzer: the agent protocol as the worker reads it from a sandbox that
- * may be hostile. The first byte picks how the stream is cut into reads;
- * each whole message goes through the same checks as in worker/core/chan.c,
- * then its fields are looked up as the runner does.
+ * may be hostile. The input goes through worker/core/chan.c's own read
+ * path (kiln_chan_feed(), what the channel's libuv read callback calls) on a
+ * real channel; the first byte picks how the stream is cut into reads. Each
+ * message delivered is looked up as the runner does, and the channel's
+ * contract is checked: no message after the end, one end at most, and only
+ * for a malformed stream (-EPROTO) or memory (-ENOMEM).
  */
+#include <errno.h>
 #include <msgpack.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
 
+#include "core/chan.h"
 #include "wire/proto.h"
+
+struct seen {
+    int ended;
+    size_t msgs;
+};
 
 static void use(const msgpack_object *m)
 {
@@ -25,27 +39,48 @@ static void use(const msgpack_object *m)
     }
 }
 
+static void on_msg(void *arg, const msgpack_object *msg)
+{
+    struct seen *s = arg;
+    if (s->ended) {
+        fprintf(stderr, "chan: a message after the end\n");
+        abort();
+    }
+    s->msgs++;
+    use(msg);
+}
+
+static void on_end(void *arg, int status)
+{
+    struct seen *s = arg;
+    if (s->ended || (status != -EPROTO && status != -ENOMEM)) {
+        fprintf(stderr, "chan: end %d (ended before: %d)\n", status, s->ended);
+        abort();
+    }
+    s->ended = 1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct kiln_proto_reader rd;
-    const void *msg;
-    size_t len, cut = size ? (size_t)data[0] % 61 + 1 : 1;
-    kiln_proto_reader_init(&rd, 1 << 20);
+    static uv_loop_t loop;
+    static int ready;
+    struct kiln_chan *c;
+    struct seen seen = {0};
+    int sv[2];
+    size_t cut = size ? (size_t)data[0] % 61 + 1 : 1;
+
+    if (!ready && uv_loop_init(&loop) == 0)
+        ready = 1;
+    if (!ready || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        abort();
+    if (kiln_chan_open(&loop, sv[0], on_msg, on_end, &seen, &c) < 0)
+        abort();
     for (size_t off = size ? 1 : 0; off < size; off += cut) {
         size_t n = size - off < cut ? size - off : cut;
-        if (kiln_proto_reader_feed(&rd, data + off, n) < 0)
-            break;
-        int r;
-        while ((r = kiln_proto_reader_next(&rd, &msg, &len)) == 1) {
-            msgpack_unpacked u;
-            msgpack_unpacked_init(&u);
-            if (kiln_mp_unpack(&u, msg, len) == 0)
-                use(&u.data);
-            msgpack_unpacked_destroy(&u);
-        }
-        if (r < 0)
-            break;
+        kiln_chan_feed(c, data + off, n); /* after the end: ignored, checked above */
     }
-    kiln_proto_reader_free(&rd);
+    kiln_chan_close(c);
+    uv_run(&loop, UV_RUN_NOWAIT); /* frees the channel */
+    close(sv[1]);
     return 0;
 }

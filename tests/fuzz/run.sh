@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")/../.."
 secs=${KILN_FUZZ_SECONDS:-20}
-CC=clang cmake -S . -B build-fuzz -DKILN_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+CC=clang cmake -S . -B build-fuzz -DKILN_FUZZ=ON -DKILN_WERROR=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j "$(nproc 2>/dev/null || echo 2)" --target fuzz_job fuzz_proto fuzz_mux >/dev/null
 mkdir -p build-fuzz/corpus/job build-fuzz/corpus/proto build-fuzz/corpus/mux
 cp schemas/vectors/job/*/*.msgpack build-fuzz/corpus/job/

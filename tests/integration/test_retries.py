@@ -9,7 +9,7 @@ import os
 
 import msgpack
 
-from kilntest import BUILD, KilnCase, main, skip_unless_jail_works, wait_for
+from kilntest import BUILD, PLUGINS, KilnCase, main, skip_unless_jail_works, wait_for
 
 skip_unless_jail_works()
 
@@ -20,7 +20,7 @@ class Retries(KilnCase):
         # the real plugins plus one whose sandbox always fails
         self.plugins = os.path.join(self.tmp, "plugins")
         os.makedirs(self.plugins)
-        for so in glob.glob(os.path.join(BUILD, "lib", "kiln", "plugins", "*.so")) + \
+        for so in glob.glob(os.path.join(PLUGINS, "*.so")) + \
                 glob.glob(os.path.join(BUILD, "tests", "crash_plugins", "*.so")):
             os.symlink(so, os.path.join(self.plugins, os.path.basename(so)))
 

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from kilntest import (BUILD, SKIP, KilnCase, SecondHost, main, read_env, rootfs_args,
+from kilntest import (BUILD, PLUGINS, SKIP, KilnCase, SecondHost, main, read_env, rootfs_args,
                       skip_unless_jail_works, wait_for)
 
 skip_unless_jail_works()
@@ -58,7 +58,7 @@ class VMCase(KilnCase):
             d = os.path.join(self.tmp, "plugins")
             os.makedirs(d, exist_ok=True)
             for p in plugins:
-                os.symlink(os.path.join(BUILD, "lib", "kiln", "plugins", p + ".so"),
+                os.symlink(os.path.join(PLUGINS, p + ".so"),
                            os.path.join(d, p + ".so"))
             args += ["--plugin-dir", d]
         return self.worker("vm", *args)

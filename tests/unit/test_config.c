@@ -1,7 +1,9 @@
 /* Settings: defaults, KILN_* variables, and flags beating variables. */
 #include "test.h"
 
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 
@@ -44,24 +46,52 @@ static void test_env_and_flag(void **state)
     unsetenv("KILN_CLAIM_IDLE_MS");
 }
 
+/* Parse argv expecting a refusal; returns what the parser printed on stderr
+ * (a static buffer). Fails unless the result is exactly -EINVAL. */
+static const char *refused(int argc, char **argv)
+{
+    static char msg[1024];
+    struct kiln_config cfg;
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fileno(tmp), 2), 2);
+    int r = kiln_config_parse(&cfg, argc, argv);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    kiln_config_free(&cfg);
+    size_t n = (size_t)pread(fileno(tmp), msg, sizeof(msg) - 1, 0);
+    fclose(tmp);
+    msg[n == (size_t)-1 ? 0 : n] = '\0';
+    if (r != -EINVAL)
+        fail_msg("%s %s: got %d, want -EINVAL (stderr: %s)", argv[1] ? argv[1] : "", argv[1] && argv[2] ? argv[2] : "", r, msg);
+    return msg;
+}
+
 static void test_bad_values(void **state)
 {
-    struct kiln_config cfg;
     (void)state;
     char *a1[] = {"kiln-worker", "--slots", "many", NULL};
-    assert_true(kiln_config_parse(&cfg, 3, a1) < 0);
-    kiln_config_free(&cfg);
+    assert_string_equal(refused(3, a1), "kiln-worker: --slots: 'many' is not a non-negative integer\n");
     char *a2[] = {"kiln-worker", "--backend", "docker", NULL};
-    assert_true(kiln_config_parse(&cfg, 3, a2) < 0);
-    kiln_config_free(&cfg);
+    assert_string_equal(refused(3, a2), "kiln-worker: --backend: unknown value 'docker'\n");
     char *a3[] = {"kiln-worker", "--timeout-ms", "999999999", NULL};
-    assert_true(kiln_config_parse(&cfg, 3, a3) < 0);
-    kiln_config_free(&cfg);
+    assert_string_equal(refused(3, a3),
+                        "kiln-worker: --timeout-ms must be between 1 and --max-timeout-ms\n");
     setenv("KILN_SLOTS", "-3", 1);
     char *a4[] = {"kiln-worker", NULL};
-    assert_true(kiln_config_parse(&cfg, 1, a4) < 0);
-    kiln_config_free(&cfg);
+    assert_string_equal(refused(1, a4), "kiln-worker: KILN_SLOTS: '-3' is not a non-negative integer\n");
     unsetenv("KILN_SLOTS");
+    char *a5[] = {"kiln-worker", "--require-signature", NULL};
+    assert_string_equal(refused(2, a5), "kiln-worker: --require-signature needs --keys-file\n");
+    char *a6[] = {"kiln-worker", "--rootfs", "/srv/image", NULL};
+    assert_string_equal(refused(3, a6), "kiln-worker: --rootfs needs --rootfs-digest: the worker "
+                                        "runs only an image it expects\n");
+    char *a7[] = {"kiln-worker", "stray", NULL};
+    assert_string_equal(refused(2, a7), "kiln-worker: unexpected argument 'stray'\n");
 }
 
 int main(void)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "wire/job.h"
+#include "wire/proto.h"
 
 static char *path_of(const char *sub, const char *name, const char *ext)
 {
@@ -34,6 +35,69 @@ static int list(const char *sub, char names[][128], int max)
     }
     closedir(d);
     return n;
+}
+
+/* A msgpack object as JSON (what the vectors' .json files hold), or NULL
+ * for a type JSON has no form for. */
+static json_t *to_json(const msgpack_object *o)
+{
+    json_t *j = NULL;
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        return json_null();
+    case MSGPACK_OBJECT_BOOLEAN:
+        return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return json_integer((json_int_t)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR:
+        return json_stringn(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_ARRAY:
+        j = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            json_array_append_new(j, to_json(&o->via.array.ptr[i]));
+        return j;
+    case MSGPACK_OBJECT_MAP:
+        j = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            assert_int_equal(k->type, MSGPACK_OBJECT_STR);
+            json_object_setn_new(j, k->via.str.ptr, k->via.str.size, to_json(&o->via.map.ptr[i].val));
+        }
+        return j;
+    default:
+        fail_msg("meta holds a msgpack type the vectors do not use (%d)", o->type);
+    }
+    return NULL;
+}
+
+/* The job's re-packed `meta` is exactly one msgpack value equal to `want`. */
+static void assert_meta(const char *name, const struct kiln_job *job, json_t *want)
+{
+    if (want == NULL) {
+        assert_null(job->meta);
+        assert_int_equal(job->meta_len, 0);
+        return;
+    }
+    assert_non_null(job->meta);
+    msgpack_unpacked u;
+    size_t off = 0;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, (const char *)job->meta, job->meta_len, &off),
+                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(off, job->meta_len);
+    json_t *got = to_json(&u.data);
+    if (!json_equal(got, want)) {
+        char *g = json_dumps(got, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+        char *w = json_dumps(want, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+        fail_msg("%s: meta is %s, want %s", name, g, w);
+    }
+    json_decref(got);
+    msgpack_unpacked_destroy(&u);
 }
 
 /* Compare bytes with a JSON string or {"base64": ...}. */
@@ -114,7 +178,9 @@ static void check_valid(const char *name)
         assert_string_equal(job->reply_to, json_string_value(reply));
     else
         assert_null(job->reply_to);
-    assert_int_equal(job->meta != NULL, json_object_get(want, "meta") != NULL);
+    json_t *deadline = json_object_get(want, "deadline");
+    assert_int_equal(job->deadline, deadline ? json_integer_value(deadline) : -1);
+    assert_meta(name, job, json_object_get(want, "meta"));
     json_t *runs = json_object_get(want, "runs");
     assert_int_equal(job->nruns, json_is_array(runs) ? json_array_size(runs) : 0);
     for (size_t i = 0; i < job->nruns; i++) {
@@ -125,6 +191,10 @@ static void check_valid(const char *name)
             assert_null(job->runs[i].stdin_data);
         assert_int_equal(job->runs[i].has_args, a != NULL);
         assert_int_equal(job->runs[i].nargs, a ? json_array_size(a) : 0);
+        for (size_t k = 0; k < job->runs[i].nargs; k++)
+            assert_string_equal(job->runs[i].args[k], json_string_value(json_array_get(a, k)));
+        if (a == NULL)
+            assert_null(job->runs[i].args);
     }
 
     kiln_job_free(job);

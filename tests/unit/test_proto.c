@@ -43,9 +43,29 @@ static void test_header(void **state)
 {
     unsigned char h[4];
     (void)state;
-    kiln_proto_header(h, 0x01020304);
-    assert_int_equal(h[0], 1);
-    assert_int_equal(h[3], 4);
+    /* big-endian, every byte distinct so a swapped or dropped byte shows */
+    static const unsigned char want[4] = {0xA1, 0xB2, 0xC3, 0xD4};
+    kiln_proto_header(h, 0xA1B2C3D4u);
+    assert_memory_equal(h, want, 4);
+    static const unsigned char small[4] = {0x00, 0x01, 0x02, 0x03};
+    kiln_proto_header(h, 0x010203);
+    assert_memory_equal(h, small, 4);
+    /* and the reader takes the same four bytes as that length: one message
+     * of exactly 0x010203 bytes, not one byte sooner */
+    struct kiln_proto_reader r;
+    const void *msg;
+    size_t len;
+    static unsigned char frame[4 + 0x010203];
+    memset(frame, 0x01, sizeof(frame)); /* the reader does not look inside */
+    kiln_proto_header(frame, 0x010203);
+    kiln_proto_reader_init(&r, 1 << 20);
+    assert_int_equal(kiln_proto_reader_feed(&r, frame, sizeof(frame) - 1), 0);
+    assert_int_equal(kiln_proto_reader_next(&r, &msg, &len), 0);
+    assert_int_equal(kiln_proto_reader_feed(&r, frame + sizeof(frame) - 1, 1), 0);
+    assert_int_equal(kiln_proto_reader_next(&r, &msg, &len), 1);
+    assert_int_equal(len, 0x010203);
+    assert_memory_equal(msg, frame + 4, len);
+    kiln_proto_reader_free(&r);
 }
 
 /* Three messages fed one byte at a time come out whole and in order. */

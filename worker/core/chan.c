@@ -27,17 +27,14 @@ static void end(struct kiln_chan *c, int status)
         c->on_end(c->arg, status);
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+void kiln_chan_feed(struct kiln_chan *c, const void *data, size_t n)
 {
-    struct kiln_chan *c = s->data;
     const void *msg;
     size_t len;
-    int r;
-    if (n < 0) {
-        end(c, n == UV_EOF ? 0 : (int)n);
+    int r = 0;
+    if (c->ended)
         return;
-    }
-    if (kiln_proto_reader_feed(&c->rd, buf->base, (size_t)n) < 0) {
+    if (kiln_proto_reader_feed(&c->rd, data, n) < 0) {
         end(c, -ENOMEM);
         return;
     }
@@ -57,6 +54,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     if (!c->ended && r < 0)
         end(c, -EPROTO);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct kiln_chan *c = s->data;
+    if (n < 0) {
+        end(c, n == UV_EOF ? 0 : (int)n);
+        return;
+    }
+    kiln_chan_feed(c, buf->base, (size_t)n);
 }
 
 int kiln_chan_open(uv_loop_t *loop, int fd, kiln_chan_msg_cb on_msg, kiln_chan_end_cb on_end,

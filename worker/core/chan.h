@@ -31,6 +31,13 @@ int kiln_chan_open(uv_loop_t *loop, int fd, kiln_chan_msg_cb on_msg, kiln_chan_e
 /* Send one message packed with kiln_proto_begin(); `sb` is finished and
  * taken here (its buffer is freed once written). */
 int kiln_chan_send(struct kiln_chan *c, msgpack_sbuffer *sb);
+/* Bytes read from the channel's stream, as its read callback passes them
+ * (`data` borrowed for the call): buffered, then each whole message is
+ * checked (kiln_mp_unpack) and given to on_msg, in order; at the first
+ * malformed or oversized one, on_end(-EPROTO) and nothing after (-ENOMEM
+ * when the bytes cannot be buffered). Does nothing once the channel ended
+ * or was closed. Public so the fuzzer feeds this very code. */
+void kiln_chan_feed(struct kiln_chan *c, const void *data, size_t n);
 /* Stop: no callback is called after this; freed when libuv lets go. */
 void kiln_chan_close(struct kiln_chan *c);
 

@@ -9,6 +9,12 @@
 #include <string.h>
 #include <unistd.h>
 
+/* kiln's library directory relative to kiln-worker's, from the install
+ * dirs (CMakeLists.txt); the build tree has the same layout. */
+#ifndef KILN_LIB_RELDIR
+#define KILN_LIB_RELDIR "../lib/kiln"
+#endif
+
 enum opt_type { OPT_STR, OPT_INT, OPT_LIST, OPT_FLAG };
 
 /* One table describes every setting: its flag, type, field and help. The
@@ -33,14 +39,14 @@ static const struct opt {
     {"group", OPT_STR, F(group), "kiln", "consumer group"},
     {"consumer", OPT_STR, F(consumer), NULL, "consumer name in the group (default: hostname)"},
     {"slots", OPT_INT, F(slots), "0", "jobs running at once (default: number of CPUs)"},
-    {"plugin-dir", OPT_STR, F(plugin_dir), NULL, "where *.so plugins are loaded from"},
+    {"plugin-dir", OPT_STR, F(plugin_dir), NULL, "where *.so plugins are loaded from (default: " KILN_LIB_RELDIR "/plugins from kiln-worker's directory)"},
     {"backend", OPT_STR, F(backend), "auto", "sandbox backend: auto | jail | qemu | firecracker"},
     {"metrics-addr", OPT_STR, F(metrics_addr), NULL, "HOST:PORT for /metrics, /healthz, /readyz"},
     {"rootfs", OPT_STR, F(rootfs), NULL, "runtime image: its tree or its squashfs (rootfs/build-image.sh); default: the host's /usr"},
     {"rootfs-digest", OPT_STR, F(rootfs_digest), NULL, "the digest --rootfs must have; the worker refuses any other"},
     {"pool", OPT_INT, F(pool), "2", "warm sandboxes kept ready per runtime profile (0: none)"},
     {"agent", OPT_STR, F(agent), NULL, "path of kiln-agent (default: beside kiln-worker)"},
-    {"zygote-lib", OPT_STR, F(zygote_lib), NULL, "jail: the zygote library (default: ../lib/kiln/libkiln-zygote.so beside kiln-worker)"},
+    {"zygote-lib", OPT_STR, F(zygote_lib), NULL, "jail: the zygote library (default: " KILN_LIB_RELDIR "/libkiln-zygote.so from kiln-worker's directory)"},
     {"no-zygote", OPT_FLAG, F(no_zygote), NULL, "jail: start each python sandbox's interpreter afresh, not forked from a template"},
     {"state-dir", OPT_STR, F(state_dir), "/run/kiln", "the worker's runtime directory"},
     {"timeout-ms", OPT_INT, F(timeout_ms), "30000", "wall-clock limit of a job that sets none"},
@@ -213,13 +219,13 @@ static int fill_defaults(struct kiln_config *cfg)
     if (cfg->plugin_dir == NULL || cfg->agent == NULL || cfg->zygote_lib == NULL) {
         if ((dir = kiln_exe_dir()) == NULL)
             return -ENOMEM;
-        size_t n = strlen(dir) + 64;
+        size_t n = strlen(dir) + sizeof(KILN_LIB_RELDIR) + 32;
         if (cfg->plugin_dir == NULL && (cfg->plugin_dir = malloc(n)) != NULL)
-            snprintf(cfg->plugin_dir, n, "%s/../lib/kiln/plugins", dir);
+            snprintf(cfg->plugin_dir, n, "%s/" KILN_LIB_RELDIR "/plugins", dir);
         if (cfg->agent == NULL && (cfg->agent = malloc(n)) != NULL)
             snprintf(cfg->agent, n, "%s/kiln-agent", dir);
         if (cfg->zygote_lib == NULL && (cfg->zygote_lib = malloc(n)) != NULL)
-            snprintf(cfg->zygote_lib, n, "%s/../lib/kiln/libkiln-zygote.so", dir);
+            snprintf(cfg->zygote_lib, n, "%s/" KILN_LIB_RELDIR "/libkiln-zygote.so", dir);
         free(dir);
         if (cfg->plugin_dir == NULL || cfg->agent == NULL || cfg->zygote_lib == NULL)
             return -ENOMEM;

@@ -16,13 +16,7 @@ struct kiln_plugins {
     size_t n;
 };
 
-/* 1 if plugin `p` has the optional callback `field`: its struct is large
- * enough to hold it (it was built against a header that had it) and set. */
-#define KILN_PLUGIN_HAS(p, field) \
-    ((p)->size >= offsetof(struct kiln_plugin, field) + sizeof((p)->field) && (p)->field != NULL)
-/* Its `flags` (v1.2), 0 when it was built before they existed. */
-#define KILN_PLUGIN_FLAGS(p) \
-    ((p)->size >= offsetof(struct kiln_plugin, flags) + sizeof((p)->flags) ? (p)->flags : 0u)
+/* KILN_PLUGIN_HAS() and KILN_PLUGIN_FLAGS() are in kiln/plugin.h. */
 
 /*
  * Load one plugin file into `set`. Returns 0, or a negative code with the

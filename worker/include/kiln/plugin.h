@@ -7,7 +7,57 @@
  * plugin's plan() for each job; the plugin turns the job into an execution
  * plan (program, arguments, extra environment and files, a runtime profile)
  * through the host functions it is given. The plugin never runs anything
- * itself: the worker runs the plan inside a sandbox.
+ * itself: the worker runs the plan inside a sandbox. plugins/README.md
+ * walks through writing one (cold and warm), building it and unit-testing
+ * its plans.
+ *
+ * Threads. The worker runs on one libuv event loop, and every callback
+ * below (init, plan, prestart, warm_ok, fini) is called on that loop's
+ * thread, one at a time: never concurrently, never from another thread.
+ * They must not block: no file or network I/O, no sleeping, no waiting for
+ * a process; every job of the worker waits while a callback runs. Compute
+ * the plan from the job and from what init() prepared, and return.
+ *
+ * Errors. Callbacks that return int return 0 or a negative errno-style
+ * code, as the host functions do; pass a host function's negative code on
+ * unchanged. From plan(): -ENOMEM is kiln's failure (the job ends
+ * `internal` and is retried); any other negative code rejects the job
+ * (`rejected`, with the reason given to plan_reject(), or the host's own
+ * reason when a host function refused; -E2BIG counts as "too large").
+ * init() and warm_ok() differ: see them.
+ *
+ * What the sandbox holds when the plan runs (any backend):
+ *   - "/" is the runtime image, read-only: the --rootfs tree (or the host's
+ *     /usr); name programs by absolute path (/bin/sh, /usr/bin/python3,
+ *     /usr/local/bin/deno in kiln's image, rootfs/README.md).
+ *   - /work: empty, writable (tmpfs of --tmp-mb), the working directory
+ *     and HOME. plan_file() paths are relative to it; the job's own
+ *     `files` land there too (a job file on a path the plugin wrote is
+ *     rejected). /tmp: writable, empty, TMPDIR.
+ *   - Environment, in this order, a later key replacing an earlier one:
+ *     PATH=/usr/local/bin:/usr/bin:/bin, HOME=/work, TMPDIR=/tmp,
+ *     LANG=C.UTF-8, KILN_JOB_ID=<id>, KILN_ATTEMPT=<n> (set by the worker
+ *     before plan() is called), then the plugin's plan_env() variables,
+ *     then the job's `env` (keys that change how code loads, LD_*,
+ *     PYTHON*, DENO_*, KILN_*, ..., are refused before they get there).
+ *   - The program runs as uid 1000 with no capabilities, no_new_privs and
+ *     seccomp, no network unless the job has `net`, its stdin is the job's
+ *     stdin and its stdout/stderr are streamed back.
+ *
+ * Warm plugins. A plugin with prestart() gets interpreters started ahead
+ * of its jobs: at startup the worker calls prestart() once, in the pool it
+ * keeps --pool sandboxes with that command already running (stdin waiting),
+ * and a job whose plan names the same profile (and that warm_ok() accepts)
+ * is handed to one of them instead of starting cold. The prestarted
+ * process sees the environment above without KILN_JOB_ID/KILN_ATTEMPT (no
+ * job exists yet), plus its own plan_env() variables, and cwd /work. When a
+ * job comes the worker writes the job's plan files to /work, sets the
+ * job's rlimits, then writes the envelope described at prestart() to the
+ * process's stdin, followed by the job's stdin. A plugin without prestart
+ * still gets pre-made sandboxes (the agent waiting, nothing started): to
+ * learn their profile the worker calls plan() once at startup with a probe
+ * job (id "pool", empty code), so plan() must be cheap and have no side
+ * effects.
  *
  * Compatibility rules (as SQLite's sqlite3ext.h): fields are only ever
  * appended to the structs below. A change that breaks a plugin built against
@@ -15,7 +65,8 @@
  * The worker refuses a plugin whose major differs from its own, or whose
  * struct is smaller than the v1 fields. A NULL callback means "not
  * supported". Every struct carries its size so both sides can tell which
- * appended fields the other knows.
+ * appended fields the other knows: read a field marked (v1.x) only after
+ * KILN_HAS_FIELD() says the other side has it.
  */
 #ifndef KILN_PLUGIN_H
 #define KILN_PLUGIN_H
@@ -100,10 +151,16 @@ struct kiln_plugin {
     size_t size;              /* sizeof(struct kiln_plugin) of the plugin */
     const char *name;         /* unique, [a-z0-9-]+, what jobs put in `plugin` */
     const char *description;  /* one line, for `kiln-worker --list-plugins` */
-    /* Optional: called once after loading; nonzero refuses the plugin. */
+    /* Optional: called once after loading, before any other callback;
+     * nonzero refuses the plugin (it is unloaded, fini() is not called).
+     * The place for work plan() must not do: build tables, read nothing
+     * from disk that could block for long. */
     int (*init)(const struct kiln_host *host);
     /* Required: turn a job into a plan. Return 0, or a negative code (after
-     * host->plan_reject() to give the user a reason). */
+     * host->plan_reject() to give the user a reason). On the loop: must not
+     * block (see the top of this file). The plan starts with the base
+     * environment already in it; name a profile with plan_profile() (else
+     * it is "default"), which must equal prestart()'s for warm starts. */
     int (*plan)(const struct kiln_host *host, const struct kiln_job_view *job,
                 struct kiln_plan *plan);
     /* Optional: called once before unloading. */
@@ -111,18 +168,26 @@ struct kiln_plugin {
     /* v1.0 ends here; append only. */
     /*
      * Optional (v1.1): warm start. Plan the command that starts the
-     * interpreter of `profile` ahead of any job (argv and env only). The
-     * started process must read, from its stdin, a 4-byte big-endian length
-     * and then that many bytes: NUL-separated fields, the first the decimal
-     * count N of argv elements, then the N elements of the job's own plan
-     * argv, then its environment as K=V. It must then behave exactly as that
-     * plan would: the rest of stdin is the job's stdin. Return 0, or a
-     * negative code for "no warm start for this profile".
+     * interpreter ahead of any job (argv, env and plan_profile(); files are
+     * not written for it). Called once at startup. `name` is the plugin's
+     * own name (struct kiln_plugin.name), not a profile: a plugin with
+     * several profiles warms the one prestart() names with plan_profile(),
+     * and only jobs whose plan names that same profile run warm. The plan
+     * already holds PATH, HOME, TMPDIR and LANG (no KILN_JOB_ID: no job
+     * yet). The started process must read, from its stdin, a 4-byte
+     * big-endian length and then that many bytes: NUL-separated fields, the
+     * first the decimal count N of argv elements, then the N elements of the
+     * job's own plan argv, then its whole environment as K=V (base, plugin
+     * and job variables, as a cold start would get). It must then behave
+     * exactly as that plan would: the rest of stdin is the job's stdin, the
+     * job's files are in /work. Return 0, or a negative code for "no warm
+     * start" (logged; the plugin's jobs then start cold).
      */
-    int (*prestart)(const struct kiln_host *host, const char *profile,
+    int (*prestart)(const struct kiln_host *host, const char *name,
                     struct kiln_plan *plan);
     /* Optional (v1.1): 1 if `job` may run in a sandbox warmed for its
-     * profile (say, a deno job asking for no extra permissions). NULL: all. */
+     * profile (say, a deno job asking for no extra permissions), 0 to start
+     * it cold. Called after plan() succeeded for the job. NULL: all. */
     int (*warm_ok)(const struct kiln_job_view *job);
     /* v1.1 ends here; append only. */
     unsigned flags;           /* (v1.2) KILN_PLUGIN_* below */
@@ -142,6 +207,24 @@ struct kiln_plugin {
 
 /* The one symbol a plugin exports, named by KILN_PLUGIN_SYMBOL. */
 typedef const struct kiln_plugin *(*kiln_plugin_entry_fn)(void);
+
+/*
+ * Field presence: 1 if the struct `s` points to (any struct above: each
+ * begins with, or holds, its `size`) was built with `field`, i.e. is large
+ * enough to hold it. A plugin reads a v1.1 field of the job view so:
+ *
+ *     if (KILN_HAS_FIELD(job, struct kiln_job_view, nnet) && job->nnet > 0)
+ *
+ * (a worker built before v1.1 passes a smaller view). The worker checks a
+ * plugin's optional callbacks with KILN_PLUGIN_HAS(p, prestart): present
+ * and non-NULL; KILN_PLUGIN_FLAGS(p) is its flags, 0 before v1.2.
+ */
+#define KILN_HAS_FIELD(s, type, field) \
+    ((s)->size >= offsetof(type, field) + sizeof(((type *)0)->field))
+#define KILN_PLUGIN_HAS(p, field) \
+    (KILN_HAS_FIELD(p, struct kiln_plugin, field) && (p)->field != NULL)
+#define KILN_PLUGIN_FLAGS(p) \
+    (KILN_HAS_FIELD(p, struct kiln_plugin, flags) ? (p)->flags : 0u)
 
 /* Fill abi_major, abi_minor and size in a plugin's static struct. */
 #define KILN_PLUGIN_HEADER \
