@@ -37,6 +37,7 @@
 #include "sandbox/fc_api.h"
 #include "core/log.h"
 #include "wire/proto.h"
+#include "sandbox/sysutil.h"
 #include "sandbox/vmm.h"
 
 #define AGENT_PORT 1024

@@ -38,6 +38,7 @@
 #include "core/log.h"
 #include "wire/proto.h"
 #include "sandbox/vm_egress.h"
+#include "sandbox/sysutil.h"
 #include "sandbox/vmm.h"
 
 struct qemu {
