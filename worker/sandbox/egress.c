@@ -557,22 +557,31 @@ static void server_closed(uv_handle_t *h);
 int kiln_egress_open(uv_loop_t *loop, const char *path, const char *const *allow, size_t nallow,
                      const char *private_ok, struct kiln_egress **out)
 {
-    struct kiln_egress *eg = calloc(1, sizeof(*eg));
+    struct kiln_egress *eg;
     int r;
-    if (eg == NULL || (eg->allow = calloc(nallow + 1, sizeof(char *))) == NULL) {
+    /* never a truncated path or list: a cut CIDR ("10.0.0.0/16" ->
+     * "10.0.0.0/1") would let the proxy reach more than it was told */
+    if (strlen(path) >= sizeof(eg->path) ||
+        (private_ok != NULL && strlen(private_ok) >= sizeof(eg->private_ok)))
+        return UV_ENAMETOOLONG;
+    if ((eg = calloc(1, sizeof(*eg))) == NULL || (eg->allow = calloc(nallow + 1, sizeof(char *))) == NULL) {
         free(eg);
         return UV_ENOMEM;
     }
-    for (size_t i = 0; i < nallow; i++)
-        if ((eg->allow[eg->nallow] = strdup(allow[i])) != NULL)
-            eg->nallow++;
+    eg->refs = 1;
+    for (size_t i = 0; i < nallow; i++) {
+        if ((eg->allow[eg->nallow] = strdup(allow[i])) == NULL) {
+            eg_unref(eg); /* an entry left out would be a silent refusal */
+            return UV_ENOMEM;
+        }
+        eg->nallow++;
+    }
     eg->loop = loop;
     snprintf(eg->path, sizeof(eg->path), "%s", path);
     snprintf(eg->private_ok, sizeof(eg->private_ok), "%s", private_ok ? private_ok : "");
     unlink(path);
     uv_pipe_init(loop, &eg->server, 0);
     eg->server.data = eg;
-    eg->refs = 1;
     if ((r = uv_pipe_bind(&eg->server, path)) < 0 ||
         (r = uv_listen((uv_stream_t *)&eg->server, 64, on_conn)) < 0) {
         eg->closing = 1;
