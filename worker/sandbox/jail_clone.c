@@ -213,7 +213,6 @@ void kiln__jail_bury(struct kiln_jail *j, const struct kiln_cgroup *cg)
     kiln_cgroup_remove(cg);
 }
 
-
 /* The sandbox is gone: what the kernel counted, its cgroups and proxy
  * directory, then the caller's callback. */
 void kiln__jail_gone(struct kiln_jail_sandbox *sb)
