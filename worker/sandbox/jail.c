@@ -81,7 +81,6 @@ static void jail_destroy(struct kiln_backend *b)
     free(j);
 }
 
-
 /* <state-dir>/proxy-<pid> and image-<pid> of workers no longer running:
  * their tmpfs or image unmounted (or, from older workers, the directories
  * inside removed), then the directory. */
