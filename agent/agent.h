@@ -3,7 +3,10 @@
 #define KILN_AGENT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+
+#include "wire/proto.h"
 
 /* The unprivileged identity a job runs as inside every sandbox. */
 #define KILN_JOB_UID 1000
@@ -121,5 +124,73 @@ void kiln_exec_files_child(const struct kiln_exec_spec *spec, int status_fd);
 __attribute__((noreturn))
 void kiln_exec_child(const struct kiln_exec_spec *spec, int in_fd, int out_fd,
                      int err_fd, int status_fd);
+
+/* ---- the agent itself (agent.c, channel.c, run.c) ---------------------- */
+
+/* What the agent's files share, set up by main() (agent.c). */
+struct kiln_agent {
+    int chan;               /* the channel to the worker (default fd 3) */
+    struct kiln_vm vm;      /* in a microVM: its channel, cgroup, ... */
+    int in_vm;              /* PID 1 of a microVM, not of a jail */
+    int served;             /* the job ran: EOF now ends the VM */
+    int64_t last_sent;      /* when the agent last said something (ms) */
+};
+extern struct kiln_agent kiln__agent;
+
+/* channel.c: the agent is done; in a VM that is the VM's end. */
+__attribute__((noreturn)) void kiln_agent_exit(int code);
+/* channel.c: CLOCK_MONOTONIC in milliseconds. */
+int64_t kiln_agent_now_ms(void);
+/* channel.c: finish and send one packed message (sb is destroyed); the
+ * worker being gone ends the agent. */
+void kiln_agent_send(msgpack_sbuffer *sb);
+/* channel.c: why the run cannot go on. `job_fault`: the job's input is
+ * why (the worker ends it as the job's `error`), not kiln (`internal`,
+ * retried). */
+void kiln_agent_send_failure(const char *reason, int job_fault);
+void kiln_agent_send_error(const char *reason);
+/* channel.c: "ready"; `warm`: an interpreter was started ahead already. */
+void kiln_agent_send_ready(int warm);
+void kiln_agent_send_out(int fd, const void *data, size_t len);
+/* channel.c: "exit": how the job ended, and what the whole job used. */
+void kiln_agent_send_exit(int status, int64_t wall_ms);
+void kiln_agent_send_started(void);
+void kiln_agent_send_beat(void);
+/* channel.c: block until one whole message has arrived in `u`: 0, or a
+ * negative errno (-EPIPE: the worker hung up). In a VM not yet served, a
+ * host that went away is waited for again. */
+int kiln_agent_read(struct kiln_proto_reader *rd, msgpack_unpacked *u);
+
+/* The job's process, once forked: its pipes, and what is left to write to
+ * its stdin. */
+struct kiln_child {
+    pid_t pid;
+    int in, out, err;
+    char *inbuf;          /* owned: envelope (warm) + the job's stdin */
+    const char *in_next;
+    size_t in_left;
+};
+
+/* run.c: the "run" (or "prestart", "zygote") message `m` as a spec whose
+ * pointers borrow from `m`, and its stdin. Returns 0 or -EINVAL/-ENOMEM. */
+int kiln_run_parse(const msgpack_object *m, struct kiln_exec_spec *spec,
+                   const char **stdin_data, size_t *stdin_len);
+/* run.c: fork and exec `spec` confined (exec.c). Returns 0 once execve
+ * succeeded, or -1 (KILN_EXEC_JOB_FAULT: the job's files) with why. */
+int kiln_run_start(const struct kiln_exec_spec *spec, struct kiln_child *c, char *why, size_t whylen);
+/* run.c: a warm child's files, written now as the job's uid. Returns 0,
+ * or -1 (KILN_EXEC_JOB_FAULT: the files themselves) with why. */
+int kiln_run_write_files(const struct kiln_exec_spec *spec, char *why, size_t whylen);
+/* run.c: what a warm interpreter reads first (plugin.h), then `in`: a new
+ * buffer owned by the caller, its length in *total; NULL: out of memory. */
+char *kiln_run_envelope(const struct kiln_exec_spec *spec, const char *in, size_t in_len,
+                        size_t *total);
+/* run.c: the job to its end (t0: when it started), then "exit". */
+void kiln_run_supervise(struct kiln_child *c, int64_t t0);
+/* run.c: stop every process of the job. */
+void kiln_run_kill(pid_t child);
+/* run.c: a sandbox forked by a zygote: its interpreter, PID `job`, waits
+ * on fds 4-6. */
+void kiln_run_adopt(struct kiln_child *c, pid_t job);
 
 #endif

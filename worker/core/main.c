@@ -16,10 +16,10 @@
 #include "core/plugin_load.h"
 #include "core/pool.h"
 #include "sandbox/rootfs.h"
+#include "sandbox/sysutil.h"
 #include "core/sign.h"
 #include "core/runner.h"
 #include "queue/source.h"
-#include "sandbox/vmm.h"
 
 /*
  * Graceful drain. The first SIGTERM (or SIGINT): take no more jobs, let the

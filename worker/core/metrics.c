@@ -4,61 +4,92 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "wire/frame.h"
 
+/* Label values come from bounded sets (plugins, statuses, reason classes,
+ * sources), so each family keeps a small table of MAX_KEYS values of up
+ * to LABEL_MAX - 1 bytes. The bound is explicit, not silent: a value past
+ * the table, or too long for it, is counted under the label "other"
+ * (for plugin_status: plugin "other", status "other"), which always has
+ * a slot left for it, and the worker warns once per family. Totals stay
+ * right; no value is ever folded into another real one. */
 #define MAX_KEYS 32
+#define LABEL_MAX 48
 
 /* A counter family with one string label: a small table is enough. */
 struct family {
     const char *name, *help, *label;
-    struct { char value[48]; double n; } v[MAX_KEYS];
+    struct { char value[LABEL_MAX]; double n; } v[MAX_KEYS];
     int nv;
+    int other;                /* 1 + the index of "other", 0: none yet */
 };
 
 struct histogram {
     const char *name, *help;
-    struct { char plugin[48]; double buckets[14]; double sum; double count; } v[MAX_KEYS];
+    struct { char plugin[LABEL_MAX]; double buckets[14]; double sum; double count; } v[MAX_KEYS];
     int nv;
+    int other;
 };
 
 static const double bounds[14] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                   1, 2.5, 10, 60, 600};
 
-static struct family started = {"kiln_jobs_started_total", "Jobs started in a sandbox.", "plugin", {{"", 0}}, 0};
-static struct family finished = {"kiln_jobs_finished_total", "Jobs (or inputs of runs) ended, by status.", "plugin_status", {{"", 0}}, 0};
-static struct family rejected = {"kiln_jobs_rejected_total", "Jobs rejected, by reason class.", "reason", {{"", 0}}, 0};
-static struct family output = {"kiln_output_bytes_total", "Bytes of job output forwarded.", "stream", {{"", 0}}, 0};
-static struct family reconnects = {"kiln_source_reconnects_total", "Queue connections re-established.", "source", {{"", 0}}, 0};
-static struct family pool_hits = {"kiln_pool_hits_total", "Jobs that found a warm sandbox.", "plugin", {{"", 0}}, 0};
-static struct family pool_misses = {"kiln_pool_misses_total", "Jobs that started cold for want of one.", "plugin", {{"", 0}}, 0};
-static struct family pool_refill = {"kiln_pool_refill_seconds_sum", "Time to make warm sandboxes ready.", "plugin", {{"", 0}}, 0};
-static struct family pool_refills = {"kiln_pool_refill_seconds_count", "Warm sandboxes made ready.", "plugin", {{"", 0}}, 0};
+static struct family started = {"kiln_jobs_started_total", "Jobs started in a sandbox.", "plugin", {{"", 0}}, 0, 0};
+static struct family finished = {"kiln_jobs_finished_total", "Jobs (or inputs of runs) ended, by status.", "plugin_status", {{"", 0}}, 0, 0};
+static struct family rejected = {"kiln_jobs_rejected_total", "Jobs rejected, by reason class.", "reason", {{"", 0}}, 0, 0};
+static struct family output = {"kiln_output_bytes_total", "Bytes of job output forwarded.", "stream", {{"", 0}}, 0, 0};
+static struct family reconnects = {"kiln_source_reconnects_total", "Queue connections re-established.", "source", {{"", 0}}, 0, 0};
+static struct family pool_hits = {"kiln_pool_hits_total", "Jobs that found a warm sandbox.", "plugin", {{"", 0}}, 0, 0};
+static struct family pool_misses = {"kiln_pool_misses_total", "Jobs that started cold for want of one.", "plugin", {{"", 0}}, 0, 0};
+static struct family pool_refill = {"kiln_pool_refill_seconds_sum", "Time to make warm sandboxes ready.", "plugin", {{"", 0}}, 0, 0};
+static struct family pool_refills = {"kiln_pool_refill_seconds_count", "Warm sandboxes made ready.", "plugin", {{"", 0}}, 0, 0};
 static double rebalances;
-static struct histogram duration = {"kiln_job_duration_seconds", "Wall time of jobs, by plugin.", {{"", {0}, 0, 0}}, 0};
-static struct histogram queue_wait = {"kiln_job_queue_wait_seconds", "Time from enqueue to start.", {{"", {0}, 0, 0}}, 0};
+static struct histogram duration = {"kiln_job_duration_seconds", "Wall time of jobs, by plugin.", {{"", {0}, 0, 0}}, 0, 0};
+static struct histogram queue_wait = {"kiln_job_queue_wait_seconds", "Time from enqueue to start.", {{"", {0}, 0, 0}}, 0, 0};
+
+/* Where `value` goes among the *nv labels of table `t` (`label(t, i)`
+ * the i-th): its index; a new one (*nv grown: the caller copies the value
+ * in); or the slot named `other_name`, *other - 1 (one a real value of
+ * that name has, or made on first use). Real values stop one short of
+ * MAX_KEYS, so "other" always has its slot. */
+static int label_index(const char *value, const char *other_name, int *nv, int *other,
+                       const char *family, const char *(*label)(const void *t, int i), const void *t)
+{
+    for (int i = 0; i < *nv; i++)
+        if (strcmp(label(t, i), value) == 0)
+            return i;
+    if (*nv < MAX_KEYS - 1 && strlen(value) < LABEL_MAX)
+        return (*nv)++;
+    if (*other == 0) {
+        kiln_warn("metrics: %s: more than %d label values, or one of %d bytes or more (\"%.60s\"): "
+                  "counted as \"other\"", family, MAX_KEYS - 1, LABEL_MAX, value);
+        for (int i = 0; i < *nv && *other == 0; i++)
+            if (strcmp(label(t, i), other_name) == 0)
+                *other = i + 1;
+        if (*other == 0)
+            *other = ++*nv;
+    }
+    return *other - 1;
+}
+
+static const char *family_label(const void *t, int i) { return ((const struct family *)t)->v[i].value; }
+static const char *histogram_label(const void *t, int i) { return ((const struct histogram *)t)->v[i].plugin; }
 
 static double *slot(struct family *f, const char *value)
 {
-    for (int i = 0; i < f->nv; i++)
-        if (strcmp(f->v[i].value, value) == 0)
-            return &f->v[i].n;
-    if (f->nv == MAX_KEYS)
-        return &f->v[MAX_KEYS - 1].n; /* bounded: the last one absorbs */
-    snprintf(f->v[f->nv].value, sizeof(f->v[0].value), "%s", value);
-    return &f->v[f->nv++].n;
+    const char *other = strcmp(f->label, "plugin_status") == 0 ? "other|other" : "other";
+    int i = label_index(value, other, &f->nv, &f->other, f->name, family_label, f);
+    if (f->v[i].value[0] == '\0')
+        snprintf(f->v[i].value, sizeof(f->v[i].value), "%s", i == f->other - 1 ? other : value);
+    return &f->v[i].n;
 }
 
 static void observe(struct histogram *h, const char *plugin, double x)
 {
-    int i;
-    for (i = 0; i < h->nv && strcmp(h->v[i].plugin, plugin) != 0; i++)
-        ;
-    if (i == h->nv) {
-        if (h->nv == MAX_KEYS)
-            i = MAX_KEYS - 1;
-        else
-            snprintf(h->v[h->nv++].plugin, sizeof(h->v[0].plugin), "%s", plugin);
-    }
+    int i = label_index(plugin, "other", &h->nv, &h->other, h->name, histogram_label, h);
+    if (h->v[i].plugin[0] == '\0')
+        snprintf(h->v[i].plugin, sizeof(h->v[i].plugin), "%s", i == h->other - 1 ? "other" : plugin);
     for (int b = 0; b < 14; b++)
         if (x <= bounds[b])
             h->v[i].buckets[b]++;
@@ -96,7 +127,7 @@ void kiln_metrics_job_started(const char *plugin) { (*slot(&started, plugin))++;
 
 void kiln_metrics_job_finished(const char *plugin, const char *status, double seconds)
 {
-    char key[48];
+    char key[2 * LABEL_MAX]; /* longer than a label: slot() says "other" */
     snprintf(key, sizeof(key), "%s|%s", plugin ? plugin : "none", status);
     (*slot(&finished, key))++;
     if (plugin != NULL)

@@ -297,7 +297,9 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                 msgpack_sbuffer sb;
                 kiln_session_pack_start(&sb, "zygote", &p->warm);
                 kiln_proto_finish(&sb);
-                backend->ops->zygote(backend, p->warm.profile, sb.data, sb.size);
+                char why[256] = "";
+                if (backend->ops->zygote(backend, p->warm.profile, sb.data, sb.size, why, sizeof(why)) < 0)
+                    kiln_error("pool %s: no template interpreter: %s", plug->name, why);
                 msgpack_sbuffer_destroy(&sb);
             }
         } else {

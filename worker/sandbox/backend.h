@@ -69,10 +69,16 @@ struct kiln_backend_ops {
     void (*destroy)(struct kiln_backend *b);
     /* Optional: `profile`'s interpreter can be forked into each sandbox
      * (a plugin with KILN_PLUGIN_FORKS); `msg` is the packed "zygote"
-     * message that starts it in a template. The backend may then make that
-     * profile's sandboxes by forking it; their agents say "ready" with
-     * warm true (the interpreter is up already). */
-    void (*zygote)(struct kiln_backend *b, const char *profile, const void *msg, size_t len);
+     * message that starts it in a template (copied: borrowed only during
+     * the call). The backend may then make that profile's sandboxes by
+     * forking it; their agents say "ready" with warm true (the interpreter
+     * is up already). Returns 0 (the template starts in the background;
+     * until it is up, or while it is down, the profile's sandboxes are
+     * made as without one), or a negative errno with the reason in `err`
+     * (no template: every sandbox of the profile starts its interpreter
+     * afresh). */
+    int (*zygote)(struct kiln_backend *b, const char *profile, const void *msg, size_t len,
+                  char *err, size_t errlen);
     /* Optional: Prometheus text of the backend's own gauges and counters. */
     void (*gauges)(struct kiln_backend *b, FILE *out);
     /* 1: the agent enforces memory and pids itself (a VM's own kernel) and

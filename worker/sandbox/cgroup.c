@@ -12,18 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int put(const char *dir, const char *file, const char *value)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", dir, file);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    ssize_t n = write(fd, value, strlen(value));
-    int r = n == (ssize_t)strlen(value) ? 0 : -errno;
-    close(fd);
-    return r;
-}
+#include "sandbox/sysutil.h"
 
 static int64_t get_num(const char *dir, const char *file, const char *key)
 {
@@ -62,6 +51,7 @@ static int has_controllers(const char *mount)
 
 int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen)
 {
+    int r;
     memset(cgs, 0, sizeof(*cgs));
     if (has_controllers("/sys/fs/cgroup")) {
         cgs->v2 = 1;
@@ -69,9 +59,11 @@ int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen)
         if (mkdir(cgs->root_v2, 0755) < 0 && errno != EEXIST)
             goto fail;
         /* hand memory and pids down to kiln/, and from it to each sandbox */
-        if (put("/sys/fs/cgroup", "cgroup.subtree_control", "+memory +pids") < 0 ||
-            put(cgs->root_v2, "cgroup.subtree_control", "+memory +pids") < 0)
-            goto fail;
+        if ((r = kiln_write_file_at("/sys/fs/cgroup", "cgroup.subtree_control", "+memory +pids")) < 0 ||
+            (r = kiln_write_file_at(cgs->root_v2, "cgroup.subtree_control", "+memory +pids")) < 0) {
+            snprintf(err, errlen, "cgroup v2: enabling memory and pids: %s", strerror(-r));
+            return r;
+        }
         return 0;
     }
     snprintf(cgs->root_mem, sizeof(cgs->root_mem), "/sys/fs/cgroup/memory/kiln");
@@ -81,8 +73,9 @@ int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen)
         goto fail;
     return 0;
 fail:
-    snprintf(err, errlen, "cgroup %s: %s", cgs->v2 ? "v2" : "v1", strerror(errno));
-    return -errno;
+    r = -errno; /* before snprintf() may change it */
+    snprintf(err, errlen, "cgroup %s: %s", cgs->v2 ? "v2" : "v1", strerror(-r));
+    return r;
 }
 
 static void dir_of(const struct kiln_cgroup *cg, int which, char *out, size_t len)
@@ -116,12 +109,13 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, c
     for (int which = 0; which < (cgs->v2 ? 1 : 2); which++) {
         dir_of(cg, which, dir, sizeof(dir));
         if (mkdir(dir, 0755) < 0) { /* EEXIST too: never another's */
-            snprintf(err, errlen, "cgroup mkdir %s: %s", dir, strerror(errno));
-            return -errno;
+            int r = -errno; /* before snprintf() may change it */
+            snprintf(err, errlen, "cgroup mkdir %s: %s", dir, strerror(-r));
+            return r;
         }
     }
     if (cgs->v2)
-        put(dir, "memory.swap.max", "0"); /* a limit swap cannot dodge */
+        kiln_write_file_at(dir, "memory.swap.max", "0"); /* a limit swap cannot dodge */
     return 0;
 }
 
@@ -150,14 +144,14 @@ int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_
     if (memory_bytes > 0) {
         dir_of(cg, 0, dir, sizeof(dir));
         snprintf(num, sizeof(num), "%lld", (long long)memory_bytes);
-        r = put(dir, cg->cgs->v2 ? "memory.max" : "memory.limit_in_bytes", num);
+        r = kiln_write_file_at(dir, cg->cgs->v2 ? "memory.max" : "memory.limit_in_bytes", num);
         if (r == 0 && !cg->cgs->v2)
-            put(dir, "memory.memsw.limit_in_bytes", num); /* when swap is accounted */
+            kiln_write_file_at(dir, "memory.memsw.limit_in_bytes", num); /* when swap is accounted */
     }
     if (r == 0 && pids > 0) {
         dir_of(cg, 1, dir, sizeof(dir));
         snprintf(num, sizeof(num), "%lld", (long long)pids);
-        r = put(dir, "pids.max", num);
+        r = kiln_write_file_at(dir, "pids.max", num);
     }
     return r;
 }
@@ -185,16 +179,11 @@ int kiln_cgroup_remove(const struct kiln_cgroup *cg)
     return r;
 }
 
-int kiln_pid_alive(pid_t pid)
-{
-    return kill(pid, 0) == 0 || errno == EPERM;
-}
-
 /* Kill every process in the cgroup `dir` (v2: cgroup.kill where the
  * kernel has it; otherwise each pid its cgroup.procs lists). */
 static void kill_members(const char *dir)
 {
-    if (put(dir, "cgroup.kill", "1") == 0)
+    if (kiln_write_file_at(dir, "cgroup.kill", "1") == 0)
         return;
     char path[700], buf[4096];
     snprintf(path, sizeof(path), "%.600s/cgroup.procs", dir);

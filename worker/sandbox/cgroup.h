@@ -49,11 +49,4 @@ int kiln_cgroup_remove(const struct kiln_cgroup *cg);
  * may look gone from here). Returns how many were removed. */
 int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, int ours);
 
-/* Whether a process `pid` exists (in this pid namespace). */
-int kiln_pid_alive(pid_t pid);
-
-/* sandbox/jail.c: unmount and remove <state_dir>/proxy-<pid> and
- * image-<pid> of workers no longer running. */
-void kiln_proxy_sweep(const char *state_dir);
-
 #endif

@@ -22,7 +22,8 @@
 struct kiln_egress;
 
 /* Listen at `path` for one sandbox. `allow` is copied. Returns 0 with a new
- * proxy in *out, or a negative libuv code. */
+ * proxy in *out, or a negative libuv code (UV_ENAMETOOLONG: `path` or
+ * `private_ok` longer than the proxy keeps). */
 int kiln_egress_open(uv_loop_t *loop, const char *path, const char *const *allow, size_t nallow,
                      const char *private_ok, struct kiln_egress **out);
 /* Destinations refused so far ("host:port: why"), borrowed. */

@@ -37,6 +37,7 @@
 #include "sandbox/fc_api.h"
 #include "core/log.h"
 #include "wire/proto.h"
+#include "sandbox/sysutil.h"
 #include "sandbox/vmm.h"
 
 #define AGENT_PORT 1024
@@ -231,9 +232,10 @@ static int setup_vm(struct fc *f, const char *root, int jailed, int restore, int
             char dst[700];
             snprintf(dst, sizeof(dst), "%s/%s", root, names[i]);
             if (link(src[i], dst) < 0 && errno != EEXIST) {
+                r = -errno; /* before snprintf() may change it */
                 snprintf(err, errlen, "firecracker: linking %s into the jail (same filesystem as "
-                         "--state-dir needed): %s", src[i], strerror(errno));
-                return -errno;
+                         "--state-dir needed): %s", src[i], strerror(-r));
+                return r;
             }
         }
         vm.kernel = "/vmlinux";
@@ -274,9 +276,10 @@ static int snap_make(struct kiln_backend *b, char *err, size_t errlen)
     snprintf(log, sizeof(log), "%s/vmm.log", tdir);
     snprintf(api_sock, sizeof(api_sock), "%s/api.sock", tdir);
     err[0] = '\0';
-    if (kiln_mkdirs(tdir) < 0) {
-        snprintf(err, errlen, "mkdir %.200s: %s", tdir, strerror(errno));
-        return -EIO;
+    int r = kiln_mkdirs(tdir);
+    if (r < 0) {
+        snprintf(err, errlen, "mkdir %.200s: %s", tdir, strerror(-r));
+        return r;
     }
     kiln_argv_add(&a, "%s", cfg->firecracker);
     kiln_argv_add(&a, "--api-sock");
@@ -364,8 +367,10 @@ static int fc_spawn(struct kiln_backend *b, const char *profile, const struct ki
     int r;
     (void)profile;
     struct fc_sandbox *sb = calloc(1, sizeof(*sb));
-    if (sb == NULL)
+    if (sb == NULL) {
+        snprintf(err, errlen, "firecracker: out of memory");
         return -ENOMEM;
+    }
     sb->vmm.extra_fd = -1;
     sb->vmm.pub.fd = -1; /* on_chan delivers it */
     sb->chan_fd = -1;
@@ -434,14 +439,17 @@ int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_config *cfg,
         return -ENOENT;
     }
     if (cfg->jailer != NULL && access(cfg->jailer, X_OK) < 0) {
-        snprintf(err, errlen, "--jailer %s: %s", cfg->jailer, strerror(errno));
-        return -errno;
+        r = -errno; /* before snprintf() may change it */
+        snprintf(err, errlen, "--jailer %s: %s", cfg->jailer, strerror(-r));
+        return r;
     }
     if ((r = kiln_vm_files_check(cfg, "firecracker", err, errlen)) < 0)
         return r;
     struct fc *f = calloc(1, sizeof(*f));
-    if (f == NULL)
+    if (f == NULL) {
+        snprintf(err, errlen, "firecracker: out of memory");
         return -ENOMEM;
+    }
     snprintf(f->dir, sizeof(f->dir), "%s/firecracker-%d", cfg->state_dir, (int)getpid());
     if ((r = kiln_mkdirs(f->dir)) < 0) {
         snprintf(err, errlen, "firecracker: mkdir %s: %s", f->dir, strerror(-r));

@@ -38,6 +38,7 @@
 #include "core/log.h"
 #include "wire/proto.h"
 #include "sandbox/vm_egress.h"
+#include "sandbox/sysutil.h"
 #include "sandbox/vmm.h"
 
 struct qemu {
@@ -193,11 +194,13 @@ static int make_snapshot(struct qemu *q, char *err, size_t errlen)
     FILE *f = NULL;
     snprintf(tdir, sizeof(tdir), "%s/template", q->dir);
     snprintf(log, sizeof(log), "%s/vmm.log", tdir);
-    if (kiln_mkdirs(tdir) < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qm) < 0) {
-        snprintf(err, errlen, "setting up the template VM: %s", strerror(errno));
+    if ((r = kiln_mkdirs(tdir)) < 0 ||
+        (r = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ? -errno : 0) < 0 ||
+        (r = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qm) < 0 ? -errno : 0) < 0) {
+        snprintf(err, errlen, "setting up the template VM: %s", strerror(-r));
         goto out;
     }
+    r = -EIO;
     build_argv(q, &a, VM_TEMPLATE, 0, q->pub.cfg->vm_memory_mb, tdir);
     int fds[2] = {sv[1], qm[1]};
     pid_t pid = kiln_vmm_fork(a.v, fds, 2, log);
@@ -209,11 +212,17 @@ static int make_snapshot(struct qemu *q, char *err, size_t errlen)
     close(sv[1]);
     close(qm[1]);
     sv[1] = qm[1] = -1;
-    if (kiln_vmm_hello(sv[0]) < 0 || wait_ready(sv[0], kiln_mono_ms() + 180000, err, errlen) < 0)
+    if (kiln_vmm_hello(sv[0]) < 0) {
+        snprintf(err, errlen, "could not greet the template VM's agent");
+        goto kill;
+    }
+    if (wait_ready(sv[0], kiln_mono_ms() + 180000, err, errlen) < 0)
         goto kill;
     f = fdopen(qm[0], "r+");
-    if (f == NULL)
+    if (f == NULL) {
+        snprintf(err, errlen, "QMP: fdopen: %s", strerror(errno));
         goto kill;
+    }
     qm[0] = -1;
     char greeting[4096];
     json_t *st = NULL;
@@ -298,8 +307,10 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct 
     int64_t ram = kiln_vm_ram_mb(cfg, o != NULL ? o->memory_mb : 0, &own_size);
     enum vm_mode mode = q->snap.state == KILN_SNAP_READY && !net && !own_size ? VM_RESTORE : VM_COLD;
     struct kiln_vmm_sandbox *sb = calloc(1, sizeof(*sb));
-    if (sb == NULL)
+    if (sb == NULL) {
+        snprintf(err, errlen, "qemu: out of memory");
         return -ENOMEM;
+    }
     sb->extra_fd = -1;
     snprintf(sb->dir, sizeof(sb->dir), "%s/%u", q->dir, ++q->spawned);
     if ((r = kiln_mkdirs(sb->dir)) < 0) {
@@ -409,8 +420,10 @@ int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
         return -ENOENT;
     }
     struct qemu *q = calloc(1, sizeof(*q));
-    if (q == NULL)
+    if (q == NULL) {
+        snprintf(err, errlen, "qemu: out of memory");
         return -ENOMEM;
+    }
     char why[256] = "";
     int kvm = kiln_kvm_usable(why, sizeof(why));
     if (strcmp(cfg->vm_accel, "kvm") == 0 && !kvm) {

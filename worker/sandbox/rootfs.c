@@ -45,10 +45,16 @@ int kiln_rootfs_digest(const char *dir, char hex[KILN_DIGEST_HEX], char *err, si
 
     FTS *fts = fts_open(paths, FTS_PHYSICAL | FTS_NOCHDIR, by_name);
     if (fts == NULL) {
-        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-        return -errno;
+        r = -errno; /* before snprintf() may change it */
+        snprintf(err, errlen, "%s: %s", dir, strerror(-r));
+        return r;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL) {
+        snprintf(err, errlen, "%s: out of memory", dir);
+        fts_close(fts);
+        return -ENOMEM;
+    }
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     FTSENT *e;
     while ((e = fts_read(fts)) != NULL) {

@@ -1,6 +1,5 @@
 #include "sandbox/vmm.h"
 
-#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
@@ -21,11 +20,8 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "wire/proto.h"
+#include "sandbox/sysutil.h"
 #include "sandbox/vm_egress.h"
-
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
 
 void kiln_argv_add(struct kiln_argv *a, const char *fmt, ...)
 {
@@ -47,39 +43,6 @@ void kiln_argv_free(struct kiln_argv *a)
     a->v[0] = NULL;
 }
 
-int kiln_mkdirs(const char *path)
-{
-    char buf[512];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) < 0 && errno != EEXIST ? -errno : 0;
-}
-
-static int rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    if (type == FTW_DP)
-        rmdir(path);
-    else
-        unlink(path);
-    return 0;
-}
-
-void kiln_rm_rf(const char *path)
-{
-    /* depth first, never following links: a jailer's chroot holds device
-     * nodes and hard links to the images, removed and not followed */
-    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 pid_t kiln_vmm_fork(char *const argv[], const int *fds, int nfds, const char *log)
 {
     int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -87,8 +50,9 @@ pid_t kiln_vmm_fork(char *const argv[], const int *fds, int nfds, const char *lo
         return -errno;
     pid_t pid = fork();
     if (pid < 0) {
+        int r = -errno; /* before close() may change it */
         close(logfd);
-        return -errno;
+        return r;
     }
     if (pid == 0) {
         /* the VMM goes when the worker does: no VM outlives it */
@@ -121,24 +85,6 @@ static void on_poll_closed(uv_handle_t *h)
     struct kiln_vmm_sandbox *sb = h->data;
     if (sb->release == NULL || sb->release(&sb->pub))
         free(sb);
-}
-
-int kiln_pidfd_reaped(int pidfd, struct kiln_sandbox *sb)
-{
-    siginfo_t info;
-    memset(&info, 0, sizeof(info));
-    long r = syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED | WNOHANG, &sb->ru);
-    if ((r < 0 && errno != ECHILD) || (r == 0 && info.si_pid == 0))
-        return 0; /* not exited yet */
-    sb->wstatus = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
-    return 1;
-}
-
-int64_t kiln_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void snap_work(uv_work_t *w)
@@ -196,7 +142,7 @@ static void on_pidfd(uv_poll_t *h, int status, int events)
     struct kiln_vmm_sandbox *sb = h->data;
     (void)status;
     (void)events;
-    if (!kiln_pidfd_reaped(sb->pidfd, &sb->pub))
+    if (!kiln_pidfd_reaped(sb->pidfd, &sb->pub.wstatus, &sb->pub.ru))
         return;
     uv_poll_stop(h);
     close(sb->pidfd);
@@ -366,8 +312,9 @@ int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *er
             return -EINVAL;
         }
         if (access(need[i][1], R_OK) < 0) {
-            snprintf(err, errlen, "%s: %s %s: %s", who, need[i][0], need[i][1], strerror(errno));
-            return -errno;
+            int r = -errno; /* before snprintf() may change it */
+            snprintf(err, errlen, "%s: %s %s: %s", who, need[i][0], need[i][1], strerror(-r));
+            return r;
         }
     }
     return 0;

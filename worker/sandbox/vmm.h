@@ -42,10 +42,6 @@ pid_t kiln_vmm_fork(char *const argv[], const int *fds, int nfds, const char *lo
 
 void kiln_vmm_kill(struct kiln_sandbox *sb);
 
-/* A pidfd became readable: 1 when the process has ended (wstatus and ru
- * of `sb` set), 0 when not yet. */
-int kiln_pidfd_reaped(int pidfd, struct kiln_sandbox *sb);
-
 /* The snapshot pools refill from, made once on the thread pool. */
 enum kiln_snap_state { KILN_SNAP_NONE, KILN_SNAP_MAKING, KILN_SNAP_READY, KILN_SNAP_FAILED };
 struct kiln_snap {
@@ -63,9 +59,6 @@ void kiln_snap_start(struct kiln_snap *s);
 /* The backend is being destroyed: 1 if it may be freed now, 0 if the
  * snapshot thread still runs (it frees the backend when done). */
 int kiln_snap_release(struct kiln_snap *s);
-
-/* Milliseconds of CLOCK_MONOTONIC: deadlines of the blocking set-up code. */
-int64_t kiln_mono_ms(void);
 
 /* Guest RAM a job cannot have: the kernel, the agent, the image's cache. */
 #define KILN_VM_RESERVE_MB 160
@@ -90,10 +83,5 @@ int kiln_kvm_usable(char *why, size_t whylen);
 
 /* The host TSC in kHz (the guest is told it: no calibration at boot). */
 long kiln_tsc_khz(void);
-
-/* mkdir -p */
-int kiln_mkdirs(const char *path);
-/* rm -rf */
-void kiln_rm_rf(const char *path);
 
 #endif

@@ -135,7 +135,9 @@ struct kiln_host {
     /* Write a file under /work before the run. `path` is relative. */
     int (*plan_file)(struct kiln_plan *plan, const char *path,
                      const void *data, size_t len, unsigned mode);
-    /* Name the runtime profile (warm pools are kept per profile). */
+    /* Name the runtime profile (warm pools are kept per profile). Returns
+     * 0, or -EINVAL for an empty name or one of 64 bytes or more (the
+     * plan keeps it in a fixed field; nothing after it caps it again). */
     int (*plan_profile)(struct kiln_plan *plan, const char *profile);
     /* Refuse the job: it ends with status "rejected" and this reason.
      * Always returns -EINVAL, so `return host->plan_reject(...)` reads well. */

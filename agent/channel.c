@@ -1,0 +1,181 @@
+/*
+ * The agent's end of its channel to the worker: every message it sends
+ * (proto.h says what each holds), and the blocking read of the next one.
+ * The worker being gone ends the agent: in a VM, the VM.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "wire/proto.h"
+
+struct kiln_agent kiln__agent = {.chan = 3};
+
+/* The agent is done. In a VM that is the VM's end. */
+void kiln_agent_exit(int code)
+{
+    if (kiln__agent.in_vm)
+        kiln_vm_halt();
+    _exit(code);
+}
+
+/* Send one packed message; the worker being gone ends the agent. */
+void kiln_agent_send(msgpack_sbuffer *sb)
+{
+    kiln__agent.last_sent = kiln_agent_now_ms();
+    kiln_proto_finish(sb);
+    int r = kiln_write_all(kiln__agent.chan, sb->data, sb->size);
+    msgpack_sbuffer_destroy(sb);
+    if (r < 0)
+        kiln_agent_exit(1);
+}
+
+/* Why the run cannot go on. `job_fault`: the job's input is why (the
+ * worker ends it as the job's `error`), not kiln (`internal`, retried). */
+void kiln_agent_send_failure(const char *reason, int job_fault)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin_msg(&sb, &pk, "error", job_fault ? 2 : 1);
+    kiln_mp_str(&pk, "reason");
+    kiln_mp_str(&pk, reason);
+    if (job_fault) {
+        kiln_mp_str(&pk, "fault");
+        kiln_mp_str(&pk, "job");
+    }
+    kiln_agent_send(&sb);
+}
+
+void kiln_agent_send_error(const char *reason)
+{
+    kiln_agent_send_failure(reason, 0);
+}
+
+/* `warm`: an interpreter was started ahead already (a VM restored from a
+ * snapshot taken after "prestart"). */
+void kiln_agent_send_ready(int warm)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin_msg(&sb, &pk, "ready", 3);
+    kiln_mp_str(&pk, "v");
+    msgpack_pack_int(&pk, KILN_PROTO_VERSION);
+    kiln_mp_str(&pk, "pid");
+    msgpack_pack_int(&pk, getpid());
+    kiln_mp_str(&pk, "warm");
+    if (warm)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    kiln_agent_send(&sb);
+}
+
+void kiln_agent_send_out(int fd, const void *data, size_t len)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin_msg(&sb, &pk, "out", 2);
+    kiln_mp_str(&pk, "fd");
+    msgpack_pack_int(&pk, fd);
+    kiln_mp_str(&pk, "data");
+    kiln_mp_bin(&pk, data, len);
+    kiln_agent_send(&sb);
+}
+
+void kiln_agent_send_exit(int status, int64_t wall_ms)
+{
+    struct rusage ru;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    getrusage(RUSAGE_CHILDREN, &ru); /* every process of the job, all reaped */
+    int64_t cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+                     (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+    long long peak_kb = -1, oom_kills = 0;
+    if (kiln__agent.in_vm)
+        kiln_vm_stats(&kiln__agent.vm, &peak_kb, &oom_kills);
+    kiln_proto_begin_msg(&sb, &pk, "exit", kiln__agent.in_vm ? 7 : 5);
+    kiln_mp_str(&pk, "code");
+    if (WIFEXITED(status))
+        msgpack_pack_int(&pk, WEXITSTATUS(status));
+    else
+        msgpack_pack_nil(&pk);
+    kiln_mp_str(&pk, "signal");
+    if (WIFSIGNALED(status))
+        msgpack_pack_int(&pk, WTERMSIG(status));
+    else
+        msgpack_pack_nil(&pk);
+    kiln_mp_str(&pk, "wall_ms");
+    msgpack_pack_int64(&pk, wall_ms);
+    kiln_mp_str(&pk, "cpu_ms");
+    msgpack_pack_int64(&pk, cpu_ms);
+    kiln_mp_str(&pk, "max_rss_kb");
+    msgpack_pack_int64(&pk, ru.ru_maxrss);
+    if (kiln__agent.in_vm) { /* the guest kernel's own accounting of the job's cgroup */
+        kiln_mp_str(&pk, "peak_kb");
+        msgpack_pack_int64(&pk, peak_kb);
+        kiln_mp_str(&pk, "oom_kills");
+        msgpack_pack_int64(&pk, oom_kills);
+    }
+    kiln_agent_send(&sb);
+}
+
+/* Block until one whole message has arrived; NULL on EOF or a bad stream. */
+int kiln_agent_read(struct kiln_proto_reader *rd, msgpack_unpacked *u)
+{
+    for (;;) {
+        const void *msg;
+        size_t len;
+        int r = kiln_proto_reader_next(rd, &msg, &len);
+        if (r < 0)
+            return r;
+        if (r == 1)
+            return kiln_mp_unpack(u, msg, len);
+        char buf[65536];
+        ssize_t n = read(kiln__agent.chan, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 && kiln__agent.in_vm && !kiln__agent.served) {
+            /* the host side went away (or the VM was restored from a
+             * snapshot): reopen and wait for the next host */
+            close(kiln__agent.chan);
+            if ((kiln__agent.chan = kiln_vm_chan(&kiln__agent.vm)) < 0)
+                return -EPIPE;
+            kiln_proto_reader_free(rd);
+            kiln_proto_reader_init(rd, KILN_PROTO_MAX_MSG);
+            continue;
+        }
+        if (n <= 0)
+            return n == 0 ? -EPIPE : -errno;
+        if ((r = kiln_proto_reader_feed(rd, buf, (size_t)n)) < 0)
+            return r;
+    }
+}
+
+int64_t kiln_agent_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void kiln_agent_send_started(void)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin_msg(&sb, &pk, "started", 0);
+    kiln_agent_send(&sb);
+}
+
+
+void kiln_agent_send_beat(void)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin_msg(&sb, &pk, "beat", 0);
+    kiln_agent_send(&sb);
+}
