@@ -298,8 +298,11 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                 kiln_session_pack_start(&sb, "zygote", &p->warm);
                 kiln_proto_finish(&sb);
                 char why[256] = "";
-                if (backend->ops->zygote(backend, p->warm.profile, sb.data, sb.size, why, sizeof(why)) < 0)
-                    kiln_error("pool %s: no template interpreter: %s", plug->name, why);
+                int zr = backend->ops->zygote(backend, p->warm.profile, sb.data, sb.size, why,
+                                              sizeof(why));
+                if (zr < 0) /* no zygote library here is a choice of the install */
+                    kiln_log(zr == -ENOTSUP ? KILN_LOG_INFO : KILN_LOG_ERROR,
+                             "pool %s: no template interpreter: %s", plug->name, why);
                 msgpack_sbuffer_destroy(&sb);
             }
         } else {
