@@ -25,20 +25,10 @@ import statistics
 import sys
 import tempfile
 
-# The modules these need (msgpack, redis) are Debian's python3-* packages
-# (ops/install-deps.sh): under another python3 first on PATH (a venv,
-# pyenv, conda), run again under Debian's, or say what is missing.
-try:
-    import msgpack  # noqa: F401
-    import redis  # noqa: F401
-except ImportError as e:
-    SYSTEM_PY = "/usr/bin/python3"
-    if os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PY) and os.access(SYSTEM_PY, os.X_OK):
-        sys.stderr.write("%s: %s under %s; running again under %s\n"
-                         % (os.path.basename(__file__), e, sys.executable, SYSTEM_PY))
-        os.execv(SYSTEM_PY, [SYSTEM_PY, os.path.abspath(__file__)] + sys.argv[1:])
-    sys.exit("%s: %s: install python3-msgpack and python3-redis (ops/install-deps.sh)"
-             % (os.path.basename(__file__), e))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import debian_python  # noqa: E402
+
+debian_python.ensure(__file__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
