@@ -14,6 +14,8 @@ PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka python
 PKGS="$PKGS procps iproute2 util-linux"
 # fuzzing: clang with its libFuzzer runtime; the benchmark's plot
 PKGS="$PKGS clang libclang-rt-14-dev gnuplot-nox"
+# the evaluation benchmark's baseline: a sandbox per program with bubblewrap
+PKGS="$PKGS bubblewrap"
 # the runtime image (rootfs/build-image.sh): what goes in, and squashfs
 PKGS="$PKGS python3-minimal dash coreutils grep sed findutils mawk diffutils gzip tar"
 PKGS="$PKGS media-types tzdata ca-certificates squashfs-tools"

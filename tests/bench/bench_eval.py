@@ -1,0 +1,222 @@
+#!/usr/bin/python3
+"""kiln as a batch evaluator of generated code, beside what people use instead.
+
+Runs the HumanEval-style programs of eval_tasks.py (a good and a broken
+solution per task, each program exiting 0 when its asserts pass), `--rounds`
+times over, `--concurrency` at a time (default: the CPUs), four ways, all
+in one run on this machine:
+
+  kiln      each program a python job through a real redis-server, in its
+            own fresh sandbox (jail backend, warm pool, python zygote);
+  fork      the way common evaluation harnesses do it: a warm python process
+            forks an unsandboxed child per program that execs its source;
+  python-c  `python3 -c PROGRAM` per program, unsandboxed;
+  bwrap     bubblewrap per program (read-only /usr, tmpfs /tmp, every
+            namespace unshared) running python3 -c.
+
+Every verdict is checked (good solutions pass, broken ones fail): a wrong
+one fails the benchmark. Prints programs/s for each and kiln's ratios to
+the fork harness (target >= 0.8x) and to bubblewrap (target >= 5x), writes
+eval.json and, with gnuplot, eval.png into the output directory.
+
+  tests/bench/bench_eval.py [--build DIR] [--out DIR] [--rounds 3] [--concurrency N]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import debian_python  # noqa: E402
+
+debian_python.ensure(__file__)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import msgpack  # noqa: E402
+from eval_tasks import programs  # noqa: E402
+from kilntest import Redis, Worker, read_env  # noqa: E402
+
+PY = "/usr/bin/python3"
+TARGET_FORK, TARGET_BWRAP = 0.8, 5.0
+
+# The fork harness: reads the programs (msgpack list of str) from a file,
+# keeps `conc` children in flight, prints one verdict byte per program.
+FORK_HARNESS = r"""
+import os, sys, msgpack
+srcs = msgpack.unpackb(open(sys.argv[1], 'rb').read())
+conc = int(sys.argv[2])
+codes = [None] * len(srcs)
+running = {}
+i = 0
+while i < len(srcs) or running:
+    while i < len(srcs) and len(running) < conc:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                exec(compile(srcs[i], 'program', 'exec'), {'__name__': '__main__'})
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                code = 1
+            os._exit(code)
+        running[pid] = i
+        i += 1
+    pid, st = os.wait()
+    codes[running.pop(pid)] = os.waitstatus_to_exitcode(st)
+sys.stdout.write(''.join('P' if c == 0 else 'F' for c in codes))
+"""
+
+BWRAP = ["bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp",
+         "--unshare-all", "--die-with-parent", "--new-session"]
+
+
+def run_subprocesses(cmd_of, srcs, conc):
+    def one(src):
+        return subprocess.run(cmd_of(src), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    with ThreadPoolExecutor(conc) as ex:
+        return list(ex.map(one, srcs))
+
+
+def run_fork(srcs, conc, tmp):
+    path = os.path.join(tmp, "programs.msgpack")
+    with open(path, "wb") as fh:
+        fh.write(msgpack.packb(srcs))
+    out = subprocess.run([PY, "-c", FORK_HARNESS, path, str(conc)], capture_output=True, check=True)
+    return [c == "P" for c in out.stdout.decode()]
+
+
+def run_kiln(r, srcs):
+    reply = "eval.reply." + uuid.uuid4().hex[:8]
+    ids = ["e-%s-%d" % (reply[-8:], i) for i in range(len(srcs))]
+    pipe = r.pipeline()
+    for jid, src in zip(ids, srcs):
+        pipe.xadd("kiln.jobs", {"job": msgpack.packb(
+            {"id": jid, "plugin": "python", "code": src, "reply_to": reply})})
+    pipe.execute()
+    status = {}
+    last = "0"
+    while len(status) < len(srcs):
+        for _, entries in r.xread({reply: last}, block=30000, count=1000) or []:
+            for eid, f in entries:
+                last = eid
+                fr = msgpack.unpackb(f[b"frame"])
+                if fr["kind"] == "exit":
+                    status[fr["id"]] = fr
+    r.delete(reply)
+    for jid in ids:
+        if status[jid]["status"] not in ("ok", "error"):
+            raise SystemExit("kiln ended a program %s: %r" % (status[jid]["status"], status[jid]))
+    return [status[jid]["status"] == "ok" for jid in ids]
+
+
+def measure(name, fn, srcs, expected):
+    t = time.perf_counter()
+    verdicts = fn(srcs)
+    secs = time.perf_counter() - t
+    wrong = sum(v != e for v, e in zip(verdicts, expected)) + abs(len(verdicts) - len(expected))
+    return {"harness": name, "programs": len(srcs), "seconds": secs, "per_s": len(srcs) / secs,
+            "wrong": wrong}
+
+
+def plot(rows, out):
+    """A bar per harness: programs/s. Returns the png's path, or None."""
+    if not shutil.which("gnuplot"):
+        return None
+    dat = os.path.join(out, "eval.dat")
+    with open(dat, "w") as fh:
+        fh.write("# harness programs/s\n")
+        for r in rows:
+            fh.write("%s %.1f\n" % (r["harness"], r["per_s"]))
+    png = os.path.join(out, "eval.png")
+    script = ("set terminal png size 800,480; set output '%s';"
+              "set title 'HumanEval-style programs evaluated per second (each program: its own process)';"
+              "set ylabel 'programs/s'; set style data histograms; set style fill solid 0.8 border -1;"
+              "set boxwidth 0.6; set key off; set yrange [0:*]; set xrange [-0.6:%d.6];"
+              "plot '%s' using 2:xtic(1)") % (png, len(rows) - 1, dat)
+    subprocess.run(["gnuplot", "-e", script], check=True)
+    return png
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(HERE, "..", "..", "build"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--pool", type=int, default=4)
+    ap.add_argument("--only", default=None, help="comma-separated harnesses to run")
+    a = ap.parse_args()
+    build = os.path.abspath(a.build)
+    os.environ["KILN_BUILD"] = build
+    import kilntest
+    kilntest.BIN = os.path.join(build, "bin")
+    out = os.path.abspath(a.out or os.path.join(build, "bench"))
+    os.makedirs(out, exist_ok=True)
+    kv = read_env(os.path.join(build, "rootfs", "kiln.env"))
+    rootfs = ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
+    progs = programs() * a.rounds
+    srcs = [p[1] for p in progs]
+    expected = [p[2] for p in progs]
+    only = set(a.only.split(",")) if a.only else None
+    conc = a.concurrency
+    tmp = tempfile.mkdtemp(prefix="kiln-eval-")
+    rows = []
+    redis_srv = w = None
+    try:
+        if only is None or "kiln" in only:
+            redis_srv = Redis(tmp)
+            w = Worker(tmp, redis_srv.url, "eval", *rootfs, "--pool", str(a.pool), "--slots", str(conc))
+            time.sleep(1.5)  # the pool fills
+            run_kiln(redis_srv.client, srcs[:20])  # warm up
+            rows.append(measure("kiln", lambda s: run_kiln(redis_srv.client, s), srcs, expected))
+            w.stop()
+            w = None
+        if only is None or "fork" in only:
+            rows.append(measure("fork", lambda s: run_fork(s, conc, tmp), srcs, expected))
+        if only is None or "python-c" in only:
+            rows.append(measure("python-c", lambda s: run_subprocesses(lambda x: [PY, "-c", x], s, conc),
+                                srcs, expected))
+        if (only is None or "bwrap" in only) and shutil.which("bwrap"):
+            rows.append(measure("bwrap", lambda s: run_subprocesses(lambda x: BWRAP + [PY, "-c", x], s, conc),
+                                srcs, expected))
+    finally:
+        if w is not None:
+            w.stop()
+        if redis_srv is not None:
+            redis_srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    by = {r["harness"]: r for r in rows}
+    print("kiln evaluation benchmark: %d programs (%d tasks x good/broken x %d rounds), %d at a time"
+          % (len(srcs), len(srcs) // 2 // a.rounds, a.rounds, conc))
+    print("%-9s %10s %9s %7s" % ("harness", "programs/s", "seconds", "wrong"))
+    for r in rows:
+        print("%-9s %10.1f %9.2f %7d" % (r["harness"], r["per_s"], r["seconds"], r["wrong"]))
+    k = by.get("kiln")
+    ratios = {}
+    for base, target in (("fork", TARGET_FORK), ("bwrap", TARGET_BWRAP)):
+        if k and base in by:
+            ratios[base] = k["per_s"] / by[base]["per_s"]
+            print("kiln / %-5s %5.2fx (target >= %.1fx: %s)" % (base, ratios[base], target,
+                                                               "met" if ratios[base] >= target else "MISSED"))
+    with open(os.path.join(out, "eval.json"), "w") as fh:
+        json.dump({"rows": rows, "ratios": ratios, "concurrency": conc}, fh, indent=1)
+    png = plot(rows, out)
+    if png:
+        print("plot:", png)
+    if any(r["wrong"] for r in rows):
+        raise SystemExit("wrong verdicts: %s" % {r["harness"]: r["wrong"] for r in rows if r["wrong"]})
+
+
+if __name__ == "__main__":
+    main()
