@@ -109,7 +109,8 @@ static void serve_zygote(const struct kiln_exec_spec *spec, int lib_fd, unsigned
     size_t n = 0;
     int exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     int bpf = (int)syscall(SYS_memfd_create, "kiln-seccomp", MFD_CLOEXEC);
-    if (lib_fd < 0 || exe < 0 || bpf < 0 || kiln_seccomp_export(bpf) < 0) {
+    int exec_template = strcmp(spec->argv[0], KILN_ZYGOTE_EXEC) == 0;
+    if ((lib_fd < 0 && !exec_template) || exe < 0 || bpf < 0 || kiln_seccomp_export(bpf) < 0) {
         kiln_agent_send_error(lib_fd < 0 ? "agent: no zygote library" : "agent: zygote setup failed");
         kiln_agent_exit(1);
     }
@@ -128,6 +129,16 @@ static void serve_zygote(const struct kiln_exec_spec *spec, int lib_fd, unsigned
         sigemptyset(&mask);
         sigprocmask(SIG_SETMASK, &mask, NULL);
         signal(SIGPIPE, SIG_DFL);
+        if (exec_template) {
+            /* no interpreter: this copy of the agent is the fork server,
+             * and each job process it returns in execs its program */
+            setenv("KILN_ZYGOTE_FDS", fds + strlen("KILN_ZYGOTE_FDS="), 1);
+            setenv("KILN_ZYGOTE_TMP_MB", mb + strlen("KILN_ZYGOTE_TMP_MB="), 1);
+            setenv("KILN_ZYGOTE_EXEC", "1", 1);
+            if (kiln_zygote_serve() == 0)
+                kiln_zygote_exec_job(KILN_ZYGOTE_JOB_STATUS_FD);
+            _exit(0);
+        }
         int fd[] = {kiln__agent.chan, exe, bpf, lib_fd};
         for (size_t i = 0; i < 4; i++)
             fcntl(fd[i], F_SETFD, 0);
@@ -160,6 +171,7 @@ int main(int argc, char **argv)
     int root_fd = -1;
     const char *proxy_dir = NULL, *adopt_failed = NULL;
     pid_t adopted = 0;
+    int exec_status = -1;
     int lib_fd = -1;
     struct kiln_proto_reader rd;
     msgpack_unpacked u;
@@ -179,6 +191,8 @@ int main(int argc, char **argv)
             lib_fd = atoi(argv[++i]);
         else if (strcmp(argv[i], "--adopt") == 0 && i + 1 < argc)
             adopted = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--exec-status") == 0 && i + 1 < argc)
+            exec_status = atoi(argv[++i]);
         else if (strcmp(argv[i], "--adopt-failed") == 0 && i + 1 < argc)
             adopt_failed = argv[++i];
         else if (getpid() == 1 && strncmp(argv[i], "--", 2) != 0)
@@ -233,6 +247,7 @@ int main(int argc, char **argv)
     int have_warm = 0;
     if (adopted > 0) {
         kiln_run_adopt(&warm, adopted);
+        warm.exec_status = exec_status;
         have_warm = 1;
     }
     if (!kiln__agent.in_vm)

@@ -166,6 +166,8 @@ int kiln_agent_read(struct kiln_proto_reader *rd, msgpack_unpacked *u);
 struct kiln_child {
     pid_t pid;
     int in, out, err;
+    int exec_status;      /* a forked job that execs its program: why its
+                           * execve failed comes here (EOF: it did not), or -1 */
     char *inbuf;          /* owned: envelope (warm) + the job's stdin */
     const char *in_next;
     size_t in_left;
@@ -189,6 +191,18 @@ char *kiln_run_envelope(const struct kiln_exec_spec *spec, const char *in, size_
 void kiln_run_supervise(struct kiln_child *c, int64_t t0);
 /* run.c: stop every process of the job. */
 void kiln_run_kill(pid_t child);
+/* zygote.c: serve forks until the worker hangs up (-1), or return 0 in
+ * a new sandbox's job process, confined, in /work. */
+int kiln_zygote_serve(void);
+/* zygote.c: in such a job process of an exec template (KILN_ZYGOTE_EXEC):
+ * read the envelope from stdin and exec the program it names; on failure
+ * say why on `status_fd` and exit 127. */
+__attribute__((noreturn)) void kiln_zygote_exec_job(int status_fd);
+/* The fd a forked job of an exec template says its execve failure on, and
+ * where its agent reads it. */
+#define KILN_ZYGOTE_JOB_STATUS_FD 4
+#define KILN_ZYGOTE_AGENT_STATUS_FD 7
+
 /* run.c: a sandbox forked by a zygote: its interpreter, PID `job`, waits
  * on fds 4-6. */
 void kiln_run_adopt(struct kiln_child *c, pid_t job);

@@ -138,6 +138,7 @@ int kiln_run_start(const struct kiln_exec_spec *spec, struct kiln_child *c, char
     close(stp[0]);
     memset(c, 0, sizeof(*c));
     c->pid = pid;
+    c->exec_status = -1;
     c->in = inp[1];
     c->out = outp[0];
     c->err = errp[0];
@@ -337,6 +338,18 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
     }
     out_flush();
     int64_t wall = kiln_agent_now_ms() - t0;
+    if (c->exec_status >= 0) {
+        /* its execve failed: kiln's setup (the program is not runnable
+         * here), not the job's doing; EOF says it ran */
+        char why[400];
+        int len = snprintf(why, sizeof(why), "could not start the job: ");
+        ssize_t n = read(c->exec_status, why + len, sizeof(why) - (size_t)len - 1);
+        if (n > 0) {
+            why[len + n] = '\0';
+            kiln_agent_send_failure(why, 0);
+            return;
+        }
+    }
     if (c->in >= 0)
         close(c->in);
     while (waitpid(-1, NULL, 0) > 0) /* the stragglers kiln_run_kill() ended */
@@ -351,6 +364,7 @@ void kiln_run_adopt(struct kiln_child *c, pid_t job)
 {
     memset(c, 0, sizeof(*c));
     c->pid = job;
+    c->exec_status = -1;
     c->in = 4;
     c->out = 5;
     c->err = 6;

@@ -62,6 +62,7 @@
 #define KILN_ZYGOTE_EXPORT __attribute__((visibility("default")))
 
 static int ctl = -1, agent_exe = -1;
+static int exec_mode;     /* an exec template: jobs exec their program */
 static unsigned tmp_mb = 256;
 static struct sock_fprog filter;
 
@@ -147,16 +148,20 @@ static int place(int *fds, const int *targets, int n)
 }
 
 /* The job's process, PID 2 of the sandbox: confined, then back to python.
- * `fds`: its stdin, stdout, stderr and a status pipe for what failed. */
-static void become_job(int fds[4])
+ * `fds`: its stdin, stdout, stderr, a status pipe for what failed, and
+ * (an exec template) the pipe its execve's failure goes to. */
+static void become_job(int fds[5])
 {
-    static const int at[4] = {0, 1, 2, 3};
+    static const int at[5] = {0, 1, 2, 3, KILN_ZYGOTE_JOB_STATUS_FD};
+    int n = exec_mode ? 5 : 4;
     char why[256];
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     py_hook("PyOS_AfterFork_Child");
     setsid();
-    if (place(fds, at, 4) < 0 || syscall(SYS_close_range, 4, ~0U, 0) < 0)
+    if (place(fds, at, n) < 0 || syscall(SYS_close_range, n, ~0U, 0) < 0)
         _exit(127); /* no status pipe to say so: the agent reports EOF */
+    if (exec_mode)
+        fcntl(KILN_ZYGOTE_JOB_STATUS_FD, F_SETFD, FD_CLOEXEC); /* EOF once it execs */
     umask(022);
     if (kiln_drop_privileges(why, sizeof(why)) < 0) {
         dprintf(3, "zygote: %s", why);
@@ -172,16 +177,19 @@ static void become_job(int fds[4])
 
 /* Become kiln-agent on channel fds[0], serving `job` whose stdin, stdout
  * and stderr are fds[1..3], or saying why there is none (`failed`). */
-__attribute__((noreturn)) static void exec_agent(int fds[4], pid_t job, const char *failed)
+__attribute__((noreturn)) static void exec_agent(int fds[5], pid_t job, const char *failed)
 {
-    static const int at[4] = {3, 4, 5, 6};
+    static const int at[5] = {3, 4, 5, 6, KILN_ZYGOTE_AGENT_STATUS_FD};
     static char *envp[] = {"PATH=/usr/bin:/bin", NULL};
-    char pid[16];
+    char pid[16], st[16];
     snprintf(pid, sizeof(pid), "%d", (int)job);
-    char *argv[] = {"kiln-agent", failed ? "--adopt-failed" : "--adopt", failed ? (char *)failed : pid, NULL};
-    int exe = fcntl(agent_exe, F_DUPFD_CLOEXEC, 20); /* out of the way of 3-6 */
-    if (exe < 0 || place(fds, at, failed ? 1 : 4) < 0 ||
-        syscall(SYS_close_range, failed ? 4 : 7, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+    snprintf(st, sizeof(st), "%d", KILN_ZYGOTE_AGENT_STATUS_FD);
+    char *argv[] = {"kiln-agent", failed ? "--adopt-failed" : "--adopt", failed ? (char *)failed : pid,
+                    exec_mode && !failed ? "--exec-status" : NULL, st, NULL};
+    int n = failed ? 1 : exec_mode ? 5 : 4;
+    int exe = fcntl(agent_exe, F_DUPFD_CLOEXEC, 20); /* out of the way of 3-7 */
+    if (exe < 0 || place(fds, at, n) < 0 ||
+        syscall(SYS_close_range, at[n - 1] + 1, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         _exit(126);
     syscall(SYS_execveat, exe, "", argv, envp, AT_EMPTY_PATH);
     _exit(127);
@@ -212,8 +220,8 @@ static int write_maps(pid_t pid, unsigned index)
 static void sandbox(const int *fds, int nfds, int go)
 {
     char why[300] = "";
-    int agent[4] = {fds[0], -1, -1, -1};
-    int in[2], out[2], err[2], st[2];
+    int agent[5] = {fds[0], -1, -1, -1, -1};
+    int in[2], out[2], err[2], st[2], ex[2] = {-1, -1};
     char c;
     close(ctl);
     if (read(go, &c, 1) != 1) /* no maps: the zygote failed or died */
@@ -236,13 +244,14 @@ static void sandbox(const int *fds, int nfds, int go)
     if (why[0] == '\0')
         kiln_jail_fork_scratch(tmp_mb, why, sizeof(why));
     if (why[0] == '\0' && (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
-                           pipe2(err, O_CLOEXEC) < 0 || pipe2(st, O_CLOEXEC) < 0))
+                           pipe2(err, O_CLOEXEC) < 0 || pipe2(st, O_CLOEXEC) < 0 ||
+                           (exec_mode && pipe2(ex, O_CLOEXEC) < 0)))
         snprintf(why, sizeof(why), "zygote: pipe: %s", strerror(errno));
     if (why[0] != '\0')
         exec_agent(agent, 0, why);
     pid_t job = fork();
     if (job == 0) {
-        int mine[4] = {in[0], out[1], err[1], st[1]};
+        int mine[5] = {in[0], out[1], err[1], st[1], ex[1]};
         close(fds[0]);
         become_job(mine);
         return;
@@ -257,7 +266,63 @@ static void sandbox(const int *fds, int nfds, int go)
     agent[1] = in[1];
     agent[2] = out[0];
     agent[3] = err[0];
+    agent[4] = ex[0];
     exec_agent(agent, job, NULL);
+}
+
+/* Read all `len` bytes from fd 0; 0 or -1. */
+static int read_all(void *buf, size_t len)
+{
+    for (size_t got = 0; got < len;) {
+        ssize_t n = read(0, (char *)buf + got, len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+__attribute__((noreturn)) void kiln_zygote_exec_job(int status_fd)
+{
+    extern char **environ;
+    unsigned char hdr[KILN_PROTO_HDR];
+    char *buf = NULL, **argv = NULL, **envp = NULL;
+    size_t len = 0, n = 0, argc = 0;
+    /* the envelope (run.c): "ARGC\0arg...\0env..." after its length;
+     * what follows on stdin is the job's own */
+    if (read_all(hdr, sizeof(hdr)) == 0) {
+        len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+        if (len > 0 && len <= KILN_PROTO_MAX_MSG && (buf = malloc(len + 1)) != NULL &&
+            read_all(buf, len) < 0) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    if (buf != NULL) {
+        buf[len] = '\0';
+        for (size_t i = 0; i <= len; i++)
+            n += buf[i] == '\0';
+        argc = strtoul(buf, NULL, 10);
+        argv = calloc(n + 1, sizeof(char *));
+        envp = calloc(n + 1, sizeof(char *));
+    }
+    if (argv == NULL || envp == NULL || argc == 0 || argc >= n) {
+        dprintf(status_fd, "a malformed envelope");
+        _exit(127);
+    }
+    char *p = buf + strlen(buf) + 1;
+    for (size_t i = 0; i < n - 1; i++, p += strlen(p) + 1) {
+        if (i < argc)
+            argv[i] = p;
+        else
+            envp[i - argc] = p;
+    }
+    environ = envp;
+    execvp(argv[0], argv);
+    dprintf(status_fd, "exec %s: %s", argv[0], strerror(errno));
+    _exit(127);
 }
 
 static int setup(void)
@@ -269,6 +334,7 @@ static int setup(void)
         return -1;
     if (mb != NULL)
         tmp_mb = (unsigned)atoi(mb);
+    exec_mode = getenv("KILN_ZYGOTE_EXEC") != NULL;
     if (fstat(bpf, &st) < 0 || st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) != 0)
         return -1;
     filter.len = (unsigned short)(st.st_size / sizeof(struct sock_filter));

@@ -331,7 +331,10 @@ class Zygote(KilnCase):
         pids = zygotes()
         self.assertTrue(pids, "no template interpreter found")
         for pid in pids:
-            os.kill(pid, 9)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass  # a sandbox forked from the template, gone with it
         wait_for(lambda: b"template is gone" in self.w.text(), 10, "the worker to notice")
         ex, out, _ = self.py("print(2)")
         self.assertEqual((ex["status"], out), ("ok", b"2\n"), "a job without the template starts afresh")
@@ -348,6 +351,73 @@ class Zygote(KilnCase):
         ex, out, _ = self.py("print(4)")
         self.assertEqual((ex["status"], out), ("ok", b"4\n"))
         self.assertNotIn(b"template", w.text())
+
+
+class ExecTemplate(KilnCase):
+    """shell sandboxes forked from a template agent (no interpreter to
+    share: the forked job process execs the job's program): each still a
+    sandbox of its own, and nothing of one job reaches the next."""
+
+    def setUp(self):
+        super().setUp()
+        self.w = self.worker("ex", *ROOTFS, "--pool", "0", "--slots", "2", "--log-level", "debug")
+        wait_for(lambda: b"shell sandboxes fork from a template agent" in self.w.text(), 20,
+                 "the shell template")
+
+    def tearDown(self):
+        try:
+            if self.w.alive():
+                jobs = self.w.text().count(b"started (shell")
+                self.assertGreaterEqual(self.w.text().count(b"shell sandbox forked"), jobs,
+                                        "every shell job ran in a forked sandbox")
+        finally:
+            super().tearDown()
+
+    def test_forked_shell_job_is_confined(self):
+        ex, out, err = self.run_job(
+            "read -r st < /proc/self/status\n"
+            "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/$$/status | tr -s '\\t ' ' '\n"
+            "echo uid $(id -u) gid $(id -g) pid $$\n"
+            "echo pids /proc/[0-9]*\n"
+            "echo fds /proc/$$/fd/*\n"
+            "tr '\\0' ' ' < /proc/1/cmdline; echo\n"
+            "env | cut -d= -f1 | sort | tr '\\n' ' '; echo\n"
+            "cat /proc/self/cgroup\n",
+            env={"ONLY": "this"})
+        self.assertEqual(ex["status"], "ok", err)
+        lines = out.decode().splitlines()
+        self.assertEqual(lines[:4], ["CapEff: 0000000000000000", "CapBnd: 0000000000000000",
+                                     "NoNewPrivs: 1", "Seccomp: 2"])
+        self.assertEqual(lines[4], "uid 1000 gid 1000 pid 2")
+        self.assertEqual(lines[5], "pids /proc/1 /proc/2", "only the agent and the job")
+        # stdio, and the directory the glob itself is reading: nothing of the
+        # template's, and not the pipe its execve would have said a failure on
+        self.assertEqual(lines[6], "fds /proc/2/fd/0 /proc/2/fd/1 /proc/2/fd/2 /proc/2/fd/3")
+        self.assertEqual(lines[7].split()[:2], ["kiln-agent", "--adopt"])
+        self.assertEqual(lines[8].split(), ["HOME", "KILN_ATTEMPT", "KILN_JOB_ID", "LANG", "ONLY", "PATH", "PWD", "TMPDIR"])
+        self.assertTrue(lines[9].endswith(":/"), "its cgroups are its root: " + lines[9])
+
+    def test_nothing_of_one_job_reaches_the_next(self):
+        a = self.job("for p in /tmp/a /work/a /dev/shm/a; do echo secret > $p; done\n"
+                     "(setsid sleep 30 > /dev/null 2>&1 &)\n"
+                     "trap '' TERM HUP\n"
+                     "echo left\n")
+        ex, out, _ = self.run_job(a["code"])
+        self.assertEqual((ex["status"], out), ("ok", b"left\n"))
+        ex, out, err = self.run_job(
+            "for p in /tmp/a /work/a /dev/shm/a; do [ -e $p ] && echo found $p; done\n"
+            "echo /proc/[0-9]*\n")
+        self.assertEqual(ex["status"], "ok", err)
+        self.assertEqual(out.decode().splitlines(), ["/proc/1 /proc/2"])
+        # and on the host, the sleep that tried to outlive its job is gone
+        host = subprocess.run(["pgrep", "-f", "^sleep 30$"], capture_output=True)
+        self.assertEqual(host.stdout, b"", "a job's process outlived its sandbox")
+
+    def test_a_timed_out_forked_job_still_reports_what_it_used(self):
+        ex, _, _ = self.run_job("while :; do :; done", limits={"timeout_ms": 700})
+        self.assertEqual(ex["status"], "timeout", ex)
+        self.assertGreater(ex["cpu_ms"], 100, "its CPU time, told by its agent")
+        self.assertGreaterEqual(ex["wall_ms"], 700)
 
 
 if __name__ == "__main__":

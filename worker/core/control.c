@@ -15,8 +15,14 @@ void kiln__run_stop(struct kiln_run *run, enum run_stop why)
 {
     if (run->stop == STOP_NONE || why == STOP_RELEASE)
         run->stop = why;
-    if (run->session != NULL)
-        kiln_session_kill(run->session); /* its end reports the cause */
+    if (run->session == NULL)
+        return;
+    /* its end reports the cause: the job's own stops ask the agent, which
+     * tells what the job used; a hung or released one is killed outright */
+    if (why == STOP_TIMEOUT || why == STOP_OUTPUT || why == STOP_CANCEL)
+        kiln_session_stop(run->session);
+    else
+        kiln_session_kill(run->session);
 }
 
 /* ---- from outside: drain, cancel, hangs -------------------------------- */

@@ -73,7 +73,7 @@ static void on_drain_check(uv_timer_t *t)
 {
     struct kiln_worker *w = drain.w;
     uint64_t waited = uv_now(t->loop) - drain.started;
-    if (w->busy == 0 && w->src->ops->idle(w->src)) {
+    if (w->busy == 0 && w->ending == 0 && w->src->ops->idle(w->src)) {
         kiln_info("drained: %llu job(s) finished; exiting", (unsigned long long)w->finished);
         uv_stop(t->loop);
     } else if (waited > (uint64_t)w->cfg->drain_timeout_ms + 15000) {

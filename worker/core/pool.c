@@ -262,6 +262,20 @@ struct kiln_session *kiln_pool_take(struct kiln_pool *pool, const struct kiln_pl
     return s;
 }
 
+/* Sandboxes of `profile` forked from a template (its "zygote" message in
+ * `sb`, finished here): a profile several plugins share has one. */
+static void add_template(struct kiln_backend *backend, const char *plugin, const char *profile,
+                         msgpack_sbuffer *sb)
+{
+    char why[256] = "";
+    kiln_proto_finish(sb);
+    int r = backend->ops->zygote(backend, profile, sb->data, sb->size, why, sizeof(why));
+    msgpack_sbuffer_destroy(sb);
+    if (r < 0 && r != -EEXIST) /* no zygote library here is a choice of the install */
+        kiln_log(r == -ENOTSUP ? KILN_LOG_INFO : KILN_LOG_ERROR, "pool %s: no template: %s",
+                 plugin, why);
+}
+
 int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_backend *backend,
                   const struct kiln_plugins *plugins, struct kiln_pool **out)
 {
@@ -296,14 +310,7 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                 /* its sandboxes may be forked from one started interpreter */
                 msgpack_sbuffer sb;
                 kiln_session_pack_start(&sb, "zygote", &p->warm);
-                kiln_proto_finish(&sb);
-                char why[256] = "";
-                int zr = backend->ops->zygote(backend, p->warm.profile, sb.data, sb.size, why,
-                                              sizeof(why));
-                if (zr < 0) /* no zygote library here is a choice of the install */
-                    kiln_log(zr == -ENOTSUP ? KILN_LOG_INFO : KILN_LOG_ERROR,
-                             "pool %s: no template interpreter: %s", plug->name, why);
-                msgpack_sbuffer_destroy(&sb);
+                add_template(backend, plug->name, p->warm.profile, &sb);
             }
         } else {
             /* no interpreter to start: the sandbox and agent, ready; the
@@ -315,6 +322,17 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
             if (plug->plan(kiln_plan_host(), &v, &probe) == 0)
                 strcpy(p->warm.profile, probe.profile);
             kiln_plan_free(&probe);
+            /* and its sandboxes forked from a template agent, whose job
+             * process execs the program each job names (proto.h) */
+            struct kiln_plan exec;
+            kiln_plan_init(&exec, 1u << 20);
+            if (backend->ops->zygote != NULL && !cfg->no_zygote &&
+                kiln_plan_arg(&exec, KILN_ZYGOTE_EXEC) == 0 && kiln_plan_base_env(&exec) == 0) {
+                msgpack_sbuffer sb;
+                kiln_session_pack_start(&sb, "zygote", &exec);
+                add_template(backend, plug->name, p->warm.profile, &sb);
+            }
+            kiln_plan_free(&exec);
         }
         pool->n++;
     }

@@ -38,12 +38,13 @@ void kiln__run_maybe_free(struct kiln_run *run)
         w->runs = run->next;
     if (run->next)
         run->next->prev = run->prev;
+    int owed = run->credit_owed;
     kiln_job_free(run->job);
     kiln_plan_free(&run->plan);
     kiln_retry_log_free(&run->failures);
     free(run);
-    w->busy--;
-    if (!w->draining)
+    w->ending--;
+    if (owed && !w->draining)
         w->src->ops->credit(w->src, 1);
 }
 
@@ -58,10 +59,22 @@ static void on_timer_closed(uv_handle_t *h)
     kiln__run_unref(h->data);
 }
 
-/* Nothing more happens to the job: freed once its sandbox is gone. */
+/* Nothing more happens to the job: freed once its sandbox is gone. Its
+ * slot is free now: a sandbox being torn down (its processes reaped, its
+ * namespaces and memory freed) runs no job, so the next job need not wait
+ * for it; but no more than --slots of them at once, so a kernel slower to
+ * end sandboxes than jobs arrive holds the queue back instead of piling
+ * them up. */
 static void done(struct kiln_run *run)
 {
+    struct kiln_worker *w = run->w;
     run->state = RUN_DONE;
+    w->busy--;
+    w->ending++;
+    if (w->ending <= (unsigned)w->cfg->slots && !w->draining)
+        w->src->ops->credit(w->src, 1);
+    else
+        run->credit_owed = 1;
     kiln__run_close_egress(run);
     if (!run->timer_closing) {
         run->timer_closing = 1;

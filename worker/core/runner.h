@@ -22,7 +22,8 @@ struct kiln_worker {
     const struct kiln_plugins *plugins;
     struct kiln_pool *pool;   /* warm sandboxes, or NULL */
     struct kiln_keys *keys;   /* with --require-signature */
-    unsigned busy;            /* slots taken */
+    unsigned busy;            /* slots taken: jobs not yet acked or released */
+    unsigned ending;          /* jobs done whose sandboxes are still going */
     uint64_t finished;        /* jobs acknowledged */
     struct kiln_run *runs;    /* every job in hand */
     int draining;             /* SIGTERM: finish what runs, take nothing */

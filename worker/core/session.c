@@ -18,6 +18,11 @@ static void emit(struct kiln_session *s, const struct kiln_session_event *ev)
 
 /* The session is over: once the sandbox has exited and the channel is
  * closed, its owner hears GONE and the session is freed. */
+static void on_grace_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 static void maybe_gone(struct kiln_session *s)
 {
     if (s->sb != NULL || s->chan != NULL)
@@ -26,15 +31,37 @@ static void maybe_gone(struct kiln_session *s)
                                     .ru = &s->end.ru, .peak_kb = s->end.peak_kb,
                                     .oom_kills = s->end.oom_kills};
     emit(s, &ev);
-    free(s);
+    uv_close((uv_handle_t *)&s->grace, on_grace_closed); /* then freed */
 }
 
 void kiln_session_kill(struct kiln_session *s)
 {
-    if (s->state != KILN_SESSION_ENDED)
-        s->state = KILN_SESSION_ENDED;
+    s->state = KILN_SESSION_ENDED;
+    uv_timer_stop(&s->grace);
     if (s->sb != NULL)
         s->sb->backend->ops->kill(s->sb);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    kiln_session_kill(t->data);
+}
+
+void kiln_session_stop(struct kiln_session *s)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    if (s->state != KILN_SESSION_RUNNING || s->chan == NULL || uv_is_active((uv_handle_t *)&s->grace)) {
+        if (!uv_is_active((uv_handle_t *)&s->grace))
+            kiln_session_kill(s);
+        return;
+    }
+    kiln_proto_begin_msg(&sb, &pk, "kill", 0);
+    if (kiln_chan_send(s->chan, &sb) < 0) {
+        kiln_session_kill(s);
+        return;
+    }
+    uv_timer_start(&s->grace, on_grace, KILN_SESSION_GRACE_MS, 0);
 }
 
 /* The conversation cannot go on: the owner hears why, the sandbox goes. */
@@ -218,6 +245,8 @@ int kiln_session_spawn(uv_loop_t *loop, struct kiln_backend *b, const char *prof
     s->sb->on_exit = on_sandbox_exit;
     s->sb->on_chan = on_sandbox_chan;
     s->sb->arg = s;
+    uv_timer_init(loop, &s->grace);
+    s->grace.data = s;
     *out = s;
     if (s->sb->fd >= 0)
         on_sandbox_chan(s->sb); /* may fail: the owner hears ERROR, then GONE */

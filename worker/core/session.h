@@ -87,6 +87,7 @@ struct kiln_session {
     int warm;                   /* its interpreter was started before the job */
     kiln_session_event_cb on_event;
     void *arg;
+    uv_timer_t grace;           /* kiln_session_stop()'s wait for the agent */
     struct {                    /* how the sandbox ended, for GONE */
         int wstatus;
         struct rusage ru;
@@ -127,6 +128,14 @@ int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job,
 
 /* Kill the sandbox now (idempotent); GONE follows. */
 void kiln_session_kill(struct kiln_session *s);
+
+/* Stop the job, asking its agent first: it kills the job's processes and
+ * reports how the job ended (EXIT, with what it used, which a sandbox
+ * forked from a template cannot tell otherwise); an agent that has not
+ * within KILN_SESSION_GRACE_MS, or a session not running a job, is
+ * killed. GONE follows either way. */
+#define KILN_SESSION_GRACE_MS 500
+void kiln_session_stop(struct kiln_session *s);
 
 /* The packed "prestart" or "zygote" message (`type`) for `plan`, framed
  * for the channel; `sb` is initialised here and owned by the caller. */

@@ -32,6 +32,7 @@ struct kiln_zygote {
     char *profile;            /* owned */
     char *msg;                /* owned: the "zygote" message that starts it */
     size_t len;
+    int exec;                 /* a template agent (KILN_ZYGOTE_EXEC), not an interpreter */
     enum { Z_NONE, Z_AGENT, Z_BOOT, Z_UP } state;
     struct kiln_jail_sandbox *t; /* the template */
     int fd;                   /* its channel: the backend's own */
@@ -230,7 +231,8 @@ static void on_template(uv_poll_t *h, int status, int events)
             close(pidfd);
         z->state = Z_UP;
         z->failures = 0;
-        kiln_info("jail: %s sandboxes fork from a template interpreter (up in %llu ms)", z->profile,
+        kiln_info("jail: %s sandboxes fork from a template %s (up in %llu ms)", z->profile,
+                  z->exec ? "agent" : "interpreter",
                   (unsigned long long)(uv_now(z->j->pub.loop) - z->t_start));
         return;
     }
@@ -397,6 +399,7 @@ int kiln__zygote_add(struct kiln_backend *b, const char *profile, const void *ms
     }
     memcpy(z->msg, msg, len);
     z->len = len;
+    z->exec = memmem(msg, len, KILN_ZYGOTE_EXEC, strlen(KILN_ZYGOTE_EXEC)) != NULL;
     z->j = j;
     z->fd = -1;
     z->tail = &z->head;

@@ -85,6 +85,10 @@
 /* bytes of entropy in a VM's "hello" */
 #define KILN_HELLO_SEED_BYTES 32
 #define KILN_ZYGOTE_MAGIC 0x4b5a5947u /* "KZYG" */
+/* A "zygote" message whose argv is just this starts no interpreter: the
+ * template's agent serves the forks itself, and each forked sandbox's job
+ * process reads its envelope (plugin.h) and execs the program it names. */
+#define KILN_ZYGOTE_EXEC "kiln:exec"
 struct kiln_zygote_reply {
     uint32_t magic;
     int32_t err;              /* 0, or the errno of the failed clone */
