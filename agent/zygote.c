@@ -224,6 +224,7 @@ static void sandbox(const int *fds, int nfds, int go)
     int in[2], out[2], err[2], st[2], ex[2] = {-1, -1};
     char c;
     close(ctl);
+    signal(SIGCHLD, SIG_DFL); /* the zygote's SIG_IGN is not the sandbox's */
     if (read(go, &c, 1) != 1) /* no maps: the zygote failed or died */
         _exit(126);
     close(go);
@@ -335,6 +336,10 @@ static int setup(void)
     if (mb != NULL)
         tmp_mb = (unsigned)atoi(mb);
     exec_mode = getenv("KILN_ZYGOTE_EXEC") != NULL;
+    /* sandboxes that end are reaped by the kernel at once: a zombie would
+     * keep its cgroup populated (and unusable for the next sandbox) until
+     * the next request woke this loop */
+    signal(SIGCHLD, SIG_IGN);
     if (fstat(bpf, &st) < 0 || st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) != 0)
         return -1;
     filter.len = (unsigned short)(st.st_size / sizeof(struct sock_filter));

@@ -106,6 +106,7 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, c
     char dir[512];
     cg->cgs = cgs;
     snprintf(cg->name, sizeof(cg->name), "%s%u", own_prefix(), ++made);
+    cg->peak_base = cg->oom_base = 0;
     for (int which = 0; which < (cgs->v2 ? 1 : 2); which++) {
         dir_of(cg, which, dir, sizeof(dir));
         if (mkdir(dir, 0755) < 0) { /* EEXIST too: never another's */
@@ -145,6 +146,11 @@ int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_
         dir_of(cg, 0, dir, sizeof(dir));
         snprintf(num, sizeof(num), "%lld", (long long)memory_bytes);
         r = kiln_write_file_at(dir, cg->cgs->v2 ? "memory.max" : "memory.limit_in_bytes", num);
+        /* v1 keeps memory <= memory+swap: a cgroup used before with a lower
+         * limit raises the second first (where swap is accounted) */
+        if (r == -EINVAL && !cg->cgs->v2 &&
+            kiln_write_file_at(dir, "memory.memsw.limit_in_bytes", num) == 0)
+            r = kiln_write_file_at(dir, "memory.limit_in_bytes", num);
         if (r == 0 && !cg->cgs->v2)
             kiln_write_file_at(dir, "memory.memsw.limit_in_bytes", num); /* when swap is accounted */
     }
@@ -162,9 +168,55 @@ void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *
     dir_of(cg, 0, dir, sizeof(dir));
     int64_t peak = cg->cgs->v2 ? get_num(dir, "memory.peak", NULL)
                                : get_num(dir, "memory.max_usage_in_bytes", NULL);
-    *peak_kb = peak > 0 ? peak / 1024 : -1;
-    *oom_kills = cg->cgs->v2 ? get_num(dir, "memory.events", "oom_kill")
-                             : get_num(dir, "memory.oom_control", "oom_kill");
+    int64_t oom = cg->cgs->v2 ? get_num(dir, "memory.events", "oom_kill")
+                              : get_num(dir, "memory.oom_control", "oom_kill");
+    *peak_kb = peak > cg->peak_base ? (peak - cg->peak_base) / 1024 : peak > 0 ? 0 : -1;
+    *oom_kills = oom > cg->oom_base ? oom - cg->oom_base : oom < 0 ? -1 : 0;
+}
+
+/* 1 when no process is in the cgroup directory `dir`. */
+static int unpopulated(const char *dir)
+{
+    char path[600], c;
+    snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, &c, 1);
+    close(fd);
+    return n == 0;
+}
+
+/* The most an earlier sandbox may still have charged (pages the kernel
+ * cannot reclaim at once) for its cgroup to be used again. */
+#define RESET_MAX_CHARGE (1 << 20)
+
+int kiln_cgroup_reset(struct kiln_cgroup *cg)
+{
+    char mem[512], pids[512];
+    if (cg->cgs->v2)
+        return -ENOTSUP;
+    dir_of(cg, 0, mem, sizeof(mem));
+    dir_of(cg, 1, pids, sizeof(pids));
+    if (!unpopulated(mem) || !unpopulated(pids) || get_num(pids, "pids.current", NULL) != 0)
+        return -EAGAIN; /* its last processes are still being reaped */
+    /* what is still charged to it (page cache of files it read, which
+     * the kernel reclaims first under pressure) is small, or it is not
+     * used again: forcing it out (memory.force_empty) would evict cache
+     * every sandbox shares */
+    int64_t usage = get_num(mem, "memory.usage_in_bytes", NULL);
+    if (usage < 0 || usage > RESET_MAX_CHARGE)
+        return -EBUSY;
+    /* the peak starts again from what is left (at most RESET_MAX_CHARGE),
+     * which is subtracted from it, as the OOM kills so far are */
+    if (kiln_write_file_at(mem, "memory.max_usage_in_bytes", "0") < 0)
+        return -EIO;
+    kiln_write_file_at(mem, "memory.failcnt", "0");
+    cg->peak_base = get_num(mem, "memory.max_usage_in_bytes", NULL);
+    cg->oom_base = get_num(mem, "memory.oom_control", "oom_kill");
+    if (cg->peak_base < 0 || cg->oom_base < 0)
+        return -EIO;
+    return 0;
 }
 
 int kiln_cgroup_remove(const struct kiln_cgroup *cg)

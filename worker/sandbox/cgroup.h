@@ -21,6 +21,9 @@ struct kiln_cgroups {
 struct kiln_cgroup {
     const struct kiln_cgroups *cgs;
     char name[64];
+    /* what an earlier sandbox left in its counters (kiln_cgroup_reset):
+     * the stats below count from here */
+    int64_t peak_base, oom_base;
 };
 
 /* Find the hierarchies and make kiln's parent cgroups. Returns 0, or a
@@ -38,6 +41,15 @@ int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[2]);
 int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids);
 /* The kernel's accounting: peak memory (KiB) and OOM kills so far. */
 void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills);
+/* Make it ready for another sandbox instead of removing it (a mkdir and
+ * rmdir of every controller's directory saved): its processes all gone,
+ * what they had charged reclaimed, its peak and OOM count starting again.
+ * Returns 0; -EAGAIN while its last processes are still being reaped; or
+ * another negative errno when it cannot be made clean (charges it cannot
+ * shed, or cgroup v2 before Linux 6.12, whose memory.peak cannot be
+ * reset): remove it then. It blocks (memory
+ * reclaim): never on the event loop. */
+int kiln_cgroup_reset(struct kiln_cgroup *cg);
 /* Remove it; its processes must be gone. Returns 0 or -errno (EBUSY while
  * the last of them are still being reaped). */
 int kiln_cgroup_remove(const struct kiln_cgroup *cg);

@@ -66,6 +66,7 @@ static void jail_destroy(struct kiln_backend *b)
 {
     struct kiln_jail *j = (struct kiln_jail *)b;
     kiln__zygote_free_all(j);
+    kiln__jail_spares_close(j);
     /* every sandbox of ours ends here: killed, waited for, its cgroups
      * removed; then the proxy directories' tmpfs goes */
     if (j->cg_ok)
@@ -242,6 +243,10 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
             kiln_info("jail: removed %d sandbox cgroup(s) left by workers that are gone", n);
         j->cg_ok = 1;
         kiln_info("jail: cgroup %s: memory and pids limits enforced", j->cgs.v2 ? "v2" : "v1");
+        if ((j->spares = calloc(1, sizeof(*j->spares))) != NULL) {
+            j->spares->refs = 1;
+            j->spares->cgs = j->cgs;
+        }
     } else {
         kiln_error("jail: %s: memory and pids limits CANNOT be enforced; jobs asking for them "
                    "are rejected", why);

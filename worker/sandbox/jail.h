@@ -23,6 +23,17 @@
 
 struct kiln_zygote;
 
+/* Cgroups of ended sandboxes, reset and ready for new ones (shared with
+ * the thread pool's resets, so it outlives the backend until they end). */
+#define KILN_CGROUP_SPARES 64
+struct kiln_cgroup_spares {
+    unsigned refs;
+    int closed;               /* the backend is gone: remove, keep nothing */
+    struct kiln_cgroups cgs;  /* a copy the spares point at */
+    size_t n;
+    struct kiln_cgroup v[KILN_CGROUP_SPARES];
+};
+
 struct kiln_jail {
     struct kiln_backend pub;
     int agent_fd;             /* kiln-agent, opened once: exec'd by fd */
@@ -39,6 +50,7 @@ struct kiln_jail {
     int spawn_procs[2];       /* per spawn: its cgroup.procs files, to join */
     int spawn_nprocs;
     struct kiln_zygote *zygotes; /* one per forking profile, in the order added */
+    struct kiln_cgroup_spares *spares; /* cgroups reset for the next sandbox */
     /* host uid ranges: sandbox k's ids are uid_base + k * KILN_UID_STRIDE
      * onwards, so no two live sandboxes share a per-user budget of the
      * host's (pipe buffers, inotify, queued signals, ...) */
@@ -87,6 +99,8 @@ void kiln__jail_gone(struct kiln_jail_sandbox *sb);
 /* Remove a sandbox's cgroups on the thread pool (retrying while its last
  * processes are reaped); `cg` is copied. */
 void kiln__jail_bury(struct kiln_jail *j, const struct kiln_cgroup *cg);
+/* The backend is going: spares are removed, not kept (jail_destroy). */
+void kiln__jail_spares_close(struct kiln_jail *j);
 /* The kill op: SIGKILL through the pidfd; a fork not answered yet is
  * killed when it is. Idempotent. */
 void kiln__jail_kill(struct kiln_sandbox *pub);

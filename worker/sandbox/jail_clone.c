@@ -181,36 +181,76 @@ static void on_poll_closed(uv_handle_t *h)
  * processes are still being reaped. */
 struct burial {
     uv_work_t req;
-    struct kiln_cgroups cgs;  /* a copy: the backend may be gone by then */
+    struct kiln_cgroup_spares *spares; /* a reference: the backend may be gone by then */
+    struct kiln_cgroups cgs;  /* without spares: a copy of the backend's */
     struct kiln_cgroup cg;
+    int reset;                /* clean and ready for another sandbox */
 };
+
+static void spares_unref(struct kiln_cgroup_spares *sp)
+{
+    if (sp != NULL && --sp->refs == 0)
+        free(sp);
+}
 
 static void bury_work(uv_work_t *req)
 {
     struct burial *b = req->data;
+    /* both retried while the sandbox's last processes are still being
+     * reaped; a cgroup that cannot be made clean is removed */
+    for (int i = 0; i < 500 && b->spares != NULL && !b->spares->closed; i++) {
+        int r = kiln_cgroup_reset(&b->cg);
+        if (r == 0) {
+            b->reset = 1;
+            return;
+        }
+        if (r != -EAGAIN)
+            break;
+        usleep(2000);
+    }
     for (int i = 0; i < 100 && kiln_cgroup_remove(&b->cg) == -EBUSY; i++)
         usleep(20000);
 }
 
 static void bury_done(uv_work_t *req, int status)
 {
+    struct burial *b = req->data;
+    struct kiln_cgroup_spares *sp = b->spares;
     (void)status;
-    free(req->data);
+    if (b->reset && !sp->closed && sp->n < KILN_CGROUP_SPARES) /* (reset: sp is set) */
+        sp->v[sp->n++] = b->cg;
+    else if (b->reset)
+        kiln_cgroup_remove(&b->cg);
+    spares_unref(sp);
+    free(b);
 }
 
 void kiln__jail_bury(struct kiln_jail *j, const struct kiln_cgroup *cg)
 {
-    struct burial *b = malloc(sizeof(*b));
+    struct burial *b = calloc(1, sizeof(*b));
     if (b != NULL) {
-        b->cgs = j->cgs;
+        b->spares = j->spares;
         b->cg = *cg;
-        b->cg.cgs = &b->cgs;
+        b->cg.cgs = j->spares != NULL ? &j->spares->cgs : &b->cgs;
+        b->cgs = j->cgs;
         b->req.data = b;
+        if (j->spares != NULL)
+            j->spares->refs++;
         if (uv_queue_work(j->pub.loop, &b->req, bury_work, bury_done) == 0)
             return;
+        spares_unref(j->spares);
         free(b);
     }
     kiln_cgroup_remove(cg);
+}
+
+void kiln__jail_spares_close(struct kiln_jail *j)
+{
+    if (j->spares != NULL) {
+        j->spares->closed = 1;
+        spares_unref(j->spares);
+        j->spares = NULL;
+    }
 }
 
 /* The sandbox is gone: what the kernel counted, its cgroups and proxy
@@ -284,8 +324,15 @@ int kiln__jail_cgroup(struct kiln_jail *j, struct kiln_jail_sandbox *sb, int pro
     if (!j->cg_ok)
         return 0;
     err[0] = '\0';
-    if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, err, errlen)) < 0 ||
-        (r = kiln_cgroup_limit(&sb->cg, cfg->memory_mb << 20, cfg->pids)) < 0 ||
+    if (j->spares != NULL && j->spares->n > 0) {
+        /* one an earlier sandbox used, reset clean (kiln_cgroup_reset) */
+        sb->cg = j->spares->v[--j->spares->n];
+        sb->cg.cgs = &j->cgs;
+    } else if ((r = kiln_cgroup_create(&j->cgs, &sb->cg, err, errlen)) < 0) {
+        kiln_cgroup_remove(&sb->cg);
+        return r;
+    }
+    if ((r = kiln_cgroup_limit(&sb->cg, cfg->memory_mb << 20, cfg->pids)) < 0 ||
         (r = n = kiln_cgroup_open_procs(&sb->cg, procs)) < 0) {
         if (err[0] == '\0')
             snprintf(err, errlen, "cgroup: %s", strerror(-r));
