@@ -6,7 +6,9 @@
  *   import ctypes; ctypes.PyDLL(os.environ["KILN_ZYGOTE"]).kiln_zygote_serve()
  *
  * For each sandbox the worker asks for, it clones itself into fresh pid,
- * mount, network, ipc and uts namespaces. There the clone (PID 1) takes the
+ * mount, network, ipc and uts namespaces, sharing its memory (CLONE_VM,
+ * waiting as vfork's parent would) until the clone execs the agent: only
+ * the job's process gets a copy of the template. There the clone (PID 1) takes the
  * sandbox's cgroups, puts fresh /tmp, /work, /dev/shm and /proc over the
  * template's, forks the job's process and becomes kiln-agent, which serves
  * the one job as in any jail. The job's process drops to the job's uid with
@@ -45,6 +47,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <setjmp.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -63,6 +67,9 @@
 
 static int ctl = -1, agent_exe = -1;
 static int exec_mode;     /* an exec template: jobs exec their program */
+#define PID1_STACK (256u << 10)
+static char *pid1_stack;  /* a sandbox's PID 1 runs on it until its exec */
+static sigjmp_buf job_return; /* where a sandbox's job process comes back */
 static unsigned tmp_mb = 256;
 static struct sock_fprog filter;
 
@@ -336,6 +343,9 @@ static int setup(void)
     if (mb != NULL)
         tmp_mb = (unsigned)atoi(mb);
     exec_mode = getenv("KILN_ZYGOTE_EXEC") != NULL;
+    pid1_stack = mmap(NULL, PID1_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (pid1_stack == MAP_FAILED)
+        return -1;
     /* sandboxes that end are reaped by the kernel at once: a zombie would
      * keep its cgroup populated (and unusable for the next sandbox) until
      * the next request woke this loop */
@@ -352,6 +362,26 @@ static int setup(void)
     return 0;
 }
 
+/* A sandbox's PID 1 shares this process's memory (CLONE_VM) until it
+ * execs the agent, with a stack of its own: no copy of the template's page
+ * tables for a process that is about to exec, and none torn down at its
+ * exec; only its job process gets a copy (its fork). The template waits,
+ * as vfork's parent would, until it has exec'd or died. */
+struct pid1 {
+    const int *fds;
+    int nfds;
+    int go, go_wr, done_rd;
+};
+
+static int pid1_main(void *arg)
+{
+    const struct pid1 *a = arg;
+    close(a->go_wr);
+    close(a->done_rd);
+    sandbox(a->fds, a->nfds, a->go); /* returns only in the job process */
+    siglongjmp(job_return, 1);
+}
+
 /* Serve forks until the worker hangs up (returns -1), or return 0 in a
  * new sandbox's job process. */
 KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
@@ -363,22 +393,25 @@ KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
     if (reply(0, 0, -1) < 0)
         return -1;
     for (;;) {
-        int fds[3] = {-1, -1, -1}, pidfd = -1, go[2];
+        int fds[3] = {-1, -1, -1}, pidfd = -1, go[2], done[2] = {-1, -1};
         unsigned index = 0;
         int nfds = next_request(fds, &index);
         if (nfds == 0)
             return -1;
-        struct clone_args ca = {
-            .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
-                     CLONE_NEWUTS | CLONE_PIDFD,
-            .pidfd = (uint64_t)(uintptr_t)&pidfd,
-            .exit_signal = SIGCHLD,
-        };
+        /* the new sandbox's job process comes back here, in its own copy
+         * of this process, and returns to its interpreter */
+        if (sigsetjmp(job_return, 0) != 0)
+            return 0;
         pid_t pid = -1;
         int e = EINVAL;
-        if (pipe2(go, O_CLOEXEC) < 0) {
+        if (pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) {
             e = errno;
+            if (done[0] < 0) {
+                close(go[0]);
+                close(go[1]);
+            }
         } else {
+            struct pid1 a = {fds, nfds, go[0], go[1], done[0]};
             py_hook("PyOS_BeforeFork");
             /* the new user namespace is owned by the sandbox's own uid here
              * (this thread's effective ids only, around the one call): the
@@ -386,21 +419,16 @@ KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
              * uid, not to the uid every sandbox of this template shares */
             uid_t owner = KILN_JOB_UID + index;
             if (syscall(SYS_setresgid, -1, owner, -1) == 0 && syscall(SYS_setresuid, -1, owner, -1) == 0)
-                pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+                pid = clone(pid1_main, pid1_stack + PID1_STACK, CLONE_VM | CLONE_NEWUSER |
+                            CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
+                            CLONE_PIDFD | SIGCHLD, &a, &pidfd);
             else
                 errno = EPERM;
-            e = errno;
-            if (pid != 0 && (syscall(SYS_setresuid, -1, 0, -1) < 0 || syscall(SYS_setresgid, -1, 0, -1) < 0))
-                _exit(1); /* cannot happen: the saved ids are root's */
-            errno = e;
-            if (pid == 0) {
-                close(go[1]);
-                sandbox(fds, nfds, go[0]);
-                return 0;
-            }
             e = pid < 0 ? errno : 0;
-            py_hook("PyOS_AfterFork_Parent");
+            if (syscall(SYS_setresuid, -1, 0, -1) < 0 || syscall(SYS_setresgid, -1, 0, -1) < 0)
+                _exit(1); /* cannot happen: the saved ids are root's */
             close(go[0]);
+            close(done[1]);
             if (pid > 0 && (e = -write_maps(pid, index)) != 0) {
                 kill(pid, SIGKILL);
                 pid = -1;
@@ -410,6 +438,13 @@ KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
                 pid = -1;
             }
             close(go[1]);
+            /* it runs in this process's memory until it execs the agent
+             * (or dies): nothing here may run meanwhile */
+            char c;
+            while (read(done[0], &c, 1) < 0 && errno == EINTR)
+                ;
+            close(done[0]);
+            py_hook("PyOS_AfterFork_Parent");
             if (pid < 0 && pidfd >= 0) {
                 close(pidfd);
                 pidfd = -1;

@@ -45,6 +45,7 @@ from kilntest import Redis, Worker, read_env  # noqa: E402
 
 PY = "/usr/bin/python3"
 TARGET_FORK, TARGET_BWRAP = 0.8, 5.0
+TARGET_TRUE_JOBS_S, TARGET_WORKER_MS = 600, 0.5
 
 # The fork harness: reads the programs (msgpack list of str) from a file,
 # keeps `conc` children in flight, prints one verdict byte per program.
@@ -119,6 +120,38 @@ def run_kiln(r, srcs):
     return [status[jid]["status"] == "ok" for jid in ids]
 
 
+def worker_cpu_ms(pid):
+    """CPU time (user + system) of process `pid` so far, in ms."""
+    with open("/proc/%d/stat" % pid) as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def run_true(r, n, pid):
+    """n shell jobs `true` through the queue at once: jobs/s, and the
+    worker's own CPU per job."""
+    reply = "eval.true." + uuid.uuid4().hex[:8]
+    pipe = r.pipeline()
+    for i in range(n):
+        pipe.xadd("kiln.jobs", {"job": msgpack.packb(
+            {"id": "%s-%d" % (reply, i), "plugin": "shell", "code": "true", "reply_to": reply})})
+    c0, t = worker_cpu_ms(pid), time.perf_counter()
+    pipe.execute()
+    done, last = 0, "0"
+    while done < n:
+        for _, entries in r.xread({reply: last}, block=30000, count=1000) or []:
+            for eid, f in entries:
+                last = eid
+                fr = msgpack.unpackb(f[b"frame"])
+                if fr["kind"] == "exit":
+                    if fr["status"] != "ok":
+                        raise SystemExit("a `true` job ended %r" % fr)
+                    done += 1
+    secs = time.perf_counter() - t
+    r.delete(reply)
+    return n / secs, (worker_cpu_ms(pid) - c0) / n
+
+
 def measure(name, fn, srcs, expected):
     t = time.perf_counter()
     verdicts = fn(srcs)
@@ -155,6 +188,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--pool", type=int, default=4)
     ap.add_argument("--only", default=None, help="comma-separated harnesses to run")
+    ap.add_argument("--true-jobs", type=int, default=500)
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     os.environ["KILN_BUILD"] = build
@@ -171,6 +205,7 @@ def main():
     conc = a.concurrency
     tmp = tempfile.mkdtemp(prefix="kiln-eval-")
     rows = []
+    true_rate = true_cpu = None
     redis_srv = w = None
     try:
         if only is None or "kiln" in only:
@@ -179,6 +214,8 @@ def main():
             time.sleep(1.5)  # the pool fills
             run_kiln(redis_srv.client, srcs[:20])  # warm up
             rows.append(measure("kiln", lambda s: run_kiln(redis_srv.client, s), srcs, expected))
+            run_true(redis_srv.client, 50, w.proc.pid)  # warm up
+            true_rate, true_cpu = run_true(redis_srv.client, a.true_jobs, w.proc.pid)
             w.stop()
             w = None
         if only is None or "fork" in only:
@@ -209,8 +246,13 @@ def main():
             ratios[base] = k["per_s"] / by[base]["per_s"]
             print("kiln / %-5s %5.2fx (target >= %.1fx: %s)" % (base, ratios[base], target,
                                                                "met" if ratios[base] >= target else "MISSED"))
+    if true_rate is not None:
+        print("shell `true` x %d: %.0f jobs/s (target >= %d: %s), worker CPU %.2f ms/job (target <= %.1f: %s)"
+              % (a.true_jobs, true_rate, TARGET_TRUE_JOBS_S, "met" if true_rate >= TARGET_TRUE_JOBS_S else "MISSED",
+                 true_cpu, TARGET_WORKER_MS, "met" if true_cpu <= TARGET_WORKER_MS else "MISSED"))
     with open(os.path.join(out, "eval.json"), "w") as fh:
-        json.dump({"rows": rows, "ratios": ratios, "concurrency": conc}, fh, indent=1)
+        json.dump({"rows": rows, "ratios": ratios, "concurrency": conc, "true_jobs_s": true_rate,
+                   "worker_ms_per_job": true_cpu}, fh, indent=1)
     png = plot(rows, out)
     if png:
         print("plot:", png)
