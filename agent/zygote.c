@@ -68,6 +68,13 @@
 static int ctl = -1, agent_exe = -1;
 static int exec_mode;     /* an exec template: jobs exec their program */
 #define PID1_STACK (256u << 10)
+#ifdef __SANITIZE_ADDRESS__
+/* (a sanitized agent's exec template: ASan cannot follow a task running
+ * on a stack of its own in another's memory, so there PID 1 is a copy) */
+#define PID1_SHARES_MEMORY 0
+#else
+#define PID1_SHARES_MEMORY 1
+#endif
 static char *pid1_stack;  /* a sandbox's PID 1 runs on it until its exec */
 static sigjmp_buf job_return; /* where a sandbox's job process comes back */
 static unsigned tmp_mb = 256;
@@ -418,12 +425,24 @@ KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
              * kernel charges what it holds of each per-user budget to that
              * uid, not to the uid every sandbox of this template shares */
             uid_t owner = KILN_JOB_UID + index;
-            if (syscall(SYS_setresgid, -1, owner, -1) == 0 && syscall(SYS_setresuid, -1, owner, -1) == 0)
-                pid = clone(pid1_main, pid1_stack + PID1_STACK, CLONE_VM | CLONE_NEWUSER |
-                            CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-                            CLONE_PIDFD | SIGCHLD, &a, &pidfd);
-            else
+            unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+                                  CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+            if (syscall(SYS_setresgid, -1, owner, -1) < 0 || syscall(SYS_setresuid, -1, owner, -1) < 0) {
                 errno = EPERM;
+            } else if (PID1_SHARES_MEMORY) {
+                pid = clone(pid1_main, pid1_stack + PID1_STACK, (int)(flags | CLONE_VM | SIGCHLD), &a,
+                            &pidfd);
+            } else {
+                struct clone_args ca = {.flags = flags, .pidfd = (uint64_t)(uintptr_t)&pidfd,
+                                        .exit_signal = SIGCHLD};
+                pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+                if (pid == 0) { /* a copy of its own, on this stack */
+                    close(go[1]);
+                    close(done[0]);
+                    sandbox(fds, nfds, go[0]);
+                    return 0;
+                }
+            }
             e = pid < 0 ? errno : 0;
             if (syscall(SYS_setresuid, -1, 0, -1) < 0 || syscall(SYS_setresgid, -1, 0, -1) < 0)
                 _exit(1); /* cannot happen: the saved ids are root's */

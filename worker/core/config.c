@@ -47,7 +47,7 @@ static const struct opt {
     {"pool", OPT_INT, F(pool), "2", "warm sandboxes kept ready per runtime profile (0: none)"},
     {"agent", OPT_STR, F(agent), NULL, "path of kiln-agent (default: beside kiln-worker)"},
     {"zygote-lib", OPT_STR, F(zygote_lib), NULL, "jail: the zygote library (default: " KILN_LIB_RELDIR "/libkiln-zygote.so from kiln-worker's directory)"},
-    {"no-zygote", OPT_FLAG, F(no_zygote), NULL, "jail: start each python sandbox's interpreter afresh, not forked from a template"},
+    {"no-zygote", OPT_FLAG, F(no_zygote), NULL, "jail: start every sandbox afresh (python's interpreter too), not forked from a template"},
     {"state-dir", OPT_STR, F(state_dir), "/run/kiln", "the worker's runtime directory"},
     {"timeout-ms", OPT_INT, F(timeout_ms), "30000", "wall-clock limit of a job that sets none"},
     {"max-timeout-ms", OPT_INT, F(max_timeout_ms), "600000", "largest timeout_ms a job may ask for"},
