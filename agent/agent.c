@@ -135,6 +135,7 @@ static void serve_zygote(const struct kiln_exec_spec *spec, int lib_fd, unsigned
             setenv("KILN_ZYGOTE_FDS", fds + strlen("KILN_ZYGOTE_FDS="), 1);
             setenv("KILN_ZYGOTE_TMP_MB", mb + strlen("KILN_ZYGOTE_TMP_MB="), 1);
             setenv("KILN_ZYGOTE_EXEC", "1", 1);
+            kiln_zygote_agent_here(kiln_agent_serve_adopted);
             if (kiln_zygote_serve() == 0)
                 kiln_zygote_exec_job(KILN_ZYGOTE_JOB_STATUS_FD);
             _exit(0);
@@ -164,94 +165,16 @@ static void serve_zygote(const struct kiln_exec_spec *spec, int lib_fd, unsigned
     kiln_agent_exit(0);
 }
 
-int main(int argc, char **argv)
+/* The messages, in their order, until the one job is served. */
+__attribute__((noreturn))
+static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, int lib_fd,
+                  unsigned tmp_mb, const char *err)
 {
-    const char *jail = NULL;
-    unsigned tmp_mb = 256;
-    int root_fd = -1;
-    const char *proxy_dir = NULL, *adopt_failed = NULL;
-    pid_t adopted = 0;
-    int exec_status = -1;
-    int lib_fd = -1;
     struct kiln_proto_reader rd;
     msgpack_unpacked u;
-
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--jail") == 0 && i + 1 < argc)
-            jail = argv[++i];
-        else if (strcmp(argv[i], "--tmp-mb") == 0 && i + 1 < argc)
-            tmp_mb = (unsigned)atoi(argv[++i]);
-        else if (strcmp(argv[i], "--fd") == 0 && i + 1 < argc)
-            kiln__agent.chan = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--root-fd") == 0 && i + 1 < argc)
-            root_fd = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--proxy-dir") == 0 && i + 1 < argc)
-            proxy_dir = argv[++i];
-        else if (strcmp(argv[i], "--zygote-lib-fd") == 0 && i + 1 < argc)
-            lib_fd = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--adopt") == 0 && i + 1 < argc)
-            adopted = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--exec-status") == 0 && i + 1 < argc)
-            exec_status = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--adopt-failed") == 0 && i + 1 < argc)
-            adopt_failed = argv[++i];
-        else if (getpid() == 1 && strncmp(argv[i], "--", 2) != 0)
-            continue; /* a microVM's init gets the kernel's leftover words */
-        else {
-            fprintf(stderr, "usage: kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]\n");
-            return 2;
-        }
-    }
-    /* The job can read PID 1's /proc/1/cmdline: keep the host paths in
-     * copies and blank them there (the kernel reads them from this
-     * process's memory each time). */
-    for (int i = 1; i < argc; i++)
-        if (argv[i] == jail || argv[i] == proxy_dir) {
-            char *copy = strdup(argv[i]);
-            memset(argv[i], 0, strlen(argv[i]));
-            if (argv[i] == jail)
-                jail = copy;
-            else
-                proxy_dir = copy;
-        }
-    signal(SIGPIPE, SIG_IGN);
-    char err[512] = "";
-    /* PID 1 without a jail to build: the init of a microVM */
-    kiln__agent.in_vm = getpid() == 1 && jail == NULL && adopted == 0 && adopt_failed == NULL;
-    if (adopt_failed != NULL) {
-        kiln_agent_send_error(adopt_failed);
-        return 1;
-    }
-    if (kiln__agent.in_vm) {
-        /* a boot that failed is reported to the host ("error" after its
-         * hello) when at least the channel is there */
-        kiln_vm_boot(&kiln__agent.vm, err, sizeof(err));
-        if ((kiln__agent.chan = kiln_vm_chan(&kiln__agent.vm)) < 0) {
-            fprintf(stderr, "kiln-agent: %s\n", err[0] ? err : "no channel to the host"); /* console */
-            kiln_agent_exit(1);
-        }
-    }
-    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (devnull >= 0 && devnull != 0)
-        dup2(devnull, 0);
-    if (jail != NULL && kiln_jail_enter(jail, root_fd, proxy_dir, tmp_mb, err, sizeof(err)) < 0) {
-        kiln_agent_send_error(err);
-        return 1;
-    }
+    struct kiln_child warm = *warm_in;
     kiln_proto_reader_init(&rd, KILN_PROTO_MAX_MSG);
     msgpack_unpacked_init(&u);
-    /* A jail's worker is there from the start. A VM's host may connect
-     * later (or to a VM restored from a snapshot): it says "hello" first,
-     * with the time, and gets "ready" back. */
-    struct kiln_child warm;
-    int have_warm = 0;
-    if (adopted > 0) {
-        kiln_run_adopt(&warm, adopted);
-        warm.exec_status = exec_status;
-        have_warm = 1;
-    }
-    if (!kiln__agent.in_vm)
-        kiln_agent_send_ready(have_warm);
     /* SIGCHLD is read from a signalfd, never delivered */
     sigset_t mask;
     sigemptyset(&mask);
@@ -342,5 +265,108 @@ int main(int argc, char **argv)
             ;
         kiln_agent_exit(0);
     }
+}
+
+/* PID 1 of a sandbox forked from an exec template, still the template's
+ * copy of this agent: it serves the sandbox as `--adopt` would, without
+ * an exec (its channel, the job's stdio and exec status pipe at 3-7). */
+void kiln_agent_serve_adopted(pid_t job, int exec_status)
+{
+    struct kiln_child warm;
+    kiln__agent.chan = 3;
+    kiln__agent.in_vm = 0;
+    kiln__agent.served = 0;
+    signal(SIGPIPE, SIG_IGN);
+    kiln_run_adopt(&warm, job);
+    warm.exec_status = exec_status;
+    kiln_agent_send_ready(1);
+    serve(&warm, 1, NULL, -1, 0, "");
+}
+
+int main(int argc, char **argv)
+{
+    const char *jail = NULL;
+    unsigned tmp_mb = 256;
+    int root_fd = -1;
+    const char *proxy_dir = NULL, *adopt_failed = NULL;
+    pid_t adopted = 0;
+    int exec_status = -1;
+    int lib_fd = -1;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--jail") == 0 && i + 1 < argc)
+            jail = argv[++i];
+        else if (strcmp(argv[i], "--tmp-mb") == 0 && i + 1 < argc)
+            tmp_mb = (unsigned)atoi(argv[++i]);
+        else if (strcmp(argv[i], "--fd") == 0 && i + 1 < argc)
+            kiln__agent.chan = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--root-fd") == 0 && i + 1 < argc)
+            root_fd = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--proxy-dir") == 0 && i + 1 < argc)
+            proxy_dir = argv[++i];
+        else if (strcmp(argv[i], "--zygote-lib-fd") == 0 && i + 1 < argc)
+            lib_fd = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--adopt") == 0 && i + 1 < argc)
+            adopted = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--exec-status") == 0 && i + 1 < argc)
+            exec_status = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--adopt-failed") == 0 && i + 1 < argc)
+            adopt_failed = argv[++i];
+        else if (getpid() == 1 && strncmp(argv[i], "--", 2) != 0)
+            continue; /* a microVM's init gets the kernel's leftover words */
+        else {
+            fprintf(stderr, "usage: kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]\n");
+            return 2;
+        }
+    }
+    /* The job can read PID 1's /proc/1/cmdline: keep the host paths in
+     * copies and blank them there (the kernel reads them from this
+     * process's memory each time). */
+    for (int i = 1; i < argc; i++)
+        if (argv[i] == jail || argv[i] == proxy_dir) {
+            char *copy = strdup(argv[i]);
+            memset(argv[i], 0, strlen(argv[i]));
+            if (argv[i] == jail)
+                jail = copy;
+            else
+                proxy_dir = copy;
+        }
+    signal(SIGPIPE, SIG_IGN);
+    char err[512] = "";
+    /* PID 1 without a jail to build: the init of a microVM */
+    kiln__agent.in_vm = getpid() == 1 && jail == NULL && adopted == 0 && adopt_failed == NULL;
+    if (adopt_failed != NULL) {
+        kiln_agent_send_error(adopt_failed);
+        return 1;
+    }
+    if (kiln__agent.in_vm) {
+        /* a boot that failed is reported to the host ("error" after its
+         * hello) when at least the channel is there */
+        kiln_vm_boot(&kiln__agent.vm, err, sizeof(err));
+        if ((kiln__agent.chan = kiln_vm_chan(&kiln__agent.vm)) < 0) {
+            fprintf(stderr, "kiln-agent: %s\n", err[0] ? err : "no channel to the host"); /* console */
+            kiln_agent_exit(1);
+        }
+    }
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0 && devnull != 0)
+        dup2(devnull, 0);
+    if (jail != NULL && kiln_jail_enter(jail, root_fd, proxy_dir, tmp_mb, err, sizeof(err)) < 0) {
+        kiln_agent_send_error(err);
+        return 1;
+    }
+    /* A jail's worker is there from the start. A VM's host may connect
+     * later (or to a VM restored from a snapshot): it says "hello" first,
+     * with the time, and gets "ready" back. */
+    struct kiln_child warm = {.exec_status = -1};
+    int have_warm = 0;
+    if (adopted > 0) {
+        kiln_run_adopt(&warm, adopted);
+        warm.exec_status = exec_status;
+        have_warm = 1;
+    }
+    if (!kiln__agent.in_vm)
+        kiln_agent_send_ready(have_warm);
+    serve(&warm, have_warm, jail, lib_fd, tmp_mb, err);
 }
 

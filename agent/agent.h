@@ -198,6 +198,12 @@ int kiln_zygote_serve(void);
  * read the envelope from stdin and exec the program it names; on failure
  * say why on `status_fd` and exit 127. */
 __attribute__((noreturn)) void kiln_zygote_exec_job(int status_fd);
+/* zygote.c: in an exec template, what a new sandbox's PID 1 becomes
+ * instead of exec'ing the agent: `fn` (the agent's own loop, given the
+ * job's pid and its exec status fd; it never returns). */
+void kiln_zygote_agent_here(void (*fn)(pid_t job, int exec_status));
+/* agent.c: that loop. */
+__attribute__((noreturn)) void kiln_agent_serve_adopted(pid_t job, int exec_status);
 /* The fd a forked job of an exec template says its execve failure on, and
  * where its agent reads it. */
 #define KILN_ZYGOTE_JOB_STATUS_FD 4

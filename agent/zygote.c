@@ -77,6 +77,12 @@ static int exec_mode;     /* an exec template: jobs exec their program */
 #endif
 static char *pid1_stack;  /* a sandbox's PID 1 runs on it until its exec */
 static sigjmp_buf job_return; /* where a sandbox's job process comes back */
+static void (*agent_here)(pid_t, int); /* an exec template's PID 1 serves here */
+
+void kiln_zygote_agent_here(void (*fn)(pid_t job, int exec_status))
+{
+    agent_here = fn;
+}
 static unsigned tmp_mb = 256;
 static struct sock_fprog filter;
 
@@ -282,6 +288,14 @@ static void sandbox(const int *fds, int nfds, int go)
     agent[2] = out[0];
     agent[3] = err[0];
     agent[4] = ex[0];
+    if (exec_mode && agent_here != NULL) {
+        /* this is the agent already (a copy of the template's, in memory
+         * of its own): it serves the sandbox without an exec */
+        static const int at[5] = {3, 4, 5, 6, KILN_ZYGOTE_AGENT_STATUS_FD};
+        if (place(agent, at, 5) < 0 || syscall(SYS_close_range, at[4] + 1, ~0U, 0) < 0)
+            _exit(126);
+        agent_here(job, KILN_ZYGOTE_AGENT_STATUS_FD);
+    }
     exec_agent(agent, job, NULL);
 }
 
@@ -429,7 +443,7 @@ KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
                                   CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
             if (syscall(SYS_setresgid, -1, owner, -1) < 0 || syscall(SYS_setresuid, -1, owner, -1) < 0) {
                 errno = EPERM;
-            } else if (PID1_SHARES_MEMORY) {
+            } else if (PID1_SHARES_MEMORY && !(exec_mode && agent_here != NULL)) {
                 pid = clone(pid1_main, pid1_stack + PID1_STACK, (int)(flags | CLONE_VM | SIGCHLD), &a,
                             &pidfd);
             } else {
