@@ -394,7 +394,7 @@ struct pid1 {
     int go, go_wr, done_rd;
 };
 
-static int pid1_main(void *arg)
+__attribute__((noreturn)) static int pid1_main(void *arg)
 {
     const struct pid1 *a = arg;
     close(a->go_wr);
@@ -450,12 +450,8 @@ KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
                 struct clone_args ca = {.flags = flags, .pidfd = (uint64_t)(uintptr_t)&pidfd,
                                         .exit_signal = SIGCHLD};
                 pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
-                if (pid == 0) { /* a copy of its own, on this stack */
-                    close(go[1]);
-                    close(done[0]);
-                    sandbox(fds, nfds, go[0]);
-                    return 0;
-                }
+                if (pid == 0) /* a copy of its own, on this stack */
+                    pid1_main(&a);
             }
             e = pid < 0 ? errno : 0;
             if (syscall(SYS_setresuid, -1, 0, -1) < 0 || syscall(SYS_setresgid, -1, 0, -1) < 0)

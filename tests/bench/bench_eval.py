@@ -97,6 +97,21 @@ def run_fork(srcs, conc, tmp):
     return [c == "P" for c in out.stdout.decode()]
 
 
+def read_exits(r, reply, n):
+    """The exit frames of n jobs answering on stream `reply` (then deleted),
+    by job id."""
+    exits, last = {}, "0"
+    while len(exits) < n:
+        for _, entries in r.xread({reply: last}, block=30000, count=1000) or []:
+            for eid, f in entries:
+                last = eid
+                fr = msgpack.unpackb(f[b"frame"])
+                if fr["kind"] == "exit":
+                    exits[fr["id"]] = fr
+    r.delete(reply)
+    return exits
+
+
 def run_kiln(r, srcs):
     reply = "eval.reply." + uuid.uuid4().hex[:8]
     ids = ["e-%s-%d" % (reply[-8:], i) for i in range(len(srcs))]
@@ -105,16 +120,7 @@ def run_kiln(r, srcs):
         pipe.xadd("kiln.jobs", {"job": msgpack.packb(
             {"id": jid, "plugin": "python", "code": src, "reply_to": reply})})
     pipe.execute()
-    status = {}
-    last = "0"
-    while len(status) < len(srcs):
-        for _, entries in r.xread({reply: last}, block=30000, count=1000) or []:
-            for eid, f in entries:
-                last = eid
-                fr = msgpack.unpackb(f[b"frame"])
-                if fr["kind"] == "exit":
-                    status[fr["id"]] = fr
-    r.delete(reply)
+    status = read_exits(r, reply, len(srcs))
     for jid in ids:
         if status[jid]["status"] not in ("ok", "error"):
             raise SystemExit("kiln ended a program %s: %r" % (status[jid]["status"], status[jid]))
@@ -138,18 +144,11 @@ def run_true(r, n, pid):
             {"id": "%s-%d" % (reply, i), "plugin": "shell", "code": "true", "reply_to": reply})})
     c0, t = worker_cpu_ms(pid), time.perf_counter()
     pipe.execute()
-    done, last = 0, "0"
-    while done < n:
-        for _, entries in r.xread({reply: last}, block=30000, count=1000) or []:
-            for eid, f in entries:
-                last = eid
-                fr = msgpack.unpackb(f[b"frame"])
-                if fr["kind"] == "exit":
-                    if fr["status"] != "ok":
-                        raise SystemExit("a `true` job ended %r" % fr)
-                    done += 1
+    exits = read_exits(r, reply, n)
     secs = time.perf_counter() - t
-    r.delete(reply)
+    for fr in exits.values():
+        if fr["status"] != "ok":
+            raise SystemExit("a `true` job ended %r" % fr)
     return n / secs, (worker_cpu_ms(pid) - c0) / n
 
 

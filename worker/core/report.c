@@ -59,6 +59,14 @@ static void on_timer_closed(uv_handle_t *h)
     kiln__run_unref(h->data);
 }
 
+/* Its outcome is decided: its sandbox goes and its timer stops. */
+static void halt(struct kiln_run *run)
+{
+    if (run->session != NULL)
+        kiln_session_kill(run->session);
+    uv_timer_stop(&run->timer);
+}
+
 /* Nothing more happens to the job: freed once its sandbox is gone. Its
  * slot is free now: a sandbox being torn down (its processes reaped, its
  * namespaces and memory freed) runs no job, so the next job need not wait
@@ -76,10 +84,7 @@ static void done(struct kiln_run *run)
     else
         run->credit_owed = 1;
     kiln__run_close_egress(run);
-    if (!run->timer_closing) {
-        run->timer_closing = 1;
-        uv_close((uv_handle_t *)&run->timer, on_timer_closed);
-    }
+    uv_close((uv_handle_t *)&run->timer, on_timer_closed); /* DONE once: closed once */
     kiln__run_maybe_free(run);
 }
 
@@ -200,9 +205,7 @@ static void report(struct kiln_run *run, enum kiln_status status, const char *re
         run->ex.meta = run->job->meta;
         run->ex.meta_len = run->job->meta_len;
     }
-    if (run->session != NULL)
-        kiln_session_kill(run->session);
-    uv_timer_stop(&run->timer);
+    halt(run);
     run->exit_seq = run->seq++;
     write_exit(run);
 }
@@ -233,9 +236,7 @@ void kiln__run_dead_letter(struct kiln_run *run)
     struct kiln_frame_info info = {"dead", 0, kiln__run_attempt(run), run->d};
     const struct kiln_config *cfg = run->w->cfg;
     run->state = RUN_DEAD_LETTER;
-    if (run->session != NULL)
-        kiln_session_kill(run->session);
-    uv_timer_stop(&run->timer);
+    halt(run);
     kiln_log_job(KILN_LOG_ERROR, run->job->id, run->plugin->name, kiln__run_attempt(run),
                  "job %s: %u attempts failed in kiln; to the dead letters (%s)", run->job->id,
                  kiln__run_attempt(run), cfg->dead_letters);
@@ -313,9 +314,7 @@ void kiln__run_finish(struct kiln_run *run, enum kiln_status status, const char 
                          "job %s attempt %u failed in kiln (%s); retrying", run->job->id,
                          kiln__run_attempt(run), reason ? reason : "?");
             run->state = RUN_RETRY_WAIT;
-            if (run->session != NULL)
-                kiln_session_kill(run->session);
-            uv_timer_stop(&run->timer);
+            halt(run);
             kiln__run_advance(run);
             return;
         }

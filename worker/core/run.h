@@ -57,7 +57,6 @@ struct kiln_run {
     struct kiln_session *session; /* until GONE */
     struct kiln_egress *egress;  /* the job's way out, with net.allow */
     uv_timer_t timer;            /* the job's timeout, then a retry's backoff */
-    int timer_closing;
     int credit_owed;             /* its slot is given back when it is freed */
     const char *dest;            /* where frames go */
     uint64_t seq;                /* the next frame's */

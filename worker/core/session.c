@@ -51,9 +51,10 @@ void kiln_session_stop(struct kiln_session *s)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    if (s->state != KILN_SESSION_RUNNING || s->chan == NULL || uv_is_active((uv_handle_t *)&s->grace)) {
-        if (!uv_is_active((uv_handle_t *)&s->grace))
-            kiln_session_kill(s);
+    if (uv_is_active((uv_handle_t *)&s->grace))
+        return; /* asked already: the grace runs */
+    if (s->state != KILN_SESSION_RUNNING || s->chan == NULL) {
+        kiln_session_kill(s);
         return;
     }
     kiln_proto_begin_msg(&sb, &pk, "kill", 0);
@@ -101,8 +102,7 @@ static void on_ready(struct kiln_session *s, const msgpack_object *m)
         return;
     }
     /* a sandbox forked from a template has its interpreter up already */
-    s->warm = kiln_mp_true(m, "warm");
-    if (s->prestart == NULL || s->prestart->argc == 0 || s->warm) {
+    if (s->prestart == NULL || s->prestart->argc == 0 || kiln_mp_true(m, "warm")) {
         ready(s);
         return;
     }

@@ -84,7 +84,6 @@ struct kiln_session {
     const struct kiln_plan *prestart; /* borrowed; NULL: none */
     uint64_t t_spawn;           /* loop ms */
     uint64_t t_heard;           /* the agent's last message (loop ms) */
-    int warm;                   /* its interpreter was started before the job */
     kiln_session_event_cb on_event;
     void *arg;
     uv_timer_t grace;           /* kiln_session_stop()'s wait for the agent */
