@@ -119,11 +119,14 @@ static void send_run(struct kiln_run *run)
         return;
     }
     run->state = RUN_RUNNING;
-    run->t_run = uv_now(run->w->loop);
     /* the job's time starts with its run: a cold sandbox's start-up is
-     * kiln's (a start-up that never ends is a hang: --hang-ms) */
+     * kiln's (a start-up that never ends is a hang: --hang-ms). The loop's
+     * clock is the time its iteration began and counts whole milliseconds:
+     * refresh it and add one, or a job could be stopped before its time */
+    uv_update_time(run->w->loop);
+    run->t_run = uv_now(run->w->loop);
     int64_t timeout = job->limits.timeout_ms > 0 ? job->limits.timeout_ms : cfg->timeout_ms;
-    uv_timer_start(&run->timer, on_timeout, (uint64_t)timeout, 0);
+    uv_timer_start(&run->timer, on_timeout, (uint64_t)timeout + 1, 0);
 }
 
 static void on_output(struct kiln_run *run, int fd, const void *data, size_t len)
