@@ -258,6 +258,13 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
             c.in_next = in;
             c.in_left = in_len;
         }
+        const msgpack_object *o = kiln_mp_get(&u.data, "collect");
+        int64_t cpu_ms = 0;
+        c.collect = o != NULL && o->type == MSGPACK_OBJECT_STR ? kiln_mp_strdup(o) : NULL;
+        if ((o = kiln_mp_get(&u.data, "cpu_ms")) != NULL)
+            kiln_mp_int(o, 0, INT64_MAX, &cpu_ms);
+        c.cpu_limit_ms = cpu_ms;
+        c.cpu_over = 0;
         kiln_run_supervise(&c, t0);
         kiln__agent.served = 1;
         /* single use: wait for the worker to hang up or say kill */

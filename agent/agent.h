@@ -153,7 +153,7 @@ void kiln_agent_send_error(const char *reason);
 void kiln_agent_send_ready(int warm);
 void kiln_agent_send_out(int fd, const void *data, size_t len);
 /* channel.c: "exit": how the job ended, and what the whole job used. */
-void kiln_agent_send_exit(int status, int64_t wall_ms);
+void kiln_agent_send_exit(int status, int64_t wall_ms, int cpu_over);
 void kiln_agent_send_started(void);
 void kiln_agent_send_beat(void);
 /* channel.c: block until one whole message has arrived in `u`: 0, or a
@@ -171,7 +171,15 @@ struct kiln_child {
     char *inbuf;          /* owned: envelope (warm) + the job's stdin */
     const char *in_next;
     size_t in_left;
+    int64_t cpu_limit_ms; /* the job's CPU time, all its processes: 0 none */
+    int cpu_over;         /* it passed cpu_limit_ms and was killed */
+    const char *collect;  /* a file under /work sent back after the exit, or
+                           * NULL (borrowed from the run message) */
 };
+
+/* cpu.c: CPU time the job has used so far (ms), every process counted;
+ * `job` is its main process. */
+int64_t kiln_cpu_used_ms(pid_t job);
 
 /* run.c: the "run" (or "prestart", "zygote") message `m` as a spec whose
  * pointers borrow from `m`, and its stdin. Returns 0 or -EINVAL/-ENOMEM. */

@@ -87,7 +87,7 @@ void kiln_agent_send_out(int fd, const void *data, size_t len)
     kiln_agent_send(&sb);
 }
 
-void kiln_agent_send_exit(int status, int64_t wall_ms)
+void kiln_agent_send_exit(int status, int64_t wall_ms, int cpu_over)
 {
     struct rusage ru;
     msgpack_sbuffer sb;
@@ -98,7 +98,7 @@ void kiln_agent_send_exit(int status, int64_t wall_ms)
     long long peak_kb = -1, oom_kills = 0;
     if (kiln__agent.in_vm)
         kiln_vm_stats(&kiln__agent.vm, &peak_kb, &oom_kills);
-    kiln_proto_begin_msg(&sb, &pk, "exit", kiln__agent.in_vm ? 7 : 5);
+    kiln_proto_begin_msg(&sb, &pk, "exit", (kiln__agent.in_vm ? 7 : 5) + (cpu_over != 0));
     kiln_mp_str(&pk, "code");
     if (WIFEXITED(status))
         msgpack_pack_int(&pk, WEXITSTATUS(status));
@@ -115,6 +115,10 @@ void kiln_agent_send_exit(int status, int64_t wall_ms)
     msgpack_pack_int64(&pk, cpu_ms);
     kiln_mp_str(&pk, "max_rss_kb");
     msgpack_pack_int64(&pk, ru.ru_maxrss);
+    if (cpu_over) {
+        kiln_mp_str(&pk, "cpu_limit");
+        msgpack_pack_true(&pk);
+    }
     if (kiln__agent.in_vm) { /* the guest kernel's own accounting of the job's cgroup */
         kiln_mp_str(&pk, "peak_kb");
         msgpack_pack_int64(&pk, peak_kb);

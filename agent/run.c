@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -257,6 +258,56 @@ static void out_add(int fd, const char *data, size_t len)
     pend.len += len;
 }
 
+/* The file the worker asked back (a build's artifact), once the job has
+ * ended: {t:"file", path, mode, data} when it is a regular file of at most
+ * KILN_COLLECT_MAX bytes (never through a symlink), else {t:"file", path,
+ * error}. */
+static void send_collected(const char *rel)
+{
+    char path[1100], why[160] = "";
+    struct stat st;
+    char *data = NULL;
+    int fd = -1;
+    snprintf(path, sizeof(path), "/work/%s", rel);
+    if (strstr(rel, "..") != NULL || rel[0] == '/' || strlen(rel) > 1024)
+        snprintf(why, sizeof(why), "not a path under /work");
+    else if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
+        snprintf(why, sizeof(why), "%s", errno == ENOENT ? "it was not made" : strerror(errno));
+    else if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        snprintf(why, sizeof(why), "not a regular file");
+    else if (st.st_size > KILN_COLLECT_MAX)
+        snprintf(why, sizeof(why), "larger than %d MiB", KILN_COLLECT_MAX >> 20);
+    else if ((data = malloc((size_t)st.st_size + 1)) == NULL)
+        snprintf(why, sizeof(why), "out of memory");
+    size_t got = 0;
+    while (why[0] == '\0' && got < (size_t)st.st_size) {
+        ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
+        if (n <= 0) {
+            snprintf(why, sizeof(why), "read: %s", n == 0 ? "it shrank" : strerror(errno));
+            break;
+        }
+        got += (size_t)n;
+    }
+    if (fd >= 0)
+        close(fd);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin_msg(&sb, &pk, "file", why[0] != '\0' ? 2 : 3);
+    kiln_mp_str(&pk, "path");
+    kiln_mp_str(&pk, rel);
+    if (why[0] != '\0') {
+        kiln_mp_str(&pk, "error");
+        kiln_mp_str(&pk, why);
+    } else {
+        kiln_mp_str(&pk, "mode");
+        msgpack_pack_unsigned_int(&pk, st.st_mode & 07777);
+        kiln_mp_str(&pk, "data");
+        kiln_mp_bin(&pk, data, got);
+    }
+    free(data);
+    kiln_agent_send(&sb);
+}
+
 void kiln_run_supervise(struct kiln_child *c, int64_t t0)
 {
     char buf[KILN_PROTO_CHUNK];
@@ -270,6 +321,9 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
         c->in = -1;
     }
     int status = 0, exited = 0;
+    /* a CPU limit is checked this often: a tenth of it, 5-50 ms */
+    int64_t tick = c->cpu_limit_ms / 10 < 5 ? 5 : c->cpu_limit_ms / 10 > 50 ? 50 : c->cpu_limit_ms / 10;
+    int64_t next_check = t0 + tick;
     /* a child that ended before we watched: its SIGCHLD is pending and the
      * signalfd reports it at once */
     struct pollfd pf[5];
@@ -287,8 +341,19 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
             int64_t left = pend.first + KILN_OUT_COALESCE_MS - kiln_agent_now_ms();
             wait = left > 0 ? (int)left : 0;
         }
+        if (c->cpu_limit_ms > 0 && !exited) {
+            int64_t left = next_check - kiln_agent_now_ms();
+            wait = left < 0 ? 0 : left < wait ? (int)left : wait;
+        }
         if (poll(pf, 5, wait) < 0 && errno != EINTR)
             break;
+        if (c->cpu_limit_ms > 0 && !exited && kiln_agent_now_ms() >= next_check) {
+            next_check = kiln_agent_now_ms() + tick;
+            if (!c->cpu_over && kiln_cpu_used_ms(c->pid) > c->cpu_limit_ms) {
+                c->cpu_over = 1; /* all of it, threads and children: the limit is the job's */
+                kiln_run_kill(c->pid);
+            }
+        }
         if (pend.len > 0 && kiln_agent_now_ms() - pend.first >= KILN_OUT_COALESCE_MS)
             out_flush();
         if (kiln_agent_now_ms() - kiln__agent.last_sent >= 1000)
@@ -355,7 +420,9 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
     while (waitpid(-1, NULL, 0) > 0) /* the stragglers kiln_run_kill() ended */
         ;
     free(c->inbuf);
-    kiln_agent_send_exit(status, wall);
+    if (c->collect != NULL)
+        send_collected(c->collect);
+    kiln_agent_send_exit(status, wall, c->cpu_over);
 }
 
 /* A sandbox forked by a zygote: its interpreter, PID `job`, waits on the

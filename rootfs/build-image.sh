@@ -22,7 +22,9 @@ DENO_INTEGRITY=sha512-3md4TKLCuzsLDmfOoC5KN7NAZaxSVkMgm64vg6foD00JBADCpYS2/5QqXf
 # Debian packages whose files go in, as installed on this machine.
 PACKAGES="dash coreutils grep sed findutils mawk diffutils gzip tar
 python3-minimal python3.11-minimal libpython3.11-minimal
-python3.11 libpython3.11-stdlib python3 media-types tzdata ca-certificates"
+python3.11 libpython3.11-stdlib python3 media-types tzdata ca-certificates
+gcc gcc-12 cpp cpp-12 g++ g++-12 libgcc-12-dev libstdc++-12-dev libc6-dev libc-dev-bin
+linux-libc-dev libcrypt-dev binutils binutils-x86-64-linux-gnu"
 
 out=${1:?usage: build-image.sh OUTDIR KILN_AGENT KILN_WORKER}
 agent=${2:?kiln-agent binary}
@@ -98,6 +100,14 @@ done | sort -u | while read -r lib; do
     copy "$lib"
     real=$(readlink -f "$lib")
     [ "$real" = "$lib" ] || copy "$real"
+done
+
+# ---- what the compilers link programs with: libraries no binary here
+# loads, named by glibc's linker scripts (libm.so names libmvec) and by
+# g++ (libstdc++, libgcc_s) ------------------------------------------------
+for lib in libmvec.so.1 libstdc++.so.6 libgcc_s.so.1; do
+    copy "/usr/lib/x86_64-linux-gnu/$lib"
+    copy "$(readlink -f "/usr/lib/x86_64-linux-gnu/$lib")"
 done
 
 # ---- /etc of our own ----------------------------------------------------

@@ -68,6 +68,12 @@ int kiln_plugins_load_file(struct kiln_plugins *set, const char *path,
         snprintf(why, whylen, "plugin '%s' has no plan callback", p->name);
         goto out;
     }
+    if (KILN_PLUGIN_HAS(p, build) &&
+        (p->artifact == NULL || p->artifact[0] == '\0' || p->artifact[0] == '/' ||
+         strstr(p->artifact, "..") != NULL || strlen(p->artifact) > 200)) {
+        snprintf(why, whylen, "plugin '%s' has a build but no artifact path under /work", p->name);
+        goto out;
+    }
     if (kiln_plugins_find(set, p->name) != NULL) {
         snprintf(why, whylen, "a plugin named '%s' is already loaded", p->name);
         goto out;
@@ -182,7 +188,10 @@ void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root)
         struct kiln_job_view v = {.size = sizeof(v), .id = "probe", .plugin = p->name,
                                   .code = "", .code_len = 0};
         kiln_plan_init(&probe, 1u << 20);
-        if (p->plan(kiln_plan_host(), &v, &probe) == 0 && probe.argc > 0 &&
+        /* a compiled plugin's program is its compiler; its run's is the artifact */
+        int (*plan)(const struct kiln_host *, const struct kiln_job_view *, struct kiln_plan *) =
+            KILN_PLUGIN_HAS(p, build) ? p->build : p->plan;
+        if (plan(kiln_plan_host(), &v, &probe) == 0 && probe.argc > 0 &&
             probe.argv[0][0] == '/' &&
             ((root == NULL && !host_visible(probe.argv[0])) || !in_image(rootfd, probe.argv[0]))) {
             char why[512];

@@ -122,6 +122,7 @@ static void on_warm_event(void *arg, const struct kiln_session_event *ev)
         warm_gone(w);
         break;
     case KILN_SESSION_OUTPUT:
+    case KILN_SESSION_FILE:
     case KILN_SESSION_EXIT:
         break; /* no job runs in a pooled sandbox */
     }

@@ -9,10 +9,10 @@
 #include "core/plan.h"
 #include "wire/job.h"
 
-int kiln_prepare_check(const struct kiln_job *job, const struct kiln_config *cfg, char *why,
-                       size_t len)
+/* One set of limits against the operator's maximums; `what` names it. */
+static int check_limits(const struct kiln_limits *l, const char *what, const struct kiln_config *cfg,
+                        char *why, size_t len)
 {
-    const struct kiln_limits *l = &job->limits;
     static const struct { const char *name; size_t job, max; } caps[] = {
         {"timeout_ms", offsetof(struct kiln_limits, timeout_ms), offsetof(struct kiln_config, max_timeout_ms)},
         {"output_bytes", offsetof(struct kiln_limits, output_bytes), offsetof(struct kiln_config, max_output_bytes)},
@@ -25,11 +25,25 @@ int kiln_prepare_check(const struct kiln_job *job, const struct kiln_config *cfg
         int64_t asked = *(const int64_t *)((const char *)l + caps[i].job);
         int64_t max = *(const int64_t *)((const char *)cfg + caps[i].max);
         if (asked > max) {
-            snprintf(why, len, "limits.%s %lld is over this worker's maximum of %lld", caps[i].name,
+            snprintf(why, len, "%s.%s %lld is over this worker's maximum of %lld", what, caps[i].name,
                      (long long)asked, (long long)max);
             return -EINVAL;
         }
     }
+    return 0;
+}
+
+int kiln_prepare_check(const struct kiln_job *job, const struct kiln_config *cfg, char *why,
+                       size_t len)
+{
+    char what[48];
+    int r = check_limits(&job->limits, "limits", cfg, why, len);
+    for (size_t i = 0; r == 0 && job->tests && i < job->nruns; i++) {
+        snprintf(what, sizeof(what), "tests[%zu].limits", i);
+        r = check_limits(&job->runs[i].limits, what, cfg, why, len);
+    }
+    if (r < 0)
+        return r;
     if (job->meta_len > KILN_META_MAX) {
         snprintf(why, len, "meta is %zu bytes: at most %d", job->meta_len, KILN_META_MAX);
         return -E2BIG;
@@ -74,9 +88,23 @@ static int add_env(const struct kiln_job *job, struct kiln_plan *plan)
     return 0;
 }
 
+void kiln_prepare_limits(const struct kiln_job *job, int cur, struct kiln_limits *out)
+{
+    *out = job->limits;
+    if (cur < 0 || !job->tests)
+        return;
+    const struct kiln_limits *c = &job->runs[cur].limits;
+    int64_t *o = (int64_t *)out;
+    const int64_t *v = (const int64_t *)c;
+    for (size_t i = 0; i < sizeof(*c) / sizeof(int64_t); i++)
+        if (v[i] >= 0)
+            o[i] = v[i];
+}
+
 int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
-                      const struct kiln_plugin *p, const struct kiln_config *cfg,
-                      struct kiln_plan *plan, struct kiln_job_view *view)
+                      const struct kiln_plugin *p, const struct kiln_config *cfg, int build,
+                      const struct kiln_artifact *art, struct kiln_plan *plan,
+                      struct kiln_job_view *view)
 {
     char num[16];
     int r;
@@ -105,10 +133,13 @@ int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
         view->args = (const char *const *)job->runs[cur].args;
         view->nargs = job->runs[cur].nargs;
     }
-    if ((r = p->plan(kiln_plan_host(), view, plan)) < 0)
+    if ((r = (build ? p->build : p->plan)(kiln_plan_host(), view, plan)) < 0)
         return r;
     if (plan->argc == 0)
         return kiln_plan_reject(plan, "the plugin made an empty plan");
+    /* the artifact before the job's files: a job file cannot replace it */
+    if (art != NULL && (r = kiln_plan_file(plan, p->artifact, art->data, art->len, 0555)) < 0)
+        return r;
     if ((r = add_files(job, p, plan)) < 0 || (r = add_env(job, plan)) < 0)
         return r;
     return kiln_plan_check(plan, plan->reject, sizeof(plan->reject));

@@ -41,6 +41,7 @@ void kiln__run_maybe_free(struct kiln_run *run)
     int owed = run->credit_owed;
     kiln_job_free(run->job);
     kiln_plan_free(&run->plan);
+    kiln__run_judge_free(run);
     kiln_retry_log_free(&run->failures);
     free(run);
     w->ending--;
@@ -128,20 +129,33 @@ void kiln__run_output(struct kiln_run *run, int fd, const void *data, size_t len
 
 static void on_exit_written(void *arg, int status, const char *err);
 
+void kiln__run_write(struct kiln_run *run, msgpack_sbuffer *sb, const char *kind,
+                     void (*cb)(void *arg, int status, const char *err))
+{
+    struct kiln_frame_info info = {kind ? kind : "case", run->seq - 1, kiln__run_attempt(run), run->d};
+    if (cb != NULL)
+        run->refs++;
+    int r = run->w->src->ops->write(run->w->src, run->dest, run->job ? run->job->id : NULL,
+                                    sb->data, sb->size, &info, cb ? cb : on_frame_written,
+                                    cb ? run : NULL);
+    msgpack_sbuffer_destroy(sb);
+    if (r < 0) {
+        if (cb != NULL)
+            run->refs--;
+        kiln_error("job %s: a %s frame could not be queued (%s)", kiln__run_id(run),
+                   kind ? kind : "case", strerror(-r));
+        if (cb != NULL)
+            kiln__run_release(run);
+        else
+            kiln__run_stop(run, STOP_RELEASE);
+    }
+}
+
 static void write_exit(struct kiln_run *run)
 {
     msgpack_sbuffer sb;
-    struct kiln_frame_info info = {"exit", run->exit_seq, run->ex.attempt, run->d};
     kiln_frame_exit(&sb, run->job ? run->job->id : NULL, run->exit_seq, &run->ex);
-    run->refs++;
-    int r = run->w->src->ops->write(run->w->src, run->dest, run->job ? run->job->id : NULL,
-                                    sb.data, sb.size, &info, on_exit_written, run);
-    msgpack_sbuffer_destroy(&sb);
-    if (r < 0) {
-        run->refs--;
-        kiln_error("job %s: its exit frame could not be queued (%s)", kiln__run_id(run), strerror(-r));
-        kiln__run_release(run);
-    }
+    kiln__run_write(run, &sb, "exit", on_exit_written);
 }
 
 static void on_exit_written(void *arg, int status, const char *err)
@@ -196,6 +210,10 @@ static void report(struct kiln_run *run, enum kiln_status status, const char *re
     run->ex.reason = reason ? run->reason : NULL;
     run->ex.attempt = kiln__run_attempt(run);
     run->ex.worker = run->w->cfg->consumer;
+    halt(run);
+    /* a build, or a case of `tests`: judged, and the job goes on */
+    if (kiln__run_judge(run, status))
+        return;
     run->ex.run = run->cur;
     if (run->egress != NULL)
         run->ex.denied = kiln_egress_denied(run->egress, &run->ex.ndenied);
@@ -205,7 +223,8 @@ static void report(struct kiln_run *run, enum kiln_status status, const char *re
         run->ex.meta = run->job->meta;
         run->ex.meta_len = run->job->meta_len;
     }
-    halt(run);
+    if (run->built && run->cur < 0)
+        run->ex.build = &run->build_info;
     run->exit_seq = run->seq++;
     write_exit(run);
 }
@@ -258,6 +277,11 @@ static void on_backoff(uv_timer_t *t)
     struct kiln_run *run = t->data;
     run->retries++;
     run->out_bytes = 0; /* a new attempt's output; a job's inputs share one cap */
+    if (run->job->tests && !run->building) { /* every case again, in the new attempt */
+        run->cur = 0;
+        run->passed = run->failed = 0;
+        memset(&run->total, 0, sizeof(run->total));
+    }
     kiln__run_start_one(run);
 }
 
@@ -297,7 +321,7 @@ void kiln__run_finish(struct kiln_run *run, enum kiln_status status, const char 
     if (status == KILN_STATUS_INTERNAL) {
         struct kiln_retry_case c = {
             .known = run->job != NULL && run->plugin != NULL,
-            .runs = run->cur >= 0,
+            .runs = run->cur >= 0 && !run->job->tests, /* a case: the job again */
             .stopping = run->w->draining,
             .attempt = kiln__run_attempt(run),
             .max_attempts = (unsigned)run->w->cfg->max_attempts,
@@ -328,12 +352,21 @@ void kiln__run_reject(struct kiln_run *run, enum kiln_reject why, const char *re
     kiln__run_finish(run, KILN_STATUS_REJECTED, reason);
 }
 
-/* The final frame of a job with `runs`: how many inputs ended ok. */
+/* The final frame of a job with `runs` (how many inputs ended ok) or
+ * `tests` (the job's verdict: accepted, or its first failing case's). */
 void kiln__run_summary(struct kiln_run *run)
 {
     struct kiln_exit *e = &run->ex;
+    int ok = run->job->tests ? run->passed : run->runs_ok;
     memset(e, 0, sizeof(*e));
-    e->status = run->runs_ok == (int)run->job->nruns ? KILN_STATUS_OK : KILN_STATUS_ERROR;
+    e->status = ok == (int)run->job->nruns ? KILN_STATUS_OK : KILN_STATUS_ERROR;
+    if (run->job->tests) {
+        e->has_verdict = 1;
+        e->verdict = run->failed ? run->first_fail : KILN_VERDICT_ACCEPTED;
+        e->passed = run->passed;
+        e->total = (int)run->job->nruns;
+    }
+    e->build = run->built ? &run->build_info : NULL;
     e->wall_ms = run->total.wall_ms;
     e->cpu_ms = run->total.cpu_ms;
     e->max_rss_kb = run->total.max_rss_kb;
@@ -343,7 +376,7 @@ void kiln__run_summary(struct kiln_run *run)
     e->meta_len = run->job->meta_len;
     e->run = -1;
     e->runs_total = (int)run->job->nruns;
-    e->runs_ok = run->runs_ok;
+    e->runs_ok = run->job->tests ? -1 : run->runs_ok;
     run->state = RUN_REPORTING;
     run->exit_seq = run->seq++;
     write_exit(run);

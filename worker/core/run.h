@@ -12,6 +12,7 @@
 
 #include "core/metrics.h"
 #include "core/plan.h"
+#include "core/prepare.h"
 #include "core/retry.h"
 #include "core/runner.h"
 #include "wire/frame.h"
@@ -70,6 +71,21 @@ struct kiln_run {
     int cur;                     /* the input running now, or -1 */
     int runs_ok;
     struct kiln_exit total;      /* sums for the final summary frame */
+    struct kiln_limits lim;      /* the current run's (a case's over the job's) */
+    int cpu_over;                /* its agent killed it at its CPU limit */
+    /* a job with `tests`: each case's output kept to judge it */
+    struct kiln_buf { unsigned char *data; size_t len, cap; } out, err;
+    int passed;
+    int failed;                  /* a case failed: stop_on_fail skips the rest */
+    enum kiln_verdict first_fail;
+    /* a compiled plugin's job: its build, then its runs */
+    int building;                /* the build is what runs now */
+    int built;                   /* build_info says how it went */
+    int after_build;             /* the build worked: the runs start next */
+    struct kiln_build_info build_info;
+    struct kiln_buf build_out;   /* the compiler's output, capped */
+    struct kiln_artifact artifact;
+    char artifact_error[160];    /* why the build's artifact did not come */
     /* retries of kiln's own failures */
     unsigned retries;            /* done so far in this worker */
     struct kiln_retry_log failures;
@@ -100,7 +116,31 @@ void kiln__run_start_one(struct kiln_run *run);
  * the next input, the backoff, or the end. */
 void kiln__run_advance(struct kiln_run *run);
 
+/* core/judge.c: cases, builds */
+/* Keep a chunk of a case's or a build's output; 0, or -1 when the job's
+ * output cap is reached (the case ends output_limit). */
+int kiln__run_keep_output(struct kiln_run *run, int fd, const void *data, size_t len);
+/* The build or the case that ran has ended with `status` (a program's
+ * end: ok, error, timeout, oom, killed, output_limit): judge it and go
+ * on. Returns 1 when it was one, 0 when the job's exit frame is due. */
+int kiln__run_judge(struct kiln_run *run, enum kiln_status status);
+/* After a case: skip the rest when stop_on_fail says so. Returns 1 when
+ * the job is over (then the summary follows). */
+int kiln__run_skip_rest(struct kiln_run *run);
+void kiln__run_judge_reset(struct kiln_run *run);
+/* The build's artifact (or why it did not come), from its agent. */
+struct kiln_session_event;
+void kiln__run_keep_artifact(struct kiln_run *run, const struct kiln_session_event *ev);
+void kiln__run_judge_free(struct kiln_run *run);
+
 /* core/report.c */
+/* Write a frame (`sb` is consumed); `cb` gets the run back when it is
+ * written (NULL: nobody waits, as for output). On a queueing failure the
+ * run is released. */
+void kiln__run_write(struct kiln_run *run, msgpack_sbuffer *sb, const char *kind,
+                     void (*cb)(void *arg, int status, const char *err));
+/* A case frame or a build is done: tally it and go on to the next. */
+void kiln__run_input_done(struct kiln_run *run);
 /* The job has ended with `status`: a cause from outside (run->stop) names
  * it; a failure of kiln's own may be tried again or dead-lettered. Does
  * nothing once the outcome is decided. */

@@ -41,7 +41,7 @@
 
 static int64_t job_memory_mb(const struct kiln_run *run)
 {
-    return run->job->limits.memory_mb > 0 ? run->job->limits.memory_mb : run->w->cfg->memory_mb;
+    return run->lim.memory_mb > 0 ? run->lim.memory_mb : run->w->cfg->memory_mb;
 }
 
 /* ---- the job in its sandbox ------------------------------------------- */
@@ -54,7 +54,7 @@ static void on_timeout(uv_timer_t *t)
 /* The job's memory and pids limits on its sandbox, before it runs. */
 static int apply_limits(struct kiln_run *run, const struct kiln_sandbox_limits *sl)
 {
-    const struct kiln_limits *l = &run->job->limits;
+    const struct kiln_limits *l = &run->lim;
     struct kiln_sandbox *sb = run->session->sb;
     int r = sb->backend->ops->limit ? sb->backend->ops->limit(sb, sl) : -ENOTSUP;
     if (r == -ENOTSUP && l->memory_mb < 0 && l->pids < 0)
@@ -72,7 +72,7 @@ static void send_run(struct kiln_run *run)
     const struct kiln_config *cfg = run->w->cfg;
     struct kiln_sandbox *sb = run->session->sb;
     struct kiln_sandbox_limits sl = {job_memory_mb(run) << 20,
-                                     job->limits.pids > 0 ? job->limits.pids : cfg->pids};
+                                     run->lim.pids > 0 ? run->lim.pids : cfg->pids};
     char err[256];
     int r = apply_limits(run, &sl);
     if (r < 0) {
@@ -102,14 +102,18 @@ static void send_run(struct kiln_run *run)
                 return;
             }
     }
-    int64_t cpu_ms = job->limits.cpu_ms > 0 ? job->limits.cpu_ms : cfg->cpu_ms;
+    int64_t cpu_ms = run->lim.cpu_ms > 0 ? run->lim.cpu_ms : cfg->cpu_ms;
     struct kiln_session_job sj = {
         .plan = &run->plan,
         .memory_bytes = sl.memory_bytes,
         .pids = sl.pids,
         .proxy = net,
-        .cpu_s = cpu_ms > 0 ? (cpu_ms + 999) / 1000 : 0,
-        .fsize = job->limits.file_bytes >= 0 ? job->limits.file_bytes : cfg->file_bytes,
+        /* the agent holds all of the job's processes to cpu_ms together;
+         * the kernel holds each to the next second past it (SIGXCPU) */
+        .cpu_s = cpu_ms > 0 ? cpu_ms / 1000 + 1 : 0,
+        .cpu_ms = cpu_ms,
+        .collect = run->building ? run->plugin->artifact : NULL,
+        .fsize = run->lim.file_bytes >= 0 ? run->lim.file_bytes : cfg->file_bytes,
         .nofile = cfg->open_files,
         .stdin_data = run->cur >= 0 ? job->runs[run->cur].stdin_data : job->stdin_data,
         .stdin_len = run->cur >= 0 ? job->runs[run->cur].stdin_len : job->stdin_len,
@@ -125,7 +129,14 @@ static void send_run(struct kiln_run *run)
      * refresh it and add one, or a job could be stopped before its time */
     uv_update_time(run->w->loop);
     run->t_run = uv_now(run->w->loop);
-    int64_t timeout = job->limits.timeout_ms > 0 ? job->limits.timeout_ms : cfg->timeout_ms;
+    int64_t timeout = run->lim.timeout_ms > 0 ? run->lim.timeout_ms : cfg->timeout_ms;
+    if (job->tests && !run->building && run->lim.timeout_ms <= 0 && cpu_ms > 0) {
+        /* a case is timed by its CPU: the wall clock is a backstop, far
+         * enough off that a busy machine does not flip its verdict */
+        timeout = 3 * cpu_ms + 1000;
+        if (timeout > cfg->max_timeout_ms)
+            timeout = cfg->max_timeout_ms;
+    }
     uv_timer_start(&run->timer, on_timeout, (uint64_t)timeout + 1, 0);
 }
 
@@ -133,14 +144,28 @@ static void on_output(struct kiln_run *run, int fd, const void *data, size_t len
 {
     if (run->state != RUN_RUNNING || run->stop == STOP_OUTPUT || run->stop == STOP_RELEASE)
         return;
+    if (run->building) { /* the compiler's output: kept (capped) for the exit frame */
+        if (kiln__run_keep_output(run, fd, data, len) < 0)
+            kiln__run_finish(run, KILN_STATUS_INTERNAL, "out of memory keeping the build's output");
+        return;
+    }
     if ((int64_t)len > run->out_cap - run->out_bytes) {
         /* cut at the cap, stop the job; its exit frame says output_limit */
         len = (size_t)(run->out_cap - run->out_bytes);
         kiln__run_stop(run, STOP_OUTPUT);
     }
     run->out_bytes += (int64_t)len;
-    if (len > 0)
-        kiln__run_output(run, fd, data, len);
+    if (len == 0)
+        return;
+    if (run->job->tests) { /* a case's output is judged, and streamed only if asked */
+        if (kiln__run_keep_output(run, fd, data, len) < 0) {
+            kiln__run_finish(run, KILN_STATUS_INTERNAL, "out of memory keeping a case's output");
+            return;
+        }
+        if (!run->job->tests_output)
+            return;
+    }
+    kiln__run_output(run, fd, data, len);
 }
 
 /* What the kernel says of the sandbox: peak memory, and whether the memory
@@ -167,9 +192,15 @@ static void on_job_exit(struct kiln_run *run, const struct kiln_session_exit *e)
     run->ex.signal = e->signal;
     run->ex.has_code = e->has_code;
     run->ex.code = e->code;
-    if (kernel_accounting(run, e->peak_kb, e->oom_kills))
+    run->cpu_over = e->cpu_limit;
+    if (kernel_accounting(run, e->peak_kb, e->oom_kills)) {
         kiln__run_finish(run, KILN_STATUS_OOM, run->reason);
-    else if (e->signal == SIGXCPU || e->signal == SIGXFSZ)
+    } else if (e->cpu_limit) {
+        int64_t limit = run->lim.cpu_ms > 0 ? run->lim.cpu_ms : run->w->cfg->cpu_ms;
+        snprintf(run->reason, sizeof(run->reason), "the cpu_ms limit (%lld ms) was reached: %lld ms used",
+                 (long long)limit, (long long)e->cpu_ms);
+        kiln__run_finish(run, KILN_STATUS_KILLED, run->reason);
+    } else if (e->signal == SIGXCPU || e->signal == SIGXFSZ)
         kiln__run_finish(run, KILN_STATUS_KILLED, e->signal == SIGXCPU ? "the cpu_ms limit was reached"
                                                              : "the file_bytes limit was reached");
     else if (e->has_code)
@@ -222,6 +253,9 @@ static void on_session(void *arg, const struct kiln_session_event *ev)
     case KILN_SESSION_OUTPUT:
         on_output(run, ev->fd, ev->data, ev->len);
         break;
+    case KILN_SESSION_FILE:
+        kiln__run_keep_artifact(run, ev);
+        break;
     case KILN_SESSION_EXIT:
         on_job_exit(run, ev->exit);
         break;
@@ -263,7 +297,17 @@ void kiln__run_start_one(struct kiln_run *run)
         return;
     }
     run->stop = STOP_NONE;
-    if ((r = kiln_prepare_plan(run->job, run->cur, kiln__run_attempt(run), p, w->cfg, &run->plan, &view)) < 0) {
+    if (run->building)
+        memset(&run->lim, 0xff, sizeof(run->lim)); /* all -1: the operator's defaults */
+    else
+        kiln_prepare_limits(run->job, run->cur, &run->lim);
+    if (run->job->tests) { /* each case its own output cap */
+        run->out_bytes = 0;
+        run->out_cap = run->lim.output_bytes >= 0 ? run->lim.output_bytes : w->cfg->output_bytes;
+    }
+    kiln__run_judge_reset(run);
+    if ((r = kiln_prepare_plan(run->job, run->cur, kiln__run_attempt(run), p, w->cfg, run->building,
+                               run->built ? &run->artifact : NULL, &run->plan, &view)) < 0) {
         if (r == -ENOMEM)
             kiln__run_finish(run, KILN_STATUS_INTERNAL, "out of memory planning the job");
         else
@@ -288,7 +332,7 @@ void kiln__run_start_one(struct kiln_run *run)
     run->refs++; /* the session's, until GONE */
     kiln_log_job(KILN_LOG_INFO, run->job->id, p->name, kiln__run_attempt(run),
                  "job %s attempt %u: started (%s%s, from %s%s)", run->job->id, kiln__run_attempt(run),
-                 p->name, how, run->d->ref, run->cur > 0 ? ", next input" : "");
+                 p->name, how, run->d->ref, run->building ? ", its build" : run->cur > 0 ? ", next input" : "");
     kiln_metrics_job_started(p->name);
     if (run->session->state == KILN_SESSION_READY)
         send_run(run); /* warm: its agent (and interpreter) wait */
@@ -304,7 +348,10 @@ void kiln__run_advance(struct kiln_run *run)
     case RUN_INPUT_DONE:
         if (run->stop == STOP_RELEASE) {
             kiln__run_release(run);
-        } else if (++run->cur >= (int)run->job->nruns) {
+        } else if (run->after_build) { /* built: its runs from the first */
+            run->after_build = 0;
+            kiln__run_start_one(run);
+        } else if (kiln__run_skip_rest(run) || ++run->cur >= (int)run->job->nruns) {
             kiln__run_close_egress(run);
             run->cur = -1;
             kiln__run_summary(run);
@@ -416,7 +463,9 @@ static void start(struct kiln_run *run)
         kiln__run_dead_letter(run);
         return;
     }
-    if (run->job->nruns > 0)
+    if (KILN_PLUGIN_HAS(run->plugin, build))
+        run->building = 1; /* its runs once it is built */
+    else if (run->job->nruns > 0)
         run->cur = 0;
     if (d->enqueued_ms > 0 && now_ms >= d->enqueued_ms)
         kiln_metrics_queue_wait((now_ms - d->enqueued_ms) / 1000.0);

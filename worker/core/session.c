@@ -136,6 +136,7 @@ static void on_exit_msg(struct kiln_session *s, const msgpack_object *m)
     get_int(m, "signal", 1, 128, &sig);
     get_int(m, "code", 0, 255, &code);
     ex.signal = (int)sig;
+    ex.cpu_limit = kiln_mp_true(m, "cpu_limit");
     ex.has_code = code >= 0;
     ex.code = ex.has_code ? (int)code : 0;
     const struct kiln_backend_ops *ops = s->sb->backend->ops;
@@ -148,6 +149,28 @@ static void on_exit_msg(struct kiln_session *s, const msgpack_object *m)
     kiln_session_kill(s); /* one job per sandbox */
     struct kiln_session_event ev = {.type = KILN_SESSION_EXIT, .exit = &ex};
     emit(s, &ev);
+}
+
+/* The file the run asked back, or why it could not come. */
+static void on_file_msg(struct kiln_session *s, const msgpack_object *m)
+{
+    const msgpack_object *path = kiln_mp_get(m, "path"), *data = kiln_mp_get(m, "data");
+    const msgpack_object *why = kiln_mp_get(m, "error");
+    int64_t mode = 0600;
+    char *p = path ? kiln_mp_strdup(path) : NULL, *w = why ? kiln_mp_strdup(why) : NULL;
+    if (s->state == KILN_SESSION_RUNNING && p != NULL &&
+        (w != NULL || (data != NULL && data->type == MSGPACK_OBJECT_BIN))) {
+        get_int(m, "mode", 0, 07777, &mode);
+        struct kiln_session_event ev = {.type = KILN_SESSION_FILE, .path = p, .file_error = w,
+                                        .mode = (unsigned)mode};
+        if (w == NULL) {
+            ev.data = data->via.bin.ptr;
+            ev.len = data->via.bin.size;
+        }
+        emit(s, &ev);
+    }
+    free(p);
+    free(w);
 }
 
 static void on_msg(void *arg, const msgpack_object *m)
@@ -172,6 +195,8 @@ static void on_msg(void *arg, const msgpack_object *m)
                                               fd->via.u64 == 2 ? 2 : 1,
                                         .data = data->via.bin.ptr, .len = data->via.bin.size};
         emit(s, &ev);
+    } else if (kiln_mp_streq(t, "file")) {
+        on_file_msg(s, m);
     } else if (kiln_mp_streq(t, "exit")) {
         on_exit_msg(s, m);
     } else if (kiln_mp_streq(t, "error")) {
@@ -270,7 +295,15 @@ int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job,
         kiln_session_kill(s);
         return -EINVAL;
     }
-    kiln_proto_begin_msg(&sb, &pk, "run", 8);
+    kiln_proto_begin_msg(&sb, &pk, "run", 8 + (job->cpu_ms > 0) + (job->collect != NULL));
+    if (job->cpu_ms > 0) {
+        kiln_mp_str(&pk, "cpu_ms");
+        msgpack_pack_int64(&pk, job->cpu_ms);
+    }
+    if (job->collect != NULL) {
+        kiln_mp_str(&pk, "collect");
+        kiln_mp_str(&pk, job->collect);
+    }
     /* for agents that enforce them (a VM's); a jail's are on the host */
     kiln_mp_str(&pk, "limits");
     msgpack_pack_map(&pk, 2);

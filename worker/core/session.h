@@ -39,6 +39,7 @@ enum kiln_session_state {
 enum kiln_session_event_type {
     KILN_SESSION_READY_EV, /* ready for kiln_session_run() */
     KILN_SESSION_OUTPUT,   /* a chunk of the job's stdout or stderr */
+    KILN_SESSION_FILE,     /* the file the run asked back (collect), before EXIT */
     KILN_SESSION_EXIT,     /* the job's process ended */
     KILN_SESSION_ERROR,    /* the agent failed, or spoke out of turn */
     KILN_SESSION_GONE,     /* the sandbox has exited: the last event */
@@ -51,6 +52,7 @@ struct kiln_session_exit {
     int64_t wall_ms, cpu_ms, max_rss_kb;
     int64_t peak_kb;       /* the sandbox's peak memory, -1 unknown */
     int64_t oom_kills;     /* processes its memory limit killed */
+    int cpu_limit;         /* its CPU time passed the run's cpu_ms: killed */
 };
 
 struct kiln_session_event {
@@ -61,6 +63,11 @@ struct kiln_session_event {
     size_t len;
     /* EXIT */
     const struct kiln_session_exit *exit;
+    /* FILE: its path, and its bytes and mode (data/len above) or why it
+     * could not be sent (borrowed for the call) */
+    const char *path;
+    const char *file_error;
+    unsigned mode;
     /* ERROR: why (borrowed), and whether the job's input was the cause
      * (its files do not fit /work, say) rather than kiln */
     const char *reason;
@@ -100,6 +107,8 @@ struct kiln_session_job {
     int64_t memory_bytes, pids;   /* enforced by an agent that can (a VM's) */
     int proxy;                    /* its relay serves KILN_PROXY_PORT */
     int64_t cpu_s, fsize, nofile; /* per-process rlimits */
+    int64_t cpu_ms;               /* the job's CPU time, all processes; 0: none */
+    const char *collect;          /* a file under /work to send back, or NULL */
     const void *stdin_data;       /* NULL: no stdin */
     size_t stdin_len;
 };

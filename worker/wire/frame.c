@@ -19,6 +19,21 @@ const char *kiln_status_name(enum kiln_status s)
     return (unsigned)s < KILN_STATUS_COUNT ? names[s] : "internal";
 }
 
+const char *kiln_verdict_name(enum kiln_verdict v)
+{
+    static const char *const names[KILN_VERDICT_COUNT] = {
+        [KILN_VERDICT_ACCEPTED] = "accepted",
+        [KILN_VERDICT_WRONG_ANSWER] = "wrong_answer",
+        [KILN_VERDICT_TIME_LIMIT] = "time_limit",
+        [KILN_VERDICT_MEMORY_LIMIT] = "memory_limit",
+        [KILN_VERDICT_RUNTIME_ERROR] = "runtime_error",
+        [KILN_VERDICT_OUTPUT_LIMIT] = "output_limit",
+        [KILN_VERDICT_COMPILE_ERROR] = "compile_error",
+        [KILN_VERDICT_SKIPPED] = "skipped",
+    };
+    return (unsigned)v < KILN_VERDICT_COUNT ? names[v] : "runtime_error";
+}
+
 static void pack_id(msgpack_packer *pk, const char *id)
 {
     kiln_mp_str(pk, "id");
@@ -57,7 +72,8 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 11 + (e->reason != NULL) + (e->meta != NULL) + (e->run >= 0) +
-                              2 * (e->runs_ok >= 0) + (e->ndenied > 0));
+                              2 * (e->runs_ok >= 0) + (e->ndenied > 0) + 3 * (e->has_verdict != 0) +
+                              (e->build != NULL));
     pack_id(&pk, id);
     kiln_mp_str(&pk, "seq");
     msgpack_pack_uint64(&pk, seq);
@@ -108,5 +124,76 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
         msgpack_pack_int(&pk, e->runs_total);
         kiln_mp_str(&pk, "runs_ok");
         msgpack_pack_int(&pk, e->runs_ok);
+    }
+    if (e->has_verdict) {
+        kiln_mp_str(&pk, "verdict");
+        kiln_mp_str(&pk, kiln_verdict_name(e->verdict));
+        kiln_mp_str(&pk, "passed");
+        msgpack_pack_int(&pk, e->passed);
+        kiln_mp_str(&pk, "total");
+        msgpack_pack_int(&pk, e->total);
+    }
+    if (e->build != NULL) {
+        kiln_mp_str(&pk, "build");
+        msgpack_pack_map(&pk, 3);
+        kiln_mp_str(&pk, "status");
+        kiln_mp_str(&pk, kiln_status_name(e->build->status));
+        kiln_mp_str(&pk, "wall_ms");
+        msgpack_pack_int64(&pk, e->build->wall_ms);
+        kiln_mp_str(&pk, "output");
+        kiln_mp_bin(&pk, e->build->output, e->build->output_len);
+    }
+}
+
+void kiln_frame_case(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
+                     const struct kiln_case_result *c)
+{
+    msgpack_packer pk;
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    int diff = c->verdict == KILN_VERDICT_WRONG_ANSWER && c->diff_at > 0;
+    msgpack_pack_map(&pk, 11 + (c->reason != NULL) + 3 * diff + (c->err != NULL));
+    pack_id(&pk, id);
+    kiln_mp_str(&pk, "seq");
+    msgpack_pack_uint64(&pk, seq);
+    kiln_mp_str(&pk, "attempt");
+    msgpack_pack_unsigned_int(&pk, attempt);
+    kiln_mp_str(&pk, "kind");
+    kiln_mp_str(&pk, "case");
+    kiln_mp_str(&pk, "case");
+    msgpack_pack_int(&pk, c->index);
+    kiln_mp_str(&pk, "verdict");
+    kiln_mp_str(&pk, kiln_verdict_name(c->verdict));
+    kiln_mp_str(&pk, "code");
+    if (c->has_code)
+        msgpack_pack_int(&pk, c->code);
+    else
+        msgpack_pack_nil(&pk);
+    kiln_mp_str(&pk, "signal");
+    if (c->signal)
+        msgpack_pack_int(&pk, c->signal);
+    else
+        msgpack_pack_nil(&pk);
+    kiln_mp_str(&pk, "wall_ms");
+    msgpack_pack_int64(&pk, c->wall_ms);
+    kiln_mp_str(&pk, "cpu_ms");
+    msgpack_pack_int64(&pk, c->cpu_ms);
+    kiln_mp_str(&pk, "max_rss_kb");
+    msgpack_pack_int64(&pk, c->max_rss_kb);
+    if (c->reason != NULL) {
+        kiln_mp_str(&pk, "reason");
+        kiln_mp_str(&pk, c->reason);
+    }
+    if (diff) {
+        kiln_mp_str(&pk, c->diff_tokens ? "token" : "line");
+        msgpack_pack_int64(&pk, c->diff_at);
+        kiln_mp_str(&pk, "expected");
+        kiln_mp_bin(&pk, c->expected, c->expected_len);
+        kiln_mp_str(&pk, "got");
+        kiln_mp_bin(&pk, c->got, c->got_len);
+    }
+    if (c->err != NULL) {
+        kiln_mp_str(&pk, "stderr");
+        kiln_mp_bin(&pk, c->err, c->err_len);
     }
 }

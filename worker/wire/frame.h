@@ -24,6 +24,47 @@ enum kiln_status {
 /* "ok", "error", ... as schemas/frame.v1.md names them (static). */
 const char *kiln_status_name(enum kiln_status s);
 
+/* A test case's verdict, and a job's with `tests`. */
+enum kiln_verdict {
+    KILN_VERDICT_ACCEPTED,
+    KILN_VERDICT_WRONG_ANSWER,
+    KILN_VERDICT_TIME_LIMIT,
+    KILN_VERDICT_MEMORY_LIMIT,
+    KILN_VERDICT_RUNTIME_ERROR,
+    KILN_VERDICT_OUTPUT_LIMIT,
+    KILN_VERDICT_COMPILE_ERROR,
+    KILN_VERDICT_SKIPPED,
+    KILN_VERDICT_COUNT
+};
+
+/* "accepted", "wrong_answer", ... (static). */
+const char *kiln_verdict_name(enum kiln_verdict v);
+
+/* What a compiled plugin's build did: the exit frame's `build`. */
+struct kiln_build_info {
+    enum kiln_status status;
+    int64_t wall_ms;
+    const unsigned char *output; /* the compiler's stdout and stderr, capped */
+    size_t output_len;
+};
+
+/* One case of a job's `tests`: its `case` frame. */
+struct kiln_case_result {
+    int index;
+    enum kiln_verdict verdict;
+    int has_code, code, signal;
+    int64_t wall_ms, cpu_ms, max_rss_kb;
+    const char *reason;          /* NULL: omitted */
+    /* wrong_answer: where the output first differs (1-based line, or
+     * token with tokens/float comparison; 0: nothing to show) */
+    int64_t diff_at;
+    int diff_tokens;
+    const unsigned char *expected, *got; /* excerpts */
+    size_t expected_len, got_len;
+    const unsigned char *err;    /* the start of its stderr, or NULL */
+    size_t err_len;
+};
+
 struct kiln_exit {
     enum kiln_status status;
     int has_code;         /* `code` is nil unless the program exited */
@@ -42,6 +83,11 @@ struct kiln_exit {
     int runs_ok;          /* how many ended ok; -1 when not a summary */
     const char *const *denied; /* destinations the egress proxy refused */
     size_t ndenied;
+    /* a job with `tests` (its last frame): `verdict`, `passed`, `total` */
+    int has_verdict;
+    enum kiln_verdict verdict;
+    int passed, total;
+    const struct kiln_build_info *build; /* a compiled plugin's, or NULL */
 };
 
 /*
@@ -53,5 +99,7 @@ void kiln_frame_output(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsign
                        int fd, const void *data, size_t len, int run);
 void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
                      const struct kiln_exit *e);
+void kiln_frame_case(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
+                     const struct kiln_case_result *c);
 
 #endif

@@ -189,7 +189,7 @@ static int decode_files(struct dec *d, const msgpack_object *o, struct kiln_job 
     return 0;
 }
 
-static int decode_limits(struct dec *d, const msgpack_object *o, struct kiln_limits *l)
+static int decode_limits(struct dec *d, const msgpack_object *o, const char *what, struct kiln_limits *l)
 {
     static const struct {
         const char *key;
@@ -204,14 +204,14 @@ static int decode_limits(struct dec *d, const msgpack_object *o, struct kiln_lim
         {"file_bytes", offsetof(struct kiln_limits, file_bytes), 0},
     };
     if (o->type != MSGPACK_OBJECT_MAP)
-        return bad(d, "field 'limits' must be a map");
+        return bad(d, "field '%s' must be a map", what);
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         const msgpack_object *v = kiln_mp_get(o, keys[i].key);
         int64_t *dst = (int64_t *)((char *)l + keys[i].off);
         if (v == NULL || v->type == MSGPACK_OBJECT_NIL)
             continue;
         if (kiln_mp_int(v, keys[i].min, INT64_MAX / 2, dst) < 0)
-            return bad(d, "field 'limits.%s' must be an integer >= %lld", keys[i].key,
+            return bad(d, "field '%s.%s' must be an integer >= %lld", what, keys[i].key,
                        (long long)keys[i].min);
     }
     return 0;
@@ -228,34 +228,126 @@ static int decode_net(struct dec *d, const msgpack_object *o, struct kiln_job *j
     return get_str_array(d, allow, "net.allow", &job->net_allow, &job->nnet);
 }
 
-static int decode_runs(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+static const msgpack_object *get_opt(const msgpack_object *map, const char *key)
 {
+    const msgpack_object *v = kiln_mp_get(map, key);
+    return v != NULL && v->type != MSGPACK_OBJECT_NIL ? v : NULL;
+}
+
+/* A case's `expect`: {stdout?, exit?}. */
+static int decode_expect(struct dec *d, const msgpack_object *o, unsigned i, struct kiln_run_input *in)
+{
+    const msgpack_object *v;
+    char name[48];
+    int64_t code;
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return bad(d, "field 'tests[%u].expect' must be a map", i);
+    snprintf(name, sizeof(name), "tests[%u].expect.stdout", i);
+    if ((v = get_opt(o, "stdout")) != NULL) {
+        int r = get_bytes(d, v, name, &in->expect_stdout, &in->expect_len);
+        if (r < 0)
+            return r;
+    }
+    if ((v = get_opt(o, "exit")) != NULL) {
+        if (kiln_mp_int(v, 0, 255, &code) < 0)
+            return bad(d, "field 'tests[%u].expect.exit' must be an integer 0-255", i);
+        in->expect_exit = (int)code;
+    }
+    return 0;
+}
+
+/* `runs` (inputs) or `tests` (cases: inputs with what they must give). */
+static int decode_runs(struct dec *d, const msgpack_object *o, const char *key, struct kiln_job *job)
+{
+    int tests = strcmp(key, "tests") == 0;
     if (o->type != MSGPACK_OBJECT_ARRAY)
-        return bad(d, "field 'runs' must be an array of maps");
+        return bad(d, "field '%s' must be an array of maps", key);
     if (o->via.array.size == 0 || o->via.array.size > KILN_JOB_RUNS_MAX)
-        return bad(d, "field 'runs' must hold 1 to %d inputs", KILN_JOB_RUNS_MAX);
+        return bad(d, "field '%s' must hold 1 to %d %s", key, KILN_JOB_RUNS_MAX,
+                   tests ? "cases" : "inputs");
     job->runs = calloc(o->via.array.size, sizeof(*job->runs));
     if (job->runs == NULL)
         return d->nomem = 1, -ENOMEM;
+    job->tests = tests;
     for (uint32_t i = 0; i < o->via.array.size; i++) {
         const msgpack_object *run = &o->via.array.ptr[i], *v;
         struct kiln_run_input *in = &job->runs[i];
-        char name[32];
+        char name[48];
         int r;
         job->nruns++;
+        in->limits = (struct kiln_limits){-1, -1, -1, -1, -1, -1};
         if (run->type != MSGPACK_OBJECT_MAP)
-            return bad(d, "field 'runs[%u]' must be a map", i);
-        snprintf(name, sizeof(name), "runs[%u].stdin", i);
-        if ((v = kiln_mp_get(run, "stdin")) != NULL && v->type != MSGPACK_OBJECT_NIL &&
+            return bad(d, "field '%s[%u]' must be a map", key, i);
+        snprintf(name, sizeof(name), "%s[%u].stdin", key, i);
+        if ((v = get_opt(run, "stdin")) != NULL &&
             (r = get_bytes(d, v, name, &in->stdin_data, &in->stdin_len)) < 0)
             return r;
-        snprintf(name, sizeof(name), "runs[%u].args", i);
-        if ((v = kiln_mp_get(run, "args")) != NULL && v->type != MSGPACK_OBJECT_NIL) {
+        snprintf(name, sizeof(name), "%s[%u].args", key, i);
+        if ((v = get_opt(run, "args")) != NULL) {
             in->has_args = 1;
             if ((r = get_str_array(d, v, name, &in->args, &in->nargs)) < 0)
                 return r;
         }
+        if (!tests)
+            continue;
+        if ((v = get_opt(run, "expect")) != NULL && (r = decode_expect(d, v, i, in)) < 0)
+            return r;
+        snprintf(name, sizeof(name), "tests[%u].limits", i);
+        if ((v = get_opt(run, "limits")) != NULL && (r = decode_limits(d, v, name, &in->limits)) < 0)
+            return r;
     }
+    return 0;
+}
+
+/* `compare`: "exact", "lines", "tokens" or {"float": TOL}. */
+static int decode_compare(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+{
+    static const char *names[] = {"lines", "exact", "tokens"};
+    const msgpack_object *tol;
+    for (int i = 0; i < 3; i++)
+        if (kiln_mp_streq(o, names[i])) {
+            job->compare = (enum kiln_compare)i;
+            return 0;
+        }
+    if (o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 1 && (tol = kiln_mp_get(o, "float")) != NULL) {
+        double t = tol->type == MSGPACK_OBJECT_FLOAT64 || tol->type == MSGPACK_OBJECT_FLOAT32 ? tol->via.f64
+                 : tol->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (double)tol->via.u64 : -1;
+        if (t >= 0 && t < 1e300) {
+            job->compare = KILN_COMPARE_FLOAT;
+            job->tolerance = t;
+            return 0;
+        }
+    }
+    return bad(d, "field 'compare' must be \"exact\", \"lines\", \"tokens\" or {\"float\": TOL >= 0}");
+}
+
+static int get_bool(struct dec *d, const msgpack_object *m, const char *key, int *out)
+{
+    const msgpack_object *v = get_opt(m, key);
+    if (v == NULL)
+        return 0;
+    if (v->type != MSGPACK_OBJECT_BOOLEAN)
+        return bad(d, "field '%s' must be true or false", key);
+    *out = v->via.boolean;
+    return 0;
+}
+
+static int decode_tests(struct dec *d, const msgpack_object *m, struct kiln_job *job)
+{
+    const msgpack_object *runs = get_opt(m, "runs"), *tests = get_opt(m, "tests"), *o;
+    int r;
+    if (runs != NULL && tests != NULL)
+        return bad(d, "a job has 'runs' or 'tests', not both");
+    if (runs != NULL || tests != NULL) {
+        r = decode_runs(d, runs ? runs : tests, runs ? "runs" : "tests", job);
+        if (r < 0)
+            return r;
+    }
+    if ((o = get_opt(m, "compare")) != NULL && (r = decode_compare(d, o, job)) < 0)
+        return r;
+    if ((r = get_bool(d, m, "stop_on_fail", &job->stop_on_fail)) < 0 ||
+        (r = get_bool(d, m, "tests_output", &job->tests_output)) < 0)
+        return r;
     return 0;
 }
 
@@ -328,7 +420,7 @@ static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *j
         (r = decode_files(d, o, job)) < 0)
         return r;
     if ((o = kiln_mp_get(m, "limits")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
-        (r = decode_limits(d, o, &job->limits)) < 0)
+        (r = decode_limits(d, o, "limits", &job->limits)) < 0)
         return r;
     if ((o = kiln_mp_get(m, "net")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
         (r = decode_net(d, o, job)) < 0)
@@ -336,10 +428,7 @@ static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *j
     if ((o = kiln_mp_get(m, "deadline")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
         kiln_mp_int(o, 0, INT64_MAX, &job->deadline) < 0)
         return bad(d, "field 'deadline' must be a non-negative integer (unix ms)");
-    if ((o = kiln_mp_get(m, "runs")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
-        (r = decode_runs(d, o, job)) < 0)
-        return r;
-    return 0;
+    return decode_tests(d, m, job);
 }
 
 int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
@@ -442,6 +531,7 @@ void kiln_job_free(struct kiln_job *job)
     free(job->meta);
     for (size_t i = 0; i < job->nruns; i++) {
         free(job->runs[i].stdin_data);
+        free(job->runs[i].expect_stdout);
         free_strv(job->runs[i].args, job->runs[i].nargs);
     }
     free(job->runs);

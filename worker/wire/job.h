@@ -24,13 +24,27 @@ struct kiln_limits {
 
 #define KILN_JOB_RUNS_MAX 1000
 
-/* One input of a job with `runs`: its own stdin and args. */
+/* One input of a job with `runs`, or one case of its `tests`: its own
+ * stdin and args, and for a case what it must print and exit with and
+ * the limits it runs under (-1: the job's). */
 struct kiln_run_input {
     unsigned char *stdin_data; /* NULL: no stdin */
     size_t stdin_len;
     char **args;               /* NULL: the job's args */
     size_t nargs;
     int has_args;
+    unsigned char *expect_stdout; /* NULL: any output passes */
+    size_t expect_len;
+    int expect_exit;           /* default 0 */
+    struct kiln_limits limits;
+};
+
+/* How a case's stdout is compared with what it should print. */
+enum kiln_compare {
+    KILN_COMPARE_LINES,        /* trailing whitespace of lines, trailing empty lines ignored */
+    KILN_COMPARE_EXACT,
+    KILN_COMPARE_TOKENS,       /* whitespace-separated tokens */
+    KILN_COMPARE_FLOAT,        /* tokens; numbers equal within a tolerance */
 };
 
 struct kiln_file {
@@ -61,8 +75,13 @@ struct kiln_job {
     unsigned char *meta;       /* the `meta` value re-packed, or NULL */
     size_t meta_len;
     int not_msgpack;          /* decoding failed: the bytes are no msgpack object */
-    struct kiln_run_input *runs; /* NULL when the job has no `runs` */
+    struct kiln_run_input *runs; /* NULL when the job has no `runs` or `tests` */
     size_t nruns;
+    int tests;                 /* `runs` holds the cases of `tests` */
+    enum kiln_compare compare;
+    double tolerance;          /* KILN_COMPARE_FLOAT: absolute or relative */
+    int stop_on_fail;          /* after a failing case, the rest are skipped */
+    int tests_output;          /* cases stream their stdout/stderr frames too */
     int64_t deadline;          /* unix ms after which it must not start; -1 */
 };
 

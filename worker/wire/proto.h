@@ -13,6 +13,8 @@
  *                      peak_kb?, oom_kills?}   (the last two: a VM's own cgroup)
  *                     {t:"error", reason, fault?: "job"}  (fault: the job's
  *                      input was why, e.g. its files do not fit /work)
+ *                     {t:"file", path, mode, data} or {t:"file", path, error}
+ *                      (before "exit": the file "run" asked back in collect)
  *   worker -> agent   {t:"hello", now_ns, seed} (VMs: the host speaks first;
  *                     seed: 32 random bytes the guest's kernel is reseeded
  *                     with before anything starts there)
@@ -22,7 +24,9 @@
  *                      the channel speaks its records from then on)
  *                     {t:"run", argv:[str], env:[str], cwd:str,
  *                      files:[[path, bin, mode]], stdin: bin|nil, proxy: bool,
- *                      rlimits: {cpu, fsize, nofile},
+ *                      rlimits: {cpu, fsize, nofile}, cpu_ms?: int (the
+ *                      job's CPU time, all its processes: killed past it,
+ *                      and "exit" says cpu_limit: true), collect?: str,
  *                      limits: {memory_bytes, pids}}   (enforced by a VM's agent)
  *                     {t:"kill"}
  *
@@ -44,6 +48,8 @@
 #define KILN_PROTO_MAX_MSG (64u << 20)
 /* Output is read and forwarded in chunks of at most this many bytes. */
 #define KILN_PROTO_CHUNK (64u << 10)
+/* The largest file "collect" brings back (a build's artifact). */
+#define KILN_COLLECT_MAX (32 << 20)
 
 /* The zygote's answer to the worker (agent/zygote.c): one fixed record,
  * with the new sandbox's pidfd attached when err is 0. The magic cannot be

@@ -79,7 +79,7 @@ extern "C" {
 #endif
 
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 2
+#define KILN_PLUGIN_ABI_MINOR 3
 #define KILN_PLUGIN_SYMBOL "kiln_plugin_entry"
 
 #if defined(__GNUC__)
@@ -194,6 +194,23 @@ struct kiln_plugin {
     /* v1.1 ends here; append only. */
     unsigned flags;           /* (v1.2) KILN_PLUGIN_* below */
     /* v1.2 ends here. */
+    /*
+     * Optional (v1.3): compile once, run many. Plan the build of `job`
+     * (the compiler's argv, the source written with plan_file(), a
+     * profile), as plan() plans a run; the job's own files and env are
+     * added as for a run. The build runs first, in a sandbox of its own
+     * under the worker's default limits, its output kept (not streamed):
+     * it must leave the file `artifact` (a path relative to /work). Each
+     * run of the job (each input of `runs`, each case of `tests`) then
+     * starts in a fresh sandbox with its own copy of that file at the same
+     * path, mode 0555, and plan() plans the run (say, argv {"/work/prog"}).
+     * A build that fails, or leaves no artifact, ends the job with the
+     * verdict compile_error and the build's output; nothing runs.
+     */
+    int (*build)(const struct kiln_host *host, const struct kiln_job_view *job,
+                 struct kiln_plan *plan);
+    const char *artifact;     /* (v1.3) with build: what it leaves in /work */
+    /* v1.3 ends here. */
 };
 
 /*
