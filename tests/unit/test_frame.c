@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <msgpack.h>
+#include <openssl/evp.h>
 #include <string.h>
 
 #include "wire/frame.h"
@@ -51,6 +52,85 @@ static void test_output_frames(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+static enum kiln_verdict verdict_of(const char *name)
+{
+    for (int v = 0; v < KILN_VERDICT_COUNT; v++)
+        if (name != NULL && strcmp(kiln_verdict_name((enum kiln_verdict)v), name) == 0)
+            return (enum kiln_verdict)v;
+    fail_msg("no verdict %s", name ? name : "(null)");
+    return KILN_VERDICT_COUNT;
+}
+
+static enum kiln_status status_of(const char *name)
+{
+    for (int s = 0; s < KILN_STATUS_COUNT; s++)
+        if (name != NULL && strcmp(kiln_status_name((enum kiln_status)s), name) == 0)
+            return (enum kiln_status)s;
+    fail_msg("no status %s", name ? name : "(null)");
+    return KILN_STATUS_COUNT;
+}
+
+/* A vector's bytes ({"base64": ...}) into `out`; returns how many. */
+static size_t unbase64(json_t *v, unsigned char *out, size_t cap)
+{
+    const char *b64 = json_string_value(json_object_get(v, "base64"));
+    assert_non_null(b64);
+    int n = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)strlen(b64));
+    assert_true(n >= 0 && (size_t)n <= cap);
+    size_t len = strlen(b64);
+    while (len > 0 && b64[len - 1] == '=') { /* DecodeBlock counts the padding as zeros */
+        n--;
+        len--;
+    }
+    return (size_t)n;
+}
+
+static void check_case(const char *name)
+{
+    json_t *j = fields(name);
+    json_t *code = json_object_get(j, "code"), *sig = json_object_get(j, "signal");
+    json_t *reason = json_object_get(j, "reason"), *line = json_object_get(j, "line");
+    json_t *err = json_object_get(j, "stderr");
+    unsigned char want[256], got[256], errb[256];
+    struct kiln_case_result c = {
+        .index = (int)json_integer_value(json_object_get(j, "case")),
+        .verdict = verdict_of(json_string_value(json_object_get(j, "verdict"))),
+        .has_code = json_is_integer(code),
+        .code = (int)json_integer_value(code),
+        .signal = (int)json_integer_value(sig),
+        .wall_ms = json_integer_value(json_object_get(j, "wall_ms")),
+        .cpu_ms = json_integer_value(json_object_get(j, "cpu_ms")),
+        .max_rss_kb = json_integer_value(json_object_get(j, "max_rss_kb")),
+        .reason = reason ? json_string_value(reason) : NULL,
+    };
+    if (line) {
+        c.diff_at = json_integer_value(line);
+        c.expected = want;
+        c.expected_len = unbase64(json_object_get(j, "expected"), want, sizeof(want));
+        c.got = got;
+        c.got_len = unbase64(json_object_get(j, "got"), got, sizeof(got));
+    }
+    if (err) {
+        c.err = errb;
+        c.err_len = unbase64(err, errb, sizeof(errb));
+    }
+    msgpack_sbuffer sb;
+    kiln_frame_case(&sb, json_string_value(json_object_get(j, "id")),
+                    (uint64_t)json_integer_value(json_object_get(j, "seq")),
+                    (unsigned)json_integer_value(json_object_get(j, "attempt")), &c);
+    assert_golden(name, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    json_decref(j);
+}
+
+static void test_case_frames(void **state)
+{
+    (void)state;
+    check_case("case_accepted");
+    check_case("case_wrong_answer");
+    check_case("case_time_limit");
+}
+
 static void check_exit(const char *name)
 {
     json_t *j = fields(name);
@@ -80,6 +160,22 @@ static void check_exit(const char *name)
     if (runs) {
         e.runs_total = (int)json_integer_value(runs);
         e.runs_ok = (int)json_integer_value(json_object_get(j, "runs_ok"));
+    }
+    json_t *verdict = json_object_get(j, "verdict"), *build = json_object_get(j, "build");
+    if (verdict) {
+        e.has_verdict = 1;
+        e.verdict = verdict_of(json_string_value(verdict));
+        e.passed = (int)json_integer_value(json_object_get(j, "passed"));
+        e.total = (int)json_integer_value(json_object_get(j, "total"));
+    }
+    struct kiln_build_info bi;
+    unsigned char out[256];
+    if (build) {
+        bi.status = status_of(json_string_value(json_object_get(build, "status")));
+        bi.wall_ms = json_integer_value(json_object_get(build, "wall_ms"));
+        bi.output = out;
+        bi.output_len = unbase64(json_object_get(build, "output"), out, sizeof(out));
+        e.build = &bi;
     }
 
     /* meta is echoed as the job's packed bytes: take them from the golden */
@@ -120,6 +216,7 @@ static void test_exit_frames(void **state)
     check_exit("exit_meta");
     check_exit("exit_run");
     check_exit("exit_summary");
+    check_exit("exit_tests");
 }
 
 int main(void)
@@ -127,6 +224,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_output_frames),
         cmocka_unit_test(test_exit_frames),
+        cmocka_unit_test(test_case_frames),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,6 +117,41 @@ static void assert_bytes(json_t *want, const void *got, size_t len)
     assert_memory_equal(out, got, len);
 }
 
+/* What a job with `tests` adds: each case's expectations and limits, and
+ * how its output is compared. */
+static void check_tests(const struct kiln_job *job, json_t *want)
+{
+    json_t *tests = json_object_get(want, "tests"), *cmp = json_object_get(want, "compare");
+    if (json_is_string(cmp))
+        assert_int_equal(job->compare, strcmp(json_string_value(cmp), "tokens") == 0 ? KILN_COMPARE_TOKENS
+                                       : strcmp(json_string_value(cmp), "exact") == 0 ? KILN_COMPARE_EXACT
+                                       : KILN_COMPARE_LINES);
+    else if (json_is_object(cmp)) {
+        assert_int_equal(job->compare, KILN_COMPARE_FLOAT);
+        assert_true(job->tolerance == json_real_value(json_object_get(cmp, "float")));
+    } else
+        assert_int_equal(job->compare, KILN_COMPARE_LINES);
+    assert_int_equal(job->stop_on_fail, json_is_true(json_object_get(want, "stop_on_fail")));
+    assert_int_equal(job->tests_output, json_is_true(json_object_get(want, "tests_output")));
+    for (size_t i = 0; tests != NULL && i < job->nruns; i++) {
+        const struct kiln_run_input *in = &job->runs[i];
+        json_t *t = json_array_get(tests, i), *ex = json_object_get(t, "expect"), *lim = json_object_get(t, "limits");
+        json_t *out = ex ? json_object_get(ex, "stdout") : NULL, *code = ex ? json_object_get(ex, "exit") : NULL;
+        if (out)
+            assert_bytes(out, in->expect_stdout, in->expect_len);
+        else
+            assert_null(in->expect_stdout);
+        assert_int_equal(in->expect_exit, code ? json_integer_value(code) : 0);
+        static const char *keys[] = {"timeout_ms", "cpu_ms", "memory_mb", "pids", "output_bytes", "file_bytes"};
+        const int64_t got[] = {in->limits.timeout_ms, in->limits.cpu_ms, in->limits.memory_mb,
+                               in->limits.pids, in->limits.output_bytes, in->limits.file_bytes};
+        for (size_t k = 0; k < 6; k++) {
+            json_t *v = lim ? json_object_get(lim, keys[k]) : NULL;
+            assert_int_equal(got[k], v ? json_integer_value(v) : -1);
+        }
+    }
+}
+
 static void check_valid(const char *name)
 {
     size_t len, jlen;
@@ -181,7 +216,11 @@ static void check_valid(const char *name)
     json_t *deadline = json_object_get(want, "deadline");
     assert_int_equal(job->deadline, deadline ? json_integer_value(deadline) : -1);
     assert_meta(name, job, json_object_get(want, "meta"));
-    json_t *runs = json_object_get(want, "runs");
+    json_t *runs = json_object_get(want, "runs"), *tests = json_object_get(want, "tests");
+    assert_int_equal(job->tests, tests != NULL);
+    if (tests != NULL)
+        runs = tests;
+    check_tests(job, want);
     assert_int_equal(job->nruns, json_is_array(runs) ? json_array_size(runs) : 0);
     for (size_t i = 0; i < job->nruns; i++) {
         json_t *r = json_array_get(runs, i), *in = json_object_get(r, "stdin"), *a = json_object_get(r, "args");
