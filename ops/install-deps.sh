@@ -19,6 +19,8 @@ PKGS="$PKGS bubblewrap"
 # the runtime image (rootfs/build-image.sh): what goes in, and squashfs
 PKGS="$PKGS python3-minimal dash coreutils grep sed findutils mawk diffutils gzip tar"
 PKGS="$PKGS media-types tzdata ca-certificates squashfs-tools"
+# ... and the compilers of the c and cpp plugins
+PKGS="$PKGS gcc-12 g++-12 libc6-dev"
 # microVMs (rootfs/build-vm.sh, --backend qemu): the VMM, the guest kernel,
 # and cpio for the initramfs
 PKGS="$PKGS qemu-system-x86 linux-image-amd64 cpio"
