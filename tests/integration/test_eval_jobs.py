@@ -81,6 +81,12 @@ PROBLEMS = [
     ("stop_on_fail skips the rest", "python", "import sys; sys.exit(int(input()))",
      [{"stdin": "0"}, {"stdin": "1"}, {"stdin": "0"}, {"stdin": "0"}], {"stop_on_fail": True},
      "runtime_error", ["accepted", "runtime_error", "skipped", "skipped"]),
+    ("deno, judged with no build", "deno-eval", "console.log(6 * 7)",
+     [{"expect": {"stdout": "42"}}, {"expect": {"stdout": "41"}}], {}, "wrong_answer",
+     ["accepted", "wrong_answer"]),
+    ("cpp throws: runtime error", "cpp",
+     "#include <stdexcept>\nint main() { throw std::runtime_error(\"no\"); }\n",
+     [{"stdin": ""}], {}, "runtime_error", ["runtime_error"]),
     ("python without expectations: exit codes", "python", "import sys; sys.exit(int(input()))",
      [{"stdin": "0"}, {"stdin": "3", "expect": {"exit": 3}}], {}, "accepted", ["accepted", "accepted"]),
 ]
@@ -136,6 +142,17 @@ class EvalJobs(KilnCase):
         self.assertEqual((ex["status"], out), ("ok", b"42\n"), err)
         self.assertEqual(ex["build"]["status"], "ok")
         self.assertNotIn("verdict", ex)
+
+    def test_a_c_job_with_runs_builds_once(self):
+        j = self.job(C_SUM, plugin="c", runs=[{"stdin": "1 2"}, {"stdin": "3 4"}])
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=60)
+        outs = [(f["run"], f["data"]) for f in fs if f["kind"] == "stdout"]
+        self.assertEqual(outs, [(0, b"3\n"), (1, b"7\n")])
+        ex = [f for f in fs if f["kind"] == "exit"]
+        self.assertEqual([e.get("run") for e in ex], [0, 1, None])
+        self.assertEqual(ex[-1]["build"]["status"], "ok")
+        self.assertEqual(self.w.text().count(b"its build"), 1, "built once")
 
     def test_cases_get_fresh_sandboxes_and_their_own_artifact_copy(self):
         # a case that scribbles over the program and leaves files behind;

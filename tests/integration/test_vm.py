@@ -123,6 +123,30 @@ class Limits(VMCase):
         self.assertEqual((ex["status"], out), ("ok", b"big ok\n"), (ex, err))
 
 
+class Evaluation(VMCase):
+    """Evaluation jobs in VMs: a C program built once in its own VM and
+    each case judged in a fresh one; a CPU limit told by the guest's
+    cgroup."""
+
+    def test_c_tests_and_a_cpu_limit_in_vms(self):
+        self.vm_worker("--pool", "0", "--slots", "2", plugins=["c", "python"])
+        code = ('#include <stdio.h>\nint main(void) { int a, b; scanf("%d %d", &a, &b);'
+                ' printf("%d\\n", a * b); return 0; }\n')
+        j = self.job(code, plugin="c", tests=[{"stdin": "6 7", "expect": {"stdout": "42"}},
+                                              {"stdin": "2 2", "expect": {"stdout": "5"}}])
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=SLOW * 3)
+        ex = [f for f in fs if f["kind"] == "exit"][-1]
+        self.assertEqual([f["verdict"] for f in fs if f["kind"] == "case"], ["accepted", "wrong_answer"], fs)
+        self.assertEqual((ex["verdict"], ex["passed"], ex["build"]["status"]), ("wrong_answer", 1, "ok"), ex)
+        j = self.job("while True: pass", plugin="python", tests=[{"limits": {"cpu_ms": 500}}])
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=SLOW)
+        c = [f for f in fs if f["kind"] == "case"][0]
+        self.assertEqual(c["verdict"], "time_limit", c)
+        self.assertIn("CPU time", c["reason"])
+
+
 class Failures(VMCase):
     """Each VM a cold boot (no pool, no snapshot), so the only QEMU running
     is the job's."""
