@@ -5,6 +5,8 @@
  *                                         exit with the job's exit code
  *   kiln frames [options]                 print a result stream's frames as
  *                                         JSON lines
+ *   kiln eval [options]                   run generated programs against
+ *                                         problems, report pass@k (eval.c)
  *
  * It speaks the wire contract (schemas/) and nothing else, so it is also an
  * example of a client.
@@ -22,6 +24,7 @@
 #include <unistd.h>
 
 #include "cli/client.h"
+#include "cli/eval.h"
 #include "cli/where.h"
 #include "wire/proto.h"
 
@@ -57,6 +60,9 @@ static void usage(FILE *f)
           "usage: kiln frames [--queue Q --redis URL --brokers LIST] [--stream NAME] [--follow] [--id JOBID]\n"
           "  prints each frame as one JSON object; bin data that is UTF-8 prints as a\n"
           "  string, other data as {\"base64\": ...}\n"
+          "\n"
+          "usage: kiln eval --problems FILE --samples FILE [--out FILE] [--k 1,10,100] [...]\n"
+          "  runs every sample as a job and reports pass@k (kiln eval --help)\n"
           "\n"
           "usage: kiln cancel [--queue Q --redis URL --brokers LIST] [--control NAME] JOB-ID\n"
           "\n"
@@ -496,6 +502,8 @@ int main(int argc, char **argv)
         return cmd_submit(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "frames") == 0)
         return cmd_frames(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "eval") == 0)
+        return kiln_eval(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "cancel") == 0)
         return cmd_cancel(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "dev-broker") == 0)
