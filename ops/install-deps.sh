@@ -7,7 +7,7 @@ set -eu
 PKGS="build-essential cmake pkg-config"
 # libraries the worker, agent and client link (README: "Dependencies")
 PKGS="$PKGS libuv1-dev libhiredis-dev libmsgpack-dev librdkafka-dev libssl-dev"
-PKGS="$PKGS libseccomp-dev libjansson-dev libhttp-parser-dev"
+PKGS="$PKGS libseccomp-dev libjansson-dev libhttp-parser-dev zlib1g-dev"
 # tests: unit framework, real servers, independent clients, process tools
 PKGS="$PKGS libcmocka-dev redis-server redis-tools kcat"
 PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka python3-prometheus-client python3-yaml"

@@ -5,6 +5,8 @@
  *                                         exit with the job's exit code
  *   kiln frames [options]                 print a result stream's frames as
  *                                         JSON lines
+ *   kiln eval [options]                   run generated programs against
+ *                                         problems, report pass@k (eval.c)
  *
  * It speaks the wire contract (schemas/) and nothing else, so it is also an
  * example of a client.
@@ -22,6 +24,8 @@
 #include <unistd.h>
 
 #include "cli/client.h"
+#include "cli/eval.h"
+#include "cli/where.h"
 #include "wire/proto.h"
 
 #define MAX_LIST 256
@@ -56,6 +60,9 @@ static void usage(FILE *f)
           "usage: kiln frames [--queue Q --redis URL --brokers LIST] [--stream NAME] [--follow] [--id JOBID]\n"
           "  prints each frame as one JSON object; bin data that is UTF-8 prints as a\n"
           "  string, other data as {\"base64\": ...}\n"
+          "\n"
+          "usage: kiln eval --problems FILE --samples FILE [--out FILE] [--k 1,10,100] [...]\n"
+          "  runs every sample as a job and reports pass@k (kiln eval --help)\n"
           "\n"
           "usage: kiln cancel [--queue Q --redis URL --brokers LIST] [--control NAME] JOB-ID\n"
           "\n"
@@ -156,59 +163,6 @@ static json_t *to_json(const msgpack_object *o)
     }
 }
 
-/* ---- transports ------------------------------------------------------ */
-
-/* Where the client talks: Redis unless --queue kafka (or KILN_QUEUE). */
-struct where {
-    const char *queue;
-    const char *redis;
-    const char *brokers;
-    char *conf[64];
-    size_t nconf;
-};
-
-static void where_init(struct where *w)
-{
-    w->queue = getenv("KILN_QUEUE") ? getenv("KILN_QUEUE") : "redis";
-    w->redis = getenv("KILN_REDIS") ? getenv("KILN_REDIS") : "redis://127.0.0.1:6379";
-    w->brokers = getenv("KILN_BROKERS");
-    w->nconf = 0;
-}
-
-/* Take a transport option; 1 if `c` was one. */
-static int where_opt(struct where *w, int c, char *arg)
-{
-    switch (c) {
-    case 'Q': w->queue = arg; return 1;
-    case 'r': w->redis = arg; return 1;
-    case 'B': w->brokers = arg; return 1;
-    case 'K':
-        if (w->nconf < 64)
-            w->conf[w->nconf++] = arg;
-        return 1;
-    default: return 0;
-    }
-}
-
-static struct kiln_client *where_open(struct where *w)
-{
-    if (strcmp(w->queue, "kafka") == 0) {
-        if (w->brokers == NULL) {
-            fprintf(stderr, "kiln: --queue kafka needs --brokers (or KILN_BROKERS)\n");
-            return NULL;
-        }
-        return kiln_client_kafka(w->brokers, w->conf, w->nconf);
-    }
-    if (strcmp(w->queue, "redis") != 0) {
-        fprintf(stderr, "kiln: --queue: unknown value '%s'\n", w->queue);
-        return NULL;
-    }
-    return kiln_client_redis(w->redis);
-}
-
-#define WHERE_OPTIONS \
-    {"queue", 1, 0, 'Q'}, {"redis", 1, 0, 'r'}, {"brokers", 1, 0, 'B'}, {"kafka-conf", 1, 0, 'K'}
-
 /* ---- kiln frames ----------------------------------------------------- */
 
 struct frames_opts {
@@ -242,13 +196,13 @@ static int cmd_frames(int argc, char **argv)
     const char *stream = getenv("KILN_RESULTS") ? getenv("KILN_RESULTS") : "kiln.results";
     int follow = 0, c;
     struct frames_opts fo = {NULL};
-    struct where w;
+    struct kiln_where w;
     static const struct option lo[] = {
-        WHERE_OPTIONS, {"stream", 1, 0, 's'}, {"follow", 0, 0, 'F'}, {"id", 1, 0, 'i'},
+        KILN_WHERE_OPTIONS, {"stream", 1, 0, 's'}, {"follow", 0, 0, 'F'}, {"id", 1, 0, 'i'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    where_init(&w);
+    kiln_where_init(&w);
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        if (where_opt(&w, c, optarg))
+        if (kiln_where_opt(&w, c, optarg))
             continue;
         switch (c) {
         case 's': stream = optarg; break;
@@ -258,7 +212,7 @@ static int cmd_frames(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    struct kiln_client *cl = where_open(&w);
+    struct kiln_client *cl = kiln_where_open(&w);
     if (cl == NULL)
         return 69;
     cl->ops->watch(cl, stream, 0);
@@ -347,7 +301,7 @@ static int64_t now_ms(void)
 static int cmd_submit(int argc, char **argv)
 {
     const char *jobs = getenv("KILN_JOBS") ? getenv("KILN_JOBS") : "kiln.jobs";
-    struct where w;
+    struct kiln_where w;
     const char *plugin = "shell", *id = NULL, *reply_to = NULL;
     char *code = NULL, *in = NULL, idbuf[64];
     size_t code_len = 0, in_len = 0;
@@ -358,15 +312,15 @@ static int cmd_submit(int argc, char **argv)
     int follow = 1, c, rc = 2;
 
     static const struct option lo[] = {
-        WHERE_OPTIONS, {"jobs", 1, 0, 'j'}, {"plugin", 1, 0, 'p'}, {"code", 1, 0, 'c'},
+        KILN_WHERE_OPTIONS, {"jobs", 1, 0, 'j'}, {"plugin", 1, 0, 'p'}, {"code", 1, 0, 'c'},
         {"code-file", 1, 0, 'C'}, {"arg", 1, 0, 'a'}, {"stdin", 1, 0, 's'},
         {"stdin-file", 1, 0, 'S'}, {"env", 1, 0, 'e'}, {"file", 1, 0, 'f'},
         {"timeout-ms", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"reply-to", 1, 0, 'R'},
         {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    where_init(&w);
+    kiln_where_init(&w);
     while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
         char *eq;
-        if (where_opt(&w, c, optarg))
+        if (kiln_where_opt(&w, c, optarg))
             continue;
         switch (c) {
         case 'j': jobs = optarg; break;
@@ -413,7 +367,7 @@ static int cmd_submit(int argc, char **argv)
         id = idbuf;
     }
     char private_stream[128];
-    int kafka = strcmp(w.queue, "kafka") == 0;
+    int kafka = kiln_where_kafka(&w);
     /* Redis: a private stream, deleted after. Kafka: the results topic
      * (topics are not made per job), read from its end, filtered by id. */
     if (reply_to == NULL && kafka)
@@ -473,7 +427,7 @@ static int cmd_submit(int argc, char **argv)
         msgpack_pack_int64(&pk, timeout);
     }
 
-    struct kiln_client *cl = where_open(&w);
+    struct kiln_client *cl = kiln_where_open(&w);
     if (cl == NULL) {
         rc = 69;
         goto out;
@@ -516,12 +470,12 @@ out:
 static int cmd_cancel(int argc, char **argv)
 {
     const char *control = getenv("KILN_CONTROL") ? getenv("KILN_CONTROL") : "kiln.control";
-    struct where w;
+    struct kiln_where w;
     int c;
-    static const struct option lo[] = {WHERE_OPTIONS, {"control", 1, 0, 'c'}, {0, 0, 0, 0}};
-    where_init(&w);
+    static const struct option lo[] = {KILN_WHERE_OPTIONS, {"control", 1, 0, 'c'}, {0, 0, 0, 0}};
+    kiln_where_init(&w);
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        if (where_opt(&w, c, optarg))
+        if (kiln_where_opt(&w, c, optarg))
             continue;
         if (c == 'c')
             control = optarg;
@@ -534,7 +488,7 @@ static int cmd_cancel(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    struct kiln_client *cl = where_open(&w);
+    struct kiln_client *cl = kiln_where_open(&w);
     if (cl == NULL)
         return 69;
     int r = cl->ops->cancel(cl, control, argv[optind]);
@@ -548,6 +502,8 @@ int main(int argc, char **argv)
         return cmd_submit(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "frames") == 0)
         return cmd_frames(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "eval") == 0)
+        return kiln_eval(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "cancel") == 0)
         return cmd_cancel(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "dev-broker") == 0)

@@ -1,0 +1,446 @@
+/*
+ * kiln eval's input: problems and samples as JSON Lines, plain or gzipped
+ * (zlib's gzopen reads both), and the job each sample becomes.
+ *
+ * A function problem (OpenAI's human-eval format) runs
+ *     prompt + completion + "\n" + test + "\n" + "check(" + entry_point + ")"
+ * and passes when it exits 0. A stdin/stdout problem runs the completion as
+ * the whole program with the job key `tests` and passes when the worker's
+ * verdict is `accepted`.
+ *
+ * A job's id is "eval-" and the first 32 hex digits of SHA-256 over the
+ * job's msgpack bytes without `id` and `reply_to` (plugin, program, limits,
+ * tests): the same sample under the same limits is always the same job.
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "cli/eval.h"
+#include "wire/proto.h"
+
+#define LINES_FIRST_CAP 65536u
+
+/* ---- JSON Lines over zlib --------------------------------------------- */
+
+int kiln_eval_lines_open(struct kiln_eval_lines *l, const char *path)
+{
+    memset(l, 0, sizeof(*l));
+    l->path = path;
+    errno = 0;
+    gzFile gz = gzopen(path, "rb");
+    if (gz == NULL) {
+        if (errno == 0)
+            errno = ENOMEM;
+        return -1;
+    }
+    l->buf = malloc(LINES_FIRST_CAP);
+    if (l->buf == NULL) {
+        gzclose(gz);
+        errno = ENOMEM;
+        return -1;
+    }
+    l->cap = LINES_FIRST_CAP;
+    l->gz = gz;
+    return 0;
+}
+
+/* Read one line (or the rest of the file) into l->buf: its length, 0 at the
+ * end, -1 after saying why. */
+static long read_line(struct kiln_eval_lines *l)
+{
+    size_t n = 0;
+    for (;;) {
+        if (gzgets(l->gz, l->buf + n, (int)(l->cap - n)) == NULL) {
+            int zerr;
+            const char *msg = gzerror(l->gz, &zerr);
+            if (zerr != Z_OK && zerr != Z_STREAM_END) {
+                fprintf(stderr, "kiln eval: %s: line %lu: %s\n", l->path, l->line + 1,
+                        zerr == Z_ERRNO ? strerror(errno) : msg);
+                return -1;
+            }
+            return (long)n; /* the end: what was read has no newline */
+        }
+        n += strlen(l->buf + n);
+        if (n > 0 && l->buf[n - 1] == '\n')
+            return (long)n;
+        if (n + 1 < l->cap)
+            continue; /* stopped short of the buffer's end: a NUL or the end */
+        if (l->cap >= KILN_EVAL_LINE_MAX) {
+            fprintf(stderr, "kiln eval: %s: line %lu: longer than %u MiB\n", l->path,
+                    l->line + 1, KILN_EVAL_LINE_MAX >> 20);
+            return -1;
+        }
+        char *b = realloc(l->buf, l->cap * 2);
+        if (b == NULL) {
+            fprintf(stderr, "kiln eval: %s: line %lu: out of memory\n", l->path, l->line + 1);
+            return -1;
+        }
+        l->buf = b;
+        l->cap *= 2;
+    }
+}
+
+int kiln_eval_lines_next(struct kiln_eval_lines *l, const char **text, int *partial)
+{
+    for (;;) {
+        long n = read_line(l);
+        if (n <= 0)
+            return (int)n;
+        l->line++;
+        *partial = l->buf[n - 1] != '\n';
+        while (n > 0 && (l->buf[n - 1] == '\n' || l->buf[n - 1] == '\r'))
+            l->buf[--n] = '\0';
+        if (strspn(l->buf, " \t\r\n") == (size_t)n)
+            continue;
+        *text = l->buf;
+        return 1;
+    }
+}
+
+void kiln_eval_lines_close(struct kiln_eval_lines *l)
+{
+    if (l->gz != NULL)
+        gzclose(l->gz);
+    free(l->buf);
+    l->gz = NULL;
+    l->buf = NULL;
+}
+
+/* ---- problems ---------------------------------------------------------- */
+
+/* Object `o`'s string member `key`, or NULL after saying where it is wrong. */
+static const char *need_str(const json_t *o, const char *key, const struct kiln_eval_lines *l)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    if (s == NULL)
+        fprintf(stderr, "kiln eval: %s:%lu: '%s' must be a string\n", l->path, l->line, key);
+    return s;
+}
+
+/* The next line as a JSON object: 1, 0 at the end, -1 after saying why. */
+static int next_object(struct kiln_eval_lines *l, json_t **out)
+{
+    const char *text;
+    int partial;
+    json_error_t e;
+    int r = kiln_eval_lines_next(l, &text, &partial);
+    if (r <= 0)
+        return r;
+    *out = json_loads(text, JSON_REJECT_DUPLICATES, &e);
+    if (*out == NULL) {
+        fprintf(stderr, "kiln eval: %s:%lu: bad JSON: %s (column %d)\n", l->path, l->line,
+                e.text, e.column);
+        return -1;
+    }
+    if (!json_is_object(*out)) {
+        fprintf(stderr, "kiln eval: %s:%lu: want a JSON object\n", l->path, l->line);
+        json_decref(*out);
+        return -1;
+    }
+    return 1;
+}
+
+/* Fill `p` from its line `j` (taken): 0, or -1 after saying why. */
+static int problem_of(struct kiln_eval_problem *p, json_t *j, const struct kiln_eval_lines *l)
+{
+    memset(p, 0, sizeof(*p));
+    p->json = j;
+    if ((p->task_id = need_str(j, "task_id", l)) == NULL)
+        return -1;
+    const json_t *tests = json_object_get(j, "tests");
+    if (tests == NULL) {
+        p->kind = KILN_EVAL_FUNCTION;
+        return (p->prompt = need_str(j, "prompt", l)) && (p->test = need_str(j, "test", l)) &&
+               (p->entry_point = need_str(j, "entry_point", l)) ? 0 : -1;
+    }
+    p->kind = KILN_EVAL_STDIO;
+    p->tests = tests;
+    size_t n = json_array_size(tests);
+    if (!json_is_array(tests) || n < 1 || n > KILN_EVAL_MAX_TESTS) {
+        fprintf(stderr, "kiln eval: %s:%lu: 'tests' must be a list of 1-%u cases\n", l->path,
+                l->line, KILN_EVAL_MAX_TESTS);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *t = json_array_get(tests, i);
+        if (!json_is_string(json_object_get(t, "input")) ||
+            !json_is_string(json_object_get(t, "output"))) {
+            fprintf(stderr, "kiln eval: %s:%lu: tests[%zu] must be {\"input\": str, \"output\": str}\n",
+                    l->path, l->line, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int by_task_cmp(const void *a, const void *b, void *arg)
+{
+    const struct kiln_eval_set *set = arg;
+    return strcmp(set->problems[*(const size_t *)a].task_id,
+                  set->problems[*(const size_t *)b].task_id);
+}
+
+/* Grow `*arr` of `*cap` elements of `size` to hold n + 1, up to `max`. */
+static int grow(void **arr, size_t *cap, size_t n, size_t size, size_t max)
+{
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? *cap * 2 : 256;
+    if (n >= max)
+        return -1;
+    if (c > max)
+        c = max;
+    void *p = realloc(*arr, c * size);
+    if (p == NULL)
+        return -1;
+    *arr = p;
+    *cap = c;
+    return 0;
+}
+
+int kiln_eval_load_problems(struct kiln_eval_set *set, const char *path)
+{
+    struct kiln_eval_lines l;
+    size_t cap = 0;
+    json_t *j;
+    int r, rc = -1;
+    set->problems_path = path;
+    if (kiln_eval_lines_open(&l, path) < 0) {
+        fprintf(stderr, "kiln eval: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    while ((r = next_object(&l, &j)) == 1) {
+        if (grow((void **)&set->problems, &cap, set->nproblems, sizeof(*set->problems),
+                 KILN_EVAL_MAX_PROBLEMS) < 0) {
+            fprintf(stderr, "kiln eval: %s:%lu: more than %u problems, or out of memory\n",
+                    path, l.line, KILN_EVAL_MAX_PROBLEMS);
+            json_decref(j);
+            goto out;
+        }
+        if (problem_of(&set->problems[set->nproblems++], j, &l) < 0)
+            goto out;
+    }
+    if (r < 0)
+        goto out;
+    if (set->nproblems == 0) {
+        fprintf(stderr, "kiln eval: %s: no problems in it\n", path);
+        goto out;
+    }
+    if ((set->by_task = malloc(set->nproblems * sizeof(size_t))) == NULL) {
+        fprintf(stderr, "kiln eval: out of memory\n");
+        goto out;
+    }
+    for (size_t i = 0; i < set->nproblems; i++)
+        set->by_task[i] = i;
+    qsort_r(set->by_task, set->nproblems, sizeof(size_t), by_task_cmp, set);
+    for (size_t i = 1; i < set->nproblems; i++)
+        if (by_task_cmp(&set->by_task[i - 1], &set->by_task[i], set) == 0) {
+            fprintf(stderr, "kiln eval: %s: task_id '%s' appears twice\n", path,
+                    set->problems[set->by_task[i]].task_id);
+            goto out;
+        }
+    rc = 0;
+out:
+    kiln_eval_lines_close(&l);
+    return rc;
+}
+
+struct kiln_eval_problem *kiln_eval_problem_find(const struct kiln_eval_set *set,
+                                                 const char *task_id)
+{
+    size_t lo = 0, hi = set->nproblems;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        struct kiln_eval_problem *p = &set->problems[set->by_task[mid]];
+        int c = strcmp(task_id, p->task_id);
+        if (c == 0)
+            return p;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+/* ---- jobs -------------------------------------------------------------- */
+
+/* The program of a function problem: a new string owned by the caller. */
+static char *function_program(const struct kiln_eval_problem *p, const char *completion)
+{
+    char *s = NULL;
+    if (asprintf(&s, "%s%s\n%s\ncheck(%s)", p->prompt, completion, p->test, p->entry_point) < 0)
+        return NULL;
+    return s;
+}
+
+/* Pack the job's keys but `id` and `reply_to` into `sb`, without the map's
+ * header: the bytes its id is the hash of. Returns how many keys, or -1. */
+static int pack_body(const struct kiln_eval_set *set, const struct kiln_eval_problem *p,
+                     const char *completion, msgpack_sbuffer *sb)
+{
+    const struct kiln_eval_limits *lim = &set->limits;
+    const long long lv[] = {lim->timeout_ms, lim->cpu_ms, lim->memory_mb, lim->output_bytes};
+    const char *const lk[] = {"timeout_ms", "cpu_ms", "memory_mb", "output_bytes"};
+    msgpack_packer pk;
+    int keys = 3, nlim = 0;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    kiln_mp_str(&pk, "v");
+    msgpack_pack_int(&pk, 1);
+    kiln_mp_str(&pk, "plugin");
+    kiln_mp_str(&pk, set->plugin);
+    kiln_mp_str(&pk, "code");
+    if (p->kind == KILN_EVAL_FUNCTION) {
+        char *code = function_program(p, completion);
+        if (code == NULL)
+            return -1;
+        kiln_mp_str(&pk, code);
+        free(code);
+    } else {
+        kiln_mp_str(&pk, completion);
+    }
+    for (size_t i = 0; i < 4; i++)
+        nlim += lv[i] >= 0;
+    if (nlim > 0) {
+        keys++;
+        kiln_mp_str(&pk, "limits");
+        msgpack_pack_map(&pk, (size_t)nlim);
+        for (size_t i = 0; i < 4; i++)
+            if (lv[i] >= 0) {
+                kiln_mp_str(&pk, lk[i]);
+                msgpack_pack_int64(&pk, lv[i]);
+            }
+    }
+    if (p->kind == KILN_EVAL_STDIO) {
+        keys++;
+        kiln_mp_str(&pk, "tests");
+        msgpack_pack_array(&pk, json_array_size(p->tests));
+        for (size_t i = 0; i < json_array_size(p->tests); i++) {
+            const json_t *t = json_array_get(p->tests, i);
+            const json_t *in = json_object_get(t, "input"), *out = json_object_get(t, "output");
+            msgpack_pack_map(&pk, 2);
+            kiln_mp_str(&pk, "stdin");
+            kiln_mp_strn(&pk, json_string_value(in), json_string_length(in));
+            kiln_mp_str(&pk, "expect");
+            msgpack_pack_map(&pk, 1);
+            kiln_mp_str(&pk, "stdout");
+            kiln_mp_strn(&pk, json_string_value(out), json_string_length(out));
+        }
+    }
+    return keys;
+}
+
+static void job_id(const msgpack_sbuffer *body, char id[KILN_EVAL_ID_LEN + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(body->data, body->size, md, &mdlen, EVP_sha256(), NULL);
+    memcpy(id, "eval-", 5);
+    for (size_t i = 0; i < 16; i++)
+        snprintf(id + 5 + 2 * i, 3, "%02x", md[i]);
+}
+
+int kiln_eval_pack_job(const struct kiln_eval_set *set, const struct kiln_eval_sample *s,
+                       const char *reply_to, msgpack_sbuffer *sb)
+{
+    msgpack_sbuffer body;
+    msgpack_packer pk;
+    if (s->completion == NULL)
+        return -1;
+    msgpack_sbuffer_init(&body);
+    int keys = pack_body(set, &set->problems[s->problem], s->completion, &body);
+    if (keys > 0) {
+        msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, (size_t)keys + 2);
+        kiln_mp_str(&pk, "id");
+        kiln_mp_str(&pk, s->job);
+        kiln_mp_str(&pk, "reply_to");
+        kiln_mp_str(&pk, reply_to);
+        msgpack_sbuffer_write(sb, body.data, body.size);
+    }
+    msgpack_sbuffer_destroy(&body);
+    return keys > 0 ? 0 : -1;
+}
+
+/* ---- samples ----------------------------------------------------------- */
+
+/* Fill sample `s` from its line `j` (borrowed): 0, or -1 after saying why. */
+static int sample_of(struct kiln_eval_set *set, struct kiln_eval_sample *s, const json_t *j,
+                     const struct kiln_eval_lines *l)
+{
+    const char *task_id = need_str(j, "task_id", l), *completion;
+    if (task_id == NULL || (completion = need_str(j, "completion", l)) == NULL)
+        return -1;
+    struct kiln_eval_problem *p = kiln_eval_problem_find(set, task_id);
+    if (p == NULL) {
+        fprintf(stderr, "kiln eval: %s:%lu: task_id '%s' is not in %s\n", l->path, l->line,
+                task_id, set->problems_path);
+        return -1;
+    }
+    memset(s, 0, sizeof(*s));
+    s->problem = (size_t)(p - set->problems);
+    s->index = p->nsamples++;
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init(&body);
+    int keys = pack_body(set, p, completion, &body);
+    if (keys > 0)
+        job_id(&body, s->job);
+    msgpack_sbuffer_destroy(&body);
+    if (keys < 0 || (s->completion = strdup(completion)) == NULL) {
+        fprintf(stderr, "kiln eval: out of memory\n");
+        return -1;
+    }
+    return 0;
+}
+
+int kiln_eval_load_samples(struct kiln_eval_set *set, const char *path)
+{
+    struct kiln_eval_lines l;
+    size_t cap = 0;
+    json_t *j = NULL;
+    int r, rc = -1;
+    if (kiln_eval_lines_open(&l, path) < 0) {
+        fprintf(stderr, "kiln eval: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    while ((r = next_object(&l, &j)) == 1) {
+        if (grow((void **)&set->samples, &cap, set->nsamples, sizeof(*set->samples),
+                 KILN_EVAL_MAX_SAMPLES) < 0) {
+            fprintf(stderr, "kiln eval: %s:%lu: more than %u samples, or out of memory\n",
+                    path, l.line, KILN_EVAL_MAX_SAMPLES);
+            goto out;
+        }
+        if (sample_of(set, &set->samples[set->nsamples], j, &l) < 0)
+            goto out;
+        set->nsamples++;
+        json_decref(j);
+        j = NULL;
+    }
+    if (r < 0)
+        goto out;
+    if (set->nsamples == 0) {
+        fprintf(stderr, "kiln eval: %s: no samples in it\n", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(j);
+    kiln_eval_lines_close(&l);
+    return rc;
+}
+
+void kiln_eval_set_free(struct kiln_eval_set *set)
+{
+    for (size_t i = 0; i < set->nproblems; i++)
+        json_decref(set->problems[i].json);
+    for (size_t i = 0; i < set->nsamples; i++) {
+        free(set->samples[i].completion);
+        json_decref(set->samples[i].result);
+    }
+    free(set->problems);
+    free(set->by_task);
+    free(set->samples);
+}
