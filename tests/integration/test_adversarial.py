@@ -47,6 +47,11 @@ HOSTILE = [
     ("ignores SIGTERM", SH, "trap '' TERM INT HUP; sleep 60", {"timeout_ms": 300}, {"timeout"}, None, None),
     ("sleeps past the timeout", PY, "import time; time.sleep(60)", {"timeout_ms": 300}, {"timeout"}, None, None),
     ("cpu time", PY, "while True: pass", {"cpu_ms": 1000}, {"killed"}, None, None),
+    # four processes of 700 ms each: under a limit per process all would
+    # finish; the job's limit is all of them together
+    ("cpu time, spread over children", SH,
+     "for i in 1 2 3 4; do (end=$(($(date +%s%N) + 900000000)); while [ $(date +%s%N) -lt $end ]; do :; done) & done;"
+     " wait; echo all finished", {"cpu_ms": 1000, "timeout_ms": 20000}, {"killed"}, None, "all finished"),
     ("thousands of threads", PY,
      "import threading, time\nn = 0\ntry:\n    for i in range(5000):\n"
      "        threading.Thread(target=time.sleep, args=(2,), daemon=True).start(); n += 1\n"
@@ -164,9 +169,10 @@ class Adversarial(KilnCase):
             self.assertLess(ex["wall_ms"], limits["timeout_ms"] + 3000, ex)
         if ex["status"] == "output_limit":
             self.assertEqual(len(out), limits["output_bytes"], "output cut exactly at the cap")
-        if name == "cpu time":
-            self.assertEqual(ex["signal"], 24)  # SIGXCPU
+        if name.startswith("cpu time"):
+            self.assertEqual(ex["signal"], 9, "all its processes killed at the job's limit")
             self.assertGreaterEqual(ex["cpu_ms"], limits["cpu_ms"] * 0.9, ex)
+            self.assertLess(ex["cpu_ms"], limits["cpu_ms"] * 1.5, ex)
             self.assertIn("cpu_ms", ex["reason"])
         if name == "infinite loop" and ex["status"] == "timeout":
             self.assertGreater(ex["cpu_ms"], 0)

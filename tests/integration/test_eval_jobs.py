@@ -5,7 +5,7 @@ a user can make. Each problem here is written for kiln, with the exact
 verdict it must get."""
 import time
 
-from kilntest import KilnCase, main, rootfs_args, skip_unless_jail_works
+from kilntest import KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
 
 skip_unless_jail_works()
 ROOTFS = rootfs_args()
@@ -146,7 +146,8 @@ class EvalJobs(KilnCase):
     def test_a_c_job_with_runs_builds_once(self):
         j = self.job(C_SUM, plugin="c", runs=[{"stdin": "1 2"}, {"stdin": "3 4"}])
         self.submit(j)
-        fs = self.wait_exit(j["id"], timeout=60)
+        fs = wait_for(lambda: [f for f in self.frames(job_id=j["id"]) if f["kind"] == "exit" and "run" not in f]
+                      and self.frames(job_id=j["id"]), 60, "the summary")
         outs = [(f["run"], f["data"]) for f in fs if f["kind"] == "stdout"]
         self.assertEqual(outs, [(0, b"3\n"), (1, b"7\n")])
         ex = [f for f in fs if f["kind"] == "exit"]

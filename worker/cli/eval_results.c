@@ -97,7 +97,9 @@ static void function_outcome(const msgpack_object *f, const char *stderr_tail,
             snprintf(o->result, sizeof(o->result), "failed: exit code %d", (int)n);
     } else if (strcmp(o->status, "killed") == 0 && (v = kiln_mp_get(f, "signal")) != NULL &&
                kiln_mp_int(v, 1, 127, &n) == 0) {
-        if (n == SIGXCPU_NO) { /* the CPU limit, a time limit too */
+        /* the job's CPU limit (its agent kills all of it, and says so), or
+         * one process's (SIGXCPU): a time limit too */
+        if (n == SIGXCPU_NO || strstr(reason, "cpu_ms limit") != NULL) {
             snprintf(o->verdict, sizeof(o->verdict), "time_limit");
             snprintf(o->result, sizeof(o->result), "timed out: CPU limit");
         } else {
