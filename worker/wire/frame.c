@@ -43,6 +43,29 @@ static void pack_id(msgpack_packer *pk, const char *id)
         msgpack_pack_nil(pk);
 }
 
+/* code, signal, wall_ms, cpu_ms, max_rss_kb: how a program ended and
+ * what it used (exit and case frames) */
+static void pack_figures(msgpack_packer *pk, int has_code, int code, int signal, int64_t wall_ms,
+                         int64_t cpu_ms, int64_t max_rss_kb)
+{
+    kiln_mp_str(pk, "code");
+    if (has_code)
+        msgpack_pack_int(pk, code);
+    else
+        msgpack_pack_nil(pk);
+    kiln_mp_str(pk, "signal");
+    if (signal)
+        msgpack_pack_int(pk, signal);
+    else
+        msgpack_pack_nil(pk);
+    kiln_mp_str(pk, "wall_ms");
+    msgpack_pack_int64(pk, wall_ms);
+    kiln_mp_str(pk, "cpu_ms");
+    msgpack_pack_int64(pk, cpu_ms);
+    kiln_mp_str(pk, "max_rss_kb");
+    msgpack_pack_int64(pk, max_rss_kb);
+}
+
 void kiln_frame_output(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
                        int fd, const void *data, size_t len, int run)
 {
@@ -81,22 +104,7 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     kiln_mp_str(&pk, "exit");
     kiln_mp_str(&pk, "status");
     kiln_mp_str(&pk, kiln_status_name(e->status));
-    kiln_mp_str(&pk, "code");
-    if (e->has_code)
-        msgpack_pack_int(&pk, e->code);
-    else
-        msgpack_pack_nil(&pk);
-    kiln_mp_str(&pk, "signal");
-    if (e->signal)
-        msgpack_pack_int(&pk, e->signal);
-    else
-        msgpack_pack_nil(&pk);
-    kiln_mp_str(&pk, "wall_ms");
-    msgpack_pack_int64(&pk, e->wall_ms);
-    kiln_mp_str(&pk, "cpu_ms");
-    msgpack_pack_int64(&pk, e->cpu_ms);
-    kiln_mp_str(&pk, "max_rss_kb");
-    msgpack_pack_int64(&pk, e->max_rss_kb);
+    pack_figures(&pk, e->has_code, e->code, e->signal, e->wall_ms, e->cpu_ms, e->max_rss_kb);
     kiln_mp_str(&pk, "attempt");
     msgpack_pack_unsigned_int(&pk, e->attempt);
     kiln_mp_str(&pk, "worker");
@@ -164,22 +172,7 @@ void kiln_frame_case(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned
     msgpack_pack_int(&pk, c->index);
     kiln_mp_str(&pk, "verdict");
     kiln_mp_str(&pk, kiln_verdict_name(c->verdict));
-    kiln_mp_str(&pk, "code");
-    if (c->has_code)
-        msgpack_pack_int(&pk, c->code);
-    else
-        msgpack_pack_nil(&pk);
-    kiln_mp_str(&pk, "signal");
-    if (c->signal)
-        msgpack_pack_int(&pk, c->signal);
-    else
-        msgpack_pack_nil(&pk);
-    kiln_mp_str(&pk, "wall_ms");
-    msgpack_pack_int64(&pk, c->wall_ms);
-    kiln_mp_str(&pk, "cpu_ms");
-    msgpack_pack_int64(&pk, c->cpu_ms);
-    kiln_mp_str(&pk, "max_rss_kb");
-    msgpack_pack_int64(&pk, c->max_rss_kb);
+    pack_figures(&pk, c->has_code, c->code, c->signal, c->wall_ms, c->cpu_ms, c->max_rss_kb);
     if (c->reason != NULL) {
         kiln_mp_str(&pk, "reason");
         kiln_mp_str(&pk, c->reason);
