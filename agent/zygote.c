@@ -116,13 +116,16 @@ static int reply(int err, pid_t pid, int pidfd)
     return sendmsg(ctl, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(r) ? 0 : -1;
 }
 
-/* One request: 3 bytes and up to 3 fds. Returns their count, 0 at EOF. */
-static int next_request(int fds[3], unsigned *index)
+/* One request: 3 bytes and up to ZYGOTE_FDS fds: the sandbox's channel,
+ * then the cgroup.procs files it joins (v1: memory, pids, cpuacct).
+ * Returns their count, 0 at EOF. */
+#define ZYGOTE_FDS 4
+static int next_request(int fds[ZYGOTE_FDS], unsigned *index)
 {
     unsigned char b[3];
     struct iovec iov = {b, sizeof(b)};
     union {
-        char buf[CMSG_SPACE(3 * sizeof(int))];
+        char buf[CMSG_SPACE(ZYGOTE_FDS * sizeof(int))];
         struct cmsghdr align;
     } u;
     for (;;) {
@@ -143,7 +146,12 @@ static int next_request(int fds[3], unsigned *index)
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
                 nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-                nfds = nfds > 3 ? 3 : nfds;
+                for (int i = ZYGOTE_FDS; i < nfds; i++) { /* more than asked for: not kept */
+                    int extra;
+                    memcpy(&extra, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof(int));
+                    close(extra);
+                }
+                nfds = nfds > ZYGOTE_FDS ? ZYGOTE_FDS : nfds;
                 memcpy(fds, CMSG_DATA(c), (size_t)nfds * sizeof(int));
             }
         *index = (unsigned)b[1] << 8 | b[2];
@@ -414,7 +422,7 @@ KILN_ZYGOTE_EXPORT int kiln_zygote_serve(void)
     if (reply(0, 0, -1) < 0)
         return -1;
     for (;;) {
-        int fds[3] = {-1, -1, -1}, pidfd = -1, go[2], done[2] = {-1, -1};
+        int fds[ZYGOTE_FDS] = {-1, -1, -1, -1}, pidfd = -1, go[2], done[2] = {-1, -1};
         unsigned index = 0;
         int nfds = next_request(fds, &index);
         if (nfds == 0)

@@ -52,6 +52,14 @@ HOSTILE = [
     ("cpu time, spread over children", SH,
      "for i in 1 2 3 4; do (end=$(($(date +%s%N) + 900000000)); while [ $(date +%s%N) -lt $end ]; do :; done) & done;"
      " wait; echo all finished", {"cpu_ms": 1000, "timeout_ms": 20000}, {"killed"}, None, "all finished"),
+    # children the kernel reaps at once (SIGCHLD ignored) leave no trace in
+    # anyone's accounting but their cgroup's: one at a time, none would
+    # ever be seen over the limit by looking at what is running
+    ("cpu time, in children nobody waits for", PY,
+     "import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+     "for _ in range(40):\n    if os.fork() == 0:\n        t = time.process_time() + 0.15\n"
+     "        while time.process_time() < t: pass\n        os._exit(0)\n    time.sleep(0.2)\n"
+     "print('all finished')", {"cpu_ms": 1000, "timeout_ms": 20000}, {"killed"}, None, "all finished"),
     ("thousands of threads", PY,
      "import threading, time\nn = 0\ntry:\n    for i in range(5000):\n"
      "        threading.Thread(target=time.sleep, args=(2,), daemon=True).start(); n += 1\n"

@@ -37,7 +37,7 @@ libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 def cgroup_dirs(pid):
     """Sandbox cgroups a worker of `pid` made, in every hierarchy."""
     pats = ["/sys/fs/cgroup/kiln/sb-%d-*", "/sys/fs/cgroup/memory/kiln/sb-%d-*",
-            "/sys/fs/cgroup/pids/kiln/sb-%d-*"]
+            "/sys/fs/cgroup/pids/kiln/sb-%d-*", "/sys/fs/cgroup/cpuacct/kiln/sb-%d-*"]
     return [d for p in pats for d in glob.glob(p % pid)]
 
 

@@ -249,6 +249,20 @@ class CpuLimitsUnderLoad(KilnCase):
         self.assertIn("wall clock", c["reason"])
         self.assertLess(time.time() - t0, 10)
 
+    def test_children_nobody_waits_for_count(self):
+        # the kernel reaps them at once, so no process's accounting keeps
+        # their time: only the sandbox's cgroup does
+        self.worker("unw", *ROOTFS, "--pool", "0", "--slots", "2")
+        code = ("import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+                "for _ in range(20):\n    if os.fork() == 0:\n        t = time.process_time() + 0.1\n"
+                "        while time.process_time() < t: pass\n        os._exit(0)\n    time.sleep(0.15)\n")
+        j = self.job(code, plugin="python", tests=[{"limits": {"cpu_ms": 800, "timeout_ms": 20000}}])
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=60)
+        c = [f for f in fs if f["kind"] == "case"][0]
+        self.assertEqual(c["verdict"], "time_limit", c)
+        self.assertGreaterEqual(c["cpu_ms"], 800, c)
+
     def test_threads_and_children_count(self):
         self.worker("thr", *ROOTFS, "--pool", "0", "--slots", "2")
         code = ("import os, time\n"

@@ -19,7 +19,7 @@ void kiln__run_stop(struct kiln_run *run, enum run_stop why)
         return;
     /* its end reports the cause: the job's own stops ask the agent, which
      * tells what the job used; a hung or released one is killed outright */
-    if (why == STOP_TIMEOUT || why == STOP_OUTPUT || why == STOP_CANCEL)
+    if (why == STOP_TIMEOUT || why == STOP_OUTPUT || why == STOP_CANCEL || why == STOP_CPU)
         kiln_session_stop(run->session);
     else
         kiln_session_kill(run->session);

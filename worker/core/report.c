@@ -66,6 +66,7 @@ static void halt(struct kiln_run *run)
     if (run->session != NULL)
         kiln_session_kill(run->session);
     uv_timer_stop(&run->timer);
+    uv_timer_stop(&run->cpu_watch);
 }
 
 /* Nothing more happens to the job: freed once its sandbox is gone. Its
@@ -86,6 +87,7 @@ static void done(struct kiln_run *run)
         run->credit_owed = 1;
     kiln__run_close_egress(run);
     uv_close((uv_handle_t *)&run->timer, on_timer_closed); /* DONE once: closed once */
+    uv_close((uv_handle_t *)&run->cpu_watch, on_timer_closed);
     kiln__run_maybe_free(run);
 }
 
@@ -313,6 +315,13 @@ void kiln__run_finish(struct kiln_run *run, enum kiln_status status, const char 
         break;
     case STOP_OUTPUT:
         status = KILN_STATUS_OUTPUT_LIMIT;
+        break;
+    case STOP_CPU:
+        if (status != KILN_STATUS_OOM && status != KILN_STATUS_INTERNAL) {
+            status = KILN_STATUS_KILLED;
+            if (reason == NULL)
+                reason = "the cpu_ms limit was reached";
+        }
         break;
     case STOP_HANG:
     case STOP_NONE:

@@ -40,6 +40,7 @@ enum run_stop {
     STOP_OUTPUT,     /* its output reached the cap: "output_limit" */
     STOP_CANCEL,     /* a control message: "cancelled" */
     STOP_HANG,       /* its sandbox went silent past --hang-ms: kiln's failure */
+    STOP_CPU,        /* its cgroup's CPU time passed cpu_ms: "killed" */
     STOP_RELEASE,    /* no frame and no ack: the queue delivers it again (a
                       * drain that timed out, a frame that could not be queued) */
 };
@@ -58,6 +59,8 @@ struct kiln_run {
     struct kiln_session *session; /* until GONE */
     struct kiln_egress *egress;  /* the job's way out, with net.allow */
     uv_timer_t timer;            /* the job's timeout, then a retry's backoff */
+    uv_timer_t cpu_watch;        /* its CPU time against cpu_ms, from its cgroup */
+    int64_t cpu_base;            /* the cgroup's CPU time when the run began */
     int credit_owed;             /* its slot is given back when it is freed */
     const char *dest;            /* where frames go */
     uint64_t seq;                /* the next frame's */

@@ -51,6 +51,40 @@ static void on_timeout(uv_timer_t *t)
     kiln__run_stop(t->data, STOP_TIMEOUT); /* the exit frame follows the sandbox's end */
 }
 
+static int64_t job_cpu_limit(const struct kiln_run *run)
+{
+    return run->lim.cpu_ms > 0 ? run->lim.cpu_ms : run->w->cfg->cpu_ms;
+}
+
+/* The CPU time of the run so far as its sandbox's cgroup accounts it
+ * (every process, however it ended), or -1 where the backend cannot say. */
+static int64_t cgroup_cpu_ms(const struct kiln_run *run)
+{
+    struct kiln_sandbox *sb = run->session != NULL ? run->session->sb : NULL;
+    int64_t ms;
+    if (sb == NULL || sb->backend->ops->cpu_ms == NULL || run->cpu_base < 0 ||
+        (ms = sb->backend->ops->cpu_ms(sb)) < 0)
+        return -1;
+    return ms - run->cpu_base;
+}
+
+/* The agent holds the job to cpu_ms by what it sees of its processes; the
+ * cgroup sees them all, those reaped without being waited for too. */
+static void on_cpu_watch(uv_timer_t *t)
+{
+    struct kiln_run *run = t->data;
+    int64_t used = cgroup_cpu_ms(run);
+    if (run->state != RUN_RUNNING || used < 0) {
+        uv_timer_stop(t);
+        return;
+    }
+    if (used > job_cpu_limit(run)) {
+        uv_timer_stop(t);
+        run->cpu_over = 1;
+        kiln__run_stop(run, STOP_CPU);
+    }
+}
+
 /* The job's memory and pids limits on its sandbox, before it runs. */
 static int apply_limits(struct kiln_run *run, const struct kiln_sandbox_limits *sl)
 {
@@ -138,6 +172,14 @@ static void send_run(struct kiln_run *run)
             timeout = cfg->max_timeout_ms;
     }
     uv_timer_start(&run->timer, on_timeout, (uint64_t)timeout + 1, 0);
+    /* (only for a job with a CPU limit: two reads of a cgroup file per job
+     * the others need not pay) */
+    run->cpu_base = -1;
+    if (cpu_ms > 0 && sb->backend->ops->cpu_ms != NULL &&
+        (run->cpu_base = sb->backend->ops->cpu_ms(sb)) >= 0) {
+        uint64_t tick = (uint64_t)(cpu_ms / 10 < 5 ? 5 : cpu_ms / 10 > 50 ? 50 : cpu_ms / 10);
+        uv_timer_start(&run->cpu_watch, on_cpu_watch, tick, tick);
+    }
 }
 
 static void on_output(struct kiln_run *run, int fd, const void *data, size_t len)
@@ -192,13 +234,16 @@ static void on_job_exit(struct kiln_run *run, const struct kiln_session_exit *e)
     run->ex.signal = e->signal;
     run->ex.has_code = e->has_code;
     run->ex.code = e->code;
-    run->cpu_over = e->cpu_limit;
+    /* the cgroup's figure where there is one: it misses no process */
+    int64_t cg = cgroup_cpu_ms(run);
+    if (cg > run->ex.cpu_ms)
+        run->ex.cpu_ms = cg;
+    run->cpu_over |= e->cpu_limit;
     if (kernel_accounting(run, e->peak_kb, e->oom_kills)) {
         kiln__run_finish(run, KILN_STATUS_OOM, run->reason);
-    } else if (e->cpu_limit) {
-        int64_t limit = run->lim.cpu_ms > 0 ? run->lim.cpu_ms : run->w->cfg->cpu_ms;
+    } else if (run->cpu_over) {
         snprintf(run->reason, sizeof(run->reason), "the cpu_ms limit (%lld ms) was reached: %lld ms used",
-                 (long long)limit, (long long)e->cpu_ms);
+                 (long long)job_cpu_limit(run), (long long)run->ex.cpu_ms);
         kiln__run_finish(run, KILN_STATUS_KILLED, run->reason);
     } else if (e->signal == SIGXCPU || e->signal == SIGXFSZ)
         kiln__run_finish(run, KILN_STATUS_KILLED, e->signal == SIGXCPU ? "the cpu_ms limit was reached"
@@ -495,7 +540,9 @@ void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
     run->state = RUN_STARTING;
     uv_timer_init(w->loop, &run->timer);
     run->timer.data = run;
-    run->refs = 1; /* the timer's, until closed */
+    uv_timer_init(w->loop, &run->cpu_watch);
+    run->cpu_watch.data = run;
+    run->refs = 2; /* the timers', until closed */
     start(run);
 }
 

@@ -65,6 +65,9 @@ struct kiln_backend_ops {
     /* The kernel's accounting so far: peak memory (KiB, -1 unknown) and
      * how many processes the memory limit killed. */
     void (*stats)(struct kiln_sandbox *sb, int64_t *peak_kb, int64_t *oom_kills);
+    /* Optional: the CPU time of every process of the sandbox so far (ms),
+     * as the kernel accounts it for the sandbox's cgroup; -1 unknown. */
+    int64_t (*cpu_ms)(struct kiln_sandbox *sb);
     /* Free the backend; every sandbox must have exited. */
     void (*destroy)(struct kiln_backend *b);
     /* Optional: `profile`'s interpreter can be forked into each sandbox

@@ -71,6 +71,12 @@ int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen)
     if ((mkdir(cgs->root_mem, 0755) < 0 && errno != EEXIST) ||
         (mkdir(cgs->root_pids, 0755) < 0 && errno != EEXIST))
         goto fail;
+    /* CPU accounting where cpuacct is mounted: without it, a job's CPU
+     * time is what its agent can see (processes reaped unwaited for escape it) */
+    snprintf(cgs->root_cpu, sizeof(cgs->root_cpu), "/sys/fs/cgroup/cpuacct/kiln");
+    if (access("/sys/fs/cgroup/cpuacct/cpuacct.usage", F_OK) < 0 ||
+        (mkdir(cgs->root_cpu, 0755) < 0 && errno != EEXIST))
+        cgs->root_cpu[0] = '\0';
     return 0;
 fail:
     r = -errno; /* before snprintf() may change it */
@@ -78,10 +84,18 @@ fail:
     return r;
 }
 
+/* How many hierarchies a sandbox's cgroup spans: v2's one; v1's memory,
+ * pids and (where mounted) cpuacct, `which` 0, 1 and 2. */
+static int hierarchies(const struct kiln_cgroups *c)
+{
+    return c->v2 ? 1 : c->root_cpu[0] ? 3 : 2;
+}
+
 static void dir_of(const struct kiln_cgroup *cg, int which, char *out, size_t len)
 {
     const struct kiln_cgroups *c = cg->cgs;
-    snprintf(out, len, "%s/%s", c->v2 ? c->root_v2 : which ? c->root_pids : c->root_mem, cg->name);
+    snprintf(out, len, "%s/%s", c->v2 ? c->root_v2 : which == 2 ? c->root_cpu : which ? c->root_pids
+                                                                                  : c->root_mem, cg->name);
 }
 
 /* "sb-<pid>-<token>-": the start of this worker's cgroups' names. The
@@ -106,8 +120,8 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, c
     char dir[512];
     cg->cgs = cgs;
     snprintf(cg->name, sizeof(cg->name), "%s%u", own_prefix(), ++made);
-    cg->peak_base = cg->oom_base = 0;
-    for (int which = 0; which < (cgs->v2 ? 1 : 2); which++) {
+    cg->peak_base = cg->oom_base = cg->cpu_base = 0;
+    for (int which = 0; which < hierarchies(cgs); which++) {
         dir_of(cg, which, dir, sizeof(dir));
         if (mkdir(dir, 0755) < 0) { /* EEXIST too: never another's */
             int r = -errno; /* before snprintf() may change it */
@@ -120,11 +134,11 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, c
     return 0;
 }
 
-int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[2])
+int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[KILN_CGROUP_FDS])
 {
     char path[600];
     int n = 0;
-    for (int which = 0; which < (cg->cgs->v2 ? 1 : 2); which++) {
+    for (int which = 0; which < hierarchies(cg->cgs); which++) {
         dir_of(cg, which, path, sizeof(path) - 16);
         strcat(path, "/cgroup.procs");
         if ((fds[n] = open(path, O_WRONLY | O_CLOEXEC)) < 0) {
@@ -174,6 +188,21 @@ void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *
     *oom_kills = oom > cg->oom_base ? oom - cg->oom_base : oom < 0 ? -1 : 0;
 }
 
+int64_t kiln_cgroup_cpu_ms(const struct kiln_cgroup *cg)
+{
+    char dir[512];
+    if (cg->cgs->v2) { /* cpu.stat's usage_usec: in every cgroup, no controller needed */
+        dir_of(cg, 0, dir, sizeof(dir));
+        int64_t us = get_num(dir, "cpu.stat", "usage_usec");
+        return us < 0 ? -1 : (us - cg->cpu_base) / 1000;
+    }
+    if (cg->cgs->root_cpu[0] == '\0')
+        return -1;
+    dir_of(cg, 2, dir, sizeof(dir));
+    int64_t ns = get_num(dir, "cpuacct.usage", NULL);
+    return ns < 0 ? -1 : ns / 1000000;
+}
+
 /* 1 when no process is in the cgroup directory `dir`. */
 static int unpopulated(const char *dir)
 {
@@ -212,6 +241,12 @@ int kiln_cgroup_reset(struct kiln_cgroup *cg)
     if (kiln_write_file_at(mem, "memory.max_usage_in_bytes", "0") < 0)
         return -EIO;
     kiln_write_file_at(mem, "memory.failcnt", "0");
+    if (cg->cgs->root_cpu[0] != '\0') { /* its CPU time from zero again */
+        char cpu[512];
+        dir_of(cg, 2, cpu, sizeof(cpu));
+        if (!unpopulated(cpu) || kiln_write_file_at(cpu, "cpuacct.usage", "0") < 0)
+            return -EIO;
+    }
     cg->peak_base = get_num(mem, "memory.max_usage_in_bytes", NULL);
     cg->oom_base = get_num(mem, "memory.oom_control", "oom_kill");
     if (cg->peak_base < 0 || cg->oom_base < 0)
@@ -223,7 +258,7 @@ int kiln_cgroup_remove(const struct kiln_cgroup *cg)
 {
     char dir[512];
     int r = 0;
-    for (int which = 0; which < (cg->cgs->v2 ? 1 : 2); which++) {
+    for (int which = 0; which < hierarchies(cg->cgs); which++) {
         dir_of(cg, which, dir, sizeof(dir));
         if (rmdir(dir) < 0 && errno != ENOENT)
             r = -errno;
@@ -293,5 +328,6 @@ int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, int ours)
 {
     if (cgs->v2)
         return sweep_dir(cgs->root_v2, ours);
-    return sweep_dir(cgs->root_mem, ours) + sweep_dir(cgs->root_pids, ours);
+    return sweep_dir(cgs->root_mem, ours) + sweep_dir(cgs->root_pids, ours) +
+           (cgs->root_cpu[0] ? sweep_dir(cgs->root_cpu, ours) : 0);
 }

@@ -16,14 +16,18 @@ struct kiln_cgroups {
     char root_v2[256];        /* v2: <mount>/kiln */
     char root_mem[256];       /* v1: memory/kiln */
     char root_pids[256];      /* v1: pids/kiln */
+    char root_cpu[256];       /* v1: cpuacct/kiln, or "" where it is not mounted */
 };
+
+/* The most cgroup.procs files a sandbox joins (v1: memory, pids, cpuacct). */
+#define KILN_CGROUP_FDS 3
 
 struct kiln_cgroup {
     const struct kiln_cgroups *cgs;
     char name[64];
     /* what an earlier sandbox left in its counters (kiln_cgroup_reset):
      * the stats below count from here */
-    int64_t peak_base, oom_base;
+    int64_t peak_base, oom_base, cpu_base;
 };
 
 /* Find the hierarchies and make kiln's parent cgroups. Returns 0, or a
@@ -35,12 +39,16 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, c
                        size_t errlen);
 /* Its cgroup.procs file(s), open for writing: a process that writes "0"
  * to them joins (the kernel checks the opener's rights, the worker's).
- * Returns how many (1 for v2, 2 for v1's memory and pids), or -errno. */
-int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[2]);
+ * Returns how many (1 for v2; for v1, memory, pids and cpuacct where it is
+ * mounted), or -errno. */
+int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[KILN_CGROUP_FDS]);
 /* Set its limits: memory in bytes, processes (0: leave as is). */
 int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids);
 /* The kernel's accounting: peak memory (KiB) and OOM kills so far. */
 void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills);
+/* The CPU time its processes have used (ms), every one counted however
+ * it ended; -1 when this host does not account it (v1 without cpuacct). */
+int64_t kiln_cgroup_cpu_ms(const struct kiln_cgroup *cg);
 /* Make it ready for another sandbox instead of removing it (a mkdir and
  * rmdir of every controller's directory saved): its processes all gone,
  * what they had charged reclaimed, its peak and OOM count starting again.

@@ -32,6 +32,12 @@ static void jail_stats(struct kiln_sandbox *pub, int64_t *peak_kb, int64_t *oom_
         kiln_cgroup_stats(&sb->cg, peak_kb, oom_kills);
 }
 
+static int64_t jail_cpu_ms(struct kiln_sandbox *pub)
+{
+    struct kiln_jail_sandbox *sb = (struct kiln_jail_sandbox *)pub;
+    return sb->has_cg ? kiln_cgroup_cpu_ms(&sb->cg) : -1;
+}
+
 static int jail_limit(struct kiln_sandbox *pub, const struct kiln_sandbox_limits *l)
 {
     struct kiln_jail_sandbox *sb = (struct kiln_jail_sandbox *)pub;
@@ -124,6 +130,7 @@ static const struct kiln_backend_ops jail_ops = {
     .kill = kiln__jail_kill,
     .limit = jail_limit,
     .stats = jail_stats,
+    .cpu_ms = jail_cpu_ms,
     .destroy = jail_destroy,
     .zygote = kiln__zygote_add,
     .gauges = jail_gauges,

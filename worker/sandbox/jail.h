@@ -47,7 +47,7 @@ struct kiln_jail {
     int cg_ok;                /* cgroups usable: limits are enforced */
     int lib_fd;               /* libkiln-zygote.so, or -1 */
     int spawn_lib_fd;         /* per spawn: given to a template's agent */
-    int spawn_procs[2];       /* per spawn: its cgroup.procs files, to join */
+    int spawn_procs[KILN_CGROUP_FDS]; /* per spawn: its cgroup.procs files, to join */
     int spawn_nprocs;
     struct kiln_zygote *zygotes; /* one per forking profile, in the order added */
     struct kiln_cgroup_spares *spares; /* cgroups reset for the next sandbox */
@@ -88,7 +88,7 @@ int kiln__jail_clone(struct kiln_jail *j, int lib_fd, struct kiln_jail_sandbox *
  * and their cgroup.procs files open in `procs` (the caller closes them).
  * Returns how many (0: no cgroups here), or a negative errno with the
  * reason in `err`. */
-int kiln__jail_cgroup(struct kiln_jail *j, struct kiln_jail_sandbox *sb, int procs[2],
+int kiln__jail_cgroup(struct kiln_jail *j, struct kiln_jail_sandbox *sb, int procs[KILN_CGROUP_FDS],
                       char *err, size_t errlen);
 /* Watch `sb` through `pidfd` (taken): when it becomes readable and the
  * process is gone, kiln__jail_gone() and the sandbox is freed. */

@@ -317,7 +317,8 @@ void kiln__jail_kill(struct kiln_sandbox *pub)
  * checks the opener's rights: ours). The worker's loop never waits on a
  * migration, which under cgroup v1 waits for an RCU grace period (~10 ms
  * here). */
-int kiln__jail_cgroup(struct kiln_jail *j, struct kiln_jail_sandbox *sb, int procs[2], char *err, size_t errlen)
+int kiln__jail_cgroup(struct kiln_jail *j, struct kiln_jail_sandbox *sb, int procs[KILN_CGROUP_FDS],
+                      char *err, size_t errlen)
 {
     const struct kiln_config *cfg = j->pub.cfg;
     int r, n = 0;

@@ -271,7 +271,7 @@ static void zyg_start(struct kiln_zygote *z)
 static int zyg_fork(struct kiln_zygote *z, struct kiln_jail_sandbox **out, char *err, size_t errlen)
 {
     struct kiln_jail *j = z->j;
-    int sv[2], procs[2] = {-1, -1}, nprocs = 0, r;
+    int sv[2], procs[KILN_CGROUP_FDS] = {-1, -1, -1}, nprocs = 0, r;
     struct kiln_jail_sandbox *sb = calloc(1, sizeof(*sb));
     if (sb == NULL) {
         snprintf(err, errlen, "zygote: out of memory");
@@ -298,9 +298,9 @@ static int zyg_fork(struct kiln_zygote *z, struct kiln_jail_sandbox **out, char 
         nprocs = 0;
         goto fail;
     }
-    int fds[3] = {sv[1], procs[0], procs[1]};
+    int fds[1 + KILN_CGROUP_FDS] = {sv[1], procs[0], procs[1], procs[2]};
     union {
-        char buf[CMSG_SPACE(3 * sizeof(int))];
+        char buf[CMSG_SPACE((1 + KILN_CGROUP_FDS) * sizeof(int))];
         struct cmsghdr align;
     } u;
     unsigned char ask[3] = {'F', (unsigned char)(sb->fork_index >> 8), (unsigned char)sb->fork_index};
