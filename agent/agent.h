@@ -153,7 +153,7 @@ void kiln_agent_send_error(const char *reason);
 void kiln_agent_send_ready(int warm);
 void kiln_agent_send_out(int fd, const void *data, size_t len);
 /* channel.c: "exit": how the job ended, and what the whole job used. */
-void kiln_agent_send_exit(int status, int64_t wall_ms, int cpu_over);
+void kiln_agent_send_exit(int status, int64_t wall_ms, int64_t cpu_base, int cpu_over);
 void kiln_agent_send_started(void);
 void kiln_agent_send_beat(void);
 /* channel.c: block until one whole message has arrived in `u`: 0, or a
@@ -173,6 +173,8 @@ struct kiln_child {
     size_t in_left;
     int64_t cpu_limit_ms; /* the job's CPU time, all its processes: 0 none */
     int cpu_over;         /* it passed cpu_limit_ms and was killed */
+    int64_t cpu_base;     /* what its processes had used when it began (a
+                           * warm interpreter's start-up is not the job's) */
     const char *collect;  /* a file under /work sent back after the exit, or
                            * NULL (borrowed from the run message) */
 };

@@ -87,14 +87,15 @@ void kiln_agent_send_out(int fd, const void *data, size_t len)
     kiln_agent_send(&sb);
 }
 
-void kiln_agent_send_exit(int status, int64_t wall_ms, int cpu_over)
+void kiln_agent_send_exit(int status, int64_t wall_ms, int64_t cpu_base, int cpu_over)
 {
     struct rusage ru;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     getrusage(RUSAGE_CHILDREN, &ru); /* every process of the job, all reaped */
     int64_t cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
-                     (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+                     (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000 - cpu_base;
+    cpu_ms = cpu_ms < 0 ? 0 : cpu_ms;
     long long peak_kb = -1, oom_kills = 0;
     if (kiln__agent.in_vm)
         kiln_vm_stats(&kiln__agent.vm, &peak_kb, &oom_kills);

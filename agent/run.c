@@ -324,6 +324,7 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
     /* a CPU limit is checked this often: a tenth of it, 5-50 ms */
     int64_t tick = c->cpu_limit_ms / 10 < 5 ? 5 : c->cpu_limit_ms / 10 > 50 ? 50 : c->cpu_limit_ms / 10;
     int64_t next_check = t0 + tick;
+    c->cpu_base = c->cpu_limit_ms > 0 ? kiln_cpu_used_ms(c->pid) : 0;
     /* a child that ended before we watched: its SIGCHLD is pending and the
      * signalfd reports it at once */
     struct pollfd pf[5];
@@ -349,7 +350,7 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
             break;
         if (c->cpu_limit_ms > 0 && !exited && kiln_agent_now_ms() >= next_check) {
             next_check = kiln_agent_now_ms() + tick;
-            if (!c->cpu_over && kiln_cpu_used_ms(c->pid) > c->cpu_limit_ms) {
+            if (!c->cpu_over && kiln_cpu_used_ms(c->pid) - c->cpu_base > c->cpu_limit_ms) {
                 c->cpu_over = 1; /* all of it, threads and children: the limit is the job's */
                 kiln_run_kill(c->pid);
             }
@@ -422,7 +423,7 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
     free(c->inbuf);
     if (c->collect != NULL)
         send_collected(c->collect);
-    kiln_agent_send_exit(status, wall, c->cpu_over);
+    kiln_agent_send_exit(status, wall, c->cpu_base, c->cpu_over);
 }
 
 /* A sandbox forked by a zygote: its interpreter, PID `job`, waits on the

@@ -139,7 +139,7 @@ FRAMES = {
     "exit_tests": {"id": "e1", "seq": 3, "kind": "exit", "status": "error", "code": None, "signal": None,
                    "wall_ms": 538, "cpu_ms": 518, "max_rss_kb": 900, "attempt": 2, "worker": "w",
                    "verdict": "wrong_answer", "passed": 1, "total": 3,
-                   "build": {"status": "ok", "wall_ms": 61, "output": b"warning: x\n"}},
+                   "build": {"status": "ok", "wall_ms": 61, "cpu_ms": 48, "output": b"warning: x\n"}},
     "exit_meta": {"id": "j2", "seq": 5, "kind": "exit", "status": "error", "code": 1, "signal": None,
                   "wall_ms": 1, "cpu_ms": 1, "max_rss_kb": 1, "attempt": 1, "worker": "w",
                   "meta": {"trace": [1, "two", None], "b": b"\x01"}},

@@ -19,7 +19,7 @@ import threading
 
 import msgpack
 
-from kilntest import (BIN, BUILD, PLUGINS, KafkaCase, KilnCase, free_port,
+from kilntest import (BIN, BUILD, KafkaCase, KilnCase, free_port,
                       main_partial, rootfs_args, skip_unless_jail_works, wait_for)
 
 skip_unless_jail_works()
@@ -477,25 +477,11 @@ class EvalFrames(EvalCase):
                                              "internal": 2})
 
 
-def worker_judges_tests(case):
-    """Whether this worker knows the job key `tests` (the contract being
-    added): a probe job's exit frame carries a verdict."""
-    case.submit(case.job("print(input())", plugin="python",
-                         tests=[{"stdin": "x\n", "expect": {"stdout": "x\n"}}], id="probe-tests"))
-    ex = [f for f in case.wait_exit("probe-tests") if f["kind"] == "exit"][-1]
-    return "verdict" in ex
-
-
 class EvalStdio(EvalCase):
     problems = os.path.join(DATA, "stdio_problems.jsonl")
 
     def run_stdio(self, plugin, samples_file):
         self.worker("s1", *ROOTFS)
-        if not worker_judges_tests(self):
-            self.skipTest("this worker does not know the job key `tests` yet (its exit frames "
-                          "carry no verdict)")
-        if not os.path.exists(os.path.join(PLUGINS, plugin + ".so")):
-            self.skipTest("no %s plugin in %s yet" % (plugin, PLUGINS))
         samples = read_jsonl(samples_file)
         out = os.path.join(self.tmp, "results.jsonl")
         r = self.kiln_eval("--problems", self.problems, "--samples", samples_file, "--out", out,
@@ -504,6 +490,9 @@ class EvalStdio(EvalCase):
         self.assertSummary(self.summary(r), want)
         got, _ = split_results(read_jsonl(out))
         self.assertEqual({k: v["verdict"] for k, v in got.items()}, expected_verdicts(samples))
+        for v in got.values():
+            if v["verdict"] == "compile_error":  # the compiler's first error line
+                self.assertRegex(v["result"], r"^failed: compile_error: /work/main\.c:\d+:\d+: error: ")
 
     def test_stdin_stdout_problems_python(self):
         self.run_stdio("python", os.path.join(DATA, "stdio_samples_python.jsonl"))

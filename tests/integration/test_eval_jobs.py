@@ -128,6 +128,19 @@ class EvalJobs(KilnCase):
         c = cases[0]
         self.assertEqual((c["token"], c["expected"], c["got"]), (3, b"3.6", b"3.5"))
 
+    def test_a_flood_of_output_is_judged_without_keeping_it(self):
+        # 20 MB against an expected "a": a wrong answer, judged on what is
+        # kept (never the whole cap); whitespace after the answer is fine
+        hwm = lambda: int(open("/proc/%d/status" % self.w.proc.pid).read().split("VmHWM:")[1].split()[0])
+        before = hwm()
+        ex, cases, _ = self.run_tests(
+            "python", "import sys\nprint('a')\nsys.stdout.write(input() * 20000000)",
+            [{"stdin": "x", "expect": {"stdout": "a"}, "limits": {"output_bytes": 64 << 20}},
+             {"stdin": " ", "expect": {"stdout": "a"}, "limits": {"output_bytes": 64 << 20}}])
+        self.assertEqual([c["verdict"] for c in cases], ["wrong_answer", "accepted"], cases)
+        self.assertIn("goes on past", cases[0]["reason"])
+        self.assertLess(hwm() - before, 16 * 1024, "the worker's peak memory grew: the 20 MB were kept")
+
     def test_compile_error_reports_the_compiler_and_runs_nothing(self):
         ex, cases, fs = self.run_tests("cpp", "int main() { return nope; }\n", [{"stdin": ""}] * 3)
         self.assertEqual((ex["status"], ex["verdict"], ex["passed"], ex["total"]),

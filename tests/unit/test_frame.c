@@ -173,6 +173,7 @@ static void check_exit(const char *name)
     if (build) {
         bi.status = status_of(json_string_value(json_object_get(build, "status")));
         bi.wall_ms = json_integer_value(json_object_get(build, "wall_ms"));
+        bi.cpu_ms = json_integer_value(json_object_get(build, "cpu_ms"));
         bi.output = out;
         bi.output_len = unbase64(json_object_get(build, "output"), out, sizeof(out));
         e.build = &bi;

@@ -133,9 +133,22 @@ static void stdio_outcome(const msgpack_object *f, struct kiln_eval_outcome *o)
         kiln_mp_int(v, 0, INT32_MAX, &passed);
     if ((v = kiln_mp_get(f, "total")) != NULL)
         kiln_mp_int(v, 0, INT32_MAX, &total);
-    if (o->passed)
+    const msgpack_object *build = kiln_mp_get(f, "build"), *out = build ? kiln_mp_get(build, "output") : NULL;
+    if (o->passed) {
         snprintf(o->result, sizeof(o->result), "passed");
-    else if (passed >= 0 && total >= 0)
+    } else if (strcmp(o->verdict, "compile_error") == 0 && out != NULL &&
+               (out->type == MSGPACK_OBJECT_BIN || out->type == MSGPACK_OBJECT_STR)) {
+        /* the compiler's first error line, which says most */
+        char text[4096], line[200];
+        copy_str(text, sizeof(text), out, "");
+        char *at = strstr(text, "error");
+        char *start = at ? at : text;
+        while (start > text && start[-1] != '\n')
+            start--;
+        size_t n = strcspn(start, "\n");
+        snprintf(line, sizeof(line), "%.*s", (int)n, start);
+        snprintf(o->result, sizeof(o->result), "failed: compile_error: %s", line);
+    } else if (passed >= 0 && total >= 0)
         snprintf(o->result, sizeof(o->result), "failed: %s (%lld of %lld cases passed)", o->verdict,
                  (long long)passed, (long long)total);
     else

@@ -49,14 +49,36 @@ static int buf_add(struct kiln_buf *b, const void *data, size_t len, size_t max)
     return 0;
 }
 
+/* How much of a case's stdout is kept to judge: enough for any output
+ * that can match (the expected, with room for the whitespace lines and
+ * tokens ignore), never the whole output cap. Past it, only whether
+ * anything but whitespace came counts: that is a wrong answer (exact: any
+ * byte at all). */
+static size_t judged_max(const struct kiln_run *run)
+{
+    const struct kiln_run_input *in = &run->job->runs[run->cur];
+    if (in->expect_stdout == NULL)
+        return 0; /* judged on its end alone */
+    if (run->job->compare == KILN_COMPARE_EXACT)
+        return in->expect_len + 1;
+    return in->expect_len * 2 + 64 * 1024;
+}
+
 int kiln__run_keep_output(struct kiln_run *run, int fd, const void *data, size_t len)
 {
     if (run->building)
         return buf_add(&run->build_out, data, len, BUILD_OUTPUT_MAX);
     if (fd == 2)
         return buf_add(&run->err, data, len, CASE_STDERR_MAX);
-    /* stdout is bounded by the case's output cap, checked before */
-    return buf_add(&run->out, data, len, SIZE_MAX);
+    size_t max = judged_max(run), room = run->out.len < max ? max - run->out.len : 0;
+    if (max == 0)
+        return 0;
+    const unsigned char *past = (const unsigned char *)data + (len < room ? len : room);
+    for (size_t i = len < room ? 0 : len - room; i > 0 && !run->out_past; i--, past++)
+        run->out_past = run->job->compare == KILN_COMPARE_EXACT ||
+                        !(*past == ' ' || *past == '\t' || *past == '\n' || *past == '\r' ||
+                          *past == '\f' || *past == '\v');
+    return buf_add(&run->out, data, len, max);
 }
 
 void kiln__run_keep_artifact(struct kiln_run *run, const struct kiln_session_event *ev)
@@ -67,6 +89,11 @@ void kiln__run_keep_artifact(struct kiln_run *run, const struct kiln_session_eve
     run->artifact = (struct kiln_artifact){NULL, 0};
     if (ev->file_error != NULL) {
         snprintf(run->artifact_error, sizeof(run->artifact_error), "%s", ev->file_error);
+    } else if (ev->len > (size_t)run->w->cfg->max_job_bytes) {
+        /* each run's sandbox gets a copy, in a message the size of a job */
+        snprintf(run->artifact_error, sizeof(run->artifact_error),
+                 "it is %zu bytes, over this worker's --max-job-bytes (%lld)", ev->len,
+                 (long long)run->w->cfg->max_job_bytes);
     } else if ((run->artifact.data = malloc(ev->len ? ev->len : 1)) == NULL) {
         snprintf(run->artifact_error, sizeof(run->artifact_error), "out of memory");
     } else {
@@ -78,6 +105,7 @@ void kiln__run_keep_artifact(struct kiln_run *run, const struct kiln_session_eve
 void kiln__run_judge_reset(struct kiln_run *run)
 {
     run->out.len = run->err.len = 0;
+    run->out_past = 0;
     run->cpu_over = 0;
     if (run->building)
         run->build_out.len = 0;
@@ -99,7 +127,7 @@ static int build_done(struct kiln_run *run, enum kiln_status status)
 {
     run->building = 0;
     run->built = 1;
-    run->build_info = (struct kiln_build_info){status, run->ex.wall_ms, run->build_out.data,
+    run->build_info = (struct kiln_build_info){status, run->ex.wall_ms, run->ex.cpu_ms, run->build_out.data,
                                                run->build_out.len};
     if (status == KILN_STATUS_OK && run->artifact.data != NULL) {
         memset(&run->ex, 0, sizeof(run->ex));
@@ -182,11 +210,15 @@ static void case_done(struct kiln_run *run, enum kiln_status status)
     enum kiln_verdict v = kiln_verdict_of_end(&end);
     struct kiln_diff d = {0};
     if (v == KILN_VERDICT_ACCEPTED && in->expect_stdout != NULL &&
-        !kiln_verdict_compare(job->compare, job->tolerance, in->expect_stdout, in->expect_len,
-                              run->out.data ? run->out.data : (const unsigned char *)"", run->out.len, &d))
+        (run->out_past ||
+         !kiln_verdict_compare(job->compare, job->tolerance, in->expect_stdout, in->expect_len,
+                               run->out.data ? run->out.data : (const unsigned char *)"", run->out.len, &d)))
         v = KILN_VERDICT_WRONG_ANSWER;
     char reason[300];
     case_reason(run, status, v, in->expect_exit, reason, sizeof(reason));
+    if (v == KILN_VERDICT_WRONG_ANSWER && d.at == 0)
+        snprintf(reason, sizeof(reason), "its output goes on past the expected output (%zu bytes)",
+                 in->expect_len);
     struct kiln_case_result c = {
         .index = run->cur, .verdict = v, .has_code = run->ex.has_code, .code = run->ex.code,
         .signal = run->ex.signal, .wall_ms = run->ex.wall_ms, .cpu_ms = run->ex.cpu_ms,

@@ -78,6 +78,8 @@ struct kiln_run {
     int cpu_over;                /* its agent killed it at its CPU limit */
     /* a job with `tests`: each case's output kept to judge it */
     struct kiln_buf { unsigned char *data; size_t len, cap; } out, err;
+    int out_past;                /* its stdout went on, past what is kept, with more than whitespace */
+    int64_t streamed;            /* tests_output: what all its cases streamed */
     int passed;
     int failed;                  /* a case failed: stop_on_fail skips the rest */
     enum kiln_verdict first_fail;

@@ -74,11 +74,11 @@ static void on_cpu_watch(uv_timer_t *t)
 {
     struct kiln_run *run = t->data;
     int64_t used = cgroup_cpu_ms(run);
-    if (run->state != RUN_RUNNING || used < 0) {
+    if (run->state != RUN_RUNNING) {
         uv_timer_stop(t);
         return;
     }
-    if (used > job_cpu_limit(run)) {
+    if (used > job_cpu_limit(run)) { /* (a read that failed, -1, is tried again next tick) */
         uv_timer_stop(t);
         run->cpu_over = 1;
         kiln__run_stop(run, STOP_CPU);
@@ -177,7 +177,7 @@ static void send_run(struct kiln_run *run)
     run->cpu_base = -1;
     if (cpu_ms > 0 && sb->backend->ops->cpu_ms != NULL &&
         (run->cpu_base = sb->backend->ops->cpu_ms(sb)) >= 0) {
-        uint64_t tick = (uint64_t)(cpu_ms / 10 < 5 ? 5 : cpu_ms / 10 > 50 ? 50 : cpu_ms / 10);
+        uint64_t tick = (uint64_t)(cpu_ms / 10 < 10 ? 10 : cpu_ms / 10 > 50 ? 50 : cpu_ms / 10);
         uv_timer_start(&run->cpu_watch, on_cpu_watch, tick, tick);
     }
 }
@@ -204,8 +204,14 @@ static void on_output(struct kiln_run *run, int fd, const void *data, size_t len
             kiln__run_finish(run, KILN_STATUS_INTERNAL, "out of memory keeping a case's output");
             return;
         }
-        if (!run->job->tests_output)
+        /* streamed, all cases together, within the job's own output cap */
+        const struct kiln_limits *jl = &run->job->limits;
+        int64_t cap = jl->output_bytes >= 0 ? jl->output_bytes : run->w->cfg->output_bytes;
+        if (!run->job->tests_output || run->streamed >= cap)
             return;
+        if ((int64_t)len > cap - run->streamed)
+            len = (size_t)(cap - run->streamed);
+        run->streamed += (int64_t)len;
     }
     kiln__run_output(run, fd, data, len);
 }
@@ -399,7 +405,10 @@ void kiln__run_advance(struct kiln_run *run)
         } else if (kiln__run_skip_rest(run) || ++run->cur >= (int)run->job->nruns) {
             kiln__run_close_egress(run);
             run->cur = -1;
-            kiln__run_summary(run);
+            if (run->stop == STOP_RELEASE) /* a frame could not be queued: no summary, no ack */
+                kiln__run_release(run);
+            else
+                kiln__run_summary(run);
         } else {
             kiln__run_start_one(run);
         }

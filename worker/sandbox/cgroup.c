@@ -244,7 +244,9 @@ int kiln_cgroup_reset(struct kiln_cgroup *cg)
     if (cg->cgs->root_cpu[0] != '\0') { /* its CPU time from zero again */
         char cpu[512];
         dir_of(cg, 2, cpu, sizeof(cpu));
-        if (!unpopulated(cpu) || kiln_write_file_at(cpu, "cpuacct.usage", "0") < 0)
+        if (!unpopulated(cpu))
+            return -EAGAIN;
+        if (kiln_write_file_at(cpu, "cpuacct.usage", "0") < 0)
             return -EIO;
     }
     cg->peak_base = get_num(mem, "memory.max_usage_in_bytes", NULL);

@@ -250,6 +250,9 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
             kiln_info("jail: removed %d sandbox cgroup(s) left by workers that are gone", n);
         j->cg_ok = 1;
         kiln_info("jail: cgroup %s: memory and pids limits enforced", j->cgs.v2 ? "v2" : "v1");
+        if (!j->cgs.v2 && j->cgs.root_cpu[0] == '\0')
+            kiln_warn("jail: cgroup v1 without cpuacct: a job's cpu_ms is held by what its agent "
+                      "sees, which children reaped without a wait escape");
         if ((j->spares = calloc(1, sizeof(*j->spares))) != NULL) {
             j->spares->refs = 1;
             j->spares->cgs = j->cgs;

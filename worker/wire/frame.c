@@ -143,11 +143,13 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     }
     if (e->build != NULL) {
         kiln_mp_str(&pk, "build");
-        msgpack_pack_map(&pk, 3);
+        msgpack_pack_map(&pk, 4);
         kiln_mp_str(&pk, "status");
         kiln_mp_str(&pk, kiln_status_name(e->build->status));
         kiln_mp_str(&pk, "wall_ms");
         msgpack_pack_int64(&pk, e->build->wall_ms);
+        kiln_mp_str(&pk, "cpu_ms");
+        msgpack_pack_int64(&pk, e->build->cpu_ms);
         kiln_mp_str(&pk, "output");
         kiln_mp_bin(&pk, e->build->output, e->build->output_len);
     }

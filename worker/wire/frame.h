@@ -43,7 +43,7 @@ const char *kiln_verdict_name(enum kiln_verdict v);
 /* What a compiled plugin's build did: the exit frame's `build`. */
 struct kiln_build_info {
     enum kiln_status status;
-    int64_t wall_ms;
+    int64_t wall_ms, cpu_ms;
     const unsigned char *output; /* the compiler's stdout and stderr, capped */
     size_t output_len;
 };
