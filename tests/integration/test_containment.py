@@ -85,6 +85,12 @@ class Containment(KilnCase):
         self.assertLess(int(out), 20, "the pids limit held")
         ex, out, _ = self.run_job(forks % 50, plugin="python")
         self.assertEqual((ex["status"], out), ("ok", b"50\n"), "the last job's processes are not counted")
+        # nor is the CPU time an earlier job spent in the same cgroup
+        burn = "import time\nt = time.process_time() + 0.6\nwhile time.process_time() < t:\n    pass\n"
+        self.assertEqual(self.run_job(burn, plugin="python")[0]["status"], "ok")
+        ex, _, _ = self.run_job("print(1)", plugin="python", limits={"cpu_ms": 400})
+        self.assertEqual(ex["status"], "ok", ex)
+        self.assertLess(ex["cpu_ms"], 200, "the last job's CPU time is not this one's")
         # cgroups are named sb-<pid>-<token>-<n>, n counting those made
         made = lambda: max(int(d.rsplit("-", 1)[1]) for d in cgroup_dirs(w.proc.pid))
         if glob.glob("/sys/fs/cgroup/memory/kiln"):

@@ -120,7 +120,7 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, c
     char dir[512];
     cg->cgs = cgs;
     snprintf(cg->name, sizeof(cg->name), "%s%u", own_prefix(), ++made);
-    cg->peak_base = cg->oom_base = cg->cpu_base = 0;
+    cg->peak_base = cg->oom_base = 0;
     for (int which = 0; which < hierarchies(cgs); which++) {
         dir_of(cg, which, dir, sizeof(dir));
         if (mkdir(dir, 0755) < 0) { /* EEXIST too: never another's */
@@ -194,7 +194,7 @@ int64_t kiln_cgroup_cpu_ms(const struct kiln_cgroup *cg)
     if (cg->cgs->v2) { /* cpu.stat's usage_usec: in every cgroup, no controller needed */
         dir_of(cg, 0, dir, sizeof(dir));
         int64_t us = get_num(dir, "cpu.stat", "usage_usec");
-        return us < 0 ? -1 : (us - cg->cpu_base) / 1000;
+        return us < 0 ? -1 : us / 1000;
     }
     if (cg->cgs->root_cpu[0] == '\0')
         return -1;
@@ -241,14 +241,9 @@ int kiln_cgroup_reset(struct kiln_cgroup *cg)
     if (kiln_write_file_at(mem, "memory.max_usage_in_bytes", "0") < 0)
         return -EIO;
     kiln_write_file_at(mem, "memory.failcnt", "0");
-    if (cg->cgs->root_cpu[0] != '\0') { /* its CPU time from zero again */
-        char cpu[512];
-        dir_of(cg, 2, cpu, sizeof(cpu));
-        if (!unpopulated(cpu))
-            return -EAGAIN;
-        if (kiln_write_file_at(cpu, "cpuacct.usage", "0") < 0)
-            return -EIO;
-    }
+    /* cpuacct keeps counting: a job's CPU time is what it adds from its
+     * start (kiln_cgroup_cpu_ms() read then and after), so nothing of an
+     * earlier sandbox's is its own, and a reuse costs no more writes */
     cg->peak_base = get_num(mem, "memory.max_usage_in_bytes", NULL);
     cg->oom_base = get_num(mem, "memory.oom_control", "oom_kill");
     if (cg->peak_base < 0 || cg->oom_base < 0)

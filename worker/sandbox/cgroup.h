@@ -27,7 +27,7 @@ struct kiln_cgroup {
     char name[64];
     /* what an earlier sandbox left in its counters (kiln_cgroup_reset):
      * the stats below count from here */
-    int64_t peak_base, oom_base, cpu_base;
+    int64_t peak_base, oom_base;
 };
 
 /* Find the hierarchies and make kiln's parent cgroups. Returns 0, or a
@@ -47,7 +47,9 @@ int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_
 /* The kernel's accounting: peak memory (KiB) and OOM kills so far. */
 void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills);
 /* The CPU time its processes have used (ms), every one counted however
- * it ended; -1 when this host does not account it (v1 without cpuacct). */
+ * it ended, since it was made (a reused one: by every sandbox it served;
+ * take the difference over a job); -1 when this host does not account it
+ * (v1 without cpuacct). */
 int64_t kiln_cgroup_cpu_ms(const struct kiln_cgroup *cg);
 /* Make it ready for another sandbox instead of removing it (a mkdir and
  * rmdir of every controller's directory saved): its processes all gone,
