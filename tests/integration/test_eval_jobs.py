@@ -210,6 +210,26 @@ class EvalJobs(KilnCase):
                 self.assertEqual(ex["attempt"], 1)
 
 
+class BuildLimits(KilnCase):
+    def test_a_build_has_limits_of_its_own(self):
+        # compile-time evaluation that would take minutes: the build's own
+        # CPU limit (the operator's) ends it, and the job ends compile_error
+        self.worker("bl", *ROOTFS, "--pool", "0", "--build-cpu-ms", "1500", "--build-timeout-ms", "20000")
+        code = ("constexpr long f() { long s = 0; for (long i = 0; i < 200000; i++)"
+                " for (long j = 0; j < 200000; j++) s += i ^ j; return s; }\n"
+                "constexpr long x = f();\nint main() { return (int)(x & 1); }\n")
+        t0 = time.time()
+        j = self.job(code, plugin="cpp", tests=[{}])
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=60)
+        ex = [f for f in fs if f["kind"] == "exit"][-1]
+        self.assertEqual((ex["verdict"], ex["build"]["status"]), ("compile_error", "killed"), ex)
+        self.assertIn("cpu_ms", ex["reason"])
+        self.assertGreaterEqual(ex["build"]["cpu_ms"], 1500)
+        self.assertLess(time.time() - t0, 15)
+        self.assertEqual([f for f in fs if f["kind"] == "case"], [])
+
+
 class CpuLimitsUnderLoad(KilnCase):
     """Cases near their CPU limits get the same verdicts on an idle worker
     and on one whose other slots run CPU-bound jobs: the limit is CPU time,

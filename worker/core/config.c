@@ -57,8 +57,11 @@ static const struct opt {
     {"max-memory-mb", OPT_INT, F(max_memory_mb), "8192", "largest memory_mb a job may ask for"},
     {"pids", OPT_INT, F(pids), "256", "processes in a sandbox whose job sets none (cgroup)"},
     {"max-pids", OPT_INT, F(max_pids), "4096", "largest pids a job may ask for"},
-    {"cpu-ms", OPT_INT, F(cpu_ms), "0", "CPU time per process of a job that sets none (0: none)"},
+    {"cpu-ms", OPT_INT, F(cpu_ms), "0", "CPU time of a job that sets none, all its processes together (0: none)"},
     {"max-cpu-ms", OPT_INT, F(max_cpu_ms), "600000", "largest cpu_ms a job may ask for"},
+    {"build-timeout-ms", OPT_INT, F(build_timeout_ms), "30000", "wall-clock limit of a compiled job's build"},
+    {"build-cpu-ms", OPT_INT, F(build_cpu_ms), "20000", "CPU time of a compiled job's build, all its processes (0: none)"},
+    {"build-memory-mb", OPT_INT, F(build_memory_mb), "1024", "memory of a compiled job's build sandbox (cgroup)"},
     {"file-bytes", OPT_INT, F(file_bytes), "268435456", "largest file a job that sets none may write"},
     {"max-file-bytes", OPT_INT, F(max_file_bytes), "1073741824", "largest file_bytes a job may ask for"},
     {"open-files", OPT_INT, F(open_files), "1024", "open descriptors per process of a job"},
@@ -168,6 +171,12 @@ static int check(struct kiln_config *cfg)
     }
     if (cfg->timeout_ms < 1 || cfg->timeout_ms > cfg->max_timeout_ms) {
         fprintf(stderr, "kiln-worker: --timeout-ms must be between 1 and --max-timeout-ms\n");
+        return -EINVAL;
+    }
+    if (cfg->build_timeout_ms < 1 || cfg->build_timeout_ms > cfg->max_timeout_ms ||
+        cfg->build_memory_mb < 1 || cfg->build_memory_mb > cfg->max_memory_mb || cfg->build_cpu_ms < 0) {
+        fprintf(stderr, "kiln-worker: --build-timeout-ms and --build-memory-mb must be between 1 and their "
+                        "--max-*, --build-cpu-ms at least 0\n");
         return -EINVAL;
     }
     if (cfg->output_bytes > cfg->max_output_bytes) {

@@ -42,7 +42,8 @@ struct kiln_config {
     int64_t pool;             /* warm sandboxes kept per profile */
     int64_t memory_mb, max_memory_mb;   /* per sandbox (cgroup) */
     int64_t pids, max_pids;             /* processes per sandbox (cgroup) */
-    int64_t cpu_ms, max_cpu_ms;         /* CPU time per process (RLIMIT_CPU); 0: none */
+    int64_t cpu_ms, max_cpu_ms;         /* CPU time, all of a job's processes; 0: none */
+    int64_t build_timeout_ms, build_cpu_ms, build_memory_mb; /* a compiled job's build */
     int64_t file_bytes, max_file_bytes; /* largest file a job may write (RLIMIT_FSIZE) */
     int64_t open_files;                 /* descriptors per process (RLIMIT_NOFILE) */
     int64_t drain_timeout_ms;

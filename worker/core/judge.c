@@ -141,9 +141,11 @@ static int build_done(struct kiln_run *run, enum kiln_status status)
         snprintf(run->reason, sizeof(run->reason), "compile error: the build left no %s (%s)",
                  run->plugin->artifact, run->artifact_error[0] ? run->artifact_error : "?");
         run->build_info.status = KILN_STATUS_ERROR;
-    } else {
-        snprintf(run->reason, sizeof(run->reason), "compile error: the build ended %s%s%s",
-                 kiln_status_name(status), run->ex.reason ? ": " : "", run->ex.reason ? run->ex.reason : "");
+    } else { /* (its reason is in run->reason: copied before that is rewritten) */
+        char why[sizeof(run->reason)];
+        snprintf(why, sizeof(why), "%s", run->ex.reason ? run->ex.reason : "");
+        snprintf(run->reason, sizeof(run->reason), "compile error: the build ended %s%s%.400s",
+                 kiln_status_name(status), why[0] ? ": " : "", why);
     }
     run->ex.status = KILN_STATUS_ERROR;
     run->ex.reason = run->reason;

@@ -348,9 +348,12 @@ void kiln__run_start_one(struct kiln_run *run)
         return;
     }
     run->stop = STOP_NONE;
-    if (run->building)
-        memset(&run->lim, 0xff, sizeof(run->lim)); /* all -1: the operator's defaults */
-    else
+    if (run->building) { /* a build's own limits, the operator's */
+        memset(&run->lim, 0xff, sizeof(run->lim)); /* all -1: the defaults */
+        run->lim.timeout_ms = w->cfg->build_timeout_ms;
+        run->lim.memory_mb = w->cfg->build_memory_mb;
+        run->lim.cpu_ms = w->cfg->build_cpu_ms > 0 ? w->cfg->build_cpu_ms : -1;
+    } else
         kiln_prepare_limits(run->job, run->cur, &run->lim);
     if (run->job->tests) { /* each case its own output cap */
         run->out_bytes = 0;

@@ -199,7 +199,7 @@ struct kiln_plugin {
      * (the compiler's argv, the source written with plan_file(), a
      * profile), as plan() plans a run; the job's own files and env are
      * added as for a run. The build runs first, in a sandbox of its own
-     * under the worker's default limits, its output kept (not streamed):
+     * under the operator's build limits (--build-*), its output kept:
      * it must leave the file `artifact` (a path relative to /work). Each
      * run of the job (each input of `runs`, each case of `tests`) then
      * starts in a fresh sandbox with its own copy of that file at the same
