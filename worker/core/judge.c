@@ -184,7 +184,7 @@ static void case_reason(const struct kiln_run *run, enum kiln_status status, enu
                      (long long)ex->wall_ms, (long long)ex->cpu_ms);
         else
             snprintf(buf, len, "CPU time %lld ms, over the limit of %lld ms", (long long)ex->cpu_ms,
-                     (long long)(run->lim.cpu_ms > 0 ? run->lim.cpu_ms : run->w->cfg->cpu_ms));
+                     (long long)kiln__run_cpu_limit(run));
         break;
     case KILN_VERDICT_RUNTIME_ERROR:
         if (ex->has_code)
@@ -206,9 +206,8 @@ static void case_done(struct kiln_run *run, enum kiln_status status)
 {
     const struct kiln_job *job = run->job;
     const struct kiln_run_input *in = &job->runs[run->cur];
-    int64_t cpu_limit = run->lim.cpu_ms > 0 ? run->lim.cpu_ms : run->w->cfg->cpu_ms;
     struct kiln_case_end end = {status, run->ex.has_code, run->ex.code, run->ex.signal, run->cpu_over,
-                                run->ex.cpu_ms, cpu_limit, in->expect_exit};
+                                run->ex.cpu_ms, kiln__run_cpu_limit(run), in->expect_exit};
     enum kiln_verdict v = kiln_verdict_of_end(&end);
     struct kiln_diff d = {0};
     if (v == KILN_VERDICT_ACCEPTED && in->expect_stdout != NULL &&
@@ -277,7 +276,7 @@ int kiln__run_skip_rest(struct kiln_run *run)
                                      .reason = "an earlier case failed (stop_on_fail)"};
         msgpack_sbuffer sb;
         kiln_frame_case(&sb, job->id, run->seq++, kiln__run_attempt(run), &c);
-        kiln__run_write(run, &sb, NULL, NULL);
+        kiln__run_write(run, &sb, "case", NULL);
     }
     return 1;
 }

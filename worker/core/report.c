@@ -113,28 +113,10 @@ static void on_frame_written(void *arg, int status, const char *err)
         kiln_warn("output frame not written: %s", err);
 }
 
-void kiln__run_output(struct kiln_run *run, int fd, const void *data, size_t len)
-{
-    msgpack_sbuffer sb;
-    struct kiln_frame_info info = {fd == 2 ? "stderr" : "stdout", run->seq, kiln__run_attempt(run), run->d};
-    kiln_metrics_output(fd, len);
-    kiln_frame_output(&sb, run->job->id, run->seq++, kiln__run_attempt(run), fd, data, len, run->cur);
-    int r = run->w->src->ops->write(run->w->src, run->dest, run->job->id, sb.data, sb.size, &info,
-                                    on_frame_written, NULL);
-    msgpack_sbuffer_destroy(&sb);
-    if (r < 0) {
-        /* a result with a hole in it is no result: let another try */
-        kiln_error("job %s: an output frame could not be queued (%s)", kiln__run_id(run), strerror(-r));
-        kiln__run_stop(run, STOP_RELEASE);
-    }
-}
-
-static void on_exit_written(void *arg, int status, const char *err);
-
 void kiln__run_write(struct kiln_run *run, msgpack_sbuffer *sb, const char *kind,
                      void (*cb)(void *arg, int status, const char *err))
 {
-    struct kiln_frame_info info = {kind ? kind : "case", run->seq - 1, kiln__run_attempt(run), run->d};
+    struct kiln_frame_info info = {kind, run->seq - 1, kiln__run_attempt(run), run->d};
     if (cb != NULL)
         run->refs++;
     int r = run->w->src->ops->write(run->w->src, run->dest, run->job ? run->job->id : NULL,
@@ -144,14 +126,24 @@ void kiln__run_write(struct kiln_run *run, msgpack_sbuffer *sb, const char *kind
     if (r < 0) {
         if (cb != NULL)
             run->refs--;
-        kiln_error("job %s: a %s frame could not be queued (%s)", kiln__run_id(run),
-                   kind ? kind : "case", strerror(-r));
+        kiln_error("job %s: a %s frame could not be queued (%s)", kiln__run_id(run), kind, strerror(-r));
+        /* a result with a hole in it is no result: let another try */
         if (cb != NULL)
             kiln__run_release(run);
         else
             kiln__run_stop(run, STOP_RELEASE);
     }
 }
+
+void kiln__run_output(struct kiln_run *run, int fd, const void *data, size_t len)
+{
+    msgpack_sbuffer sb;
+    kiln_metrics_output(fd, len);
+    kiln_frame_output(&sb, run->job->id, run->seq++, kiln__run_attempt(run), fd, data, len, run->cur);
+    kiln__run_write(run, &sb, fd == 2 ? "stderr" : "stdout", NULL);
+}
+
+static void on_exit_written(void *arg, int status, const char *err);
 
 static void write_exit(struct kiln_run *run)
 {

@@ -102,6 +102,13 @@ static inline unsigned kiln__run_attempt(const struct kiln_run *run)
     return run->delivered + run->retries;
 }
 
+/* The CPU time the current run may use (ms): its own limit, or the
+ * operator's default; 0: none. */
+static inline int64_t kiln__run_cpu_limit(const struct kiln_run *run)
+{
+    return run->lim.cpu_ms > 0 ? run->lim.cpu_ms : run->w->cfg->cpu_ms;
+}
+
 /* The job's id for logs: "-" before it is decoded. */
 static inline const char *kiln__run_id(const struct kiln_run *run)
 {

@@ -51,11 +51,6 @@ static void on_timeout(uv_timer_t *t)
     kiln__run_stop(t->data, STOP_TIMEOUT); /* the exit frame follows the sandbox's end */
 }
 
-static int64_t job_cpu_limit(const struct kiln_run *run)
-{
-    return run->lim.cpu_ms > 0 ? run->lim.cpu_ms : run->w->cfg->cpu_ms;
-}
-
 /* The CPU time of the run so far as its sandbox's cgroup accounts it
  * (every process, however it ended), or -1 where the backend cannot say. */
 static int64_t cgroup_cpu_ms(const struct kiln_run *run)
@@ -73,12 +68,11 @@ static int64_t cgroup_cpu_ms(const struct kiln_run *run)
 static void on_cpu_watch(uv_timer_t *t)
 {
     struct kiln_run *run = t->data;
-    int64_t used = cgroup_cpu_ms(run);
     if (run->state != RUN_RUNNING) {
         uv_timer_stop(t);
         return;
     }
-    if (used > job_cpu_limit(run)) { /* (a read that failed, -1, is tried again next tick) */
+    if (cgroup_cpu_ms(run) > kiln__run_cpu_limit(run)) { /* (a read that failed, -1, is tried again next tick) */
         uv_timer_stop(t);
         run->cpu_over = 1;
         kiln__run_stop(run, STOP_CPU);
@@ -136,7 +130,7 @@ static void send_run(struct kiln_run *run)
                 return;
             }
     }
-    int64_t cpu_ms = run->lim.cpu_ms > 0 ? run->lim.cpu_ms : cfg->cpu_ms;
+    int64_t cpu_ms = kiln__run_cpu_limit(run);
     struct kiln_session_job sj = {
         .plan = &run->plan,
         .memory_bytes = sl.memory_bytes,
@@ -249,7 +243,7 @@ static void on_job_exit(struct kiln_run *run, const struct kiln_session_exit *e)
         kiln__run_finish(run, KILN_STATUS_OOM, run->reason);
     } else if (run->cpu_over) {
         snprintf(run->reason, sizeof(run->reason), "the cpu_ms limit (%lld ms) was reached: %lld ms used",
-                 (long long)job_cpu_limit(run), (long long)run->ex.cpu_ms);
+                 (long long)kiln__run_cpu_limit(run), (long long)run->ex.cpu_ms);
         kiln__run_finish(run, KILN_STATUS_KILLED, run->reason);
     } else if (e->signal == SIGXCPU || e->signal == SIGXFSZ)
         kiln__run_finish(run, KILN_STATUS_KILLED, e->signal == SIGXCPU ? "the cpu_ms limit was reached"
