@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "wire/proto.h"
 
 static char *jerr;
 static size_t jerrlen;
@@ -297,7 +298,15 @@ static int mount_proxy_dir(const char *dir)
         return 0;
     if (mkdir("dev/kiln-proxy", 0755) < 0)
         return fail("mkdir", "/dev/kiln-proxy");
-    return bind_mount(dir, "dev/kiln-proxy", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    if (bind_mount(dir, "dev/kiln-proxy", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC) < 0)
+        return -1;
+    /* the worker's egress CA (HTTPS with secrets) in the image's bundle,
+     * for programs that read no variable */
+    struct stat st;
+    if (stat("dev/kiln-proxy/" KILN_CA_BUNDLE_FILE, &st) == 0 && stat(KILN_SYSTEM_CA_BUNDLE, &st) == 0)
+        return bind_mount("dev/kiln-proxy/" KILN_CA_BUNDLE_FILE, KILN_SYSTEM_CA_BUNDLE,
+                          MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    return 0;
 }
 
 int kiln_jail_enter(const char *mnt, int root_fd, const char *proxy_dir, unsigned tmp_mb,

@@ -114,10 +114,21 @@ static int deno_plan(const struct kiln_host *host, const struct kiln_job_view *j
     int r;
     if ((r = add_base(host, plan)) < 0)
         return r;
-    if (job->nenv > 0 &&
-        (r = add_list(host, plan, "--allow-env=", &job->env[0].key, job->nenv,
-                      sizeof(struct kiln_kv))) < 0)
-        return r;
+    /* the job's variables and its secrets' (placeholders) may be read */
+    size_t nsec = KILN_HAS_FIELD(job, struct kiln_job_view, nsecret_env) ? job->nsecret_env : 0;
+    if (job->nenv + nsec > 0) {
+        const char **keys = calloc(job->nenv + nsec, sizeof(char *));
+        if (keys == NULL)
+            return -12;
+        for (size_t i = 0; i < job->nenv; i++)
+            keys[i] = job->env[i].key;
+        for (size_t i = 0; i < nsec; i++)
+            keys[job->nenv + i] = job->secret_env[i];
+        r = add_list(host, plan, "--allow-env=", keys, job->nenv + nsec, sizeof(char *));
+        free(keys);
+        if (r < 0)
+            return r;
+    }
     if (KILN_HAS_FIELD(job, struct kiln_job_view, nnet) && job->has_net &&
         job->nnet > 0 &&
         (r = add_list(host, plan, "--allow-net=", job->net_allow, job->nnet, sizeof(char *))) < 0)

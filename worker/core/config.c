@@ -72,6 +72,8 @@ static const struct opt {
     {"net-private-ok", OPT_STR, F(net_private_ok), "", "comma-separated IPv4 CIDRs the egress proxy may reach though private"},
     {"require-signature", OPT_FLAG, F(require_signature), NULL, "run only jobs with a valid HMAC-SHA256 'sig' (see --keys-file)"},
     {"keys-file", OPT_STR, F(keys_file), NULL, "signing keys, 'KEY-ID HEX-SECRET' per line; re-read when it changes"},
+    {"secrets-file", OPT_STR, F(secrets_file), NULL, "secrets jobs may use, 'NAME HOSTS VALUE' per line; re-read when it changes"},
+    {"egress-ca", OPT_STR, F(egress_ca), NULL, "PEM file of more CAs the egress proxy trusts for HTTPS destinations"},
     {"max-job-bytes", OPT_INT, F(max_job_bytes), "8388608", "larger jobs are rejected"},
     {"claim-idle-ms", OPT_INT, F(claim_idle_ms), "30000", "claim jobs idle this long at other consumers"},
     {"block-ms", OPT_INT, F(block_ms), "2000", "how long one blocking queue read waits"},

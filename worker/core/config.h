@@ -53,6 +53,11 @@ struct kiln_config {
     char *net_private_ok;               /* CIDRs the egress proxy may reach though private */
     int require_signature;              /* run only jobs signed with a known key */
     char *keys_file;                    /* KEY-ID HEX-SECRET lines */
+    char *secrets_file;                 /* NAME HOSTS VALUE lines (core/secrets.h) */
+    char *egress_ca;                    /* more CAs the proxy trusts for destinations */
+    /* not an option: the worker's egress CA certificate (PEM), set at start
+     * with --secrets-file, which sandboxes trust */
+    const char *egress_ca_pem;
     /* microVM backends (qemu, firecracker) */
     char *vm_kernel;                    /* uncompressed guest kernel (rootfs/build-vm.sh) */
     char *vm_initrd;                    /* its initramfs: /init = kiln-agent */

@@ -17,7 +17,9 @@
 #include "core/pool.h"
 #include "sandbox/rootfs.h"
 #include "sandbox/sysutil.h"
+#include "core/secrets.h"
 #include "core/sign.h"
+#include "sandbox/egress_tls.h"
 #include "core/runner.h"
 #include "queue/source.h"
 
@@ -131,6 +133,8 @@ int main(int argc, char **argv)
     struct kiln_plugins plugins = {0};
     struct kiln_worker w = {0};
     static struct kiln_keys keys;
+    static struct kiln_secrets secrets;
+    struct kiln_tls *tls = NULL;
     struct kiln_backend *backend = NULL;
     struct kiln_source *src = NULL;
     uv_signal_t sigint, sigterm;
@@ -203,6 +207,20 @@ int main(int argc, char **argv)
         kiln_info("keys file %s: %zu key(s)%s", cfg.keys_file, keys.n,
                   cfg.require_signature ? "; unsigned jobs are rejected" : "");
     }
+    if (cfg.secrets_file != NULL) {
+        if (kiln_secrets_load(&secrets, cfg.secrets_file, err, sizeof(err)) < 0 ||
+            kiln_tls_new(cfg.egress_ca, &tls, err, sizeof(err)) < 0) {
+            kiln_error("%s", err);
+            goto out;
+        }
+        w.secrets = &secrets;
+        w.tls = tls;
+        cfg.egress_ca_pem = kiln_tls_ca_pem(tls);
+        kiln_info("secrets file %s: %zu secret(s); HTTPS to their hosts goes through this worker's CA",
+                  cfg.secrets_file, secrets.n);
+    } else if (cfg.egress_ca != NULL) {
+        kiln_warn("--egress-ca is used only with --secrets-file (HTTPS the proxy ends itself)");
+    }
     uv_loop_t *loop = uv_default_loop();
     if (kiln_backend_open(loop, &cfg, &backend, err, sizeof(err)) < 0) {
         kiln_error("backend: %s", err);
@@ -264,6 +282,8 @@ out:
         kiln_rootfs_unmount(image_dir);
         cfg.rootfs = image_file;
     }
+    kiln_secrets_clear(&secrets);
+    kiln_tls_free(tls); /* after the backend: the proxies borrow it */
     kiln_config_free(&cfg);
     return rc;
 }

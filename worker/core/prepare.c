@@ -103,8 +103,8 @@ void kiln_prepare_limits(const struct kiln_job *job, int cur, struct kiln_limits
 
 int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
                       const struct kiln_plugin *p, const struct kiln_config *cfg, int build,
-                      const struct kiln_artifact *art, struct kiln_plan *plan,
-                      struct kiln_job_view *view)
+                      const struct kiln_artifact *art, const struct kiln_view_extra *extra,
+                      struct kiln_plan *plan, struct kiln_job_view *view)
 {
     char num[16];
     int r;
@@ -129,6 +129,13 @@ int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
         .net_allow = (const char *const *)job->net_allow,
         .nnet = job->nnet,
     };
+    if (extra != NULL) {
+        view->has_net = 1;
+        view->net_allow = extra->net;
+        view->nnet = extra->nnet;
+        view->secret_env = extra->secret_env;
+        view->nsecret_env = extra->nsecret_env;
+    }
     if (cur >= 0 && job->runs[cur].has_args) {
         view->args = (const char *const *)job->runs[cur].args;
         view->nargs = job->runs[cur].nargs;

@@ -39,12 +39,21 @@ void kiln_prepare_limits(const struct kiln_job *job, int cur, struct kiln_limits
 /* Plan attempt `attempt` of `job` (input `cur` of its runs, or -1) with
  * plugin `p` into `plan` (initialised here; the caller frees it, also on
  * failure): its build (`build`: p->build) or a run, which gets `art` (a
- * compiled job's artifact, borrowed; NULL: none) at p->artifact. `view`
+ * compiled job's artifact, borrowed; NULL: none) at p->artifact; `extra`
+ * (NULL: none) what its secrets add to the plugin's view. `view`
  * is what the plugin saw, kept for the pool's warm_ok. Returns 0;
  * -ENOMEM; or another negative errno with why in plan->reject. */
+/* What the worker adds to a job's view, when the job has secrets. */
+struct kiln_view_extra {
+    const char *const *net;        /* net.allow and the secrets' hosts */
+    size_t nnet;
+    const char *const *secret_env; /* the variables holding placeholders */
+    size_t nsecret_env;
+};
+
 int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
                       const struct kiln_plugin *p, const struct kiln_config *cfg, int build,
-                      const struct kiln_artifact *art, struct kiln_plan *plan,
-                      struct kiln_job_view *view);
+                      const struct kiln_artifact *art, const struct kiln_view_extra *extra,
+                      struct kiln_plan *plan, struct kiln_job_view *view);
 
 #endif

@@ -15,6 +15,7 @@
 #include "core/run.h"
 #include "core/session.h"
 #include "queue/source.h"
+#include "core/secrets.h"
 #include "sandbox/egress.h"
 
 /* ---- freeing ---------------------------------------------------------- */
@@ -39,6 +40,10 @@ void kiln__run_maybe_free(struct kiln_run *run)
     if (run->next)
         run->next->prev = run->prev;
     int owed = run->credit_owed;
+    if (run->secrets != NULL)
+        kiln_secret_uses_free(run->secrets, run->job->nsecrets);
+    free((void *)run->view_extra.net);
+    free((void *)run->view_extra.secret_env);
     kiln_job_free(run->job);
     kiln_plan_free(&run->plan);
     kiln__run_judge_free(run);

@@ -57,7 +57,9 @@ struct kiln_run {
     const struct kiln_plugin *plugin;
     struct kiln_plan plan;
     struct kiln_session *session; /* until GONE */
-    struct kiln_egress *egress;  /* the job's way out, with net.allow */
+    struct kiln_egress *egress;  /* the job's way out, with net.allow or secrets */
+    struct kiln_secret_use *secrets; /* the job's `secrets`, looked up */
+    struct kiln_view_extra view_extra; /* what they add to the plugin's view (arrays owned) */
     uv_timer_t timer;            /* the job's timeout, then a retry's backoff */
     uv_timer_t cpu_watch;        /* its CPU time against cpu_ms, from its cgroup */
     int64_t cpu_base;            /* the cgroup's CPU time when the run began */
@@ -107,6 +109,12 @@ static inline unsigned kiln__run_attempt(const struct kiln_run *run)
 static inline int64_t kiln__run_cpu_limit(const struct kiln_run *run)
 {
     return run->lim.cpu_ms > 0 ? run->lim.cpu_ms : run->w->cfg->cpu_ms;
+}
+
+/* The job has a way out: net.allow, or secrets (whose hosts it may reach). */
+static inline int kiln__run_net(const struct kiln_run *run)
+{
+    return (run->job->has_net && run->job->nnet > 0) || run->job->nsecrets > 0;
 }
 
 /* The job's id for logs: "-" before it is decoded. */

@@ -12,6 +12,8 @@ struct kiln_backend;
 struct kiln_plugins;
 struct kiln_pool;
 struct kiln_keys;
+struct kiln_secrets;
+struct kiln_tls;
 struct kiln_run;
 
 struct kiln_worker {
@@ -22,6 +24,8 @@ struct kiln_worker {
     const struct kiln_plugins *plugins;
     struct kiln_pool *pool;   /* warm sandboxes, or NULL */
     struct kiln_keys *keys;   /* with --require-signature */
+    struct kiln_secrets *secrets; /* with --secrets-file */
+    struct kiln_tls *tls;     /* the egress CA, with --secrets-file */
     unsigned busy;            /* slots taken: jobs not yet acked or released */
     unsigned ending;          /* jobs done whose sandboxes are still going */
     uint64_t finished;        /* jobs acknowledged */

@@ -1,13 +1,18 @@
 /*
  * The egress proxy of one sandbox: a Unix socket its relay connects to,
  * an HTTP CONNECT (or plain HTTP) head read from each connection, the
- * destination checked against the job's net.allow and the address policy
- * (egress_policy.c), then bytes spliced both ways until either side ends.
+ * destination checked against the job's net.allow, its secrets' hosts and
+ * the address policy (egress_policy.c). Then either bytes spliced both
+ * ways until either side ends (a CONNECT tunnel), or the job's requests
+ * passed through the rewriter (egress_http.c) that puts secrets in: plain
+ * HTTP always, and TLS terminated here (egress_tls.c) for a CONNECT to a
+ * host a secret of the job is bound to.
  */
 #include "sandbox/egress.h"
 
 #include <errno.h>
 #include <http_parser.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +21,10 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "sandbox/egress_http.h"
+#include "sandbox/egress_tls.h"
 
-#define HEAD_MAX 16384
+#define HEAD_MAX KILN_HTTP_HEAD_MAX
 #define QUEUE_MAX (4u << 20)
 
 struct kiln_egress {
@@ -29,6 +36,9 @@ struct kiln_egress {
     char private_ok[512];
     char *denied[KILN_EGRESS_DENIED_MAX];
     size_t ndenied;
+    struct kiln_egress_secret *secrets; /* owned copies */
+    size_t nsecrets;
+    struct kiln_tls *tls;         /* the worker's, borrowed */
     unsigned refs;                /* the server and each connection */
     int closing;
     struct econn *conns;
@@ -44,8 +54,10 @@ struct econn {
     size_t hlen;
     char host[256];
     int port, is_connect;
-    char *rewritten;              /* plain HTTP: the head in origin form */
-    size_t rlen;
+    uv_read_cb down_cb, up_cb;    /* how each side is read once connected */
+    struct kiln_egress_subst *subs; /* the job's secrets, with values where bound here */
+    struct kiln_http_rw *rw;      /* plain HTTP, or TLS ended here: the job's requests */
+    struct kiln_tls_conn *tls;    /* TLS ended here */
     uv_getaddrinfo_t gai;
     uv_connect_t creq;
 };
@@ -63,6 +75,20 @@ static void deny_note(struct kiln_egress *eg, const char *host, int port, const 
         eg->ndenied++;
 }
 
+static void secrets_free(struct kiln_egress_secret *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free((char *)v[i].name);
+        free((char *)v[i].placeholder);
+        if (v[i].value != NULL)
+            OPENSSL_clear_free((char *)v[i].value, v[i].vlen);
+        for (size_t k = 0; k < v[i].nhosts; k++)
+            free((char *)v[i].hosts[k]);
+        free((char **)v[i].hosts);
+    }
+    free(v);
+}
+
 static void eg_unref(struct kiln_egress *eg)
 {
     if (--eg->refs > 0)
@@ -70,6 +96,7 @@ static void eg_unref(struct kiln_egress *eg)
     for (size_t i = 0; i < eg->nallow; i++)
         free(eg->allow[i]);
     free(eg->allow);
+    secrets_free(eg->secrets, eg->nsecrets);
     for (size_t i = 0; i < eg->ndenied; i++)
         free(eg->denied[i]);
     free(eg);
@@ -86,7 +113,9 @@ static void conn_unref(struct econn *c)
         pp = &(*pp)->next;
     if (*pp)
         *pp = c->next;
-    free(c->rewritten);
+    kiln_tls_conn_free(c->tls);
+    free(c->rw);
+    free(c->subs);
     free(c);
     eg_unref(eg);
 }
@@ -124,7 +153,7 @@ static void on_written(uv_write_t *req, int status)
     if (status < 0 || w->close_after)
         conn_end(c);
     else if (!c->done && w->from != NULL && uv_stream_get_write_queue_size(req->handle) < QUEUE_MAX / 2)
-        uv_read_start(w->from, on_alloc, on_splice);
+        uv_read_start(w->from, on_alloc, w->from == (uv_stream_t *)&c->down ? c->down_cb : c->up_cb);
     free(w);
 }
 
@@ -190,6 +219,94 @@ static void on_splice(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         send_to(c, to, s, buf->base, (size_t)n);
 }
 
+/* ---- requests with secrets ------------------------------------------- */
+
+static void deny_secret(void *arg, const char *name)
+{
+    struct econn *c = arg;
+    char why[160];
+    snprintf(why, sizeof(why), "secret %s is not bound to this host: sent without its value", name);
+    deny_note(c->eg, c->host, c->port, why);
+}
+
+static void to_up(void *arg, const char *data, size_t n)
+{
+    struct econn *c = arg;
+    if (!c->done)
+        send_to(c, (uv_stream_t *)&c->up, (uv_stream_t *)&c->down, data, n);
+}
+
+static void to_down(void *arg, const char *data, size_t n)
+{
+    struct econn *c = arg;
+    if (!c->done)
+        send_to(c, (uv_stream_t *)&c->down, (uv_stream_t *)&c->up, data, n);
+}
+
+static void to_tls(void *arg, const char *data, size_t n)
+{
+    struct econn *c = arg;
+    if (!c->done && kiln_tls_send_dest(c->tls, data, n) < 0)
+        conn_end(c);
+}
+
+static void feed_rw(void *arg, const char *data, size_t n)
+{
+    struct econn *c = arg;
+    char why[200];
+    if (!c->done && kiln_http_rw_feed(c->rw, data, n, why, sizeof(why)) < 0) {
+        kiln_debug("egress: %s:%d: %s", c->host, c->port, why);
+        conn_end(c);
+    }
+}
+
+static void on_job_http(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct econn *c = s->data;
+    if (n < 0)
+        conn_end(c);
+    else
+        feed_rw(c, buf->base, (size_t)n);
+}
+
+/* A TLS side answered: 1 its session closed, -1 it failed (recorded). */
+static void tls_after(struct econn *c, int r, const char *why)
+{
+    if (r < 0)
+        deny_note(c->eg, c->host, c->port, why);
+    if (r != 0)
+        conn_end(c);
+}
+
+static void on_job_tls(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct econn *c = s->data;
+    char why[300];
+    if (n < 0)
+        conn_end(c);
+    else if (!c->done)
+        tls_after(c, kiln_tls_from_job(c->tls, buf->base, (size_t)n, why, sizeof(why)), why);
+}
+
+static void on_dest_tls(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct econn *c = s->data;
+    char why[300];
+    if (n < 0)
+        conn_end(c);
+    else if (!c->done)
+        tls_after(c, kiln_tls_from_dest(c->tls, buf->base, (size_t)n, why, sizeof(why)), why);
+}
+
+/* 1 if a secret of the job is bound to this connection's destination. */
+static int secret_bound(const struct econn *c)
+{
+    for (size_t i = 0; i < c->eg->nsecrets; i++)
+        if (c->subs[i].value != NULL)
+            return 1;
+    return 0;
+}
+
 static void on_connected(uv_connect_t *req, int status)
 {
     struct econn *c = req->data;
@@ -202,16 +319,41 @@ static void on_connected(uv_connect_t *req, int status)
         return;
     }
     size_t head_end = (size_t)(strstr(c->head, "\r\n\r\n") - c->head) + 4;
-    if (c->is_connect) {
+    c->down_cb = c->up_cb = on_splice;
+    if (!c->is_connect || (secret_bound(c) && c->eg->tls != NULL)) {
+        if ((c->rw = malloc(sizeof(*c->rw))) == NULL) {
+            respond(c, 502, "out of memory");
+            return;
+        }
+        kiln_http_rw_init(c->rw, c->host, c->port, !c->is_connect, c->subs, c->eg->nsecrets,
+                          c->is_connect ? to_tls : to_up, deny_secret, c);
+    }
+    if (!c->is_connect) { /* plain HTTP: each request through the rewriter */
+        c->down_cb = on_job_http;
+        feed_rw(c, c->head, c->hlen);
+    } else {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
         send_to(c, (uv_stream_t *)&c->down, NULL, ok, sizeof(ok) - 1);
-    } else {
-        send_to(c, (uv_stream_t *)&c->up, NULL, c->rewritten, c->rlen);
+        if (c->rw != NULL) { /* a secret may go here: TLS ends in the proxy */
+            char why[300];
+            struct kiln_tls_io io = {.to_job = to_down, .to_dest = to_up, .plain = feed_rw, .arg = c};
+            if (kiln_tls_conn_new(c->eg->tls, c->host, &io, &c->tls, why, sizeof(why)) < 0) {
+                tls_after(c, -1, why);
+                return;
+            }
+            c->down_cb = on_job_tls;
+            c->up_cb = on_dest_tls;
+            if (c->hlen > head_end)
+                tls_after(c, kiln_tls_from_job(c->tls, c->head + head_end, c->hlen - head_end, why,
+                                               sizeof(why)), why);
+        } else if (c->hlen > head_end) { /* bytes the job sent after its CONNECT */
+            send_to(c, (uv_stream_t *)&c->up, NULL, c->head + head_end, c->hlen - head_end);
+        }
     }
-    if (c->hlen > head_end) /* bytes the job sent after its request head */
-        send_to(c, (uv_stream_t *)&c->up, NULL, c->head + head_end, c->hlen - head_end);
-    uv_read_start((uv_stream_t *)&c->down, on_alloc, on_splice);
-    uv_read_start((uv_stream_t *)&c->up, on_alloc, on_splice);
+    if (c->done)
+        return;
+    uv_read_start((uv_stream_t *)&c->down, on_alloc, c->down_cb);
+    uv_read_start((uv_stream_t *)&c->up, on_alloc, c->up_cb);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -311,25 +453,22 @@ static void begin(struct econn *c)
     }
     snprintf(c->host, sizeof(c->host), "%.*s", (int)pu.field_data[UF_HOST].len, u.url + pu.field_data[UF_HOST].off);
     c->port = (pu.field_set & (1 << UF_PORT)) ? pu.port : 80;
-    if (!kiln_egress_allowed((const char *const *)c->eg->allow, c->eg->nallow, c->host, c->port)) {
+    int allowed = kiln_egress_allowed((const char *const *)c->eg->allow, c->eg->nallow, c->host, c->port);
+    if (c->eg->nsecrets > 0 && (c->subs = calloc(c->eg->nsecrets, sizeof(*c->subs))) == NULL) {
+        respond(c, 502, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < c->eg->nsecrets; i++) {
+        const struct kiln_egress_secret *sec = &c->eg->secrets[i];
+        int bound = kiln_egress_allowed(sec->hosts, sec->nhosts, c->host, c->port);
+        c->subs[i] = (struct kiln_egress_subst){sec->name, sec->placeholder, strlen(sec->placeholder),
+                                                bound ? sec->value : NULL, bound ? sec->vlen : 0};
+        allowed |= bound; /* a secret's hosts are the job's to reach */
+    }
+    if (!allowed) {
         deny_note(c->eg, c->host, c->port, "not in net.allow");
         respond(c, 403, "not in the job's net.allow");
         return;
-    }
-    if (!c->is_connect) { /* forward in origin form: METHOD /path?query HTTP/1.1 */
-        const char *path = (pu.field_set & (1 << UF_PATH)) ? u.url + pu.field_data[UF_PATH].off : "/";
-        const char *line_end = strstr(c->head, "\r\n");
-        c->rewritten = malloc(end + 16);
-        if (c->rewritten == NULL) {
-            respond(c, 502, "out of memory");
-            return;
-        }
-        c->rlen = (size_t)snprintf(c->rewritten, end + 16, "%s %s HTTP/1.1", http_method_str(p.method),
-                                   *path ? path : "/");
-        if (c->rlen > end)
-            c->rlen = end;
-        memcpy(c->rewritten + c->rlen, line_end, end - (size_t)(line_end - c->head));
-        c->rlen += end - (size_t)(line_end - c->head);
     }
     snprintf(port, sizeof(port), "%d", c->port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -385,28 +524,62 @@ static void on_conn(uv_stream_t *server, int status)
 
 static void server_closed(uv_handle_t *h);
 
-int kiln_egress_open(uv_loop_t *loop, const char *path, const char *const *allow, size_t nallow,
-                     const char *private_ok, struct kiln_egress **out)
+static int copy_secrets(struct kiln_egress *eg, const struct kiln_egress_opts *o)
+{
+    if (o->nsecrets == 0)
+        return 0;
+    if ((eg->secrets = calloc(o->nsecrets, sizeof(*eg->secrets))) == NULL)
+        return -1;
+    for (size_t i = 0; i < o->nsecrets; i++) {
+        const struct kiln_egress_secret *from = &o->secrets[i];
+        struct kiln_egress_secret *to = &eg->secrets[i];
+        char **hosts = calloc(from->nhosts + 1, sizeof(char *));
+        char *value = malloc(from->vlen + 1);
+        eg->nsecrets++;
+        to->hosts = (const char *const *)hosts;
+        to->value = value;
+        to->vlen = from->vlen;
+        to->name = strdup(from->name);
+        to->placeholder = strdup(from->placeholder);
+        if (hosts == NULL || value == NULL || to->name == NULL || to->placeholder == NULL)
+            return -1;
+        memcpy(value, from->value, from->vlen);
+        value[from->vlen] = '\0';
+        for (size_t k = 0; k < from->nhosts; k++, to->nhosts++)
+            if ((hosts[k] = strdup(from->hosts[k])) == NULL)
+                return -1;
+    }
+    return 0;
+}
+
+int kiln_egress_open(uv_loop_t *loop, const char *path, const struct kiln_egress_opts *o,
+                     struct kiln_egress **out)
 {
     struct kiln_egress *eg;
+    const char *private_ok = o->private_ok;
     int r;
     /* never a truncated path or list: a cut CIDR ("10.0.0.0/16" ->
      * "10.0.0.0/1") would let the proxy reach more than it was told */
     if (strlen(path) >= sizeof(eg->path) ||
         (private_ok != NULL && strlen(private_ok) >= sizeof(eg->private_ok)))
         return UV_ENAMETOOLONG;
-    if ((eg = calloc(1, sizeof(*eg))) == NULL || (eg->allow = calloc(nallow + 1, sizeof(char *))) == NULL) {
+    if ((eg = calloc(1, sizeof(*eg))) == NULL || (eg->allow = calloc(o->nallow + 1, sizeof(char *))) == NULL) {
         free(eg);
         return UV_ENOMEM;
     }
     eg->refs = 1;
-    for (size_t i = 0; i < nallow; i++) {
-        if ((eg->allow[eg->nallow] = strdup(allow[i])) == NULL) {
+    for (size_t i = 0; i < o->nallow; i++) {
+        if ((eg->allow[eg->nallow] = strdup(o->allow[i])) == NULL) {
             eg_unref(eg); /* an entry left out would be a silent refusal */
             return UV_ENOMEM;
         }
         eg->nallow++;
     }
+    if (copy_secrets(eg, o) < 0) {
+        eg_unref(eg);
+        return UV_ENOMEM;
+    }
+    eg->tls = o->tls;
     eg->loop = loop;
     snprintf(eg->path, sizeof(eg->path), "%s", path);
     snprintf(eg->private_ok, sizeof(eg->private_ok), "%s", private_ok ? private_ok : "");

@@ -10,6 +10,12 @@
  *
  * Patterns: host, *.suffix, host:port, 1.2.3.4[:port], [v6][:port]; without
  * a port only 80 and 443 are allowed.
+ *
+ * Secrets: the job holds a placeholder; on a connection to a host the
+ * secret is bound to, the proxy puts the value in its place in request
+ * lines and headers (plain HTTP, and HTTPS with TLS ended here by the
+ * worker's CA, egress_tls.h). Toward any other host the placeholder goes
+ * as it is, and `denied` says so.
  */
 #ifndef KILN_EGRESS_H
 #define KILN_EGRESS_H
@@ -20,12 +26,33 @@
 #define KILN_EGRESS_DENIED_MAX 32
 
 struct kiln_egress;
+struct kiln_tls;
 
-/* Listen at `path` for one sandbox. `allow` is copied. Returns 0 with a new
- * proxy in *out, or a negative libuv code (UV_ENAMETOOLONG: `path` or
- * `private_ok` longer than the proxy keeps). */
-int kiln_egress_open(uv_loop_t *loop, const char *path, const char *const *allow, size_t nallow,
-                     const char *private_ok, struct kiln_egress **out);
+/* One secret of the job, for the proxy. */
+struct kiln_egress_secret {
+    const char *name;         /* the operator's name, for `denied` */
+    const char *placeholder;  /* what the job holds in its environment */
+    const char *value;
+    size_t vlen;
+    const char *const *hosts; /* where the value may go: net.allow patterns */
+    size_t nhosts;
+};
+
+struct kiln_egress_opts {
+    const char *const *allow; /* the job's net.allow */
+    size_t nallow;
+    const char *private_ok;   /* --net-private-ok, or NULL */
+    const struct kiln_egress_secret *secrets;
+    size_t nsecrets;
+    struct kiln_tls *tls;     /* the worker's CA: HTTPS with secrets; NULL: none */
+};
+
+/* Listen at `path` for one sandbox. Everything in `o` is copied but `tls`,
+ * which must outlive the proxy. Returns 0 with a new proxy in *out, or a
+ * negative libuv code (UV_ENAMETOOLONG: `path` or `private_ok` longer than
+ * the proxy keeps). */
+int kiln_egress_open(uv_loop_t *loop, const char *path, const struct kiln_egress_opts *o,
+                     struct kiln_egress **out);
 /* Destinations refused so far ("host:port: why"), borrowed. */
 const char *const *kiln_egress_denied(const struct kiln_egress *eg, size_t *n);
 /* Stop listening, close its connections; freed when libuv lets go. */

@@ -174,6 +174,41 @@ static void agent_argv(struct kiln_jail *j)
     *a = NULL;
 }
 
+/* For HTTPS with secrets: the worker's CA, and the image's CA bundle with
+ * it added, on the proxy tmpfs; each sandbox's proxy directory links them
+ * (jail_clone.c) and its agent binds the bundle over the image's. */
+static int write_ca(struct kiln_jail *j, const struct kiln_config *cfg, char *err, size_t errlen)
+{
+    char path[700];
+    int r;
+    snprintf(path, sizeof(path), "%s/" KILN_SYSTEM_CA_BUNDLE, cfg->rootfs ? cfg->rootfs : "");
+    FILE *in = fopen(path, "re");
+    size_t n = 0, cap = strlen(cfg->egress_ca_pem) + 1;
+    char *bundle = NULL;
+    if (in != NULL) {
+        fseek(in, 0, SEEK_END);
+        long size = ftell(in);
+        rewind(in);
+        if (size > 0 && size < (4 << 20) && (bundle = malloc((size_t)size + cap + 1)) != NULL)
+            n = fread(bundle, 1, (size_t)size, in);
+        fclose(in);
+    } else {
+        kiln_warn("jail: no CA bundle at %s: sandboxes trust only the egress CA", path);
+    }
+    if (bundle == NULL && (bundle = malloc(cap + 1)) == NULL) {
+        snprintf(err, errlen, "jail: out of memory");
+        return -ENOMEM;
+    }
+    if (n > 0 && bundle[n - 1] != '\n')
+        bundle[n++] = '\n';
+    memcpy(bundle + n, cfg->egress_ca_pem, cap);
+    if ((r = kiln_create_file_at(j->proxy_root, KILN_CA_FILE, cfg->egress_ca_pem)) < 0 ||
+        (r = kiln_create_file_at(j->proxy_root, KILN_CA_BUNDLE_FILE, bundle)) < 0)
+        snprintf(err, errlen, "jail: cannot write the egress CA in %s: %s", j->proxy_root, strerror(-r));
+    free(bundle);
+    return r;
+}
+
 int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
                           struct kiln_backend **out, char *err, size_t errlen)
 {
@@ -264,9 +299,13 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
     /* the sandboxes' proxy directories live on a tmpfs of the worker's own,
      * so what a sandbox sees of its directory's origin is "/<token>" */
     if (mount("kiln-proxy", j->proxy_root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-              "mode=0755,size=1m") < 0) {
+              "mode=0755,size=4m") < 0) {
         r = -errno;
         snprintf(err, errlen, "jail: cannot mount a tmpfs on %s: %s", j->proxy_root, strerror(-r));
+        goto fail;
+    }
+    if (cfg->egress_ca_pem != NULL && (r = write_ca(j, cfg, err, errlen)) < 0) {
+        umount2(j->proxy_root, MNT_DETACH);
         goto fail;
     }
     *out = &j->pub;

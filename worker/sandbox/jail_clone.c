@@ -35,6 +35,7 @@
 #include "core/log.h"
 #include "sandbox/sysutil.h"
 #include "sandbox/zygote.h"
+#include "wire/proto.h"
 
 #ifndef OPEN_TREE_CLONE
 #define OPEN_TREE_CLONE 1
@@ -167,7 +168,20 @@ static int proxy_dir_make(struct kiln_jail *j, char *out, size_t len)
         snprintf(hex + 2 * i, 3, "%02x", tok[i]);
     if (snprintf(out, len, "%s/%s", j->proxy_root, hex) >= (int)len)
         return -ENAMETOOLONG;
-    return mkdir(out, 0755) < 0 ? -errno : 0;
+    if (mkdir(out, 0755) < 0)
+        return -errno;
+    if (j->pub.cfg->egress_ca_pem == NULL)
+        return 0;
+    /* the egress CA, linked: one copy on the tmpfs for every sandbox */
+    static const char *const ca[] = {KILN_CA_FILE, KILN_CA_BUNDLE_FILE};
+    for (size_t i = 0; i < 2; i++) {
+        char from[600], to[600];
+        snprintf(from, sizeof(from), "%s/%s", j->proxy_root, ca[i]);
+        snprintf(to, sizeof(to), "%s/%s", out, ca[i]);
+        if (link(from, to) < 0)
+            return -errno;
+    }
+    return 0;
 }
 
 static void on_poll_closed(uv_handle_t *h)
@@ -275,8 +289,11 @@ void kiln__jail_gone(struct kiln_jail_sandbox *sb)
         close(sb->pub.fd);
     if (sb->proxy_dir[0] != '\0') {
         char sock[600];
-        snprintf(sock, sizeof(sock), "%s/p.sock", sb->proxy_dir);
-        unlink(sock);
+        static const char *const files[] = {"p.sock", KILN_CA_FILE, KILN_CA_BUNDLE_FILE};
+        for (size_t i = 0; i < 3; i++) {
+            snprintf(sock, sizeof(sock), "%s/%s", sb->proxy_dir, files[i]);
+            unlink(sock);
+        }
         rmdir(sb->proxy_dir);
     }
     if (sb->pub.on_exit != NULL)

@@ -63,10 +63,10 @@ void kiln_rm_rf(const char *path)
     nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int kiln_write_file(const char *path, const char *text)
+static int write_text(const char *path, int flags, const char *text)
 {
     size_t len = strlen(text);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int fd = open(path, O_WRONLY | O_CLOEXEC | flags, 0644);
     if (fd < 0)
         return -errno;
     ssize_t n = write(fd, text, len);
@@ -76,11 +76,23 @@ int kiln_write_file(const char *path, const char *text)
     return r;
 }
 
+int kiln_write_file(const char *path, const char *text)
+{
+    return write_text(path, 0, text);
+}
+
 int kiln_write_file_at(const char *dir, const char *name, const char *text)
 {
     char path[PATH_MAX];
     int r = kiln_path_join(path, sizeof(path), dir, name);
     return r < 0 ? r : kiln_write_file(path, text);
+}
+
+int kiln_create_file_at(const char *dir, const char *name, const char *text)
+{
+    char path[PATH_MAX];
+    int r = kiln_path_join(path, sizeof(path), dir, name);
+    return r < 0 ? r : write_text(path, O_CREAT | O_TRUNC | O_EXCL, text);
 }
 
 int kiln_pid_alive(pid_t pid)

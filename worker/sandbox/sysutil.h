@@ -31,6 +31,8 @@ void kiln_rm_rf(const char *path);
 int kiln_write_file(const char *path, const char *text);
 /* The same for "<dir>/<name>". */
 int kiln_write_file_at(const char *dir, const char *name, const char *text);
+/* A new file `dir`/`name` (mode 0644, never an existing one) holding `text`. */
+int kiln_create_file_at(const char *dir, const char *name, const char *text);
 
 /* Whether a process `pid` exists (in this pid namespace). */
 int kiln_pid_alive(pid_t pid);

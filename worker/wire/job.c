@@ -50,6 +50,11 @@ int kiln_job_valid_name(const char *s)
     return charset_ok(s, KILN_JOB_NAME_MAX, "._:-");
 }
 
+int kiln_job_valid_secret(const char *s)
+{
+    return charset_ok(s, KILN_JOB_SECRET_NAME_MAX, "._-");
+}
+
 /* A string field: copy into *out. `what` names it in reasons. */
 static int get_str(struct dec *d, const msgpack_object *o, const char *what, char **out)
 {
@@ -117,26 +122,37 @@ static int env_key_ok(const char *k)
     return charset_ok(k, 255, "_");
 }
 
-static int decode_env(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+/* A map of environment names to strings: `env`, and `secrets` (whose
+ * values name the operator's secrets). */
+static int decode_env_map(struct dec *d, const msgpack_object *o, const char *what,
+                          struct kiln_kv **out, size_t *n)
 {
+    char kwhat[32], vwhat[32];
     if (o->type != MSGPACK_OBJECT_MAP)
-        return bad(d, "field 'env' must be a map of strings to strings");
-    job->env = calloc(o->via.map.size + 1, sizeof(*job->env));
-    if (job->env == NULL)
+        return bad(d, "field '%s' must be a map of strings to strings", what);
+    if (strcmp(what, "secrets") == 0 && o->via.map.size > KILN_JOB_SECRETS_MAX)
+        return bad(d, "field 'secrets' has %u entries: at most %d", o->via.map.size,
+                   KILN_JOB_SECRETS_MAX);
+    *out = calloc(o->via.map.size + 1, sizeof(**out));
+    if (*out == NULL)
         return d->nomem = 1, -ENOMEM;
+    snprintf(kwhat, sizeof(kwhat), "%s key", what);
+    snprintf(vwhat, sizeof(vwhat), "%s value", what);
     for (uint32_t i = 0; i < o->via.map.size; i++) {
-        struct kiln_kv *kv = &job->env[i];
+        struct kiln_kv *kv = &(*out)[i];
         char *k = NULL, *v = NULL;
-        int r = get_str(d, &o->via.map.ptr[i].key, "env key", &k);
+        int r = get_str(d, &o->via.map.ptr[i].key, kwhat, &k);
         if (r == 0)
-            r = get_str(d, &o->via.map.ptr[i].val, "env value", &v);
+            r = get_str(d, &o->via.map.ptr[i].val, vwhat, &v);
         kv->key = k;
         kv->value = v;
-        job->nenv++;
+        (*n)++;
         if (r < 0)
             return r;
         if (!env_key_ok(k))
-            return bad(d, "env key '%.64s' must match [A-Za-z_][A-Za-z0-9_]*", k);
+            return bad(d, "%s '%.64s' must match [A-Za-z_][A-Za-z0-9_]*", kwhat, k);
+        if (strcmp(what, "secrets") == 0 && !kiln_job_valid_secret(v))
+            return bad(d, "secrets.%.64s: '%.64s' is not a secret's name (1-64 of [A-Za-z0-9_.-])", k, v);
     }
     return 0;
 }
@@ -414,8 +430,16 @@ static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *j
         (r = get_bytes(d, o, "stdin", &job->stdin_data, &job->stdin_len)) < 0)
         return r;
     if ((o = kiln_mp_get(m, "env")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
-        (r = decode_env(d, o, job)) < 0)
+        (r = decode_env_map(d, o, "env", &job->env, &job->nenv)) < 0)
         return r;
+    if ((o = kiln_mp_get(m, "secrets")) != NULL && o->type != MSGPACK_OBJECT_NIL) {
+        if ((r = decode_env_map(d, o, "secrets", &job->secrets, &job->nsecrets)) < 0)
+            return r;
+        for (size_t i = 0; i < job->nsecrets; i++)
+            for (size_t k = 0; k < job->nenv; k++)
+                if (strcmp(job->secrets[i].key, job->env[k].key) == 0)
+                    return bad(d, "'%.64s' is in both env and secrets", job->env[k].key);
+    }
     if ((o = kiln_mp_get(m, "files")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
         (r = decode_files(d, o, job)) < 0)
         return r;
@@ -521,6 +545,11 @@ void kiln_job_free(struct kiln_job *job)
         free((char *)job->env[i].value);
     }
     free(job->env);
+    for (size_t i = 0; i < job->nsecrets; i++) {
+        free((char *)job->secrets[i].key);
+        free((char *)job->secrets[i].value);
+    }
+    free(job->secrets);
     for (size_t i = 0; i < job->nfiles; i++) {
         free(job->files[i].path);
         free(job->files[i].data);

@@ -11,6 +11,8 @@
 #define KILN_JOB_NAME_MAX 249 /* reply_to: Kafka's topic name limit */
 #define KILN_JOB_FILES_MAX 1000
 #define KILN_JOB_PATH_MAX 1024
+#define KILN_JOB_SECRETS_MAX 32
+#define KILN_JOB_SECRET_NAME_MAX 64
 
 /* Limits a job asks for; -1 where the job says nothing. */
 struct kiln_limits {
@@ -65,6 +67,8 @@ struct kiln_job {
     size_t stdin_len;
     struct kiln_kv *env;       /* key and value strings owned by the job */
     size_t nenv;
+    struct kiln_kv *secrets;   /* env name -> the operator's secret name */
+    size_t nsecrets;
     struct kiln_file *files;
     size_t nfiles;
     struct kiln_limits limits;
@@ -99,5 +103,7 @@ void kiln_job_free(struct kiln_job *job);
 /* 1 if `s` is a valid job id / stream or topic name. */
 int kiln_job_valid_id(const char *s);
 int kiln_job_valid_name(const char *s);
+/* 1 if `s` can name one of the operator's secrets: 1-64 of [A-Za-z0-9_.-]. */
+int kiln_job_valid_secret(const char *s);
 
 #endif

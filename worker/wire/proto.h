@@ -61,6 +61,15 @@
 #define KILN_PROXY_URL_STR(p) "http://127.0.0.1:" #p
 #define KILN_PROXY_URL_(p) KILN_PROXY_URL_STR(p)
 #define KILN_PROXY_URL KILN_PROXY_URL_(KILN_PROXY_PORT)
+/* A jail's own proxy directory, inside it, and what the worker puts there
+ * for HTTPS with secrets: its egress CA, and the image's CA bundle with the
+ * CA added (bound over the image's /etc/ssl/certs/ca-certificates.crt). */
+#define KILN_SANDBOX_PROXY_DIR "/dev/kiln-proxy"
+#define KILN_CA_FILE "ca.pem"
+#define KILN_CA_BUNDLE_FILE "ca-bundle.pem"
+#define KILN_SANDBOX_CA KILN_SANDBOX_PROXY_DIR "/" KILN_CA_FILE
+#define KILN_SANDBOX_CA_BUNDLE KILN_SANDBOX_PROXY_DIR "/" KILN_CA_BUNDLE_FILE
+#define KILN_SYSTEM_CA_BUNDLE "etc/ssl/certs/ca-certificates.crt"
 
 /* The egress mux (QEMU VMs whose job has net.allow). The guest has no
  * network device: its relay (agent/relay.c) carries every connection the

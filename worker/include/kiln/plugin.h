@@ -79,7 +79,7 @@ extern "C" {
 #endif
 
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 3
+#define KILN_PLUGIN_ABI_MINOR 4
 #define KILN_PLUGIN_SYMBOL "kiln_plugin_entry"
 
 #if defined(__GNUC__)
@@ -114,9 +114,16 @@ struct kiln_job_view {
     unsigned attempt;          /* 1 on first delivery */
     /* v1.0 ends here; append only. */
     int has_net;               /* 0: the job asked for no network at all */
-    const char *const *net_allow; /* nnet host patterns from net.allow */
+    const char *const *net_allow; /* nnet host patterns: net.allow, and the
+                                   * hosts of the job's secrets (1.4), which
+                                   * the job may reach too */
     size_t nnet;
     /* v1.1 ends here. */
+    /* v1.4: the variables the worker sets to placeholders of the job's
+     * secrets (the values never reach a sandbox: the egress proxy puts
+     * them into requests to the secrets' hosts) */
+    const char *const *secret_env;
+    size_t nsecret_env;
 };
 
 /*

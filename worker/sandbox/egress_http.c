@@ -1,0 +1,221 @@
+#include "sandbox/egress_http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+char *kiln_http_substitute(const char *data, size_t n, const struct kiln_egress_subst *subs,
+                           size_t nsubs, size_t *outlen, kiln_http_deny_cb *deny, void *arg)
+{
+    size_t grow = 0;
+    unsigned denied = 0; /* a bit per secret: told once */
+    /* first the size: each placeholder found, and what replaces it */
+    for (int pass = 0; pass < 2; pass++) {
+        char *out = NULL;
+        size_t o = 0;
+        if (pass == 1 && (out = malloc(n + grow + 1)) == NULL)
+            return NULL;
+        for (size_t i = 0; i < n;) {
+            size_t k = 0;
+            for (; k < nsubs; k++)
+                if (subs[k].plen <= n - i && memcmp(data + i, subs[k].placeholder, subs[k].plen) == 0)
+                    break;
+            if (k == nsubs) {
+                if (pass == 1)
+                    out[o++] = data[i];
+                i++;
+                continue;
+            }
+            const struct kiln_egress_subst *s = &subs[k];
+            if (pass == 0) {
+                if (s->value != NULL && s->vlen > s->plen)
+                    grow += s->vlen - s->plen;
+                if (s->value == NULL && k < 32 && !(denied & (1u << k))) {
+                    denied |= 1u << k;
+                    if (deny != NULL)
+                        deny(arg, s->name);
+                }
+            } else if (s->value != NULL) {
+                memcpy(out + o, s->value, s->vlen);
+                o += s->vlen;
+            } else {
+                memcpy(out + o, s->placeholder, s->plen);
+                o += s->plen;
+            }
+            i += s->plen;
+        }
+        if (pass == 1) {
+            out[o] = '\0';
+            *outlen = o;
+            return out;
+        }
+    }
+    return NULL;
+}
+
+static int on_complete(http_parser *p)
+{
+    struct kiln_http_rw *rw = p->data;
+    rw->complete = 1;
+    http_parser_pause(p, 1); /* the next bytes are the next request's */
+    return 0;
+}
+
+static const http_parser_settings settings = {.on_message_complete = on_complete};
+
+void kiln_http_rw_init(struct kiln_http_rw *rw, const char *host, int port, int proxy_form,
+                       const struct kiln_egress_subst *subs, size_t nsubs, kiln_http_emit_cb *emit,
+                       kiln_http_deny_cb *deny, void *arg)
+{
+    rw->state = RW_HEAD;
+    rw->complete = 0;
+    rw->proxy_form = proxy_form;
+    rw->host = host;
+    rw->port = port;
+    rw->subs = subs;
+    rw->nsubs = nsubs;
+    rw->emit = emit;
+    rw->deny = deny;
+    rw->arg = arg;
+    rw->hlen = 0;
+}
+
+/* A proxy request's line in origin form ("GET /p?q HTTP/1.1"), once its
+ * absolute URI is checked to name this connection's destination. The head
+ * is rewritten in place; returns 0 or -1 with `why`. */
+static int origin_form(struct kiln_http_rw *rw, char *why, size_t len)
+{
+    char *line_end = strstr(rw->head, "\r\n");
+    char *sp1 = memchr(rw->head, ' ', (size_t)(line_end - rw->head));
+    char *sp2 = NULL;
+    for (char *q = line_end - 1; q > sp1; q--)
+        if (*q == ' ') {
+            sp2 = q;
+            break;
+        }
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    if (sp1 == NULL || sp2 == NULL || rw->p.method == HTTP_CONNECT ||
+        http_parser_parse_url(sp1 + 1, (size_t)(sp2 - sp1 - 1), 0, &u) != 0 ||
+        !(u.field_set & (1 << UF_HOST))) {
+        snprintf(why, len, "a request on a proxy connection needs an absolute http:// URL");
+        return -1;
+    }
+    const char *url = sp1 + 1;
+    int port = (u.field_set & (1 << UF_PORT)) ? (int)u.port : 80;
+    if (port != rw->port || strlen(rw->host) != u.field_data[UF_HOST].len ||
+        strncasecmp(rw->host, url + u.field_data[UF_HOST].off, u.field_data[UF_HOST].len) != 0) {
+        snprintf(why, len, "one proxy connection, one destination: open another for another host");
+        return -1;
+    }
+    /* from the path (or the query) to the fragment: what the server sees */
+    size_t from, to;
+    if (u.field_set & (1 << UF_PATH))
+        from = u.field_data[UF_PATH].off;
+    else if (u.field_set & (1 << UF_QUERY))
+        from = (size_t)u.field_data[UF_QUERY].off - 1;
+    else
+        from = (size_t)(sp2 - url);
+    to = (u.field_set & (1 << UF_FRAGMENT)) ? (size_t)u.field_data[UF_FRAGMENT].off - 1 : (size_t)(sp2 - url);
+    int slash = !(u.field_set & (1 << UF_PATH));
+    /* "METHOD " + [/] + url[from..to) + " HTTP/x.y..." */
+    size_t keep = (size_t)(sp1 + 1 - rw->head), mid = to - from, tail = rw->hlen - (size_t)(sp2 - rw->head);
+    memmove(rw->head + keep + slash, url + from, mid);
+    if (slash)
+        rw->head[keep] = '/';
+    memmove(rw->head + keep + slash + mid, rw->head + (sp2 - rw->head), tail);
+    rw->hlen = keep + slash + mid + tail;
+    rw->head[rw->hlen] = '\0';
+    return 0;
+}
+
+/* A whole head is in rw->head: check it, rewrite it, pass it on. */
+static int head_done(struct kiln_http_rw *rw, char *why, size_t len)
+{
+    http_parser_init(&rw->p, HTTP_REQUEST);
+    rw->p.data = rw;
+    rw->complete = 0;
+    size_t used = http_parser_execute(&rw->p, &settings, rw->head, rw->hlen);
+    enum http_errno e = HTTP_PARSER_ERRNO(&rw->p);
+    if ((e != HPE_OK && e != HPE_PAUSED) || used != rw->hlen) {
+        snprintf(why, len, "not an HTTP request: %s", http_errno_description(e));
+        return -1;
+    }
+    if (e == HPE_PAUSED)
+        http_parser_pause(&rw->p, 0);
+    if (rw->proxy_form && origin_form(rw, why, len) < 0)
+        return -1;
+    size_t n;
+    char *out = kiln_http_substitute(rw->head, rw->hlen, rw->subs, rw->nsubs, &n, rw->deny, rw->arg);
+    if (out == NULL) {
+        snprintf(why, len, "out of memory");
+        return -1;
+    }
+    rw->emit(rw->arg, out, n);
+    free(out);
+    rw->hlen = 0;
+    rw->state = rw->p.upgrade ? RW_RAW : rw->complete ? RW_HEAD : RW_BODY;
+    return 0;
+}
+
+int kiln_http_rw_feed(struct kiln_http_rw *rw, const char *data, size_t n, char *why, size_t len)
+{
+    while (n > 0) {
+        if (rw->state == RW_RAW) {
+            rw->emit(rw->arg, data, n);
+            return 0;
+        }
+        if (rw->state == RW_BODY) {
+            size_t used = http_parser_execute(&rw->p, &settings, data, n);
+            enum http_errno e = HTTP_PARSER_ERRNO(&rw->p);
+            if (e != HPE_OK && e != HPE_PAUSED) {
+                snprintf(why, len, "bad request body: %s", http_errno_description(e));
+                return -1;
+            }
+            if (used > 0)
+                rw->emit(rw->arg, data, used);
+            data += used;
+            n -= used;
+            if (rw->complete)
+                rw->state = rw->p.upgrade ? RW_RAW : RW_HEAD;
+            else if (used == 0) /* the parser took nothing and is not done */
+                return snprintf(why, len, "bad request body"), -1;
+            continue;
+        }
+        /* RW_HEAD: blank lines before a request are no part of it */
+        if (rw->hlen == 0) {
+            while (n > 0 && (*data == '\r' || *data == '\n'))
+                data++, n--;
+            if (n == 0)
+                return 0;
+        }
+        size_t start = rw->hlen > 3 ? rw->hlen - 3 : 0, take = n;
+        if (take > KILN_HTTP_HEAD_MAX - 1 - rw->hlen)
+            take = KILN_HTTP_HEAD_MAX - 1 - rw->hlen;
+        memcpy(rw->head + rw->hlen, data, take);
+        rw->hlen += take;
+        rw->head[rw->hlen] = '\0';
+        char *end = strstr(rw->head + start, "\r\n\r\n");
+        if (end == NULL) {
+            if (rw->hlen == KILN_HTTP_HEAD_MAX - 1) {
+                snprintf(why, len, "request head over %d bytes", KILN_HTTP_HEAD_MAX - 1);
+                return -1;
+            }
+            return 0; /* all of it taken; more to come */
+        }
+        size_t head_end = (size_t)(end - rw->head) + 4;
+        size_t past = rw->hlen - head_end; /* bytes taken that follow the head */
+        rw->hlen = head_end;
+        rw->head[head_end] = '\0';
+        data += take - past;
+        n -= take - past;
+        if (strlen(rw->head) != head_end) {
+            snprintf(why, len, "not an HTTP request: a NUL byte in its head");
+            return -1;
+        }
+        if (head_done(rw, why, len) < 0)
+            return -1;
+    }
+    return 0;
+}
