@@ -3,7 +3,7 @@ line and headers are appended to a JSON-lines log, never echoed back (an
 approved host that echoes a secret into its answer is what kiln cannot
 stop). /redirect answers 302 to another port of the same host.
 
-usage: secret_server.py BIND LOG HTTP_PORT,... [HTTPS_PORT CERT KEY]"""
+usage: secret_server.py BIND LOG HTTP_PORT,... [HTTPS_PORT,... CERT KEY]"""
 import http.server
 import json
 import ssl
@@ -45,11 +45,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 servers = [http.server.ThreadingHTTPServer((bind, int(p)), Handler) for p in sys.argv[3].split(",")]
 if len(sys.argv) > 4:
-    tls = http.server.ThreadingHTTPServer((bind, int(sys.argv[4])), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(sys.argv[5], sys.argv[6])
-    tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
-    servers.append(tls)
+    for p in sys.argv[4].split(","):
+        tls = http.server.ThreadingHTTPServer((bind, int(p)), Handler)
+        tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
+        servers.append(tls)
 for s in servers[1:]:
     threading.Thread(target=s.serve_forever, daemon=True).start()
 servers[0].serve_forever()

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from kilntest import KilnCase, SecondHost, main, rootfs_args, skip_unless_jail_works, wait_for, sh
+from kilntest import BIN, KilnCase, SecondHost, main, rootfs_args, skip_unless_jail_works, wait_for
 
 skip_unless_jail_works()
 ROOTFS = rootfs_args()
@@ -33,8 +33,9 @@ def openssl(*args, cwd):
 
 
 class SecretHost(SecondHost):
-    """The second host, plus a logging server: HTTP on 9080 and 9081, HTTPS
-    on 9443 with a certificate for its address from the test's own CA."""
+    """The second host, plus a logging server: HTTP on 80, 9080 and 9081,
+    HTTPS on 443 and 9443 with a certificate for its address from the
+    test's own CA."""
 
     def __init__(self, tmp):
         super().__init__(tmp)
@@ -53,13 +54,14 @@ class SecretHost(SecondHost):
         open(self.log, "w").close()
         self.servers.append(subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "/usr/bin/python3", os.path.join(HERE, "secret_server.py"),
-             self.peer, self.log, "9080,9081", "9443", os.path.join(d, "srv.pem"), os.path.join(d, "srv.key")],
+             self.peer, self.log, "80,9080,9081", "443,9443", os.path.join(d, "srv.pem"),
+             os.path.join(d, "srv.key")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         import socket
 
         def up():
             try:
-                for p in (9080, 9081, 9443):
+                for p in (80, 443, 9080, 9081, 9443):
                     socket.create_connection((self.peer, p), 1).close()
                 return True
             except OSError:
@@ -89,7 +91,7 @@ class Secrets(KilnCase):
         tmp = self.secrets + ".new"
         with open(tmp, "w") as f:
             f.write("# test secrets\nAPI %s:9080,%s:9443 %s\nOTHER other.example unused-value\n"
-                    % (self.peer, self.peer, value))
+                    "IMPLICIT %s implicit-VALUE-5150\n" % (self.peer, self.peer, value, self.peer))
         os.rename(tmp, self.secrets)
 
     def all_frames_bytes(self):
@@ -164,6 +166,34 @@ for i in range(2):  # two requests on one TLS connection
         self.assertTrue(any(d.startswith("%s:9081: secret API is not bound" % self.peer)
                             for d in ex["denied"]), ex["denied"])
         self.assert_nowhere(VALUE)
+
+    def test_no_port_named_means_https_only(self):
+        """A secret bound to a host without a port goes to its HTTPS (443),
+        never in plaintext to its port 80."""
+        code = ("import os, urllib.request\n"
+                "for u in ('http://PEER/plain', 'https://PEER/tls'):\n"
+                "    r = urllib.request.Request(u, headers={'X': os.environ['K']})\n"
+                "    print(urllib.request.urlopen(r, timeout=15).read().decode().strip())\n").replace("PEER", self.peer)
+        ex, out, err = self.run_job(code, plugin="python", secrets={"K": "IMPLICIT"}, timeout=60)
+        self.assertEqual((ex["status"], out.decode().split()), ("ok", ["seen", "seen"]), err)
+        got = {g["port"]: g["headers"]["x"] for g in self.host.requests()}
+        self.assertRegex(got[80], PLACEHOLDER)
+        self.assertEqual(got[443], "implicit-VALUE-5150")
+        self.assertTrue(any(d.startswith("%s:80: secret IMPLICIT goes over plain HTTP only" % self.peer)
+                            for d in ex["denied"]), ex["denied"])
+        self.assert_nowhere("implicit-VALUE-5150")
+
+    def test_kiln_submit_secret(self):
+        code = ("import os, urllib.request\n"
+                "r = urllib.request.Request('http://PEER:9080/cli', headers={'X': os.environ['K']})\n"
+                "print(urllib.request.urlopen(r, timeout=15).read().decode().strip())\n").replace("PEER", self.peer)
+        p = subprocess.run([os.path.join(BIN, "kiln"), "submit", "--redis", self.redis.url, "--plugin", "python",
+                            "--secret", "K=API", "--code", code, "--wait-ms", "60000"],
+                           capture_output=True, timeout=90)
+        self.assertEqual((p.returncode, p.stdout.decode().strip()), (0, "seen"), p.stderr)
+        got = [g["headers"]["x"] for g in self.host.requests() if g["line"].startswith("GET /cli")]
+        self.assertEqual(got, [VALUE])
+        self.assertNotIn(VALUE.encode(), p.stdout + p.stderr)
 
     def test_deno_fetch_https(self):
         code = """

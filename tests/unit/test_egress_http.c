@@ -23,18 +23,18 @@ static void emit(void *arg, const char *data, size_t len)
     s->out[s->n] = '\0';
 }
 
-static void deny(void *arg, const char *name)
+static void deny(void *arg, const struct kiln_egress_subst *sub)
 {
     struct sink *s = arg;
-    strcat(s->denied, name);
+    strcat(s->denied, sub->name);
     strcat(s->denied, ";");
 }
 
 static const struct kiln_egress_subst bound[] = {
-    {"API", PH, sizeof(PH) - 1, "s3cr3t-value", 12},
+    {"API", PH, sizeof(PH) - 1, "s3cr3t-value", 12, 0},
 };
 static const struct kiln_egress_subst unbound[] = {
-    {"API", PH, sizeof(PH) - 1, NULL, 0},
+    {"API", PH, sizeof(PH) - 1, NULL, 0, 0},
 };
 
 /* Feed `in` whole, then again one byte at a time: the same output. */
@@ -167,8 +167,8 @@ static void test_substitute_sizes(void **state)
 {
     (void)state;
     const struct kiln_egress_subst two[] = {
-        {"A", "kiln-secret-a", 13, "x", 1},
-        {"B", "kiln-secret-b", 13, NULL, 0},
+        {"A", "kiln-secret-a", 13, "x", 1, 0},
+        {"B", "kiln-secret-b", 13, NULL, 0, 0},
     };
     struct sink s = {.n = 0};
     size_t n;

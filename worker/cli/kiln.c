@@ -47,6 +47,8 @@ static void usage(FILE *f)
           "  --arg A              one argv element (repeatable; also ARG... after the options)\n"
           "  --stdin TEXT | --stdin-file PATH\n"
           "  --env K=V            (repeatable)\n"
+          "  --secret ENV=NAME    ENV holds a placeholder of the worker's secret NAME (repeatable)\n"
+          "  --allow HOST         a net.allow pattern (repeatable)\n"
           "  --file DEST=PATH     write local PATH to /work/DEST (repeatable)\n"
           "  --timeout-ms N       wall-clock limit\n"
           "  --id ID              job id [generated]\n"
@@ -306,8 +308,9 @@ static int cmd_submit(int argc, char **argv)
     char *code = NULL, *in = NULL, idbuf[64];
     size_t code_len = 0, in_len = 0;
     const char *args[MAX_LIST];
-    struct kv env[MAX_LIST], files[MAX_LIST];
-    size_t nargs = 0, nenv = 0, nfiles = 0;
+    struct kv env[MAX_LIST], files[MAX_LIST], secrets[MAX_LIST];
+    const char *allow[MAX_LIST];
+    size_t nargs = 0, nenv = 0, nfiles = 0, nsecrets = 0, nallow = 0;
     long long timeout = -1, wait_ms = -1;
     int follow = 1, c, rc = 2;
 
@@ -316,7 +319,8 @@ static int cmd_submit(int argc, char **argv)
         {"code-file", 1, 0, 'C'}, {"arg", 1, 0, 'a'}, {"stdin", 1, 0, 's'},
         {"stdin-file", 1, 0, 'S'}, {"env", 1, 0, 'e'}, {"file", 1, 0, 'f'},
         {"timeout-ms", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"reply-to", 1, 0, 'R'},
-        {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"secret", 1, 0, 'X'},
+        {"allow", 1, 0, 'A'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     kiln_where_init(&w);
     while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
         char *eq;
@@ -332,10 +336,14 @@ static int cmd_submit(int argc, char **argv)
         case 'a':
             if (nargs < MAX_LIST) args[nargs++] = optarg;
             break;
+        case 'A':
+            if (nallow < MAX_LIST) allow[nallow++] = optarg;
+            break;
         case 'e':
         case 'f':
+        case 'X':
             if ((eq = strchr(optarg, '=')) == NULL || eq == optarg) {
-                fprintf(stderr, "kiln: --%s wants K=V\n", c == 'e' ? "env" : "file");
+                fprintf(stderr, "kiln: --%s wants K=V\n", c == 'e' ? "env" : c == 'f' ? "file" : "secret");
                 return 2;
             }
             *eq = '\0';
@@ -343,6 +351,8 @@ static int cmd_submit(int argc, char **argv)
                 env[nenv++] = (struct kv){optarg, eq + 1};
             else if (c == 'f' && nfiles < MAX_LIST)
                 files[nfiles++] = (struct kv){optarg, eq + 1};
+            else if (c == 'X' && nsecrets < MAX_LIST)
+                secrets[nsecrets++] = (struct kv){optarg, eq + 1};
             break;
         case 't': timeout = atoll(optarg); break;
         case 'i': id = optarg; break;
@@ -383,7 +393,8 @@ static int cmd_submit(int argc, char **argv)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5 + (nargs > 0) + (in != NULL) + (nenv > 0) + (nfiles > 0) + (timeout >= 0));
+    msgpack_pack_map(&pk, 5 + (nargs > 0) + (in != NULL) + (nenv > 0) + (nfiles > 0) + (timeout >= 0) +
+                              (nsecrets > 0) + (nallow > 0));
     kiln_mp_str(&pk, "v"); msgpack_pack_int(&pk, 1);
     kiln_mp_str(&pk, "id"); kiln_mp_str(&pk, id);
     kiln_mp_str(&pk, "plugin"); kiln_mp_str(&pk, plugin);
@@ -406,6 +417,22 @@ static int cmd_submit(int argc, char **argv)
             kiln_mp_str(&pk, env[i].k);
             kiln_mp_str(&pk, env[i].v);
         }
+    }
+    if (nsecrets > 0) {
+        kiln_mp_str(&pk, "secrets");
+        msgpack_pack_map(&pk, nsecrets);
+        for (size_t i = 0; i < nsecrets; i++) {
+            kiln_mp_str(&pk, secrets[i].k);
+            kiln_mp_str(&pk, secrets[i].v);
+        }
+    }
+    if (nallow > 0) {
+        kiln_mp_str(&pk, "net");
+        msgpack_pack_map(&pk, 1);
+        kiln_mp_str(&pk, "allow");
+        msgpack_pack_array(&pk, nallow);
+        for (size_t i = 0; i < nallow; i++)
+            kiln_mp_str(&pk, allow[i]);
     }
     if (nfiles > 0) {
         kiln_mp_str(&pk, "files");

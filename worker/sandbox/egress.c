@@ -221,12 +221,29 @@ static void on_splice(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 /* ---- requests with secrets ------------------------------------------- */
 
-static void deny_secret(void *arg, const char *name)
+static void deny_secret(void *arg, const struct kiln_egress_subst *s)
 {
     struct econn *c = arg;
-    char why[160];
-    snprintf(why, sizeof(why), "secret %s is not bound to this host: sent without its value", name);
+    char why[200];
+    if (s->plain)
+        snprintf(why, sizeof(why), "secret %s goes over plain HTTP only to a port its hosts name: "
+                 "sent without its value", s->name);
+    else
+        snprintf(why, sizeof(why), "secret %s is not bound to this host: sent without its value", s->name);
     deny_note(c->eg, c->host, c->port, why);
+}
+
+/* 1 if a pattern with a port of its own ("host:8080", "[v6]:80") takes
+ * host:port: the operator named that port, plain HTTP may carry the value. */
+static int port_named(const struct kiln_egress_secret *sec, const char *host, int port)
+{
+    for (size_t i = 0; i < sec->nhosts; i++) {
+        const char *p = sec->hosts[i], *colon = strrchr(p, ':');
+        int named = p[0] == '[' ? strstr(p, "]:") != NULL : colon != NULL && strchr(p, ':') == colon;
+        if (named && kiln_egress_allowed(&sec->hosts[i], 1, host, port))
+            return 1;
+    }
+    return 0;
 }
 
 static void to_up(void *arg, const char *data, size_t n)
@@ -460,10 +477,13 @@ static void begin(struct econn *c)
     }
     for (size_t i = 0; i < c->eg->nsecrets; i++) {
         const struct kiln_egress_secret *sec = &c->eg->secrets[i];
-        int bound = kiln_egress_allowed(sec->hosts, sec->nhosts, c->host, c->port);
+        int reach = kiln_egress_allowed(sec->hosts, sec->nhosts, c->host, c->port);
+        /* in plaintext only to a port the operator named: "api.example"
+         * means HTTPS there, not port 80 */
+        int plain = reach && !c->is_connect && !port_named(sec, c->host, c->port), bound = reach && !plain;
         c->subs[i] = (struct kiln_egress_subst){sec->name, sec->placeholder, strlen(sec->placeholder),
-                                                bound ? sec->value : NULL, bound ? sec->vlen : 0};
-        allowed |= bound; /* a secret's hosts are the job's to reach */
+                                                bound ? sec->value : NULL, bound ? sec->vlen : 0, plain};
+        allowed |= reach; /* a secret's hosts are the job's to reach */
     }
     if (!allowed) {
         deny_note(c->eg, c->host, c->port, "not in net.allow");

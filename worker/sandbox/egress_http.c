@@ -34,7 +34,7 @@ char *kiln_http_substitute(const char *data, size_t n, const struct kiln_egress_
                 if (s->value == NULL && k < 32 && !(denied & (1u << k))) {
                     denied |= 1u << k;
                     if (deny != NULL)
-                        deny(arg, s->name);
+                        deny(arg, s);
                 }
             } else if (s->value != NULL) {
                 memcpy(out + o, s->value, s->vlen);

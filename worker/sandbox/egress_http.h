@@ -25,12 +25,13 @@ struct kiln_egress_subst {
     size_t plen;
     const char *value;          /* NULL: the destination is not bound to it */
     size_t vlen;
+    int plain;                  /* bound, but not to plain HTTP on this port */
 };
 
 /* `data` is borrowed for the call. */
 typedef void kiln_http_emit_cb(void *arg, const char *data, size_t len);
-/* A placeholder of secret `name` went toward a destination not bound to it. */
-typedef void kiln_http_deny_cb(void *arg, const char *name);
+/* A placeholder of `s` went toward a destination not bound to it. */
+typedef void kiln_http_deny_cb(void *arg, const struct kiln_egress_subst *s);
 
 struct kiln_http_rw {
     http_parser p;
