@@ -228,6 +228,10 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
             kiln_agent_send_started();
             continue;
         }
+        if (kiln__agent.in_vm && kiln_vm_trust_ca(kiln_mp_get(&u.data, "ca"), why, sizeof(why)) < 0) {
+            kiln_agent_send_error(why);
+            kiln_agent_exit(1);
+        }
         if (kiln_mp_true(&u.data, "proxy") &&
             kiln_relay_start() < 0) {
             kiln_agent_send_error("agent: could not start the network relay");

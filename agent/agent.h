@@ -87,6 +87,10 @@ int kiln_vm_boot(struct kiln_vm *vm, char *err, size_t errlen);
 int kiln_vm_chan(struct kiln_vm *vm);
 /* The job's cgroup inside the guest: limits, and what it used. */
 int kiln_vm_limit(struct kiln_vm *vm, long long memory_bytes, long long pids);
+/* The worker's egress CA (`ca`: a bin object, or NULL: nothing to do), for
+ * the job's HTTPS with secrets: at /dev/kiln-proxy as a jail has it, and in
+ * the image's CA bundle. 0, or -1 with why. */
+int kiln_vm_trust_ca(const msgpack_object *ca, char *err, size_t errlen);
 void kiln_vm_stats(struct kiln_vm *vm, long long *peak_kb, long long *oom_kills);
 /* Power off: QEMU (-no-reboot) and Firecracker exit. */
 __attribute__((noreturn)) void kiln_vm_halt(void);

@@ -311,3 +311,62 @@ void kiln_vm_halt(void)
         pause();
 }
 
+
+/* Append `n` bytes to the file at `fd`; 0 or -1. */
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int kiln_vm_trust_ca(const msgpack_object *ca, char *err, size_t errlen)
+{
+    static int done;
+    if (ca == NULL || ca->type != MSGPACK_OBJECT_BIN || done)
+        return 0;
+    if (ca->via.bin.size == 0 || ca->via.bin.size > 65536) {
+        snprintf(err, errlen, "vm: an egress CA of %u bytes", ca->via.bin.size);
+        return -1;
+    }
+    /* /dev is a small tmpfs: the CA files get one of their own */
+    if ((mkdir(KILN_SANDBOX_PROXY_DIR, 0755) < 0 && errno != EEXIST) ||
+        mount("kiln-ca", KILN_SANDBOX_PROXY_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "mode=0755,size=4m") < 0)
+        return fail(err, errlen, "mount tmpfs", KILN_SANDBOX_PROXY_DIR);
+    int fa = open(KILN_SANDBOX_CA, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fb = open(KILN_SANDBOX_CA_BUNDLE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fs = open("/" KILN_SYSTEM_CA_BUNDLE, O_RDONLY | O_CLOEXEC);
+    int r = fa >= 0 && fb >= 0 ? 0 : -1;
+    char buf[16384];
+    ssize_t n;
+    while (r == 0 && fs >= 0 && (n = read(fs, buf, sizeof(buf))) > 0)
+        r = write_all(fb, buf, (size_t)n);
+    if (r == 0)
+        r = write_all(fa, ca->via.bin.ptr, ca->via.bin.size) < 0 || write_all(fb, "\n", 1) < 0 ||
+            write_all(fb, ca->via.bin.ptr, ca->via.bin.size) < 0 ? -1 : 0;
+    if (fa >= 0)
+        close(fa);
+    if (fb >= 0)
+        close(fb);
+    if (r < 0) {
+        if (fs >= 0)
+            close(fs);
+        return fail(err, errlen, "write", KILN_SANDBOX_CA_BUNDLE);
+    }
+    if (fs >= 0) { /* programs that read no variable find it in the image's bundle */
+        close(fs);
+        if (mount(KILN_SANDBOX_CA_BUNDLE, "/" KILN_SYSTEM_CA_BUNDLE, NULL, MS_BIND, NULL) < 0 ||
+            mount(NULL, "/" KILN_SYSTEM_CA_BUNDLE, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+            return fail(err, errlen, "bind", "/" KILN_SYSTEM_CA_BUNDLE);
+    }
+    done = 1;
+    return 0;
+}

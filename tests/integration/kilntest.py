@@ -5,6 +5,7 @@ user sees it). Every wait is bounded; nothing sleeps blindly.
 
 Tests that cannot run here exit 77 with the reason (ctest: skipped).
 """
+import json
 import os
 import shutil
 import signal
@@ -200,7 +201,9 @@ class SecondHost:
 
     def __init__(self, tmp):
         import random
-        n = random.randint(1, 250)
+        # one not in use (by another test's host, or one a failed setUp left)
+        used = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+        n = random.choice([i for i in range(1, 251) if "kilnt%d" % i not in used])
         self.ns, self.vh, self.vn = "kilnt%d" % n, "kvh%d" % n, "kvn%d" % n
         self.host_ip, self.peer = "10.231.%d.1" % n, "10.231.%d.2" % n
         sh("ip", "netns", "add", self.ns)
@@ -235,6 +238,49 @@ class SecondHost:
             s.wait(5)
         subprocess.run(["ip", "link", "del", self.vh], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd)
+
+
+class SecretHost(SecondHost):
+    """The second host, plus a logging server: HTTP on 80, 9080 and 9081,
+    HTTPS on 443 and 9443 with a certificate for its address from the
+    test's own CA."""
+
+    def __init__(self, tmp):
+        super().__init__(tmp)
+        d = os.path.join(tmp, "pki")
+        os.makedirs(d)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+                "-subj", "/CN=kiln test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+        openssl("req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=" + self.peer,
+                "-addext", "subjectAltName=IP:" + self.peer, cwd=d)
+        openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-out", "srv.pem", "-copy_extensions", "copy", cwd=d)
+        self.ca = os.path.join(d, "ca.pem")
+        self.log = os.path.join(tmp, "requests.jsonl")
+        open(self.log, "w").close()
+        self.servers.append(subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "secret_server.py"),
+             self.peer, self.log, "80,9080,9081", "443,9443", os.path.join(d, "srv.pem"),
+             os.path.join(d, "srv.key")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        def up():
+            try:
+                for p in (80, 443, 9080, 9081, 9443):
+                    socket.create_connection((self.peer, p), 1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 10, "the test host's logging servers")
+
+    def requests(self):
+        with open(self.log) as f:
+            return [json.loads(line) for line in f if line.strip()]
 
 
 class KilnCase(unittest.TestCase):

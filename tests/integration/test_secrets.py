@@ -18,59 +18,13 @@ import subprocess
 import sys
 import time
 
-from kilntest import BIN, KilnCase, SecondHost, main, rootfs_args, skip_unless_jail_works, wait_for
+from kilntest import BIN, KilnCase, SecretHost, main, rootfs_args, skip_unless_jail_works
 
 skip_unless_jail_works()
 ROOTFS = rootfs_args()
 
 VALUE = "s3cr3t-VALUE-7f3a9c"
-HERE = os.path.dirname(os.path.abspath(__file__))
 PLACEHOLDER = re.compile(r"^kiln-secret-[0-9a-f]{32}$")
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd)
-
-
-class SecretHost(SecondHost):
-    """The second host, plus a logging server: HTTP on 80, 9080 and 9081,
-    HTTPS on 443 and 9443 with a certificate for its address from the
-    test's own CA."""
-
-    def __init__(self, tmp):
-        super().__init__(tmp)
-        d = os.path.join(tmp, "pki")
-        os.makedirs(d)
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-                "-subj", "/CN=kiln test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-        openssl("req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=" + self.peer,
-                "-addext", "subjectAltName=IP:" + self.peer, cwd=d)
-        openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-out", "srv.pem", "-copy_extensions", "copy", cwd=d)
-        self.ca = os.path.join(d, "ca.pem")
-        self.log = os.path.join(tmp, "requests.jsonl")
-        open(self.log, "w").close()
-        self.servers.append(subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "/usr/bin/python3", os.path.join(HERE, "secret_server.py"),
-             self.peer, self.log, "80,9080,9081", "443,9443", os.path.join(d, "srv.pem"),
-             os.path.join(d, "srv.key")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        import socket
-
-        def up():
-            try:
-                for p in (80, 443, 9080, 9081, 9443):
-                    socket.create_connection((self.peer, p), 1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, 10, "the test host's logging servers")
-
-    def requests(self):
-        with open(self.log) as f:
-            return [json.loads(line) for line in f if line.strip()]
 
 
 class Secrets(KilnCase):
@@ -80,8 +34,12 @@ class Secrets(KilnCase):
         self.peer = self.host.peer
         self.secrets = os.path.join(self.tmp, "secrets")
         self.write_secrets(VALUE)
-        self.w = self.worker("sec", *ROOTFS, "--net-private-ok", "10.231.0.0/16",
-                             "--secrets-file", self.secrets, "--egress-ca", self.host.ca)
+        try:
+            self.w = self.worker("sec", *ROOTFS, "--net-private-ok", "10.231.0.0/16",
+                                 "--secrets-file", self.secrets, "--egress-ca", self.host.ca)
+        except BaseException:
+            self.host.stop()  # tearDown does not run after a failed setUp
+            raise
 
     def tearDown(self):
         self.host.stop()

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from kilntest import (BUILD, PLUGINS, SKIP, KilnCase, SecondHost, main, read_env, rootfs_args,
+from kilntest import (BUILD, PLUGINS, SKIP, KilnCase, SecondHost, SecretHost, main, read_env, rootfs_args,
                       skip_unless_jail_works, wait_for)
 
 skip_unless_jail_works()
@@ -320,6 +320,40 @@ class Network(VMCase):
         self.assertEqual(ex["status"], "ok", (ex, err))
         self.assertNotIn(b"reached", out)
         self.assertEqual(out.count(b"unreachable"), 3, out)
+
+
+class Secrets(VMCase):
+    """A VM's egress goes through the same proxy: the secret's value reaches
+    its host over HTTPS (the guest trusts the worker's CA, put in its image
+    bundle by its agent) and plain HTTP; another host sees the placeholder."""
+
+    def setUp(self):
+        super().setUp()
+        self.host = SecretHost(self.tmp)
+        path = os.path.join(self.tmp, "secrets")
+        with open(path, "w") as f:
+            f.write("API %s:9080,%s:9443 vm-s3cr3t-VALUE\n" % (self.host.peer, self.host.peer))
+        self.vm_worker("--pool", "1", "--net-private-ok", "10.231.0.0/16", "--secrets-file", path,
+                       "--egress-ca", self.host.ca, plugins=["python"])
+
+    def tearDown(self):
+        self.host.stop()
+        super().tearDown()
+
+    def test_value_reaches_only_the_bound_host(self):
+        code = ("import os, urllib.request\n"
+                "def get(u):\n"
+                "    r = urllib.request.Request(u, headers={'X': os.environ['K']})\n"
+                "    return urllib.request.urlopen(r, timeout=30).read().decode().strip()\n"
+                "for u in ('https://PEER:9443/vm', 'http://PEER:9080/vm', 'http://PEER:9081/vm'):\n"
+                "    print(get(u))\n").replace("PEER", self.host.peer)
+        ex, out, err = self.run_vm(code, plugin="python", secrets={"K": "API"},
+                                   net={"allow": [self.host.peer + ":9081"]})
+        self.assertEqual((ex["status"], out.decode().split()), ("ok", ["seen"] * 3), (ex, err))
+        got = {g["port"]: g["headers"]["x"] for g in self.host.requests()}
+        self.assertEqual((got[9443], got[9080]), ("vm-s3cr3t-VALUE",) * 2)
+        self.assertTrue(got[9081].startswith("kiln-secret-"), got)
+        self.assertTrue(any("9081: secret API is not bound" in d for d in ex["denied"]), ex)
 
 
 class Clock(VMCase):

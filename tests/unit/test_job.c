@@ -187,6 +187,11 @@ static void check_valid(const char *name)
         assert_string_equal(job->env[i].value,
                             json_string_value(json_object_get(env, job->env[i].key)));
 
+    json_t *secrets = json_object_get(want, "secrets");
+    assert_int_equal(job->nsecrets, json_is_object(secrets) ? json_object_size(secrets) : 0);
+    for (size_t i = 0; i < job->nsecrets; i++)
+        assert_string_equal(job->secrets[i].value,
+                            json_string_value(json_object_get(secrets, job->secrets[i].key)));
     json_t *files = json_object_get(want, "files");
     assert_int_equal(job->nfiles, json_is_object(files) ? json_object_size(files) : 0);
     for (size_t i = 0; i < job->nfiles; i++)

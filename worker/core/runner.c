@@ -178,6 +178,7 @@ static void send_run(struct kiln_run *run)
         .cpu_s = cpu_ms > 0 ? cpu_ms / 1000 + 1 : 0,
         .cpu_ms = cpu_ms,
         .collect = run->building ? run->plugin->artifact : NULL,
+        .ca_pem = run->secrets != NULL && run->w->tls != NULL ? cfg->egress_ca_pem : NULL,
         .fsize = run->lim.file_bytes >= 0 ? run->lim.file_bytes : cfg->file_bytes,
         .nofile = cfg->open_files,
         .stdin_data = run->cur >= 0 ? job->runs[run->cur].stdin_data : job->stdin_data,

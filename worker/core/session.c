@@ -295,7 +295,12 @@ int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job,
         kiln_session_kill(s);
         return -EINVAL;
     }
-    kiln_proto_begin_msg(&sb, &pk, "run", 8 + (job->cpu_ms > 0) + (job->collect != NULL));
+    kiln_proto_begin_msg(&sb, &pk, "run", 8 + (job->cpu_ms > 0) + (job->collect != NULL) +
+                                          (job->ca_pem != NULL));
+    if (job->ca_pem != NULL) { /* a jail has it in its proxy directory already */
+        kiln_mp_str(&pk, "ca");
+        kiln_mp_bin(&pk, job->ca_pem, strlen(job->ca_pem));
+    }
     if (job->cpu_ms > 0) {
         kiln_mp_str(&pk, "cpu_ms");
         msgpack_pack_int64(&pk, job->cpu_ms);

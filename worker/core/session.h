@@ -109,6 +109,7 @@ struct kiln_session_job {
     int64_t cpu_s, fsize, nofile; /* per-process rlimits */
     int64_t cpu_ms;               /* the job's CPU time, all processes; 0: none */
     const char *collect;          /* a file under /work to send back, or NULL */
+    const char *ca_pem;           /* the worker's egress CA for a VM to trust, or NULL */
     const void *stdin_data;       /* NULL: no stdin */
     size_t stdin_len;
 };
