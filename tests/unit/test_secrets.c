@@ -102,12 +102,44 @@ static void test_rotation_keeps_old_on_error(void **state)
     kiln_secrets_clear(&s);
 }
 
+static void test_uses_copy_and_placeholders(void **state)
+{
+    (void)state;
+    struct kiln_secrets s = {0};
+    struct kiln_secret_use *u = NULL;
+    char err[256] = "";
+    put("API api.example,b.example v4lue-one\n");
+    assert_int_equal(kiln_secrets_load(&s, path, err, sizeof(err)), 0);
+    const struct kiln_kv unknown[] = {{"K", "API"}, {"T", "NOPE"}};
+    assert_int_equal(kiln_secret_uses(&s, unknown, 2, &u, err, sizeof(err)), -ENOENT);
+    assert_non_null(strstr(err, "'NOPE'"));
+    assert_null(strstr(err, "v4lue"));
+    const struct kiln_kv want[] = {{"K", "API"}, {"K2", "API"}};
+    assert_int_equal(kiln_secret_uses(&s, want, 2, &u, err, sizeof(err)), 0);
+    kiln_secrets_clear(&s); /* the uses are copies: the file may change under a job */
+    assert_string_equal(u[0].eg.value, "v4lue-one");
+    assert_int_equal(u[1].eg.nhosts, 2);
+    assert_string_equal(u[1].eg.hosts[1], "b.example");
+    assert_ptr_equal(u[0].eg.placeholder, u[0].placeholder);
+    assert_int_equal(kiln_secret_uses_renew(u, 2), 0);
+    char first[KILN_PLACEHOLDER_LEN + 1];
+    strcpy(first, u[0].placeholder);
+    assert_int_equal(strlen(first), KILN_PLACEHOLDER_LEN);
+    assert_int_equal(strncmp(first, "kiln-secret-", 12), 0);
+    assert_int_equal(strspn(first + 12, "0123456789abcdef"), 32);
+    assert_string_not_equal(u[0].placeholder, u[1].placeholder);
+    assert_int_equal(kiln_secret_uses_renew(u, 2), 0);
+    assert_string_not_equal(first, u[0].placeholder);
+    kiln_secret_uses_free(u, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_load_and_find, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_never_quote_the_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation_keeps_old_on_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uses_copy_and_placeholders, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -222,14 +222,8 @@ void kiln_secret_uses_free(struct kiln_secret_use *u, size_t n)
 {
     if (u == NULL)
         return;
-    for (size_t i = 0; i < n; i++) {
-        free((char *)u[i].eg.name);
-        if (u[i].eg.value != NULL)
-            OPENSSL_clear_free((char *)u[i].eg.value, u[i].eg.vlen);
-        for (size_t k = 0; k < u[i].eg.nhosts; k++)
-            free((char *)u[i].eg.hosts[k]);
-        free((char **)u[i].eg.hosts);
-    }
+    for (size_t i = 0; i < n; i++)
+        kiln_egress_secret_clear(&u[i].eg); /* the placeholder is u[i]'s own */
     free(u);
 }
 

@@ -38,6 +38,9 @@ struct kiln_egress_secret {
     size_t nhosts;
 };
 
+/* Free a secret's name, value (wiped first) and hosts; not its placeholder. */
+void kiln_egress_secret_clear(struct kiln_egress_secret *s);
+
 struct kiln_egress_opts {
     const char *const *allow; /* the job's net.allow */
     size_t nallow;
