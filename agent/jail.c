@@ -302,8 +302,9 @@ static int mount_proxy_dir(const char *dir)
         return -1;
     /* the worker's egress CA (HTTPS with secrets) in the image's bundle,
      * for programs that read no variable */
-    struct stat st;
-    if (stat("dev/kiln-proxy/" KILN_CA_BUNDLE_FILE, &st) == 0 && stat(KILN_SYSTEM_CA_BUNDLE, &st) == 0)
+    struct stat st; /* the image's bundle as a file of its own: a link would resolve on the host */
+    if (stat("dev/kiln-proxy/" KILN_CA_BUNDLE_FILE, &st) == 0 && lstat(KILN_SYSTEM_CA_BUNDLE, &st) == 0 &&
+        S_ISREG(st.st_mode))
         return bind_mount("dev/kiln-proxy/" KILN_CA_BUNDLE_FILE, KILN_SYSTEM_CA_BUNDLE,
                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
     return 0;

@@ -343,7 +343,7 @@ int kiln_vm_trust_ca(const msgpack_object *ca, char *err, size_t errlen)
         return fail(err, errlen, "mount tmpfs", KILN_SANDBOX_PROXY_DIR);
     int fa = open(KILN_SANDBOX_CA, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     int fb = open(KILN_SANDBOX_CA_BUNDLE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    int fs = open("/" KILN_SYSTEM_CA_BUNDLE, O_RDONLY | O_CLOEXEC);
+    int fs = open("/" KILN_SYSTEM_CA_BUNDLE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     int r = fa >= 0 && fb >= 0 ? 0 : -1;
     char buf[16384];
     ssize_t n;

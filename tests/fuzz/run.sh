@@ -7,8 +7,8 @@ set -eu
 cd "$(dirname "$0")/../.."
 secs=${KILN_FUZZ_SECONDS:-20}
 CC=clang cmake -S . -B build-fuzz -DKILN_FUZZ=ON -DKILN_WERROR=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz -j "$(nproc 2>/dev/null || echo 2)" --target fuzz_job fuzz_proto fuzz_mux >/dev/null
-mkdir -p build-fuzz/corpus/job build-fuzz/corpus/proto build-fuzz/corpus/mux
+cmake --build build-fuzz -j "$(nproc 2>/dev/null || echo 2)" --target fuzz_job fuzz_proto fuzz_mux fuzz_http >/dev/null
+mkdir -p build-fuzz/corpus/job build-fuzz/corpus/proto build-fuzz/corpus/mux build-fuzz/corpus/http
 cp schemas/vectors/job/*/*.msgpack build-fuzz/corpus/job/
 # agent messages: each golden frame, framed with its 4-byte length
 for f in schemas/vectors/frame/*.msgpack; do
@@ -20,7 +20,15 @@ done
     > build-fuzz/corpus/mux/stream
 /usr/bin/python3 -c 'import sys; sys.stdout.buffer.write(b"O\x07\x00\x00O\x08\x00\x00D\x07\x00\x02hiD\xff\x00\x00")' \
     > build-fuzz/corpus/mux/two
-for t in job proto mux; do
+# the rewriter: requests with placeholders, a body, a chunked body, an upgrade
+ph=kiln-secret-00112233445566778899aabbccddeeff
+printf '\001\003\005\007GET http://api.example:8080/a?k=%s HTTP/1.1\r\nAuthorization: Bearer %s\r\n\r\n' $ph $ph \
+    > build-fuzz/corpus/http/get
+printf '\002\011\001\020POST /p HTTP/1.1\r\nContent-Length: 5\r\nX: %s\r\n\r\nhelloGET /q HTTP/1.1\r\nX: %s\r\n\r\n' $ph $ph \
+    > build-fuzz/corpus/http/body
+printf '\002\001\002\003POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n%s' $ph \
+    > build-fuzz/corpus/http/chunked
+for t in job proto mux http; do
     log=build-fuzz/fuzz_$t.log
     if ! (cd build-fuzz && ./bin/fuzz_$t -max_total_time="$secs" -max_len=65536 \
               -print_final_stats=1 corpus/$t) >"$log" 2>&1; then

@@ -153,6 +153,55 @@ for i in range(2):  # two requests on one TLS connection
         self.assertEqual(got, [VALUE])
         self.assertNotIn(VALUE.encode(), p.stdout + p.stderr)
 
+    def test_hostile_heads_carry_no_value(self):
+        """Heads a shared front end could route elsewhere, or a server could
+        read otherwise than the proxy, end the connection before anything
+        is sent; Origin, Referer and Host never get the value."""
+        code = r"""
+import os, socket, ssl
+ph = os.environ['K']
+def raw(data, tls=False):
+    s = socket.create_connection(('127.0.0.1', 3128), timeout=15)
+    if tls:
+        s.sendall(b'CONNECT PEER:9443 HTTP/1.1\r\nHost: PEER:9443\r\n\r\n')
+        assert b' 200 ' in s.recv(4096)
+        s = ssl.create_default_context().wrap_socket(s, server_hostname='PEER')
+    s.sendall(data.replace(b'PH', ph.encode()))
+    got = b''
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    except Exception as e:
+        got += b' ' + type(e).__name__.encode()
+    return got.split(b'\r\n')[0].decode(errors='replace') or 'closed'
+# routed by Host to another app behind the same front end
+print(raw(b'GET /h1 HTTP/1.1\r\nHost: PEER:9081\r\nX: PH\r\n\r\n', tls=True))
+print(raw(b'GET https://PEER:9081/h2 HTTP/1.1\r\nHost: PEER:9443\r\nX: PH\r\n\r\n', tls=True))
+print(raw(b'GET http://PEER:9080/h3 HTTP/1.1\r\nHost: PEER:9081\r\nX: PH\r\n\r\n'))
+# a bare-LF head whose "body" holds the placeholder
+print(raw(b'POST http://PEER:9080/h4 HTTP/1.1\nHost: PEER:9080\nContent-Length: 60\n\n{PH}\r\n\r\n'))
+# TRACE echoes the request
+print(raw(b'TRACE /h5 HTTP/1.1\r\nHost: PEER:9443\r\nX: PH\r\n\r\n', tls=True))
+# echoed headers keep the placeholder; the credential header gets the value
+print(raw(b'GET /h6 HTTP/1.1\r\nHost: PEER:9443\r\nOrigin: https://PH\r\nReferer: /PH\r\n'
+          b'X: PH\r\nConnection: close\r\n\r\n', tls=True))
+""".replace("PEER", self.peer)
+        ex, out, err = self.run_job(code, plugin="python", secrets={"K": "API"}, timeout=60,
+                                    net={"allow": [self.peer + ":9081"]})
+        self.assertEqual(ex["status"], "ok", err)
+        lines = out.decode().splitlines()
+        self.assertEqual(lines[5], "HTTP/1.1 200 OK", lines)
+        self.assertTrue(all(not l.startswith("HTTP/") for l in lines[:5]), lines)
+        got = self.host.requests()
+        self.assertEqual([g["line"].split()[1] for g in got], ["/h6"], got)
+        h = got[0]["headers"]
+        self.assertEqual(h["x"], VALUE)
+        self.assertNotIn(VALUE, h["origin"] + h["referer"] + h["host"])
+        self.assert_nowhere(VALUE)
+
     def test_deno_fetch_https(self):
         code = """
 const ph = Deno.env.get('TOKEN');

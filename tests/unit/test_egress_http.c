@@ -54,7 +54,7 @@ static void feed_both(const struct kiln_egress_subst *subs, int proxy_form, cons
             assert_int_equal(kiln_http_rw_feed(&rw, in, n, why, sizeof(why)), 0);
         }
         assert_string_equal(s.out, want);
-        /* told once per head that held it (byte by byte: the same heads) */
+        /* told once per line that held it (byte by byte: the same lines) */
         assert_string_equal(s.denied, want_denied);
     }
 }
@@ -75,20 +75,20 @@ static void test_unbound_left_and_denied(void **state)
 {
     (void)state;
     feed_both(unbound, 1,
-              "GET http://api.example:8080/ HTTP/1.1\r\nAuthorization: Bearer " PH "\r\nX: " PH "\r\n\r\n",
-              "GET / HTTP/1.1\r\nAuthorization: Bearer " PH "\r\nX: " PH "\r\n\r\n", "API;");
+              "GET http://api.example:8080/ HTTP/1.1\r\nHost: api.example:8080\r\nAuthorization: Bearer " PH "\r\nX: " PH "\r\n\r\n",
+              "GET / HTTP/1.1\r\nHost: api.example:8080\r\nAuthorization: Bearer " PH "\r\nX: " PH "\r\n\r\n", "API;API;");
 }
 
 static void test_body_untouched_next_request_rewritten(void **state)
 {
     (void)state;
     feed_both(bound, 1,
-              "POST http://api.example:8080/p HTTP/1.1\r\nContent-Length: 49\r\nX: " PH "\r\n\r\n"
+              "POST http://api.example:8080/p HTTP/1.1\r\nHost: api.example:8080\r\nContent-Length: 49\r\nX: " PH "\r\n\r\n"
               "body " PH
-              "GET http://api.example:8080/q HTTP/1.1\r\nX: " PH "\r\n\r\n",
-              "POST /p HTTP/1.1\r\nContent-Length: 49\r\nX: s3cr3t-value\r\n\r\n"
+              "GET http://api.example:8080/q HTTP/1.0\r\nX: " PH "\r\n\r\n",
+              "POST /p HTTP/1.1\r\nHost: api.example:8080\r\nContent-Length: 49\r\nX: s3cr3t-value\r\n\r\n"
               "body " PH
-              "GET /q HTTP/1.1\r\nX: s3cr3t-value\r\n\r\n", "");
+              "GET /q HTTP/1.0\r\nX: s3cr3t-value\r\n\r\n", "");
 }
 
 static void test_chunked_body(void **state)
@@ -96,23 +96,25 @@ static void test_chunked_body(void **state)
     (void)state;
     /* a body whose chunk looks like a head must stay a body */
     feed_both(bound, 0,
-              "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "POST /c HTTP/1.1\r\nHost: api.example:8080\r\nTransfer-Encoding: chunked\r\n\r\n"
               "1b\r\nGET /x HTTP/1.1\r\nX: " "abc\r\n\r\n\r\n0\r\n\r\n"
-              "GET /after HTTP/1.1\r\nA: " PH "\r\n\r\n",
-              "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "GET /after HTTP/1.1\r\nhost: API.example:8080\r\nA: " PH "\r\n\r\n",
+              "POST /c HTTP/1.1\r\nHost: api.example:8080\r\nTransfer-Encoding: chunked\r\n\r\n"
               "1b\r\nGET /x HTTP/1.1\r\nX: " "abc\r\n\r\n\r\n0\r\n\r\n"
-              "GET /after HTTP/1.1\r\nA: s3cr3t-value\r\n\r\n", "");
+              "GET /after HTTP/1.1\r\nhost: API.example:8080\r\nA: s3cr3t-value\r\n\r\n", "");
 }
 
 static void test_origin_forms(void **state)
 {
     (void)state;
     feed_both(bound, 1, "GET http://api.example:8080 HTTP/1.0\r\n\r\n", "GET / HTTP/1.0\r\n\r\n", "");
-    feed_both(bound, 1, "GET http://API.example:8080?q=1#frag HTTP/1.1\r\n\r\n",
-              "GET /?q=1 HTTP/1.1\r\n\r\n", "");
-    /* a placeholder in the host part is no part of what is sent */
-    feed_both(bound, 0, "GET /a HTTP/1.1\r\nHost: " PH "\r\n\r\n",
-              "GET /a HTTP/1.1\r\nHost: s3cr3t-value\r\n\r\n", "");
+    feed_both(bound, 1, "GET http://API.example:8080?q=1#frag HTTP/1.1\r\nHost: api.example:8080\r\n\r\n",
+              "GET /?q=1 HTTP/1.1\r\nHost: api.example:8080\r\n\r\n", "");
+    /* Host, Origin and Referer (echoed by servers) never get a value */
+    feed_both(bound, 0, "GET /a HTTP/1.1\r\nHost: api.example:8080\r\nOrigin: " PH "\r\nreferer: x" PH
+              "\r\nX: " PH "\r\n\r\n",
+              "GET /a HTTP/1.1\r\nHost: api.example:8080\r\nOrigin: " PH "\r\nreferer: x" PH
+              "\r\nX: s3cr3t-value\r\n\r\n", "");
 }
 
 static void test_refusals(void **state)
@@ -123,8 +125,8 @@ static void test_refusals(void **state)
     char why[200];
     /* another destination on a proxy connection */
     kiln_http_rw_init(&rw, "api.example", 8080, 1, bound, 1, emit, deny, &s);
-    const char *a = "GET http://api.example:8080/ HTTP/1.1\r\n\r\n"
-                    "GET http://evil.example/?k=" PH " HTTP/1.1\r\n\r\n";
+    const char *a = "GET http://api.example:8080/ HTTP/1.1\r\nHost: api.example:8080\r\n\r\n"
+                    "GET http://evil.example/?k=" PH " HTTP/1.1\r\nHost: evil.example\r\n\r\n";
     assert_int_equal(kiln_http_rw_feed(&rw, a, strlen(a), why, sizeof(why)), -1);
     assert_non_null(strstr(why, "one destination"));
     assert_null(strstr(s.out, "evil"));
@@ -153,13 +155,59 @@ static void test_refusals(void **state)
     assert_int_equal(s.n, 0);
 }
 
+/* Heads a server could read otherwise than the proxy, or that would carry
+ * a value elsewhere or back: the connection ends, nothing is sent. */
+static void test_ambiguous_heads_refused(void **state)
+{
+    (void)state;
+    static const struct { int proxy_form; const char *head, *says; } bad[] = {
+        {0, "GET / HTTP/1.1\r\nHost: evil.example\r\nX: " PH "\r\n\r\n", "Host header must name"},
+        {0, "GET / HTTP/1.1\r\nHost: api.example:8080\r\nHost: evil.example\r\nX: " PH "\r\n\r\n", "once"},
+        {0, "GET / HTTP/1.1\r\nHost: api.example\r\nX: " PH "\r\n\r\n", "Host header must name"},
+        {0, "GET / HTTP/1.1\r\nX: " PH "\r\n\r\n", "without a Host"},
+        {0, "GET http://evil.example/ HTTP/1.1\r\nHost: api.example:8080\r\nX: " PH "\r\n\r\n", "must name a path"},
+        {1, "GET http://api.example:8080/ HTTP/1.1\r\nHost: evil.example\r\nX: " PH "\r\n\r\n", "Host header must name"},
+        {0, "POST / HTTP/1.1\nHost: api.example:8080\nContent-Length: 60\n\n{" PH "}\r\n\r\n", "alone"},
+        {0, "GET / HTTP/1.1\r\nHost: api.example:8080\rX: " PH "\r\n\r\n", "alone"},
+        {0, "TRACE / HTTP/1.1\r\nHost: api.example:8080\r\nX: " PH "\r\n\r\n", "TRACE"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        static struct kiln_http_rw rw;
+        struct sink s = {.n = 0};
+        char why[200] = "";
+        kiln_http_rw_init(&rw, "api.example", 8080, bad[i].proxy_form, bound, 1, emit, deny, &s);
+        assert_int_equal(kiln_http_rw_feed(&rw, bad[i].head, strlen(bad[i].head), why, sizeof(why)), -1);
+        if (strstr(why, bad[i].says) == NULL)
+            fail_msg("case %zu: '%s' does not say '%s'", i, why, bad[i].says);
+        assert_int_equal(s.n, 0);
+    }
+    /* a value many times over stays within what a head may grow to */
+    static struct kiln_http_rw rw;
+    static char head[KILN_HTTP_HEAD_MAX];
+    static const struct kiln_egress_subst big[] = {{"API", PH, sizeof(PH) - 1, NULL, 2000, 0}};
+    static char value[2000];
+    memset(value, 'v', sizeof(value));
+    struct kiln_egress_subst b = big[0];
+    b.value = value;
+    struct sink s = {.n = 0};
+    char why[200];
+    int o = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: api.example:8080\r\nX: ");
+    for (int i = 0; i < 100; i++)
+        o += snprintf(head + o, sizeof(head) - (size_t)o, PH);
+    snprintf(head + o, sizeof(head) - (size_t)o, "\r\n\r\n");
+    kiln_http_rw_init(&rw, "api.example", 8080, 0, &b, 1, emit, deny, &s);
+    assert_int_equal(kiln_http_rw_feed(&rw, head, strlen(head), why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "once its secrets are in"));
+    assert_int_equal(s.n, 0);
+}
+
 static void test_upgrade_is_raw(void **state)
 {
     (void)state;
     feed_both(bound, 0,
-              "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX: " PH "\r\n\r\n"
+              "GET /ws HTTP/1.1\r\nHost: [api.example]:8080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX: " PH "\r\n\r\n"
               "frame " PH " GET / HTTP/1.1\r\n\r\n",
-              "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX: s3cr3t-value\r\n\r\n"
+              "GET /ws HTTP/1.1\r\nHost: [api.example]:8080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX: s3cr3t-value\r\n\r\n"
               "frame " PH " GET / HTTP/1.1\r\n\r\n", "");
 }
 
@@ -190,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_chunked_body),
         cmocka_unit_test(test_origin_forms),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_ambiguous_heads_refused),
         cmocka_unit_test(test_upgrade_is_raw),
         cmocka_unit_test(test_substitute_sizes),
     };

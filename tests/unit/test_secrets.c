@@ -41,7 +41,7 @@ static void test_load_and_find(void **state)
     struct kiln_secrets s = {0};
     char err[256] = "";
     put("# comment\n\nAPI api.example,*.svc.example:8443 Bearer-ish value with spaces  \r\n"
-        "  TOKEN 10.0.0.5:8080 t0k\n");
+        "  TOKEN 10.0.0.5:8080,[::1]:443 t0k\n");
     assert_int_equal(kiln_secrets_load(&s, path, err, sizeof(err)), 0);
     assert_int_equal(s.n, 2);
     const struct kiln_secret *a = kiln_secrets_find(&s, "API");
@@ -66,6 +66,14 @@ static void test_refusals_never_quote_the_value(void **state)
         {"API * v4lue-one\n", "host pattern"},
         {"API a*.example v4lue-one\n", "host pattern"},
         {"API user@host v4lue-one\n", "host pattern"},
+        {"API api.example: v4lue-one\n", "host pattern"},
+        {"API api.example:0 v4lue-one\n", "host pattern"},
+        {"API api.example:http v4lue-one\n", "host pattern"},
+        {"API api.example:65536 v4lue-one\n", "host pattern"},
+        {"API ::1 v4lue-one\n", "host pattern"},
+        {"API [::1 v4lue-one\n", "host pattern"},
+        {"v4lue-one\n", "want NAME HOSTS VALUE"},
+        {"API api.example v4lue-one", "no line end"},
         {"API api.example v4lue\x01one\n", "control character"},
         {"API api.example v4lue-one\nAPI b.example v4lue-one\n", "named twice"},
     };

@@ -39,6 +39,21 @@ static int host_ok(const char *h)
     for (const char *p = h; *p; p++)
         if (*p <= ' ' || *p == '/' || *p == '@' || *p == '\x7f')
             return 0;
+    /* a port, when there is one, is 1-65535: a bad one must not read as
+     * "none" (80 and 443) */
+    const char *port = h[0] == '[' ? strstr(h, "]:") : strchr(h, ':');
+    if (port != NULL && h[0] == '[')
+        port++;
+    else if (port != NULL && strchr(port + 1, ':') != NULL)
+        return 0; /* an IPv6 address needs its brackets */
+    if (h[0] == '[' && strchr(h, ']') == NULL)
+        return 0;
+    if (port != NULL) {
+        long v = 0;
+        if (port[1] == '\0' || strspn(port + 1, "0123456789") != strlen(port + 1) || strlen(port + 1) > 5 ||
+            (v = strtol(port + 1, NULL, 10)) < 1 || v > 65535)
+            return 0;
+    }
     return 1;
 }
 
@@ -72,7 +87,7 @@ static int parse_line(char *line, struct kiln_secret *s, char *err, size_t errle
         return -EINVAL;
     }
     if (*hosts == '\0' || vlen == 0) {
-        snprintf(err, errlen, "secrets file line %d (%s): want NAME HOSTS VALUE", no, name);
+        snprintf(err, errlen, "secrets file line %d: want NAME HOSTS VALUE", no); /* a lone word may be a value */
         return -EINVAL;
     }
     if (vlen > KILN_SECRET_VALUE_MAX) {
@@ -120,6 +135,12 @@ static int parse(FILE *f, struct kiln_secret **out, size_t *nout, char *err, siz
         return -ENOMEM;
     while (r == 0 && (len = getline(&line, &cap, f)) >= 0) {
         no++;
+        if (len == 0 || line[len - 1] != '\n') {
+            snprintf(err, errlen, "secrets file line %d has no line end: is it still being written? "
+                     "(write the file elsewhere, then rename it)", no);
+            r = -EINVAL;
+            break;
+        }
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
         const char *p = line + strspn(line, " \t");

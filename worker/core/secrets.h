@@ -5,10 +5,12 @@
  *
  * NAME: [A-Za-z0-9_.-], at most 64 bytes; HOSTS: comma-separated patterns
  * in net.allow's syntax (the only destinations the value is ever sent to);
- * VALUE: the rest of the line, without its line end: printable bytes and
- * spaces, no control characters (it goes into HTTP headers). Blank lines
- * and lines starting with # are skipped. The file is read again when it
- * changes. No error message ever holds a value.
+ * VALUE: the rest of the line, without its line end and the spaces and
+ * tabs around it: printable bytes and spaces, no control characters (it
+ * goes into HTTP headers). Every line ends in a newline (a file cut short
+ * while being written is refused). Blank lines and lines starting with #
+ * are skipped. The file is read again when it changes. No error message
+ * ever holds a value.
  */
 #ifndef KILN_SECRETS_H
 #define KILN_SECRETS_H

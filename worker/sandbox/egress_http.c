@@ -130,9 +130,119 @@ static int origin_form(struct kiln_http_rw *rw, char *why, size_t len)
     return 0;
 }
 
+/* Every line ends in CRLF, with no CR or LF of its own: what the proxy
+ * takes for one head is what any server takes for it. */
+static int crlf_only(const char *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((h[i] == '\n' && (i == 0 || h[i - 1] != '\r')) || (h[i] == '\r' && (i + 1 == n || h[i + 1] != '\n')))
+            return 0;
+    return 1;
+}
+
+/* 1 if header line `l` (n bytes, without CRLF) is named `name`. */
+static int named(const char *l, size_t n, const char *name)
+{
+    size_t k = strlen(name);
+    return n > k && l[k] == ':' && strncasecmp(l, name, k) == 0;
+}
+
+/* A Host header's value names the connection's destination: `host`, its
+ * port when not the scheme's own, an IPv6 address in brackets. */
+static int host_is(const struct kiln_http_rw *rw, const char *v, size_t n)
+{
+    while (n > 0 && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    const char *h = v, *end = v + n, *colon = NULL;
+    size_t hl;
+    if (n > 0 && *v == '[') {
+        const char *rb = memchr(v, ']', n);
+        if (rb == NULL)
+            return 0;
+        h = v + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1 < end ? rb + 1 : NULL;
+        if (colon != NULL && *colon != ':')
+            return 0;
+    } else {
+        colon = memchr(v, ':', n);
+        hl = colon ? (size_t)(colon - v) : n;
+    }
+    int port = rw->proxy_form ? 80 : 443;
+    if (colon != NULL) {
+        port = 0;
+        for (const char *p = colon + 1; p < end; p++) {
+            if (*p < '0' || *p > '9' || port > 65535)
+                return 0;
+            port = port * 10 + (*p - '0');
+        }
+    }
+    return port == rw->port && hl == strlen(rw->host) && strncasecmp(h, rw->host, hl) == 0;
+}
+
+/* The head's lines checked and rewritten into a new buffer: the request
+ * line and every header but Host, Origin and Referer (which servers echo
+ * in answers and redirects, and which carry no credentials) get values. */
+static char *rewrite_lines(struct kiln_http_rw *rw, size_t *outlen, char *why, size_t len)
+{
+    size_t cap = 0, o = 0;
+    char *out = NULL;
+    int hosts = 0, skip = 0;
+    for (size_t at = 0; at < rw->hlen;) {
+        const char *l = rw->head + at;
+        size_t n = (size_t)(strstr(l, "\r\n") - l), m = n;
+        char *sub = NULL;
+        if (at > 0 && n > 0 && l[0] != ' ' && l[0] != '\t') { /* a header, not a folded line */
+            skip = named(l, n, "host") || named(l, n, "origin") || named(l, n, "referer");
+            if (named(l, n, "host") && (hosts++ > 0 || !host_is(rw, l + 5, n - 5))) {
+                snprintf(why, len, "the Host header must name %s:%d, once", rw->host, rw->port);
+                goto fail;
+            }
+        }
+        if (!(at > 0 && skip) && n > 0 &&
+            (sub = kiln_http_substitute(l, n, rw->subs, rw->nsubs, &m, rw->deny, rw->arg)) == NULL)
+            goto nomem;
+        if (o + m + 2 > KILN_HTTP_REWRITTEN_MAX) {
+            free(sub);
+            snprintf(why, len, "request head over %d bytes once its secrets are in", KILN_HTTP_REWRITTEN_MAX);
+            goto fail;
+        }
+        if (o + m + 2 > cap) {
+            char *grown = realloc(out, cap = (o + m + 2) * 2);
+            if (grown == NULL) {
+                free(sub);
+                goto nomem;
+            }
+            out = grown;
+        }
+        memcpy(out + o, sub ? sub : l, m);
+        memcpy(out + o + m, "\r\n", 2);
+        o += m + 2;
+        free(sub);
+        at += n + 2;
+    }
+    if (hosts == 0 && rw->p.http_major == 1 && rw->p.http_minor >= 1) {
+        snprintf(why, len, "an HTTP/1.1 request without a Host header");
+        goto fail;
+    }
+    *outlen = o;
+    return out;
+nomem:
+    snprintf(why, len, "out of memory");
+fail:
+    free(out);
+    return NULL;
+}
+
 /* A whole head is in rw->head: check it, rewrite it, pass it on. */
 static int head_done(struct kiln_http_rw *rw, char *why, size_t len)
 {
+    if (!crlf_only(rw->head, rw->hlen)) {
+        snprintf(why, len, "not an HTTP request: a CR or LF alone in its head");
+        return -1;
+    }
     http_parser_init(&rw->p, HTTP_REQUEST);
     rw->p.data = rw;
     rw->complete = 0;
@@ -144,14 +254,25 @@ static int head_done(struct kiln_http_rw *rw, char *why, size_t len)
     }
     if (e == HPE_PAUSED)
         http_parser_pause(&rw->p, 0);
-    if (rw->proxy_form && origin_form(rw, why, len) < 0)
-        return -1;
-    size_t n;
-    char *out = kiln_http_substitute(rw->head, rw->hlen, rw->subs, rw->nsubs, &n, rw->deny, rw->arg);
-    if (out == NULL) {
-        snprintf(why, len, "out of memory");
+    if (rw->p.method == HTTP_TRACE) {
+        snprintf(why, len, "TRACE would send the request back: refused");
         return -1;
     }
+    if (rw->proxy_form) {
+        if (origin_form(rw, why, len) < 0)
+            return -1;
+    } else { /* inside TLS to one host: a path, never another URL */
+        const char *target = strchr(rw->head, ' ') + 1;
+        if (*target != '/' && strncmp(target, "* ", 2) != 0) {
+            snprintf(why, len, "a request inside a tunnel must name a path, not %.*s",
+                     (int)strcspn(target, " \r"), target);
+            return -1;
+        }
+    }
+    size_t n;
+    char *out = rewrite_lines(rw, &n, why, len);
+    if (out == NULL)
+        return -1;
     rw->emit(rw->arg, out, n);
     free(out);
     rw->hlen = 0;
@@ -196,7 +317,13 @@ int kiln_http_rw_feed(struct kiln_http_rw *rw, const char *data, size_t n, char 
         memcpy(rw->head + rw->hlen, data, take);
         rw->hlen += take;
         rw->head[rw->hlen] = '\0';
-        char *end = strstr(rw->head + start, "\r\n\r\n");
+        char *end = memmem(rw->head + start, rw->hlen - start, "\r\n\r\n", 4);
+        /* a NUL in the head (only there: the bytes after it are a body's)
+         * refuses the connection, however the bytes were cut */
+        if (memchr(rw->head, '\0', end ? (size_t)(end - rw->head) : rw->hlen) != NULL) {
+            snprintf(why, len, "not an HTTP request: a NUL byte in its head");
+            return -1;
+        }
         if (end == NULL) {
             if (rw->hlen == KILN_HTTP_HEAD_MAX - 1) {
                 snprintf(why, len, "request head over %d bytes", KILN_HTTP_HEAD_MAX - 1);
@@ -210,10 +337,6 @@ int kiln_http_rw_feed(struct kiln_http_rw *rw, const char *data, size_t n, char 
         rw->head[head_end] = '\0';
         data += take - past;
         n -= take - past;
-        if (strlen(rw->head) != head_end) {
-            snprintf(why, len, "not an HTTP request: a NUL byte in its head");
-            return -1;
-        }
         if (head_done(rw, why, len) < 0)
             return -1;
     }

@@ -6,9 +6,17 @@
  * they come (http_parser finds where each ends: Content-Length or
  * chunked), and after an Upgrade the bytes are the job's own.
  *
- * Only the request line and the headers are rewritten: a placeholder in a
- * body reaches the destination as it is. Bodies can be large, streamed
- * and compressed, and their length is in a header already sent.
+ * Only the request line and the headers are rewritten, and of the headers
+ * not Host, Origin and Referer, which servers echo back and which carry
+ * no credentials: a placeholder there, or in a body, reaches the
+ * destination as it is. Bodies can be large, streamed and compressed,
+ * and their length is in a header already sent.
+ *
+ * A head is refused (the connection ends) unless it is one any server
+ * reads the same way: lines end in CRLF, no NUL, one Host header naming
+ * the destination, a path for its target (plain HTTP through the proxy:
+ * an absolute URL for the destination, sent on as a path); TRACE, which
+ * echoes the request, is refused.
  */
 #ifndef KILN_EGRESS_HTTP_H
 #define KILN_EGRESS_HTTP_H
@@ -17,6 +25,7 @@
 #include <stddef.h>
 
 #define KILN_HTTP_HEAD_MAX 16384
+#define KILN_HTTP_REWRITTEN_MAX 65536 /* a head with its values in */
 
 /* A secret in play on one connection. */
 struct kiln_egress_subst {

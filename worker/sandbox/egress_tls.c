@@ -16,6 +16,7 @@
 #define CERTS_KEPT 64
 #define LEAF_DAYS 7
 #define LEAF_RENEW_S (24 * 3600) /* a kept certificate is made again after a day */
+#define EARLY_MAX 65536 /* what a job may send before the destination's handshake is done */
 
 struct kiln_tls {
     EVP_PKEY *ca_key, *leaf_key;
@@ -29,6 +30,7 @@ struct kiln_tls_conn {
     struct kiln_tls_io io;
     SSL *job, *dest;
     int job_up, dest_up;        /* handshakes done */
+    int broken;                 /* a write to the job failed */
 };
 
 static void ssl_reason(char *err, size_t errlen, const char *what)
@@ -120,6 +122,8 @@ int kiln_tls_new(const char *extra_ca, struct kiln_tls **out, char *err, size_t 
     }
     SSL_CTX_set_min_proto_version(t->to_dest, TLS1_2_VERSION);
     SSL_CTX_set_min_proto_version(t->to_job, TLS1_2_VERSION);
+    SSL_CTX_set_options(t->to_dest, SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_options(t->to_job, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_verify(t->to_dest, SSL_VERIFY_PEER, NULL);
     if (SSL_CTX_set_default_verify_paths(t->to_dest) != 1) {
         ssl_reason(err, errlen, "the system's trust store");
@@ -262,6 +266,8 @@ int kiln_tls_conn_new(struct kiln_tls *t, const char *host, const struct kiln_tl
         ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->dest), host) == 1;
     else if (ok)
         ok = SSL_set_tlsext_host_name(c->dest, host) == 1 && SSL_set1_host(c->dest, host) == 1;
+    if (ok) /* "*.example.com" yes, "f*.example.com" no */
+        SSL_set_hostflags(c->dest, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     if (!ok) {
         ssl_reason(err, errlen, "setting up TLS");
         kiln_tls_conn_free(c);
@@ -331,7 +337,8 @@ static int drain(SSL *s, void (*to)(void *, const char *, size_t), void *arg, ch
 static void reply_to_job(void *arg, const char *data, size_t n)
 {
     struct kiln_tls_conn *c = arg;
-    SSL_write(c->job, data, (int)n); /* memory BIOs: takes it all */
+    if (SSL_write(c->job, data, (int)n) != (int)n) /* memory BIOs: all, or broken */
+        c->broken = 1;
 }
 
 /* Once both handshakes are done, what each side sent is passed on. */
@@ -343,6 +350,10 @@ static int pump(struct kiln_tls_conn *c, char *err, size_t errlen)
             r = drain(c->dest, reply_to_job, c, err, errlen);
     }
     flush_both(c);
+    if (r == 0 && c->broken) {
+        snprintf(err, errlen, "TLS write to the job failed");
+        r = -1;
+    }
     return r;
 }
 
@@ -350,6 +361,11 @@ int kiln_tls_from_job(struct kiln_tls_conn *c, const char *data, size_t n, char 
 {
     if (BIO_write(SSL_get_rbio(c->job), data, (int)n) != (int)n) {
         snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* until both handshakes are done nothing is passed on: bounded */
+    if (!(c->job_up && c->dest_up) && BIO_ctrl_pending(SSL_get_rbio(c->job)) > EARLY_MAX) {
+        snprintf(err, errlen, "the job sent over %d bytes before the destination's TLS was up", EARLY_MAX);
         return -1;
     }
     if (handshake(c->job, &c->job_up, "job (does it trust the worker's CA?)", err, errlen) < 0) {
