@@ -201,9 +201,7 @@ int kiln_secrets_load(struct kiln_secrets *s, const char *path, char *err, size_
     strcpy(s->path, keep);
     s->v = v;
     s->n = n;
-    s->ino = st.st_ino;
-    s->size = st.st_size;
-    s->mtime = st.st_mtim;
+    kiln_file_stamp_set(&s->stamp, &st);
     return 0;
 }
 
@@ -215,8 +213,7 @@ int kiln_secrets_refresh(struct kiln_secrets *s, char *err, size_t errlen)
         snprintf(err, errlen, "secrets file %s: %s", s->path, strerror(e));
         return -e;
     }
-    if (st.st_ino == s->ino && st.st_size == s->size && st.st_mtim.tv_sec == s->mtime.tv_sec &&
-        st.st_mtim.tv_nsec == s->mtime.tv_nsec)
+    if (kiln_file_stamp_same(&s->stamp, &st))
         return 0;
     char path[sizeof(s->path)];
     strcpy(path, s->path);

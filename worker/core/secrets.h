@@ -19,6 +19,8 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "core/filestamp.h"
+
 #include "kiln/plugin.h"
 #include "sandbox/egress.h"
 
@@ -39,10 +41,7 @@ struct kiln_secrets {
     char path[512];
     struct kiln_secret *v;
     size_t n;
-    /* what the file was when read: read again when any of it changes */
-    ino_t ino;
-    off_t size;
-    struct timespec mtime;
+    struct kiln_file_stamp stamp; /* read again when it changes */
 };
 
 /* Read `path` into `s` (zeroed or loaded before; what it held is freed

@@ -59,9 +59,7 @@ int kiln_keys_load(struct kiln_keys *keys, const char *path, char *err, size_t e
     fclose(f);
     if (r < 0)
         return r;
-    fresh.ino = st.st_ino;
-    fresh.size = st.st_size;
-    fresh.mtime = st.st_mtim;
+    kiln_file_stamp_set(&fresh.stamp, &st);
     *keys = fresh;
     OPENSSL_cleanse(&fresh, sizeof(fresh));
     return 0;
@@ -74,8 +72,7 @@ int kiln_keys_refresh(struct kiln_keys *keys, char *err, size_t errlen)
         snprintf(err, errlen, "keys file %s: %s", keys->path, strerror(errno));
         return -errno;
     }
-    if (st.st_ino == keys->ino && st.st_size == keys->size &&
-        st.st_mtim.tv_sec == keys->mtime.tv_sec && st.st_mtim.tv_nsec == keys->mtime.tv_nsec)
+    if (kiln_file_stamp_same(&keys->stamp, &st))
         return 0;
     char path[sizeof(keys->path)];
     strcpy(path, keys->path);

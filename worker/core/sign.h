@@ -17,6 +17,8 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "core/filestamp.h"
+
 #define KILN_KEYS_MAX 64
 
 struct kiln_keys {
@@ -27,10 +29,7 @@ struct kiln_keys {
         size_t len;
     } v[KILN_KEYS_MAX];
     size_t n;
-    /* what the file was when read: reloaded when any of it changes */
-    ino_t ino;
-    off_t size;
-    struct timespec mtime;
+    struct kiln_file_stamp stamp; /* reloaded when it changes */
 };
 
 /* Read `path` ("KEY-ID HEX-SECRET" per line, # comments). 0 or -errno. */
