@@ -267,6 +267,11 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
         c.collect = o != NULL && o->type == MSGPACK_OBJECT_STR ? kiln_mp_strdup(o) : NULL;
         if ((o = kiln_mp_get(&u.data, "cpu_ms")) != NULL)
             kiln_mp_int(o, 0, INT64_MAX, &cpu_ms);
+        o = kiln_mp_get(&u.data, "collect_globs");
+        c.collect_globs = o != NULL && o->type == MSGPACK_OBJECT_ARRAY ? o : NULL;
+        c.collect_bytes = 0;
+        if ((o = kiln_mp_get(&u.data, "collect_bytes")) != NULL)
+            kiln_mp_int(o, 0, INT64_MAX / 2, &c.collect_bytes);
         c.cpu_limit_ms = cpu_ms;
         c.cpu_over = 0;
         kiln_run_supervise(&c, t0);

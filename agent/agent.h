@@ -181,7 +181,14 @@ struct kiln_child {
                            * warm interpreter's start-up is not the job's) */
     const char *collect;  /* a file under /work sent back after the exit, or
                            * NULL (borrowed from the run message) */
+    const msgpack_object *collect_globs; /* the job's `collect` patterns, or
+                           * NULL (borrowed from the run message) */
+    int64_t collect_bytes;
 };
+
+/* collect.c: the files under /work matching `globs` (an array of str),
+ * at most `limit` bytes in all, as "collect" messages, then "collected". */
+void kiln_collect_send(const msgpack_object *globs, int64_t limit);
 
 /* cpu.c: CPU time the job has used so far (ms), every process counted;
  * `job` is its main process. */

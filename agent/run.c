@@ -423,6 +423,13 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
     free(c->inbuf);
     if (c->collect != NULL)
         send_collected(c->collect);
+    if (c->collect_globs != NULL) { /* nothing of the job runs any more */
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        kiln_proto_begin_msg(&sb, &pk, "collecting", 0);
+        kiln_agent_send(&sb);
+        kiln_collect_send(c->collect_globs, c->collect_bytes);
+    }
     kiln_agent_send_exit(status, wall, c->cpu_base, c->cpu_over);
 }
 

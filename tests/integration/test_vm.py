@@ -356,6 +356,28 @@ class Secrets(VMCase):
         self.assertTrue(any("9081: secret API is not bound" in d for d in ex["denied"]), ex)
 
 
+class Collect(VMCase):
+    """`collect` in a VM: the guest's agent walks its /work the same way."""
+
+    def setUp(self):
+        super().setUp()
+        self.vm_worker("--pool", "1", plugins=["python"])
+
+    def test_files_come_back_from_the_guest(self):
+        code = ("import os\n"
+                "os.makedirs('out/d')\n"
+                "open('out/d/r.txt', 'wb').write(bytes(range(256)) * 4000)\n"
+                "os.symlink('/etc/passwd', 'out/p.txt')\n")
+        j = self.job(code, plugin="python", collect=["out/**"])
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=SLOW)
+        ex = [f for f in fs if f["kind"] == "exit"][-1]
+        self.assertEqual(ex["status"], "ok", ex)
+        data = b"".join(f["data"] for f in fs if f["kind"] == "file" and f["path"] == "out/d/r.txt")
+        self.assertEqual(data, bytes(range(256)) * 4000)
+        self.assertEqual(ex["collect"]["skipped_files"], [{"path": "out/p.txt", "why": "symlink"}])
+
+
 class Clock(VMCase):
     def test_a_restored_vm_runs_on_the_hosts_clock(self):
         # no pool: the job's VM is restored when the job comes, 10 s after

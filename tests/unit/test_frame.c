@@ -52,6 +52,51 @@ static void test_output_frames(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+static void test_file_frames(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    struct kiln_file_chunk c = {"out/a.bin", 300000, 0644, 262144, "\x00tail", 5, 1, 1, 1};
+    kiln_frame_file(&sb, "f1", 3, 1, &c);
+    assert_golden("file", &sb);
+    msgpack_sbuffer_destroy(&sb);
+    c = (struct kiln_file_chunk){"r.json", 2, 0600, 0, "{}", 2, 1, 0, -1};
+    kiln_frame_file(&sb, "f1", 2, 1, &c);
+    assert_golden("file_first", &sb);
+    msgpack_sbuffer_destroy(&sb);
+    /* an exit frame with the summary `collect` gives it, packed as is */
+    msgpack_sbuffer sum;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sum);
+    msgpack_packer_init(&pk, &sum, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    static const char *const counts[] = {"matched", "sent", "truncated", "skipped"};
+    static const int values[] = {3, 1, 1, 2};
+    for (int i = 0; i < 4; i++) {
+        kiln_mp_str(&pk, counts[i]);
+        msgpack_pack_int64(&pk, values[i]);
+    }
+    kiln_mp_str(&pk, "walk_cut");
+    msgpack_pack_false(&pk);
+    kiln_mp_str(&pk, "skipped_files");
+    msgpack_pack_array(&pk, 2);
+    static const char *const sk[2][2] = {{"out/l", "symlink"}, {"out/p", "not a regular file"}};
+    for (int i = 0; i < 2; i++) {
+        msgpack_pack_map(&pk, 2);
+        kiln_mp_str(&pk, "path");
+        kiln_mp_str(&pk, sk[i][0]);
+        kiln_mp_str(&pk, "why");
+        kiln_mp_str(&pk, sk[i][1]);
+    }
+    struct kiln_exit e = {.status = KILN_STATUS_TIMEOUT, .signal = 9, .wall_ms = 1500, .cpu_ms = 20,
+                          .max_rss_kb = 100, .attempt = 1, .worker = "w", .run = -1, .runs_ok = -1,
+                          .collect = (const unsigned char *)sum.data, .collect_len = sum.size};
+    kiln_frame_exit(&sb, "f1", 4, &e);
+    assert_golden("exit_collect", &sb);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_sbuffer_destroy(&sum);
+}
+
 static enum kiln_verdict verdict_of(const char *name)
 {
     for (int v = 0; v < KILN_VERDICT_COUNT; v++)
@@ -225,6 +270,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_output_frames),
         cmocka_unit_test(test_exit_frames),
+        cmocka_unit_test(test_file_frames),
         cmocka_unit_test(test_case_frames),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

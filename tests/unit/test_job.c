@@ -198,13 +198,20 @@ static void check_valid(const char *name)
         assert_bytes(json_object_get(files, job->files[i].path), job->files[i].data, job->files[i].len);
 
     json_t *limits = json_object_get(want, "limits");
-    const char *keys[] = {"timeout_ms", "cpu_ms", "memory_mb", "pids", "output_bytes", "file_bytes"};
+    const char *keys[] = {"timeout_ms", "cpu_ms", "memory_mb", "pids", "output_bytes", "file_bytes",
+                          "collect_bytes"};
     int64_t got[] = {job->limits.timeout_ms, job->limits.cpu_ms, job->limits.memory_mb,
-                     job->limits.pids, job->limits.output_bytes, job->limits.file_bytes};
-    for (int i = 0; i < 6; i++) {
+                     job->limits.pids, job->limits.output_bytes, job->limits.file_bytes,
+                     job->limits.collect_bytes};
+    for (int i = 0; i < 7; i++) {
         json_t *v = json_is_object(limits) ? json_object_get(limits, keys[i]) : NULL;
         assert_int_equal(got[i], v ? json_integer_value(v) : -1);
     }
+
+    json_t *collect = json_object_get(want, "collect");
+    assert_int_equal(job->ncollect, json_is_array(collect) ? json_array_size(collect) : 0);
+    for (size_t i = 0; i < job->ncollect; i++)
+        assert_string_equal(job->collect[i], json_string_value(json_array_get(collect, i)));
 
     json_t *net = json_object_get(want, "net");
     assert_int_equal(job->has_net, json_is_object(net));

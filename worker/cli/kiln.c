@@ -25,6 +25,7 @@
 
 #include "cli/client.h"
 #include "cli/eval.h"
+#include "cli/outdir.h"
 #include "cli/where.h"
 #include "wire/proto.h"
 
@@ -49,6 +50,8 @@ static void usage(FILE *f)
           "  --env K=V            (repeatable)\n"
           "  --secret ENV=NAME    ENV holds a placeholder of the worker's secret NAME (repeatable)\n"
           "  --allow HOST         a net.allow pattern (repeatable)\n"
+          "  --collect PATTERN    send back files under /work matching it (repeatable; ** crosses dirs)\n"
+          "  --out-dir DIR        write the collected files under DIR [not kept]\n"
           "  --file DEST=PATH     write local PATH to /work/DEST (repeatable)\n"
           "  --timeout-ms N       wall-clock limit\n"
           "  --id ID              job id [generated]\n"
@@ -233,6 +236,7 @@ struct follow {
     unsigned attempt;
     int done;
     int status;
+    const char *out_dir;  /* where `collect` files go, or NULL: not kept */
 };
 
 static int exit_status(const msgpack_object *f)
@@ -284,6 +288,11 @@ static int on_job_frame(void *arg, const char *entry, const msgpack_object *f)
         fl->done = 1;
         return 1;
     }
+    if (kiln_mp_streq(kind, "file")) {
+        if (fl->out_dir != NULL)
+            kiln_outdir_write(fl->out_dir, f);
+        return 0;
+    }
     const msgpack_object *data = kiln_mp_get(f, "data");
     if (data != NULL && data->type == MSGPACK_OBJECT_BIN) {
         FILE *out = kiln_mp_streq(kind, "stderr") ? stderr : stdout;
@@ -309,8 +318,8 @@ static int cmd_submit(int argc, char **argv)
     size_t code_len = 0, in_len = 0;
     const char *args[MAX_LIST];
     struct kv env[MAX_LIST], files[MAX_LIST], secrets[MAX_LIST];
-    const char *allow[MAX_LIST];
-    size_t nargs = 0, nenv = 0, nfiles = 0, nsecrets = 0, nallow = 0;
+    const char *allow[MAX_LIST], *collect[MAX_LIST], *out_dir = NULL;
+    size_t nargs = 0, nenv = 0, nfiles = 0, nsecrets = 0, nallow = 0, ncollect = 0;
     long long timeout = -1, wait_ms = -1;
     int follow = 1, c, rc = 2;
 
@@ -320,7 +329,8 @@ static int cmd_submit(int argc, char **argv)
         {"stdin-file", 1, 0, 'S'}, {"env", 1, 0, 'e'}, {"file", 1, 0, 'f'},
         {"timeout-ms", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"reply-to", 1, 0, 'R'},
         {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"secret", 1, 0, 'X'},
-        {"allow", 1, 0, 'A'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"allow", 1, 0, 'A'}, {"collect", 1, 0, 'G'}, {"out-dir", 1, 0, 'O'},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     kiln_where_init(&w);
     while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
         char *eq;
@@ -339,6 +349,10 @@ static int cmd_submit(int argc, char **argv)
         case 'A':
             if (nallow < MAX_LIST) allow[nallow++] = optarg;
             break;
+        case 'G':
+            if (ncollect < MAX_LIST) collect[ncollect++] = optarg;
+            break;
+        case 'O': out_dir = optarg; break;
         case 'e':
         case 'f':
         case 'X':
@@ -394,7 +408,13 @@ static int cmd_submit(int argc, char **argv)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 5 + (nargs > 0) + (in != NULL) + (nenv > 0) + (nfiles > 0) + (timeout >= 0) +
-                              (nsecrets > 0) + (nallow > 0));
+                              (nsecrets > 0) + (nallow > 0) + (ncollect > 0));
+    if (ncollect > 0) {
+        kiln_mp_str(&pk, "collect");
+        msgpack_pack_array(&pk, ncollect);
+        for (size_t i = 0; i < ncollect; i++)
+            kiln_mp_str(&pk, collect[i]);
+    }
     kiln_mp_str(&pk, "v"); msgpack_pack_int(&pk, 1);
     kiln_mp_str(&pk, "id"); kiln_mp_str(&pk, id);
     kiln_mp_str(&pk, "plugin"); kiln_mp_str(&pk, plugin);
@@ -472,7 +492,7 @@ static int cmd_submit(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    struct follow fl = {id, 0, 0, 69};
+    struct follow fl = {id, 0, 0, 69, out_dir};
     int64_t deadline = wait_ms >= 0 ? now_ms() + wait_ms : INT64_MAX;
     while (!fl.done && now_ms() < deadline) {
         int64_t left = deadline - now_ms();

@@ -64,6 +64,8 @@ static const struct opt {
     {"build-memory-mb", OPT_INT, F(build_memory_mb), "1024", "memory of a compiled job's build sandbox (cgroup)"},
     {"file-bytes", OPT_INT, F(file_bytes), "268435456", "largest file a job that sets none may write"},
     {"max-file-bytes", OPT_INT, F(max_file_bytes), "1073741824", "largest file_bytes a job may ask for"},
+    {"collect-bytes", OPT_INT, F(collect_bytes), "16777216", "what a job's collect may send back, all files together, when it sets no collect_bytes"},
+    {"max-collect-bytes", OPT_INT, F(max_collect_bytes), "268435456", "largest collect_bytes a job may ask for"},
     {"open-files", OPT_INT, F(open_files), "1024", "open descriptors per process of a job"},
     {"max-attempts", OPT_INT, F(max_attempts), "3", "attempts of a job that kiln itself fails (sandbox died, ...)"},
     {"retry-backoff-ms", OPT_INT, F(retry_backoff_ms), "200", "delay before the first retry; doubles, with jitter"},

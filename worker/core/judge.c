@@ -102,8 +102,17 @@ void kiln__run_keep_artifact(struct kiln_run *run, const struct kiln_session_eve
     }
 }
 
+void kiln__run_keep_collected(struct kiln_run *run, const void *data, size_t len)
+{
+    run->collected.len = 0;
+    if (buf_add(&run->collected, data, len, 64 * 1024) < 0 || run->collected.len != len)
+        run->collected.len = 0; /* a summary cut short is no summary */
+}
+
 void kiln__run_judge_reset(struct kiln_run *run)
 {
+    run->collected.len = 0;
+    run->collect_bytes = run->collect_files = 0;
     run->out.len = run->err.len = 0;
     run->out_past = 0;
     run->cpu_over = 0;
@@ -117,6 +126,7 @@ void kiln__run_judge_free(struct kiln_run *run)
     free(run->err.data);
     free(run->build_out.data);
     free(run->artifact.data);
+    free(run->collected.data);
 }
 
 /* ---- the build ----------------------------------------------------------- */

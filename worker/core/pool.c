@@ -123,6 +123,9 @@ static void on_warm_event(void *arg, const struct kiln_session_event *ev)
         break;
     case KILN_SESSION_OUTPUT:
     case KILN_SESSION_FILE:
+    case KILN_SESSION_COLLECTING:
+    case KILN_SESSION_CHUNK:
+    case KILN_SESSION_COLLECTED:
     case KILN_SESSION_EXIT:
         break; /* no job runs in a pooled sandbox */
     }

@@ -20,6 +20,7 @@ static int check_limits(const struct kiln_limits *l, const char *what, const str
         {"pids", offsetof(struct kiln_limits, pids), offsetof(struct kiln_config, max_pids)},
         {"cpu_ms", offsetof(struct kiln_limits, cpu_ms), offsetof(struct kiln_config, max_cpu_ms)},
         {"file_bytes", offsetof(struct kiln_limits, file_bytes), offsetof(struct kiln_config, max_file_bytes)},
+        {"collect_bytes", offsetof(struct kiln_limits, collect_bytes), offsetof(struct kiln_config, max_collect_bytes)},
     };
     for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
         int64_t asked = *(const int64_t *)((const char *)l + caps[i].job);

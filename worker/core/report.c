@@ -148,6 +148,15 @@ void kiln__run_output(struct kiln_run *run, int fd, const void *data, size_t len
     kiln__run_write(run, &sb, fd == 2 ? "stderr" : "stdout", NULL);
 }
 
+void kiln__run_file(struct kiln_run *run, const struct kiln_file_chunk *chunk)
+{
+    msgpack_sbuffer sb;
+    struct kiln_file_chunk c = *chunk;
+    c.run = run->cur;
+    kiln_frame_file(&sb, run->job->id, run->seq++, kiln__run_attempt(run), &c);
+    kiln__run_write(run, &sb, "file", NULL);
+}
+
 static void on_exit_written(void *arg, int status, const char *err);
 
 static void write_exit(struct kiln_run *run)
@@ -216,6 +225,10 @@ static void report(struct kiln_run *run, enum kiln_status status, const char *re
     run->ex.run = run->cur;
     if (run->egress != NULL)
         run->ex.denied = kiln_egress_denied(run->egress, &run->ex.ndenied);
+    if (run->collected.len > 0) {
+        run->ex.collect = run->collected.data;
+        run->ex.collect_len = run->collected.len;
+    }
     run->ex.runs_ok = -1;
     /* meta once per job: in its last exit frame, not in every input's */
     if (run->job != NULL && run->job->meta != NULL && run->cur < 0) {

@@ -1,8 +1,9 @@
 /*
  * One job in the worker's hands: core/runner.c starts it and runs it in a
- * session, core/report.c ends it (exit frames, retries, dead letters,
- * release), core/control.c stops it from outside (drain, cancel, hangs).
- * Internal to those three files.
+ * session (core/run_egress.c: its way out, secrets and proxy),
+ * core/report.c ends it (exit frames, retries, dead letters, release),
+ * core/control.c stops it from outside (drain, cancel, hangs), core/judge.c
+ * judges its builds and cases. Internal to those files.
  */
 #ifndef KILN_RUN_H
 #define KILN_RUN_H
@@ -91,6 +92,8 @@ struct kiln_run {
     int after_build;             /* the build worked: the runs start next */
     struct kiln_build_info build_info;
     struct kiln_buf build_out;   /* the compiler's output, capped */
+    struct kiln_buf collected;   /* the current run's `collect` summary (packed), or empty */
+    int64_t collect_bytes, collect_files; /* what it sent back so far, held to its caps here too */
     struct kiln_artifact artifact;
     char artifact_error[160];    /* why the build's artifact did not come */
     /* retries of kiln's own failures */
@@ -176,6 +179,17 @@ void kiln__run_summary(struct kiln_run *run);
 void kiln__run_release(struct kiln_run *run);
 /* One chunk of the job's stdout (1) or stderr (2), as a frame. */
 void kiln__run_output(struct kiln_run *run, int fd, const void *data, size_t len);
+/* A chunk of a file the job's `collect` sends back, as a "file" frame. */
+void kiln__run_file(struct kiln_run *run, const struct kiln_file_chunk *chunk);
+/* core/run_egress.c: the job's secrets looked up (0; or -1 once it is
+ * rejected or failed), and the current run's egress proxy opened in `sb`'s
+ * proxy directory with the placeholders in its environment (0, or -1 once
+ * the run has failed). */
+int kiln__run_take_secrets(struct kiln_run *run);
+struct kiln_sandbox;
+int kiln__run_open_egress(struct kiln_run *run, struct kiln_sandbox *sb);
+/* core/judge.c: keep the current run's `collect` summary for its exit frame. */
+void kiln__run_keep_collected(struct kiln_run *run, const void *data, size_t len);
 void kiln__run_close_egress(struct kiln_run *run);
 /* Drop a reference; the run is freed when it is DONE and none is left. */
 void kiln__run_unref(struct kiln_run *run);

@@ -122,6 +122,12 @@ static void get_int(const msgpack_object *m, const char *key, int64_t min, int64
         *out = v;
 }
 
+static int need_int(const msgpack_object *m, const char *key, int64_t min, int64_t max, int64_t *out)
+{
+    const msgpack_object *o = kiln_mp_get(m, key);
+    return o != NULL && kiln_mp_int(o, min, max, out) == 0 ? 0 : -1;
+}
+
 /* The agent's exit report, and the kernel's accounting of the sandbox:
  * the host's cgroup, or a VM's own kernel as its agent read it. */
 static void on_exit_msg(struct kiln_session *s, const msgpack_object *m)
@@ -173,6 +179,78 @@ static void on_file_msg(struct kiln_session *s, const msgpack_object *m)
     free(w);
 }
 
+/* One chunk of a `collect` file. */
+static void on_chunk_msg(struct kiln_session *s, const msgpack_object *m)
+{
+    const msgpack_object *path = kiln_mp_get(m, "path"), *data = kiln_mp_get(m, "data");
+    int64_t size = 0, mode = 0, offset = 0;
+    char *p;
+    if (s->state != KILN_SESSION_RUNNING || path == NULL || path->type != MSGPACK_OBJECT_STR ||
+        path->via.str.size == 0 || path->via.str.size > KILN_COLLECT_PATH_MAX || data == NULL ||
+        data->type != MSGPACK_OBJECT_BIN || data->via.bin.size > KILN_COLLECT_CHUNK ||
+        need_int(m, "size", 0, INT64_MAX / 2, &size) < 0 || need_int(m, "mode", 0, 07777, &mode) < 0 ||
+        need_int(m, "offset", 0, size, &offset) < 0 || (p = kiln_mp_strdup(path)) == NULL)
+        return;
+    struct kiln_file_chunk c = {.path = p, .size = size, .mode = (unsigned)mode, .offset = offset,
+                                .data = data->via.bin.ptr, .len = data->via.bin.size,
+                                .last = kiln_mp_true(m, "last"), .truncated = kiln_mp_true(m, "truncated"),
+                                .run = -1};
+    struct kiln_session_event ev = {.type = KILN_SESSION_CHUNK, .chunk = &c};
+    uv_timer_again(&s->grace); /* it is sending: its deadline moves on */
+    emit(s, &ev);
+    free(p);
+}
+
+/* What `collect` matched and sent, re-packed here with bounds (a guest's
+ * agent is not trusted to keep them). */
+static void on_collected_msg(struct kiln_session *s, const msgpack_object *m)
+{
+    static const char *const counts[] = {"matched", "sent", "truncated", "skipped"};
+    const msgpack_object *list = kiln_mp_get(m, "skipped_list");
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    uint32_t n = list != NULL && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
+    if (s->state != KILN_SESSION_RUNNING)
+        return;
+    if (n > 100)
+        n = 100;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    for (size_t i = 0; i < 4; i++) {
+        int64_t v = 0;
+        get_int(m, counts[i], 0, INT64_MAX / 2, &v);
+        kiln_mp_str(&pk, counts[i]);
+        msgpack_pack_int64(&pk, v);
+    }
+    kiln_mp_str(&pk, "walk_cut");
+    kiln_mp_true(m, "walk_cut") ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    kiln_mp_str(&pk, "skipped_files");
+    uint32_t ok = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *e = &list->via.array.ptr[i];
+        ok += e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size == 2 &&
+              e->via.array.ptr[0].type == MSGPACK_OBJECT_STR && e->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
+              e->via.array.ptr[0].via.str.size <= KILN_COLLECT_PATH_MAX && e->via.array.ptr[1].via.str.size <= 128;
+    }
+    msgpack_pack_array(&pk, ok);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *e = &list->via.array.ptr[i];
+        if (!(e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size == 2 &&
+              e->via.array.ptr[0].type == MSGPACK_OBJECT_STR && e->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
+              e->via.array.ptr[0].via.str.size <= KILN_COLLECT_PATH_MAX && e->via.array.ptr[1].via.str.size <= 128))
+            continue;
+        msgpack_pack_map(&pk, 2);
+        kiln_mp_str(&pk, "path");
+        kiln_mp_strn(&pk, e->via.array.ptr[0].via.str.ptr, e->via.array.ptr[0].via.str.size);
+        kiln_mp_str(&pk, "why");
+        kiln_mp_strn(&pk, e->via.array.ptr[1].via.str.ptr, e->via.array.ptr[1].via.str.size);
+    }
+    struct kiln_session_event ev = {.type = KILN_SESSION_COLLECTED, .data = sb.data, .len = sb.size};
+    emit(s, &ev);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void on_msg(void *arg, const msgpack_object *m)
 {
     struct kiln_session *s = arg;
@@ -197,6 +275,17 @@ static void on_msg(void *arg, const msgpack_object *m)
         emit(s, &ev);
     } else if (kiln_mp_streq(t, "file")) {
         on_file_msg(s, m);
+    } else if (kiln_mp_streq(t, "collecting")) {
+        if (s->state != KILN_SESSION_RUNNING)
+            return;
+        /* the job is over: a deadline for its files replaces any grace */
+        uv_timer_start(&s->grace, on_grace, KILN_SESSION_COLLECT_MS, KILN_SESSION_COLLECT_MS);
+        struct kiln_session_event ev = {.type = KILN_SESSION_COLLECTING};
+        emit(s, &ev);
+    } else if (kiln_mp_streq(t, "collect")) {
+        on_chunk_msg(s, m);
+    } else if (kiln_mp_streq(t, "collected")) {
+        on_collected_msg(s, m);
     } else if (kiln_mp_streq(t, "exit")) {
         on_exit_msg(s, m);
     } else if (kiln_mp_streq(t, "error")) {
@@ -296,7 +385,15 @@ int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job,
         return -EINVAL;
     }
     kiln_proto_begin_msg(&sb, &pk, "run", 8 + (job->cpu_ms > 0) + (job->collect != NULL) +
-                                          (job->ca_pem != NULL));
+                                          (job->ca_pem != NULL) + 2 * (job->ncollect > 0));
+    if (job->ncollect > 0) {
+        kiln_mp_str(&pk, "collect_globs");
+        msgpack_pack_array(&pk, job->ncollect);
+        for (size_t i = 0; i < job->ncollect; i++)
+            kiln_mp_str(&pk, job->collect_globs[i]);
+        kiln_mp_str(&pk, "collect_bytes");
+        msgpack_pack_int64(&pk, job->collect_bytes);
+    }
     if (job->ca_pem != NULL) { /* a jail has it in its proxy directory already */
         kiln_mp_str(&pk, "ca");
         kiln_mp_bin(&pk, job->ca_pem, strlen(job->ca_pem));

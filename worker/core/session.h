@@ -21,6 +21,8 @@
 #include <sys/resource.h>
 #include <uv.h>
 
+#include "wire/frame.h"
+
 struct kiln_backend;
 struct kiln_chan;
 struct kiln_plan;
@@ -40,6 +42,9 @@ enum kiln_session_event_type {
     KILN_SESSION_READY_EV, /* ready for kiln_session_run() */
     KILN_SESSION_OUTPUT,   /* a chunk of the job's stdout or stderr */
     KILN_SESSION_FILE,     /* the file the run asked back (collect), before EXIT */
+    KILN_SESSION_COLLECTING, /* the job's processes are gone; its `collect` files follow */
+    KILN_SESSION_CHUNK,    /* one chunk of a file `collect` sends back */
+    KILN_SESSION_COLLECTED, /* what `collect` matched and sent: before EXIT */
     KILN_SESSION_EXIT,     /* the job's process ended */
     KILN_SESSION_ERROR,    /* the agent failed, or spoke out of turn */
     KILN_SESSION_GONE,     /* the sandbox has exited: the last event */
@@ -68,6 +73,9 @@ struct kiln_session_event {
     const char *path;
     const char *file_error;
     unsigned mode;
+    /* CHUNK: the chunk (borrowed for the call; its `run` is -1) */
+    const struct kiln_file_chunk *chunk;
+    /* COLLECTED: the summary as a packed msgpack map in data/len above */
     /* ERROR: why (borrowed), and whether the job's input was the cause
      * (its files do not fit /work, say) rather than kiln */
     const char *reason;
@@ -110,6 +118,9 @@ struct kiln_session_job {
     int64_t cpu_ms;               /* the job's CPU time, all processes; 0: none */
     const char *collect;          /* a file under /work to send back, or NULL */
     const char *ca_pem;           /* the worker's egress CA for a VM to trust, or NULL */
+    const char *const *collect_globs; /* the job's `collect` patterns (n), or NULL */
+    size_t ncollect;
+    int64_t collect_bytes;        /* what they may send back, in all */
     const void *stdin_data;       /* NULL: no stdin */
     size_t stdin_len;
 };
@@ -144,6 +155,9 @@ void kiln_session_kill(struct kiln_session *s);
  * within KILN_SESSION_GRACE_MS, or a session not running a job, is
  * killed. GONE follows either way. */
 #define KILN_SESSION_GRACE_MS 500
+/* How long a sandbox may take to send back its `collect` files once it
+ * says so: the agent stops walking after KILN_COLLECT_WALL_MS. */
+#define KILN_SESSION_COLLECT_MS (KILN_COLLECT_WALL_MS + 10000)
 void kiln_session_stop(struct kiln_session *s);
 
 /* The packed "prestart" or "zygote" message (`type`) for `plan`, framed

@@ -43,6 +43,23 @@ static void pack_id(msgpack_packer *pk, const char *id)
         msgpack_pack_nil(pk);
 }
 
+/* The start of a frame of `n` keys with an attempt: the buffer made, and
+ * its id, seq, attempt and kind packed. */
+static void begin(msgpack_sbuffer *sb, msgpack_packer *pk, size_t n, const char *id, uint64_t seq,
+                  unsigned attempt, const char *kind)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(pk, (uint32_t)n);
+    pack_id(pk, id);
+    kiln_mp_str(pk, "seq");
+    msgpack_pack_uint64(pk, seq);
+    kiln_mp_str(pk, "attempt");
+    msgpack_pack_unsigned_int(pk, attempt);
+    kiln_mp_str(pk, "kind");
+    kiln_mp_str(pk, kind);
+}
+
 /* code, signal, wall_ms, cpu_ms, max_rss_kb: how a program ended and
  * what it used (exit and case frames) */
 static void pack_figures(msgpack_packer *pk, int has_code, int code, int signal, int64_t wall_ms,
@@ -70,21 +87,39 @@ void kiln_frame_output(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsign
                        int fd, const void *data, size_t len, int run)
 {
     msgpack_packer pk;
-    msgpack_sbuffer_init(sb);
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5 + (run >= 0));
-    pack_id(&pk, id);
-    kiln_mp_str(&pk, "seq");
-    msgpack_pack_uint64(&pk, seq);
-    kiln_mp_str(&pk, "attempt");
-    msgpack_pack_unsigned_int(&pk, attempt);
-    kiln_mp_str(&pk, "kind");
-    kiln_mp_str(&pk, fd == 2 ? "stderr" : "stdout");
+    begin(sb, &pk, 5 + (run >= 0), id, seq, attempt, fd == 2 ? "stderr" : "stdout");
     kiln_mp_str(&pk, "data");
     kiln_mp_bin(&pk, data, len);
     if (run >= 0) {
         kiln_mp_str(&pk, "run");
         msgpack_pack_int(&pk, run);
+    }
+}
+
+void kiln_frame_file(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
+                     const struct kiln_file_chunk *f)
+{
+    msgpack_packer pk;
+    begin(sb, &pk, 10 + (f->truncated != 0) + (f->run >= 0), id, seq, attempt, "file");
+    kiln_mp_str(&pk, "path");
+    kiln_mp_str(&pk, f->path);
+    kiln_mp_str(&pk, "size");
+    msgpack_pack_int64(&pk, f->size);
+    kiln_mp_str(&pk, "mode");
+    msgpack_pack_unsigned_int(&pk, f->mode);
+    kiln_mp_str(&pk, "offset");
+    msgpack_pack_int64(&pk, f->offset);
+    kiln_mp_str(&pk, "data");
+    kiln_mp_bin(&pk, f->data, f->len);
+    kiln_mp_str(&pk, "last");
+    f->last ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    if (f->truncated) {
+        kiln_mp_str(&pk, "truncated");
+        msgpack_pack_true(&pk);
+    }
+    if (f->run >= 0) {
+        kiln_mp_str(&pk, "run");
+        msgpack_pack_int(&pk, f->run);
     }
 }
 
@@ -96,7 +131,7 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 11 + (e->reason != NULL) + (e->meta != NULL) + (e->run >= 0) +
                               2 * (e->runs_ok >= 0) + (e->ndenied > 0) + 3 * (e->has_verdict != 0) +
-                              (e->build != NULL));
+                              (e->build != NULL) + (e->collect != NULL));
     pack_id(&pk, id);
     kiln_mp_str(&pk, "seq");
     msgpack_pack_uint64(&pk, seq);
@@ -120,6 +155,10 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     if (e->run >= 0) {
         kiln_mp_str(&pk, "run");
         msgpack_pack_int(&pk, e->run);
+    }
+    if (e->collect != NULL) {
+        kiln_mp_str(&pk, "collect");
+        msgpack_sbuffer_write(sb, (const char *)e->collect, e->collect_len);
     }
     if (e->ndenied > 0) {
         kiln_mp_str(&pk, "denied");
@@ -159,17 +198,8 @@ void kiln_frame_case(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned
                      const struct kiln_case_result *c)
 {
     msgpack_packer pk;
-    msgpack_sbuffer_init(sb);
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     int diff = c->verdict == KILN_VERDICT_WRONG_ANSWER && c->diff_at > 0;
-    msgpack_pack_map(&pk, 11 + (c->reason != NULL) + 3 * diff + (c->err != NULL));
-    pack_id(&pk, id);
-    kiln_mp_str(&pk, "seq");
-    msgpack_pack_uint64(&pk, seq);
-    kiln_mp_str(&pk, "attempt");
-    msgpack_pack_unsigned_int(&pk, attempt);
-    kiln_mp_str(&pk, "kind");
-    kiln_mp_str(&pk, "case");
+    begin(sb, &pk, 11 + (c->reason != NULL) + 3 * diff + (c->err != NULL), id, seq, attempt, "case");
     kiln_mp_str(&pk, "case");
     msgpack_pack_int(&pk, c->index);
     kiln_mp_str(&pk, "verdict");

@@ -88,6 +88,21 @@ struct kiln_exit {
     enum kiln_verdict verdict;
     int passed, total;
     const struct kiln_build_info *build; /* a compiled plugin's, or NULL */
+    const unsigned char *collect; /* `collect`'s summary, a packed map, or NULL */
+    size_t collect_len;
+};
+
+/* One chunk of a file a job's `collect` sends back. */
+struct kiln_file_chunk {
+    const char *path;     /* relative to /work */
+    int64_t size;         /* the file's, whole */
+    unsigned mode;
+    int64_t offset;
+    const void *data;
+    size_t len;
+    int last;             /* the file's last chunk */
+    int truncated;        /* ... and the file goes on past it (the cap) */
+    int run;              /* the run or case it came from, or -1 */
 };
 
 /*
@@ -101,5 +116,7 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
                      const struct kiln_exit *e);
 void kiln_frame_case(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
                      const struct kiln_case_result *c);
+void kiln_frame_file(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
+                     const struct kiln_file_chunk *f);
 
 #endif

@@ -218,6 +218,7 @@ static int decode_limits(struct dec *d, const msgpack_object *o, const char *wha
         {"pids", offsetof(struct kiln_limits, pids), 1},
         {"output_bytes", offsetof(struct kiln_limits, output_bytes), 0},
         {"file_bytes", offsetof(struct kiln_limits, file_bytes), 0},
+        {"collect_bytes", offsetof(struct kiln_limits, collect_bytes), 0},
     };
     if (o->type != MSGPACK_OBJECT_MAP)
         return bad(d, "field '%s' must be a map", what);
@@ -229,6 +230,32 @@ static int decode_limits(struct dec *d, const msgpack_object *o, const char *wha
         if (kiln_mp_int(v, keys[i].min, INT64_MAX / 2, dst) < 0)
             return bad(d, "field '%s.%s' must be an integer >= %lld", what, keys[i].key,
                        (long long)keys[i].min);
+    }
+    return 0;
+}
+
+/* `collect`: 1-100 patterns under /work, each relative, without a ".."
+ * or empty part, and at most two "**" parts (matching stays cheap). */
+static int decode_collect(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+{
+    int r = get_str_array(d, o, "collect", &job->collect, &job->ncollect);
+    if (r < 0)
+        return r;
+    if (job->ncollect < 1 || job->ncollect > KILN_JOB_COLLECT_MAX)
+        return bad(d, "field 'collect' must hold 1-%d patterns", KILN_JOB_COLLECT_MAX);
+    for (size_t i = 0; i < job->ncollect; i++) {
+        const char *p = job->collect[i];
+        int stars = 0;
+        if (strlen(p) == 0 || strlen(p) > KILN_JOB_PATH_MAX || p[0] == '/')
+            return bad(d, "collect[%zu] must be a relative path pattern of 1-%d bytes", i, KILN_JOB_PATH_MAX);
+        for (const char *part = p; part != NULL; part = strchr(part, '/') ? strchr(part, '/') + 1 : NULL) {
+            size_t n = strcspn(part, "/");
+            if (n == 0 || (n == 2 && strncmp(part, "..", 2) == 0) || n > 255)
+                return bad(d, "collect[%zu] '%.64s': no empty or '..' parts, none over 255 bytes", i, p);
+            stars += n == 2 && strncmp(part, "**", 2) == 0;
+        }
+        if (stars > 2)
+            return bad(d, "collect[%zu] '%.64s': at most two '**' parts", i, p);
     }
     return 0;
 }
@@ -291,7 +318,7 @@ static int decode_runs(struct dec *d, const msgpack_object *o, const char *key, 
         char name[48];
         int r;
         job->nruns++;
-        in->limits = (struct kiln_limits){-1, -1, -1, -1, -1, -1};
+        in->limits = (struct kiln_limits){-1, -1, -1, -1, -1, -1, -1};
         if (run->type != MSGPACK_OBJECT_MAP)
             return bad(d, "field '%s[%u]' must be a map", key, i);
         snprintf(name, sizeof(name), "%s[%u].stdin", key, i);
@@ -443,6 +470,9 @@ static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *j
     if ((o = kiln_mp_get(m, "files")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
         (r = decode_files(d, o, job)) < 0)
         return r;
+    if ((o = kiln_mp_get(m, "collect")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
+        (r = decode_collect(d, o, job)) < 0)
+        return r;
     if ((o = kiln_mp_get(m, "limits")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
         (r = decode_limits(d, o, "limits", &job->limits)) < 0)
         return r;
@@ -469,7 +499,7 @@ int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
         return -ENOMEM;
     job->v = 1;
     job->deadline = -1;
-    job->limits = (struct kiln_limits){-1, -1, -1, -1, -1, -1};
+    job->limits = (struct kiln_limits){-1, -1, -1, -1, -1, -1, -1};
     err[0] = '\0';
 
     msgpack_unpacked_init(&u);
@@ -556,6 +586,7 @@ void kiln_job_free(struct kiln_job *job)
     }
     free(job->files);
     free_strv(job->net_allow, job->nnet);
+    free_strv(job->collect, job->ncollect);
     free(job->reply_to);
     free(job->meta);
     for (size_t i = 0; i < job->nruns; i++) {

@@ -13,6 +13,7 @@
 #define KILN_JOB_PATH_MAX 1024
 #define KILN_JOB_SECRETS_MAX 32
 #define KILN_JOB_SECRET_NAME_MAX 64
+#define KILN_JOB_COLLECT_MAX 100   /* patterns */
 
 /* Limits a job asks for; -1 where the job says nothing. */
 struct kiln_limits {
@@ -22,6 +23,7 @@ struct kiln_limits {
     int64_t pids;
     int64_t output_bytes;
     int64_t file_bytes;
+    int64_t collect_bytes;     /* what `collect` may send back, all files together */
 };
 
 #define KILN_JOB_RUNS_MAX 1000
@@ -71,6 +73,8 @@ struct kiln_job {
     size_t nsecrets;
     struct kiln_file *files;
     size_t nfiles;
+    char **collect;            /* glob patterns under /work, or NULL */
+    size_t ncollect;
     struct kiln_limits limits;
     char **net_allow;          /* NULL when the job has no `net` */
     size_t nnet;

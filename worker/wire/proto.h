@@ -50,6 +50,13 @@
 #define KILN_PROTO_CHUNK (64u << 10)
 /* The largest file "collect" brings back (a build's artifact). */
 #define KILN_COLLECT_MAX (32 << 20)
+/* A job's `collect` (agent/collect.c): chunks of at most this, paths of at
+ * most this, and a walk of /work that stops after this long. */
+#define KILN_COLLECT_CHUNK (256 << 10)
+#define KILN_COLLECT_PATH_MAX 4096
+#define KILN_COLLECT_PATTERN_MAX 255 /* one part of a pattern */
+#define KILN_COLLECT_WALL_MS 10000
+#define KILN_COLLECT_FILES_MAX 10000 /* files sent back by one run */
 
 /* The zygote's answer to the worker (agent/zygote.c): one fixed record,
  * with the new sandbox's pidfd attached when err is 0. The magic cannot be

@@ -1,0 +1,280 @@
+/*
+ * A job's `collect`: after its processes are gone (whatever its end), the
+ * regular files under /work whose paths match one of its patterns are sent
+ * back in chunks ("collect" messages), in the order of their paths (each
+ * directory's names sorted by their bytes: the same files give the same
+ * frames, and a cap cuts the same file), at most `limit` bytes in all, then
+ * one "collected" message says what matched and what was not sent, and
+ * why. The walk never follows a symlink (openat with O_NOFOLLOW from
+ * /work down), never opens a device or a FIFO, and holds one chunk at a
+ * time, however many files there are.
+ *
+ * Patterns: paths relative to /work whose parts are fnmatch(3) patterns
+ * (`*`, `?`, `[...]`, matching dot files too); a part `**` matches any
+ * number of directories, none included.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "wire/proto.h"
+
+#define WALK_MAX 200000   /* entries looked at: a bound on the walk, and on its memory */
+#define SKIPPED_LISTED 100
+#define FILES_MAX KILN_COLLECT_FILES_MAX
+
+struct walk {
+    const msgpack_object *globs; /* array of str */
+    int64_t left;                /* bytes the cap still allows */
+    long matched, sent, truncated, skipped, seen;
+    int64_t deadline;            /* agent clock ms: the walk stops there */
+    int cut;                     /* it stopped before the end: too many entries, or too long */
+    msgpack_sbuffer skipped_sb;  /* [[path, why], ...], the first SKIPPED_LISTED */
+    msgpack_packer skipped_pk;
+    char buf[KILN_COLLECT_CHUNK];
+};
+
+/* `path` (relative) against pattern `p`, both NUL-terminated. */
+static int match(const char *p, const char *s)
+{
+    if (p[0] == '*' && p[1] == '*' && (p[2] == '/' || p[2] == '\0')) {
+        const char *rest = p[2] ? p + 3 : p + 2;
+        if (*rest == '\0')
+            return 1;
+        for (const char *t = s;; t++) {
+            if (match(rest, t))
+                return 1;
+            if ((t = strchr(t, '/')) == NULL)
+                return 0;
+        }
+    }
+    size_t pl = strcspn(p, "/"), sl = strcspn(s, "/");
+    char pc[KILN_COLLECT_PATTERN_MAX + 1], sc[256];
+    if (pl > KILN_COLLECT_PATTERN_MAX || sl >= sizeof(sc))
+        return 0;
+    memcpy(pc, p, pl);
+    pc[pl] = '\0';
+    memcpy(sc, s, sl);
+    sc[sl] = '\0';
+    if (fnmatch(pc, sc, 0) != 0)
+        return 0;
+    if (p[pl] == '\0' || s[sl] == '\0')
+        return p[pl] == '\0' && s[sl] == '\0';
+    return match(p + pl + 1, s + sl + 1);
+}
+
+static int wanted(const struct walk *w, const char *path)
+{
+    for (uint32_t i = 0; i < w->globs->via.array.size; i++) {
+        const msgpack_object *g = &w->globs->via.array.ptr[i];
+        char p[KILN_COLLECT_PATTERN_MAX + 1];
+        if (g->type != MSGPACK_OBJECT_STR || g->via.str.size > KILN_COLLECT_PATTERN_MAX)
+            continue;
+        memcpy(p, g->via.str.ptr, g->via.str.size);
+        p[g->via.str.size] = '\0';
+        if (match(p, path))
+            return 1;
+    }
+    return 0;
+}
+
+static void skip(struct walk *w, const char *path, const char *why)
+{
+    w->skipped++;
+    if (w->skipped > SKIPPED_LISTED)
+        return;
+    msgpack_pack_array(&w->skipped_pk, 2);
+    kiln_mp_str(&w->skipped_pk, path);
+    kiln_mp_str(&w->skipped_pk, why);
+}
+
+static void send_chunk(const char *path, const struct stat *st, int64_t offset, const char *data,
+                       size_t n, int last, int truncated)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin_msg(&sb, &pk, "collect", 7);
+    kiln_mp_str(&pk, "path");
+    kiln_mp_str(&pk, path);
+    kiln_mp_str(&pk, "size");
+    msgpack_pack_int64(&pk, st->st_size);
+    kiln_mp_str(&pk, "mode");
+    msgpack_pack_unsigned_int(&pk, st->st_mode & 07777);
+    kiln_mp_str(&pk, "offset");
+    msgpack_pack_int64(&pk, offset);
+    kiln_mp_str(&pk, "data");
+    kiln_mp_bin(&pk, data, n);
+    kiln_mp_str(&pk, "last");
+    last ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    kiln_mp_str(&pk, "truncated");
+    truncated ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    kiln_agent_send(&sb);
+}
+
+/* One regular file, up to what the cap leaves. */
+static void send_file(struct walk *w, int dir, const char *name, const char *path)
+{
+    struct stat st;
+    int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        skip(w, path, fd < 0 ? strerror(errno) : "not a regular file");
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    if ((w->left <= 0 && st.st_size > 0) || w->sent >= FILES_MAX) {
+        skip(w, path, w->sent >= FILES_MAX ? "over the file count cap" : "over the cap");
+        close(fd);
+        return;
+    }
+    int64_t want = st.st_size < w->left ? st.st_size : w->left, off = 0;
+    int truncated = want < st.st_size;
+    do {
+        size_t n = want - off < (int64_t)sizeof(w->buf) ? (size_t)(want - off) : sizeof(w->buf);
+        ssize_t got = n > 0 ? pread(fd, w->buf, n, off) : 0;
+        if (got < 0)
+            got = 0;
+        if ((size_t)got < n) /* it shrank (nothing writes it now): what there is */
+            want = off + got, truncated = 1;
+        off += got;
+        send_chunk(path, &st, off - got, w->buf, (size_t)got, off >= want, truncated);
+    } while (off < want);
+    w->left -= want;
+    w->sent++;
+    w->truncated += truncated;
+    close(fd);
+}
+
+/* A directory's names, sorted: one buffer of NUL-ended names. */
+struct names {
+    char *buf;
+    size_t len, cap;
+    size_t *at;      /* offsets into buf */
+    size_t n, ncap;
+};
+
+static int names_add(struct names *ns, const char *name)
+{
+    size_t l = strlen(name) + 1;
+    if (ns->len + l > ns->cap) {
+        size_t cap = (ns->len + l) * 2;
+        char *b = realloc(ns->buf, cap);
+        if (b == NULL)
+            return -1;
+        ns->buf = b;
+        ns->cap = cap;
+    }
+    if (ns->n == ns->ncap) {
+        size_t ncap = ns->ncap ? ns->ncap * 2 : 64;
+        size_t *at = realloc(ns->at, ncap * sizeof(*at));
+        if (at == NULL)
+            return -1;
+        ns->at = at;
+        ns->ncap = ncap;
+    }
+    memcpy(ns->buf + ns->len, name, l);
+    ns->at[ns->n++] = ns->len;
+    ns->len += l;
+    return 0;
+}
+
+static const char *sort_base;
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(sort_base + *(const size_t *)a, sort_base + *(const size_t *)b);
+}
+
+static void walk_dir(struct walk *w, int dir, char *path, size_t plen)
+{
+    DIR *d = fdopendir(dir);
+    struct dirent *e;
+    struct names ns = {0};
+    if (d == NULL) {
+        close(dir);
+        return;
+    }
+    while (!w->cut && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (w->seen >= WALK_MAX || kiln_agent_now_ms() > w->deadline || names_add(&ns, e->d_name) < 0) {
+            w->cut = 1;
+            break;
+        }
+        w->seen++;
+    }
+    sort_base = ns.buf;
+    if (ns.n > 1)
+        qsort(ns.at, ns.n, sizeof(*ns.at), by_name);
+    for (size_t i = 0; i < ns.n && kiln_agent_now_ms() <= w->deadline; i++) {
+        const char *name = ns.buf + ns.at[i];
+        size_t nl = strlen(name);
+        if (plen + nl + 2 > KILN_COLLECT_PATH_MAX)
+            continue;
+        path[plen] = plen ? '/' : '\0';
+        memcpy(path + plen + (plen ? 1 : 0), name, nl + 1);
+        size_t sub = plen + (plen ? 1 : 0) + nl;
+        struct stat st;
+        if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (S_ISDIR(st.st_mode)) {
+                int fd = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd >= 0)
+                    walk_dir(w, fd, path, sub);
+            } else if (wanted(w, path)) {
+                w->matched++;
+                if (S_ISLNK(st.st_mode))
+                    skip(w, path, "symlink");
+                else if (!S_ISREG(st.st_mode))
+                    skip(w, path, "not a regular file");
+                else
+                    send_file(w, dirfd(d), name, path);
+            }
+        }
+        path[plen] = '\0';
+    }
+    if (kiln_agent_now_ms() > w->deadline)
+        w->cut = 1;
+    free(ns.buf);
+    free(ns.at);
+    closedir(d);
+}
+
+void kiln_collect_send(const msgpack_object *globs, int64_t limit)
+{
+    static struct walk w;
+    char path[KILN_COLLECT_PATH_MAX + 1] = "";
+    memset(&w, 0, offsetof(struct walk, buf));
+    w.globs = globs;
+    w.left = limit;
+    w.deadline = kiln_agent_now_ms() + KILN_COLLECT_WALL_MS;
+    msgpack_sbuffer_init(&w.skipped_sb);
+    msgpack_packer_init(&w.skipped_pk, &w.skipped_sb, msgpack_sbuffer_write);
+    int fd = open("/work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0)
+        walk_dir(&w, fd, path, 0);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    kiln_proto_begin_msg(&sb, &pk, "collected", 6);
+    kiln_mp_str(&pk, "matched");
+    msgpack_pack_long(&pk, w.matched);
+    kiln_mp_str(&pk, "sent");
+    msgpack_pack_long(&pk, w.sent);
+    kiln_mp_str(&pk, "truncated");
+    msgpack_pack_long(&pk, w.truncated);
+    kiln_mp_str(&pk, "skipped");
+    msgpack_pack_long(&pk, w.skipped);
+    kiln_mp_str(&pk, "walk_cut");
+    w.cut ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    kiln_mp_str(&pk, "skipped_list");
+    msgpack_pack_array(&pk, w.skipped < SKIPPED_LISTED ? (uint32_t)w.skipped : SKIPPED_LISTED);
+    msgpack_sbuffer_write(&sb, w.skipped_sb.data, w.skipped_sb.size);
+    msgpack_sbuffer_destroy(&w.skipped_sb);
+    kiln_agent_send(&sb);
+}
