@@ -135,6 +135,18 @@ class Collect(KilnCase):
         got = [(f["run"], bytes(f["data"])) for f in fs if f["kind"] == "file"]
         self.assertEqual(got, [(0, b"run 1\n"), (1, b"run 2\n")], fs)
 
+    def test_per_case_files_and_counts(self):
+        j = self.job("import sys\nopen('o.txt', 'w').write(sys.stdin.read())\nprint('ok')", plugin="python",
+                     collect=["o.txt"], tests=[{"stdin": "a", "expect": {"stdout": "ok"}},
+                                               {"stdin": "bb", "expect": {"stdout": "no"}}])
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=30)
+        got = [(f["run"], bytes(f["data"])) for f in fs if f["kind"] == "file"]
+        self.assertEqual(got, [(0, b"a"), (1, b"bb")])
+        cases = [f for f in fs if f["kind"] == "case"]
+        self.assertEqual([(c["verdict"], c["collect"]["sent"]) for c in cases],
+                         [("accepted", 1), ("wrong_answer", 1)])
+
     def test_many_tiny_files_stay_within_the_caps(self):
         def hwm():
             with open("/proc/%d/status" % self.w.proc.pid) as f:

@@ -238,6 +238,8 @@ static void case_done(struct kiln_run *run, enum kiln_status status)
         .got = d.got, .got_len = d.got_len,
         .err = v != KILN_VERDICT_ACCEPTED && run->err.len > 0 ? run->err.data : NULL,
         .err_len = run->err.len,
+        .collect = run->collected.len > 0 ? run->collected.data : NULL,
+        .collect_len = run->collected.len,
     };
     if (v == KILN_VERDICT_ACCEPTED) {
         run->passed++;

@@ -199,7 +199,8 @@ void kiln_frame_case(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned
 {
     msgpack_packer pk;
     int diff = c->verdict == KILN_VERDICT_WRONG_ANSWER && c->diff_at > 0;
-    begin(sb, &pk, 11 + (c->reason != NULL) + 3 * diff + (c->err != NULL), id, seq, attempt, "case");
+    begin(sb, &pk, 11 + (c->reason != NULL) + 3 * diff + (c->err != NULL) + (c->collect != NULL), id, seq,
+          attempt, "case");
     kiln_mp_str(&pk, "case");
     msgpack_pack_int(&pk, c->index);
     kiln_mp_str(&pk, "verdict");
@@ -220,5 +221,9 @@ void kiln_frame_case(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned
     if (c->err != NULL) {
         kiln_mp_str(&pk, "stderr");
         kiln_mp_bin(&pk, c->err, c->err_len);
+    }
+    if (c->collect != NULL) {
+        kiln_mp_str(&pk, "collect");
+        msgpack_sbuffer_write(sb, (const char *)c->collect, c->collect_len);
     }
 }

@@ -63,6 +63,8 @@ struct kiln_case_result {
     size_t expected_len, got_len;
     const unsigned char *err;    /* the start of its stderr, or NULL */
     size_t err_len;
+    const unsigned char *collect; /* its `collect` summary, a packed map, or NULL */
+    size_t collect_len;
 };
 
 struct kiln_exit {
