@@ -269,9 +269,13 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
             kiln_mp_int(o, 0, INT64_MAX, &cpu_ms);
         o = kiln_mp_get(&u.data, "collect_globs");
         c.collect_globs = o != NULL && o->type == MSGPACK_OBJECT_ARRAY ? o : NULL;
-        c.collect_bytes = 0;
+        c.collect_bytes = c.collect_files = c.collect_names = 0;
         if ((o = kiln_mp_get(&u.data, "collect_bytes")) != NULL)
             kiln_mp_int(o, 0, INT64_MAX / 2, &c.collect_bytes);
+        if ((o = kiln_mp_get(&u.data, "collect_files")) != NULL)
+            kiln_mp_int(o, 0, KILN_COLLECT_FILES_MAX, &c.collect_files);
+        if ((o = kiln_mp_get(&u.data, "collect_names")) != NULL)
+            kiln_mp_int(o, 0, KILN_COLLECT_NAMES_MAX, &c.collect_names);
         c.cpu_limit_ms = cpu_ms;
         c.cpu_over = 0;
         kiln_run_supervise(&c, t0);

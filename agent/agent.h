@@ -158,6 +158,9 @@ void kiln_agent_send_ready(int warm);
 void kiln_agent_send_out(int fd, const void *data, size_t len);
 /* channel.c: "exit": how the job ended, and what the whole job used. */
 void kiln_agent_send_exit(int status, int64_t wall_ms, int64_t cpu_base, int cpu_over);
+/* The same figures under another message type ("collecting": the job has
+ * ended, its files follow). */
+void kiln_agent_send_end(const char *type, int status, int64_t wall_ms, int64_t cpu_base, int cpu_over);
 void kiln_agent_send_started(void);
 void kiln_agent_send_beat(void);
 /* channel.c: block until one whole message has arrived in `u`: 0, or a
@@ -183,12 +186,13 @@ struct kiln_child {
                            * NULL (borrowed from the run message) */
     const msgpack_object *collect_globs; /* the job's `collect` patterns, or
                            * NULL (borrowed from the run message) */
-    int64_t collect_bytes;
+    int64_t collect_bytes, collect_files, collect_names; /* what it may still send back */
 };
 
 /* collect.c: the files under /work matching `globs` (an array of str),
- * at most `limit` bytes in all, as "collect" messages, then "collected". */
-void kiln_collect_send(const msgpack_object *globs, int64_t limit);
+ * at most `limit` bytes, `files` files and `names` bytes of paths in all,
+ * as "collect" messages, then "collected". */
+void kiln_collect_send(const msgpack_object *globs, int64_t limit, int64_t files, int64_t names);
 
 /* cpu.c: CPU time the job has used so far (ms), every process counted;
  * `job` is its main process. */

@@ -89,6 +89,11 @@ void kiln_agent_send_out(int fd, const void *data, size_t len)
 
 void kiln_agent_send_exit(int status, int64_t wall_ms, int64_t cpu_base, int cpu_over)
 {
+    kiln_agent_send_end("exit", status, wall_ms, cpu_base, cpu_over);
+}
+
+void kiln_agent_send_end(const char *type, int status, int64_t wall_ms, int64_t cpu_base, int cpu_over)
+{
     struct rusage ru;
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -99,7 +104,7 @@ void kiln_agent_send_exit(int status, int64_t wall_ms, int64_t cpu_base, int cpu
     long long peak_kb = -1, oom_kills = 0;
     if (kiln__agent.in_vm)
         kiln_vm_stats(&kiln__agent.vm, &peak_kb, &oom_kills);
-    kiln_proto_begin_msg(&sb, &pk, "exit", (kiln__agent.in_vm ? 7 : 5) + (cpu_over != 0));
+    kiln_proto_begin_msg(&sb, &pk, type, (kiln__agent.in_vm ? 7 : 5) + (cpu_over != 0));
     kiln_mp_str(&pk, "code");
     if (WIFEXITED(status))
         msgpack_pack_int(&pk, WEXITSTATUS(status));

@@ -424,11 +424,10 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
     if (c->collect != NULL)
         send_collected(c->collect);
     if (c->collect_globs != NULL) { /* nothing of the job runs any more */
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        kiln_proto_begin_msg(&sb, &pk, "collecting", 0);
-        kiln_agent_send(&sb);
-        kiln_collect_send(c->collect_globs, c->collect_bytes);
+        /* how it ended, now: should its files not all come in time, the
+         * worker still knows (the same figures come again in "exit") */
+        kiln_agent_send_end("collecting", status, wall, c->cpu_base, c->cpu_over);
+        kiln_collect_send(c->collect_globs, c->collect_bytes, c->collect_files, c->collect_names);
     }
     kiln_agent_send_exit(status, wall, c->cpu_base, c->cpu_over);
 }

@@ -6,6 +6,7 @@ is checked against what the job wrote."""
 import hashlib
 import os
 import subprocess
+import time
 import zlib
 
 from kilntest import BIN, KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
@@ -56,10 +57,10 @@ class Collect(KilnCase):
             env = {"ASAN_OPTIONS": os.environ["ASAN_OPTIONS"] + ":quarantine_size_mb=4"}
         self.w = self.worker("col", *ROOTFS, "--tmp-mb", "512", env=env)
 
-    def run_collect(self, code, collect, plugin="python", **kw):
+    def run_collect(self, code, collect, plugin="python", wait=60, **kw):
         j = self.job(code, plugin=plugin, collect=collect, **kw)
         self.submit(j)
-        fs = self.wait_exit(j["id"], timeout=kw.pop("wait", 60))
+        fs = self.wait_exit(j["id"], timeout=wait)
         ex = [f for f in fs if f["kind"] == "exit"][-1]
         return ex, fs
 
@@ -186,6 +187,52 @@ class Collect(KilnCase):
         self.assertEqual(c["skipped"], 100001 - len(files))
         self.assertLessEqual(len(c["skipped_files"]), 100)
         self.assertLess(hwm() - before, 32 * 1024, "the worker's peak memory grew by more than 32 MB")
+
+    def test_hostile_trees_and_patterns(self):
+        """A pattern that would make a backtracking matcher spin, a tree 100
+        directories deep, a name that is not UTF-8: the walk ends at once,
+        and what the results stream carries stays decodable."""
+        code = ("import os\n"
+                "open('a' * 255, 'w').write('x')\n"
+                "d = 'deep'\n"
+                "for i in range(100):\n"
+                "    d += '/d'\n"
+                "os.makedirs(d)\n"
+                "open(d + '/bottom.txt', 'w').write('b')\n"
+                "open(b'\\xff\\xfename.txt', 'w').write('n')\n")
+        t0 = time.monotonic()
+        ex, fs = self.run_collect(code, ["*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b", "**/bottom.txt", "*name.txt"])
+        self.assertEqual(ex["status"], "ok", ex)
+        self.assertLess(time.monotonic() - t0, 10, "the walk took the whole of its deadline")
+        c = ex["collect"]
+        skipped = {s["path"]: s["why"] for s in c["skipped_files"]}
+        self.assertEqual(skipped.get("\\xff\\xfename.txt"), "name is not UTF-8", skipped)
+        self.assertTrue(any(w == "a directory deeper than 64" for w in skipped.values()), skipped)
+        self.assertEqual([f for f in fs if f["kind"] == "file"], [])
+
+    def test_cap_is_the_jobs_across_its_runs(self):
+        j = self.job("head -c 8 /dev/zero > f.bin", plugin="shell", collect=["f.bin"],
+                     runs=[{}, {}, {}], limits={"collect_bytes": 10})
+        self.submit(j)
+        fs = wait_for(lambda: (lambda f: f if any(x["kind"] == "exit" and "run" not in x for x in f) else None)(
+            self.frames(job_id=j["id"])), 30, "the job's summary")
+        got = [(f["run"], len(f["data"]), f.get("truncated", False)) for f in fs if f["kind"] == "file"]
+        self.assertEqual(got, [(0, 8, False), (1, 2, True)])
+        third = [f for f in fs if f["kind"] == "exit" and f.get("run") == 2][0]["collect"]
+        self.assertEqual(third["skipped_files"], [{"path": "f.bin", "why": "over the cap"}])
+
+    def test_out_dir_never_writes_over_what_was_there(self):
+        out = os.path.join(self.tmp, "mine")
+        os.makedirs(os.path.join(out, "out"))
+        with open(os.path.join(out, "out", "skip.txt"), "w") as f:
+            f.write("my own file\n")
+        p = subprocess.run([os.path.join(BIN, "kiln"), "submit", "--redis", self.redis.url, "--plugin", "python",
+                            "--code", PNG_CODE, "--collect", "out/*.txt", "--collect", "out/*.png",
+                            "--out-dir", out, "--wait-ms", "60000"], capture_output=True, timeout=90)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"not writing over", p.stderr)
+        self.assertEqual(open(os.path.join(out, "out", "skip.txt")).read(), "my own file\n")
+        self.assertTrue(os.path.exists(os.path.join(out, "out", "plot.png")))
 
     def test_bad_patterns_rejected(self):
         for pat, says in (("/etc/passwd", "relative"), ("../x", "'..'"), ("a//b", "empty"),

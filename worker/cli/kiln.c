@@ -105,25 +105,9 @@ static char *slurp(const char *path, size_t *len)
 
 /* ---- msgpack -> JSON ------------------------------------------------- */
 
-static int utf8_ok(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
-                 : (c & 0xf8) == 0xf0 ? 3 : 4;
-        if (k == 4 || k > n - i - 1)
-            return 0;
-        for (size_t j = 1; j <= k; j++)
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
-        i += k + 1;
-    }
-    return 1;
-}
-
 static json_t *bytes_json(const char *p, size_t n)
 {
-    if (utf8_ok((const unsigned char *)p, n))
+    if (kiln_utf8_ok((const unsigned char *)p, n))
         return json_stringn(p, n);
     char *b64 = malloc(4 * ((n + 2) / 3) + 1);
     if (b64 == NULL)
@@ -236,7 +220,7 @@ struct follow {
     unsigned attempt;
     int done;
     int status;
-    const char *out_dir;  /* where `collect` files go, or NULL: not kept */
+    struct kiln_outdir *out; /* where `collect` files go, or NULL: not kept */
 };
 
 static int exit_status(const msgpack_object *f)
@@ -289,8 +273,8 @@ static int on_job_frame(void *arg, const char *entry, const msgpack_object *f)
         return 1;
     }
     if (kiln_mp_streq(kind, "file")) {
-        if (fl->out_dir != NULL)
-            kiln_outdir_write(fl->out_dir, f);
+        if (fl->out != NULL)
+            kiln_outdir_write(fl->out, f);
         return 0;
     }
     const msgpack_object *data = kiln_mp_get(f, "data");
@@ -492,7 +476,8 @@ static int cmd_submit(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    struct follow fl = {id, 0, 0, 69, out_dir};
+    struct kiln_outdir od = {out_dir, NULL, 0, 0};
+    struct follow fl = {id, 0, 0, 69, out_dir != NULL ? &od : NULL};
     int64_t deadline = wait_ms >= 0 ? now_ms() + wait_ms : INT64_MAX;
     while (!fl.done && now_ms() < deadline) {
         int64_t left = deadline - now_ms();
@@ -504,6 +489,7 @@ static int cmd_submit(int argc, char **argv)
     if (private && fl.done && cl->ops->drop != NULL)
         cl->ops->drop(cl, reply_to);
     cl->ops->close(cl);
+    kiln_outdir_free(&od);
     rc = fl.status;
 out:
     msgpack_sbuffer_destroy(&sb);

@@ -3,29 +3,42 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "wire/proto.h"
 
-/* A relative path of plain parts: no "", ".", ".." part, no leading "/". */
-static int path_ok(const char *p)
+/* `s` for a terminal: bytes other than printable ASCII as \xHH. */
+static const char *shown(const char *s, char *buf, size_t len)
 {
-    if (*p == '\0' || *p == '/')
-        return 0;
-    for (const char *part = p;;) {
-        size_t n = strcspn(part, "/");
-        if (n == 0 || (n == 1 && part[0] == '.') || (n == 2 && part[0] == '.' && part[1] == '.'))
-            return 0;
-        if (part[n] == '\0')
-            return 1;
-        part += n + 1;
-    }
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < len; p++)
+        o += (size_t)snprintf(buf + o, len - o, *p >= 0x20 && *p < 0x7f ? "%c" : "\\x%02x", *p);
+    buf[o] = '\0';
+    return buf;
 }
 
-int kiln_outdir_write(const char *dir, const msgpack_object *f)
+static int made_here(const struct kiln_outdir *od, const char *rel)
 {
+    for (size_t i = 0; i < od->n; i++)
+        if (strcmp(od->made[i], rel) == 0)
+            return 1;
+    return 0;
+}
+
+void kiln_outdir_free(struct kiln_outdir *od)
+{
+    for (size_t i = 0; i < od->n; i++)
+        free(od->made[i]);
+    free(od->made);
+}
+
+int kiln_outdir_write(struct kiln_outdir *od, const msgpack_object *f)
+{
+    const char *dir = od->dir;
+    char show[600];
     const msgpack_object *path = kiln_mp_get(f, "path"), *data = kiln_mp_get(f, "data"), *o;
     char rel[KILN_COLLECT_PATH_MAX + 1];
     int64_t offset = 0, mode = 0644;
@@ -38,8 +51,8 @@ int kiln_outdir_write(const char *dir, const msgpack_object *f)
         kiln_mp_int(o, 0, INT64_MAX / 2, &offset);
     if ((o = kiln_mp_get(f, "mode")) != NULL)
         kiln_mp_int(o, 0, 07777, &mode);
-    if (strlen(rel) != path->via.str.size || !path_ok(rel)) {
-        fprintf(stderr, "kiln: not writing '%s': it would leave %s\n", rel, dir);
+    if (strlen(rel) != path->via.str.size || !kiln_rel_path_ok(rel)) {
+        fprintf(stderr, "kiln: not writing '%s': it would leave %s\n", shown(rel, show, sizeof(show)), dir);
         return -1;
     }
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -60,15 +73,41 @@ int kiln_outdir_write(const char *dir, const msgpack_object *f)
         *slash = '/';
         part = slash + 1;
     }
-    int out = fd >= 0 ? openat(fd, part, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (offset == 0 ? O_TRUNC : 0),
-                               (mode_t)(mode & 0755)) : -1;
+    /* a file this submit made may be written again (a later chunk, a new
+     * attempt); any other only if it is new */
+    int mine = made_here(od, rel), flags = O_WRONLY | O_NOFOLLOW | O_CLOEXEC;
+    if (offset == 0)
+        flags |= mine ? O_TRUNC : O_CREAT | O_EXCL;
+    else if (!mine && fd >= 0) { /* a chunk of a file it did not make */
+        close(fd);
+        fd = -1;
+        errno = EPERM;
+    }
+    int out = fd >= 0 ? openat(fd, part, flags, (mode_t)(mode & 0755)) : -1;
+    if (out < 0 && errno == EEXIST) {
+        fprintf(stderr, "kiln: not writing over %s/%s: it was there before\n", dir, shown(rel, show, sizeof(show)));
+        close(fd);
+        return -1;
+    }
+    if (out >= 0 && !mine) {
+        if (od->n == od->cap) {
+            size_t cap = od->cap ? od->cap * 2 : 64;
+            char **m = realloc(od->made, cap * sizeof(*m));
+            if (m != NULL) {
+                od->made = m;
+                od->cap = cap;
+            }
+        }
+        if (od->n < od->cap && (od->made[od->n] = strdup(rel)) != NULL)
+            od->n++;
+    }
     if (fd >= 0)
         close(fd);
     ssize_t n = out >= 0 ? pwrite(out, data->via.bin.ptr, data->via.bin.size, offset) : -1;
     if (out >= 0)
         close(out);
     if (n != (ssize_t)data->via.bin.size) {
-        fprintf(stderr, "kiln: writing %s/%s: %s\n", dir, rel, strerror(errno ? errno : EIO));
+        fprintf(stderr, "kiln: writing %s/%s: %s\n", dir, shown(rel, show, sizeof(show)), strerror(errno ? errno : EIO));
         return -1;
     }
     return 0;

@@ -4,10 +4,18 @@
 #define KILN_OUTDIR_H
 
 #include <msgpack.h>
+#include <stddef.h>
 
-/* Write one "file" frame's chunk under `dir` (its parents made, never
- * through a symlink; a path that would leave `dir` is refused). 0, or -1
- * with the reason printed. */
-int kiln_outdir_write(const char *dir, const msgpack_object *frame);
+struct kiln_outdir {
+    const char *dir;
+    char **made;          /* the files this submit created: only these are written again */
+    size_t n, cap;
+};
+
+/* Write one "file" frame's chunk under od->dir: its parents made, never
+ * through a symlink, never over a file that was there before, never a
+ * path that would leave the directory. 0, or -1 with the reason printed. */
+int kiln_outdir_write(struct kiln_outdir *od, const msgpack_object *frame);
+void kiln_outdir_free(struct kiln_outdir *od);
 
 #endif

@@ -112,7 +112,6 @@ void kiln__run_keep_collected(struct kiln_run *run, const void *data, size_t len
 void kiln__run_judge_reset(struct kiln_run *run)
 {
     run->collected.len = 0;
-    run->collect_bytes = run->collect_files = 0;
     run->out.len = run->err.len = 0;
     run->out_past = 0;
     run->cpu_over = 0;

@@ -289,6 +289,7 @@ static void on_backoff(uv_timer_t *t)
     struct kiln_run *run = t->data;
     run->retries++;
     run->out_bytes = 0; /* a new attempt's output; a job's inputs share one cap */
+    run->collect_bytes = run->collect_files = run->collect_names = 0; /* and its files */
     if (run->job->tests && !run->building) { /* every case again, in the new attempt */
         run->cur = 0;
         run->passed = run->failed = 0;

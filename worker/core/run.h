@@ -93,7 +93,9 @@ struct kiln_run {
     struct kiln_build_info build_info;
     struct kiln_buf build_out;   /* the compiler's output, capped */
     struct kiln_buf collected;   /* the current run's `collect` summary (packed), or empty */
-    int64_t collect_bytes, collect_files; /* what it sent back so far, held to its caps here too */
+    /* what `collect` sent back so far in this attempt, all its runs
+     * together, held to the caps here too: bytes, files, bytes of paths */
+    int64_t collect_bytes, collect_files, collect_names;
     struct kiln_artifact artifact;
     char artifact_error[160];    /* why the build's artifact did not come */
     /* retries of kiln's own failures */

@@ -136,7 +136,9 @@ static void send_run(struct kiln_run *run)
         /* a build collects only its artifact */
         .collect_globs = run->building ? NULL : (const char *const *)job->collect,
         .ncollect = run->building ? 0 : job->ncollect,
-        .collect_bytes = collect_cap(run),
+        .collect_bytes = collect_cap(run) - run->collect_bytes, /* what this attempt's runs left */
+        .collect_files = KILN_COLLECT_FILES_MAX - run->collect_files,
+        .collect_names = KILN_COLLECT_NAMES_MAX - run->collect_names,
         .fsize = run->lim.file_bytes >= 0 ? run->lim.file_bytes : cfg->file_bytes,
         .nofile = cfg->open_files,
         .stdin_data = run->cur >= 0 ? job->runs[run->cur].stdin_data : job->stdin_data,
@@ -301,15 +303,19 @@ static void on_session(void *arg, const struct kiln_session_event *ev)
         uv_timer_stop(&run->timer);
         uv_timer_stop(&run->cpu_watch);
         break;
-    case KILN_SESSION_CHUNK: /* within the caps, whatever a guest's agent sends */
-        if (run->job != NULL && run->job->ncollect > 0 && run->state == RUN_RUNNING &&
+    case KILN_SESSION_CHUNK: { /* within the caps, whatever a guest's agent sends */
+        int64_t fresh = ev->chunk->offset == 0, name = fresh ? (int64_t)strlen(ev->chunk->path) : 0;
+        if (run->job != NULL && run->job->ncollect > 0 && !run->building && run->state == RUN_RUNNING &&
             run->collect_bytes + (int64_t)ev->chunk->len <= collect_cap(run) &&
-            run->collect_files + (ev->chunk->offset == 0) <= KILN_COLLECT_FILES_MAX) {
+            run->collect_files + fresh <= KILN_COLLECT_FILES_MAX &&
+            run->collect_names + name <= KILN_COLLECT_NAMES_MAX) {
             run->collect_bytes += (int64_t)ev->chunk->len;
-            run->collect_files += ev->chunk->offset == 0;
+            run->collect_files += fresh;
+            run->collect_names += name;
             kiln__run_file(run, ev->chunk);
         }
         break;
+    }
     case KILN_SESSION_COLLECTED:
         kiln__run_keep_collected(run, ev->data, ev->len);
         break;

@@ -44,13 +44,24 @@ void kiln_session_kill(struct kiln_session *s)
 
 static void on_grace(uv_timer_t *t)
 {
-    kiln_session_kill(t->data);
+    struct kiln_session *s = t->data;
+    int cut = s->collecting && s->state == KILN_SESSION_RUNNING;
+    kiln_session_kill(s);
+    if (cut) { /* the job ended as "collecting" said; its files did not all come */
+        s->ended.collect_cut = 1;
+        struct kiln_session_event ev = {.type = KILN_SESSION_EXIT, .exit = &s->ended};
+        emit(s, &ev);
+    }
 }
 
 void kiln_session_stop(struct kiln_session *s)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
+    if (s->collecting) { /* the job is over: only its files are left to stop */
+        kiln_session_kill(s);
+        return;
+    }
     if (uv_is_active((uv_handle_t *)&s->grace))
         return; /* asked already: the grace runs */
     if (s->state != KILN_SESSION_RUNNING || s->chan == NULL) {
@@ -130,12 +141,11 @@ static int need_int(const msgpack_object *m, const char *key, int64_t min, int64
 
 /* The agent's exit report, and the kernel's accounting of the sandbox:
  * the host's cgroup, or a VM's own kernel as its agent read it. */
-static void on_exit_msg(struct kiln_session *s, const msgpack_object *m)
+/* The figures of "exit" (or "collecting") and the kernel's. */
+static void parse_exit(struct kiln_session *s, const msgpack_object *m, struct kiln_session_exit *out)
 {
     struct kiln_session_exit ex = {.peak_kb = -1};
     int64_t code = -1, sig = 0;
-    if (s->state != KILN_SESSION_RUNNING)
-        return;
     get_int(m, "wall_ms", 0, INT64_MAX, &ex.wall_ms);
     get_int(m, "cpu_ms", 0, INT64_MAX, &ex.cpu_ms);
     get_int(m, "max_rss_kb", 0, INT64_MAX, &ex.max_rss_kb);
@@ -152,8 +162,35 @@ static void on_exit_msg(struct kiln_session *s, const msgpack_object *m)
         get_int(m, "peak_kb", 0, INT64_MAX, &ex.peak_kb);
         get_int(m, "oom_kills", 0, INT64_MAX, &ex.oom_kills);
     }
+    *out = ex;
+}
+
+static void on_exit_msg(struct kiln_session *s, const msgpack_object *m)
+{
+    struct kiln_session_exit ex;
+    if (s->state != KILN_SESSION_RUNNING)
+        return;
+    parse_exit(s, m, &ex);
     kiln_session_kill(s); /* one job per sandbox */
     struct kiln_session_event ev = {.type = KILN_SESSION_EXIT, .exit = &ex};
+    emit(s, &ev);
+}
+
+/* The job has ended and its `collect` files follow: once, for a run that
+ * asked, with one deadline for all of them. */
+static void on_collecting_msg(struct kiln_session *s, const msgpack_object *m)
+{
+    if (s->state != KILN_SESSION_RUNNING)
+        return;
+    if (!s->collect_expected || s->collecting) {
+        fail(s, "the sandbox broke the collect protocol (collecting)", 0, 0);
+        return;
+    }
+    s->collecting = 1;
+    parse_exit(s, m, &s->ended);
+    uv_timer_stop(&s->grace);
+    uv_timer_start(&s->grace, on_grace, KILN_SESSION_COLLECT_MS, 0);
+    struct kiln_session_event ev = {.type = KILN_SESSION_COLLECTING};
     emit(s, &ev);
 }
 
@@ -185,20 +222,52 @@ static void on_chunk_msg(struct kiln_session *s, const msgpack_object *m)
     const msgpack_object *path = kiln_mp_get(m, "path"), *data = kiln_mp_get(m, "data");
     int64_t size = 0, mode = 0, offset = 0;
     char *p;
-    if (s->state != KILN_SESSION_RUNNING || path == NULL || path->type != MSGPACK_OBJECT_STR ||
-        path->via.str.size == 0 || path->via.str.size > KILN_COLLECT_PATH_MAX || data == NULL ||
-        data->type != MSGPACK_OBJECT_BIN || data->via.bin.size > KILN_COLLECT_CHUNK ||
-        need_int(m, "size", 0, INT64_MAX / 2, &size) < 0 || need_int(m, "mode", 0, 07777, &mode) < 0 ||
-        need_int(m, "offset", 0, size, &offset) < 0 || (p = kiln_mp_strdup(path)) == NULL)
+    if (s->state != KILN_SESSION_RUNNING)
         return;
+    /* what an agent sends: a file's chunks in order, full but its last, one
+     * file after another, under a plain relative UTF-8 path */
+    int last = kiln_mp_true(m, "last");
+    if (!s->collecting || path == NULL || path->type != MSGPACK_OBJECT_STR || path->via.str.size == 0 ||
+        path->via.str.size > KILN_COLLECT_PATH_MAX || data == NULL || data->type != MSGPACK_OBJECT_BIN ||
+        data->via.bin.size > KILN_COLLECT_CHUNK || (!last && data->via.bin.size != KILN_COLLECT_CHUNK) ||
+        need_int(m, "size", 0, INT64_MAX / 2, &size) < 0 || need_int(m, "mode", 0, 07777, &mode) < 0 ||
+        need_int(m, "offset", 0, size, &offset) < 0 || (int64_t)data->via.bin.size > size - offset ||
+        !kiln_utf8_ok((const unsigned char *)path->via.str.ptr, path->via.str.size) ||
+        (p = kiln_mp_strdup(path)) == NULL) {
+        fail(s, "the sandbox broke the collect protocol (a chunk)", 0, 0);
+        return;
+    }
+    int fresh = offset == 0 && !s->file.open;
+    if (!kiln_rel_path_ok(p) || !(fresh || (s->file.open && offset == s->file.next &&
+                                           strcmp(p, s->file.path) == 0))) {
+        free(p);
+        fail(s, "the sandbox broke the collect protocol (a chunk out of order)", 0, 0);
+        return;
+    }
+    if (fresh)
+        strcpy(s->file.path, p);
+    s->file.open = !last;
+    s->file.next = offset + (int64_t)data->via.bin.size;
     struct kiln_file_chunk c = {.path = p, .size = size, .mode = (unsigned)mode, .offset = offset,
                                 .data = data->via.bin.ptr, .len = data->via.bin.size,
-                                .last = kiln_mp_true(m, "last"), .truncated = kiln_mp_true(m, "truncated"),
-                                .run = -1};
+                                .last = last, .truncated = kiln_mp_true(m, "truncated"), .run = -1};
     struct kiln_session_event ev = {.type = KILN_SESSION_CHUNK, .chunk = &c};
-    uv_timer_again(&s->grace); /* it is sending: its deadline moves on */
     emit(s, &ev);
     free(p);
+}
+
+/* A skipped file as a guest's agent lists it: [path, why], short UTF-8. */
+static int listable(const msgpack_object *e)
+{
+    if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2)
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        const msgpack_object *x = &e->via.array.ptr[i];
+        if (x->type != MSGPACK_OBJECT_STR || x->via.str.size > 300 ||
+            !kiln_utf8_ok((const unsigned char *)x->via.str.ptr, x->via.str.size))
+            return 0;
+    }
+    return 1;
 }
 
 /* What `collect` matched and sent, re-packed here with bounds (a guest's
@@ -210,7 +279,7 @@ static void on_collected_msg(struct kiln_session *s, const msgpack_object *m)
     msgpack_sbuffer sb;
     msgpack_packer pk;
     uint32_t n = list != NULL && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
-    if (s->state != KILN_SESSION_RUNNING)
+    if (s->state != KILN_SESSION_RUNNING || !s->collecting)
         return;
     if (n > 100)
         n = 100;
@@ -231,14 +300,12 @@ static void on_collected_msg(struct kiln_session *s, const msgpack_object *m)
         const msgpack_object *e = &list->via.array.ptr[i];
         ok += e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size == 2 &&
               e->via.array.ptr[0].type == MSGPACK_OBJECT_STR && e->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
-              e->via.array.ptr[0].via.str.size <= KILN_COLLECT_PATH_MAX && e->via.array.ptr[1].via.str.size <= 128;
+              listable(e);
     }
     msgpack_pack_array(&pk, ok);
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *e = &list->via.array.ptr[i];
-        if (!(e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size == 2 &&
-              e->via.array.ptr[0].type == MSGPACK_OBJECT_STR && e->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
-              e->via.array.ptr[0].via.str.size <= KILN_COLLECT_PATH_MAX && e->via.array.ptr[1].via.str.size <= 128))
+        if (!listable(e))
             continue;
         msgpack_pack_map(&pk, 2);
         kiln_mp_str(&pk, "path");
@@ -276,12 +343,7 @@ static void on_msg(void *arg, const msgpack_object *m)
     } else if (kiln_mp_streq(t, "file")) {
         on_file_msg(s, m);
     } else if (kiln_mp_streq(t, "collecting")) {
-        if (s->state != KILN_SESSION_RUNNING)
-            return;
-        /* the job is over: a deadline for its files replaces any grace */
-        uv_timer_start(&s->grace, on_grace, KILN_SESSION_COLLECT_MS, KILN_SESSION_COLLECT_MS);
-        struct kiln_session_event ev = {.type = KILN_SESSION_COLLECTING};
-        emit(s, &ev);
+        on_collecting_msg(s, m);
     } else if (kiln_mp_streq(t, "collect")) {
         on_chunk_msg(s, m);
     } else if (kiln_mp_streq(t, "collected")) {
@@ -384,8 +446,10 @@ int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job,
         kiln_session_kill(s);
         return -EINVAL;
     }
+    s->collect_expected = job->ncollect > 0;
+    s->collecting = s->file.open = 0;
     kiln_proto_begin_msg(&sb, &pk, "run", 8 + (job->cpu_ms > 0) + (job->collect != NULL) +
-                                          (job->ca_pem != NULL) + 2 * (job->ncollect > 0));
+                                          (job->ca_pem != NULL) + 4 * (job->ncollect > 0));
     if (job->ncollect > 0) {
         kiln_mp_str(&pk, "collect_globs");
         msgpack_pack_array(&pk, job->ncollect);
@@ -393,6 +457,10 @@ int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job,
             kiln_mp_str(&pk, job->collect_globs[i]);
         kiln_mp_str(&pk, "collect_bytes");
         msgpack_pack_int64(&pk, job->collect_bytes);
+        kiln_mp_str(&pk, "collect_files");
+        msgpack_pack_int64(&pk, job->collect_files);
+        kiln_mp_str(&pk, "collect_names");
+        msgpack_pack_int64(&pk, job->collect_names);
     }
     if (job->ca_pem != NULL) { /* a jail has it in its proxy directory already */
         kiln_mp_str(&pk, "ca");

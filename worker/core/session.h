@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "wire/frame.h"
+#include "wire/proto.h"
 
 struct kiln_backend;
 struct kiln_chan;
@@ -58,6 +59,7 @@ struct kiln_session_exit {
     int64_t peak_kb;       /* the sandbox's peak memory, -1 unknown */
     int64_t oom_kills;     /* processes its memory limit killed */
     int cpu_limit;         /* its CPU time passed the run's cpu_ms: killed */
+    int collect_cut;       /* its `collect` files did not all come in time */
 };
 
 struct kiln_session_event {
@@ -101,7 +103,16 @@ struct kiln_session {
     uint64_t t_heard;           /* the agent's last message (loop ms) */
     kiln_session_event_cb on_event;
     void *arg;
-    uv_timer_t grace;           /* kiln_session_stop()'s wait for the agent */
+    uv_timer_t grace;           /* kiln_session_stop()'s wait for the agent, or
+                                 * the deadline of a job's `collect` files */
+    int collect_expected;       /* the run has `collect` */
+    int collecting;             /* the job has ended; its files come */
+    struct kiln_session_exit ended; /* how it ended, as "collecting" said */
+    struct {                    /* the file whose chunks are coming */
+        char path[KILN_COLLECT_PATH_MAX + 1];
+        int64_t next;
+        int open;
+    } file;
     struct {                    /* how the sandbox ended, for GONE */
         int wstatus;
         struct rusage ru;
@@ -120,7 +131,9 @@ struct kiln_session_job {
     const char *ca_pem;           /* the worker's egress CA for a VM to trust, or NULL */
     const char *const *collect_globs; /* the job's `collect` patterns (n), or NULL */
     size_t ncollect;
-    int64_t collect_bytes;        /* what they may send back, in all */
+    int64_t collect_bytes;        /* what they may still send back: bytes, */
+    int64_t collect_files;        /* files, */
+    int64_t collect_names;        /* and bytes of their paths */
     const void *stdin_data;       /* NULL: no stdin */
     size_t stdin_len;
 };
@@ -156,8 +169,9 @@ void kiln_session_kill(struct kiln_session *s);
  * killed. GONE follows either way. */
 #define KILN_SESSION_GRACE_MS 500
 /* How long a sandbox may take to send back its `collect` files once it
- * says so: the agent stops walking after KILN_COLLECT_WALL_MS. */
-#define KILN_SESSION_COLLECT_MS (KILN_COLLECT_WALL_MS + 10000)
+ * says the job has ended (the agent stops walking after
+ * KILN_COLLECT_WALL_MS): past it, the job ends as it said, its files cut. */
+#define KILN_SESSION_COLLECT_MS (KILN_COLLECT_WALL_MS + 20000)
 void kiln_session_stop(struct kiln_session *s);
 
 /* The packed "prestart" or "zygote" message (`type`) for `plan`, framed

@@ -268,3 +268,33 @@ int kiln_proto_check_ready(const msgpack_object *ready, char *why, size_t whylen
                  (long long)got, KILN_PROTO_VERSION);
     return -EPROTO;
 }
+
+int kiln_utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
+                 : (c & 0xf8) == 0xf0 ? 3 : 4;
+        if (k == 4 || k > n - i - 1)
+            return 0;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+int kiln_rel_path_ok(const char *p)
+{
+    if (*p == '\0' || *p == '/')
+        return 0;
+    for (const char *part = p;;) {
+        size_t n = strcspn(part, "/");
+        if (n == 0 || (n == 1 && part[0] == '.') || (n == 2 && part[0] == '.' && part[1] == '.'))
+            return 0;
+        if (part[n] == '\0')
+            return 1;
+        part += n + 1;
+    }
+}

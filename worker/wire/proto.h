@@ -54,9 +54,11 @@
  * most this, and a walk of /work that stops after this long. */
 #define KILN_COLLECT_CHUNK (256 << 10)
 #define KILN_COLLECT_PATH_MAX 4096
-#define KILN_COLLECT_PATTERN_MAX 255 /* one part of a pattern */
+#define KILN_COLLECT_PATTERN_MAX 1024 /* a whole pattern (the job's path limit) */
 #define KILN_COLLECT_WALL_MS 10000
-#define KILN_COLLECT_FILES_MAX 10000 /* files sent back by one run */
+#define KILN_COLLECT_FILES_MAX 10000 /* files a job sends back, all its runs together */
+#define KILN_COLLECT_NAMES_MAX (1 << 20) /* and the bytes of their paths */
+#define KILN_COLLECT_DEPTH_MAX 64 /* directories below /work walked */
 
 /* The zygote's answer to the worker (agent/zygote.c): one fixed record,
  * with the new sandbox's pidfd attached when err is 0. The magic cannot be
@@ -186,6 +188,11 @@ int kiln_mp_true(const msgpack_object *map, const char *key);
 int kiln_proto_check_ready(const msgpack_object *ready, char *why, size_t whylen);
 /* Read an integer; returns 0, or -EINVAL if `o` is not an integer in range. */
 int kiln_mp_int(const msgpack_object *o, int64_t min, int64_t max, int64_t *out);
+/* 1 if the n bytes at `s` are UTF-8. */
+int kiln_utf8_ok(const unsigned char *s, size_t n);
+/* 1 if `p` is a relative path of plain parts: no leading "/", no empty,
+ * "." or ".." part. */
+int kiln_rel_path_ok(const char *p);
 /* A new NUL-terminated copy of a str or bin object, owned by the caller
  * (free()); NULL if not a str, or if it holds a NUL byte. */
 char *kiln_mp_strdup(const msgpack_object *o);
