@@ -228,6 +228,13 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
             kiln_agent_send_started();
             continue;
         }
+        if (kiln_mp_get(&u.data, "session") != NULL) { /* an interpreter that outlives its jobs */
+            if (have_warm) {
+                kiln_agent_send_error("agent: a session starts only in a fresh sandbox");
+                kiln_agent_exit(1);
+            }
+            kiln_repl_serve(&rd, &u);
+        }
         if (kiln__agent.in_vm && kiln_vm_trust_ca(kiln_mp_get(&u.data, "ca"), why, sizeof(why)) < 0) {
             kiln_agent_send_error(why);
             kiln_agent_exit(1);

@@ -39,6 +39,11 @@ int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
 #define KILN_PROXY_DIR "/dev/kiln-proxy"
 #define KILN_PROXY_SOCKET KILN_PROXY_DIR "/p.sock"
 
+/* repl.c: where a session's interpreter says what its cells did (a FIFO
+ * the job's uid may write; plugin.h). */
+#define KILN_REPL_DIR "/tmp/.kiln-repl"
+#define KILN_REPL_CTL KILN_REPL_DIR "/ctl"
+
 /* relay.c: listen on 127.0.0.1:KILN_PROXY_PORT and carry each connection to the
  * worker's proxy, in a child of the agent: in a jail through the proxy's
  * Unix socket, in a VM over the egress mux port (proto.h). Returns 0 or
@@ -161,6 +166,10 @@ void kiln_agent_send_exit(int status, int64_t wall_ms, int64_t cpu_base, int cpu
 /* The same figures under another message type ("collecting": the job has
  * ended, its files follow). */
 void kiln_agent_send_end(const char *type, int status, int64_t wall_ms, int64_t cpu_base, int cpu_over);
+/* The same with the CPU time and peak memory given, and for a session's
+ * job whether its interpreter lives on ("alive", "ended"; NULL: no session). */
+void kiln_agent_send_figures(const char *type, int status, int64_t wall_ms, int64_t cpu_ms,
+                             int64_t max_rss_kb, int cpu_over, const char *session);
 void kiln_agent_send_started(void);
 void kiln_agent_send_beat(void);
 /* channel.c: block until one whole message has arrived in `u`: 0, or a
@@ -202,6 +211,8 @@ int64_t kiln_cpu_used_ms(pid_t job);
  * pointers borrow from `m`, and its stdin. Returns 0 or -EINVAL/-ENOMEM. */
 int kiln_run_parse(const msgpack_object *m, struct kiln_exec_spec *spec,
                    const char **stdin_data, size_t *stdin_len);
+/* run.c: free what kiln_run_parse() made of a message. */
+void kiln_run_spec_free(struct kiln_exec_spec *spec);
 /* run.c: fork and exec `spec` confined (exec.c). Returns 0 once execve
  * succeeded, or -1 (KILN_EXEC_JOB_FAULT: the job's files) with why. */
 int kiln_run_start(const struct kiln_exec_spec *spec, struct kiln_child *c, char *why, size_t whylen);
@@ -214,6 +225,16 @@ char *kiln_run_envelope(const struct kiln_exec_spec *spec, const char *in, size_
                         size_t *total);
 /* run.c: the job to its end (t0: when it started), then "exit". */
 void kiln_run_supervise(struct kiln_child *c, int64_t t0);
+/* run.c: the job's output, coalesced (see run.c): add a chunk, send what
+ * is pending, the longest poll() may wait before pending output is due,
+ * and send it once due. */
+void kiln_run_out_add(int fd, const char *data, size_t len);
+void kiln_run_out_flush(void);
+int kiln_run_out_wait(int wait);
+void kiln_run_out_due(void);
+/* repl.c: a session's first "run" (`m`): its interpreter started, then
+ * that job and each later one as a cell, until the worker hangs up. */
+__attribute__((noreturn)) void kiln_repl_serve(struct kiln_proto_reader *rd, msgpack_unpacked *u);
 /* run.c: stop every process of the job. */
 void kiln_run_kill(pid_t child);
 /* zygote.c: serve forks until the worker hangs up (-1), or return 0 in

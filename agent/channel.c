@@ -95,16 +95,21 @@ void kiln_agent_send_exit(int status, int64_t wall_ms, int64_t cpu_base, int cpu
 void kiln_agent_send_end(const char *type, int status, int64_t wall_ms, int64_t cpu_base, int cpu_over)
 {
     struct rusage ru;
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
     getrusage(RUSAGE_CHILDREN, &ru); /* every process of the job, all reaped */
     int64_t cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
                      (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000 - cpu_base;
-    cpu_ms = cpu_ms < 0 ? 0 : cpu_ms;
+    kiln_agent_send_figures(type, status, wall_ms, cpu_ms < 0 ? 0 : cpu_ms, ru.ru_maxrss, cpu_over, NULL);
+}
+
+void kiln_agent_send_figures(const char *type, int status, int64_t wall_ms, int64_t cpu_ms,
+                             int64_t max_rss_kb, int cpu_over, const char *session)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
     long long peak_kb = -1, oom_kills = 0;
     if (kiln__agent.in_vm)
         kiln_vm_stats(&kiln__agent.vm, &peak_kb, &oom_kills);
-    kiln_proto_begin_msg(&sb, &pk, type, (kiln__agent.in_vm ? 7 : 5) + (cpu_over != 0));
+    kiln_proto_begin_msg(&sb, &pk, type, (kiln__agent.in_vm ? 7 : 5) + (cpu_over != 0) + (session != NULL));
     kiln_mp_str(&pk, "code");
     if (WIFEXITED(status))
         msgpack_pack_int(&pk, WEXITSTATUS(status));
@@ -120,10 +125,14 @@ void kiln_agent_send_end(const char *type, int status, int64_t wall_ms, int64_t 
     kiln_mp_str(&pk, "cpu_ms");
     msgpack_pack_int64(&pk, cpu_ms);
     kiln_mp_str(&pk, "max_rss_kb");
-    msgpack_pack_int64(&pk, ru.ru_maxrss);
+    msgpack_pack_int64(&pk, max_rss_kb);
     if (cpu_over) {
         kiln_mp_str(&pk, "cpu_limit");
         msgpack_pack_true(&pk);
+    }
+    if (session != NULL) { /* a session's job: "alive", or "ended" with its interpreter */
+        kiln_mp_str(&pk, "session");
+        kiln_mp_str(&pk, session);
     }
     if (kiln__agent.in_vm) { /* the guest kernel's own accounting of the job's cgroup */
         kiln_mp_str(&pk, "peak_kb");

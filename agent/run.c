@@ -82,6 +82,25 @@ int kiln_run_parse(const msgpack_object *m, struct kiln_exec_spec *spec,
     return 0;
 }
 
+static void strv_free(char **v)
+{
+    for (size_t i = 0; v != NULL && v[i] != NULL; i++)
+        free(v[i]);
+    free(v);
+}
+
+void kiln_run_spec_free(struct kiln_exec_spec *spec)
+{
+    strv_free(spec->argv);
+    strv_free(spec->env);
+    for (size_t i = 0; i < spec->nfiles; i++)
+        free(spec->files[i].path);
+    free(spec->files);
+    if (spec->cwd != NULL && strcmp(spec->cwd, "/work") != 0)
+        free((char *)spec->cwd);
+    memset(spec, 0, sizeof(*spec));
+}
+
 /* Stop every process of the job. As PID 1 of a pid namespace, kill(-1)
  * reaches all of them and nothing outside; otherwise the job's group. */
 void kiln_run_kill(pid_t child)
@@ -239,17 +258,33 @@ static struct {
     int64_t first; /* when its first byte came */
 } pend;
 
-static void out_flush(void)
+void kiln_run_out_flush(void)
 {
     if (pend.len > 0)
         kiln_agent_send_out(pend.fd, pend.buf, pend.len);
     pend.len = 0;
 }
 
-static void out_add(int fd, const char *data, size_t len)
+/* How long poll() may wait before pending output is due (ms), at most `wait`. */
+int kiln_run_out_wait(int wait)
+{
+    if (pend.len == 0)
+        return wait;
+    int64_t left = pend.first + KILN_OUT_COALESCE_MS - kiln_agent_now_ms();
+    return left <= 0 ? 0 : left < wait ? (int)left : wait;
+}
+
+/* Pending output whose time has come goes. */
+void kiln_run_out_due(void)
+{
+    if (pend.len > 0 && kiln_agent_now_ms() - pend.first >= KILN_OUT_COALESCE_MS)
+        kiln_run_out_flush();
+}
+
+void kiln_run_out_add(int fd, const char *data, size_t len)
 {
     if (pend.len > 0 && (pend.fd != fd || pend.len + len > sizeof(pend.buf)))
-        out_flush();
+        kiln_run_out_flush();
     if (pend.len == 0) {
         pend.fd = fd;
         pend.first = kiln_agent_now_ms();
@@ -356,7 +391,7 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
             }
         }
         if (pend.len > 0 && kiln_agent_now_ms() - pend.first >= KILN_OUT_COALESCE_MS)
-            out_flush();
+            kiln_run_out_flush();
         if (kiln_agent_now_ms() - kiln__agent.last_sent >= 1000)
             kiln_agent_send_beat(); /* "still here": the worker tells a busy job from a hung VM */
         if (pf[0].revents) {
@@ -373,7 +408,7 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
                 continue;
             n = read(*fd, buf, sizeof(buf));
             if (n > 0) {
-                out_add(i, buf, (size_t)n);
+                kiln_run_out_add(i, buf, (size_t)n);
             } else if (n == 0 || errno != EINTR) {
                 close(*fd);
                 *fd = -1;
@@ -402,7 +437,7 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
             kiln_run_kill(c->pid);
         }
     }
-    out_flush();
+    kiln_run_out_flush();
     int64_t wall = kiln_agent_now_ms() - t0;
     if (c->exec_status >= 0) {
         /* its execve failed: kiln's setup (the program is not runnable

@@ -101,6 +101,98 @@ static const char bootstrap[] =
     "    _kiln_exit(1)\n"
     "_kiln_exit(0)\n";
 
+/* A session's interpreter (plugin.h, repl): each cell runs in one
+ * __main__, like the interactive interpreter; an expression statement at
+ * the end has its repr sent as the job's `result`. SystemExit sets the
+ * job's exit code and the session goes on; KeyboardInterrupt (SIGINT, from
+ * a timeout or a cancel) ends the cell. Tracebacks show the cells' lines. */
+static const char repl[] =
+    "import os, sys\n"
+    "def _kiln_repl():\n"
+    "    import ast, linecache, signal, traceback\n"
+    "    cells = os.dup(0)\n"
+    "    null = os.open('/dev/null', os.O_RDONLY)\n"
+    "    os.dup2(null, 0)\n"
+    "    os.close(null)\n"
+    "    ctl = os.open(os.environ.pop('KILN_REPL_CTL', '/tmp/.kiln-repl/ctl'), os.O_WRONLY | os.O_CLOEXEC)\n"
+    "    def line():\n"
+    "        b = b''\n"
+    "        while not b.endswith(b'\\n'):\n"
+    "            c = os.read(cells, 1)\n"
+    "            if not c:\n"
+    "                os._exit(0)\n"
+    "            b += c\n"
+    "        return b\n"
+    "    def read(n):\n"
+    "        b = b''\n"
+    "        while len(b) < n:\n"
+    "            c = os.read(cells, n - len(b))\n"
+    "            if not c:\n"
+    "                os._exit(0)\n"
+    "            b += c\n"
+    "        return b\n"
+    "    def say(b):\n"
+    "        while b:\n"
+    "            b = b[os.write(ctl, b):]\n"
+    "    def flush():\n"
+    "        for s in (sys.stdout, sys.stderr):\n"
+    "            try:\n"
+    "                s.flush()\n"
+    "            except BaseException:\n"
+    "                pass\n"
+    "    main = type(sys)('__main__')\n"
+    "    sys.modules['__main__'] = main\n"
+    "    g = main.__dict__\n"
+    "    sys.path.insert(0, '/work')\n"
+    "    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "    k = 0\n"
+    "    while True:\n"
+    "        n = int(line().split()[0])\n"
+    "        src = read(n).decode('utf-8', 'replace')\n"
+    "        k += 1\n"
+    "        name = '<cell %d>' % k\n"
+    "        linecache.cache[name] = (len(src), None, src.splitlines(True), name)\n"
+    "        code, shown = 0, None\n"
+    "        try:\n"
+    "            try:\n"
+    "                signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "                tree = ast.parse(src, name)\n"
+    "                last = None\n"
+    "                if tree.body and isinstance(tree.body[-1], ast.Expr):\n"
+    "                    last = ast.Expression(tree.body.pop().value)\n"
+    "                exec(compile(tree, name, 'exec'), g)\n"
+    "                if last is not None:\n"
+    "                    v = eval(compile(last, name, 'eval'), g)\n"
+    "                    if v is not None:\n"
+    "                        g['_'] = v\n"
+    "                        shown = repr(v)\n"
+    "            finally:\n"
+    "                signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "        except SystemExit as e:\n"
+    "            c = e.code\n"
+    "            if c is None:\n"
+    "                code = 0\n"
+    "            elif isinstance(c, int):\n"
+    "                code = c & 0xff\n"
+    "            else:\n"
+    "                print(c, file=sys.stderr)\n"
+    "                code = 1\n"
+    "        except BaseException as e:\n"
+    "            tb = e.__traceback__\n"
+    "            while tb is not None and not tb.tb_frame.f_code.co_filename.startswith('<cell '):\n"
+    "                tb = tb.tb_next\n"
+    "            try:\n"
+    "                traceback.print_exception(type(e), e, tb)\n"
+    "            except BaseException:\n"
+    "                pass\n"
+    "            code = 130 if isinstance(e, KeyboardInterrupt) else 1\n"
+    "        flush()\n"
+    "        if shown is not None:\n"
+    "            r = shown.encode('utf-8', 'replace')[:65536]\n"
+    "            say(b'R %d\\n' % len(r) + r)\n"
+    "        say(b'E %d\\n' % code)\n"
+    "_kiln_repl()\n";
+
 static int add_flags(const struct kiln_host *host, struct kiln_plan *plan)
 {
     int r = host->plan_profile(plan, "python");
@@ -135,6 +227,17 @@ static int python_prestart(const struct kiln_host *host, const char *name,
     return 0;
 }
 
+static int python_repl(const struct kiln_host *host, const struct kiln_job_view *job,
+                       struct kiln_plan *plan)
+{
+    int r;
+    (void)job;
+    if ((r = add_flags(host, plan)) < 0 || (r = host->plan_arg(plan, "-c")) < 0 ||
+        (r = host->plan_arg(plan, repl)) < 0)
+        return r;
+    return 0;
+}
+
 static const struct kiln_plugin python = {
     KILN_PLUGIN_HEADER,
     .name = "python",
@@ -142,6 +245,7 @@ static const struct kiln_plugin python = {
     .plan = python_plan,
     .prestart = python_prestart,
     .flags = KILN_PLUGIN_FORKS,
+    .repl = python_repl,
 };
 
 KILN_PLUGIN_EXPORT const struct kiln_plugin *kiln_plugin_entry(void)

@@ -54,13 +54,18 @@ static void usage(FILE *f)
           "  --out-dir DIR        write the collected files under DIR [not kept]\n"
           "  --file DEST=PATH     write local PATH to /work/DEST (repeatable)\n"
           "  --timeout-ms N       wall-clock limit\n"
+          "  --session ID         run in session ID: its interpreter's state lives on from job\n"
+          "                       to job (opened by its first job; Kafka: keyed by ID)\n"
+          "  --close              end the session after this job\n"
+          "  --idle-ms N          the session ends after N ms without a job\n"
           "  --id ID              job id [generated]\n"
           "  --reply-to NAME      result stream [Redis: a private stream, deleted after;\n"
           "                       Kafka: kiln.results, read from its end]\n"
           "  --no-follow          enqueue and print the job id only\n"
           "  --wait-ms N          give up waiting for the result after N ms [wait forever]\n"
           "exit status: the job's exit code; 128+N if killed by signal N; 124 timeout;\n"
-          "  65 rejected; 70 internal; 125 output_limit; 75 cancelled/expired; 69 no result\n"
+          "  65 rejected; 70 internal; 125 output_limit; 75 cancelled/expired/session_lost;\n"
+          "  69 no result\n"
           "\n"
           "usage: kiln frames [--queue Q --redis URL --brokers LIST] [--stream NAME] [--follow] [--id JOBID]\n"
           "  prints each frame as one JSON object; bin data that is UTF-8 prints as a\n"
@@ -241,7 +246,7 @@ static int exit_status(const msgpack_object *f)
         return 65;
     if (kiln_mp_streq(st, "output_limit"))
         return 125;
-    if (kiln_mp_streq(st, "cancelled") || kiln_mp_streq(st, "expired"))
+    if (kiln_mp_streq(st, "cancelled") || kiln_mp_streq(st, "expired") || kiln_mp_streq(st, "session_lost"))
         return 75;
     return 70;
 }
@@ -281,6 +286,8 @@ static int on_job_frame(void *arg, const char *entry, const msgpack_object *f)
     if (data != NULL && data->type == MSGPACK_OBJECT_BIN) {
         FILE *out = kiln_mp_streq(kind, "stderr") ? stderr : stdout;
         fwrite(data->via.bin.ptr, 1, data->via.bin.size, out);
+        if (kiln_mp_streq(kind, "result")) /* a session's value, as a REPL shows it */
+            fputc('\n', out);
         fflush(out);
     }
     return 0;
@@ -297,15 +304,15 @@ static int cmd_submit(int argc, char **argv)
 {
     const char *jobs = getenv("KILN_JOBS") ? getenv("KILN_JOBS") : "kiln.jobs";
     struct kiln_where w;
-    const char *plugin = "shell", *id = NULL, *reply_to = NULL;
+    const char *plugin = "shell", *id = NULL, *reply_to = NULL, *session = NULL;
     char *code = NULL, *in = NULL, idbuf[64];
     size_t code_len = 0, in_len = 0;
     const char *args[MAX_LIST];
     struct kv env[MAX_LIST], files[MAX_LIST], secrets[MAX_LIST];
     const char *allow[MAX_LIST], *collect[MAX_LIST], *out_dir = NULL;
     size_t nargs = 0, nenv = 0, nfiles = 0, nsecrets = 0, nallow = 0, ncollect = 0;
-    long long timeout = -1, wait_ms = -1;
-    int follow = 1, c, rc = 2;
+    long long timeout = -1, wait_ms = -1, idle_ms = -1;
+    int follow = 1, c, rc = 2, close_session = 0;
 
     static const struct option lo[] = {
         KILN_WHERE_OPTIONS, {"jobs", 1, 0, 'j'}, {"plugin", 1, 0, 'p'}, {"code", 1, 0, 'c'},
@@ -314,6 +321,7 @@ static int cmd_submit(int argc, char **argv)
         {"timeout-ms", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"reply-to", 1, 0, 'R'},
         {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"secret", 1, 0, 'X'},
         {"allow", 1, 0, 'A'}, {"collect", 1, 0, 'G'}, {"out-dir", 1, 0, 'O'},
+        {"session", 1, 0, 'Z'}, {"close", 0, 0, 'z'}, {"idle-ms", 1, 0, 'I'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     kiln_where_init(&w);
     while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
@@ -337,6 +345,9 @@ static int cmd_submit(int argc, char **argv)
             if (ncollect < MAX_LIST) collect[ncollect++] = optarg;
             break;
         case 'O': out_dir = optarg; break;
+        case 'Z': session = optarg; break;
+        case 'z': close_session = 1; break;
+        case 'I': idle_ms = atoll(optarg); break;
         case 'e':
         case 'f':
         case 'X':
@@ -392,7 +403,21 @@ static int cmd_submit(int argc, char **argv)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 5 + (nargs > 0) + (in != NULL) + (nenv > 0) + (nfiles > 0) + (timeout >= 0) +
-                              (nsecrets > 0) + (nallow > 0) + (ncollect > 0));
+                              (nsecrets > 0) + (nallow > 0) + (ncollect > 0) + (session != NULL));
+    if (session != NULL) {
+        kiln_mp_str(&pk, "session");
+        msgpack_pack_map(&pk, 1 + close_session + (idle_ms >= 0));
+        kiln_mp_str(&pk, "id");
+        kiln_mp_str(&pk, session);
+        if (close_session) {
+            kiln_mp_str(&pk, "close");
+            msgpack_pack_true(&pk);
+        }
+        if (idle_ms >= 0) {
+            kiln_mp_str(&pk, "idle_ms");
+            msgpack_pack_int64(&pk, idle_ms);
+        }
+    }
     if (ncollect > 0) {
         kiln_mp_str(&pk, "collect");
         msgpack_pack_array(&pk, ncollect);
@@ -465,7 +490,9 @@ static int cmd_submit(int argc, char **argv)
     }
     if (follow)
         cl->ops->watch(cl, reply_to, !private);
-    if (cl->ops->enqueue(cl, jobs, id, sb.data, sb.size) < 0) {
+    /* Kafka: a session's jobs keyed by its id, so they reach one partition
+     * (its worker) in order */
+    if (cl->ops->enqueue(cl, jobs, session != NULL ? session : id, sb.data, sb.size) < 0) {
         cl->ops->close(cl);
         rc = 69;
         goto out;

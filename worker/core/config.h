@@ -46,6 +46,8 @@ struct kiln_config {
     int64_t build_timeout_ms, build_cpu_ms, build_memory_mb; /* a compiled job's build */
     int64_t file_bytes, max_file_bytes; /* largest file a job may write (RLIMIT_FSIZE) */
     int64_t collect_bytes, max_collect_bytes; /* what `collect` may send back */
+    int64_t max_sessions;               /* sessions kept open at once */
+    int64_t session_idle_ms, max_session_idle_ms; /* an idle session's end */
     int64_t open_files;                 /* descriptors per process (RLIMIT_NOFILE) */
     int64_t drain_timeout_ms;
     int64_t max_attempts;               /* kiln's own failures are retried up to this */

@@ -7,6 +7,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/repl.h"
 #include "core/run.h"
 #include "core/session.h"
 #include "queue/source.h"
@@ -15,6 +16,13 @@ void kiln__run_stop(struct kiln_run *run, enum run_stop why)
 {
     if (run->stop == STOP_NONE || why == STOP_RELEASE)
         run->stop = why;
+    if (run->session == NULL && kiln__repl_unqueue(run)) { /* it waited for its session */
+        if (why == STOP_RELEASE)
+            kiln__run_release(run);
+        else
+            kiln__run_finish(run, KILN_STATUS_KILLED, NULL); /* the cause names it */
+        return;
+    }
     if (run->session == NULL)
         return;
     /* its end reports the cause: the job's own stops ask the agent, which
@@ -62,6 +70,7 @@ void kiln_worker_on_cancel(void *arg, const char *id)
     unsigned slot = w->ncancelled++ % (sizeof(w->cancelled) / sizeof(w->cancelled[0]));
     snprintf(w->cancelled[slot].id, sizeof(w->cancelled[slot].id), "%s", id);
     w->cancelled[slot].at = uv_now(w->loop);
+    kiln__repl_cancel(w, id); /* a session's id: the session ends */
     for (struct kiln_run *run = w->runs, *next; run != NULL; run = next) {
         next = run->next;
         if (run->job == NULL || run->job->id == NULL || strcmp(run->job->id, id) != 0)

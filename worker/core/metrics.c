@@ -45,6 +45,8 @@ static struct family pool_misses = {"kiln_pool_misses_total", "Jobs that started
 static struct family pool_refill = {"kiln_pool_refill_seconds_sum", "Time to make warm sandboxes ready.", "plugin", {{"", 0}}, 0, 0};
 static struct family pool_refills = {"kiln_pool_refill_seconds_count", "Warm sandboxes made ready.", "plugin", {{"", 0}}, 0, 0};
 static double rebalances;
+static struct family sessions_opened = {"kiln_sessions_opened_total", "Sessions opened, by plugin.", "plugin", {{"", 0}}, 0, 0};
+static struct family sessions_closed = {"kiln_sessions_closed_total", "Sessions ended, by reason.", "reason", {{"", 0}}, 0, 0};
 static struct histogram duration = {"kiln_job_duration_seconds", "Wall time of jobs, by plugin.", {{"", {0}, 0, 0}}, 0, 0};
 static struct histogram queue_wait = {"kiln_job_queue_wait_seconds", "Time from enqueue to start.", {{"", {0}, 0, 0}}, 0, 0};
 
@@ -115,6 +117,9 @@ static const char *const reject_labels[KILN_REJECT_CLASSES] = {
     [KILN_REJECT_OTHER] = "other",
 };
 
+/* the reasons a session ends: kiln_sessions_closed_total's labels */
+static const char *const session_reasons[] = {"closed", "idle", "cancelled", "drained", "exited", "sandbox_died"};
+
 void kiln_metrics_declare_source(const char *source)
 {
     for (size_t i = 0; i < KILN_REJECT_CLASSES; i++)
@@ -122,7 +127,13 @@ void kiln_metrics_declare_source(const char *source)
     slot(&reconnects, source);
     slot(&output, "stdout");
     slot(&output, "stderr");
+    for (size_t i = 0; i < sizeof(session_reasons) / sizeof(session_reasons[0]); i++)
+        slot(&sessions_closed, session_reasons[i]);
 }
+
+
+void kiln_metrics_session_opened(const char *plugin) { (*slot(&sessions_opened, plugin))++; }
+void kiln_metrics_session_closed(const char *reason) { (*slot(&sessions_closed, reason))++; }
 
 void kiln_metrics_job_started(const char *plugin) { (*slot(&started, plugin))++; }
 
@@ -197,6 +208,8 @@ char *kiln_metrics_text(const struct kiln_metrics_hooks *hooks, size_t *len)
     print_family(f, &pool_misses, "counter");
     print_family(f, &pool_refill, "counter");
     print_family(f, &pool_refills, "counter");
+    print_family(f, &sessions_opened, "counter");
+    print_family(f, &sessions_closed, "counter");
     fprintf(f, "# HELP kiln_kafka_rebalances_total Kafka partition assignments and revocations.\n"
                "# TYPE kiln_kafka_rebalances_total counter\nkiln_kafka_rebalances_total %.17g\n", rebalances);
     print_histogram(f, &duration, "plugin");

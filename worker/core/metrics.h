@@ -46,6 +46,10 @@ void kiln_metrics_rejected(enum kiln_reject why);
 void kiln_metrics_output(int fd, size_t bytes);
 void kiln_metrics_reconnect(const char *source);
 void kiln_metrics_rebalance(void);
+/* A session opened (its plugin), or ended: `reason` one of closed, idle,
+ * cancelled, drained, exited, sandbox_died. */
+void kiln_metrics_session_opened(const char *plugin);
+void kiln_metrics_session_closed(const char *reason);
 void kiln_metrics_pool(const char *plugin, int hit, double refill_seconds);
 
 /* Serve on "HOST:PORT". Returns 0 or a negative libuv code with why. */

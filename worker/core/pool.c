@@ -127,6 +127,7 @@ static void on_warm_event(void *arg, const struct kiln_session_event *ev)
     case KILN_SESSION_CHUNK:
     case KILN_SESSION_COLLECTED:
     case KILN_SESSION_EXIT:
+    case KILN_SESSION_RESULT:
         break; /* no job runs in a pooled sandbox */
     }
 }

@@ -141,7 +141,9 @@ int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
         view->args = (const char *const *)job->runs[cur].args;
         view->nargs = job->runs[cur].nargs;
     }
-    if ((r = (build ? p->build : p->plan)(kiln_plan_host(), view, plan)) < 0)
+    if (build == KILN_PREPARE_REPL && !KILN_PLUGIN_HAS(p, repl))
+        return kiln_plan_reject(plan, "this plugin keeps no sessions: a job for it takes no 'session'");
+    if ((r = (build == KILN_PREPARE_REPL ? p->repl : build ? p->build : p->plan)(kiln_plan_host(), view, plan)) < 0)
         return r;
     if (plan->argc == 0)
         return kiln_plan_reject(plan, "the plugin made an empty plan");

@@ -51,6 +51,8 @@ struct kiln_view_extra {
     size_t nsecret_env;
 };
 
+/* kiln_prepare_plan()'s `build`: 0 the job's run, 1 its build, or: */
+#define KILN_PREPARE_REPL 2 /* its session's interpreter (plugin repl()) */
 int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
                       const struct kiln_plugin *p, const struct kiln_config *cfg, int build,
                       const struct kiln_artifact *art, const struct kiln_view_extra *extra,

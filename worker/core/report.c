@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/repl.h"
 #include "core/run.h"
 #include "core/session.h"
 #include "queue/source.h"
@@ -68,8 +69,8 @@ static void on_timer_closed(uv_handle_t *h)
 /* Its outcome is decided: its sandbox goes and its timer stops. */
 static void halt(struct kiln_run *run)
 {
-    if (run->session != NULL)
-        kiln_session_kill(run->session);
+    if (run->session != NULL && !kiln__repl_may_keep(run))
+        kiln_session_kill(run->session); /* (a session's whose cell is over lives on) */
     uv_timer_stop(&run->timer);
     uv_timer_stop(&run->cpu_watch);
 }
@@ -146,6 +147,13 @@ void kiln__run_output(struct kiln_run *run, int fd, const void *data, size_t len
     kiln_metrics_output(fd, len);
     kiln_frame_output(&sb, run->job->id, run->seq++, kiln__run_attempt(run), fd, data, len, run->cur);
     kiln__run_write(run, &sb, fd == 2 ? "stderr" : "stdout", NULL);
+}
+
+void kiln__run_result(struct kiln_run *run, const void *text, size_t len)
+{
+    msgpack_sbuffer sb;
+    kiln_frame_result(&sb, run->job->id, run->seq++, kiln__run_attempt(run), text, len);
+    kiln__run_write(run, &sb, "result", NULL);
 }
 
 void kiln__run_file(struct kiln_run *run, const struct kiln_file_chunk *chunk)
@@ -230,6 +238,10 @@ static void report(struct kiln_run *run, enum kiln_status status, const char *re
         run->ex.collect_len = run->collected.len;
     }
     run->ex.runs_ok = -1;
+    if (run->job != NULL && run->job->session != NULL) {
+        run->ex.session = run->job->session;
+        run->ex.session_seq = run->repl_seq;
+    }
     /* meta once per job: in its last exit frame, not in every input's */
     if (run->job != NULL && run->job->meta != NULL && run->cur < 0) {
         run->ex.meta = run->job->meta;

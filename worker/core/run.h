@@ -57,7 +57,11 @@ struct kiln_run {
     struct kiln_job *job;
     const struct kiln_plugin *plugin;
     struct kiln_plan plan;
-    struct kiln_session *session; /* until GONE */
+    struct kiln_session *session; /* until GONE (a session's: until its cell is over) */
+    struct kiln_repl *repl;      /* the job's session (core/repl.c), while queued or in it */
+    struct kiln_run *repl_next;  /* its session's queue */
+    int64_t repl_seq;            /* its place in its session */
+    int64_t oom_base;            /* the sandbox's OOM kills before it ran (a session's) */
     struct kiln_egress *egress;  /* the job's way out, with net.allow or secrets */
     struct kiln_secret_use *secrets; /* the job's `secrets`, looked up */
     struct kiln_view_extra view_extra; /* what they add to the plugin's view (arrays owned) */
@@ -122,6 +126,8 @@ static inline int kiln__run_net(const struct kiln_run *run)
     return (run->job->has_net && run->job->nnet > 0) || run->job->nsecrets > 0;
 }
 
+struct kiln_repl;
+
 /* The job's id for logs: "-" before it is decoded. */
 static inline const char *kiln__run_id(const struct kiln_run *run)
 {
@@ -137,6 +143,13 @@ static inline int kiln__run_undecided(const struct kiln_run *run)
 /* core/runner.c */
 /* Start the job, or its current input of `runs`, in a sandbox. */
 void kiln__run_start_one(struct kiln_run *run);
+/* Send the job to its READY session (run->session). */
+void kiln__run_send(struct kiln_run *run);
+/* What its session says (core/session.h's events). */
+struct kiln_session_event;
+void kiln__run_on_session(void *arg, const struct kiln_session_event *ev);
+/* A session job's value, as a "result" frame. */
+void kiln__run_result(struct kiln_run *run, const void *text, size_t len);
 /* Something the run waited for has happened: once its sandbox is gone,
  * the next input, the backoff, or the end. */
 void kiln__run_advance(struct kiln_run *run);

@@ -31,6 +31,7 @@
 #include "core/plugin_load.h"
 #include "core/pool.h"
 #include "core/prepare.h"
+#include "core/repl.h"
 #include "core/run.h"
 #include "core/session.h"
 #include "core/sign.h"
@@ -98,7 +99,7 @@ static int64_t collect_cap(const struct kiln_run *run)
     return run->lim.collect_bytes >= 0 ? run->lim.collect_bytes : run->w->cfg->collect_bytes;
 }
 
-static void send_run(struct kiln_run *run)
+void kiln__run_send(struct kiln_run *run)
 {
     struct kiln_job *job = run->job;
     const struct kiln_config *cfg = run->w->cfg;
@@ -106,7 +107,8 @@ static void send_run(struct kiln_run *run)
     struct kiln_sandbox_limits sl = {job_memory_mb(run) << 20,
                                      run->lim.pids > 0 ? run->lim.pids : cfg->pids};
     char err[256];
-    int r = apply_limits(run, &sl);
+    /* a session's limits are its first job's, set once */
+    int r = run->repl_seq > 1 ? 0 : apply_limits(run, &sl);
     if (r < 0) {
         if (r == -ENOTSUP)
             kiln__run_reject(run, KILN_REJECT_LIMITS, run->reason);
@@ -144,6 +146,15 @@ static void send_run(struct kiln_run *run)
         .stdin_data = run->cur >= 0 ? job->runs[run->cur].stdin_data : job->stdin_data,
         .stdin_len = run->cur >= 0 ? job->runs[run->cur].stdin_len : job->stdin_len,
     };
+    if (run->repl != NULL) { /* a cell for the session's interpreter */
+        sj.cell = job->code;
+        sj.cell_len = job->code_len;
+        sj.timeout_ms = run->lim.timeout_ms > 0 ? run->lim.timeout_ms : cfg->timeout_ms;
+        sj.cpu_s = 0; /* a per-process limit would add up over the session's jobs */
+        int64_t peak;
+        if (sb->backend->ops->stats != NULL)
+            sb->backend->ops->stats(sb, &peak, &run->oom_base);
+    }
     if (kiln_session_run(run->session, &sj, err, sizeof(err)) < 0) {
         kiln__run_finish(run, KILN_STATUS_INTERNAL, err);
         return;
@@ -214,7 +225,7 @@ static int kernel_accounting(struct kiln_run *run, int64_t peak_kb, int64_t oom_
 {
     if (peak_kb > 0)
         run->ex.max_rss_kb = peak_kb;
-    if (oom_kills > 0) {
+    if (oom_kills - run->oom_base > 0) {
         snprintf(run->reason, sizeof(run->reason), "the memory limit (%lld MiB) was reached",
                  (long long)job_memory_mb(run));
         return 1;
@@ -285,13 +296,17 @@ static void on_session_gone(struct kiln_run *run, const struct kiln_session_even
     kiln__run_unref(run);
 }
 
-static void on_session(void *arg, const struct kiln_session_event *ev)
+void kiln__run_on_session(void *arg, const struct kiln_session_event *ev)
 {
     struct kiln_run *run = arg;
     switch (ev->type) {
     case KILN_SESSION_READY_EV:
         if (run->state == RUN_STARTING && run->stop == STOP_NONE)
-            send_run(run);
+            kiln__run_send(run);
+        break;
+    case KILN_SESSION_RESULT:
+        if (run->state == RUN_RUNNING)
+            kiln__run_result(run, ev->data, ev->len);
         break;
     case KILN_SESSION_OUTPUT:
         on_output(run, ev->fd, ev->data, ev->len);
@@ -372,7 +387,8 @@ void kiln__run_start_one(struct kiln_run *run)
         run->out_cap = run->lim.output_bytes >= 0 ? run->lim.output_bytes : w->cfg->output_bytes;
     }
     kiln__run_judge_reset(run);
-    if ((r = kiln_prepare_plan(run->job, run->cur, kiln__run_attempt(run), p, w->cfg, run->building,
+    if ((r = kiln_prepare_plan(run->job, run->cur, kiln__run_attempt(run), p, w->cfg,
+                               run->job->session != NULL ? KILN_PREPARE_REPL : run->building,
                                run->built ? &run->artifact : NULL,
                                run->secrets != NULL ? &run->view_extra : NULL, &run->plan, &view)) < 0) {
         if (r == -ENOMEM)
@@ -382,13 +398,17 @@ void kiln__run_start_one(struct kiln_run *run)
                    run->plan.reject[0] ? run->plan.reject : "the plugin refused the job");
         return;
     }
-    struct kiln_spawn_opts needs = {job_memory_mb(run), kiln__run_net(run)};
+    if (run->job->session != NULL) { /* its session's sandbox, not one of its own */
+        kiln__repl_take(run);
+        return;
+    }
+    struct kiln_spawn_opts needs = {job_memory_mb(run), kiln__run_net(run), 0};
     const char *how = "";
-    run->session = kiln_pool_take(w->pool, p, run->plan.profile, &view, &needs, on_session, run);
+    run->session = kiln_pool_take(w->pool, p, run->plan.profile, &view, &needs, kiln__run_on_session, run);
     if (run->session != NULL) {
         how = ", warm";
     } else if ((r = kiln_session_spawn(w->loop, w->backend, run->plan.profile, &needs, NULL,
-                                       on_session, run, &run->session, err, sizeof(err))) < 0) {
+                                       kiln__run_on_session, run, &run->session, err, sizeof(err))) < 0) {
         char why[600];
         run->session = NULL;
         snprintf(why, sizeof(why), "sandbox failed to start: %s", err);
@@ -402,7 +422,7 @@ void kiln__run_start_one(struct kiln_run *run)
                  p->name, how, run->d->ref, run->building ? ", its build" : run->cur > 0 ? ", next input" : "");
     kiln_metrics_job_started(p->name);
     if (run->session->state == KILN_SESSION_READY)
-        send_run(run); /* warm: its agent (and interpreter) wait */
+        kiln__run_send(run); /* warm: its agent (and interpreter) wait */
 }
 
 /* Something the run waited for has happened: once its sandbox is gone,

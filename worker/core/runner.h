@@ -37,6 +37,8 @@ struct kiln_worker {
     } cancelled[256];
     unsigned ncancelled;
     uv_timer_t watch;         /* finds hung sandboxes */
+    struct kiln_repl *repls;  /* sessions open (core/repl.c) */
+    unsigned nrepls;
 };
 
 /* Start looking for hung sandboxes (--hang-ms). */

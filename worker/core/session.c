@@ -73,7 +73,7 @@ void kiln_session_stop(struct kiln_session *s)
         kiln_session_kill(s);
         return;
     }
-    uv_timer_start(&s->grace, on_grace, KILN_SESSION_GRACE_MS, 0);
+    uv_timer_start(&s->grace, on_grace, s->keep ? KILN_SESSION_KEPT_GRACE_MS : KILN_SESSION_GRACE_MS, 0);
 }
 
 /* The conversation cannot go on: the owner hears why, the sandbox goes. */
@@ -153,6 +153,8 @@ static void parse_exit(struct kiln_session *s, const msgpack_object *m, struct k
     get_int(m, "code", 0, 255, &code);
     ex.signal = (int)sig;
     ex.cpu_limit = kiln_mp_true(m, "cpu_limit");
+    const msgpack_object *o = kiln_mp_get(m, "session");
+    ex.ended = s->keep && (o == NULL || !kiln_mp_streq(o, "alive"));
     ex.has_code = code >= 0;
     ex.code = ex.has_code ? (int)code : 0;
     const struct kiln_backend_ops *ops = s->sb->backend->ops;
@@ -171,7 +173,14 @@ static void on_exit_msg(struct kiln_session *s, const msgpack_object *m)
     if (s->state != KILN_SESSION_RUNNING)
         return;
     parse_exit(s, m, &ex);
-    kiln_session_kill(s); /* one job per sandbox */
+    if (s->keep && !ex.ended) { /* the session's interpreter waits for its next job */
+        uv_timer_stop(&s->grace);
+        s->state = KILN_SESSION_READY;
+        s->collecting = 0;
+        s->file.open = 0;
+    } else {
+        kiln_session_kill(s); /* one job per sandbox */
+    }
     struct kiln_session_event ev = {.type = KILN_SESSION_EXIT, .exit = &ex};
     emit(s, &ev);
 }
@@ -350,10 +359,26 @@ static void on_msg(void *arg, const msgpack_object *m)
         on_collected_msg(s, m);
     } else if (kiln_mp_streq(t, "exit")) {
         on_exit_msg(s, m);
+    } else if (kiln_mp_streq(t, "result")) {
+        const msgpack_object *data = kiln_mp_get(m, "data");
+        if (s->state != KILN_SESSION_RUNNING || !s->keep || data == NULL ||
+            data->type != MSGPACK_OBJECT_BIN || data->via.bin.size > KILN_REPL_RESULT_MAX)
+            return;
+        struct kiln_session_event ev = {.type = KILN_SESSION_RESULT, .data = data->via.bin.ptr,
+                                        .len = data->via.bin.size};
+        emit(s, &ev);
     } else if (kiln_mp_streq(t, "error")) {
         char *why = (o = kiln_mp_get(m, "reason")) ? kiln_mp_strdup(o) : NULL;
         int job = (o = kiln_mp_get(m, "fault")) != NULL && kiln_mp_streq(o, "job");
-        fail(s, why ? why : "unknown error", 1, job);
+        if (job && s->keep && s->state == KILN_SESSION_RUNNING && s->sb != NULL) {
+            /* a job's files that did not fit: its error; the session goes on */
+            s->state = KILN_SESSION_READY;
+            struct kiln_session_event ev = {.type = KILN_SESSION_ERROR, .reason = why ? why : "?",
+                                            .agent = 1, .job_fault = 1};
+            emit(s, &ev);
+        } else {
+            fail(s, why ? why : "unknown error", 1, job);
+        }
         free(why);
     }
 }
@@ -449,7 +474,17 @@ int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job,
     s->collect_expected = job->ncollect > 0;
     s->collecting = s->file.open = 0;
     kiln_proto_begin_msg(&sb, &pk, "run", 8 + (job->cpu_ms > 0) + (job->collect != NULL) +
-                                          (job->ca_pem != NULL) + 4 * (job->ncollect > 0));
+                                          (job->ca_pem != NULL) + 4 * (job->ncollect > 0) +
+                                          3 * (job->cell != NULL));
+    if (job->cell != NULL) { /* a session's: the sandbox stays for its next job */
+        s->keep = 1;
+        kiln_mp_str(&pk, "session");
+        msgpack_pack_true(&pk);
+        kiln_mp_str(&pk, "cell");
+        kiln_mp_bin(&pk, job->cell, job->cell_len);
+        kiln_mp_str(&pk, "timeout_ms");
+        msgpack_pack_int64(&pk, job->timeout_ms > 0 ? job->timeout_ms : 0);
+    }
     if (job->ncollect > 0) {
         kiln_mp_str(&pk, "collect_globs");
         msgpack_pack_array(&pk, job->ncollect);

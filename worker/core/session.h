@@ -46,7 +46,10 @@ enum kiln_session_event_type {
     KILN_SESSION_COLLECTING, /* the job's processes are gone; its `collect` files follow */
     KILN_SESSION_CHUNK,    /* one chunk of a file `collect` sends back */
     KILN_SESSION_COLLECTED, /* what `collect` matched and sent: before EXIT */
-    KILN_SESSION_EXIT,     /* the job's process ended */
+    KILN_SESSION_EXIT,     /* the job's process ended (in a kept session: its
+                            * cell; the session is READY again unless
+                            * exit->ended) */
+    KILN_SESSION_RESULT,   /* a kept session's cell's value, as text in data/len */
     KILN_SESSION_ERROR,    /* the agent failed, or spoke out of turn */
     KILN_SESSION_GONE,     /* the sandbox has exited: the last event */
 };
@@ -60,6 +63,7 @@ struct kiln_session_exit {
     int64_t oom_kills;     /* processes its memory limit killed */
     int cpu_limit;         /* its CPU time passed the run's cpu_ms: killed */
     int collect_cut;       /* its `collect` files did not all come in time */
+    int ended;             /* a kept session's interpreter ended with it */
 };
 
 struct kiln_session_event {
@@ -105,6 +109,8 @@ struct kiln_session {
     void *arg;
     uv_timer_t grace;           /* kiln_session_stop()'s wait for the agent, or
                                  * the deadline of a job's `collect` files */
+    int keep;                   /* a job's session (core/repl.c): the sandbox
+                                 * lives on after each job's exit */
     int collect_expected;       /* the run has `collect` */
     int collecting;             /* the job has ended; its files come */
     struct kiln_session_exit ended; /* how it ended, as "collecting" said */
@@ -136,6 +142,11 @@ struct kiln_session_job {
     int64_t collect_names;        /* and bytes of their paths */
     const void *stdin_data;       /* NULL: no stdin */
     size_t stdin_len;
+    /* a job of a session: its code as a cell for the interpreter the plan
+     * starts (the session's first job) or started; the session is kept */
+    const char *cell;             /* NULL: not a session's */
+    size_t cell_len;
+    int64_t timeout_ms;           /* the cell's, for an interpreter that can stop it */
 };
 
 /*
@@ -168,6 +179,9 @@ void kiln_session_kill(struct kiln_session *s);
  * within KILN_SESSION_GRACE_MS, or a session not running a job, is
  * killed. GONE follows either way. */
 #define KILN_SESSION_GRACE_MS 500
+/* ... and a kept session's, whose interpreter is interrupted, not killed
+ * (the agent kills it after 1.5 s) */
+#define KILN_SESSION_KEPT_GRACE_MS 3000
 /* How long a sandbox may take to send back its `collect` files once it
  * says the job has ended (the agent stops walking after
  * KILN_COLLECT_WALL_MS): past it, the job ends as it said, its files cut. */

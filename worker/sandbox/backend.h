@@ -29,6 +29,8 @@ struct kiln_sandbox_limits {
 struct kiln_spawn_opts {
     int64_t memory_mb;        /* its memory limit */
     int net;                  /* it has net.allow: a way to the egress proxy */
+    int fresh;                /* a session's: its own interpreter, never one
+                               * forked from a template or restored warm */
 };
 
 struct kiln_sandbox {

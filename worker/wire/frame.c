@@ -15,6 +15,7 @@ const char *kiln_status_name(enum kiln_status s)
         [KILN_STATUS_INTERNAL] = "internal",
         [KILN_STATUS_CANCELLED] = "cancelled",
         [KILN_STATUS_EXPIRED] = "expired",
+        [KILN_STATUS_SESSION_LOST] = "session_lost",
     };
     return (unsigned)s < KILN_STATUS_COUNT ? names[s] : "internal";
 }
@@ -96,6 +97,15 @@ void kiln_frame_output(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsign
     }
 }
 
+void kiln_frame_result(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
+                       const void *text, size_t len)
+{
+    msgpack_packer pk;
+    begin(sb, &pk, 5, id, seq, attempt, "result");
+    kiln_mp_str(&pk, "data");
+    kiln_mp_bin(&pk, text, len);
+}
+
 void kiln_frame_file(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
                      const struct kiln_file_chunk *f)
 {
@@ -131,7 +141,7 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 11 + (e->reason != NULL) + (e->meta != NULL) + (e->run >= 0) +
                               2 * (e->runs_ok >= 0) + (e->ndenied > 0) + 3 * (e->has_verdict != 0) +
-                              (e->build != NULL) + (e->collect != NULL));
+                              (e->build != NULL) + (e->collect != NULL) + (e->session != NULL));
     pack_id(&pk, id);
     kiln_mp_str(&pk, "seq");
     msgpack_pack_uint64(&pk, seq);
@@ -159,6 +169,16 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
     if (e->collect != NULL) {
         kiln_mp_str(&pk, "collect");
         msgpack_sbuffer_write(sb, (const char *)e->collect, e->collect_len);
+    }
+    if (e->session != NULL) {
+        kiln_mp_str(&pk, "session");
+        msgpack_pack_map(&pk, 1 + (e->session_seq > 0));
+        kiln_mp_str(&pk, "id");
+        kiln_mp_str(&pk, e->session);
+        if (e->session_seq > 0) {
+            kiln_mp_str(&pk, "seq");
+            msgpack_pack_int64(&pk, e->session_seq);
+        }
     }
     if (e->ndenied > 0) {
         kiln_mp_str(&pk, "denied");

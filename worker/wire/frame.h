@@ -18,6 +18,7 @@ enum kiln_status {
     KILN_STATUS_INTERNAL,
     KILN_STATUS_CANCELLED,
     KILN_STATUS_EXPIRED,
+    KILN_STATUS_SESSION_LOST,  /* its session no longer exists: not run */
     KILN_STATUS_COUNT
 };
 
@@ -92,6 +93,8 @@ struct kiln_exit {
     const struct kiln_build_info *build; /* a compiled plugin's, or NULL */
     const unsigned char *collect; /* `collect`'s summary, a packed map, or NULL */
     size_t collect_len;
+    const char *session;  /* the job's session id, or NULL: `session` omitted */
+    int64_t session_seq;  /* its place in the session (1, 2, ...); 0: none */
 };
 
 /* One chunk of a file a job's `collect` sends back. */
@@ -118,6 +121,9 @@ void kiln_frame_exit(msgpack_sbuffer *sb, const char *id, uint64_t seq,
                      const struct kiln_exit *e);
 void kiln_frame_case(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
                      const struct kiln_case_result *c);
+/* A session job's value (the repr of its last expression), as text. */
+void kiln_frame_result(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
+                       const void *text, size_t len);
 void kiln_frame_file(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
                      const struct kiln_file_chunk *f);
 

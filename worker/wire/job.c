@@ -425,6 +425,30 @@ static void decode_route(const msgpack_object *map, struct kiln_job *job)
     }
 }
 
+/* `session`: {id, idle_ms?, close?}; a session's job is one cell of code,
+ * so none of what a cell cannot take. */
+static int decode_session(struct dec *d, const msgpack_object *o, struct kiln_job *job)
+{
+    const msgpack_object *v;
+    int r;
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return bad(d, "field 'session' must be a map {id, idle_ms?, close?}");
+    if ((v = kiln_mp_get(o, "id")) == NULL || v->type != MSGPACK_OBJECT_STR ||
+        (r = get_str(d, v, "session.id", &job->session)) < 0 || !kiln_job_valid_id(job->session))
+        return d->nomem ? -ENOMEM : bad(d, "field 'session.id' must be 1-%d characters of [A-Za-z0-9._:-]", KILN_JOB_ID_MAX);
+    if ((v = get_opt(o, "idle_ms")) != NULL && kiln_mp_int(v, 1000, INT32_MAX, &job->session_idle_ms) < 0)
+        return bad(d, "field 'session.idle_ms' must be an integer of at least 1000");
+    if ((r = get_bool(d, o, "close", &job->session_close)) < 0)
+        return r;
+    if (job->nruns > 0)
+        return bad(d, "a session's job runs its code once: no 'runs' or 'tests'");
+    if (job->stdin_data != NULL || job->nargs > 0)
+        return bad(d, "a session's job is code for its interpreter: no 'stdin' or 'args'");
+    if (job->has_net || job->nsecrets > 0)
+        return bad(d, "sessions take no 'net' or 'secrets' (not yet)");
+    return 0;
+}
+
 static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *job)
 {
     const msgpack_object *o;
@@ -482,7 +506,11 @@ static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *j
     if ((o = kiln_mp_get(m, "deadline")) != NULL && o->type != MSGPACK_OBJECT_NIL &&
         kiln_mp_int(o, 0, INT64_MAX, &job->deadline) < 0)
         return bad(d, "field 'deadline' must be a non-negative integer (unix ms)");
-    return decode_tests(d, m, job);
+    if ((r = decode_tests(d, m, job)) < 0)
+        return r;
+    if ((o = get_opt(m, "session")) != NULL && (r = decode_session(d, o, job)) < 0)
+        return r;
+    return 0;
 }
 
 int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
@@ -499,6 +527,7 @@ int kiln_job_decode(const void *buf, size_t len, struct kiln_job **out,
         return -ENOMEM;
     job->v = 1;
     job->deadline = -1;
+    job->session_idle_ms = -1;
     job->limits = (struct kiln_limits){-1, -1, -1, -1, -1, -1, -1};
     err[0] = '\0';
 
@@ -552,48 +581,4 @@ out:
         return -ENOMEM;
     }
     return r;
-}
-
-static void free_strv(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-void kiln_job_free(struct kiln_job *job)
-{
-    if (job == NULL)
-        return;
-    free(job->id);
-    free(job->plugin);
-    free(job->code);
-    free_strv(job->args, job->nargs);
-    free(job->stdin_data);
-    for (size_t i = 0; i < job->nenv; i++) {
-        free((char *)job->env[i].key);
-        free((char *)job->env[i].value);
-    }
-    free(job->env);
-    for (size_t i = 0; i < job->nsecrets; i++) {
-        free((char *)job->secrets[i].key);
-        free((char *)job->secrets[i].value);
-    }
-    free(job->secrets);
-    for (size_t i = 0; i < job->nfiles; i++) {
-        free(job->files[i].path);
-        free(job->files[i].data);
-    }
-    free(job->files);
-    free_strv(job->net_allow, job->nnet);
-    free_strv(job->collect, job->ncollect);
-    free(job->reply_to);
-    free(job->meta);
-    for (size_t i = 0; i < job->nruns; i++) {
-        free(job->runs[i].stdin_data);
-        free(job->runs[i].expect_stdout);
-        free_strv(job->runs[i].args, job->runs[i].nargs);
-    }
-    free(job->runs);
-    free(job);
 }

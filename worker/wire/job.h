@@ -91,6 +91,9 @@ struct kiln_job {
     int stop_on_fail;          /* after a failing case, the rest are skipped */
     int tests_output;          /* cases stream their stdout/stderr frames too */
     int64_t deadline;          /* unix ms after which it must not start; -1 */
+    char *session;             /* `session.id`: the session it runs in, or NULL */
+    int64_t session_idle_ms;   /* `session.idle_ms`, -1: the worker's default */
+    int session_close;         /* `session.close`: the session ends after it */
 };
 
 /*

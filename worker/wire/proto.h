@@ -56,6 +56,7 @@
 #define KILN_COLLECT_PATH_MAX 4096
 #define KILN_COLLECT_PATTERN_MAX 1024 /* a whole pattern (the job's path limit) */
 #define KILN_COLLECT_WALL_MS 10000
+#define KILN_REPL_RESULT_MAX (64 * 1024) /* a session cell's `result` text */
 #define KILN_COLLECT_FILES_MAX 10000 /* files a job sends back, all its runs together */
 #define KILN_COLLECT_NAMES_MAX (1 << 20) /* and the bytes of their paths */
 #define KILN_COLLECT_DEPTH_MAX 64 /* directories below /work walked */

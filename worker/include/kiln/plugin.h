@@ -12,7 +12,7 @@
  * its plans.
  *
  * Threads. The worker runs on one libuv event loop, and every callback
- * below (init, plan, prestart, warm_ok, fini) is called on that loop's
+ * below (init, plan, prestart, warm_ok, build, repl, fini) is called on that loop's
  * thread, one at a time: never concurrently, never from another thread.
  * They must not block: no file or network I/O, no sleeping, no waiting for
  * a process; every job of the worker waits while a callback runs. Compute
@@ -79,7 +79,7 @@ extern "C" {
 #endif
 
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 4
+#define KILN_PLUGIN_ABI_MINOR 5
 #define KILN_PLUGIN_SYMBOL "kiln_plugin_entry"
 
 #if defined(__GNUC__)
@@ -218,6 +218,30 @@ struct kiln_plugin {
                  struct kiln_plan *plan);
     const char *artifact;     /* (v1.3) with build: what it leaves in /work */
     /* v1.3 ends here. */
+    /*
+     * Optional (v1.5): sessions (a job's `session`). Plan the interpreter
+     * a session keeps from its first job to its end: argv, env and
+     * plan_profile() as plan() would for `job` (its first job); the
+     * session's jobs' files are written for each. The started process is
+     * a read-eval loop. It runs as the job's uid in /work and must:
+     *   - read each job's code from its stdin as a cell: a line
+     *     "<bytes> <timeout_ms>\n" (timeout_ms 0: none; past it a busy
+     *     cell may be stopped), then that many bytes of code;
+     *   - run it in one state that lives on (variables, functions, imports),
+     *     its output on its stdout and stderr;
+     *   - open the FIFO /tmp/.kiln-repl/ctl for writing and, when the cell
+     *     has ended, write "E <code>\n" (0 ok; anything else the job's
+     *     `error`); before that, optionally "R <bytes>\n" and a value's
+     *     text (at most 64 KiB) for a `result` frame;
+     *   - on SIGINT, stop the cell that runs and end it (code 130) within
+     *     a second and a half, or be killed and the session with it;
+     *   - not read its stdin while a cell runs.
+     * Exiting ends the session (its job ends with the exit's code). A
+     * plugin without repl() rejects jobs that name a session.
+     */
+    int (*repl)(const struct kiln_host *host, const struct kiln_job_view *job,
+                struct kiln_plan *plan);
+    /* v1.5 ends here. */
 };
 
 /*

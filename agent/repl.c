@@ -1,0 +1,391 @@
+/*
+ * A session inside its sandbox: one interpreter that outlives its jobs.
+ *
+ * The session's first "run" starts the interpreter its plugin planned (a
+ * read-eval loop: python, deno, sh), with its files; then that job and
+ * each later one go to it as a cell on its stdin,
+ *
+ *   "<bytes> <timeout_ms>\n" then the cell's code,
+ *
+ * and it answers on the FIFO KILN_REPL_CTL, as the job's uid:
+ *
+ *   "R <bytes>\n" then a value's text   (a `result` frame)
+ *   "E <code>\n"                         (the cell has ended)
+ *
+ * Between jobs the interpreter is stopped (SIGSTOP), so an idle session
+ * uses no CPU, and whatever else a cell started is killed when it ends:
+ * only files (/work, /tmp) and the interpreter's own state carry over. A
+ * "kill" from the worker (timeout, cancel, the output or CPU cap)
+ * interrupts the cell: its other processes are killed and the interpreter
+ * gets SIGINT; one that has not ended the cell after KILN_REPL_STOP_MS is
+ * killed, and with it the session. Every "exit" says whether the
+ * interpreter lives on ("session": "alive") or not ("ended").
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "wire/proto.h"
+
+#define KILN_REPL_STOP_MS 1500
+
+
+static struct {
+    struct kiln_child c;     /* the interpreter: pid, stdin, stdout, stderr */
+    int ctl;                 /* the FIFO's read end (O_RDWR: never EOF) */
+    int sfd;                 /* SIGCHLD */
+    char buf[KILN_REPL_RESULT_MAX + 64];
+    size_t len;              /* what has come on ctl so far */
+    int ended;               /* the interpreter has exited: wstatus */
+    int wstatus;
+} it = {.ctl = -1, .sfd = -1};
+
+static int make_ctl(char *why, size_t whylen)
+{
+    if (mkdir(KILN_REPL_DIR, 0755) < 0 && errno != EEXIST) {
+        snprintf(why, whylen, "agent: mkdir %s: %s", KILN_REPL_DIR, strerror(errno));
+        return -1;
+    }
+    unlink(KILN_REPL_CTL);
+    if (mkfifo(KILN_REPL_CTL, 0600) < 0 ||
+        (chown(KILN_REPL_CTL, KILN_JOB_UID, KILN_JOB_GID) < 0 && chmod(KILN_REPL_CTL, 0666) < 0) ||
+        (it.ctl = open(KILN_REPL_CTL, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0) {
+        snprintf(why, whylen, "agent: the session's control FIFO: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Every process of the job but its interpreter (and PID 1, the agent). */
+static void kill_others(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    struct stat st;
+    char path[64];
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 1 || pid == it.c.pid || pid == getpid())
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+        if (stat(path, &st) == 0 && st.st_uid == KILN_JOB_UID)
+            kill(pid, SIGKILL);
+    }
+    if (d != NULL)
+        closedir(d);
+}
+
+/* Reap what has ended; the interpreter's end is noted. */
+static void reap(void)
+{
+    int st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+        if (p == it.c.pid && !it.ended) {
+            it.ended = 1;
+            it.wstatus = st;
+        }
+}
+
+/* Peak memory of the interpreter (KiB): /proc's VmHWM. */
+static int64_t peak_rss_kb(void)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)it.c.pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *h = strstr(buf, "VmHWM:");
+    return h != NULL ? strtoll(h + 6, NULL, 10) : 0;
+}
+
+/* What came on the FIFO: results go on as they are; returns 1 with the
+ * code once the cell has ended, 0 while it runs, -1 when the interpreter
+ * broke the protocol (it is killed). */
+static int read_ctl(int *code)
+{
+    ssize_t n;
+    while ((n = read(it.ctl, it.buf + it.len, sizeof(it.buf) - 1 - it.len)) > 0)
+        it.len += (size_t)n;
+    for (;;) {
+        char *nl = memchr(it.buf, '\n', it.len);
+        if (nl == NULL)
+            return it.len >= 64 ? -1 : 0;
+        *nl = '\0';
+        size_t head = (size_t)(nl - it.buf) + 1;
+        char *end;
+        long long v = strtoll(it.buf + 2, &end, 10);
+        if (head < 4 || it.buf[1] != ' ' || *end != '\0' || v < 0)
+            return -1;
+        if (it.buf[0] == 'E') {
+            *code = (int)(v & 0xff);
+            it.len = 0; /* nothing follows an end */
+            return 1;
+        }
+        if (it.buf[0] != 'R' || v > KILN_REPL_RESULT_MAX)
+            return -1;
+        if (it.len - head < (size_t)v) {
+            *nl = '\n';
+            return 0; /* the rest is coming */
+        }
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        kiln_proto_begin_msg(&sb, &pk, "result", 1);
+        kiln_mp_str(&pk, "data");
+        kiln_mp_bin(&pk, it.buf + head, (size_t)v);
+        kiln_agent_send(&sb);
+        memmove(it.buf, it.buf + head + v, it.len - head - (size_t)v);
+        it.len -= head + (size_t)v;
+    }
+}
+
+/* Whatever the interpreter has written, now (its pipes are non-blocking). */
+static void drain_output(void)
+{
+    char buf[KILN_PROTO_CHUNK];
+    for (int i = 1; i <= 2; i++) {
+        int *fd = i == 1 ? &it.c.out : &it.c.err;
+        ssize_t n;
+        while (*fd >= 0 && (n = read(*fd, buf, sizeof(buf))) != 0) {
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno != EAGAIN) {
+                    close(*fd);
+                    *fd = -1;
+                }
+                break;
+            }
+            kiln_run_out_add(i, buf, (size_t)n);
+        }
+        if (n == 0 && *fd >= 0) {
+            close(*fd);
+            *fd = -1;
+        }
+    }
+}
+
+struct cell {
+    const char *code;        /* borrowed from the run message */
+    size_t code_len;
+    int64_t timeout_ms, cpu_ms;
+    const msgpack_object *collect_globs;
+    int64_t collect_bytes, collect_files, collect_names;
+};
+
+static void int_field(const msgpack_object *m, const char *key, int64_t max, int64_t *out)
+{
+    const msgpack_object *o = kiln_mp_get(m, key);
+    if (o != NULL)
+        kiln_mp_int(o, 0, max, out);
+}
+
+static int parse_cell(const msgpack_object *m, struct cell *c)
+{
+    const msgpack_object *o = kiln_mp_get(m, "cell");
+    memset(c, 0, sizeof(*c));
+    if (o == NULL || o->type != MSGPACK_OBJECT_BIN)
+        return -1;
+    c->code = o->via.bin.ptr;
+    c->code_len = o->via.bin.size;
+    int_field(m, "timeout_ms", INT64_MAX / 2, &c->timeout_ms);
+    int_field(m, "cpu_ms", INT64_MAX / 2, &c->cpu_ms);
+    o = kiln_mp_get(m, "collect_globs");
+    c->collect_globs = o != NULL && o->type == MSGPACK_OBJECT_ARRAY ? o : NULL;
+    int_field(m, "collect_bytes", INT64_MAX / 2, &c->collect_bytes);
+    int_field(m, "collect_files", KILN_COLLECT_FILES_MAX, &c->collect_files);
+    int_field(m, "collect_names", KILN_COLLECT_NAMES_MAX, &c->collect_names);
+    return 0;
+}
+
+/* Hand the interpreter its cell (a blocking write: it reads it at once,
+ * and a cell is at most a job's code). */
+static int feed(const struct cell *c)
+{
+    char head[64];
+    int64_t t = c->timeout_ms;
+    if (c->cpu_ms > 0 && (t <= 0 || c->cpu_ms < t))
+        t = c->cpu_ms; /* a busy loop stops at whichever comes first */
+    int n = snprintf(head, sizeof(head), "%zu %lld\n", c->code_len, (long long)t);
+    int fl = fcntl(it.c.in, F_GETFL);
+    fcntl(it.c.in, F_SETFL, fl & ~O_NONBLOCK);
+    int r = kiln_write_all(it.c.in, head, (size_t)n);
+    if (r == 0)
+        r = kiln_write_all(it.c.in, c->code, c->code_len);
+    fcntl(it.c.in, F_SETFL, fl);
+    return r;
+}
+
+/* One job: its cell to the interpreter, its output on, its end reported. */
+static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const struct cell *c)
+{
+    int64_t t0 = kiln_agent_now_ms(), stop_at = 0;
+    int64_t cpu_base = kiln_cpu_used_ms(it.c.pid);
+    int64_t tick = c->cpu_ms / 10 < 5 ? 5 : c->cpu_ms / 10 > 50 ? 50 : c->cpu_ms / 10;
+    int64_t next_check = t0 + tick;
+    int code = 0, done = 0, cpu_over = 0;
+
+    kill(it.c.pid, SIGCONT);
+    if (feed(c) < 0) {
+        kill(it.c.pid, SIGKILL); /* it stopped reading: the session cannot go on */
+        stop_at = t0;
+    }
+    while (!done && !it.ended) {
+        struct pollfd pf[5] = {{kiln__agent.chan, POLLIN, 0}, {it.c.out, POLLIN, 0},
+                               {it.c.err, POLLIN, 0}, {it.ctl, POLLIN, 0}, {it.sfd, POLLIN, 0}};
+        int wait = kiln_run_out_wait(1000);
+        int64_t now = kiln_agent_now_ms();
+        if (stop_at > 0)
+            wait = stop_at + KILN_REPL_STOP_MS - now < wait ? (int)(stop_at + KILN_REPL_STOP_MS - now) : wait;
+        if (c->cpu_ms > 0 && stop_at == 0)
+            wait = next_check - now < wait ? (int)(next_check - now) : wait;
+        if (poll(pf, 5, wait < 0 ? 0 : wait) < 0 && errno != EINTR)
+            break;
+        kiln_run_out_due();
+        now = kiln_agent_now_ms();
+        if (now - kiln__agent.last_sent >= 1000)
+            kiln_agent_send_beat();
+        int interrupt = 0;
+        if (pf[0].revents) {
+            /* mid-cell the worker says only "kill" (or hangs up) */
+            int r = kiln_agent_read(rd, u);
+            if (r < 0)
+                kiln_agent_exit(r == -EPIPE ? 0 : 1);
+            interrupt = 1;
+        }
+        if (c->cpu_ms > 0 && stop_at == 0 && now >= next_check) {
+            next_check = now + tick;
+            if (kiln_cpu_used_ms(it.c.pid) - cpu_base > c->cpu_ms)
+                interrupt = cpu_over = 1;
+        }
+        if (interrupt && stop_at == 0) {
+            stop_at = now;
+            kill_others();
+            kill(it.c.pid, SIGINT);
+        }
+        if (stop_at > 0 && now - stop_at >= KILN_REPL_STOP_MS)
+            kill(it.c.pid, SIGKILL); /* it did not stop: the session ends with it */
+        for (int i = 1; i <= 2; i++) {
+            int *fd = i == 1 ? &it.c.out : &it.c.err;
+            char buf[KILN_PROTO_CHUNK];
+            if (*fd < 0 || !pf[i].revents)
+                continue;
+            ssize_t n = read(*fd, buf, sizeof(buf));
+            if (n > 0) {
+                kiln_run_out_add(i, buf, (size_t)n);
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                close(*fd);
+                *fd = -1;
+            }
+        }
+        if (pf[3].revents) {
+            int r = read_ctl(&code);
+            if (r < 0)
+                kill(it.c.pid, SIGKILL);
+            done = r == 1;
+        }
+        if (pf[4].revents) {
+            struct signalfd_siginfo si;
+            while (read(it.sfd, &si, sizeof(si)) > 0)
+                ;
+        }
+        reap();
+    }
+    int64_t wall = kiln_agent_now_ms() - t0;
+    drain_output();
+    kill_others();
+    if (it.ended) { /* the interpreter is gone, and with it the session */
+        kiln_run_kill(it.c.pid);
+        while (waitpid(-1, NULL, 0) > 0)
+            ;
+    } else {
+        reap();
+        kill(it.c.pid, SIGSTOP); /* idle until the next job */
+    }
+    kiln_run_out_flush();
+    int64_t cpu = kiln_cpu_used_ms(it.c.pid) - cpu_base;
+    int status = it.ended ? it.wstatus : (code & 0xff) << 8;
+    int64_t rss = it.ended ? 0 : peak_rss_kb();
+    const char *session = it.ended ? "ended" : "alive";
+    if (c->collect_globs != NULL) {
+        kiln_agent_send_figures("collecting", status, wall, cpu < 0 ? 0 : cpu, rss, cpu_over, session);
+        kiln_collect_send(c->collect_globs, c->collect_bytes, c->collect_files, c->collect_names);
+    }
+    kiln_agent_send_figures("exit", status, wall, cpu < 0 ? 0 : cpu, rss, cpu_over, session);
+}
+
+void kiln_repl_serve(struct kiln_proto_reader *rd, msgpack_unpacked *u)
+{
+    struct kiln_exec_spec spec;
+    struct cell c;
+    const char *in;
+    size_t in_len;
+    char why[600];
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    it.sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (kiln_run_parse(&u->data, &spec, &in, &in_len) < 0 || parse_cell(&u->data, &c) < 0) {
+        kiln_agent_send_error("agent: malformed message");
+        kiln_agent_exit(1);
+    }
+    spec.rl_cpu = 0; /* a per-process CPU limit would add up across the session's jobs */
+    if (it.sfd < 0 || make_ctl(why, sizeof(why)) < 0) {
+        kiln_agent_send_error(it.sfd < 0 ? "agent: signalfd failed" : why);
+        kiln_agent_exit(1);
+    }
+    int r = kiln_run_start(&spec, &it.c, why, sizeof(why));
+    if (r < 0) {
+        kiln_agent_send_failure(why, r == KILN_EXEC_JOB_FAULT);
+        kiln_agent_exit(1);
+    }
+    fcntl(it.c.out, F_SETFL, O_NONBLOCK);
+    fcntl(it.c.err, F_SETFL, O_NONBLOCK);
+    for (int have = 1;;) {
+        if (have) {
+            run_cell(rd, u, &c);
+            kiln__agent.served = 1;
+        }
+        /* the next job, or the end: the worker hangs up (or kills the
+         * sandbox); a "kill" that crossed the exit on its way is stale */
+        for (;;) {
+            if (it.ended) {
+                while (kiln_agent_read(rd, u) == 0)
+                    ;
+                kiln_agent_exit(0);
+            }
+            if ((r = kiln_agent_read(rd, u)) < 0)
+                kiln_agent_exit(r == -EPIPE ? 0 : 1);
+            const msgpack_object *t = kiln_mp_get(&u->data, "t");
+            if (t != NULL && kiln_mp_streq(t, "run"))
+                break;
+        }
+        kiln_run_spec_free(&spec);
+        if (kiln_run_parse(&u->data, &spec, &in, &in_len) < 0 || parse_cell(&u->data, &c) < 0) {
+            kiln_agent_send_error("agent: malformed message");
+            kiln_agent_exit(1);
+        }
+        if (kiln_run_write_files(&spec, why, sizeof(why)) < 0) {
+            /* the job's files: its error (or kiln's), and no cell; the
+             * session goes on */
+            kiln_agent_send_failure(why, 1);
+            have = 0;
+            continue;
+        }
+        have = 1;
+    }
+}

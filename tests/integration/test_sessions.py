@@ -1,0 +1,217 @@
+"""Sessions: a job's `session` runs it in a sandbox whose interpreter
+outlives its jobs. Python, deno and shell state (values, functions,
+imports, cwd, files) carries over from job to job of one session, never
+into another; a job that fails or times out leaves the session going; a
+session ends on close, on idle, when its interpreter exits, by cancel or
+drain, and a job for it after that ends session_lost with why."""
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+from kilntest import BIN, KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
+
+skip_unless_jail_works()
+ROOTFS = rootfs_args()
+
+
+class Sessions(KilnCase):
+    def setUp(self):
+        super().setUp()
+        self.sid = "s-" + uuid.uuid4().hex[:10]
+
+    def start(self, *extra, consumer="w1"):
+        self.w = self.worker(consumer, *ROOTFS, *extra)
+        return self.w
+
+    def step(self, code, plugin="python", sid=None, wait=40, files=None, **session):
+        """Run one job of the session; return (exit frame, stdout, stderr, results)."""
+        s = {"id": sid or self.sid}
+        s.update(session)
+        ex, out, err = None, None, None
+        j = self.job(code, plugin=plugin, session=s)
+        if files:
+            j["files"] = files
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=wait)
+        ex = [f for f in fs if f["kind"] == "exit"][-1]
+        out = b"".join(f["data"] for f in fs if f["kind"] == "stdout").decode()
+        err = b"".join(f["data"] for f in fs if f["kind"] == "stderr").decode()
+        res = [f["data"].decode() for f in fs if f["kind"] == "result"]
+        return ex, out, err, res
+
+    def test_python_state_lives_across_ten_jobs(self):
+        self.start()
+        steps = [
+            ("x = 41\ndef f(a):\n    return a + x\nimport math", None),
+            ("f(1)", "42"),
+            ("open('data.txt', 'w').write('kept')\nn = open('/tmp/t', 'w').write('tmp')", None),
+            ("open('data.txt').read() + open('/tmp/t').read()", "'kepttmp'"),
+            ("x = 100\nmath.sqrt(f(-19))", "9.0"),
+            ("class C:\n    n = 3\nc = C()", None),
+            ("c.n * x", "300"),
+            ("print('printed', x)", None),
+            ("import os\nos.getcwd()", "'/work'"),
+            ("_ if False else sorted(k for k in globals() if not k.startswith('__'))",
+             "['C', '_', 'c', 'f', 'math', 'n', 'os', 'x']"),
+        ]
+        for i, (code, want) in enumerate(steps, 1):
+            ex, out, err, res = self.step(code)
+            self.assertEqual(ex["status"], "ok", (code, ex, err))
+            self.assertEqual(ex["session"], {"id": self.sid, "seq": i})
+            self.assertEqual(res, [want] if want else [], code)
+        self.assertIn("printed 100", self.step("print('printed', x)")[1])
+
+    def test_two_sessions_never_see_each_other(self):
+        self.start()
+        other = "s-" + uuid.uuid4().hex[:10]
+        self.assertEqual(self.step("secret = 'mine'\nopen('f', 'w').write('mine')")[0]["status"], "ok")
+        ex, out, err, res = self.step("import os\n'secret' in globals(), os.path.exists('f')", sid=other)
+        self.assertEqual(res, ["(False, False)"], err)
+        # and a plain job on the same worker sees nothing of either
+        ex, out, err = self.run_job("import os; print(os.path.exists('f'))", plugin="python")
+        self.assertEqual(out, b"False\n")
+        self.assertEqual(self.step("secret")[3], ["'mine'"])
+
+    def test_errors_and_timeouts_leave_the_session_going(self):
+        self.start()
+        self.step("n = 1")
+        ex, out, err, res = self.step("1/0")
+        self.assertEqual((ex["status"], ex["code"]), ("error", 1))
+        self.assertIn("ZeroDivisionError", err)
+        self.assertIn('File "<cell 2>", line 1', err)
+        j = self.job("import time\nn = 2\nwhile True:\n    pass", plugin="python",
+                     session={"id": self.sid}, limits={"timeout_ms": 1500})
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=30)
+        self.assertEqual(fs[-1]["status"], "timeout", fs[-1])
+        self.assertEqual(self.step("n")[3], ["2"])
+        ex, out, err, res = self.step("import sys\nsys.exit(3)")
+        self.assertEqual((ex["status"], ex["code"]), ("error", 3))
+        self.assertEqual(self.step("n + 1")[3], ["3"])
+        # a cell's child processes do not outlive it
+        self.step("import subprocess\np = subprocess.Popen(['sleep', '1000'])")
+        self.assertEqual(self.step("p.poll()")[3], ["-9"])
+
+    def test_close_idle_and_lost(self):
+        self.start()
+        self.assertEqual(self.step("a = 1")[0]["status"], "ok")
+        ex = self.step("a", close=True)[0]
+        self.assertEqual((ex["status"], ex["session"]["seq"]), ("ok", 2))
+        ex = self.step("a")[0]
+        self.assertEqual(ex["status"], "session_lost", ex)
+        self.assertIn("closed", ex["reason"])
+        self.assertNotIn("seq", ex["session"])
+        other = "s-" + uuid.uuid4().hex[:10]
+        self.assertEqual(self.step("b = 2", sid=other, idle_ms=1000)[0]["status"], "ok")
+        time.sleep(2.5)
+        ex = self.step("b", sid=other)[0]
+        self.assertEqual(ex["status"], "session_lost")
+        self.assertIn("idle", ex["reason"])
+        # the interpreter's own exit ends it too
+        third = "s-" + uuid.uuid4().hex[:10]
+        ex = self.step("echo bye; exit 4", plugin="shell", sid=third)[0]
+        self.assertEqual((ex["status"], ex["code"]), ("error", 4))
+        ex = self.step("echo again", plugin="shell", sid=third)[0]
+        self.assertEqual(ex["status"], "session_lost")
+        self.assertIn("exited", ex["reason"])
+
+    def test_shell_session(self):
+        self.start()
+        ex, out, err, res = self.step("x=5; f() { echo \"f$x $1\"; }; mkdir -p sub; cd sub; echo hi > here",
+                                      plugin="shell")
+        self.assertEqual(ex["status"], "ok", err)
+        ex, out, err, res = self.step("f arg; pwd; cat here; x=$((x+1))", plugin="shell")
+        self.assertEqual(out, "f5 arg\n/work/sub\nhi\n", err)
+        ex, out, err, res = self.step("false", plugin="shell")
+        self.assertEqual((ex["status"], ex["code"]), ("error", 1))
+        j = self.job("while :; do sleep 0.1; done", plugin="shell", session={"id": self.sid},
+                     limits={"timeout_ms": 1000})
+        self.submit(j)
+        self.assertEqual(self.wait_exit(j["id"], timeout=30)[-1]["status"], "timeout")
+        self.assertEqual(self.step("echo $x", plugin="shell")[1], "6\n")
+
+    def test_deno_session(self):
+        self.start()
+        steps = [
+            ("let x: number = 41;\nconst f = (a: number): number => a + x;\n"
+             "import { join } from 'node:path';", None),
+            ("f(1)", "42"),
+            ("x = 1; f(0)", "1"),
+            ("'w'", '"w"', {"kept.txt": b"kept"}),
+            ("await Deno.readTextFile('/work/kept.txt')", '"kept"'),
+            ("function g() { return join('a', 'b'); }", None),
+            ("g()", '"a/b"'),
+            ("const o = {a: [1, 2]}; o", "{ a: [ 1, 2 ] }"),
+            ("console.log('printed', x)", None),
+            ("let x = 9; x", "9"),
+        ]
+        for i, (code, want, *files) in enumerate(steps, 1):
+            ex, out, err, res = self.step(code, plugin="deno-eval", files=files[0] if files else None)
+            self.assertEqual(ex["status"], "ok", (code, ex, err))
+            self.assertEqual(res, [want] if want else [], (code, err))
+            self.assertEqual(ex["session"]["seq"], i)
+        ex, out, err, res = self.step("throw new Error('boom')", plugin="deno-eval")
+        self.assertEqual(ex["status"], "error")
+        self.assertIn("boom", err)
+        j = self.job("x = 77; while (true) {}", plugin="deno-eval", session={"id": self.sid},
+                     limits={"timeout_ms": 1500})
+        self.submit(j)
+        self.assertEqual(self.wait_exit(j["id"], timeout=30)[-1]["status"], "timeout")
+        self.assertEqual(self.step("x", plugin="deno-eval")[3], ["77"])
+
+    def test_rejections(self):
+        self.start("--max-sessions", "1")
+        for bad, why in [({"session": {"id": self.sid}, "plugin": "c"}, "keeps no sessions"),
+                         ({"session": {"id": "bad id"}}, "session.id"),
+                         ({"session": {"id": self.sid}, "stdin": b"x"}, "no 'stdin'"),
+                         ({"session": {"id": self.sid}, "runs": [{}]}, "no 'runs'"),
+                         ({"session": {"id": self.sid, "idle_ms": 5}}, "idle_ms"),
+                         ({"session": "x"}, "must be a map")]:
+            j = self.job("1", plugin=bad.pop("plugin", "python"), **bad)
+            self.submit(j)
+            ex = self.wait_exit(j["id"])[-1]
+            self.assertEqual(ex["status"], "rejected", (bad, ex))
+            self.assertIn(why, ex["reason"])
+        self.assertEqual(self.step("1")[0]["status"], "ok")
+        ex = self.step("1", sid="s-other")[0]
+        self.assertEqual(ex["status"], "rejected")
+        self.assertIn("--max-sessions 1", ex["reason"])
+        ex = self.step("1", plugin="shell")[0]
+        self.assertEqual(ex["status"], "rejected")
+        self.assertIn("runs plugin python", ex["reason"])
+
+    def test_cancel_and_drain_end_sessions(self):
+        w = self.start()
+        self.assertEqual(self.step("a = 1")[0]["status"], "ok")
+        subprocess.run([os.path.join(BIN, "kiln"), "cancel", "--redis", self.redis.url, self.sid], check=True,
+                       capture_output=True)
+        wait_for(lambda: b"session %s: ended (cancelled)" % self.sid.encode() in w.text(), 10)
+        ex = self.step("a")[0]
+        self.assertEqual(ex["status"], "session_lost")
+        self.assertIn("cancelled", ex["reason"])
+        other = "s-" + uuid.uuid4().hex[:10]
+        self.assertEqual(self.step("b = 1", sid=other)[0]["status"], "ok")
+        w.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(w.proc.wait(timeout=20), 0)
+        self.assertIn(b"ended (drained)", w.text())
+        self.start(consumer="w2")
+        ex = self.step("b", sid=other)[0]
+        self.assertEqual(ex["status"], "ok" if False else ex["status"])
+
+    def test_kiln_submit_session(self):
+        self.start()
+        kiln = [os.path.join(BIN, "kiln"), "submit", "--redis", self.redis.url, "--plugin", "python",
+                "--session", self.sid]
+        r = subprocess.run(kiln + ["--code", "v = 6 * 7"], capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = subprocess.run(kiln + ["--close", "--code", "v"], capture_output=True, timeout=60)
+        self.assertEqual((r.returncode, r.stdout), (0, b"42\n"), r.stderr)
+        r = subprocess.run(kiln + ["--code", "v"], capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn(b"session_lost", r.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+/*
+ * Sessions: sandboxes kept from one job to the next (core/repl.h).
+ *
+ *   OPENING (sandbox starting) -> READY <-> BUSY (a job's cell) -> ENDING -> gone
+ *
+ * A session is one kiln_session (the agent conversation, core/session.c)
+ * in "keep" mode, owned here: its events go to the job that runs in it,
+ * and when that job's cell has ended the job lets go of it (its exit frame
+ * and ack go on as for any job) and the next queued job, or the idle
+ * timer, follows. A session that has ended is remembered for a while
+ * (why), so that a job for it ends session_lost instead of opening a new
+ * one that has lost its state.
+ */
+#include "core/repl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/run.h"
+#include "core/session.h"
+#include "sandbox/backend.h"
+
+/* How long an ended session's id is remembered, and how many. */
+#define ENDED_MEMORY_MS (60 * 60 * 1000)
+#define ENDED_MAX 4096
+
+struct kiln_repl {
+    struct kiln_repl *next;
+    struct kiln_worker *w;
+    char id[KILN_JOB_ID_MAX + 1];
+    const char *plugin;           /* its plugin's name (the plugin outlives it) */
+    struct kiln_session *s;       /* NULL once its sandbox is gone */
+    struct kiln_run *run;         /* the job in it now, or NULL */
+    struct kiln_run *queue;       /* jobs waiting for it, in order (repl_next) */
+    int64_t seq;                  /* jobs it has taken */
+    int64_t idle_ms;
+    uv_timer_t idle;
+    int ready;                    /* its interpreter's sandbox is up */
+    const char *ending;           /* why it ends (a metrics label), or NULL */
+};
+
+/* What a job for an ended session is told, by the label it ended with. */
+static const char *lost_reason(const char *label)
+{
+    static const struct { const char *label, *text; } t[] = {
+        {"closed", "the session was closed (a job with close: true)"},
+        {"idle", "the session ended after its idle time without a job"},
+        {"cancelled", "the session was cancelled"},
+        {"drained", "the worker that held the session drained"},
+        {"exited", "the session's interpreter exited"},
+        {"sandbox_died", "the session's sandbox died"},
+        {"worker_gone", "the worker that held the session is gone"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (strcmp(t[i].label, label) == 0)
+            return t[i].text;
+    return label;
+}
+
+static struct {
+    char id[KILN_JOB_ID_MAX + 1];
+    const char *why;
+    uint64_t at;
+} ended[ENDED_MAX];
+static unsigned nended;
+
+static void remember_end(struct kiln_worker *w, const char *id, const char *why)
+{
+    unsigned i = nended++ % ENDED_MAX;
+    snprintf(ended[i].id, sizeof(ended[i].id), "%s", id);
+    ended[i].why = why;
+    ended[i].at = uv_now(w->loop);
+}
+
+static const char *ended_why(struct kiln_worker *w, const char *id)
+{
+    uint64_t now = uv_now(w->loop);
+    unsigned n = nended < ENDED_MAX ? nended : ENDED_MAX;
+    for (unsigned k = 0; k < n; k++) {
+        unsigned i = (nended - 1 - k) % ENDED_MAX;
+        if (now - ended[i].at < ENDED_MEMORY_MS && strcmp(ended[i].id, id) == 0)
+            return ended[i].why;
+    }
+    return NULL;
+}
+
+static struct kiln_repl *find(struct kiln_worker *w, const char *id)
+{
+    for (struct kiln_repl *r = w->repls; r != NULL; r = r->next)
+        if (strcmp(r->id, id) == 0)
+            return r;
+    return NULL;
+}
+
+static void lose(struct kiln_run *run, const char *label)
+{
+    snprintf(run->reason, sizeof(run->reason), "%s", lost_reason(label));
+    kiln__run_finish(run, KILN_STATUS_SESSION_LOST, run->reason);
+}
+
+/* ---- its end ------------------------------------------------------------ */
+
+static void on_idle_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* The session will end (`why`): now, when no job runs in it; else once
+ * its job is done. Jobs still queued for it are lost. */
+static void end(struct kiln_repl *r, const char *why)
+{
+    if (r->ending == NULL)
+        r->ending = why;
+    uv_timer_stop(&r->idle);
+    while (r->queue != NULL) {
+        struct kiln_run *run = r->queue;
+        r->queue = run->repl_next;
+        run->repl_next = NULL;
+        run->repl = NULL;
+        lose(run, r->ending);
+    }
+    if (r->run == NULL && r->s != NULL)
+        kiln_session_kill(r->s); /* GONE follows: then it is freed */
+}
+
+/* Its sandbox is gone: the session with it. */
+static void gone(struct kiln_repl *r)
+{
+    struct kiln_worker *w = r->w;
+    end(r, "sandbox_died");
+    struct kiln_repl **pp = &w->repls;
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    w->nrepls--;
+    remember_end(w, r->id, r->ending);
+    kiln_metrics_session_closed(r->ending);
+    kiln_info("session %s: ended (%s) after %lld job(s)", r->id, r->ending, (long long)r->seq);
+    uv_close((uv_handle_t *)&r->idle, on_idle_closed);
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    end(t->data, "idle");
+}
+
+/* ---- its jobs ------------------------------------------------------------- */
+
+/* The next queued job goes in, or the session waits (idle), or ends. */
+static void pump(struct kiln_repl *r)
+{
+    if (r->run != NULL || !r->ready || r->s == NULL)
+        return;
+    if (r->ending != NULL) {
+        end(r, r->ending);
+        return;
+    }
+    struct kiln_run *run = r->queue;
+    if (run == NULL) {
+        uv_timer_start(&r->idle, on_idle, (uint64_t)r->idle_ms, 0);
+        return;
+    }
+    uv_timer_stop(&r->idle);
+    r->queue = run->repl_next;
+    run->repl_next = NULL;
+    r->run = run;
+    run->repl_seq = ++r->seq;
+    run->session = r->s;
+    run->refs++; /* the session's, until the job lets go of it */
+    kiln_log_job(KILN_LOG_INFO, run->job->id, run->plugin->name, kiln__run_attempt(run),
+                 "job %s attempt %u: started (%s, session %s, job %lld of it, from %s)", run->job->id,
+                 kiln__run_attempt(run), run->plugin->name, r->id, (long long)run->repl_seq, run->d->ref);
+    kiln_metrics_job_started(run->plugin->name);
+    kiln__run_send(run);
+}
+
+/* The job's cell is over and the session lives on: the job lets go of it
+ * (its frames and ack go on) and the next one may come. */
+static void let_go(struct kiln_repl *r)
+{
+    struct kiln_run *run = r->run;
+    r->run = NULL;
+    run->session = NULL;
+    run->repl = NULL;
+    if (run->job->session_close)
+        end(r, "closed");
+    kiln__run_advance(run);
+    kiln__run_unref(run);
+    pump(r);
+}
+
+static void on_event(void *arg, const struct kiln_session_event *ev)
+{
+    struct kiln_repl *r = arg;
+    struct kiln_run *run = r->run;
+    switch (ev->type) {
+    case KILN_SESSION_READY_EV:
+        r->ready = 1;
+        pump(r);
+        return;
+    case KILN_SESSION_GONE:
+        r->s = NULL;
+        r->ready = 0;
+        r->run = NULL;
+        if (run != NULL) {
+            run->repl = NULL;
+            kiln__run_on_session(run, ev); /* its end says the sandbox died */
+        }
+        gone(r);
+        return;
+    case KILN_SESSION_EXIT:
+        if (ev->exit->ended && r->ending == NULL)
+            r->ending = "exited";
+        break;
+    default:
+        break;
+    }
+    if (run == NULL)
+        return;
+    kiln__run_on_session(run, ev);
+    /* an exit (or a job's own error) leaves the session READY: the cell
+     * is over */
+    if ((ev->type == KILN_SESSION_EXIT || ev->type == KILN_SESSION_ERROR) && r->run == run &&
+        r->s != NULL && r->s->state == KILN_SESSION_READY)
+        let_go(r);
+}
+
+int kiln__repl_may_keep(const struct kiln_run *run)
+{
+    return run->repl != NULL && run->session != NULL && run->session->state == KILN_SESSION_READY;
+}
+
+/* Open a session for the run's job, the first of it. */
+static void open_session(struct kiln_run *run)
+{
+    struct kiln_worker *w = run->w;
+    const struct kiln_config *cfg = w->cfg;
+    char err[512];
+    if (w->draining) {
+        lose(run, "drained");
+        return;
+    }
+    if (w->nrepls >= (unsigned)cfg->max_sessions) {
+        snprintf(run->reason, sizeof(run->reason),
+                 "this worker already holds its --max-sessions %lld sessions: try again when one has ended",
+                 (long long)cfg->max_sessions);
+        kiln__run_reject(run, KILN_REJECT_LIMITS, run->reason);
+        return;
+    }
+    struct kiln_repl *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        kiln__run_finish(run, KILN_STATUS_INTERNAL, "out of memory opening a session");
+        return;
+    }
+    r->w = w;
+    snprintf(r->id, sizeof(r->id), "%s", run->job->session);
+    r->plugin = run->plugin->name;
+    r->idle_ms = run->job->session_idle_ms > 0 ? run->job->session_idle_ms : cfg->session_idle_ms;
+    uv_timer_init(w->loop, &r->idle);
+    r->idle.data = r;
+    struct kiln_spawn_opts needs = {run->lim.memory_mb > 0 ? run->lim.memory_mb : cfg->memory_mb, 0, 1};
+    if (kiln_session_spawn(w->loop, w->backend, run->plan.profile, &needs, NULL, on_event, r, &r->s,
+                           err, sizeof(err)) < 0) {
+        char why[600];
+        snprintf(why, sizeof(why), "the session's sandbox failed to start: %s", err);
+        kiln_error("job %s: %s", run->job->id, why);
+        uv_close((uv_handle_t *)&r->idle, on_idle_closed);
+        kiln__run_finish(run, KILN_STATUS_INTERNAL, why);
+        return;
+    }
+    r->next = w->repls;
+    w->repls = r;
+    w->nrepls++;
+    run->repl = r;
+    r->queue = run;
+    kiln_metrics_session_opened(r->plugin);
+    kiln_info("session %s: opened for job %s (%s, idle %lld ms)", r->id, run->job->id, r->plugin,
+              (long long)r->idle_ms);
+    if (r->s->state == KILN_SESSION_READY) {
+        r->ready = 1;
+        pump(r);
+    }
+}
+
+void kiln__repl_take(struct kiln_run *run)
+{
+    struct kiln_worker *w = run->w;
+    const struct kiln_job *job = run->job;
+    if (job->session_idle_ms > w->cfg->max_session_idle_ms) {
+        snprintf(run->reason, sizeof(run->reason), "session.idle_ms %lld is over this worker's maximum of %lld",
+                 (long long)job->session_idle_ms, (long long)w->cfg->max_session_idle_ms);
+        kiln__run_reject(run, KILN_REJECT_LIMITS, run->reason);
+        return;
+    }
+    struct kiln_repl *r = find(w, job->session);
+    if (r != NULL) {
+        if (strcmp(r->plugin, run->plugin->name) != 0) {
+            snprintf(run->reason, sizeof(run->reason), "session %s runs plugin %s, not %s", r->id,
+                     r->plugin, run->plugin->name);
+            kiln__run_reject(run, KILN_REJECT_INVALID, run->reason);
+            return;
+        }
+        if (r->ending != NULL) {
+            lose(run, r->ending);
+            return;
+        }
+        struct kiln_run **pp = &r->queue;
+        while (*pp != NULL)
+            pp = &(*pp)->repl_next;
+        *pp = run;
+        run->repl = r;
+        pump(r);
+        return;
+    }
+    const char *why = ended_why(w, job->session);
+    if (why != NULL) {
+        lose(run, why);
+        return;
+    }
+    open_session(run);
+}
+
+int kiln__repl_unqueue(struct kiln_run *run)
+{
+    struct kiln_repl *r = run->repl;
+    if (r == NULL || r->run == run)
+        return 0;
+    for (struct kiln_run **pp = &r->queue; *pp != NULL; pp = &(*pp)->repl_next)
+        if (*pp == run) {
+            *pp = run->repl_next;
+            run->repl_next = NULL;
+            run->repl = NULL;
+            return 1;
+        }
+    return 0;
+}
+
+void kiln__repl_cancel(struct kiln_worker *w, const char *id)
+{
+    struct kiln_repl *r = find(w, id);
+    if (r == NULL)
+        return;
+    kiln_info("session %s: cancelled", id);
+    end(r, "cancelled");
+    if (r->run != NULL)
+        kiln__run_stop(r->run, STOP_CANCEL);
+}
+
+void kiln__repl_drain(struct kiln_worker *w)
+{
+    for (struct kiln_repl *r = w->repls, *next; r != NULL; r = next) {
+        next = r->next;
+        end(r, "drained");
+    }
+}
+
+void kiln_repl_gauges(struct kiln_worker *w, FILE *out)
+{
+    fprintf(out, "# HELP kiln_sessions_open Sessions open on this worker.\n# TYPE kiln_sessions_open gauge\n"
+                 "kiln_sessions_open %u\n", w->nrepls);
+    fprintf(out, "# HELP kiln_sessions_max Sessions this worker keeps open at most.\n"
+                 "# TYPE kiln_sessions_max gauge\nkiln_sessions_max %lld\n", (long long)w->cfg->max_sessions);
+}

@@ -1,0 +1,48 @@
+/*
+ * Sessions (a job's `session`): a sandbox whose interpreter outlives its
+ * jobs. The first job of a session id opens it (a fresh sandbox, the
+ * plugin's repl() interpreter, the job's memory and pids limits for good);
+ * its later jobs run there one after another, in the order they came, each
+ * a cell of code with its own timeout and CPU limit. A session ends after
+ * a job with `close`, after idle_ms without a job, when its interpreter
+ * exits or its sandbox dies, when the worker drains, or by a cancel naming
+ * its id; a job for it after that ends `session_lost`, with why.
+ *
+ * Where the source routes sessions between workers (Redis: owner keys and
+ * a stream per worker), a job for a session another live worker holds is
+ * forwarded there; one for a session whose worker is gone is lost.
+ * Internal to core/.
+ */
+#ifndef KILN_REPL_H
+#define KILN_REPL_H
+
+#include <stdio.h>
+
+struct kiln_run;
+struct kiln_worker;
+struct kiln_session;
+
+/* The run's job names a session: run it there (opened for it if it is the
+ * first), queue it behind the session's job, or end it session_lost. Its
+ * plan (the plugin's repl() plan) is made. */
+void kiln__repl_take(struct kiln_run *run);
+
+/* The run's outcome is decided while it holds its session: 1 when the
+ * session may live on (its cell has ended), 0 when it must be killed. */
+int kiln__repl_may_keep(const struct kiln_run *run);
+
+/* A queued run is stopped from outside before it ran: it leaves its
+ * session's queue. Returns 1 if it was queued. */
+int kiln__repl_unqueue(struct kiln_run *run);
+
+/* A cancel names `id`: if a session of this worker has that id, it ends
+ * (its running job cancelled, its queued jobs lost). */
+void kiln__repl_cancel(struct kiln_worker *w, const char *id);
+
+/* The worker drains: idle sessions end now, busy ones after their job. */
+void kiln__repl_drain(struct kiln_worker *w);
+
+/* Sessions open now: gauge lines for /metrics. */
+void kiln_repl_gauges(struct kiln_worker *w, FILE *out);
+
+#endif
