@@ -141,6 +141,7 @@ class Worker:
     def __init__(self, tmp, redis_url, consumer, *extra, env=None):
         self.log_path = os.path.join(tmp, "worker-%s-%s.log" % (consumer, uuid.uuid4().hex[:6]))
         self.log = open(self.log_path, "wb")
+        self.consumer = consumer
         self.args = [os.path.join(BIN, "kiln-worker"), "--consumer", consumer, *extra]
         if redis_url is not None:
             self.args += ["--redis", redis_url, "--block-ms", "200"]

@@ -196,9 +196,11 @@ class Sessions(KilnCase):
         w.proc.send_signal(signal.SIGTERM)
         self.assertEqual(w.proc.wait(timeout=20), 0)
         self.assertIn(b"ended (drained)", w.text())
+        # the queue remembers: a job for it on another worker is told too
         self.start(consumer="w2")
         ex = self.step("b", sid=other)[0]
-        self.assertEqual(ex["status"], "ok" if False else ex["status"])
+        self.assertEqual(ex["status"], "session_lost", ex)
+        self.assertIn("drained", ex["reason"])
 
     def test_kiln_submit_session(self):
         self.start()
@@ -211,6 +213,68 @@ class Sessions(KilnCase):
         r = subprocess.run(kiln + ["--code", "v"], capture_output=True, timeout=60)
         self.assertEqual(r.returncode, 75, r.stderr)
         self.assertIn(b"session_lost", r.stderr)
+
+
+
+class SharedStream(KilnCase):
+    """Two workers read one job stream: every job of a session runs in its
+    session's sandbox, in order, whichever worker took it."""
+
+    def setUp(self):
+        super().setUp()
+        self.w1 = self.worker("w1", *ROOTFS, "--claim-idle-ms", "3000")
+        self.w2 = self.worker("w2", *ROOTFS, "--claim-idle-ms", "3000")
+
+    def submit_step(self, sid, code, **kw):
+        j = self.job(code, plugin="python", session={"id": sid}, **kw)
+        self.submit(j)
+        return j["id"]
+
+    def test_jobs_follow_their_session_in_order(self):
+        sids = ["s-" + uuid.uuid4().hex[:10] for _ in range(3)]
+        ids = {sid: [] for sid in sids}
+        # pipelined: all of every session's jobs at once, interleaved
+        for sid in sids:
+            ids[sid].append(self.submit_step(sid, "seen = []\nimport os\npid = os.getpid()"))
+        for k in range(1, 9):
+            for sid in sids:
+                ids[sid].append(self.submit_step(sid, "seen.append(%d)\n(os.getpid() == pid, seen)" % k))
+        for sid in sids:
+            for n, jid in enumerate(ids[sid], 1):
+                fs = self.wait_exit(jid, timeout=60)
+                ex = [f for f in fs if f["kind"] == "exit"][-1]
+                self.assertEqual(ex["status"], "ok", (sid, n, ex))
+                self.assertEqual(ex["session"], {"id": sid, "seq": n})
+                if n > 1:
+                    res = [f["data"].decode() for f in fs if f["kind"] == "result"]
+                    self.assertEqual(res, ["(True, %r)" % list(range(1, n))], (sid, n))
+        # both workers took jobs; some were forwarded to the holder
+        logs = self.w1.text() + self.w2.text()
+        self.assertIn(b"forwarded there", logs)
+        self.assertEqual(self.pending(), 0)
+
+    def test_owner_killed(self):
+        sid = "s-" + uuid.uuid4().hex[:10]
+        j = self.submit_step(sid, "a = 1")
+        ex = self.wait_exit(j)[-1]
+        self.assertEqual(ex["status"], "ok")
+        owner = self.w1 if ex["worker"] == "w1" else self.w2
+        other = self.w2 if owner is self.w1 else self.w1
+        # a job runs in it when its worker dies
+        running = self.submit_step(sid, "import time\ntime.sleep(30)")
+        wait_for(lambda: b"job %s attempt 1: started" % running.encode() in owner.text(), 20)
+        owner.kill9()
+        # the running job is not run again elsewhere: it ends session_lost
+        fs = self.wait_exit(running, timeout=60)
+        ex = fs[-1]
+        self.assertEqual(ex["status"], "session_lost", ex)
+        self.assertIn("gone", ex["reason"])
+        self.assertEqual(ex["worker"], other.consumer)
+        # and so does the next one
+        ex = self.wait_exit(self.submit_step(sid, "a"), timeout=60)[-1]
+        self.assertEqual(ex["status"], "session_lost", ex)
+        self.assertEqual([f for f in self.frames() if f["id"] == running and f["kind"] == "stdout"], [])
+        wait_for(lambda: self.pending() == 0, 30, "nothing pending")
 
 
 if __name__ == "__main__":

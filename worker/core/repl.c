@@ -21,6 +21,7 @@
 #include "core/metrics.h"
 #include "core/run.h"
 #include "core/session.h"
+#include "queue/source.h"
 #include "sandbox/backend.h"
 
 /* How long an ended session's id is remembered, and how many. */
@@ -39,25 +40,45 @@ struct kiln_repl {
     int64_t idle_ms;
     uv_timer_t idle;
     int ready;                    /* its interpreter's sandbox is up */
+    int claiming;                 /* asking the queue who holds it: not open here (yet) */
+    /* the order of its jobs across workers: the queue's head may start
+     * once none of the session's that came before it is on its way here */
+    struct kiln_run *gate_for;    /* the head asked about */
+    struct kiln_run *gated;       /* the head that may start */
+    uint64_t gate_since;
+    int gating;                   /* a question is out */
+    int dead;                     /* freed once that answer is in */
     const char *ending;           /* why it ends (a metrics label), or NULL */
 };
 
-/* What a job for an ended session is told, by the label it ended with. */
+/* Why a session ended: its label (for metrics and the queue), and what a
+ * job for it after that is told. */
+static const struct { const char *label, *text; } endings[] = {
+    {"closed", "the session was closed (a job with close: true)"},
+    {"idle", "the session ended after its idle time without a job"},
+    {"cancelled", "the session was cancelled"},
+    {"drained", "the worker that held the session drained"},
+    {"exited", "the session's interpreter exited"},
+    {"sandbox_died", "the session's sandbox died"},
+    {"worker_gone", "the worker that held the session is gone"},
+};
+
 static const char *lost_reason(const char *label)
 {
-    static const struct { const char *label, *text; } t[] = {
-        {"closed", "the session was closed (a job with close: true)"},
-        {"idle", "the session ended after its idle time without a job"},
-        {"cancelled", "the session was cancelled"},
-        {"drained", "the worker that held the session drained"},
-        {"exited", "the session's interpreter exited"},
-        {"sandbox_died", "the session's sandbox died"},
-        {"worker_gone", "the worker that held the session is gone"},
-    };
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        if (strcmp(t[i].label, label) == 0)
-            return t[i].text;
+    for (size_t i = 0; i < sizeof(endings) / sizeof(endings[0]); i++)
+        if (strcmp(endings[i].label, label) == 0)
+            return endings[i].text;
     return label;
+}
+
+/* The static label a queue's text names (another worker's word: any
+ * other text is read as its worker gone). */
+static const char *label_of(const char *text)
+{
+    for (size_t i = 0; i < sizeof(endings) / sizeof(endings[0]); i++)
+        if (strcmp(endings[i].label, text) == 0)
+            return endings[i].label;
+    return "worker_gone";
 }
 
 static struct {
@@ -87,6 +108,23 @@ static const char *ended_why(struct kiln_worker *w, const char *id)
     return NULL;
 }
 
+/* Two deliveries by where they first came into the job stream ("ms-seq"
+ * entry ids); without one (Kafka), in the order they came here. */
+static int origin_cmp(const struct kiln_delivery *a, const struct kiln_delivery *b)
+{
+    unsigned long long am, as = 0, bm, bs = 0;
+    char *e;
+    if (a == NULL || b == NULL || a->origin[0] == '\0' || b->origin[0] == '\0')
+        return 0;
+    am = strtoull(a->origin, &e, 10);
+    if (*e == '-')
+        as = strtoull(e + 1, NULL, 10);
+    bm = strtoull(b->origin, &e, 10);
+    if (*e == '-')
+        bs = strtoull(e + 1, NULL, 10);
+    return am != bm ? (am < bm ? -1 : 1) : as != bs ? (as < bs ? -1 : 1) : 0;
+}
+
 static struct kiln_repl *find(struct kiln_worker *w, const char *id)
 {
     for (struct kiln_repl *r = w->repls; r != NULL; r = r->next)
@@ -105,7 +143,11 @@ static void lose(struct kiln_run *run, const char *label)
 
 static void on_idle_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct kiln_repl *r = h->data;
+    if (r->gating)
+        r->dead = 1; /* its answer frees it */
+    else
+        free(r);
 }
 
 /* The session will end (`why`): now, when no job runs in it; else once
@@ -126,20 +168,27 @@ static void end(struct kiln_repl *r, const char *why)
         kiln_session_kill(r->s); /* GONE follows: then it is freed */
 }
 
+static void unlink_repl(struct kiln_repl *r)
+{
+    struct kiln_repl **pp = &r->w->repls;
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    uv_close((uv_handle_t *)&r->idle, on_idle_closed);
+}
+
 /* Its sandbox is gone: the session with it. */
 static void gone(struct kiln_repl *r)
 {
     struct kiln_worker *w = r->w;
     end(r, "sandbox_died");
-    struct kiln_repl **pp = &w->repls;
-    while (*pp != r)
-        pp = &(*pp)->next;
-    *pp = r->next;
     w->nrepls--;
     remember_end(w, r->id, r->ending);
+    if (w->src->ops->session_end != NULL)
+        w->src->ops->session_end(w->src, r->id, r->ending);
     kiln_metrics_session_closed(r->ending);
     kiln_info("session %s: ended (%s) after %lld job(s)", r->id, r->ending, (long long)r->seq);
-    uv_close((uv_handle_t *)&r->idle, on_idle_closed);
+    unlink_repl(r);
 }
 
 static void on_idle(uv_timer_t *t)
@@ -148,6 +197,61 @@ static void on_idle(uv_timer_t *t)
 }
 
 /* ---- its jobs ------------------------------------------------------------- */
+
+/* How long the head of a session's queue waits for an earlier job of it
+ * still on its way from another worker, at most. */
+#define GATE_MAX_MS 5000
+#define GATE_RETRY_MS 10
+
+static void pump(struct kiln_repl *r);
+
+static void on_gate_retry(uv_timer_t *t)
+{
+    pump(t->data);
+}
+
+static void on_gate(void *arg, int clear)
+{
+    struct kiln_repl *r = arg;
+    r->gating = 0;
+    if (r->dead) {
+        free(r);
+        return;
+    }
+    if (clear == 0 && r->gate_for == r->queue && r->s != NULL) {
+        uv_timer_start(&r->idle, on_gate_retry, GATE_RETRY_MS, 0);
+        return;
+    }
+    if (clear != 0)
+        r->gated = r->gate_for;
+    pump(r);
+}
+
+/* The head of the queue may start: no earlier job of the session is on
+ * its way here (or the queue cannot say, or it waited long enough). */
+static int may_start(struct kiln_repl *r, struct kiln_run *head)
+{
+    struct kiln_source *src = r->w->src;
+    if (src->ops->session_gate == NULL || head->d == NULL || head->d->origin[0] == '\0' || r->gated == head)
+        return 1;
+    if (r->gating)
+        return 0; /* its answer pumps again */
+    uint64_t now = uv_now(r->w->loop);
+    if (r->gate_for != head) {
+        r->gate_for = head;
+        r->gate_since = now;
+    }
+    if (now - r->gate_since >= GATE_MAX_MS) {
+        kiln_warn("session %s: job %s waited %d ms for an earlier job of the session; starting it",
+                  r->id, head->job->id, GATE_MAX_MS);
+        return 1;
+    }
+    r->gating = 1;
+    if (src->ops->session_gate(src, r->id, head->d->origin, on_gate, r) == 0)
+        return 0;
+    r->gating = 0;
+    return 1;
+}
 
 /* The next queued job goes in, or the session waits (idle), or ends. */
 static void pump(struct kiln_repl *r)
@@ -164,6 +268,9 @@ static void pump(struct kiln_repl *r)
         return;
     }
     uv_timer_stop(&r->idle);
+    if (!may_start(r, run))
+        return;
+    r->gate_for = r->gated = NULL;
     r->queue = run->repl_next;
     run->repl_next = NULL;
     r->run = run;
@@ -233,21 +340,161 @@ int kiln__repl_may_keep(const struct kiln_run *run)
     return run->repl != NULL && run->session != NULL && run->session->state == KILN_SESSION_READY;
 }
 
-/* Open a session for the run's job, the first of it. */
+/* The session's sandbox, for its first job (the head of its queue). */
+static void open_sandbox(struct kiln_repl *r)
+{
+    struct kiln_worker *w = r->w;
+    struct kiln_run *run = r->queue;
+    char err[512];
+    struct kiln_spawn_opts needs = {run->lim.memory_mb > 0 ? run->lim.memory_mb : w->cfg->memory_mb, 0, 1};
+    w->nrepls++;
+    kiln_metrics_session_opened(r->plugin);
+    if (kiln_session_spawn(w->loop, w->backend, run->plan.profile, &needs, NULL, on_event, r, &r->s,
+                           err, sizeof(err)) < 0) {
+        char why[600];
+        snprintf(why, sizeof(why), "the session's sandbox failed to start: %s", err);
+        kiln_error("job %s: %s", run->job->id, why);
+        r->queue = run->repl_next;
+        run->repl_next = NULL;
+        run->repl = NULL;
+        kiln__run_finish(run, KILN_STATUS_INTERNAL, why);
+        gone(r);
+        return;
+    }
+    kiln_info("session %s: opened for job %s (%s, idle %lld ms)", r->id, run->job->id, r->plugin,
+              (long long)r->idle_ms);
+    if (r->s->state == KILN_SESSION_READY) {
+        r->ready = 1;
+        pump(r);
+    }
+}
+
+/* ---- between workers ---------------------------------------------------- */
+
+/* This worker holds as many sessions as it may: the job that would open
+ * one more is rejected (a client tries again later, or elsewhere). */
+static void full(struct kiln_run *run)
+{
+    snprintf(run->reason, sizeof(run->reason),
+             "this worker already holds its --max-sessions %lld sessions: try again when one has ended",
+             (long long)run->w->cfg->max_sessions);
+    kiln__run_reject(run, KILN_REJECT_LIMITS, run->reason);
+}
+
+static void on_forwarded(void *arg, int status, const char *err)
+{
+    struct kiln_run *run = arg;
+    run->refs--;
+    if (status < 0) {
+        kiln_error("job %s: could not forward it to its session's worker (%s)", kiln__run_id(run), err);
+        kiln__run_release(run); /* delivered again */
+    } else {
+        kiln__run_handoff(run);
+    }
+}
+
+/* What the queue says of the session a placeholder asked about. */
+static void on_claim(void *arg, int verdict, const char *text)
+{
+    struct kiln_repl *r = arg;
+    struct kiln_worker *w = r->w;
+    r->claiming = 0;
+    if (verdict == KILN_CLAIM_NEW && w->draining && r->ending == NULL)
+        r->ending = "drained";
+    if (verdict == KILN_CLAIM_NEW && r->ending == NULL && r->queue != NULL &&
+        w->nrepls < (unsigned)w->cfg->max_sessions) {
+        open_sandbox(r);
+        return;
+    }
+    if (verdict == KILN_CLAIM_NEW) { /* claimed, and not opened after all */
+        if (r->ending == NULL) {
+            w->src->ops->session_end(w->src, r->id, NULL); /* as if never: another may open it */
+            while (r->queue != NULL) {
+                struct kiln_run *run = r->queue;
+                r->queue = run->repl_next;
+                run->repl_next = NULL;
+                run->repl = NULL;
+                full(run);
+            }
+        } else {
+            w->src->ops->session_end(w->src, r->id, r->ending);
+        }
+    }
+    if (verdict == KILN_CLAIM_LOST)
+        remember_end(w, r->id, text = label_of(text));
+    while (r->queue != NULL) {
+        struct kiln_run *run = r->queue;
+        r->queue = run->repl_next;
+        run->repl_next = NULL;
+        run->repl = NULL;
+        if (verdict == KILN_CLAIM_LOST) {
+            lose(run, text);
+        } else if (verdict == KILN_CLAIM_ELSEWHERE) {
+            run->refs++;
+            int rc = w->src->ops->session_forward(w->src, text, run->d, on_forwarded, run);
+            if (rc < 0) {
+                run->refs--;
+                kiln__run_release(run);
+            } else {
+                kiln_info("job %s: session %s is held by worker %s: forwarded there", run->job->id,
+                          r->id, text);
+            }
+        } else {
+            kiln_warn("job %s: cannot tell who holds session %s (%s); it will be delivered again",
+                      run->job->id, r->id, text);
+            kiln__run_release(run);
+        }
+    }
+    unlink_repl(r);
+}
+
+static void on_lease_lost(void *arg, const char *id)
+{
+    struct kiln_repl *r = find(arg, id);
+    if (r != NULL && !r->claiming) {
+        kiln_warn("session %s: this worker's hold on it lapsed (cut off from the queue too long)", id);
+        end(r, "worker_gone");
+    }
+}
+
+/* Every few seconds: the queue hears that this worker still holds its
+ * sessions. */
+static void on_renew(uv_timer_t *t)
+{
+    struct kiln_worker *w = t->data;
+    const char *ids[256];
+    size_t n = 0;
+    for (struct kiln_repl *r = w->repls; r != NULL && n < 256; r = r->next)
+        if (!r->claiming && r->ending == NULL)
+            ids[n++] = r->id;
+    w->src->ops->session_renew(w->src, ids, n, on_lease_lost, w);
+}
+
+static void renew_start(struct kiln_worker *w)
+{
+    static uv_timer_t timer;
+    static int started;
+    if (started || w->src->ops->session_renew == NULL)
+        return;
+    started = 1;
+    uv_timer_init(w->loop, &timer);
+    timer.data = w;
+    uv_timer_start(&timer, on_renew, 5000, 5000);
+    uv_unref((uv_handle_t *)&timer);
+}
+
+/* Open a session for the run's job, the first of it: here, or where the
+ * queue says it is held. */
 static void open_session(struct kiln_run *run)
 {
     struct kiln_worker *w = run->w;
     const struct kiln_config *cfg = w->cfg;
-    char err[512];
     if (w->draining) {
         lose(run, "drained");
         return;
     }
-    if (w->nrepls >= (unsigned)cfg->max_sessions) {
-        snprintf(run->reason, sizeof(run->reason),
-                 "this worker already holds its --max-sessions %lld sessions: try again when one has ended",
-                 (long long)cfg->max_sessions);
-        kiln__run_reject(run, KILN_REJECT_LIMITS, run->reason);
+    if (w->src->ops->session_claim == NULL && w->nrepls >= (unsigned)cfg->max_sessions) {
+        full(run);
         return;
     }
     struct kiln_repl *r = calloc(1, sizeof(*r));
@@ -261,28 +508,19 @@ static void open_session(struct kiln_run *run)
     r->idle_ms = run->job->session_idle_ms > 0 ? run->job->session_idle_ms : cfg->session_idle_ms;
     uv_timer_init(w->loop, &r->idle);
     r->idle.data = r;
-    struct kiln_spawn_opts needs = {run->lim.memory_mb > 0 ? run->lim.memory_mb : cfg->memory_mb, 0, 1};
-    if (kiln_session_spawn(w->loop, w->backend, run->plan.profile, &needs, NULL, on_event, r, &r->s,
-                           err, sizeof(err)) < 0) {
-        char why[600];
-        snprintf(why, sizeof(why), "the session's sandbox failed to start: %s", err);
-        kiln_error("job %s: %s", run->job->id, why);
-        uv_close((uv_handle_t *)&r->idle, on_idle_closed);
-        kiln__run_finish(run, KILN_STATUS_INTERNAL, why);
-        return;
-    }
     r->next = w->repls;
     w->repls = r;
-    w->nrepls++;
     run->repl = r;
     r->queue = run;
-    kiln_metrics_session_opened(r->plugin);
-    kiln_info("session %s: opened for job %s (%s, idle %lld ms)", r->id, run->job->id, r->plugin,
-              (long long)r->idle_ms);
-    if (r->s->state == KILN_SESSION_READY) {
-        r->ready = 1;
-        pump(r);
+    if (w->src->ops->session_claim == NULL) {
+        open_sandbox(r);
+        return;
     }
+    renew_start(w);
+    r->claiming = 1; /* later jobs of it queue here meanwhile */
+    int rc = w->src->ops->session_claim(w->src, r->id, on_claim, r);
+    if (rc < 0)
+        on_claim(r, rc, rc == -ENOTCONN ? "not connected to the queue" : strerror(-rc));
 }
 
 void kiln__repl_take(struct kiln_run *run)
@@ -303,13 +541,16 @@ void kiln__repl_take(struct kiln_run *run)
             kiln__run_reject(run, KILN_REJECT_INVALID, run->reason);
             return;
         }
-        if (r->ending != NULL) {
+        if (r->ending != NULL && !r->claiming) {
             lose(run, r->ending);
             return;
         }
+        /* in the order they came into the job stream (a job forwarded here
+         * may come after one that followed it) */
         struct kiln_run **pp = &r->queue;
-        while (*pp != NULL)
+        while (*pp != NULL && origin_cmp((*pp)->d, run->d) <= 0)
             pp = &(*pp)->repl_next;
+        run->repl_next = *pp;
         *pp = run;
         run->repl = r;
         pump(r);
@@ -341,7 +582,7 @@ int kiln__repl_unqueue(struct kiln_run *run)
 void kiln__repl_cancel(struct kiln_worker *w, const char *id)
 {
     struct kiln_repl *r = find(w, id);
-    if (r == NULL)
+    if (r == NULL || r->claiming)
         return;
     kiln_info("session %s: cancelled", id);
     end(r, "cancelled");
@@ -353,7 +594,8 @@ void kiln__repl_drain(struct kiln_worker *w)
 {
     for (struct kiln_repl *r = w->repls, *next; r != NULL; r = next) {
         next = r->next;
-        end(r, "drained");
+        if (!r->claiming)
+            end(r, "drained");
     }
 }
 

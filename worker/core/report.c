@@ -110,6 +110,15 @@ void kiln__run_release(struct kiln_run *run)
     done(run);
 }
 
+/* Another worker runs the job (it holds the job's session): this delivery
+ * is done, acknowledged without a frame. */
+void kiln__run_handoff(struct kiln_run *run)
+{
+    run->w->src->ops->ack(run->w->src, run->d);
+    run->d = NULL;
+    done(run);
+}
+
 /* ---- frames ----------------------------------------------------------- */
 
 static void on_frame_written(void *arg, int status, const char *err)

@@ -192,6 +192,9 @@ void kiln__run_backoff(struct kiln_run *run);
 void kiln__run_summary(struct kiln_run *run);
 /* Let go of the delivery unacknowledged: the queue delivers it again. */
 void kiln__run_release(struct kiln_run *run);
+/* The job went to the worker that holds its session: acknowledged here,
+ * without a frame. */
+void kiln__run_handoff(struct kiln_run *run);
 /* One chunk of the job's stdout (1) or stderr (2), as a frame. */
 void kiln__run_output(struct kiln_run *run, int fd, const void *data, size_t len);
 /* A chunk of a file the job's `collect` sends back, as a "file" frame. */

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -227,8 +228,8 @@ static void flush_outbox(struct rsrc *s)
         op_send(s, op);
 }
 
-static int enqueue(struct rsrc *s, int argc, const char **argv, const size_t *argvlen,
-                   kiln_write_cb cb, void *arg, struct rdelivery *acked)
+int kiln__redis_enqueue(struct rsrc *s, int argc, const char **argv, const size_t *argvlen,
+                        kiln_write_cb cb, void *arg, struct rdelivery *acked)
 {
     struct op *op = calloc(1, sizeof(*op));
     if (op == NULL)
@@ -259,16 +260,16 @@ static int redis_write(struct kiln_source *src, const char *dest, const char *ke
     size_t argvlen[] = {4, strlen(dest), 1, 5, len};
     (void)key;
     (void)info; /* the frame itself says all; streams have no headers */
-    return enqueue(s, 5, argv, argvlen, cb, arg, NULL);
+    return kiln__redis_enqueue(s, 5, argv, argvlen, cb, arg, NULL);
 }
 
 static void redis_ack(struct kiln_source *src, struct kiln_delivery *pub)
 {
     struct rsrc *s = (struct rsrc *)src;
     struct rdelivery *d = (struct rdelivery *)pub;
-    const char *argv[] = {"XACK", s->pub.cfg->jobs, s->pub.cfg->group, d->id};
+    const char *argv[] = {"XACK", d->stream, s->pub.cfg->group, d->id};
     s->acks_unconfirmed++;
-    if (enqueue(s, 4, argv, NULL, NULL, NULL, d) < 0) {
+    if (kiln__redis_enqueue(s, 4, argv, NULL, NULL, NULL, d) < 0) {
         s->acks_unconfirmed--;
         kiln_error("out of memory acknowledging %s; it will be delivered again", d->id);
     }
@@ -289,7 +290,7 @@ static void touch_inflight(struct rsrc *s)
         argv[n++] = d->id;
         if (n == 63 || d->next == NULL) {
             argv[n++] = "JUSTID";
-            enqueue(s, n, argv, NULL, NULL, NULL, NULL);
+            kiln__redis_enqueue(s, n, argv, NULL, NULL, NULL, NULL);
             n = first;
         }
     }
@@ -351,6 +352,7 @@ static void on_tick(uv_timer_t *t)
         if (s->inflight != NULL)
             touch_inflight(s);
     }
+    kiln__redis_session_tick(s);
     kiln__redis_fetch_next(s);
 }
 
@@ -436,6 +438,7 @@ static void redis_destroy(struct kiln_source *src)
     while (s->inflight != NULL)
         kiln__redis_release(s, s->inflight);
     kiln_redis_url_free(&s->url);
+    free(s->mine);
     /* three timers to close before the struct goes */
     s->closing = 4;
     s->tick.data = s->cmd.retry.data = s->fetch.retry.data = s->ctl.retry.data = s;
@@ -457,6 +460,11 @@ static const struct kiln_source_ops redis_ops = {
     .ready = redis_ready,
     .gauges = redis_gauges,
     .destroy = redis_destroy,
+    .session_claim = kiln__redis_session_claim,
+    .session_forward = kiln__redis_session_forward,
+    .session_end = kiln__redis_session_end,
+    .session_gate = kiln__redis_session_gate,
+    .session_renew = kiln__redis_session_renew,
 };
 
 int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
@@ -479,6 +487,17 @@ int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
     s->pub.on_delivery = cb;
     s->pub.arg = arg;
     strcpy(s->claim_from, "0-0");
+    unsigned char nonce[6];
+    if (getrandom(nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
+        memset(nonce, 0, sizeof(nonce));
+    snprintf(s->me, sizeof(s->me), "%.120s %02x%02x%02x%02x%02x%02x", cfg->consumer, nonce[0],
+             nonce[1], nonce[2], nonce[3], nonce[4], nonce[5]);
+    if (asprintf(&s->mine, "%s:worker:%s", cfg->jobs, cfg->consumer) < 0) {
+        kiln_redis_url_free(&s->url);
+        free(s);
+        snprintf(err, errlen, "redis: out of memory");
+        return -ENOMEM;
+    }
     strcpy(s->ctl_last, "$");
     s->pending = s->lag = -1;
     struct rconn *conns[] = {&s->cmd, &s->fetch, &s->ctl};

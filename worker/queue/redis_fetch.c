@@ -32,14 +32,16 @@ static int is_inflight(struct rsrc *s, const char *id)
 
 /* One entry [id, [field, value, ...]] from a read or claim. Returns a new
  * in-flight delivery, or NULL (entry deleted, or out of memory). */
-static struct rdelivery *take_entry(struct rsrc *s, const redisReply *e)
+static struct rdelivery *take_entry(struct rsrc *s, const redisReply *e, const char *stream)
 {
     if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING)
         return NULL;
     struct rdelivery *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return NULL;
+    d->stream = stream;
     snprintf(d->id, sizeof(d->id), "%s", e->element[0]->str);
+    snprintf(d->pub.origin, sizeof(d->pub.origin), "%s", d->id);
     snprintf(d->pub.ref, sizeof(d->pub.ref), "%s", d->id);
     d->pub.enqueued_ms = strtoll(d->id, NULL, 10); /* a stream id starts with its ms time */
     d->pub.src = &s->pub;
@@ -51,8 +53,12 @@ static struct rdelivery *take_entry(struct rsrc *s, const redisReply *e)
         d->pub.missing = "the stream entry has no 'job' field";
         for (size_t i = 0; i + 1 < f->elements; i += 2) {
             const redisReply *k = f->element[i], *v = f->element[i + 1];
+            const char *sp;
+            if (k->type == REDIS_REPLY_STRING && strcmp(k->str, "from") == 0 && v->type == REDIS_REPLY_STRING &&
+                stream != s->pub.cfg->jobs && (sp = strrchr(v->str, ' ')) != NULL)
+                snprintf(d->pub.origin, sizeof(d->pub.origin), "%s", sp + 1); /* forwarded: its first entry */
             if (k->type == REDIS_REPLY_STRING && strcmp(k->str, "job") == 0 &&
-                v->type == REDIS_REPLY_STRING) {
+                v->type == REDIS_REPLY_STRING && d->data == NULL) {
                 if ((d->data = malloc(v->len ? v->len : 1)) == NULL) {
                     free(d);
                     return NULL;
@@ -61,7 +67,6 @@ static struct rdelivery *take_entry(struct rsrc *s, const redisReply *e)
                 d->pub.data = d->data;
                 d->pub.len = v->len;
                 d->pub.missing = NULL;
-                break;
             }
         }
     }
@@ -102,18 +107,18 @@ static void deliver_again(struct rsrc *s, struct rdelivery *d)
 {
     const struct kiln_config *cfg = s->pub.cfg;
     if (redisAsyncCommand(s->fetch.ac, on_pending_count, d, "XPENDING %s %s %s %s 1",
-                          cfg->jobs, cfg->group, d->id, d->id) != REDIS_OK)
+                          d->stream, cfg->group, d->id, d->id) != REDIS_OK)
         s->pub.on_delivery(s->pub.arg, &d->pub);
 }
 
-static void deliver_entries(struct rsrc *s, const redisReply *entries, int fresh)
+static void deliver_entries(struct rsrc *s, const redisReply *entries, int fresh, const char *stream)
 {
     for (size_t i = 0; i < entries->elements; i++) {
         const redisReply *e = entries->element[i];
         if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
             e->element[0]->type == REDIS_REPLY_STRING && is_inflight(s, e->element[0]->str))
             continue; /* ours and still running (or its ack is in flight) */
-        struct rdelivery *d = take_entry(s, e);
+        struct rdelivery *d = take_entry(s, e, stream);
         if (d == NULL)
             continue;
         s->credit--;
@@ -144,11 +149,16 @@ static void on_group(redisAsyncContext *ac, void *r, void *priv)
 {
     struct rsrc *s = ((struct rconn *)ac->data)->s;
     redisReply *reply = r;
-    (void)priv;
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) == 0)
         reply->type = REDIS_REPLY_STATUS; /* it exists: fine */
     if (fetch_failed(s, reply))
         return;
+    /* and this worker's own stream, where others forward its sessions' jobs */
+    if (priv == NULL && redisAsyncCommand(ac, on_group, s, "XGROUP CREATE %s %s 0 MKSTREAM", s->mine,
+                                          s->pub.cfg->group) == REDIS_OK) {
+        s->fetching = 1;
+        return;
+    }
     s->phase = PH_RECOVER;
     strcpy(s->recover_from, "0");
     kiln__redis_fetch_next(s);
@@ -161,22 +171,28 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
     int recovering = priv != NULL;
     if (fetch_failed(s, reply))
         return;
-    /* [[stream, [entry, ...]]] or nil when the block timed out */
+    /* [[stream, [entry, ...]], ...] or nil when the block timed out */
     const redisReply *entries = NULL;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
-        reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2)
-        entries = reply->element[0]->element[1];
+    for (size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
+        const redisReply *st = reply->element[i];
+        if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 || st->element[0]->type != REDIS_REPLY_STRING ||
+            st->element[1]->type != REDIS_REPLY_ARRAY)
+            continue;
+        int own = strcmp(st->element[0]->str, s->mine) == 0;
+        entries = st->element[1];
+        deliver_entries(s, entries, !recovering, own ? s->mine : s->pub.cfg->jobs);
+    }
     if (recovering) {
         if (entries == NULL || entries->elements == 0) {
-            s->phase = PH_NEW; /* our own pending list is done */
+            /* our own pending list is done: the job stream's, then our own stream's */
+            s->phase = s->phase == PH_RECOVER ? PH_RECOVER_MINE : PH_NEW;
+            strcpy(s->recover_from, "0");
         } else {
             const redisReply *last = entries->element[entries->elements - 1];
             if (last->type == REDIS_REPLY_ARRAY && last->elements >= 1)
                 snprintf(s->recover_from, sizeof(s->recover_from), "%s", last->element[0]->str);
         }
     }
-    if (entries != NULL && entries->type == REDIS_REPLY_ARRAY)
-        deliver_entries(s, entries, !recovering);
     kiln__redis_fetch_next(s);
 }
 
@@ -195,7 +211,7 @@ static void on_claim(redisAsyncContext *ac, void *r, void *priv)
         if (strcmp(cursor, "0-0") == 0) /* swept the whole list: rest a while */
             s->next_claim = kiln__redis_now(s) + (uint64_t)s->pub.cfg->claim_idle_ms / 2;
         if (reply->element[1]->type == REDIS_REPLY_ARRAY)
-            deliver_entries(s, reply->element[1], 0);
+            deliver_entries(s, reply->element[1], 0, s->pub.cfg->jobs);
     }
     kiln__redis_fetch_next(s);
 }
@@ -222,8 +238,10 @@ void kiln__redis_fetch_next(struct rsrc *s)
                               cfg->jobs, cfg->group);
         break;
     case PH_RECOVER:
+    case PH_RECOVER_MINE:
         r = redisAsyncCommand(ac, on_read, s, "XREADGROUP GROUP %s %s COUNT %s STREAMS %s %s",
-                              cfg->group, cfg->consumer, count, cfg->jobs, s->recover_from);
+                              cfg->group, cfg->consumer, count,
+                              s->phase == PH_RECOVER ? cfg->jobs : s->mine, s->recover_from);
         break;
     default:
         if (kiln__redis_now(s) >= s->next_claim) {
@@ -235,8 +253,8 @@ void kiln__redis_fetch_next(struct rsrc *s)
         snprintf(block, sizeof(block), "%lld", (long long)cfg->block_ms);
         s->fetch_wait += (uint64_t)cfg->block_ms;
         r = redisAsyncCommand(ac, on_read, NULL,
-                              "XREADGROUP GROUP %s %s COUNT %s BLOCK %s STREAMS %s >",
-                              cfg->group, cfg->consumer, count, block, cfg->jobs);
+                              "XREADGROUP GROUP %s %s COUNT %s BLOCK %s STREAMS %s %s > >",
+                              cfg->group, cfg->consumer, count, block, cfg->jobs, s->mine);
         break;
     }
     if (r == REDIS_OK) {

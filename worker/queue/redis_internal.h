@@ -6,6 +6,8 @@
  *                  stream (ctl)
  *   redis_uv.c     hiredis on libuv
  *   redis_url.c    --redis parsing
+ *   redis_session.c sessions between workers: owner keys, the stream of
+ *                  each worker, forwarding, leases, the sweep of the dead
  */
 #ifndef KILN_REDIS_INTERNAL_H
 #define KILN_REDIS_INTERNAL_H
@@ -32,6 +34,7 @@ struct rconn {
 
 struct rdelivery {
     struct kiln_delivery pub;
+    const char *stream;             /* the job stream, or this worker's own */
     char id[64];
     unsigned char *data;
     struct rdelivery *prev, *next;  /* the in-flight list */
@@ -48,7 +51,7 @@ struct op {
     struct rdelivery *acked;        /* XACK: released when answered */
 };
 
-enum phase { PH_GROUP, PH_RECOVER, PH_NEW };
+enum phase { PH_GROUP, PH_RECOVER, PH_RECOVER_MINE, PH_NEW };
 
 struct rsrc {
     struct kiln_source pub;
@@ -71,6 +74,10 @@ struct rsrc {
     char claim_from[64];
     uint64_t next_claim, next_touch;
     uv_timer_t tick;
+    char *mine;                     /* <jobs>:worker:<consumer>: jobs of its sessions
+                                     * that other workers forwarded */
+    char me[200];                   /* "<consumer> <instance>": owner keys' value */
+    uint64_t next_beat;             /* the heartbeat and sweep (redis_session.c) */
     struct rdelivery *inflight;
     int stopping;
     int draining;                   /* no more fetches */
@@ -82,6 +89,24 @@ static inline uint64_t kiln__redis_now(struct rsrc *s)
     return uv_now(s->pub.loop);
 }
 
+/* redis.c: queue a command on the outbox (cmd connection), in order, sent
+ * again after a reconnect until answered; `cb` (may be NULL) hears the
+ * answer, `acked` is released with it. 0 or -ENOMEM. */
+int kiln__redis_enqueue(struct rsrc *s, int argc, const char **argv, const size_t *argvlen,
+                        kiln_write_cb cb, void *arg, struct rdelivery *acked);
+/* redis_session.c: the heartbeat of this worker and the sweep of workers
+ * that stopped beating (their streams back to the job stream), due every
+ * few seconds from the tick. */
+void kiln__redis_session_tick(struct rsrc *s);
+/* redis_session.c: the session ops of struct kiln_source_ops. */
+int kiln__redis_session_claim(struct kiln_source *src, const char *id, kiln_claim_cb cb, void *arg);
+int kiln__redis_session_forward(struct kiln_source *src, const char *owner, struct kiln_delivery *d,
+                                kiln_write_cb cb, void *arg);
+int kiln__redis_session_gate(struct kiln_source *src, const char *id, const char *origin,
+                             void (*cb)(void *arg, int clear), void *arg);
+void kiln__redis_session_end(struct kiln_source *src, const char *id, const char *why);
+void kiln__redis_session_renew(struct kiln_source *src, const char *const *ids, size_t n,
+                               kiln_lost_cb lost, void *arg);
 /* redis.c: take `d` off the in-flight list and free it. */
 void kiln__redis_release(struct rsrc *s, struct rdelivery *d);
 /* redis_fetch.c: send the next group read or claim, if one is due and

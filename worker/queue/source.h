@@ -24,11 +24,23 @@ struct kiln_delivery {
     const char *missing;        /* why data is NULL */
     unsigned attempt;           /* 1 on first delivery */
     char ref[64];               /* the queue's name for it, for logs */
+    char origin[64];            /* Redis: its entry id in the job stream (a job
+                                 * forwarded here: where it was first), the
+                                 * order of a session's jobs; "": none */
     int64_t enqueued_ms;        /* when it was enqueued (unix ms), 0: unknown */
 };
 
 /* A control message: cancel the job with this id (borrowed). */
 typedef void (*kiln_cancel_cb)(void *arg, const char *job_id);
+
+/* Who holds a session (session_claim): this worker, now (NEW), another
+ * (ELSEWHERE: `text` names it), nobody any more (LOST: `text` is why it
+ * ended, a label of core/repl.c); or the question failed (< 0, `text` why).
+ * `text` is borrowed for the call. */
+enum { KILN_CLAIM_NEW, KILN_CLAIM_ELSEWHERE, KILN_CLAIM_LOST };
+typedef void (*kiln_claim_cb)(void *arg, int verdict, const char *text);
+/* A session this worker held whose lease it has lost (session_renew). */
+typedef void (*kiln_lost_cb)(void *arg, const char *id);
 
 /* The worker's half: called by the source for each delivery. */
 typedef void (*kiln_delivery_cb)(void *arg, struct kiln_delivery *d);
@@ -77,6 +89,29 @@ struct kiln_source_ops {
     void (*gauges)(struct kiln_source *s, FILE *out);
     /* 1 when connected to the queue; else 0 with why. */
     int (*ready)(struct kiln_source *s, char *why, size_t len);
+    /* Optional: sessions shared by the workers of one queue (core/repl.c);
+     * NULL: each worker's sessions are its own. */
+    /* Who holds session `id`: if nobody ever did, this worker from now on.
+     * 0 and `cb` once, later; or a negative errno and no call. */
+    int (*session_claim)(struct kiln_source *s, const char *id, kiln_claim_cb cb, void *arg);
+    /* Hand `d`'s job to the worker `owner` (as session_claim named it);
+     * `cb` once it is there (then ack `d`). 0, or a negative errno. */
+    int (*session_forward)(struct kiln_source *s, const char *owner, struct kiln_delivery *d,
+                           kiln_write_cb cb, void *arg);
+    /* The session has ended (`why`, a label): a job for it, wherever it
+     * lands, is told so. `why` NULL: it never opened (this worker claimed
+     * it and could not): forget the claim. */
+    void (*session_end)(struct kiln_source *s, const char *id, const char *why);
+    /* May the session's job that came as `origin` (kiln_delivery) start,
+     * or is one of the session's that came before it still on its way
+     * here? `cb(arg, 1)`: start; `cb(arg, 0)`: ask again soon; < 0: the
+     * queue cannot say. 0 and one call later, or a negative errno. */
+    int (*session_gate)(struct kiln_source *s, const char *id, const char *origin,
+                        void (*cb)(void *arg, int clear), void *arg);
+    /* Keep holding these sessions (every few seconds): `lost` for each
+     * whose hold lapsed (this worker was cut off too long). */
+    void (*session_renew)(struct kiln_source *s, const char *const *ids, size_t n,
+                          kiln_lost_cb lost, void *arg);
     /* Close connections (a Kafka consumer leaves its group, committing
      * what is stored); `s` is freed. Outstanding write callbacks are not
      * called. */
