@@ -97,6 +97,27 @@ static void test_file_frames(void **state)
     msgpack_sbuffer_destroy(&sum);
 }
 
+static void test_session_frames(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    kiln_frame_result(&sb, "s1", 1, 1, "[1, 2]", 6);
+    assert_golden("result", &sb);
+    msgpack_sbuffer_destroy(&sb);
+    struct kiln_exit e = {.status = KILN_STATUS_OK, .has_code = 1, .wall_ms = 2, .cpu_ms = 1,
+                          .max_rss_kb = 9000, .attempt = 1, .worker = "w", .run = -1, .runs_ok = -1,
+                          .session = "sess-1", .session_seq = 3};
+    kiln_frame_exit(&sb, "s1", 2, &e);
+    assert_golden("exit_session", &sb);
+    msgpack_sbuffer_destroy(&sb);
+    e = (struct kiln_exit){.status = KILN_STATUS_SESSION_LOST, .attempt = 1, .worker = "w", .run = -1,
+                           .runs_ok = -1, .reason = "the session was closed (a job with close: true)",
+                           .session = "sess-1"};
+    kiln_frame_exit(&sb, "s2", 0, &e);
+    assert_golden("exit_session_lost", &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static enum kiln_verdict verdict_of(const char *name)
 {
     for (int v = 0; v < KILN_VERDICT_COUNT; v++)
@@ -270,6 +291,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_output_frames),
         cmocka_unit_test(test_exit_frames),
+        cmocka_unit_test(test_session_frames),
         cmocka_unit_test(test_file_frames),
         cmocka_unit_test(test_case_frames),
     };

@@ -220,6 +220,16 @@ static void check_valid(const char *name)
     for (size_t i = 0; i < job->nnet; i++)
         assert_string_equal(job->net_allow[i], json_string_value(json_array_get(allow, i)));
 
+    json_t *session = json_object_get(want, "session");
+    if (session == NULL) {
+        assert_null(job->session);
+    } else {
+        json_t *idle = json_object_get(session, "idle_ms");
+        assert_string_equal(job->session, json_string_value(json_object_get(session, "id")));
+        assert_int_equal(job->session_idle_ms, idle ? json_integer_value(idle) : -1);
+        assert_int_equal(job->session_close, json_is_true(json_object_get(session, "close")));
+    }
+
     json_t *reply = json_object_get(want, "reply_to");
     if (reply)
         assert_string_equal(job->reply_to, json_string_value(reply));
