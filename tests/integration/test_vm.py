@@ -378,6 +378,34 @@ class Collect(VMCase):
         self.assertEqual(ex["collect"]["skipped_files"], [{"path": "out/p.txt", "why": "symlink"}])
 
 
+class Sessions(VMCase):
+    """A session in a VM: its python keeps its state from job to job in
+    one guest; a timeout interrupts a cell, not the session."""
+
+    def setUp(self):
+        super().setUp()
+        self.vm_worker("--pool", "1", plugins=["python"])
+
+    def step(self, code, **limits):
+        j = self.job(code, plugin="python", session={"id": "vm-s"})
+        if limits:
+            j["limits"] = limits
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=SLOW)
+        ex = [f for f in fs if f["kind"] == "exit"][-1]
+        return ex, [f["data"].decode() for f in fs if f["kind"] == "result"]
+
+    def test_state_lives_across_jobs_in_one_guest(self):
+        ex, res = self.step("import os\nboot = open('/proc/sys/kernel/random/boot_id').read()\nn = 1")
+        self.assertEqual(ex["status"], "ok", ex)
+        self.assertEqual(self.step("n += 1\nn")[1], ["2"])
+        ex, res = self.step("while True:\n    n += 1", timeout_ms=3000)
+        self.assertEqual(ex["status"], "timeout", ex)
+        ex, res = self.step("(n > 2, boot == open('/proc/sys/kernel/random/boot_id').read())")
+        self.assertEqual((ex["status"], res), ("ok", ["(True, True)"]), ex)
+        self.assertEqual(ex["session"], {"id": "vm-s", "seq": 4})
+
+
 class Clock(VMCase):
     def test_a_restored_vm_runs_on_the_hosts_clock(self):
         # no pool: the job's VM is restored when the job comes, 10 s after
