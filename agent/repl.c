@@ -159,7 +159,7 @@ static void drain_output(void)
     char buf[KILN_PROTO_CHUNK];
     for (int i = 1; i <= 2; i++) {
         int *fd = i == 1 ? &it.c.out : &it.c.err;
-        ssize_t n;
+        ssize_t n = -1;
         while (*fd >= 0 && (n = read(*fd, buf, sizeof(buf))) != 0) {
             if (n < 0) {
                 if (errno == EINTR)

@@ -10,7 +10,9 @@ import subprocess
 import time
 import uuid
 
-from kilntest import BIN, KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
+import msgpack
+
+from kilntest import BIN, KafkaCase, KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
 
 skip_unless_jail_works()
 ROOTFS = rootfs_args()
@@ -275,6 +277,55 @@ class SharedStream(KilnCase):
         self.assertEqual(ex["status"], "session_lost", ex)
         self.assertEqual([f for f in self.frames() if f["id"] == running and f["kind"] == "stdout"], [])
         wait_for(lambda: self.pending() == 0, 30, "nothing pending")
+
+
+
+class OverKafka(KafkaCase):
+    """Kafka: a session's jobs keyed by its id reach its worker in order; a
+    job for a session that ended, or whose partition moved in a rebalance,
+    is told so wherever it lands."""
+
+    def kstep(self, sid, code, **session):
+        j = self.job(code, plugin="python", session=dict(session, id=sid))
+        self.produce([j], key=sid)
+
+        def exit_of():
+            fs = [f for _, _, f, _, _ in self.kframes() if f["id"] == j["id"]]
+            return fs if any(f["kind"] == "exit" for f in fs) else None
+        fs = wait_for(exit_of, 90, "the exit frame of " + j["id"], interval=0.3)
+        ex = [f for f in fs if f["kind"] == "exit"]
+        self.assertEqual(len(ex), 1, fs)
+        return ex[0], [f["data"].decode() for f in fs if f["kind"] == "result"]
+
+    def control(self):
+        return [msgpack.unpackb(v, raw=False) for _, _, v, _, _ in self.consume("kiln.control")]
+
+    def test_state_lives_and_a_moved_session_says_so(self):
+        k1 = self.kworker("k1", *ROOTFS)
+        sid = "s-" + uuid.uuid4().hex[:10]
+        ex, res = self.kstep(sid, "v = 20")
+        self.assertEqual((ex["status"], ex["session"]), ("ok", {"id": sid, "seq": 1}), ex)
+        ex, res = self.kstep(sid, "v + 1")
+        self.assertEqual((ex["status"], res), ("ok", ["21"]), ex)
+        closed = "s-" + uuid.uuid4().hex[:10]
+        self.assertEqual(self.kstep(closed, "c = 1", close=True)[0]["status"], "ok")
+        # what the control topic says of them
+        wait_for(lambda: {"session_end": closed, "why": "closed"} in self.control(), 30, "the close said")
+        self.assertIn({"session_open": sid, "worker": "k1"}, self.control())
+        # the worker dies; its partitions go to another, which learns from
+        # the control topic which sessions exist
+        k1.kill9()
+        self.kworker("k2", *ROOTFS)
+        ex, res = self.kstep(sid, "v")
+        self.assertEqual(ex["status"], "session_lost", ex)
+        self.assertIn("moved", ex["reason"])
+        self.assertEqual(ex["worker"], "k2")
+        ex, res = self.kstep(closed, "c")
+        self.assertEqual(ex["status"], "session_lost", ex)
+        self.assertIn("closed", ex["reason"])
+        # a new session opens on the new worker as on any
+        ex, res = self.kstep("s-" + uuid.uuid4().hex[:10], "1 + 1")
+        self.assertEqual((ex["status"], res), ("ok", ["2"]), ex)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ static const char *const reject_labels[KILN_REJECT_CLASSES] = {
 };
 
 /* the reasons a session ends: kiln_sessions_closed_total's labels */
-static const char *const session_reasons[] = {"closed", "idle", "cancelled", "drained", "exited", "sandbox_died", "worker_gone"};
+static const char *const session_reasons[] = {"closed", "idle", "cancelled", "drained", "exited", "sandbox_died", "worker_gone", "moved"};
 
 void kiln_metrics_declare_source(const char *source)
 {

@@ -13,6 +13,7 @@
  */
 #include "core/repl.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +62,7 @@ static const struct { const char *label, *text; } endings[] = {
     {"exited", "the session's interpreter exited"},
     {"sandbox_died", "the session's sandbox died"},
     {"worker_gone", "the worker that held the session is gone"},
+    {"moved", "the session's partition moved to another worker (a rebalance), or its jobs are not keyed by the session id"},
 };
 
 static const char *lost_reason(const char *label)
@@ -431,7 +433,8 @@ static void on_claim(void *arg, int verdict, const char *text)
             lose(run, text);
         } else if (verdict == KILN_CLAIM_ELSEWHERE) {
             run->refs++;
-            int rc = w->src->ops->session_forward(w->src, text, run->d, on_forwarded, run);
+            int rc = w->src->ops->session_forward == NULL ? -ENOTSUP
+                     : w->src->ops->session_forward(w->src, text, run->d, on_forwarded, run);
             if (rc < 0) {
                 run->refs--;
                 kiln__run_release(run);
@@ -448,12 +451,12 @@ static void on_claim(void *arg, int verdict, const char *text)
     unlink_repl(r);
 }
 
-static void on_lease_lost(void *arg, const char *id)
+static void on_lease_lost(void *arg, const char *id, const char *why)
 {
     struct kiln_repl *r = find(arg, id);
     if (r != NULL && !r->claiming) {
-        kiln_warn("session %s: this worker's hold on it lapsed (cut off from the queue too long)", id);
-        end(r, "worker_gone");
+        kiln_warn("session %s: this worker holds it no more (%s)", id, lost_reason(why));
+        end(r, why);
     }
 }
 
@@ -518,7 +521,7 @@ static void open_session(struct kiln_run *run)
     }
     renew_start(w);
     r->claiming = 1; /* later jobs of it queue here meanwhile */
-    int rc = w->src->ops->session_claim(w->src, r->id, on_claim, r);
+    int rc = w->src->ops->session_claim(w->src, r->id, run->d, on_claim, r);
     if (rc < 0)
         on_claim(r, rc, rc == -ENOTCONN ? "not connected to the queue" : strerror(-rc));
 }

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -289,12 +290,19 @@ static int kafka_idle(struct kiln_source *src)
 
 /* ---- the control topic ------------------------------------------------ */
 
-/* A control message: msgpack {cancel: id}. */
+/* A control message: msgpack {cancel: id}, or a session's (kafka_session.c).
+ * The topic is read from its earliest message: cancels older than a
+ * worker remembers them (10 minutes) are history. */
 static void control_message(struct ksrc *s, const rd_kafka_message_t *m)
 {
     msgpack_unpacked u;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t at = rd_kafka_message_timestamp(m, NULL);
     msgpack_unpacked_init(&u);
-    if (m->payload && kiln_mp_unpack(&u, m->payload, m->len) == 0) {
+    if (m->payload && kiln_mp_unpack(&u, m->payload, m->len) == 0 &&
+        !kiln__kafka_session_message(&u.data, at) &&
+        (at <= 0 || at > (int64_t)now.tv_sec * 1000 - 10 * 60 * 1000)) {
         const msgpack_object *id = kiln_mp_get(&u.data, "cancel");
         char *sid = id ? kiln_mp_strdup(id) : NULL;
         if (sid != NULL && s->pub.on_cancel != NULL)
@@ -384,6 +392,7 @@ static void kafka_destroy(struct kiln_source *src)
 {
     struct ksrc *s = (struct ksrc *)src;
     s->closing = 7; /* six handles to close, then free */
+    kiln__kafka_session_free();
     rd_kafka_consumer_close(s->control);
     rd_kafka_queue_destroy(s->ctlq.q);
     rd_kafka_destroy(s->control);
@@ -428,6 +437,9 @@ static const struct kiln_source_ops kafka_ops = {
     .ready = kafka_ready,
     .gauges = kafka_gauges,
     .destroy = kafka_destroy,
+    .session_claim = kiln__kafka_session_claim,
+    .session_end = kiln__kafka_session_end,
+    .session_renew = kiln__kafka_session_renew,
 };
 
 /* The consumer's settings, the control consumer's and the producer's.
@@ -446,11 +458,11 @@ static int client_confs(const struct kiln_config *cfg, struct kconf *cc, struct 
     r |= kiln__kafka_conf_set(cc, "enable.partition.eof", "false");
 
     /* the control topic: a group of its own per worker, so every worker
-     * sees every message, from the newest on */
+     * sees every message, from the earliest kept (sessions: which exist) */
     snprintf(ctl_group, ctllen, "kiln-control-%s-%s", cfg->group, cfg->consumer);
     r |= kiln__kafka_conf_set(ctlc, "group.id", ctl_group);
     r |= kiln__kafka_conf_set(ctlc, "enable.auto.commit", "false");
-    r |= kiln__kafka_conf_set(ctlc, "auto.offset.reset", "latest");
+    r |= kiln__kafka_conf_set(ctlc, "auto.offset.reset", "earliest");
 
     r |= kiln__kafka_conf_set(pc, "enable.idempotence", "true");
     r |= kiln__kafka_conf_set(pc, "linger.ms", "1");

@@ -11,6 +11,7 @@
 #define KILN_KAFKA_INTERNAL_H
 
 #include <librdkafka/rdkafka.h>
+#include <msgpack.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -126,6 +127,19 @@ void kiln__kafka_retry(struct ksrc *s);
 /* The producer's delivery report (dr_msg_cb). */
 void kiln__kafka_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 void kiln__kafka_op_free(struct kop *op);
+
+/* ---- kafka_session.c -------------------------------------------------- */
+
+/* A control message `m` said at `at` (unix ms, 0 unknown) about a
+ * session: learnt (1), or not about one (0). */
+int kiln__kafka_session_message(const msgpack_object *m, int64_t at);
+/* the session ops of struct kiln_source_ops */
+int kiln__kafka_session_claim(struct kiln_source *src, const char *id, struct kiln_delivery *d,
+                              kiln_claim_cb cb, void *arg);
+void kiln__kafka_session_end(struct kiln_source *src, const char *id, const char *why);
+void kiln__kafka_session_renew(struct kiln_source *src, const char *const *ids, size_t n,
+                               kiln_lost_cb lost, void *arg);
+void kiln__kafka_session_free(void);
 
 /* ---- kafka_txn.c ----------------------------------------------------- */
 

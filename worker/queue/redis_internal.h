@@ -99,7 +99,8 @@ int kiln__redis_enqueue(struct rsrc *s, int argc, const char **argv, const size_
  * few seconds from the tick. */
 void kiln__redis_session_tick(struct rsrc *s);
 /* redis_session.c: the session ops of struct kiln_source_ops. */
-int kiln__redis_session_claim(struct kiln_source *src, const char *id, kiln_claim_cb cb, void *arg);
+int kiln__redis_session_claim(struct kiln_source *src, const char *id, struct kiln_delivery *d,
+                              kiln_claim_cb cb, void *arg);
 int kiln__redis_session_forward(struct kiln_source *src, const char *owner, struct kiln_delivery *d,
                                 kiln_write_cb cb, void *arg);
 int kiln__redis_session_gate(struct kiln_source *src, const char *id, const char *origin,

@@ -181,10 +181,12 @@ static void on_claim(redisAsyncContext *ac, void *r, void *priv)
     free(c);
 }
 
-int kiln__redis_session_claim(struct kiln_source *src, const char *id, kiln_claim_cb cb, void *arg)
+int kiln__redis_session_claim(struct kiln_source *src, const char *id, struct kiln_delivery *d,
+                              kiln_claim_cb cb, void *arg)
 {
     struct rsrc *s = (struct rsrc *)src;
     char owner[400], state[420], lease[24], dead[24], workers[300];
+    (void)d;
     if (!s->cmd.up)
         return -ENOTCONN;
     struct claim *c = calloc(1, sizeof(*c));
@@ -285,7 +287,7 @@ static void on_renew(redisAsyncContext *ac, void *r, void *priv)
     for (size_t i = 0; reply != NULL && reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
         const redisReply *e = reply->element[i];
         if (e->type == REDIS_REPLY_INTEGER && e->integer >= 1 && (size_t)e->integer <= rn->n)
-            rn->lost(rn->arg, rn->ids[e->integer - 1]);
+            rn->lost(rn->arg, rn->ids[e->integer - 1], "worker_gone");
     }
     for (size_t i = 0; i < rn->n; i++)
         free(rn->ids[i]);

@@ -39,8 +39,9 @@ typedef void (*kiln_cancel_cb)(void *arg, const char *job_id);
  * `text` is borrowed for the call. */
 enum { KILN_CLAIM_NEW, KILN_CLAIM_ELSEWHERE, KILN_CLAIM_LOST };
 typedef void (*kiln_claim_cb)(void *arg, int verdict, const char *text);
-/* A session this worker held whose lease it has lost (session_renew). */
-typedef void (*kiln_lost_cb)(void *arg, const char *id);
+/* A session this worker held and may hold no more (session_renew): `why`
+ * a core/repl.c label (static). */
+typedef void (*kiln_lost_cb)(void *arg, const char *id, const char *why);
 
 /* The worker's half: called by the source for each delivery. */
 typedef void (*kiln_delivery_cb)(void *arg, struct kiln_delivery *d);
@@ -91,9 +92,11 @@ struct kiln_source_ops {
     int (*ready)(struct kiln_source *s, char *why, size_t len);
     /* Optional: sessions shared by the workers of one queue (core/repl.c);
      * NULL: each worker's sessions are its own. */
-    /* Who holds session `id`: if nobody ever did, this worker from now on.
-     * 0 and `cb` once, later; or a negative errno and no call. */
-    int (*session_claim)(struct kiln_source *s, const char *id, kiln_claim_cb cb, void *arg);
+    /* Who holds session `id` (`d`: the job asking): if nobody ever did,
+     * this worker from now on. 0 and `cb` once, later; or a negative errno
+     * and no call. */
+    int (*session_claim)(struct kiln_source *s, const char *id, struct kiln_delivery *d,
+                         kiln_claim_cb cb, void *arg);
     /* Hand `d`'s job to the worker `owner` (as session_claim named it);
      * `cb` once it is there (then ack `d`). 0, or a negative errno. */
     int (*session_forward)(struct kiln_source *s, const char *owner, struct kiln_delivery *d,
