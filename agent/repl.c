@@ -66,23 +66,50 @@ static int make_ctl(char *why, size_t whylen)
     return 0;
 }
 
-/* Every process of the job but its interpreter (and PID 1, the agent). */
+static void reap(void);
+
+/* A process that has ended and waits for its parent to reap it. */
+static int zombie(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 1; /* gone */
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+    return p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+/* Every process of the job but its interpreter (and PID 1, the agent),
+ * scanned again until none is left: one that forks while a scan runs has
+ * its children found by the next. */
 static void kill_others(void)
 {
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    struct stat st;
-    char path[64];
-    while (d != NULL && (e = readdir(d)) != NULL) {
-        pid_t pid = (pid_t)atoi(e->d_name);
-        if (pid <= 1 || pid == it.c.pid || pid == getpid())
-            continue;
-        snprintf(path, sizeof(path), "/proc/%d", (int)pid);
-        if (stat(path, &st) == 0 && st.st_uid == KILN_JOB_UID)
-            kill(pid, SIGKILL);
+    for (int round = 0; round < 100; round++) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        struct stat st;
+        char path[64];
+        int found = 0;
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            pid_t pid = (pid_t)atoi(e->d_name);
+            if (pid <= 1 || pid == it.c.pid || pid == getpid())
+                continue;
+            snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+            if (stat(path, &st) == 0 && st.st_uid == KILN_JOB_UID && !zombie(pid) &&
+                kill(pid, SIGKILL) == 0)
+                found = 1;
+        }
+        if (d != NULL)
+            closedir(d);
+        reap();
+        if (!found)
+            return;
     }
-    if (d != NULL)
-        closedir(d);
 }
 
 /* Reap what has ended; the interpreter's end is noted. */

@@ -8,17 +8,18 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import msgpack
 
-from kilntest import BIN, KafkaCase, KilnCase, main, rootfs_args, skip_unless_jail_works, wait_for
+from kilntest import BIN, KafkaCase, KilnCase, free_port, main, rootfs_args, skip_unless_jail_works, wait_for
 
 skip_unless_jail_works()
 ROOTFS = rootfs_args()
 
 
-class Sessions(KilnCase):
+class SessionCase(KilnCase):
     def setUp(self):
         super().setUp()
         self.sid = "s-" + uuid.uuid4().hex[:10]
@@ -43,6 +44,8 @@ class Sessions(KilnCase):
         res = [f["data"].decode() for f in fs if f["kind"] == "result"]
         return ex, out, err, res
 
+
+class Sessions(SessionCase):
     def test_python_state_lives_across_ten_jobs(self):
         self.start()
         steps = [
@@ -96,21 +99,32 @@ class Sessions(KilnCase):
         self.step("import subprocess\np = subprocess.Popen(['sleep', '1000'])")
         self.assertEqual(self.step("p.poll()")[3], ["-9"])
 
+    def metrics(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.port, timeout=5) as r:
+            lines = r.read().decode().splitlines()
+        return {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in lines if l and l[0] != "#"}
+
     def test_close_idle_and_lost(self):
-        self.start()
+        self.port = free_port()
+        self.start("--metrics-addr", "127.0.0.1:%d" % self.port)
         self.assertEqual(self.step("a = 1")[0]["status"], "ok")
+        m = self.metrics()
+        self.assertEqual((m["kiln_sessions_open"], m['kiln_sessions_opened_total{plugin="python"}']), (1, 1))
         ex = self.step("a", close=True)[0]
         self.assertEqual((ex["status"], ex["session"]["seq"]), ("ok", 2))
         ex = self.step("a")[0]
         self.assertEqual(ex["status"], "session_lost", ex)
         self.assertIn("closed", ex["reason"])
         self.assertNotIn("seq", ex["session"])
+        m = self.metrics()
+        self.assertEqual((m["kiln_sessions_open"], m['kiln_sessions_closed_total{reason="closed"}']), (0, 1))
         other = "s-" + uuid.uuid4().hex[:10]
         self.assertEqual(self.step("b = 2", sid=other, idle_ms=1000)[0]["status"], "ok")
         time.sleep(2.5)
         ex = self.step("b", sid=other)[0]
         self.assertEqual(ex["status"], "session_lost")
         self.assertIn("idle", ex["reason"])
+        self.assertEqual(self.metrics()['kiln_sessions_closed_total{reason="idle"}'], 1)
         # the interpreter's own exit ends it too
         third = "s-" + uuid.uuid4().hex[:10]
         ex = self.step("echo bye; exit 4", plugin="shell", sid=third)[0]
@@ -218,14 +232,77 @@ class Sessions(KilnCase):
 
 
 
+class Hostile(SessionCase):
+    """From the attacker's side: what a session's job leaves behind does
+    not run on, use CPU while the session idles, or reach another signer's
+    session."""
+
+    def test_nothing_a_cell_started_outlives_it(self):
+        self.start()
+        # a process that keeps forking, so one scan of /proc would miss some
+        code = ("import os, time\n"
+                "if os.fork() == 0:\n"
+                "    while True:\n"
+                "        if os.fork() == 0:\n"
+                "            time.sleep(0.001)\n"
+                "            continue\n"
+                "        os._exit(0)\n"
+                "time.sleep(0.5)\n"
+                "'forked'")
+        self.assertEqual(self.step(code)[3], ["'forked'"])
+        # (a killed child of the interpreter stays a zombie until it waits)
+        ex, out, err, res = self.step(
+            "import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit()"
+            " and os.stat('/proc/' + p).st_uid == os.getuid() and int(p) != os.getpid()"
+            " and open('/proc/%s/stat' % p).read().rsplit(')', 1)[1].split()[0] != 'Z')")
+        self.assertEqual(res, ["[]"], err)
+
+    def test_an_idle_session_uses_no_cpu(self):
+        self.start()
+        # a thread that spins after its cell has ended
+        self.step("import threading, time\n"
+                  "def spin():\n"
+                  "    while True:\n"
+                  "        pass\n"
+                  "threading.Thread(target=spin, daemon=True).start()\n"
+                  "t1 = time.process_time()")
+        time.sleep(3)
+        ex, out, err, res = self.step("time.process_time() - t1 < 1.0")
+        self.assertEqual(res, ["True"], err)
+
+    def test_a_session_is_its_signers(self):
+        keys = os.path.join(self.tmp, "keys")
+        k1, k2 = bytes(range(32)), bytes(range(100, 132))
+        with open(keys, "w") as f:
+            f.write("k1 %s\nk2 %s\n" % (k1.hex(), k2.hex()))
+        self.start("--require-signature", "--keys-file", keys)
+        import hashlib
+        import hmac
+
+        def signed(code, kid, key):
+            j = self.job(code, plugin="python", session={"id": self.sid},
+                         not_after=int(time.time() * 1000) + 60000)
+            body = msgpack.packb({k: j[k] for k in sorted(j)}, use_bin_type=True)
+            j["sig"] = {"kid": kid, "mac": hmac.new(key, body, hashlib.sha256).digest()}
+            self.submit(j)
+            return self.wait_exit(j["id"], timeout=40)[-1]
+        self.assertEqual(signed("secret = 'k1 only'", "k1", k1)["status"], "ok")
+        ex = signed("secret", "k2", k2)
+        self.assertEqual(ex["status"], "rejected", ex)
+        self.assertIn("another key", ex["reason"])
+        self.assertEqual(signed("secret", "k1", k1)["status"], "ok")
+
+
 class SharedStream(KilnCase):
     """Two workers read one job stream: every job of a session runs in its
     session's sandbox, in order, whichever worker took it."""
 
     def setUp(self):
         super().setUp()
-        self.w1 = self.worker("w1", *ROOTFS, "--claim-idle-ms", "3000")
-        self.w2 = self.worker("w2", *ROOTFS, "--claim-idle-ms", "3000")
+        # one slot each: the jobs waiting in a session hold the slots, and
+        # what they wait for comes forwarded (outside the slots)
+        self.w1 = self.worker("w1", *ROOTFS, "--claim-idle-ms", "3000", "--slots", "1")
+        self.w2 = self.worker("w2", *ROOTFS, "--claim-idle-ms", "3000", "--slots", "1")
 
     def submit_step(self, sid, code, **kw):
         j = self.job(code, plugin="python", session={"id": sid}, **kw)
@@ -253,6 +330,7 @@ class SharedStream(KilnCase):
         # both workers took jobs; some were forwarded to the holder
         logs = self.w1.text() + self.w2.text()
         self.assertIn(b"forwarded there", logs)
+        self.assertNotIn(b"waited 5000 ms", logs)  # each waited for its turn, not past it
         self.assertEqual(self.pending(), 0)
 
     def test_owner_killed(self):

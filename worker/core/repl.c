@@ -34,6 +34,7 @@ struct kiln_repl {
     struct kiln_worker *w;
     char id[KILN_JOB_ID_MAX + 1];
     const char *plugin;           /* its plugin's name (the plugin outlives it) */
+    char kid[128];                /* the key its first job was signed with, or "" */
     struct kiln_session *s;       /* NULL once its sandbox is gone */
     struct kiln_run *run;         /* the job in it now, or NULL */
     struct kiln_run *queue;       /* jobs waiting for it, in order (repl_next) */
@@ -508,6 +509,7 @@ static void open_session(struct kiln_run *run)
     r->w = w;
     snprintf(r->id, sizeof(r->id), "%s", run->job->session);
     r->plugin = run->plugin->name;
+    snprintf(r->kid, sizeof(r->kid), "%s", run->kid);
     r->idle_ms = run->job->session_idle_ms > 0 ? run->job->session_idle_ms : cfg->session_idle_ms;
     uv_timer_init(w->loop, &r->idle);
     r->idle.data = r;
@@ -542,6 +544,12 @@ void kiln__repl_take(struct kiln_run *run)
             snprintf(run->reason, sizeof(run->reason), "session %s runs plugin %s, not %s", r->id,
                      r->plugin, run->plugin->name);
             kiln__run_reject(run, KILN_REJECT_INVALID, run->reason);
+            return;
+        }
+        if (strcmp(r->kid, run->kid) != 0) { /* signed jobs: a session is its opener's key's */
+            snprintf(run->reason, sizeof(run->reason),
+                     "session %s was opened by a job signed with another key", r->id);
+            kiln__run_reject(run, KILN_REJECT_SIGNATURE, run->reason);
             return;
         }
         if (r->ending != NULL && !r->claiming) {

@@ -87,7 +87,9 @@ static void done(struct kiln_run *run)
     run->state = RUN_DONE;
     w->busy--;
     w->ending++;
-    if (w->ending <= (unsigned)w->cfg->slots && !w->draining)
+    if (run->unslotted) /* it took no slot: it gives none back */
+        ;
+    else if (w->ending <= (unsigned)w->cfg->slots && !w->draining)
         w->src->ops->credit(w->src, 1);
     else
         run->credit_owed = 1;

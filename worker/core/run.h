@@ -54,6 +54,7 @@ struct kiln_run {
     unsigned refs;
     struct kiln_delivery *d;     /* until acknowledged or released */
     unsigned delivered;          /* d->attempt: this worker's first attempt */
+    int unslotted;               /* d->unslotted: it took no slot */
     struct kiln_job *job;
     const struct kiln_plugin *plugin;
     struct kiln_plan plan;
@@ -62,6 +63,7 @@ struct kiln_run {
     struct kiln_run *repl_next;  /* its session's queue */
     int64_t repl_seq;            /* its place in its session */
     int64_t oom_base;            /* the sandbox's OOM kills before it ran (a session's) */
+    char kid[128];               /* the key it was signed with (--require-signature), or "" */
     struct kiln_egress *egress;  /* the job's way out, with net.allow or secrets */
     struct kiln_secret_use *secrets; /* the job's `secrets`, looked up */
     struct kiln_view_extra view_extra; /* what they add to the plugin's view (arrays owned) */

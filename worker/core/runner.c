@@ -519,6 +519,7 @@ static void start(struct kiln_run *run)
             kiln__run_reject(run, KILN_REJECT_SIGNATURE, err);
             return;
         }
+        kiln_sign_kid(d->data, d->len, run->kid, sizeof(run->kid)); /* a session is its signer's */
     }
     const struct kiln_loaded *loaded = kiln_plugins_lookup(w->plugins, run->job->plugin);
     if (loaded == NULL) {
@@ -582,6 +583,7 @@ void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
     run->w = w;
     run->d = d;
     run->delivered = d->attempt;
+    run->unslotted = d->unslotted;
     run->dest = w->cfg->results;
     run->cur = -1;
     run->state = RUN_STARTING;

@@ -140,6 +140,21 @@ unsigned char *kiln_sign_canonical(const void *buf, size_t len, size_t *outlen)
     return out;
 }
 
+void kiln_sign_kid(const void *buf, size_t len, char *out, size_t outlen)
+{
+    msgpack_unpacked u;
+    const msgpack_object *sig, *kid;
+    out[0] = '\0';
+    msgpack_unpacked_init(&u);
+    if (kiln_mp_unpack(&u, buf, len) == 0 && (sig = kiln_mp_get(&u.data, "sig")) != NULL &&
+        sig->type == MSGPACK_OBJECT_MAP && (kid = kiln_mp_get(sig, "kid")) != NULL &&
+        kid->type == MSGPACK_OBJECT_STR && kid->via.str.size < outlen) {
+        memcpy(out, kid->via.str.ptr, kid->via.str.size);
+        out[kid->via.str.size] = '\0';
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
 int kiln_sign_check(const void *buf, size_t len, const struct kiln_keys *keys, int64_t now_ms,
                     char *err, size_t errlen)
 {

@@ -43,6 +43,10 @@ int kiln_keys_refresh(struct kiln_keys *keys, char *err, size_t errlen);
 int kiln_sign_check(const void *buf, size_t len, const struct kiln_keys *keys, int64_t now_ms,
                     char *err, size_t errlen);
 
+/* The key id `buf` is signed with (its sig.kid, as kiln_sign_check()
+ * accepted it) in `out`; "" when it has none. */
+void kiln_sign_kid(const void *buf, size_t len, char *out, size_t outlen);
+
 /* The canonical bytes of `buf` without its `sig`, for signers and tests;
  * returns a malloc'd buffer (free()) or NULL. */
 unsigned char *kiln_sign_canonical(const void *buf, size_t len, size_t *outlen);

@@ -203,8 +203,11 @@ static void on_op_reply(redisAsyncContext *ac, void *r, void *priv)
         kiln_warn("redis: %s", reply->str);
     }
     if (op->acked != NULL) {
+        if (op->acked->pub.unslotted)
+            s->mine_credit++;
+        else
+            s->acks_unconfirmed--;
         kiln__redis_release(s, op->acked);
-        s->acks_unconfirmed--;
     }
     redisFreeCommand(op->cmd);
     free(op);
@@ -268,9 +271,9 @@ static void redis_ack(struct kiln_source *src, struct kiln_delivery *pub)
     struct rsrc *s = (struct rsrc *)src;
     struct rdelivery *d = (struct rdelivery *)pub;
     const char *argv[] = {"XACK", d->stream, s->pub.cfg->group, d->id};
-    s->acks_unconfirmed++;
+    s->acks_unconfirmed += !d->pub.unslotted;
     if (kiln__redis_enqueue(s, 4, argv, NULL, NULL, NULL, d) < 0) {
-        s->acks_unconfirmed--;
+        s->acks_unconfirmed -= !d->pub.unslotted;
         kiln_error("out of memory acknowledging %s; it will be delivered again", d->id);
     }
 }
@@ -384,7 +387,10 @@ static void on_timer_closed(uv_handle_t *h)
 
 static void redis_release(struct kiln_source *src, struct kiln_delivery *pub)
 {
-    kiln__redis_release((struct rsrc *)src, (struct rdelivery *)pub); /* stays pending in Redis */
+    struct rsrc *s = (struct rsrc *)src;
+    if (pub->unslotted)
+        s->mine_credit++;
+    kiln__redis_release(s, (struct rdelivery *)pub); /* stays pending in Redis */
 }
 
 static void redis_stop(struct kiln_source *src)
@@ -487,6 +493,7 @@ int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
     s->pub.on_delivery = cb;
     s->pub.arg = arg;
     strcpy(s->claim_from, "0-0");
+    s->mine_credit = 64;
     unsigned char nonce[6];
     if (getrandom(nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
         memset(nonce, 0, sizeof(nonce));

@@ -22,12 +22,23 @@
 
 /* ---- deliveries ------------------------------------------------------ */
 
-static int is_inflight(struct rsrc *s, const char *id)
+/* (entry ids are a stream's own: the job stream and this worker's may
+ * hold the same id) */
+static int is_inflight(struct rsrc *s, const char *id, const char *stream)
 {
     for (struct rdelivery *d = s->inflight; d != NULL; d = d->next)
-        if (strcmp(d->id, id) == 0)
+        if (d->stream == stream && strcmp(d->id, id) == 0)
             return 1;
     return 0;
+}
+
+/* A delivery's credit back: a slot's, or a forwarded job's. */
+static void uncredit(struct rsrc *s, const struct rdelivery *d)
+{
+    if (d->pub.unslotted)
+        s->mine_credit++;
+    else
+        s->credit++;
 }
 
 /* One entry [id, [field, value, ...]] from a read or claim. Returns a new
@@ -84,8 +95,8 @@ static void on_pending_count(redisAsyncContext *ac, void *r, void *priv)
     redisReply *reply = r;
     if (reply == NULL || s->stopping) {
         /* connection lost: it stays pending and is recovered on reconnect */
+        uncredit(s, d);
         kiln__redis_release(s, d);
-        s->credit++;
         return;
     }
     /* XPENDING key group id id 1 -> [[id, consumer, idle, deliveries]] */
@@ -94,8 +105,8 @@ static void on_pending_count(redisAsyncContext *ac, void *r, void *priv)
         reply->element[0]->element[3]->type == REDIS_REPLY_INTEGER)
         d->pub.attempt = (unsigned)reply->element[0]->element[3]->integer;
     else if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 0) {
-        kiln__redis_release(s, d); /* acknowledged elsewhere meanwhile: nothing to run */
-        s->credit++;
+        uncredit(s, d); /* acknowledged elsewhere meanwhile: nothing to run */
+        kiln__redis_release(s, d);
         return;
     }
     kiln_info("job entry %s taken over (attempt %u)", d->id, d->pub.attempt);
@@ -116,12 +127,17 @@ static void deliver_entries(struct rsrc *s, const redisReply *entries, int fresh
     for (size_t i = 0; i < entries->elements; i++) {
         const redisReply *e = entries->element[i];
         if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
-            e->element[0]->type == REDIS_REPLY_STRING && is_inflight(s, e->element[0]->str))
+            e->element[0]->type == REDIS_REPLY_STRING && is_inflight(s, e->element[0]->str, stream))
             continue; /* ours and still running (or its ack is in flight) */
         struct rdelivery *d = take_entry(s, e, stream);
         if (d == NULL)
             continue;
-        s->credit--;
+        if (stream == s->mine) { /* a forwarded job: outside the slots */
+            d->pub.unslotted = 1;
+            s->mine_credit--;
+        } else {
+            s->credit--;
+        }
         if (fresh)
             s->pub.on_delivery(s->pub.arg, &d->pub);
         else
@@ -227,10 +243,13 @@ void kiln__redis_fetch_next(struct rsrc *s)
      * freed is counted only then, so the group never sees more pending
      * entries here than there are slots. */
     unsigned avail = s->credit > s->acks_unconfirmed ? s->credit - s->acks_unconfirmed : 0;
-    if (!s->fetch.up || s->fetching || avail == 0 || s->stopping || s->draining ||
-        kiln__redis_now(s) < s->pause_until)
+    /* forwarded jobs of this worker's sessions are read whatever the slots:
+     * one of them may be what the jobs holding the slots wait for */
+    int mine_only = (avail == 0 && s->mine_credit > 0 && s->phase == PH_NEW) || s->phase == PH_RECOVER_MINE;
+    if (!s->fetch.up || s->fetching || (avail == 0 && !mine_only) || s->stopping || s->draining ||
+        kiln__redis_now(s) < s->pause_until || (mine_only && s->mine_credit == 0))
         return;
-    snprintf(count, sizeof(count), "%u", avail);
+    snprintf(count, sizeof(count), "%u", mine_only ? s->mine_credit : avail);
     s->fetch_wait = 5000;
     switch (s->phase) {
     case PH_GROUP:
@@ -252,6 +271,13 @@ void kiln__redis_fetch_next(struct rsrc *s)
         }
         snprintf(block, sizeof(block), "%lld", (long long)cfg->block_ms);
         s->fetch_wait += (uint64_t)cfg->block_ms;
+        if (mine_only || s->mine_credit == 0) {
+            r = redisAsyncCommand(ac, on_read, NULL, "XREADGROUP GROUP %s %s COUNT %s BLOCK %s STREAMS %s >",
+                                  cfg->group, cfg->consumer, count, block, mine_only ? s->mine : cfg->jobs);
+            break;
+        }
+        if (s->mine_credit < avail)
+            snprintf(count, sizeof(count), "%u", s->mine_credit); /* (per stream) */
         r = redisAsyncCommand(ac, on_read, NULL,
                               "XREADGROUP GROUP %s %s COUNT %s BLOCK %s STREAMS %s %s > >",
                               cfg->group, cfg->consumer, count, block, cfg->jobs, s->mine);

@@ -34,7 +34,7 @@ struct rconn {
 
 struct rdelivery {
     struct kiln_delivery pub;
-    const char *stream;             /* the job stream, or this worker's own */
+    const char *stream;             /* the job stream, or this worker's own (s->mine) */
     char id[64];
     unsigned char *data;
     struct rdelivery *prev, *next;  /* the in-flight list */
@@ -64,6 +64,7 @@ struct rsrc {
     int ctl_reading;
     struct op *head, *tail;
     unsigned credit;
+    unsigned mine_credit;           /* forwarded jobs (unslotted) it may hold more */
     unsigned acks_unconfirmed;      /* finished, XACK sent, Redis not yet answered */
     int fetching;
     uint64_t fetch_sent;            /* loop ms */

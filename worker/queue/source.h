@@ -28,6 +28,10 @@ struct kiln_delivery {
                                  * forwarded here: where it was first), the
                                  * order of a session's jobs; "": none */
     int64_t enqueued_ms;        /* when it was enqueued (unix ms), 0: unknown */
+    int unslotted;              /* a job of a session this worker holds, forwarded
+                                 * here: taken whatever the slots (it waits its
+                                 * turn in its session), so its end gives no
+                                 * credit back */
 };
 
 /* A control message: cancel the job with this id (borrowed). */
