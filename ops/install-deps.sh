@@ -46,3 +46,6 @@ if ! command -v npm >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
 fi
+# the TypeScript/Node client's dependencies (ioredis, @msgpack/msgpack,
+# kafkajs), exactly as its lockfile has them
+(cd "$(dirname "$0")/../clients/node" && npm ci --no-audit --no-fund --loglevel=error)

@@ -352,6 +352,9 @@ static void on_tick(uv_timer_t *t)
     kiln__kafka_retry(s);
     rd_kafka_poll(s->producer, 0);
     drain(s);
+    /* the control consumer is polled even when nothing comes for it: one
+     * not polled within max.poll.interval.ms leaves its group */
+    control_ready(s);
 }
 
 static int kafka_start(struct kiln_source *src)

@@ -61,6 +61,7 @@ static void schedule_retry(struct rconn *c)
 }
 
 static void flush_outbox(struct rsrc *s);
+static void on_client_id(redisAsyncContext *ac, void *r, void *priv);
 
 static void on_connect(const redisAsyncContext *ac, int status)
 {
@@ -87,8 +88,18 @@ static void on_connect(const redisAsyncContext *ac, int status)
     } else {
         s->fetching = 0;
         s->phase = PH_GROUP;
+        s->fetch_id = 0;
+        redisAsyncCommand(c->ac, on_client_id, NULL, "CLIENT ID"); /* (answered before the reads) */
         kiln__redis_fetch_next(s);
     }
+}
+
+static void on_client_id(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    (void)priv;
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+        ((struct rconn *)ac->data)->s->fetch_id = reply->integer;
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)

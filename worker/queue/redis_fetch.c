@@ -150,6 +150,7 @@ static void deliver_entries(struct rsrc *s, const redisReply *entries, int fresh
 static int fetch_failed(struct rsrc *s, redisReply *reply)
 {
     s->fetching = 0;
+    s->fetch_mine_only = 0;
     if (reply == NULL)
         return 1; /* connection lost: on_connect restarts the loop */
     if (reply->type != REDIS_REPLY_ERROR)
@@ -243,6 +244,16 @@ void kiln__redis_fetch_next(struct rsrc *s)
      * freed is counted only then, so the group never sees more pending
      * entries here than there are slots. */
     unsigned avail = s->credit > s->acks_unconfirmed ? s->credit - s->acks_unconfirmed : 0;
+    if (s->fetching && s->fetch_mine_only && avail > 0 && !s->unblock_sent && s->fetch_id > 0 &&
+        s->cmd.up) {
+        /* a slot is free while the read waits on this worker's stream
+         * alone: end that wait now, so the next read takes jobs again */
+        char id[24];
+        snprintf(id, sizeof(id), "%lld", s->fetch_id);
+        const char *argv[] = {"CLIENT", "UNBLOCK", id};
+        if (redisAsyncCommandArgv(s->cmd.ac, NULL, NULL, 3, argv, NULL) == REDIS_OK)
+            s->unblock_sent = 1;
+    }
     /* forwarded jobs of this worker's sessions are read whatever the slots:
      * one of them may be what the jobs holding the slots wait for */
     int mine_only = (avail == 0 && s->mine_credit > 0 && s->phase == PH_NEW) || s->phase == PH_RECOVER_MINE;
@@ -285,6 +296,8 @@ void kiln__redis_fetch_next(struct rsrc *s)
     }
     if (r == REDIS_OK) {
         s->fetching = 1;
+        s->fetch_mine_only = mine_only && s->phase == PH_NEW;
+        s->unblock_sent = 0;
         s->fetch_sent = kiln__redis_now(s);
     }
 }

@@ -65,6 +65,10 @@ struct rsrc {
     struct op *head, *tail;
     unsigned credit;
     unsigned mine_credit;           /* forwarded jobs (unslotted) it may hold more */
+    long long fetch_id;             /* the fetch connection's CLIENT ID, 0 unknown */
+    int fetch_mine_only;            /* the read under way is of this worker's stream
+                                     * alone (the slots were full) */
+    int unblock_sent;               /* ... and a slot has freed: CLIENT UNBLOCK sent */
     unsigned acks_unconfirmed;      /* finished, XACK sent, Redis not yet answered */
     int fetching;
     uint64_t fetch_sent;            /* loop ms */

@@ -1,0 +1,127 @@
+// Types of kiln-client (index.js). The wire contract: schemas/job.v1.md
+// and schemas/frame.v1.md in the kiln repository.
+
+export type Status = "ok" | "error" | "timeout" | "oom" | "killed" | "output_limit" | "rejected"
+  | "internal" | "cancelled" | "expired" | "session_lost";
+export const STATUSES: readonly Status[];
+
+export interface Limits {
+  timeout_ms?: number; cpu_ms?: number; memory_mb?: number; pids?: number;
+  output_bytes?: number; file_bytes?: number; collect_bytes?: number;
+}
+
+export interface TestCase {
+  stdin?: string | Uint8Array;
+  args?: string[];
+  expect?: { stdout?: string | Uint8Array; exit?: number };
+  limits?: Limits;
+}
+
+export interface JobOptions {
+  /** the job id; a random one by default (give one for idempotent submissions) */
+  id?: string;
+  stdin?: string | Uint8Array;
+  args?: string[];
+  env?: Record<string, string>;
+  files?: Record<string, string | Uint8Array>;
+  limits?: Limits;
+  /** host patterns (net.allow), or the `net` map itself */
+  net?: string[] | { allow: string[] };
+  secrets?: Record<string, string>;
+  tests?: TestCase[];
+  runs?: { stdin?: string | Uint8Array; args?: string[] }[];
+  /** a session id, or { id, idle_ms, close } */
+  session?: string | { id: string; idle_ms?: number; close?: boolean };
+  collect?: string | string[];
+  meta?: unknown;
+  deadline?: number;
+  replyTo?: string;
+  /** more job keys, as they are */
+  extra?: Record<string, unknown>;
+}
+
+export interface RunOptions extends JobOptions {
+  /** give up waiting (TimeoutError) after this many ms */
+  timeoutMs?: number;
+}
+
+export interface JobSpec extends JobOptions { plugin: string; code: string; }
+
+/** One frame as the worker wrote it: stdout, stderr, result, file, case, exit. */
+export interface Frame {
+  id: string | null;
+  seq: number;
+  attempt: number;
+  kind: "stdout" | "stderr" | "result" | "file" | "case" | "exit";
+  data?: Uint8Array;
+  [key: string]: unknown;
+}
+
+export class Result {
+  readonly id: string;
+  readonly status: Status | null;
+  readonly code: number | null;
+  readonly signal: number | null;
+  readonly reason: string | null;
+  readonly wallMs: number | null;
+  readonly cpuMs: number | null;
+  readonly maxRssKb: number | null;
+  readonly attempt: number | null;
+  readonly worker: string | null;
+  readonly verdict: string | null;
+  readonly session: { id: string; seq?: number } | null;
+  readonly meta: unknown;
+  readonly stdout: Uint8Array;
+  readonly stderr: Uint8Array;
+  readonly stdoutText: string;
+  readonly stderrText: string;
+  /** a session job's values, as text */
+  readonly results: string[];
+  readonly cases: Frame[];
+  /** `collect` files: path -> bytes */
+  readonly files: Record<string, Uint8Array>;
+  readonly exit: Frame | Record<string, never>;
+  /** every frame of the last attempt, in order */
+  readonly frames: Frame[];
+  readonly ok: boolean;
+  /** this result, or throws JobError when the job did not end ok */
+  check(): this;
+}
+
+export class Collector {
+  constructor(id: string | null);
+  add(frame: Frame): Frame | null;
+  readonly done: boolean;
+  result(): Result;
+}
+
+export interface ClientOptions {
+  redis?: string;
+  brokers?: string | string[];
+  /** more kafkajs client options */
+  kafka?: Record<string, unknown>;
+  jobs?: string;
+  results?: string;
+  control?: string;
+  replyTo?: string;
+  group?: string;
+}
+
+export class Client {
+  constructor(options: ClientOptions);
+  submit(plugin: string, code: string, options?: JobOptions): Promise<string>;
+  run(plugin: string, code: string, options?: RunOptions): Promise<Result>;
+  stream(plugin: string, code: string, options?: RunOptions): AsyncGenerator<Frame>;
+  map(jobs: Iterable<JobSpec> | AsyncIterable<JobSpec>,
+      options?: { concurrency?: number; timeoutMs?: number }): AsyncGenerator<Result>;
+  cancel(id: string): Promise<unknown>;
+  close(): Promise<void> | void;
+}
+
+export function buildJob(plugin: string, code: string, options?: JobOptions): Record<string, unknown>;
+export function newId(prefix?: string): string;
+
+export class KilnError extends Error {}
+export class KilnConnectionError extends KilnError {}
+export class TimeoutError extends KilnError { readonly jobId: string; }
+export class JobError extends KilnError { readonly result: Result; }

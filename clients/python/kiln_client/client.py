@@ -1,0 +1,152 @@
+"""kiln's client: run jobs on kiln workers through Redis Streams or Kafka.
+
+    from kiln_client import Client
+    with Client("redis://127.0.0.1:6379") as kiln:
+        r = kiln.run("python", "print(6 * 7)")
+        print(r.status, r.stdout_text)          # ok 42
+
+run() returns when the job has ended; stream() yields its frames as they
+come; map() runs many with at most `concurrency` in flight and yields their
+results as they end; cancel() stops one. AsyncClient (aio.py) is the same
+for asyncio.
+"""
+import time
+
+from ._errors import KilnConnectionError, TimeoutError
+from ._jobs import Collector, build_job, new_id
+from ._transport import KafkaTransport, RedisTransport
+
+_READ_SLICE = 1.0  # seconds one read may block
+
+
+class Client:
+    """`redis_url` (or `brokers=` for Kafka, with `kafka_conf`); the names
+    of the job, results and control streams or topics as the workers have
+    them. `reply_to`: a shared reply stream for this client's jobs, read
+    with a consumer group of its own (`group`); by default each call reads
+    a private stream (Redis), deleted afterwards, or the results topic
+    (Kafka) from its end."""
+
+    def __init__(self, redis_url=None, *, brokers=None, jobs="kiln.jobs", results="kiln.results",
+                 control="kiln.control", reply_to=None, group=None, kafka_conf=None):
+        if (redis_url is None) == (brokers is None):
+            raise ValueError("give redis_url or brokers=, one of them")
+        self.kafka = brokers is not None
+        if self.kafka:
+            self.t = KafkaTransport(brokers, jobs, results, control, kafka_conf)
+        else:
+            self.t = RedisTransport(redis_url, jobs, control, group)
+        self.reply_to = reply_to
+
+    # ---- the calls --------------------------------------------------------
+
+    def submit(self, plugin, code, **job):
+        """Enqueue a job; its id. Its frames go to `reply_to` (or the
+        workers' results stream): read them yourself."""
+        j = build_job(plugin, code, **job)
+        self.t.enqueue(j, self._key(j))
+        return j["id"]
+
+    def run(self, plugin, code, *, timeout=None, **job):
+        """Run a job to its end: its Result (whatever its status). Raises
+        TimeoutError when no result came within `timeout` seconds."""
+        gen = self._follow(plugin, code, timeout, job)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as end:
+                return end.value
+
+    def stream(self, plugin, code, *, timeout=None, **job):
+        """Run a job, yielding each of its frames (dicts: stdout, stderr,
+        result, file, case, then exit) once, in order, as they come. After
+        a worker died mid-job the next attempt's frames follow (each frame
+        says its `attempt`)."""
+        yield from self._follow(plugin, code, timeout, job)
+
+    def map(self, jobs, *, concurrency=16, timeout=None):
+        """Run many jobs (an iterable of dicts of run()'s arguments: plugin,
+        code, ...), at most `concurrency` at once; yield each Result as its
+        job ends. `timeout`: for each job, from when it was enqueued."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        it = iter(jobs)
+        stream = self.reply_to or (None if self.kafka else "kiln.reply.map-" + new_id("m")[2:18])
+        reader = self.t.reader(stream, self.reply_to is not None)
+        live = {}  # id -> (Collector, deadline)
+        try:
+            more = True
+            while more or live:
+                while more and len(live) < concurrency:
+                    spec = next(it, None)
+                    if spec is None:
+                        more = False
+                        break
+                    spec = dict(spec)
+                    j = build_job(spec.pop("plugin"), spec.pop("code"), **spec)
+                    j["reply_to"] = stream if stream is not None else j.get("reply_to")
+                    if j["reply_to"] is None:
+                        del j["reply_to"]
+                    live[j["id"]] = (Collector(j["id"]), None if timeout is None else time.monotonic() + timeout)
+                    self.t.enqueue(j, self._key(j))
+                for f in reader.read(_READ_SLICE):
+                    got = live.get(f.get("id"))
+                    if got is None:
+                        continue
+                    got[0].add(f)
+                    if got[0].done:
+                        del live[f["id"]]
+                        yield got[0].result()
+                now = time.monotonic()
+                for jid, (_, dl) in list(live.items()):
+                    if dl is not None and now > dl:
+                        raise TimeoutError(jid, timeout)
+        finally:
+            reader.close()
+
+    def cancel(self, job_id):
+        """Cancel a job (or a session, by its id) wherever it runs."""
+        self.t.cancel(job_id)
+
+    def close(self):
+        self.t.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- inside -----------------------------------------------------------
+
+    @staticmethod
+    def _key(job):
+        """Kafka's key: a session's jobs go by the session id (one
+        partition, one worker, in order), others by the job id."""
+        s = job.get("session")
+        return s["id"] if isinstance(s, dict) and "id" in s else job["id"]
+
+    def _follow(self, plugin, code, timeout, job):
+        j = build_job(plugin, code, **job)
+        shared = self.reply_to is not None or "reply_to" in job
+        stream = job.get("reply_to") or self.reply_to or self.t.private_reply(j["id"])
+        if stream is not None:
+            j["reply_to"] = stream
+        reader = self.t.reader(stream, shared)
+        col = Collector(j["id"])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self.t.enqueue(j, self._key(j))
+            while not col.done:
+                left = _READ_SLICE if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(j["id"], timeout)
+                for f in reader.read(min(left, _READ_SLICE)):
+                    if f.get("id") == j["id"]:
+                        yield from col.add(f)
+        finally:
+            reader.close()
+        return col.result()
+
+
+__all__ = ["Client", "KilnConnectionError"]
