@@ -256,7 +256,8 @@ void kiln__redis_fetch_next(struct rsrc *s)
     }
     /* forwarded jobs of this worker's sessions are read whatever the slots:
      * one of them may be what the jobs holding the slots wait for */
-    int mine_only = (avail == 0 && s->mine_credit > 0 && s->phase == PH_NEW) || s->phase == PH_RECOVER_MINE;
+    int mine_only = (avail == 0 && s->mine_credit > 0 && s->held > 0 && s->phase == PH_NEW) ||
+                    s->phase == PH_RECOVER_MINE;
     if (!s->fetch.up || s->fetching || (avail == 0 && !mine_only) || s->stopping || s->draining ||
         kiln__redis_now(s) < s->pause_until || (mine_only && s->mine_credit == 0))
         return;

@@ -66,6 +66,8 @@ struct rsrc {
     unsigned credit;
     unsigned mine_credit;           /* forwarded jobs (unslotted) it may hold more */
     long long fetch_id;             /* the fetch connection's CLIENT ID, 0 unknown */
+    unsigned held;                  /* sessions this worker holds (as last renewed):
+                                     * only then is its own stream read alone */
     int fetch_mine_only;            /* the read under way is of this worker's stream
                                      * alone (the slots were full) */
     int unblock_sent;               /* ... and a slot has freed: CLIENT UNBLOCK sent */

@@ -151,6 +151,7 @@ static void keys_of(const struct rsrc *s, const char *id, char *owner, size_t on
 /* ---- claim ------------------------------------------------------------ */
 
 struct claim {
+    struct rsrc *s;
     kiln_claim_cb cb;
     void *arg;
 };
@@ -169,8 +170,10 @@ static void on_claim(redisAsyncContext *ac, void *r, void *priv)
         c->cb(c->arg, -EIO, "an unexpected answer from redis");
     } else {
         const char *v = reply->element[0]->str, *text = reply->element[1]->str;
-        if (strcmp(v, "new") == 0)
+        if (strcmp(v, "new") == 0) {
+            c->s->held++; /* (renewals count them again) */
             c->cb(c->arg, KILN_CLAIM_NEW, "");
+        }
         else if (strcmp(v, "owner") == 0)
             c->cb(c->arg, KILN_CLAIM_ELSEWHERE, text);
         else if (strcmp(v, "lost") == 0)
@@ -192,6 +195,7 @@ int kiln__redis_session_claim(struct kiln_source *src, const char *id, struct ki
     struct claim *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return -ENOMEM;
+    c->s = s;
     c->cb = cb;
     c->arg = arg;
     keys_of(s, id, owner, sizeof(owner), state, sizeof(state));
@@ -300,6 +304,7 @@ void kiln__redis_session_renew(struct kiln_source *src, const char *const *ids, 
 {
     struct rsrc *s = (struct rsrc *)src;
     char lease[24];
+    s->held = (unsigned)n;
     if (n == 0 || !s->cmd.up)
         return; /* cut off: the leases run out, and say so once it is back */
     struct renew *rn = calloc(1, sizeof(*rn));
