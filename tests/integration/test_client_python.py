@@ -1,6 +1,6 @@
 """The Python client (clients/python, kiln_client) against a real
 redis-server and real workers, and the Kafka dev broker: every status a
-job can end with, streaming in order, de-duplication when a worker dies
+job can end with (internal from a worker whose sandboxes cannot start), streaming in order, de-duplication when a worker dies
 mid-job, map() with 500 jobs and a bounded in-flight count, cancel,
 timeouts, broken connections, sessions, the asyncio twin; and its msgpack
 shapes against schemas/vectors."""
@@ -205,6 +205,20 @@ class OnRedis(KilnCase):
         self.assertEqual((r.status, r.stdout), ("ok", b"async\n"))
         self.assertEqual(frames[-1]["kind"], "exit")
         self.assertEqual(sorted(int(x.stdout) for x in results), list(range(20)))
+
+
+class OnABrokenWorker(KilnCase):
+    def test_internal(self):
+        # a worker whose sandboxes cannot start: kiln's own failure, after
+        # its one attempt
+        self.worker("bad", *ROOTFS, "--agent", "/bin/false", "--max-attempts", "1", "--pool", "0",
+                    "--jobs", "kiln.jobs.broken")
+        with Client(self.redis.url, jobs="kiln.jobs.broken") as kiln:
+            r = kiln.run("shell", "true", timeout=60)
+        self.assertEqual(r.status, "internal", r)
+        self.assertTrue(r.reason)
+        with self.assertRaises(kiln_client.JobError):
+            r.check()
 
 
 class OnKafka(KafkaCase):
