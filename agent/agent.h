@@ -203,6 +203,9 @@ struct kiln_child {
  * as "collect" messages, then "collected". */
 void kiln_collect_send(const msgpack_object *globs, int64_t limit, int64_t files, int64_t names);
 
+/* cpu.c: a small file (under /proc, a cgroup's) whole in `buf`,
+ * NUL-terminated. 0, or -1 when it could not be read or is empty. */
+int kiln_read_small(const char *path, char *buf, size_t len);
 /* cpu.c: CPU time the job has used so far (ms), every process counted;
  * `job` is its main process. */
 int64_t kiln_cpu_used_ms(pid_t job);
@@ -229,6 +232,10 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0);
  * is pending, the longest poll() may wait before pending output is due,
  * and send it once due. */
 void kiln_run_out_add(int fd, const char *data, size_t len);
+/* run.c: one read of the job's stdout (stream 1) or stderr (2) at *fd into
+ * the pending output: 1 bytes came, 0 none now (EAGAIN), -1 the stream
+ * has ended (*fd closed and -1). */
+int kiln_run_out_read(int stream, int *fd);
 void kiln_run_out_flush(void);
 int kiln_run_out_wait(int wait);
 void kiln_run_out_due(void);

@@ -17,7 +17,7 @@
 
 #include "agent.h"
 
-static int read_small(const char *path, char *buf, size_t len)
+int kiln_read_small(const char *path, char *buf, size_t len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -36,7 +36,7 @@ static long long proc_ticks(const char *pid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%s/stat", pid);
-    if (read_small(path, buf, sizeof(buf)) < 0)
+    if (kiln_read_small(path, buf, sizeof(buf)) < 0)
         return 0;
     char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
     if (p == NULL)
@@ -56,7 +56,7 @@ int64_t kiln_cpu_used_ms(pid_t job)
 {
     char buf[1024];
     if (kiln__agent.in_vm) {
-        if (read_small("/run/kiln/cg/job/cpu.stat", buf, sizeof(buf)) == 0) {
+        if (kiln_read_small("/run/kiln/cg/job/cpu.stat", buf, sizeof(buf)) == 0) {
             char *u = strstr(buf, "usage_usec ");
             if (u != NULL)
                 return strtoll(u + 11, NULL, 10) / 1000;

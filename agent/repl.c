@@ -73,13 +73,8 @@ static int zombie(pid_t pid)
 {
     char path[64], buf[256];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
+    if (kiln_read_small(path, buf, sizeof(buf)) < 0)
         return 1; /* gone */
-    buf[n] = '\0';
     const char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
     return p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
 }
@@ -129,13 +124,8 @@ static int64_t peak_rss_kb(void)
 {
     char path[64], buf[2048];
     snprintf(path, sizeof(path), "/proc/%d/status", (int)it.c.pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
+    if (kiln_read_small(path, buf, sizeof(buf)) < 0)
         return 0;
-    buf[n] = '\0';
     char *h = strstr(buf, "VmHWM:");
     return h != NULL ? strtoll(h + 6, NULL, 10) : 0;
 }
@@ -183,26 +173,10 @@ static int read_ctl(int *code)
 /* Whatever the interpreter has written, now (its pipes are non-blocking). */
 static void drain_output(void)
 {
-    char buf[KILN_PROTO_CHUNK];
     for (int i = 1; i <= 2; i++) {
         int *fd = i == 1 ? &it.c.out : &it.c.err;
-        ssize_t n = -1;
-        while (*fd >= 0 && (n = read(*fd, buf, sizeof(buf))) != 0) {
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno != EAGAIN) {
-                    close(*fd);
-                    *fd = -1;
-                }
-                break;
-            }
-            kiln_run_out_add(i, buf, (size_t)n);
-        }
-        if (n == 0 && *fd >= 0) {
-            close(*fd);
-            *fd = -1;
-        }
+        while (*fd >= 0 && kiln_run_out_read(i, fd) > 0)
+            ;
     }
 }
 
@@ -308,16 +282,8 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
             kill(it.c.pid, SIGKILL); /* it did not stop: the session ends with it */
         for (int i = 1; i <= 2; i++) {
             int *fd = i == 1 ? &it.c.out : &it.c.err;
-            char buf[KILN_PROTO_CHUNK];
-            if (*fd < 0 || !pf[i].revents)
-                continue;
-            ssize_t n = read(*fd, buf, sizeof(buf));
-            if (n > 0) {
-                kiln_run_out_add(i, buf, (size_t)n);
-            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-                close(*fd);
-                *fd = -1;
-            }
+            if (*fd >= 0 && pf[i].revents)
+                kiln_run_out_read(i, fd);
         }
         if (pf[3].revents) {
             int r = read_ctl(&code);
@@ -334,6 +300,9 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
     }
     int64_t wall = kiln_agent_now_ms() - t0;
     drain_output();
+    if (!it.ended) /* idle until the next job: stopped first, so none of its
+                    * threads starts a process while the others are killed */
+        kill(it.c.pid, SIGSTOP);
     kill_others();
     if (it.ended) { /* the interpreter is gone, and with it the session */
         kiln_run_kill(it.c.pid);
@@ -341,7 +310,6 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
             ;
     } else {
         reap();
-        kill(it.c.pid, SIGSTOP); /* idle until the next job */
     }
     kiln_run_out_flush();
     int64_t cpu = kiln_cpu_used_ms(it.c.pid) - cpu_base;

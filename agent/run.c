@@ -281,6 +281,23 @@ void kiln_run_out_due(void)
         kiln_run_out_flush();
 }
 
+int kiln_run_out_read(int stream, int *fd)
+{
+    char buf[KILN_PROTO_CHUNK];
+    ssize_t n;
+    while ((n = read(*fd, buf, sizeof(buf))) < 0 && errno == EINTR)
+        ;
+    if (n > 0) {
+        kiln_run_out_add(stream, buf, (size_t)n);
+        return 1;
+    }
+    if (n < 0 && errno == EAGAIN)
+        return 0;
+    close(*fd);
+    *fd = -1;
+    return -1;
+}
+
 void kiln_run_out_add(int fd, const char *data, size_t len)
 {
     if (pend.len > 0 && (pend.fd != fd || pend.len + len > sizeof(pend.buf)))
@@ -404,15 +421,8 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
         }
         for (int i = 1; i <= 2; i++) {
             int *fd = i == 1 ? &c->out : &c->err;
-            if (*fd < 0 || !pf[i].revents)
-                continue;
-            n = read(*fd, buf, sizeof(buf));
-            if (n > 0) {
-                kiln_run_out_add(i, buf, (size_t)n);
-            } else if (n == 0 || errno != EINTR) {
-                close(*fd);
-                *fd = -1;
-            }
+            if (*fd >= 0 && pf[i].revents)
+                kiln_run_out_read(i, fd);
         }
         if (c->in >= 0 && pf[3].revents) {
             n = write(c->in, c->in_next, c->in_left);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/repl.h"
 #include "wire/frame.h"
 
 /* Label values come from bounded sets (plugins, statuses, reason classes,
@@ -117,8 +118,6 @@ static const char *const reject_labels[KILN_REJECT_CLASSES] = {
     [KILN_REJECT_OTHER] = "other",
 };
 
-/* the reasons a session ends: kiln_sessions_closed_total's labels */
-static const char *const session_reasons[] = {"closed", "idle", "cancelled", "drained", "exited", "sandbox_died", "worker_gone", "moved"};
 
 void kiln_metrics_declare_source(const char *source)
 {
@@ -127,8 +126,8 @@ void kiln_metrics_declare_source(const char *source)
     slot(&reconnects, source);
     slot(&output, "stdout");
     slot(&output, "stderr");
-    for (size_t i = 0; i < sizeof(session_reasons) / sizeof(session_reasons[0]); i++)
-        slot(&sessions_closed, session_reasons[i]);
+    for (size_t i = 0; kiln__repl_ending(i) != NULL; i++) /* why sessions end */
+        slot(&sessions_closed, kiln__repl_ending(i));
 }
 
 

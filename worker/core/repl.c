@@ -66,22 +66,33 @@ static const struct { const char *label, *text; } endings[] = {
     {"moved", "the session's partition moved to another worker (a rebalance), or its jobs are not keyed by the session id"},
 };
 
+#define NENDINGS (sizeof(endings) / sizeof(endings[0]))
+
+static size_t ending_of(const char *label)
+{
+    size_t i = 0;
+    while (i < NENDINGS && strcmp(endings[i].label, label) != 0)
+        i++;
+    return i; /* NENDINGS: none */
+}
+
 static const char *lost_reason(const char *label)
 {
-    for (size_t i = 0; i < sizeof(endings) / sizeof(endings[0]); i++)
-        if (strcmp(endings[i].label, label) == 0)
-            return endings[i].text;
-    return label;
+    size_t i = ending_of(label);
+    return i < NENDINGS ? endings[i].text : label;
 }
 
 /* The static label a queue's text names (another worker's word: any
  * other text is read as its worker gone). */
 static const char *label_of(const char *text)
 {
-    for (size_t i = 0; i < sizeof(endings) / sizeof(endings[0]); i++)
-        if (strcmp(endings[i].label, text) == 0)
-            return endings[i].label;
-    return "worker_gone";
+    size_t i = ending_of(text);
+    return i < NENDINGS ? endings[i].label : "worker_gone";
+}
+
+const char *kiln__repl_ending(size_t i)
+{
+    return i < NENDINGS ? endings[i].label : NULL;
 }
 
 static struct {
@@ -136,6 +147,18 @@ static struct kiln_repl *find(struct kiln_worker *w, const char *id)
     return NULL;
 }
 
+/* The head of the session's queue, taken off it (NULL: none). */
+static struct kiln_run *pop(struct kiln_repl *r)
+{
+    struct kiln_run *run = r->queue;
+    if (run != NULL) {
+        r->queue = run->repl_next;
+        run->repl_next = NULL;
+        run->repl = NULL;
+    }
+    return run;
+}
+
 static void lose(struct kiln_run *run, const char *label)
 {
     snprintf(run->reason, sizeof(run->reason), "%s", lost_reason(label));
@@ -160,13 +183,8 @@ static void end(struct kiln_repl *r, const char *why)
     if (r->ending == NULL)
         r->ending = why;
     uv_timer_stop(&r->idle);
-    while (r->queue != NULL) {
-        struct kiln_run *run = r->queue;
-        r->queue = run->repl_next;
-        run->repl_next = NULL;
-        run->repl = NULL;
+    for (struct kiln_run *run; (run = pop(r)) != NULL;)
         lose(run, r->ending);
-    }
     if (r->run == NULL && r->s != NULL)
         kiln_session_kill(r->s); /* GONE follows: then it is freed */
 }
@@ -274,8 +292,8 @@ static void pump(struct kiln_repl *r)
     if (!may_start(r, run))
         return;
     r->gate_for = r->gated = NULL;
-    r->queue = run->repl_next;
-    run->repl_next = NULL;
+    pop(r);
+    run->repl = r;
     r->run = run;
     run->repl_seq = ++r->seq;
     run->session = r->s;
@@ -357,9 +375,7 @@ static void open_sandbox(struct kiln_repl *r)
         char why[600];
         snprintf(why, sizeof(why), "the session's sandbox failed to start: %s", err);
         kiln_error("job %s: %s", run->job->id, why);
-        r->queue = run->repl_next;
-        run->repl_next = NULL;
-        run->repl = NULL;
+        pop(r);
         kiln__run_finish(run, KILN_STATUS_INTERNAL, why);
         gone(r);
         return;
@@ -409,28 +425,18 @@ static void on_claim(void *arg, int verdict, const char *text)
         open_sandbox(r);
         return;
     }
-    if (verdict == KILN_CLAIM_NEW) { /* claimed, and not opened after all */
-        if (r->ending == NULL) {
-            w->src->ops->session_end(w->src, r->id, NULL); /* as if never: another may open it */
-            while (r->queue != NULL) {
-                struct kiln_run *run = r->queue;
-                r->queue = run->repl_next;
-                run->repl_next = NULL;
-                run->repl = NULL;
-                full(run);
-            }
-        } else {
-            w->src->ops->session_end(w->src, r->id, r->ending);
-        }
-    }
+    /* claimed, and not opened after all: forgotten when this worker is
+     * full (another may open it), else ended as it ended here */
+    if (verdict == KILN_CLAIM_NEW)
+        w->src->ops->session_end(w->src, r->id, r->ending);
     if (verdict == KILN_CLAIM_LOST)
         remember_end(w, r->id, text = label_of(text));
-    while (r->queue != NULL) {
-        struct kiln_run *run = r->queue;
-        r->queue = run->repl_next;
-        run->repl_next = NULL;
-        run->repl = NULL;
-        if (verdict == KILN_CLAIM_LOST) {
+    for (struct kiln_run *run; (run = pop(r)) != NULL;) {
+        if (verdict == KILN_CLAIM_NEW && r->ending == NULL) {
+            full(run);
+        } else if (verdict == KILN_CLAIM_NEW) {
+            kiln__run_release(run); /* draining: another worker takes it */
+        } else if (verdict == KILN_CLAIM_LOST) {
             lose(run, text);
         } else if (verdict == KILN_CLAIM_ELSEWHERE) {
             run->refs++;
@@ -457,7 +463,7 @@ static void on_lease_lost(void *arg, const char *id, const char *why)
     struct kiln_repl *r = find(arg, id);
     if (r != NULL && !r->claiming) {
         kiln_warn("session %s: this worker holds it no more (%s)", id, lost_reason(why));
-        end(r, why);
+        end(r, label_of(why));
     }
 }
 

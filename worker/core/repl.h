@@ -16,6 +16,7 @@
 #ifndef KILN_REPL_H
 #define KILN_REPL_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 struct kiln_run;
@@ -41,6 +42,10 @@ void kiln__repl_cancel(struct kiln_worker *w, const char *id);
 
 /* The worker drains: idle sessions end now, busy ones after their job. */
 void kiln__repl_drain(struct kiln_worker *w);
+
+/* The labels a session's end may have (kiln_sessions_closed_total's),
+ * the i-th; NULL past the last. */
+const char *kiln__repl_ending(size_t i);
 
 /* Sessions open now: gauge lines for /metrics. */
 void kiln_repl_gauges(struct kiln_worker *w, FILE *out);

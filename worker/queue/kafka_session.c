@@ -35,7 +35,7 @@ struct known {
     struct known *next;
     char id[KILN_JOB_ID_MAX + 1];
     char worker[128];            /* who opened it */
-    const char *ended;           /* why it ended (static), or NULL: open */
+    char ended[24];              /* why it ended (a label, as said), or "": open */
     struct kiln_kafka_part *part; /* ours: the partition its first job came from */
     unsigned gen;                /* ... in that generation */
     int64_t at;                  /* when it was said (unix ms) */
@@ -74,15 +74,12 @@ static struct known *remember(const char *id, int64_t at)
     return k;
 }
 
-/* The labels a control message may name, as static strings. */
-static const char *label(const char *why)
+/* It ended, for `why` (a label; core/repl.c reads any other as
+ * worker_gone). */
+static void ended(struct known *k, const char *why)
 {
-    static const char *const labels[] = {"closed", "idle", "cancelled", "drained", "exited",
-                                         "sandbox_died", "worker_gone", "moved"};
-    for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++)
-        if (strcmp(labels[i], why) == 0)
-            return labels[i];
-    return "worker_gone";
+    snprintf(k->ended, sizeof(k->ended), "%s", why[0] != '\0' ? why : "worker_gone");
+    k->part = NULL;
 }
 
 int kiln__kafka_session_message(const msgpack_object *m, int64_t at)
@@ -119,8 +116,7 @@ int kiln__kafka_session_message(const msgpack_object *m, int64_t at)
             free(k);
             nknown--;
         } else {
-            k->ended = label(why != NULL ? why : "");
-            k->part = NULL;
+            ended(k, why != NULL ? why : "");
         }
         free(why);
     }
@@ -152,7 +148,7 @@ struct answer {
     kiln_claim_cb cb;
     void *arg;
     int verdict;
-    const char *text;
+    char text[24];
 };
 
 static void on_answer_closed(uv_handle_t *h)
@@ -178,18 +174,14 @@ int kiln__kafka_session_claim(struct kiln_source *src, const char *id, struct ki
     a->cb = cb;
     a->arg = arg;
     struct known *k = find(id);
-    if (k != NULL && k->ended != NULL) {
+    if (k != NULL) { /* ended; or open and not here: its partition moved (or it was not keyed) */
         a->verdict = KILN_CLAIM_LOST;
-        a->text = k->ended;
-    } else if (k != NULL) { /* open, and not here: its partition moved (or it was not keyed) */
-        a->verdict = KILN_CLAIM_LOST;
-        a->text = "moved";
+        snprintf(a->text, sizeof(a->text), "%s", k->ended[0] != '\0' ? k->ended : "moved");
     } else if ((k = remember(id, 0)) == NULL) {
         free(a);
         return -ENOMEM;
     } else {
         a->verdict = KILN_CLAIM_NEW;
-        a->text = "";
         snprintf(k->worker, sizeof(k->worker), "%s", s->pub.cfg->consumer);
         k->part = d->part;
         k->gen = d->gen;
@@ -210,8 +202,7 @@ void kiln__kafka_session_end(struct kiln_source *src, const char *id, const char
             k->part = NULL;
         why = "forget";
     } else if (k != NULL) {
-        k->ended = label(why);
-        k->part = NULL;
+        ended(k, why);
     }
     say(s, id, "session_end", "why", why);
 }

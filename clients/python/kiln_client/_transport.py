@@ -7,6 +7,23 @@ from ._errors import KilnConnectionError
 from ._jobs import new_id, pack, unpack
 
 
+def entries(reply):
+    """An XREAD/XREADGROUP reply as (frames, entry ids, the last id): the
+    frames decoded, entries that hold none skipped."""
+    frames, ids, last = [], [], None
+    for _, got in reply or []:
+        for entry_id, fields in got:
+            last = entry_id
+            ids.append(entry_id)
+            raw = fields.get(b"frame")
+            if raw is not None:
+                try:
+                    frames.append(unpack(raw))
+                except Exception:
+                    pass  # not a frame of ours
+    return frames, ids, last
+
+
 class RedisTransport:
     def __init__(self, url, jobs, control, group=None):
         import redis
@@ -61,17 +78,8 @@ class RedisReader:
             got = t._call(t.r.xreadgroup, t.group, "c", {self.stream: ">"}, count=500, block=ms)
         else:
             got = t._call(t.r.xread, {self.stream: self.last}, count=500, block=ms)
-        out, ids = [], []
-        for _, entries in got or []:
-            for entry_id, fields in entries:
-                self.last = entry_id
-                ids.append(entry_id)
-                raw = fields.get(b"frame")
-                if raw is not None:
-                    try:
-                        out.append(unpack(raw))
-                    except Exception:
-                        pass  # not a frame of ours
+        out, ids, last = entries(got)
+        self.last = last or self.last
         if self.shared and ids:
             t._call(t.r.xack, self.stream, t.group, *ids)
         return out

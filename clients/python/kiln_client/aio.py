@@ -4,7 +4,8 @@ import asyncio
 import time
 
 from ._errors import KilnConnectionError, TimeoutError
-from ._jobs import Collector, build_job, new_id, pack, unpack
+from ._jobs import Collector, build_job, new_id, pack
+from ._transport import entries
 from .client import Client
 
 _READ_SLICE = 1.0
@@ -129,19 +130,12 @@ class AsyncClient:
                     got = await self._call(self.r.xreadgroup(self.group, "c", {stream: ">"}, count=500, block=ms))
                 else:
                     got = await self._call(self.r.xread({stream: last}, count=500, block=ms))
-                ids = []
-                for _, entries in got or []:
-                    for entry_id, fields in entries:
-                        last = entry_id
-                        ids.append(entry_id)
-                        raw = fields.get(b"frame")
-                        try:
-                            f = unpack(raw) if raw is not None else None
-                        except Exception:
-                            f = None
-                        if f is not None and f.get("id") == j["id"]:
-                            for g in col.add(f):
-                                yield g
+                frames, ids, newest = entries(got)
+                last = newest or last
+                for f in frames:
+                    if f.get("id") == j["id"]:
+                        for g in col.add(f):
+                            yield g
                 if shared and ids:
                     await self._call(self.r.xack(stream, self.group, *ids))
         finally:
