@@ -1,15 +1,20 @@
 /*
  * kiln-agent: PID 1 of a sandbox. It says "ready", takes one "run", starts
  * the job, forwards its stdout and stderr as they come, and reports how it
- * ended. One agent serves one job: the sandbox is thrown away after.
+ * ended. One agent serves one job (or, in a session's sandbox, the
+ * session's jobs one cell after another: repl.c); the sandbox is thrown
+ * away after.
  *
  *   kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]
+ *              [--proxy-dir DIR] [--job-cgroup N]
  *   /init                          (a microVM's, from its initramfs: vm.c)
  *   kiln-agent --adopt PID         (a sandbox forked by a zygote: zygote.c)
  *
  * --jail builds the jail's root first (the worker cloned the namespaces),
  * from the runtime image open at --root-fd when given; --fd names the
- * channel to the worker (default 3). In a VM the host speaks first
+ * channel to the worker (default 3); --proxy-dir the sandbox's own directory
+ * for the egress proxy's socket; --job-cgroup the first of the four open
+ * files of a session's job cgroup (jobcg.c). In a VM the host speaks first
  * ("hello", with the time) and the agent answers "ready".
  *
  * A "prestart" message before "run" starts the interpreter ahead of the
@@ -339,6 +344,8 @@ int main(int argc, char **argv)
             exec_status = atoi(argv[++i]);
         else if (strcmp(argv[i], "--adopt-failed") == 0 && i + 1 < argc)
             adopt_failed = argv[++i];
+        else if (strcmp(argv[i], "--job-cgroup") == 0 && i + 1 < argc)
+            kiln_jobcg_adopt(atoi(argv[++i]));
         else if (getpid() == 1 && strncmp(argv[i], "--", 2) != 0)
             continue; /* a microVM's init gets the kernel's leftover words */
         else {

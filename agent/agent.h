@@ -81,7 +81,6 @@ struct kiln_vm {
     unsigned tmp_mb;
     int path_fd;            /* O_PATH: the virtio port, to reopen it */
     int listen_fd;          /* vsock: listening */
-    int cg_procs;           /* the job cgroup's cgroup.procs, or -1 */
     int egress;             /* kiln.egress=1: the job has net.allow */
 };
 /* Load the modules, find the agent's channel, mount the image (/dev/vda)
@@ -103,6 +102,21 @@ __attribute__((noreturn)) void kiln_vm_halt(void);
 /* exec.c: when >= 0, the job's processes join this cgroup (its
  * cgroup.procs, open for writing) before anything else. */
 extern int kiln_exec_cgroup_fd;
+
+/* jobcg.c: a session's job cgroup (cgroup v2), its files open: procs and
+ * freeze for writing, events for reading, kill (-1 where the kernel has
+ * none). All -1: this sandbox has none. */
+struct kiln_jobcg {
+    int procs, freeze, events, kill;
+};
+extern struct kiln_jobcg kiln_jobcg;
+/* The four files the worker gave a jail, from `first_fd` on (the jail's
+ * --job-cgroup); the job's processes join it. */
+void kiln_jobcg_adopt(int first_fd);
+/* Freeze (1) or thaw (0) every process in the job cgroup. Freezing returns
+ * once the kernel says all are frozen: 0; -ETIMEDOUT when some were not
+ * after 2 s; -ENOTSUP without a job cgroup; or another -errno. */
+int kiln_jobcg_freeze(int on);
 
 /* seccomp.c: load the job's syscall filter. Returns 0 or a negative errno. */
 int kiln_seccomp_apply(void);

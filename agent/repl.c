@@ -12,14 +12,21 @@
  *   "R <bytes>\n" then a value's text   (a `result` frame)
  *   "E <code>\n"                         (the cell has ended)
  *
- * Between jobs the interpreter is stopped (SIGSTOP), so an idle session
- * uses no CPU, and whatever else a cell started is killed when it ends:
- * only files (/work, /tmp) and the interpreter's own state carry over. A
- * "kill" from the worker (timeout, cancel, the output or CPU cap)
- * interrupts the cell: its other processes are killed and the interpreter
- * gets SIGINT; one that has not ended the cell after KILN_REPL_STOP_MS is
- * killed, and with it the session. Every "exit" says whether the
- * interpreter lives on ("session": "alive") or not ("ended").
+ * The FIFO is the job's to write too (the cell's code runs in the
+ * interpreter): what comes on it is held to the protocol, and only the
+ * last "R" before a cell's "E" becomes its `result`, sent after the cell's
+ * output and counted by the worker against the job's output cap.
+ *
+ * When a cell ends, the job cgroup (jobcg.c) is frozen, so nothing of the
+ * job runs, forks or wakes anything again, and whatever else the cell
+ * started is killed: only files (/work, /tmp) and the interpreter's own
+ * state carry over, and an idle session uses no CPU. The interpreter stays
+ * frozen until the next job's cell. A "kill" from the worker (timeout,
+ * cancel, the output or CPU cap) interrupts the cell the same way: frozen,
+ * its other processes killed, then the interpreter thawed with SIGINT; one
+ * that has not ended the cell after KILN_REPL_STOP_MS is killed, and with
+ * it the session. Every "exit" says whether the interpreter lives on
+ * ("session": "alive") or not ("ended").
  */
 #include <dirent.h>
 #include <errno.h>
@@ -46,6 +53,9 @@ static struct {
     int sfd;                 /* SIGCHLD */
     char buf[KILN_REPL_RESULT_MAX + 64];
     size_t len;              /* what has come on ctl so far */
+    char res[KILN_REPL_RESULT_MAX];
+    size_t res_len;          /* the cell's result so far: the last "R" */
+    int has_res;
     int ended;               /* the interpreter has exited: wstatus */
     int wstatus;
 } it = {.ctl = -1, .sfd = -1};
@@ -68,43 +78,40 @@ static int make_ctl(char *why, size_t whylen)
 
 static void reap(void);
 
-/* A process that has ended and waits for its parent to reap it. */
-static int zombie(pid_t pid)
-{
-    char path[64], buf[256];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    if (kiln_read_small(path, buf, sizeof(buf)) < 0)
-        return 1; /* gone */
-    const char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
-    return p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
-}
-
 /* Every process of the job but its interpreter (and PID 1, the agent),
- * scanned again until none is left: one that forks while a scan runs has
- * its children found by the next. */
+ * killed. The job cgroup is frozen first (hold()), so none of them forks,
+ * runs or wakes another meanwhile and one pass finds them all; a process
+ * whose main thread has exited while its other threads run on is killed
+ * too (kill() reaches its whole thread group through the zombie leader). */
 static void kill_others(void)
 {
-    for (int round = 0; round < 100; round++) {
-        DIR *d = opendir("/proc");
-        struct dirent *e;
-        struct stat st;
-        char path[64];
-        int found = 0;
-        while (d != NULL && (e = readdir(d)) != NULL) {
-            pid_t pid = (pid_t)atoi(e->d_name);
-            if (pid <= 1 || pid == it.c.pid || pid == getpid())
-                continue;
-            snprintf(path, sizeof(path), "/proc/%d", (int)pid);
-            if (stat(path, &st) == 0 && st.st_uid == KILN_JOB_UID && !zombie(pid) &&
-                kill(pid, SIGKILL) == 0)
-                found = 1;
-        }
-        if (d != NULL)
-            closedir(d);
-        reap();
-        if (!found)
-            return;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    struct stat st;
+    char path[64];
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 1 || pid == it.c.pid || pid == getpid())
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+        if (stat(path, &st) == 0 && st.st_uid == KILN_JOB_UID)
+            kill(pid, SIGKILL);
     }
+    if (d != NULL)
+        closedir(d);
+    reap();
+}
+
+/* Stop the job where it is and end all of it but the interpreter, which
+ * stays frozen until thawed (the next cell, or SIGINT for an interrupt).
+ * A freeze that did not finish (a task asleep in the kernel for 2 s) is
+ * said on stderr; the kill goes on regardless. */
+static void hold(void)
+{
+    int r = kiln_jobcg_freeze(1);
+    if (r < 0)
+        fprintf(stderr, "kiln-agent: freezing the session's job: %s\n", strerror(-r));
+    kill_others();
 }
 
 /* Reap what has ended; the interpreter's end is noted. */
@@ -130,9 +137,9 @@ static int64_t peak_rss_kb(void)
     return h != NULL ? strtoll(h + 6, NULL, 10) : 0;
 }
 
-/* What came on the FIFO: results go on as they are; returns 1 with the
- * code once the cell has ended, 0 while it runs, -1 when the interpreter
- * broke the protocol (it is killed). */
+/* What came on the FIFO: a result is kept (a later one replaces it) until
+ * the cell's end; returns 1 with the code once the cell has ended, 0 while
+ * it runs, -1 when the protocol was broken (the interpreter is killed). */
 static int read_ctl(int *code)
 {
     ssize_t n;
@@ -159,12 +166,9 @@ static int read_ctl(int *code)
             *nl = '\n';
             return 0; /* the rest is coming */
         }
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        kiln_proto_begin_msg(&sb, &pk, "result", 1);
-        kiln_mp_str(&pk, "data");
-        kiln_mp_bin(&pk, it.buf + head, (size_t)v);
-        kiln_agent_send(&sb);
+        memcpy(it.res, it.buf + head, (size_t)v);
+        it.res_len = (size_t)v;
+        it.has_res = 1;
         memmove(it.buf, it.buf + head + v, it.len - head - (size_t)v);
         it.len -= head + (size_t)v;
     }
@@ -240,7 +244,7 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
     int64_t next_check = t0 + tick;
     int code = 0, done = 0, cpu_over = 0;
 
-    kill(it.c.pid, SIGCONT);
+    it.has_res = 0;
     if (feed(c) < 0) {
         kill(it.c.pid, SIGKILL); /* it stopped reading: the session cannot go on */
         stop_at = t0;
@@ -275,8 +279,9 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
         }
         if (interrupt && stop_at == 0) {
             stop_at = now;
-            kill_others();
+            hold();
             kill(it.c.pid, SIGINT);
+            kiln_jobcg_freeze(0);
         }
         if (stop_at > 0 && now - stop_at >= KILN_REPL_STOP_MS)
             kill(it.c.pid, SIGKILL); /* it did not stop: the session ends with it */
@@ -300,18 +305,23 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
     }
     int64_t wall = kiln_agent_now_ms() - t0;
     drain_output();
-    if (!it.ended) /* idle until the next job: stopped first, so none of its
-                    * threads starts a process while the others are killed */
-        kill(it.c.pid, SIGSTOP);
-    kill_others();
-    if (it.ended) { /* the interpreter is gone, and with it the session */
+    if (!it.ended) { /* idle until the next job: nothing of it runs */
+        hold();
+    } else { /* the interpreter is gone, and with it the session */
         kiln_run_kill(it.c.pid);
         while (waitpid(-1, NULL, 0) > 0)
             ;
-    } else {
-        reap();
     }
     kiln_run_out_flush();
+    if (it.has_res) { /* after the cell's output, before its end */
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        kiln_proto_begin_msg(&sb, &pk, "result", 1);
+        kiln_mp_str(&pk, "data");
+        kiln_mp_bin(&pk, it.res, it.res_len);
+        kiln_agent_send(&sb);
+    }
+    it.has_res = 0;
     int64_t cpu = kiln_cpu_used_ms(it.c.pid) - cpu_base;
     int status = it.ended ? it.wstatus : (code & 0xff) << 8;
     int64_t rss = it.ended ? 0 : peak_rss_kb();
@@ -339,6 +349,10 @@ void kiln_repl_serve(struct kiln_proto_reader *rd, msgpack_unpacked *u)
         kiln_agent_exit(1);
     }
     spec.rl_cpu = 0; /* a per-process CPU limit would add up across the session's jobs */
+    if (kiln_jobcg.freeze < 0) {
+        kiln_agent_send_error("agent: this sandbox has no job cgroup to hold a session in");
+        kiln_agent_exit(1);
+    }
     if (it.sfd < 0 || make_ctl(why, sizeof(why)) < 0) {
         kiln_agent_send_error(it.sfd < 0 ? "agent: signalfd failed" : why);
         kiln_agent_exit(1);
@@ -374,6 +388,9 @@ void kiln_repl_serve(struct kiln_proto_reader *rd, msgpack_unpacked *u)
             kiln_agent_send_error("agent: malformed message");
             kiln_agent_exit(1);
         }
+        /* the job runs again: its files are written by a process in its
+         * cgroup, then its cell goes to the interpreter */
+        kiln_jobcg_freeze(0);
         if (kiln_run_write_files(&spec, why, sizeof(why)) < 0) {
             /* the job's files: its error (or kiln's), and no cell; the
              * session goes on */

@@ -202,7 +202,7 @@ int kiln_vm_chan(struct kiln_vm *vm)
     return fd;
 }
 
-static int setup_cgroup(struct kiln_vm *vm)
+static int setup_cgroup(void)
 {
     const char *cg = "/run/kiln/cg";
     if (mkdir(cg, 0700) < 0 && errno != EEXIST)
@@ -218,14 +218,18 @@ static int setup_cgroup(struct kiln_vm *vm)
     close(fd);
     if (mkdir("/run/kiln/cg/job", 0755) < 0 && errno != EEXIST)
         return -1;
-    vm->cg_procs = open("/run/kiln/cg/job/cgroup.procs", O_WRONLY | O_CLOEXEC);
-    kiln_exec_cgroup_fd = vm->cg_procs;
-    return vm->cg_procs < 0 ? -1 : 0;
+    /* the job's processes join it; a session's are frozen there (jobcg.c) */
+    kiln_jobcg.procs = open("/run/kiln/cg/job/cgroup.procs", O_WRONLY | O_CLOEXEC);
+    kiln_jobcg.freeze = open("/run/kiln/cg/job/cgroup.freeze", O_WRONLY | O_CLOEXEC);
+    kiln_jobcg.events = open("/run/kiln/cg/job/cgroup.events", O_RDONLY | O_CLOEXEC);
+    kiln_jobcg.kill = open("/run/kiln/cg/job/cgroup.kill", O_WRONLY | O_CLOEXEC);
+    kiln_exec_cgroup_fd = kiln_jobcg.procs;
+    return kiln_jobcg.procs < 0 ? -1 : 0;
 }
 
 int kiln_vm_boot(struct kiln_vm *vm, char *err, size_t errlen)
 {
-    vm->path_fd = vm->listen_fd = vm->cg_procs = -1;
+    vm->path_fd = vm->listen_fd = -1;
     mkdir("/dev", 0755);
     mkdir("/proc", 0755);
     mkdir("/sys", 0755);
@@ -249,7 +253,7 @@ int kiln_vm_boot(struct kiln_vm *vm, char *err, size_t errlen)
         return fail(err, errlen, "mount the runtime image", "/dev/vda");
     if (kiln_jail_enter_vm("/newroot", vm->tmp_mb, err, errlen) < 0)
         return -1;
-    if (setup_cgroup(vm) < 0)
+    if (setup_cgroup() < 0)
         return fail(err, errlen, "set up", "the job's cgroup");
     return 0;
 }
@@ -269,7 +273,8 @@ static int write_value(const char *path, long long v)
 int kiln_vm_limit(struct kiln_vm *vm, long long memory_bytes, long long pids)
 {
     int r;
-    if (vm->cg_procs < 0)
+    (void)vm;
+    if (kiln_jobcg.procs < 0)
         return -ENOTSUP;
     if ((r = write_value("/run/kiln/cg/job/memory.max", memory_bytes)) < 0 ||
         (r = write_value("/run/kiln/cg/job/pids.max", pids)) < 0)
@@ -295,7 +300,8 @@ void kiln_vm_stats(struct kiln_vm *vm, long long *peak_kb, long long *oom_kills)
 {
     *peak_kb = -1;
     *oom_kills = 0;
-    if (vm->cg_procs < 0)
+    (void)vm;
+    if (kiln_jobcg.procs < 0)
         return;
     long long peak = read_key("/run/kiln/cg/job/memory.peak", NULL);
     *peak_kb = peak >= 0 ? peak / 1024 : -1;

@@ -234,8 +234,151 @@ class Sessions(SessionCase):
 
 class Hostile(SessionCase):
     """From the attacker's side: what a session's job leaves behind does
-    not run on, use CPU while the session idles, or reach another signer's
-    session."""
+    not run on (a zombie leader whose threads spin, children that keep
+    waking the interpreter), use CPU while the session idles, change the
+    files collect sends, push results past the output cap, or reach another
+    signer's session."""
+
+    def sandbox_cpu_ms(self):
+        """CPU the worker's sandboxes have used so far (ms), from the host:
+        the cgroups the worker made (sb-<its pid>-...)."""
+        pid = self.w.proc.pid
+        total = 0
+        for root, key in (("/sys/fs/cgroup/cpuacct/kiln", None), ("/sys/fs/cgroup/kiln", "usage_usec")):
+            if not os.path.isdir(root):
+                continue
+            for d in os.listdir(root):
+                if not d.startswith("sb-%d-" % pid):
+                    continue
+                try:
+                    if key is None:
+                        with open(os.path.join(root, d, "cpuacct.usage")) as f:
+                            total += int(f.read()) // 1000000
+                    else:
+                        with open(os.path.join(root, d, "cpu.stat")) as f:
+                            lines = f.read().splitlines()
+                        for l in lines:
+                            if l.startswith(key + " "):
+                                total += int(l.split()[1]) // 1000
+                except OSError:
+                    pass
+            return total
+        self.skipTest("no cgroup CPU accounting on this host")
+
+    def idle_cpu_ms(self, seconds=3.0):
+        a = self.sandbox_cpu_ms()
+        time.sleep(seconds)
+        return self.sandbox_cpu_ms() - a
+
+    def test_a_process_whose_main_thread_exited_does_not_outlive_its_cell(self):
+        # the main thread exits (a zombie leader), another thread spins on
+        self.start("--pool", "0", "--no-zygote")
+        hider = ("import ctypes, threading\n"
+                 "def spin():\n"
+                 "    while True:\n"
+                 "        pass\n"
+                 "threading.Thread(target=spin).start()\n"
+                 "ctypes.CDLL(None).syscall(60, 0)\n")
+        ex, out, err, res = self.step(
+            "import subprocess, sys, time\n"
+            "p = subprocess.Popen([sys.executable, '-c', %r], start_new_session=True)\n"
+            "time.sleep(0.5)\n'hidden'" % hider)
+        self.assertEqual(ex["status"], "ok", err)
+        spent = self.idle_cpu_ms()
+        self.assertLess(spent, 300, "an idle session used %d ms of CPU in 3 s" % spent)
+        # and nothing of it is left for the next cell to find
+        ex, out, err, res = self.step(
+            "import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()"
+            " and os.stat('/proc/' + p).st_uid == os.getuid()"
+            " and any(open('/proc/%s/task/%s/stat' % (p, t)).read().rsplit(')', 1)[1].split()[0] != 'Z'"
+            "         for t in os.listdir('/proc/%s/task' % p)))")
+        self.assertEqual(res, ["[]"], err)
+
+    def test_children_cannot_wake_the_idle_interpreter(self):
+        # eight children keep sending SIGCONT to the interpreter while the
+        # cell ends; a thread of the interpreter would spin if it ran
+        self.start("--pool", "0", "--no-zygote")
+        code = ("import os, threading, time\n"
+                "def spin():\n"
+                "    while True:\n"
+                "        pass\n"
+                "threading.Thread(target=spin, daemon=True).start()\n"
+                "me = os.getpid()\n"
+                "for _ in range(8):\n"
+                "    if os.fork() == 0:\n"
+                "        while True:\n"
+                "            os.kill(me, 18)\n"
+                "time.sleep(0.3)\n")
+        for attempt in range(3):
+            ex, out, err, res = self.step(code)
+            self.assertEqual(ex["status"], "ok", err)
+            spent = self.idle_cpu_ms(2.0)
+            self.assertLess(spent, 300, "try %d: an idle session used %d ms of CPU in 2 s" % (attempt + 1, spent))
+
+    def test_results_count_against_the_output_cap(self):
+        self.start()
+        j = self.job("import os\n"
+                     "fd = os.open('/tmp/.kiln-repl/ctl', os.O_WRONLY)\n"
+                     "for _ in range(64):\n"
+                     "    os.write(fd, b'R 65536\\n' + b'x' * 65536)\n"
+                     "'done'", plugin="python", session={"id": self.sid},
+                     limits={"output_bytes": 1000})
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=40)
+        got = sum(len(f["data"]) for f in fs if f["kind"] in ("result", "stdout", "stderr"))
+        self.assertLessEqual(got, 1000, "%d bytes came back under a cap of 1000" % got)
+        self.assertLessEqual(len([f for f in fs if f["kind"] == "result"]), 1)
+        # a value larger than what is left of the cap is not sent
+        j = self.job("print('x' * 500)\n'y' * 5000", plugin="python", session={"id": self.sid},
+                     limits={"output_bytes": 1000})
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=40)
+        self.assertEqual(fs[-1]["status"], "output_limit", fs[-1])
+        self.assertEqual([f for f in fs if f["kind"] == "result"], [])
+
+    def test_what_collect_sends_is_what_the_cell_left(self):
+        # a writer that hides as a zombie leader keeps rewriting the files
+        # after its cell; collect must see them as the cell left them
+        self.start("--pool", "0", "--no-zygote")
+        writer = ("import ctypes, os, threading\n"
+                  "def loop():\n"
+                  "    n = 0\n"
+                  "    while True:\n"
+                  "        n += 1\n"
+                  "        for i in range(200):\n"
+                  "            with open('/work/out/%03d.txt' % i, 'w') as f:\n"
+                  "                f.write(str(n))\n"
+                  "threading.Thread(target=loop).start()\n"
+                  "ctypes.CDLL(None).syscall(60, 0)\n")
+        j = self.job("import os, subprocess, sys, time\n"
+                     "os.makedirs('out', exist_ok=True)\n"
+                     "for i in range(200):\n"
+                     "    open('out/%%03d.txt' %% i, 'w').write('0')\n"
+                     "subprocess.Popen([sys.executable, '-c', %r], start_new_session=True)\n"
+                     "time.sleep(0.3)\n" % writer, plugin="python", session={"id": self.sid},
+                     collect=["out/*.txt"])
+        self.submit(j)
+        fs = self.wait_exit(j["id"], timeout=40)
+        self.assertEqual(fs[-1]["status"], "ok", fs[-1])
+        sent = {}
+        for f in fs:
+            if f["kind"] == "file":
+                sent[f["path"]] = sent.get(f["path"], b"") + bytes(f["data"])
+        self.assertEqual(len(sent), 200)
+        time.sleep(0.5)
+        ex, out, err, res = self.step("sorted((p, open('out/' + p).read()) for p in os.listdir('out'))")
+        now = dict(eval(res[0]))
+        self.assertEqual({"out/" + p: v.encode() for p, v in now.items()}, sent)
+
+    def test_a_result_follows_the_cells_output(self):
+        self.start()
+        for _ in range(3):
+            j = self.job("print('x' * 50000)\n'last'", plugin="python", session={"id": self.sid})
+            self.submit(j)
+            fs = self.wait_exit(j["id"], timeout=40)
+            kinds = [f["kind"] for f in fs]
+            self.assertEqual(kinds[-2:], ["result", "exit"], kinds)
+            self.assertEqual(sum(len(f["data"]) for f in fs if f["kind"] == "stdout"), 50001)
 
     def test_nothing_a_cell_started_outlives_it(self):
         self.start()

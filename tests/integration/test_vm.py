@@ -406,6 +406,48 @@ class Sessions(VMCase):
         self.assertEqual(ex["session"], {"id": "vm-s", "seq": 4})
 
 
+    def test_nothing_a_cell_started_runs_while_the_session_idles(self):
+        # the attacker's review, in a guest: a process whose main thread
+        # exits while another spins, and children that keep sending
+        # SIGCONT to the interpreter, whose own thread notes the time
+        # every 50 ms whenever it runs
+        hider = ("import ctypes, threading\n"
+                 "def spin():\n"
+                 "    while True:\n"
+                 "        pass\n"
+                 "threading.Thread(target=spin).start()\n"
+                 "ctypes.CDLL(None).syscall(60, 0)\n")
+        ex, res = self.step(
+            "import os, subprocess, sys, threading, time\n"
+            "subprocess.Popen([sys.executable, '-c', %r], start_new_session=True)\n"
+            "stamps = []\n"
+            "def note():\n"
+            "    last = 0\n"
+            "    while True:\n"
+            "        now = time.monotonic()\n"
+            "        if now - last > 0.05:\n"
+            "            stamps.append(now)\n"
+            "            last = now\n"
+            "threading.Thread(target=note, daemon=True).start()\n"
+            "me = os.getpid()\n"
+            "for _ in range(8):\n"
+            "    if os.fork() == 0:\n"
+            "        while True:\n"
+            "            os.kill(me, 18)\n"
+            "time.sleep(0.5)\n"
+            "t1 = time.monotonic()" % hider)
+        self.assertEqual(ex["status"], "ok", ex)
+        time.sleep(5)
+        ex, res = self.step(
+            "t2 = time.monotonic()\n"
+            "ran = [round(s - t1, 2) for s in stamps if t1 + 0.3 < s < t2 - 1.5]\n"
+            "alive = sorted(int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()"
+            " and os.stat('/proc/' + p).st_uid == os.getuid()"
+            " and any(open('/proc/%s/task/%s/stat' % (p, t)).read().rsplit(')', 1)[1].split()[0] != 'Z'"
+            "         for t in os.listdir('/proc/%s/task' % p)))\n"
+            "(t2 - t1 > 4, ran, alive)")
+        self.assertEqual((ex["status"], res), ("ok", ["(True, [], [])"]), ex)
+
 class Clock(VMCase):
     def test_a_restored_vm_runs_on_the_hosts_clock(self):
         # no pool: the job's VM is restored when the job comes, 10 s after

@@ -538,6 +538,12 @@ void kiln__repl_take(struct kiln_run *run)
 {
     struct kiln_worker *w = run->w;
     const struct kiln_job *job = run->job;
+    if (w->backend->no_sessions != NULL) {
+        snprintf(run->reason, sizeof(run->reason), "this worker cannot keep sessions: %s",
+                 w->backend->no_sessions);
+        kiln__run_reject(run, KILN_REJECT_UNAVAILABLE, run->reason);
+        return;
+    }
     if (job->session_idle_ms > w->cfg->max_session_idle_ms) {
         snprintf(run->reason, sizeof(run->reason), "session.idle_ms %lld is over this worker's maximum of %lld",
                  (long long)job->session_idle_ms, (long long)w->cfg->max_session_idle_ms);

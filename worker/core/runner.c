@@ -305,8 +305,16 @@ void kiln__run_on_session(void *arg, const struct kiln_session_event *ev)
             kiln__run_send(run);
         break;
     case KILN_SESSION_RESULT:
-        if (run->state == RUN_RUNNING)
-            kiln__run_result(run, ev->data, ev->len);
+        /* a cell's value is output too: within the job's cap, or not sent
+         * and the job ends output_limit */
+        if (run->state != RUN_RUNNING || run->stop == STOP_OUTPUT)
+            break;
+        if ((int64_t)ev->len > run->out_cap - run->out_bytes) {
+            kiln__run_stop(run, STOP_OUTPUT);
+            break;
+        }
+        run->out_bytes += (int64_t)ev->len;
+        kiln__run_result(run, ev->data, ev->len);
         break;
     case KILN_SESSION_OUTPUT:
         on_output(run, ev->fd, ev->data, ev->len);

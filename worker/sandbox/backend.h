@@ -95,6 +95,10 @@ struct kiln_backend {
     const struct kiln_backend_ops *ops;
     uv_loop_t *loop;
     const struct kiln_config *cfg;
+    /* NULL when the backend can hold sessions (a job's `session`: a
+     * sandbox whose job it can freeze between jobs); else why it cannot,
+     * and session jobs are rejected with that reason */
+    const char *no_sessions;
 };
 
 /* Open the backend named by cfg->backend ("auto" picks the best one here),

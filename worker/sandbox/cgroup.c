@@ -58,6 +58,7 @@ int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen)
         snprintf(cgs->root_v2, sizeof(cgs->root_v2), "/sys/fs/cgroup/kiln");
         if (mkdir(cgs->root_v2, 0755) < 0 && errno != EEXIST)
             goto fail;
+        snprintf(cgs->root_frz, sizeof(cgs->root_frz), "%s", cgs->root_v2);
         /* hand memory and pids down to kiln/, and from it to each sandbox */
         if ((r = kiln_write_file_at("/sys/fs/cgroup", "cgroup.subtree_control", "+memory +pids")) < 0 ||
             (r = kiln_write_file_at(cgs->root_v2, "cgroup.subtree_control", "+memory +pids")) < 0) {
@@ -77,6 +78,12 @@ int kiln_cgroups_init(struct kiln_cgroups *cgs, char *err, size_t errlen)
     if (access("/sys/fs/cgroup/cpuacct/cpuacct.usage", F_OK) < 0 ||
         (mkdir(cgs->root_cpu, 0755) < 0 && errno != EEXIST))
         cgs->root_cpu[0] = '\0';
+    /* a hybrid host's v2 hierarchy, without controllers, still freezes
+     * and kills: sessions' job cgroups go there */
+    snprintf(cgs->root_frz, sizeof(cgs->root_frz), "/sys/fs/cgroup/unified/kiln");
+    if (access("/sys/fs/cgroup/unified/cgroup.procs", F_OK) < 0 ||
+        (mkdir(cgs->root_frz, 0755) < 0 && errno != EEXIST))
+        cgs->root_frz[0] = '\0';
     return 0;
 fail:
     r = -errno; /* before snprintf() may change it */
@@ -121,6 +128,7 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, c
     cg->cgs = cgs;
     snprintf(cg->name, sizeof(cg->name), "%s%u", own_prefix(), ++made);
     cg->peak_base = cg->oom_base = 0;
+    cg->job = 0;
     for (int which = 0; which < hierarchies(cgs); which++) {
         dir_of(cg, which, dir, sizeof(dir));
         if (mkdir(dir, 0755) < 0) { /* EEXIST too: never another's */
@@ -223,7 +231,7 @@ static int unpopulated(const char *dir)
 int kiln_cgroup_reset(struct kiln_cgroup *cg)
 {
     char mem[512], pids[512];
-    if (cg->cgs->v2)
+    if (cg->cgs->v2 || cg->job) /* (a session's: one of a kind, not kept) */
         return -ENOTSUP;
     dir_of(cg, 0, mem, sizeof(mem));
     dir_of(cg, 1, pids, sizeof(pids));
@@ -251,10 +259,72 @@ int kiln_cgroup_reset(struct kiln_cgroup *cg)
     return 0;
 }
 
+/* The v2 directory that holds a sandbox's job cgroup: its own cgroup
+ * (v2), or one made for it in the hybrid host's unified hierarchy. */
+static void frz_dir(const struct kiln_cgroup *cg, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s", cg->cgs->root_frz, cg->name);
+}
+
+int kiln_cgroup_add_job(struct kiln_cgroup *cg, int *join, int fds[KILN_JOBCG_FDS])
+{
+    static const char *const files[KILN_JOBCG_FDS] = {"cgroup.procs", "cgroup.freeze",
+                                                      "cgroup.events", "cgroup.kill"};
+    char dir[512], path[600];
+    int r;
+    *join = -1;
+    for (int i = 0; i < KILN_JOBCG_FDS; i++)
+        fds[i] = -1;
+    if (cg->cgs->root_frz[0] == '\0')
+        return -ENOTSUP;
+    frz_dir(cg, dir, sizeof(dir));
+    if (!cg->cgs->v2) {
+        if (mkdir(dir, 0755) < 0)
+            return -errno;
+        cg->job = 1; /* from here kiln_cgroup_remove() removes what is made */
+        snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+        if ((*join = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+            goto fail;
+    }
+    snprintf(path, sizeof(path), "%s/job", dir);
+    if (mkdir(path, 0755) < 0)
+        goto fail;
+    cg->job = 1;
+    for (int i = 0; i < KILN_JOBCG_FDS; i++) {
+        snprintf(path, sizeof(path), "%s/job/%s", dir, files[i]);
+        fds[i] = open(path, (i == KILN_JOBCG_EVENTS ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+        if (fds[i] < 0 && !(i == KILN_JOBCG_KILL && errno == ENOENT))
+            goto fail;
+    }
+    return 0;
+fail:
+    r = -errno;
+    for (int i = 0; i < KILN_JOBCG_FDS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    if (*join >= 0)
+        close(*join);
+    *join = -1;
+    for (int i = 0; i < KILN_JOBCG_FDS; i++)
+        fds[i] = -1;
+    return r;
+}
+
 int kiln_cgroup_remove(const struct kiln_cgroup *cg)
 {
     char dir[512];
     int r = 0;
+    if (cg->job) { /* the job cgroup first: its parent is not empty before */
+        char job[600];
+        frz_dir(cg, dir, sizeof(dir));
+        snprintf(job, sizeof(job), "%s/job", dir);
+        if (rmdir(job) < 0 && errno != ENOENT)
+            r = -errno;
+        if (!cg->cgs->v2 && rmdir(dir) < 0 && errno != ENOENT)
+            r = -errno;
+        if (r < 0)
+            return r;
+    }
     for (int which = 0; which < hierarchies(cg->cgs); which++) {
         dir_of(cg, which, dir, sizeof(dir));
         if (rmdir(dir) < 0 && errno != ENOENT)
@@ -305,16 +375,24 @@ static int sweep_dir(const char *root, int ours)
         if (ours ? strncmp(e->d_name, own_prefix(), strlen(own_prefix())) != 0
                       : (kiln_pid_alive((pid_t)pid) || stat(dir, &st) < 0 || now - st.st_mtime < 5))
             continue;
+        char job[700];
+        snprintf(job, sizeof(job), "%s/job", dir);
         if (ours) {
             /* ours: its processes die now, and it goes once they are reaped */
+            kill_members(job);
             kill_members(dir);
+            for (int i = 0; i < 100 && rmdir(job) < 0 && errno == EBUSY; i++) {
+                struct timespec ts = {0, 20 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
             for (int i = 0; i < 100 && rmdir(dir) < 0 && errno == EBUSY; i++) {
                 struct timespec ts = {0, 20 * 1000 * 1000};
                 nanosleep(&ts, NULL);
             }
             removed += access(dir, F_OK) < 0;
         } else {
-            removed += rmdir(dir) == 0; /* a dead worker's, and only if empty */
+            rmdir(job); /* a dead worker's, and only if empty */
+            removed += rmdir(dir) == 0;
         }
     }
     closedir(d);
@@ -326,5 +404,6 @@ int kiln_cgroup_sweep(const struct kiln_cgroups *cgs, int ours)
     if (cgs->v2)
         return sweep_dir(cgs->root_v2, ours);
     return sweep_dir(cgs->root_mem, ours) + sweep_dir(cgs->root_pids, ours) +
-           (cgs->root_cpu[0] ? sweep_dir(cgs->root_cpu, ours) : 0);
+           (cgs->root_cpu[0] ? sweep_dir(cgs->root_cpu, ours) : 0) +
+           (cgs->root_frz[0] ? sweep_dir(cgs->root_frz, ours) : 0);
 }

@@ -17,10 +17,18 @@ struct kiln_cgroups {
     char root_mem[256];       /* v1: memory/kiln */
     char root_pids[256];      /* v1: pids/kiln */
     char root_cpu[256];       /* v1: cpuacct/kiln, or "" where it is not mounted */
+    char root_frz[256];       /* where a sandbox's freezable job cgroup goes:
+                               * v2: root_v2; v1 beside a v2 mount without
+                               * controllers (hybrid): <unified>/kiln; "" none */
 };
 
-/* The most cgroup.procs files a sandbox joins (v1: memory, pids, cpuacct). */
-#define KILN_CGROUP_FDS 3
+/* The most cgroup.procs files a sandbox joins (v1: memory, pids, cpuacct;
+ * and the v2 hierarchy of a hybrid host, for its job cgroup). */
+#define KILN_CGROUP_FDS 4
+
+/* A sandbox's job cgroup, open for its agent (the job's processes join it;
+ * the agent freezes and kills them there): see kiln_cgroup_add_job(). */
+enum { KILN_JOBCG_PROCS, KILN_JOBCG_FREEZE, KILN_JOBCG_EVENTS, KILN_JOBCG_KILL, KILN_JOBCG_FDS };
 
 struct kiln_cgroup {
     const struct kiln_cgroups *cgs;
@@ -28,6 +36,7 @@ struct kiln_cgroup {
     /* what an earlier sandbox left in its counters (kiln_cgroup_reset):
      * the stats below count from here */
     int64_t peak_base, oom_base;
+    int job;                  /* it has a job cgroup (kiln_cgroup_add_job) */
 };
 
 /* Find the hierarchies and make kiln's parent cgroups. Returns 0, or a
@@ -42,6 +51,17 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, c
  * Returns how many (1 for v2; for v1, memory, pids and cpuacct where it is
  * mounted), or -errno. */
 int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[KILN_CGROUP_FDS]);
+/* Give it a child cgroup "job" in the v2 hierarchy (cgroup v2, or the
+ * unified mount of a hybrid host), where the sandbox's job runs apart from
+ * its agent, so the agent can freeze everything the job started
+ * (cgroup.freeze) and kill it (cgroup.kill) without a race against what
+ * the job does meanwhile. `join` gets the cgroup.procs file the sandbox's
+ * first process must join as well (hybrid hosts: the sandbox's own v2
+ * cgroup) or -1; `fds` the job cgroup's cgroup.procs, cgroup.freeze,
+ * cgroup.events (read) and cgroup.kill (-1 before Linux 5.14), in
+ * KILN_JOBCG_* order; the caller closes all of them. Returns 0, -ENOTSUP
+ * when this host has no v2 hierarchy, or another -errno. */
+int kiln_cgroup_add_job(struct kiln_cgroup *cg, int *join, int fds[KILN_JOBCG_FDS]);
 /* Set its limits: memory in bytes, processes (0: leave as is). */
 int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids);
 /* The kernel's accounting: peak memory (KiB) and OOM kills so far. */

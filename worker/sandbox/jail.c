@@ -57,7 +57,7 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, const struct 
         *out = &sb->pub;
         return 0;
     }
-    int r = kiln__jail_clone(j, -1, &sb, err, errlen);
+    int r = kiln__jail_clone(j, -1, o != NULL && o->fresh, &sb, err, errlen);
     if (r == 0)
         *out = &sb->pub;
     return r;
@@ -230,6 +230,8 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
         return -ENOMEM;
     }
     j->agent_fd = j->root_fd = j->lib_fd = j->spawn_lib_fd = j->tree_fd = -1;
+    for (int i = 0; i < KILN_JOBCG_FDS; i++)
+        j->spawn_job[i] = -1;
     j->pub.ops = &jail_ops;
     j->pub.loop = loop;
     j->pub.cfg = cfg;
@@ -292,9 +294,15 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
             j->spares->refs = 1;
             j->spares->cgs = j->cgs;
         }
+        if (j->cgs.root_frz[0] == '\0') {
+            j->pub.no_sessions = "sessions need cgroup v2's freezer, and this host mounts no cgroup v2 "
+                                 "hierarchy (neither v2 nor systemd's hybrid mode)";
+            kiln_warn("jail: %s: session jobs are rejected", j->pub.no_sessions);
+        }
     } else {
         kiln_error("jail: %s: memory and pids limits CANNOT be enforced; jobs asking for them "
                    "are rejected", why);
+        j->pub.no_sessions = "sessions need cgroups, and this worker has none";
     }
     /* the sandboxes' proxy directories live on a tmpfs of the worker's own,
      * so what a sandbox sees of its directory's origin is "/<token>" */

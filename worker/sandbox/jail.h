@@ -49,6 +49,8 @@ struct kiln_jail {
     int spawn_lib_fd;         /* per spawn: given to a template's agent */
     int spawn_procs[KILN_CGROUP_FDS]; /* per spawn: its cgroup.procs files, to join */
     int spawn_nprocs;
+    int spawn_job[KILN_JOBCG_FDS]; /* per spawn: a session's job cgroup, for its
+                               * agent (fds 6-9 there), or all -1 */
     struct kiln_zygote *zygotes; /* one per forking profile, in the order added */
     struct kiln_cgroup_spares *spares; /* cgroups reset for the next sandbox */
     /* host uid ranges: sandbox k's ids are uid_base + k * KILN_UID_STRIDE
@@ -79,10 +81,11 @@ struct kiln_jail_sandbox {
 
 /* A jail of its own, cloned from the worker; with `lib_fd` >= 0, a
  * template whose agent gets the zygote library (and no proxy directory:
- * it runs no job). Returns 0 with the sandbox in *out, owned by the
+ * it runs no job); with `session`, a session's, whose job runs in a job
+ * cgroup its agent can freeze (-ENOTSUP where this host has none). Returns 0 with the sandbox in *out, owned by the
  * backend until its on_exit has run; or a negative errno with the reason
  * in `err`. */
-int kiln__jail_clone(struct kiln_jail *j, int lib_fd, struct kiln_jail_sandbox **out,
+int kiln__jail_clone(struct kiln_jail *j, int lib_fd, int session, struct kiln_jail_sandbox **out,
                      char *err, size_t errlen);
 /* The sandbox's own cgroups with the operator's default limits, empty,
  * and their cgroup.procs files open in `procs` (the caller closes them).

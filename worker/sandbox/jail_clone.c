@@ -69,21 +69,28 @@ static void child(struct kiln_jail *j, char **argv, int sync_rd, int sync_wr, in
     /* root of the new user namespace = the unprivileged host uid */
     if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
         _exit(126);
-    /* the channel becomes fd 3 and the image fd 4: moved out of the way
-     * first so neither overwrites the other */
-    int cfd = fcntl(chan, F_DUPFD, 10), rfd = j->tree_fd >= 0 ? fcntl(j->tree_fd, F_DUPFD, 10) : -1;
-    int lfd = j->spawn_lib_fd >= 0 ? fcntl(j->spawn_lib_fd, F_DUPFD, 10) : -1;
-    if (cfd < 0 || dup2(cfd, 3) < 0 || (j->tree_fd >= 0 && (rfd < 0 || dup2(rfd, 4) < 0)) ||
-        (j->spawn_lib_fd >= 0 && (lfd < 0 || dup2(lfd, 5) < 0)))
+    /* the channel becomes fd 3, the image fd 4, the zygote library fd 5
+     * and a session's job cgroup fds 6-9: each moved out of the way first
+     * so none overwrites another */
+    int want[4 + KILN_JOBCG_FDS] = {chan, j->tree_fd, j->spawn_lib_fd};
+    int moved[4 + KILN_JOBCG_FDS];
+    for (int i = 0; i < KILN_JOBCG_FDS; i++)
+        want[3 + i] = j->spawn_job[i];
+    for (int i = 0; i < 3 + KILN_JOBCG_FDS; i++)
+        if ((moved[i] = want[i] >= 0 ? fcntl(want[i], F_DUPFD, 16) : -1) < 0 && want[i] >= 0)
+            _exit(126);
+    int agent = fcntl(j->agent_fd, F_DUPFD_CLOEXEC, 16); /* it may sit in a slot */
+    if (agent < 0)
         _exit(126);
-    /* Nothing of the worker's (Redis sockets, other jails) survives exec. */
-    if (j->spawn_lib_fd >= 0 && j->tree_fd < 0)
-        close(4);
-    if (syscall(SYS_close_range, j->spawn_lib_fd >= 0 ? 6 : j->tree_fd >= 0 ? 5 : 4, ~0U,
-                CLOSE_RANGE_CLOEXEC) < 0)
+    /* Nothing of the worker's (Redis sockets, other jails) survives exec:
+     * the slots not given are closed */
+    for (int i = 0; i < 3 + KILN_JOBCG_FDS; i++)
+        if (moved[i] >= 0 ? dup2(moved[i], 3 + i) < 0 : (close(3 + i), 0))
+            _exit(126);
+    if (syscall(SYS_close_range, 3 + 3 + KILN_JOBCG_FDS, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         _exit(126);
     static char *envp[] = {"PATH=/usr/bin:/bin", NULL};
-    syscall(SYS_execveat, j->agent_fd, "", argv, envp, AT_EMPTY_PATH);
+    syscall(SYS_execveat, agent, "", argv, envp, AT_EMPTY_PATH);
     _exit(127);
 }
 
@@ -330,6 +337,19 @@ void kiln__jail_kill(struct kiln_sandbox *pub)
     sb->killed = 1; /* a fork not answered yet: killed when it is */
 }
 
+/* The cgroup files a spawn opened for its child, which has its copies. */
+static void spawn_fds_close(struct kiln_jail *j)
+{
+    for (int i = 0; i < j->spawn_nprocs; i++)
+        close(j->spawn_procs[i]);
+    j->spawn_nprocs = 0;
+    for (int i = 0; i < KILN_JOBCG_FDS; i++) {
+        if (j->spawn_job[i] >= 0)
+            close(j->spawn_job[i]);
+        j->spawn_job[i] = -1;
+    }
+}
+
 /* Its first process joins the cgroups itself through `procs` (the kernel
  * checks the opener's rights: ours). The worker's loop never waits on a
  * migration, which under cgroup v1 waits for an RCU grace period (~10 ms
@@ -361,7 +381,8 @@ int kiln__jail_cgroup(struct kiln_jail *j, struct kiln_jail_sandbox *sb, int pro
     return n;
 }
 
-int kiln__jail_clone(struct kiln_jail *j, int lib_fd, struct kiln_jail_sandbox **out, char *err, size_t errlen)
+int kiln__jail_clone(struct kiln_jail *j, int lib_fd, int session, struct kiln_jail_sandbox **out,
+                     char *err, size_t errlen)
 {
     struct kiln_backend *b = &j->pub;
     int sv[2] = {-1, -1}, sync[2] = {-1, -1}, pidfd = -1, r;
@@ -410,6 +431,24 @@ int kiln__jail_clone(struct kiln_jail *j, int lib_fd, struct kiln_jail_sandbox *
     if ((r = kiln__jail_cgroup(j, sb, j->spawn_procs, err, errlen)) < 0)
         goto fail;
     j->spawn_nprocs = r;
+    if (session) {
+        /* a session's job runs in a cgroup of its own, which its agent
+         * freezes while the session idles */
+        int join = -1;
+        r = sb->has_cg ? kiln_cgroup_add_job(&sb->cg, &join, j->spawn_job) : -ENOTSUP;
+        if (r < 0) {
+            snprintf(err, errlen, "jail: a session's job cgroup: %s",
+                     r == -ENOTSUP ? "sessions need cgroup v2's freezer (a cgroup v2 host, or a v2 "
+                                     "hierarchy mounted beside v1's, as systemd's hybrid mode does)"
+                                   : strerror(-r));
+            goto fail;
+        }
+        if (join >= 0)
+            j->spawn_procs[j->spawn_nprocs++] = join;
+        argv[a++] = "--job-cgroup";
+        argv[a++] = "6";
+        argv[a] = NULL;
+    }
     /* The image as a detached mount: the agent attaches it inside its own
      * mount namespace (a mount of ours could not be bound from there). */
     j->tree_fd = -1;
@@ -433,9 +472,7 @@ int kiln__jail_clone(struct kiln_jail *j, int lib_fd, struct kiln_jail_sandbox *
         child(j, argv, sync[0], sync[1], sv[1]);
     int clone_errno = errno; /* before the close() calls below */
     j->spawn_lib_fd = -1;
-    for (int i = 0; i < j->spawn_nprocs; i++)
-        close(j->spawn_procs[i]);
-    j->spawn_nprocs = 0;
+    spawn_fds_close(j);
     if (pid < 0) {
         r = -clone_errno;
         snprintf(err, errlen, "jail: clone3: %s", strerror(clone_errno));
@@ -488,9 +525,7 @@ fail:
     }
     if (pidfd >= 0)
         close(pidfd);
-    for (int i = 0; i < j->spawn_nprocs; i++)
-        close(j->spawn_procs[i]);
-    j->spawn_nprocs = 0;
+    spawn_fds_close(j);
     if (sb->has_cg)
         kiln__jail_bury(j, &sb->cg);
     j->uid_used[sb->uid_slot] = 0;

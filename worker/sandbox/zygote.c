@@ -247,7 +247,7 @@ static void zyg_start(struct kiln_zygote *z)
     if (uv_is_active((uv_handle_t *)&z->retry))
         return; /* backing off */
     z->state = Z_AGENT; /* from here on, a failure backs off */
-    if ((z->poll = malloc(sizeof(*z->poll))) == NULL || kiln__jail_clone(j, j->lib_fd, &t, err, sizeof(err)) < 0) {
+    if ((z->poll = malloc(sizeof(*z->poll))) == NULL || kiln__jail_clone(j, j->lib_fd, 0, &t, err, sizeof(err)) < 0) {
         free(z->poll);
         z->poll = NULL;
         zyg_down(z, err);
