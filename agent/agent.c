@@ -249,6 +249,13 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
             kiln_agent_send_error("agent: could not start the network relay");
             kiln_agent_exit(1);
         }
+        if (kiln_mp_true(&u.data, "end")) { /* before the program can run: end.c */
+            if (kiln_end_arm(why, sizeof(why)) < 0) {
+                kiln_agent_send_error(why);
+                kiln_agent_exit(1);
+            }
+            kiln__agent.reached_end = 0;
+        }
         struct kiln_child c;
         int64_t t0 = kiln_agent_now_ms();
         if (have_warm) {

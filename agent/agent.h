@@ -157,6 +157,8 @@ struct kiln_agent {
     int in_vm;              /* PID 1 of a microVM, not of a jail */
     int served;             /* the job ran: EOF now ends the VM */
     int64_t last_sent;      /* when the agent last said something (ms) */
+    int reached_end;        /* a run whose end is checked: 1 its program ran
+                             * to its end, 0 not; -1 not checked (end.c) */
 };
 extern struct kiln_agent kiln__agent;
 
@@ -211,6 +213,15 @@ struct kiln_child {
                            * NULL (borrowed from the run message) */
     int64_t collect_bytes, collect_files, collect_names; /* what it may still send back */
 };
+
+/* end.c: a run whose end is checked (the run message's "end"): leave a
+ * fresh token for the plugin's runner before the program starts. 0, or -1
+ * with why. */
+#define KILN_END_TOKEN_LEN 32
+int kiln_end_arm(char *why, size_t whylen);
+/* end.c: once the run's processes are all gone: 1 when the runner left the
+ * token as its proof, else 0. */
+int kiln_end_reached(void);
 
 /* collect.c: the files under /work matching `globs` (an array of str),
  * at most `limit` bytes, `files` files and `names` bytes of paths in all,

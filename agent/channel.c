@@ -14,7 +14,7 @@
 #include "agent.h"
 #include "wire/proto.h"
 
-struct kiln_agent kiln__agent = {.chan = 3};
+struct kiln_agent kiln__agent = {.chan = 3, .reached_end = -1};
 
 /* The agent is done. In a VM that is the VM's end. */
 void kiln_agent_exit(int code)
@@ -109,7 +109,15 @@ void kiln_agent_send_figures(const char *type, int status, int64_t wall_ms, int6
     long long peak_kb = -1, oom_kills = 0;
     if (kiln__agent.in_vm)
         kiln_vm_stats(&kiln__agent.vm, &peak_kb, &oom_kills);
-    kiln_proto_begin_msg(&sb, &pk, type, (kiln__agent.in_vm ? 7 : 5) + (cpu_over != 0) + (session != NULL));
+    kiln_proto_begin_msg(&sb, &pk, type, (kiln__agent.in_vm ? 7 : 5) + (cpu_over != 0) + (session != NULL) +
+                                             (kiln__agent.reached_end >= 0));
+    if (kiln__agent.reached_end >= 0) {
+        kiln_mp_str(&pk, "reached_end");
+        if (kiln__agent.reached_end)
+            msgpack_pack_true(&pk);
+        else
+            msgpack_pack_false(&pk);
+    }
     kiln_mp_str(&pk, "code");
     if (WIFEXITED(status))
         msgpack_pack_int(&pk, WEXITSTATUS(status));

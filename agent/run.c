@@ -466,6 +466,8 @@ void kiln_run_supervise(struct kiln_child *c, int64_t t0)
     while (waitpid(-1, NULL, 0) > 0) /* the stragglers kiln_run_kill() ended */
         ;
     free(c->inbuf);
+    if (kiln__agent.reached_end >= 0) /* every process of the run is gone */
+        kiln__agent.reached_end = kiln_end_reached();
     if (c->collect != NULL)
         send_collected(c->collect);
     if (c->collect_globs != NULL) { /* nothing of the job runs any more */

@@ -30,26 +30,55 @@
 static const char *const flags[] = {PYTHON, "-I", "-u", "-B"};
 
 /* Reads the envelope, becomes the job, runs the script. Frames of this
- * bootstrap are cut from tracebacks so they read as a cold run's. */
+ * bootstrap are cut from tracebacks so they read as a cold run's. Started
+ * with the script's path after it (python3 ... -c BOOTSTRAP /work/main.py
+ * ARGS: a cold run whose end is checked), it reads no envelope.
+ *
+ * A run whose end is checked (plugin.h, KILN_PLUGIN_ENDS): _kiln_end_arm()
+ * takes the agent's token before the program's code runs and keeps it in
+ * the closure of an audit hook, which Python code cannot reach or remove;
+ * the hook writes it to the proof file when, and only when, sys.audit is
+ * called with "kiln.end" from this bootstrap's own frame: the `else` of
+ * the try around the program's exec, reached when its code came back
+ * without an exception (SystemExit included). The program cannot call
+ * that from anywhere else (the frame is checked by identity), and the
+ * hook refuses it what could read the token from memory or skip code:
+ * ctypes, the gc's object lists, other threads' frames, trace and profile
+ * functions, /proc's mem files; the process is made non-dumpable, so
+ * /proc/<pid>/mem is root's, for a child as for itself. */
 static const char bootstrap[] =
     "import os, sys\n"
-    "if 'KILN_ZYGOTE' in os.environ:\n"
-    "    # a fork server: this returns in each sandbox forked (plugin.h)\n"
-    "    _z = set(sys.modules)\n"
-    "    import ctypes\n"
-    "    if ctypes.PyDLL(os.environ['KILN_ZYGOTE']).kiln_zygote_serve() != 0:\n"
-    "        os._exit(0)\n"
-    "    for _m in set(sys.modules) - _z:\n"
-    "        del sys.modules[_m]\n"
-    "    del ctypes, _z, _m\n"
-    "def _kiln_read(n):\n"
-    "    b = b''\n"
-    "    while len(b) < n:\n"
-    "        c = os.read(0, n - len(b))\n"
-    "        if not c:\n"
+    "if len(sys.argv) > 1:\n"
+    "    sys.argv = sys.argv[1:]\n"
+    "else:\n"
+    "    if 'KILN_ZYGOTE' in os.environ:\n"
+    "        # a fork server: this returns in each sandbox forked (plugin.h)\n"
+    "        _z = set(sys.modules)\n"
+    "        import ctypes\n"
+    "        if ctypes.PyDLL(os.environ['KILN_ZYGOTE']).kiln_zygote_serve() != 0:\n"
     "            os._exit(0)\n"
-    "        b += c\n"
-    "    return b\n"
+    "        for _m in set(sys.modules) - _z:\n"
+    "            del sys.modules[_m]\n"
+    "        del ctypes, _z, _m\n"
+    "    def _kiln_read(n):\n"
+    "        b = b''\n"
+    "        while len(b) < n:\n"
+    "            c = os.read(0, n - len(b))\n"
+    "            if not c:\n"
+    "                os._exit(0)\n"
+    "            b += c\n"
+    "        return b\n"
+    "    _f = _kiln_read(int.from_bytes(_kiln_read(4), 'big')).split(b'\\0')\n"
+    "    _n = int(_f[0])\n"
+    "    _argv = [os.fsdecode(a) for a in _f[1:1 + _n]]\n"
+    "    os.environ.clear()\n"
+    "    for _kv in _f[1 + _n:]:\n"
+    "        _k, _, _v = _kv.partition(b'=')\n"
+    "        if _k:\n"
+    "            os.environb[_k] = _v\n"
+    "    # the script and its arguments: what follows the interpreter's flags\n"
+    "    sys.argv = _argv[_argv.index('" SCRIPT "'):]\n"
+    "    del _f, _n, _argv, _kv, _k, _v, _kiln_read\n"
     "def _kiln_exit(code):\n"
     "    # as the interpreter ends, less its teardown: threads, atexit, flush\n"
     "    try:\n"
@@ -64,22 +93,44 @@ static const char bootstrap[] =
     "            except BaseException:\n"
     "                pass\n"
     "        os._exit(code)\n"
-    "_f = _kiln_read(int.from_bytes(_kiln_read(4), 'big')).split(b'\\0')\n"
-    "_n = int(_f[0])\n"
-    "_argv = [os.fsdecode(a) for a in _f[1:1 + _n]]\n"
-    "os.environ.clear()\n"
-    "for _kv in _f[1 + _n:]:\n"
-    "    _k, _, _v = _kv.partition(b'=')\n"
-    "    if _k:\n"
-    "        os.environb[_k] = _v\n"
-    "# the script and its arguments: what follows the interpreter's flags\n"
-    "sys.argv = _argv[_argv.index('" SCRIPT "'):]\n"
+    "def _kiln_end_arm():\n"
+    "    try:\n"
+    "        fd = os.open('/tmp/.kiln-end/token', os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)\n"
+    "    except OSError:\n"
+    "        return\n"
+    "    try:\n"
+    "        tok = os.read(fd, 64)\n"
+    "    finally:\n"
+    "        os.close(fd)\n"
+    "    os.unlink('/tmp/.kiln-end/token')\n"
+    "    if os.stat('/proc/self/mem').st_uid != 0:\n"
+    "        import ctypes\n"
+    "        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0\n"
+    "    deny = frozenset(('gc.get_objects', 'gc.get_referrers', 'gc.get_referents',\n"
+    "                      'sys._current_frames', 'sys._current_exceptions',\n"
+    "                      'sys.settrace', 'sys.setprofile'))\n"
+    "    boot, done = sys._getframe(1), []\n"
+    "    frame, opn, wr, cl = sys._getframe, os.open, os.write, os.close\n"
+    "    base, dec, isinst, strb = os.path.basename, os.fsdecode, isinstance, (str, bytes)\n"
+    "    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC\n"
+    "    def hook(ev, args):\n"
+    "        if ev == 'kiln.end':\n"
+    "            if not done and frame(1) is boot:\n"
+    "                done.append(1)\n"
+    "                fd = opn('/tmp/.kiln-end/proof', flags, 0o600)\n"
+    "                wr(fd, tok)\n"
+    "                cl(fd)\n"
+    "        elif ev in deny or ev[:7] == 'ctypes.' or (\n"
+    "                ev == 'open' and isinst(args[0], strb) and base(dec(args[0])) in ('mem', 'pagemap')):\n"
+    "            raise RuntimeError('kiln: %s is refused in a run whose end is checked' % ev)\n"
+    "    sys.addaudithook(hook)\n"
     "sys.path[0] = os.path.dirname(sys.argv[0])\n"
-    "del _f, _n, _argv, _kv, _k, _v\n"
     "_m = type(sys)('__main__')\n"
     "_m.__file__ = sys.argv[0]\n"
     "_m.__cached__ = None\n"
     "sys.modules['__main__'] = _m\n"
+    "_kiln_end_arm()\n"
+    "del _kiln_end_arm\n"
     "try:\n"
     "    with open(sys.argv[0], 'rb') as _fh:\n"
     "        _c = compile(_fh.read(), sys.argv[0], 'exec')\n"
@@ -99,6 +150,8 @@ static const char bootstrap[] =
     "        _tb = _tb.tb_next\n"
     "    sys.excepthook(type(_e), _e.with_traceback(_tb), _tb)\n"
     "    _kiln_exit(1)\n"
+    "else:\n"
+    "    sys.audit('kiln.end')\n"
     "_kiln_exit(0)\n";
 
 /* A session's interpreter (plugin.h, repl): each cell runs in one
@@ -206,8 +259,13 @@ static int python_plan(const struct kiln_host *host, const struct kiln_job_view 
 {
     int r;
     if ((r = add_flags(host, plan)) < 0 ||
-        (r = host->plan_file(plan, "main.py", job->code, job->code_len, 0644)) < 0 ||
-        (r = host->plan_arg(plan, SCRIPT)) < 0)
+        (r = host->plan_file(plan, "main.py", job->code, job->code_len, 0644)) < 0)
+        return r;
+    /* a run whose end is checked runs under the bootstrap, warm or cold */
+    if (KILN_HAS_FIELD(job, struct kiln_job_view, expect_end) && job->expect_end &&
+        ((r = host->plan_arg(plan, "-c")) < 0 || (r = host->plan_arg(plan, bootstrap)) < 0))
+        return r;
+    if ((r = host->plan_arg(plan, SCRIPT)) < 0)
         return r;
     for (size_t i = 0; i < job->nargs; i++)
         if ((r = host->plan_arg(plan, job->args[i])) < 0)
@@ -244,7 +302,7 @@ static const struct kiln_plugin python = {
     .description = "Python 3: code runs as /work/main.py under python3 -I -u -B",
     .plan = python_plan,
     .prestart = python_prestart,
-    .flags = KILN_PLUGIN_FORKS,
+    .flags = KILN_PLUGIN_FORKS | KILN_PLUGIN_ENDS,
     .repl = python_repl,
 };
 

@@ -66,6 +66,8 @@ VALID = {
                 "secrets": {"API_KEY": "openai.prod", "TOKEN": "gh-token_2"}},
     "tests_compare_tokens": {"id": "e2", "plugin": "python", "code": "print(1)",
                              "tests": [{"expect": {"stdout": "1"}}], "compare": "tokens"},
+    "expect_end": {"id": "e3", "plugin": "python", "code": "def f(): return 1\nassert f() == 1",
+                   "expect_end": True},
 }
 
 INVALID = {
@@ -129,6 +131,8 @@ INVALID = {
     "tests_limits": (pack({"id": "x", "plugin": "shell", "code": "t", "tests": [{"limits": {"cpu_ms": -5}}]}), "tests[0].limits.cpu_ms"),
     "compare_unknown": (pack({"id": "x", "plugin": "shell", "code": "t", "tests": [{}], "compare": "fuzzy"}), "field 'compare'"),
     "compare_float_negative": (pack({"id": "x", "plugin": "shell", "code": "t", "tests": [{}], "compare": {"float": -0.1}}), "field 'compare'"),
+    "expect_end_int": (pack({"id": "x", "plugin": "python", "code": "t", "expect_end": 1}), "field 'expect_end'"),
+    "session_expect_end": (pack({"id": "x", "plugin": "python", "code": "t", "session": {"id": "s"}, "expect_end": True}), "no 'expect_end'"),
     "stop_on_fail_int": (pack({"id": "x", "plugin": "shell", "code": "t", "tests": [{}], "stop_on_fail": 1}), "field 'stop_on_fail'"),
     "deep": (b"\x91" * 200 + b"\xc0", "not valid msgpack"),
     "huge_array": (b"\xdd\xff\xff\xff\xf0\x01", "a container larger than the job"),

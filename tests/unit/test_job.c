@@ -133,6 +133,7 @@ static void check_tests(const struct kiln_job *job, json_t *want)
         assert_int_equal(job->compare, KILN_COMPARE_LINES);
     assert_int_equal(job->stop_on_fail, json_is_true(json_object_get(want, "stop_on_fail")));
     assert_int_equal(job->tests_output, json_is_true(json_object_get(want, "tests_output")));
+    assert_int_equal(job->expect_end, json_is_true(json_object_get(want, "expect_end")));
     for (size_t i = 0; tests != NULL && i < job->nruns; i++) {
         const struct kiln_run_input *in = &job->runs[i];
         json_t *t = json_array_get(tests, i), *ex = json_object_get(t, "expect"), *lim = json_object_get(t, "limits");

@@ -64,7 +64,24 @@ static void test_python(void **state)
     assert_files(&plan, 1);
     assert_file(&plan, 0, "main.py", "import sys\nprint(sys.argv)\n", 0644);
     kiln_plan_free(&plan);
-    assert_int_equal(KILN_PLUGIN_FLAGS(python), KILN_PLUGIN_FORKS);
+    assert_int_equal(KILN_PLUGIN_FLAGS(python), KILN_PLUGIN_FORKS | KILN_PLUGIN_ENDS);
+}
+
+/* A run whose end is checked goes under the bootstrap (its runner), cold
+ * as warm: the script's path after it says "no envelope". */
+static void test_python_expect_end(void **state)
+{
+    struct kiln_plan plan, warm;
+    struct kiln_job_view job = plan_check_job("print(1)");
+    (void)state;
+    job.expect_end = 1;
+    assert_int_equal(plan_check_plan(python, &job, &plan), 0);
+    assert_int_equal(plan_check_prestart(python, &warm), 0);
+    assert_argv(&plan, "/usr/bin/python3", "-I", "-u", "-B", "-c", warm.argv[5], "/work/main.py");
+    assert_non_null(strstr(warm.argv[5], "sys.audit('kiln.end')"));
+    assert_string_equal(warm.profile, plan.profile);
+    kiln_plan_free(&plan);
+    kiln_plan_free(&warm);
 }
 
 /* The plan's cap is the host's: a plugin passes its refusal on. */
@@ -227,6 +244,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shell),
         cmocka_unit_test(test_python),
+        cmocka_unit_test(test_python_expect_end),
         cmocka_unit_test(test_python_too_large),
         cmocka_unit_test(test_python_warm),
         cmocka_unit_test(test_deno),

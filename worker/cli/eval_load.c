@@ -4,7 +4,8 @@
  *
  * A function problem (OpenAI's human-eval format) runs
  *     prompt + completion + "\n" + test + "\n" + "check(" + entry_point + ")"
- * and passes when it exits 0. A stdin/stdout problem runs the completion as
+ * as a job with `expect_end` and passes when it exits 0 having run to its
+ * end (the worker says `ok` only then). A stdin/stdout problem runs the completion as
  * the whole program with the job key `tests` and passes when the worker's
  * verdict is `accepted`.
  *
@@ -299,6 +300,11 @@ static int pack_body(const struct kiln_eval_set *set, const struct kiln_eval_pro
             return -1;
         kiln_mp_str(&pk, code);
         free(code);
+        /* a pass means the tests ran: an exit 0 before the program's end
+         * (sys.exit, os._exit, a thread, an atexit handler) is a failure */
+        keys++;
+        kiln_mp_str(&pk, "expect_end");
+        msgpack_pack_true(&pk);
     } else {
         kiln_mp_str(&pk, completion);
     }

@@ -143,6 +143,10 @@ int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
     }
     if (build == KILN_PREPARE_REPL && !KILN_PLUGIN_HAS(p, repl))
         return kiln_plan_reject(plan, "this plugin keeps no sessions: a job for it takes no 'session'");
+    if (job->expect_end && !(KILN_PLUGIN_FLAGS(p) & KILN_PLUGIN_ENDS))
+        return kiln_plan_reject(plan, "this plugin cannot tell a program that ran to its end from one "
+                                      "that exited early: a job for it takes no 'expect_end'");
+    view->expect_end = job->expect_end && !build;
     if ((r = (build == KILN_PREPARE_REPL ? p->repl : build ? p->build : p->plan)(kiln_plan_host(), view, plan)) < 0)
         return r;
     if (plan->argc == 0)

@@ -133,6 +133,7 @@ void kiln__run_send(struct kiln_run *run)
          * the kernel holds each to the next second past it (SIGXCPU) */
         .cpu_s = cpu_ms > 0 ? cpu_ms / 1000 + 1 : 0,
         .cpu_ms = cpu_ms,
+        .expect_end = job->expect_end && !run->building,
         .collect = run->building ? run->plugin->artifact : NULL,
         .ca_pem = run->secrets != NULL && run->w->tls != NULL ? cfg->egress_ca_pem : NULL,
         /* a build collects only its artifact */
@@ -257,6 +258,11 @@ static void on_job_exit(struct kiln_run *run, const struct kiln_session_exit *e)
     } else if (e->signal == SIGXCPU || e->signal == SIGXFSZ)
         kiln__run_finish(run, KILN_STATUS_KILLED, e->signal == SIGXCPU ? "the cpu_ms limit was reached"
                                                              : "the file_bytes limit was reached");
+    else if (e->has_code && e->code == 0 && e->reached_end == 0)
+        /* exit, os._exit, a thread or an exit handler ended it before its
+         * last line: what came after (the tests) did not all run */
+        kiln__run_finish(run, KILN_STATUS_ERROR, "the program exited with 0 before its end (expect_end): "
+                                                 "what came after the exit did not run");
     else if (e->has_code)
         kiln__run_finish(run, e->code == 0 ? KILN_STATUS_OK : KILN_STATUS_ERROR, NULL);
     else if (e->signal)

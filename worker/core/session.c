@@ -157,6 +157,8 @@ static void parse_exit(struct kiln_session *s, const msgpack_object *m, struct k
     ex.ended = s->keep && (o == NULL || !kiln_mp_streq(o, "alive"));
     ex.has_code = code >= 0;
     ex.code = ex.has_code ? (int)code : 0;
+    o = kiln_mp_get(m, "reached_end");
+    ex.reached_end = !s->expect_end ? -1 : o != NULL && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
     const struct kiln_backend_ops *ops = s->sb->backend->ops;
     if (ops->stats != NULL)
         ops->stats(s->sb, &ex.peak_kb, &ex.oom_kills);
@@ -473,9 +475,14 @@ int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job,
     }
     s->collect_expected = job->ncollect > 0;
     s->collecting = s->file.open = 0;
+    s->expect_end = job->expect_end;
     kiln_proto_begin_msg(&sb, &pk, "run", 8 + (job->cpu_ms > 0) + (job->collect != NULL) +
                                           (job->ca_pem != NULL) + 4 * (job->ncollect > 0) +
-                                          3 * (job->cell != NULL));
+                                          3 * (job->cell != NULL) + (job->expect_end != 0));
+    if (job->expect_end) { /* the agent leaves a token for the runner, and looks for it after */
+        kiln_mp_str(&pk, "end");
+        msgpack_pack_true(&pk);
+    }
     if (job->cell != NULL) { /* a session's: the sandbox stays for its next job */
         s->keep = 1;
         kiln_mp_str(&pk, "session");

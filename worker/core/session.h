@@ -64,6 +64,8 @@ struct kiln_session_exit {
     int cpu_limit;         /* its CPU time passed the run's cpu_ms: killed */
     int collect_cut;       /* its `collect` files did not all come in time */
     int ended;             /* a kept session's interpreter ended with it */
+    int reached_end;       /* a run whose end is checked: its program ran to
+                            * its end (1) or not (0); -1 not checked */
 };
 
 struct kiln_session_event {
@@ -114,6 +116,7 @@ struct kiln_session {
     int collect_expected;       /* the run has `collect` */
     int collecting;             /* the job has ended; its files come */
     struct kiln_session_exit ended; /* how it ended, as "collecting" said */
+    int expect_end;             /* the run under way: its end is checked */
     struct {                    /* the file whose chunks are coming */
         char path[KILN_COLLECT_PATH_MAX + 1];
         int64_t next;
@@ -133,6 +136,7 @@ struct kiln_session_job {
     int proxy;                    /* its relay serves KILN_PROXY_PORT */
     int64_t cpu_s, fsize, nofile; /* per-process rlimits */
     int64_t cpu_ms;               /* the job's CPU time, all processes; 0: none */
+    int expect_end;               /* the agent checks that the program ran to its end */
     const char *collect;          /* a file under /work to send back, or NULL */
     const char *ca_pem;           /* the worker's egress CA for a VM to trust, or NULL */
     const char *const *collect_globs; /* the job's `collect` patterns (n), or NULL */

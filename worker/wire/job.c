@@ -389,7 +389,8 @@ static int decode_tests(struct dec *d, const msgpack_object *m, struct kiln_job 
     if ((o = get_opt(m, "compare")) != NULL && (r = decode_compare(d, o, job)) < 0)
         return r;
     if ((r = get_bool(d, m, "stop_on_fail", &job->stop_on_fail)) < 0 ||
-        (r = get_bool(d, m, "tests_output", &job->tests_output)) < 0)
+        (r = get_bool(d, m, "tests_output", &job->tests_output)) < 0 ||
+        (r = get_bool(d, m, "expect_end", &job->expect_end)) < 0)
         return r;
     return 0;
 }
@@ -446,6 +447,8 @@ static int decode_session(struct dec *d, const msgpack_object *o, struct kiln_jo
         return bad(d, "a session's job is code for its interpreter: no 'stdin' or 'args'");
     if (job->has_net || job->nsecrets > 0)
         return bad(d, "sessions take no 'net' or 'secrets' (not yet)");
+    if (job->expect_end)
+        return bad(d, "a session's cell has no end of its own to check: no 'expect_end'");
     return 0;
 }
 

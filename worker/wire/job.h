@@ -90,6 +90,7 @@ struct kiln_job {
     double tolerance;          /* KILN_COMPARE_FLOAT: absolute or relative */
     int stop_on_fail;          /* after a failing case, the rest are skipped */
     int tests_output;          /* cases stream their stdout/stderr frames too */
+    int expect_end;            /* exit 0 counts only if the program ran to its end */
     int64_t deadline;          /* unix ms after which it must not start; -1 */
     char *session;             /* `session.id`: the session it runs in, or NULL */
     int64_t session_idle_ms;   /* `session.idle_ms`, -1: the worker's default */

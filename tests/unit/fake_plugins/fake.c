@@ -46,6 +46,9 @@ KILN_PLUGIN_EXPORT const struct kiln_plugin *kiln_plugin_entry(void)
 #ifdef FAKE_INIT_FAILS
     fake.init = fake_init_fail;
 #endif
+#ifdef FAKE_FLAGS
+    fake.flags = FAKE_FLAGS;
+#endif
     (void)fake_init_fail;
     return &fake;
 }

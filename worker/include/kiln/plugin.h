@@ -79,7 +79,7 @@ extern "C" {
 #endif
 
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 5
+#define KILN_PLUGIN_ABI_MINOR 6
 #define KILN_PLUGIN_SYMBOL "kiln_plugin_entry"
 
 #if defined(__GNUC__)
@@ -124,6 +124,12 @@ struct kiln_job_view {
      * them into requests to the secrets' hosts) */
     const char *const *secret_env;
     size_t nsecret_env;
+    /* v1.4 ends here. */
+    /* v1.6: the job asks that its program prove it ran to its end (the
+     * job key `expect_end`); set only for a plugin with KILN_PLUGIN_ENDS,
+     * whose run plan must then run the program under its runner (see
+     * KILN_PLUGIN_ENDS); 0 when planning a build */
+    int expect_end;
 };
 
 /*
@@ -254,6 +260,27 @@ struct kiln_plugin {
  * threads of their own before the job: CPython, not V8).
  */
 #define KILN_PLUGIN_FORKS 1u
+
+/*
+ * (v1.6) The plugin's runs can tell a program that ran to its end from one
+ * that exited early: the job key `expect_end` (kiln eval sets it, so that a
+ * pass means the tests ran). For such a job (job->expect_end) the run plan
+ * runs the program under a runner of the plugin's that
+ *   - before any of the program's code runs, reads the file
+ *     /tmp/.kiln-end/token (the agent made it, readable by the job's uid),
+ *     removes it, and keeps its bytes where the program's code cannot
+ *     reach them;
+ *   - only when the program's code has come back normally (its entry point
+ *     returned or its last statement ran: no exit call, no uncaught
+ *     exception, no signal), creates /tmp/.kiln-end/proof (O_EXCL) holding
+ *     exactly those bytes, from code the program cannot call earlier.
+ * The agent looks after the program's processes are all gone: a run that
+ * exited 0 without the proof ends `error` ("did not run to its end"). A job
+ * asking expect_end of a plugin without this flag is rejected. The plugin's
+ * README says what its runner holds against (exit calls, exit handlers,
+ * threads, reading its own source and /proc) and what it cannot.
+ */
+#define KILN_PLUGIN_ENDS 2u
 
 /* The one symbol a plugin exports, named by KILN_PLUGIN_SYMBOL. */
 typedef const struct kiln_plugin *(*kiln_plugin_entry_fn)(void);
