@@ -340,6 +340,38 @@ class Eval(EvalCase):
         self.assertIn("cannot connect", r.stderr)
         self.assertEqual(r.stdout, "")
 
+    def test_stderr_that_is_not_plain_text_stops_nothing(self):
+        """A sample's stderr decides nothing: a long non-ASCII message is cut
+        on a character's boundary, bytes that are not UTF-8 are replaced, and
+        the run goes on to its pass@k; names from the files (task ids) reach
+        the terminal with their control characters escaped."""
+        self.worker("e1", *ROOTFS)
+        task = "\x1b]0;owned\x07t/\x1b[31m0"
+        problems = os.path.join(self.tmp, "p.jsonl")
+        write_jsonl(problems, [{"task_id": task, "prompt": "def f():\n", "test": "def check(c):\n    assert c() == 1\n",
+                                "entry_point": "f"}])
+        samples = os.path.join(self.tmp, "s.jsonl")
+        write_jsonl(samples, [
+            {"task_id": task, "completion": "    raise ValueError('\u00e9' * 200)\n"},
+            {"task_id": task, "completion": "    import sys\n    sys.stderr.buffer.write(b'bad \\xff\\xfe\\xc3 end\\n')\n"
+                                            "    sys.stderr.flush()\n    raise SystemExit(3)\n"},
+            {"task_id": task, "completion": "    return 1\n"},
+        ])
+        out = os.path.join(self.tmp, "r.jsonl")
+        r = self.kiln_eval("--problems", problems, "--samples", samples, "--out", out, "--k", "1,5")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        summary = json.loads(r.stdout.strip().splitlines()[-1])
+        self.assertAlmostEqual(summary["pass@1"], 1 / 3, places=12)
+        self.assertNotIn("\x1b", r.stderr)
+        self.assertNotIn("\x07", r.stderr)
+        self.assertIn("\\x1b]0;owned\\x07t/\\x1b[31m0", r.stderr)  # said, escaped
+        with open(out, "rb") as f:
+            rows = [json.loads(l.decode("utf-8")) for l in f]  # strict UTF-8 throughout
+        got = {x["sample"]: x["result"] for x in rows if "sample" in x}
+        self.assertTrue(got[0].startswith("failed: ValueError: \u00e9\u00e9"), got[0])
+        self.assertEqual(got[1], "failed: bad \ufffd\ufffd\ufffd end")
+        self.assertEqual(got[2], "passed")
+
     def test_kiln_failing_every_attempt_is_internal_and_apart(self):
         """A plugin whose sandbox never starts: the worker retries, dead-
         letters, and sends one internal exit frame; every sample says

@@ -210,6 +210,38 @@ static void test_precheck(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* UTF-8 as JSON readers check it: well-formed sequences only, and a copy
+ * that replaces what is not and never cuts a character in two. */
+static void test_utf8(void **state)
+{
+    (void)state;
+    static const struct { const char *s; size_t n, len; } seqs[] = {
+        {"a", 1, 1}, {"\xc3\xa9", 2, 2}, {"\xe2\x82\xac", 3, 3}, {"\xf0\x9f\x98\x80", 4, 4},
+        {"\xc0\x80", 2, 0},         /* overlong NUL */
+        {"\xe0\x80\xaf", 3, 0},     /* overlong '/' */
+        {"\xed\xa0\x80", 3, 0},     /* a surrogate */
+        {"\xf4\x90\x80\x80", 4, 0}, /* past U+10FFFF */
+        {"\xc3", 1, 0},              /* cut short */
+        {"\xff", 1, 0}, {"\x80", 1, 0},
+    };
+    for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++)
+        assert_int_equal(kiln_utf8_seq((const unsigned char *)seqs[i].s, seqs[i].n), seqs[i].len);
+    assert_false(kiln_utf8_ok((const unsigned char *)"ok\xed\xa0\x80", 5));
+    char out[16];
+    /* bad bytes and NUL become U+FFFD; the cap never splits a character */
+    assert_int_equal(kiln_utf8_clean(out, sizeof(out), "a\xff\0" "b", 4), 8);
+    assert_string_equal(out, "a\xef\xbf\xbd\xef\xbf\xbd" "b");
+    char e[400];
+    memset(e, 0, sizeof(e));
+    for (size_t i = 0; i < 200; i++)
+        memcpy(e + 2 * i, "\xc3\xa9", 2);
+    assert_int_equal(kiln_utf8_clean(out, 8, e, 400), 6); /* three whole characters */
+    assert_true(kiln_utf8_ok((const unsigned char *)out, strlen(out)));
+    assert_int_equal(kiln_utf8_clean(out, 8, "abc\xe2\x82\xac", 6), 6);
+    assert_string_equal(out, "abc\xe2\x82\xac");
+    assert_int_equal(kiln_utf8_clean(out, 6, "abc\xe2\x82\xac", 6), 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -219,6 +251,7 @@ int main(void)
         cmocka_unit_test(test_oversize_refused),
         cmocka_unit_test(test_mp_helpers),
         cmocka_unit_test(test_precheck),
+        cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cli/eval.h"
+#include "cli/text.h"
 #include "cli/where.h"
 #include "wire/proto.h"
 
@@ -394,10 +395,16 @@ static void job_done(struct eval_run *r, struct eval_job *j, const msgpack_objec
     for (size_t i = 0; i < j->n && !r->write_failed; i++) {
         struct kiln_eval_sample *s = &r->set->samples[r->by_job[j->first + i]];
         s->result = kiln_eval_result_line(r->set, s, &o);
-        if (s->result == NULL || kiln_eval_out_append(r->out, r->o->out, s->result) < 0)
+        if (s->result == NULL) {
+            char id[200];
+            fprintf(stderr, "kiln eval: out of memory making the result of %s sample %u\n",
+                    kiln_shown(r->set->problems[s->problem].task_id, id, sizeof(id)), s->index);
             r->write_failed = 1;
-        else
+        } else if (kiln_eval_out_append(r->out, r->o->out, s->result) < 0) {
+            r->write_failed = 1;
+        } else {
             r->done++;
+        }
     }
     free(j->tail);
     j->tail = NULL;

@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "cli/eval.h"
+#include "cli/text.h"
 #include "wire/proto.h"
 
 #define LINES_FIRST_CAP 65536u
@@ -239,8 +240,9 @@ int kiln_eval_load_problems(struct kiln_eval_set *set, const char *path)
     qsort_r(set->by_task, set->nproblems, sizeof(size_t), by_task_cmp, set);
     for (size_t i = 1; i < set->nproblems; i++)
         if (by_task_cmp(&set->by_task[i - 1], &set->by_task[i], set) == 0) {
+            char id[200];
             fprintf(stderr, "kiln eval: %s: task_id '%s' appears twice\n", path,
-                    set->problems[set->by_task[i]].task_id);
+                    kiln_shown(set->problems[set->by_task[i]].task_id, id, sizeof(id)));
             goto out;
         }
     rc = 0;
@@ -382,8 +384,9 @@ static int sample_of(struct kiln_eval_set *set, struct kiln_eval_sample *s, cons
         return -1;
     struct kiln_eval_problem *p = kiln_eval_problem_find(set, task_id);
     if (p == NULL) {
+        char id[200];
         fprintf(stderr, "kiln eval: %s:%lu: task_id '%s' is not in %s\n", l->path, l->line,
-                task_id, set->problems_path);
+                kiln_shown(task_id, id, sizeof(id)), set->problems_path);
         return -1;
     }
     memset(s, 0, sizeof(*s));

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli/eval.h"
+#include "cli/text.h"
 #include "wire/proto.h"
 
 #define SIGXCPU_NO 24
@@ -49,10 +50,13 @@ static const struct {
     {"expired", "expired", "expired"},
 };
 
+/* Strings from frames and from a program's stderr go into JSON, which
+ * takes only UTF-8: every copy is cut on a character's boundary and bytes
+ * that are not UTF-8 become U+FFFD (a sample's stderr decides nothing). */
 static void copy_str(char *dst, size_t cap, const msgpack_object *o, const char *dflt)
 {
     if (o != NULL && (o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN))
-        snprintf(dst, cap, "%.*s", (int)o->via.str.size, o->via.str.ptr);
+        kiln_utf8_clean(dst, cap, o->via.str.ptr, o->via.str.size);
     else
         snprintf(dst, cap, "%s", dflt);
 }
@@ -66,7 +70,7 @@ static void last_line(const char *tail, char *dst, size_t cap)
     const char *start = end;
     while (start > tail && start[-1] != '\n')
         start--;
-    snprintf(dst, cap, "%.*s", (int)(end - start), start);
+    kiln_utf8_clean(dst, cap, start, (size_t)(end - start));
 }
 
 /* A job without `tests`: its status decides. */
@@ -396,10 +400,12 @@ static json_t *summary_of(const struct kiln_eval_set *set, const struct tally *t
             total += kiln_eval_pass_at_k(t->n[p], t->correct[p], ks[i]);
         }
         key_of(key, sizeof(key), ks[i]);
-        if (short_tasks > 0)
+        if (short_tasks > 0) {
+            char id[200];
             fprintf(stderr, "kiln eval: %s is null: %zu task(s) have fewer than %u judged samples "
-                    "('%s' has %u)\n", key, short_tasks, ks[i], set->problems[fewest].task_id,
-                    t->n[fewest]);
+                    "('%s' has %u)\n", key, short_tasks, ks[i],
+                    kiln_shown(set->problems[fewest].task_id, id, sizeof(id)), t->n[fewest]);
+        }
         json_object_set_new(sum, key, short_tasks > 0 || t->tasks == 0 ? json_null()
                                       : json_real(total / (double)t->tasks));
     }

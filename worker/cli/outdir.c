@@ -8,17 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/text.h"
 #include "wire/proto.h"
-
-/* `s` for a terminal: bytes other than printable ASCII as \xHH. */
-static const char *shown(const char *s, char *buf, size_t len)
-{
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < len; p++)
-        o += (size_t)snprintf(buf + o, len - o, *p >= 0x20 && *p < 0x7f ? "%c" : "\\x%02x", *p);
-    buf[o] = '\0';
-    return buf;
-}
 
 static int made_here(const struct kiln_outdir *od, const char *rel)
 {
@@ -52,7 +43,7 @@ int kiln_outdir_write(struct kiln_outdir *od, const msgpack_object *f)
     if ((o = kiln_mp_get(f, "mode")) != NULL)
         kiln_mp_int(o, 0, 07777, &mode);
     if (strlen(rel) != path->via.str.size || !kiln_rel_path_ok(rel)) {
-        fprintf(stderr, "kiln: not writing '%s': it would leave %s\n", shown(rel, show, sizeof(show)), dir);
+        fprintf(stderr, "kiln: not writing '%s': it would leave %s\n", kiln_shown(rel, show, sizeof(show)), dir);
         return -1;
     }
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -85,7 +76,7 @@ int kiln_outdir_write(struct kiln_outdir *od, const msgpack_object *f)
     }
     int out = fd >= 0 ? openat(fd, part, flags, (mode_t)(mode & 0755)) : -1;
     if (out < 0 && errno == EEXIST) {
-        fprintf(stderr, "kiln: not writing over %s/%s: it was there before\n", dir, shown(rel, show, sizeof(show)));
+        fprintf(stderr, "kiln: not writing over %s/%s: it was there before\n", dir, kiln_shown(rel, show, sizeof(show)));
         close(fd);
         return -1;
     }
@@ -107,7 +98,7 @@ int kiln_outdir_write(struct kiln_outdir *od, const msgpack_object *f)
     if (out >= 0)
         close(out);
     if (n != (ssize_t)data->via.bin.size) {
-        fprintf(stderr, "kiln: writing %s/%s: %s\n", dir, shown(rel, show, sizeof(show)), strerror(errno ? errno : EIO));
+        fprintf(stderr, "kiln: writing %s/%s: %s\n", dir, kiln_shown(rel, show, sizeof(show)), strerror(errno ? errno : EIO));
         return -1;
     }
     return 0;

@@ -269,20 +269,52 @@ int kiln_proto_check_ready(const msgpack_object *ready, char *why, size_t whylen
     return -EPROTO;
 }
 
+size_t kiln_utf8_seq(const unsigned char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    unsigned c = s[0];
+    size_t k = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : (c & 0xf0) == 0xe0 ? 2
+             : c >= 0xf0 && c <= 0xf4 ? 3 : 4;
+    if (k == 4 || k > n - 1)
+        return 0;
+    for (size_t j = 1; j <= k; j++)
+        if ((s[j] & 0xc0) != 0x80)
+            return 0;
+    /* no overlong forms, no surrogates, nothing past U+10FFFF */
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] >= 0x90))
+        return 0;
+    return k + 1;
+}
+
 int kiln_utf8_ok(const unsigned char *s, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
-                 : (c & 0xf8) == 0xf0 ? 3 : 4;
-        if (k == 4 || k > n - i - 1)
+    for (size_t i = 0, k; i < n; i += k)
+        if ((k = kiln_utf8_seq(s + i, n - i)) == 0)
             return 0;
-        for (size_t j = 1; j <= k; j++)
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
-        i += k + 1;
-    }
     return 1;
+}
+
+size_t kiln_utf8_clean(char *dst, size_t cap, const void *src, size_t n)
+{
+    static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+    const unsigned char *s = src;
+    size_t o = 0;
+    if (cap == 0)
+        return 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = s[i] == '\0' ? 0 : kiln_utf8_seq(s + i, n - i);
+        const char *from = k > 0 ? (const char *)s + i : replacement;
+        size_t len = k > 0 ? k : 3;
+        if (o + len + 1 > cap)
+            break; /* never half a character */
+        memcpy(dst + o, from, len);
+        o += len;
+        i += k > 0 ? k : 1;
+    }
+    dst[o] = '\0';
+    return o;
 }
 
 int kiln_rel_path_ok(const char *p)

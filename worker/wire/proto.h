@@ -189,8 +189,17 @@ int kiln_mp_true(const msgpack_object *map, const char *key);
 int kiln_proto_check_ready(const msgpack_object *ready, char *why, size_t whylen);
 /* Read an integer; returns 0, or -EINVAL if `o` is not an integer in range. */
 int kiln_mp_int(const msgpack_object *o, int64_t min, int64_t max, int64_t *out);
-/* 1 if the n bytes at `s` are UTF-8. */
+/* 1 if the n bytes at `s` are UTF-8 (well-formed: no overlong forms, no
+ * surrogates, nothing past U+10FFFF). */
 int kiln_utf8_ok(const unsigned char *s, size_t n);
+/* The length of the well-formed UTF-8 character at `s` (1-4, at most n
+ * bytes read), or 0 when the bytes there are not one. */
+size_t kiln_utf8_seq(const unsigned char *s, size_t n);
+/* Copy the n bytes at `src` into `dst` (cap bytes, NUL-terminated) as
+ * UTF-8: each byte that is not part of a well-formed character, and each
+ * NUL, becomes U+FFFD; a character that does not fit whole is left out
+ * with the rest. Returns the length written (without the NUL). */
+size_t kiln_utf8_clean(char *dst, size_t cap, const void *src, size_t n);
 /* 1 if `p` is a relative path of plain parts: no leading "/", no empty,
  * "." or ".." part. */
 int kiln_rel_path_ok(const char *p);
