@@ -259,6 +259,21 @@ class Collect(KilnCase):
         self.assertFalse(os.path.lexists(os.path.join(out, "out/passwd.json")))
         self.assertEqual(sorted(os.listdir(os.path.join(out, "out"))), ["a", "plot.png", "skip.txt"])
 
+    def test_out_dir_writes_no_execute_bits_unless_asked(self):
+        # a job that plants a git hook where the output directory is a work tree
+        plant = ("import os\n"
+                 "os.makedirs('.git/hooks')\n"
+                 "open('.git/hooks/post-checkout', 'w').write('#!/bin/sh\\necho owned\\n')\n"
+                 "os.chmod('.git/hooks/post-checkout', 0o755)\n")
+        for extra, mode in (([], 0o644), (["--keep-exec"], 0o755)):
+            out = os.path.join(self.tmp, "tree" + "".join(extra))
+            p = subprocess.run([os.path.join(BIN, "kiln"), "submit", "--redis", self.redis.url, "--plugin", "python",
+                                "--code", plant, "--collect", "**", "--out-dir", out, "--wait-ms", "60000", *extra],
+                               capture_output=True, timeout=90)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            st = os.stat(os.path.join(out, ".git/hooks/post-checkout"))
+            self.assertEqual(st.st_mode & 0o777, mode, extra)
+
 
 if __name__ == "__main__":
     main()

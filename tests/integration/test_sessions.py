@@ -370,6 +370,20 @@ class Hostile(SessionCase):
         now = dict(eval(res[0]))
         self.assertEqual({"out/" + p: v.encode() for p, v in now.items()}, sent)
 
+    def test_an_oom_names_the_limit_the_session_holds(self):
+        # the first job's memory_mb holds for the session; a later job
+        # asking for more gets no more, and its OOM says so
+        self.start()
+        j = self.job("x = 1", plugin="python", session={"id": self.sid}, limits={"memory_mb": 64})
+        self.submit(j)
+        self.assertEqual(self.wait_exit(j["id"], timeout=40)[-1]["status"], "ok")
+        j = self.job("b = bytearray(200 << 20)", plugin="python", session={"id": self.sid},
+                     limits={"memory_mb": 512})
+        self.submit(j)
+        ex = self.wait_exit(j["id"], timeout=40)[-1]
+        self.assertEqual(ex["status"], "oom", ex)
+        self.assertIn("(64 MiB)", ex["reason"])
+
     def test_a_result_follows_the_cells_output(self):
         self.start()
         for _ in range(3):

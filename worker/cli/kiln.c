@@ -52,6 +52,7 @@ static void usage(FILE *f)
           "  --allow HOST         a net.allow pattern (repeatable)\n"
           "  --collect PATTERN    send back files under /work matching it (repeatable; ** crosses dirs)\n"
           "  --out-dir DIR        write the collected files under DIR [not kept]\n"
+          "  --keep-exec          ... with their execute bits [dropped]\n"
           "  --file DEST=PATH     write local PATH to /work/DEST (repeatable)\n"
           "  --timeout-ms N       wall-clock limit\n"
           "  --session ID         run in session ID: its interpreter's state lives on from job\n"
@@ -312,7 +313,7 @@ static int cmd_submit(int argc, char **argv)
     const char *allow[MAX_LIST], *collect[MAX_LIST], *out_dir = NULL;
     size_t nargs = 0, nenv = 0, nfiles = 0, nsecrets = 0, nallow = 0, ncollect = 0;
     long long timeout = -1, wait_ms = -1, idle_ms = -1;
-    int follow = 1, c, rc = 2, close_session = 0;
+    int follow = 1, c, rc = 2, close_session = 0, keep_exec = 0;
 
     static const struct option lo[] = {
         KILN_WHERE_OPTIONS, {"jobs", 1, 0, 'j'}, {"plugin", 1, 0, 'p'}, {"code", 1, 0, 'c'},
@@ -320,7 +321,7 @@ static int cmd_submit(int argc, char **argv)
         {"stdin-file", 1, 0, 'S'}, {"env", 1, 0, 'e'}, {"file", 1, 0, 'f'},
         {"timeout-ms", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"reply-to", 1, 0, 'R'},
         {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"secret", 1, 0, 'X'},
-        {"allow", 1, 0, 'A'}, {"collect", 1, 0, 'G'}, {"out-dir", 1, 0, 'O'},
+        {"allow", 1, 0, 'A'}, {"collect", 1, 0, 'G'}, {"out-dir", 1, 0, 'O'}, {"keep-exec", 0, 0, 'x'},
         {"session", 1, 0, 'Z'}, {"close", 0, 0, 'z'}, {"idle-ms", 1, 0, 'I'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     kiln_where_init(&w);
@@ -345,6 +346,7 @@ static int cmd_submit(int argc, char **argv)
             if (ncollect < MAX_LIST) collect[ncollect++] = optarg;
             break;
         case 'O': out_dir = optarg; break;
+        case 'x': keep_exec = 1; break;
         case 'Z': session = optarg; break;
         case 'z': close_session = 1; break;
         case 'I': idle_ms = atoll(optarg); break;
@@ -503,7 +505,7 @@ static int cmd_submit(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    struct kiln_outdir od = {out_dir, NULL, 0, 0};
+    struct kiln_outdir od = {out_dir, keep_exec, NULL, 0, 0};
     struct follow fl = {id, 0, 0, 69, out_dir != NULL ? &od : NULL};
     int64_t deadline = wait_ms >= 0 ? now_ms() + wait_ms : INT64_MAX;
     while (!fl.done && now_ms() < deadline) {

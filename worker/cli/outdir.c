@@ -74,7 +74,7 @@ int kiln_outdir_write(struct kiln_outdir *od, const msgpack_object *f)
         fd = -1;
         errno = EPERM;
     }
-    int out = fd >= 0 ? openat(fd, part, flags, (mode_t)(mode & 0755)) : -1;
+    int out = fd >= 0 ? openat(fd, part, flags, (mode_t)(mode & (od->exec_bits ? 0755 : 0644))) : -1;
     if (out < 0 && errno == EEXIST) {
         fprintf(stderr, "kiln: not writing over %s/%s: it was there before\n", dir, kiln_shown(rel, show, sizeof(show)));
         close(fd);

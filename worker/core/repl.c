@@ -40,6 +40,7 @@ struct kiln_repl {
     struct kiln_run *queue;       /* jobs waiting for it, in order (repl_next) */
     int64_t seq;                  /* jobs it has taken */
     int64_t idle_ms;
+    int64_t memory_mb;            /* what its sandbox holds it to: its first job's */
     uv_timer_t idle;
     int ready;                    /* its interpreter's sandbox is up */
     int claiming;                 /* asking the queue who holds it: not open here (yet) */
@@ -356,6 +357,11 @@ static void on_event(void *arg, const struct kiln_session_event *ev)
         let_go(r);
 }
 
+int64_t kiln__repl_memory_mb(const struct kiln_run *run)
+{
+    return run->repl != NULL && run->repl->memory_mb > 0 ? run->repl->memory_mb : 0;
+}
+
 int kiln__repl_may_keep(const struct kiln_run *run)
 {
     return run->repl != NULL && run->session != NULL && run->session->state == KILN_SESSION_READY;
@@ -368,6 +374,7 @@ static void open_sandbox(struct kiln_repl *r)
     struct kiln_run *run = r->queue;
     char err[512];
     struct kiln_spawn_opts needs = {run->lim.memory_mb > 0 ? run->lim.memory_mb : w->cfg->memory_mb, 0, 1};
+    r->memory_mb = needs.memory_mb;
     w->nrepls++;
     kiln_metrics_session_opened(r->plugin);
     if (kiln_session_spawn(w->loop, w->backend, run->plan.profile, &needs, NULL, on_event, r, &r->s,

@@ -16,6 +16,8 @@
 #ifndef KILN_REPL_H
 #define KILN_REPL_H
 
+#include <stdint.h>
+
 #include <stddef.h>
 #include <stdio.h>
 
@@ -31,6 +33,9 @@ void kiln__repl_take(struct kiln_run *run);
 /* The run's outcome is decided while it holds its session: 1 when the
  * session may live on (its cell has ended), 0 when it must be killed. */
 int kiln__repl_may_keep(const struct kiln_run *run);
+/* The memory limit (MiB) of the session `run` runs in: its first job's,
+ * which its sandbox enforces for all of them; 0 when not in a session. */
+int64_t kiln__repl_memory_mb(const struct kiln_run *run);
 
 /* A queued run is stopped from outside before it ran: it leaves its
  * session's queue. Returns 1 if it was queued. */

@@ -39,9 +39,12 @@
 #include "sandbox/backend.h"
 #include "wire/proto.h"
 
+/* The memory limit the job's sandbox enforces: a session's is its first
+ * job's, whatever a later job asks. */
 static int64_t job_memory_mb(const struct kiln_run *run)
 {
-    return run->lim.memory_mb > 0 ? run->lim.memory_mb : run->w->cfg->memory_mb;
+    int64_t session = kiln__repl_memory_mb(run);
+    return session > 0 ? session : run->lim.memory_mb > 0 ? run->lim.memory_mb : run->w->cfg->memory_mb;
 }
 
 /* ---- the job in its sandbox ------------------------------------------- */
