@@ -48,8 +48,9 @@ class Secrets(KilnCase):
     def write_secrets(self, value):
         tmp = self.secrets + ".new"
         with open(tmp, "w") as f:
-            f.write("# test secrets\nAPI %s:9080,%s:9443 %s\nOTHER other.example unused-value\n"
-                    "IMPLICIT %s implicit-VALUE-5150\n" % (self.peer, self.peer, value, self.peer))
+            f.write("# test secrets\nAPI http://%s:9080,%s:9443 %s\nOTHER other.example unused-value\n"
+                    "IMPLICIT %s implicit-VALUE-5150\nNAMED %s:9081 named-VALUE-2718\n"
+                    % (self.peer, self.peer, value, self.peer, self.peer))
         os.rename(tmp, self.secrets)
 
     def all_frames_bytes(self):
@@ -141,6 +142,22 @@ for i in range(2):  # two requests on one TLS connection
                             for d in ex["denied"]), ex["denied"])
         self.assert_nowhere("implicit-VALUE-5150")
 
+    def test_a_port_named_without_http_gets_no_cleartext(self):
+        """A secret bound to host:port without http:// goes there over HTTPS
+        only: a plain-HTTP request to that port (a TLS port, say, or the
+        README's :8443) carries the placeholder."""
+        code = ("import os, urllib.request\n"
+                "r = urllib.request.Request('http://PEER:9081/named', headers={'X': os.environ['K']})\n"
+                "print(urllib.request.urlopen(r, timeout=15).read().decode().strip())\n").replace("PEER", self.peer)
+        ex, out, err = self.run_job(code, plugin="python", secrets={"K": "NAMED"}, timeout=60)
+        self.assertEqual((ex["status"], out.decode().split()), ("ok", ["seen"]), err)
+        got = [g["headers"]["x"] for g in self.host.requests() if g["line"].startswith("GET /named")]
+        self.assertEqual(len(got), 1)
+        self.assertRegex(got[0], PLACEHOLDER)
+        self.assertTrue(any(d.startswith("%s:9081: secret NAMED goes over plain HTTP only to hosts" % self.peer)
+                            for d in ex["denied"]), ex["denied"])
+        self.assert_nowhere("named-VALUE-2718")
+
     def test_kiln_submit_secret(self):
         code = ("import os, urllib.request\n"
                 "r = urllib.request.Request('http://PEER:9080/cli', headers={'X': os.environ['K']})\n"
@@ -185,6 +202,9 @@ print(raw(b'GET http://PEER:9080/h3 HTTP/1.1\r\nHost: PEER:9081\r\nX: PH\r\n\r\n
 print(raw(b'POST http://PEER:9080/h4 HTTP/1.1\nHost: PEER:9080\nContent-Length: 60\n\n{PH}\r\n\r\n'))
 # TRACE echoes the request
 print(raw(b'TRACE /h5 HTTP/1.1\r\nHost: PEER:9443\r\nX: PH\r\n\r\n', tls=True))
+# a second Host that some servers read: a space before its colon, or folded
+print(raw(b'GET /h7 HTTP/1.1\r\nHost: PEER:9443\r\nHost : PEER:9081\r\nX: PH\r\n\r\n', tls=True))
+print(raw(b'GET /h8 HTTP/1.1\r\nHost: PEER:9443\r\nX-A: 1\r\n Host: PEER:9081\r\nX: PH\r\n\r\n', tls=True))
 # echoed headers keep the placeholder; the credential header gets the value
 print(raw(b'GET /h6 HTTP/1.1\r\nHost: PEER:9443\r\nOrigin: https://PH\r\nReferer: /PH\r\n'
           b'X: PH\r\nConnection: close\r\n\r\n', tls=True))
@@ -193,8 +213,8 @@ print(raw(b'GET /h6 HTTP/1.1\r\nHost: PEER:9443\r\nOrigin: https://PH\r\nReferer
                                     net={"allow": [self.peer + ":9081"]})
         self.assertEqual(ex["status"], "ok", err)
         lines = out.decode().splitlines()
-        self.assertEqual(lines[5], "HTTP/1.1 200 OK", lines)
-        self.assertTrue(all(not l.startswith("HTTP/") for l in lines[:5]), lines)
+        self.assertEqual(lines[7], "HTTP/1.1 200 OK", lines)
+        self.assertTrue(all(not l.startswith("HTTP/") for l in lines[:7]), lines)
         got = self.host.requests()
         self.assertEqual([g["line"].split()[1] for g in got], ["/h6"], got)
         h = got[0]["headers"]

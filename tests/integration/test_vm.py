@@ -332,7 +332,7 @@ class Secrets(VMCase):
         self.host = SecretHost(self.tmp)
         path = os.path.join(self.tmp, "secrets")
         with open(path, "w") as f:
-            f.write("API %s:9080,%s:9443 vm-s3cr3t-VALUE\n" % (self.host.peer, self.host.peer))
+            f.write("API http://%s:9080,%s:9443 vm-s3cr3t-VALUE\n" % (self.host.peer, self.host.peer))
         self.vm_worker("--pool", "1", "--net-private-ok", "10.231.0.0/16", "--secrets-file", path,
                        "--egress-ca", self.host.ca, plugins=["python"])
 

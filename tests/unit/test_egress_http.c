@@ -170,6 +170,16 @@ static void test_ambiguous_heads_refused(void **state)
         {0, "POST / HTTP/1.1\nHost: api.example:8080\nContent-Length: 60\n\n{" PH "}\r\n\r\n", "alone"},
         {0, "GET / HTTP/1.1\r\nHost: api.example:8080\rX: " PH "\r\n\r\n", "alone"},
         {0, "TRACE / HTTP/1.1\r\nHost: api.example:8080\r\nX: " PH "\r\n\r\n", "TRACE"},
+        /* a second Host some servers read: a space before its colon, a
+         * line folded onto it, a name that is no token */
+        {0, "GET / HTTP/1.1\r\nHost: api.example:8080\r\nHost : evil.example\r\nX: " PH "\r\n\r\n",
+         "space before"},
+        {0, "GET / HTTP/1.1\r\nHost: api.example:8080\r\nHost\t: evil.example\r\nX: " PH "\r\n\r\n",
+         "header"},
+        {0, "GET / HTTP/1.1\r\nHost: api.example:8080\r\n evil.example\r\nX: " PH "\r\n\r\n", "folded"},
+        {0, "GET / HTTP/1.1\r\nX-A: 1\r\n\tHost: evil.example\r\nHost: api.example:8080\r\nX: " PH
+            "\r\n\r\n", "folded"},
+        {0, "GET / HTTP/1.1\r\nHost: api.example:8080\r\nX(y): " PH "\r\n\r\n", "header"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         static struct kiln_http_rw rw;

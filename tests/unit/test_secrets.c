@@ -41,7 +41,7 @@ static void test_load_and_find(void **state)
     struct kiln_secrets s = {0};
     char err[256] = "";
     put("# comment\n\nAPI api.example,*.svc.example:8443 Bearer-ish value with spaces  \r\n"
-        "  TOKEN 10.0.0.5:8080,[::1]:443 t0k\n");
+        "  TOKEN http://10.0.0.5:8080,[::1]:443,http://plain.example t0k\n");
     assert_int_equal(kiln_secrets_load(&s, path, err, sizeof(err)), 0);
     assert_int_equal(s.n, 2);
     const struct kiln_secret *a = kiln_secrets_find(&s, "API");
@@ -51,7 +51,13 @@ static void test_load_and_find(void **state)
     assert_int_equal(a->nhosts, 2);
     assert_string_equal(a->hosts[0], "api.example");
     assert_string_equal(a->hosts[1], "*.svc.example:8443");
-    assert_string_equal(kiln_secrets_find(&s, "TOKEN")->hosts[0], "10.0.0.5:8080");
+    assert_int_equal(a->plain, 0); /* HTTPS only, a port named or not */
+    /* http:// marks plain HTTP, on port 80 when none is named */
+    const struct kiln_secret *t = kiln_secrets_find(&s, "TOKEN");
+    assert_int_equal(t->nhosts, 3);
+    assert_string_equal(t->hosts[0], "10.0.0.5:8080");
+    assert_string_equal(t->hosts[2], "plain.example:80");
+    assert_int_equal(t->plain, 1u | 4u);
     assert_null(kiln_secrets_find(&s, "api"));
     assert_int_equal(kiln_secrets_refresh(&s, err, sizeof(err)), 0);
     kiln_secrets_clear(&s);

@@ -103,14 +103,22 @@ static int parse_line(char *line, struct kiln_secret *s, char *err, size_t errle
         }
     strcpy(s->name, name);
     for (char *save = NULL, *h = strtok_r(hosts, ",", &save); h != NULL; h = strtok_r(NULL, ",", &save)) {
+        /* "http://" marks a pattern the value may reach in plain HTTP (on
+         * port 80 when it names none); any other gets it over HTTPS only */
+        int plain = strncmp(h, "http://", 7) == 0;
+        if (plain)
+            h += 7;
         if (!host_ok(h) || s->nhosts == KILN_SECRET_HOSTS_MAX) {
             snprintf(err, errlen, "secrets file line %d (%s): %s", no, name,
                      s->nhosts == KILN_SECRET_HOSTS_MAX ? "too many hosts (at most 16)"
                                                         : "a host pattern is not one net.allow takes");
             return -EINVAL;
         }
-        if ((s->hosts[s->nhosts] = strdup(h)) == NULL)
+        int has_port = h[0] == '[' ? strstr(h, "]:") != NULL : strchr(h, ':') != NULL;
+        if (plain && !has_port ? asprintf(&s->hosts[s->nhosts], "%s:80", h) < 0
+                               : (s->hosts[s->nhosts] = strdup(h)) == NULL)
             return -ENOMEM;
+        s->plain |= (unsigned)plain << s->nhosts;
         s->nhosts++;
     }
     if (s->nhosts == 0) {
@@ -271,6 +279,7 @@ int kiln_secret_uses(const struct kiln_secrets *s, const struct kiln_kv *want, s
             goto nomem;
         memcpy((char *)x->eg.value, sec->value, sec->vlen + 1);
         x->eg.vlen = sec->vlen;
+        x->eg.plain = sec->plain;
         for (size_t k = 0; k < sec->nhosts; k++, x->eg.nhosts++)
             if ((hosts[k] = strdup(sec->hosts[k])) == NULL)
                 goto nomem;

@@ -33,6 +33,7 @@ struct kiln_secret {
     char name[KILN_SECRET_NAME_MAX + 1];
     char *hosts[KILN_SECRET_HOSTS_MAX];
     size_t nhosts;
+    unsigned plain;           /* bit k: hosts[k] was written http://HOST[:PORT] */
     char *value;
     size_t vlen;
 };

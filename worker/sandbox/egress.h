@@ -36,6 +36,8 @@ struct kiln_egress_secret {
     size_t vlen;
     const char *const *hosts; /* where the value may go: net.allow patterns */
     size_t nhosts;
+    unsigned plain;           /* bit k: hosts[k] may get it over plain HTTP
+                               * (the operator wrote http://); else HTTPS only */
 };
 
 /* Free a secret's name, value (wiped first) and hosts; not its placeholder. */

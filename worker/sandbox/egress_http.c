@@ -140,6 +140,28 @@ static int crlf_only(const char *h, size_t n)
     return 1;
 }
 
+/* Why header line `l` (n bytes, without CRLF) could be read otherwise by
+ * another server, or NULL: a line folded onto the one before (obs-fold,
+ * which RFC 9112 lets servers join or reject), whitespace before the
+ * colon (which some servers drop, reading "Host : x" as a second Host),
+ * or a name that is not a token. */
+static const char *odd_header(const char *l, size_t n)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+    if (l[0] == ' ' || l[0] == '\t')
+        return "a folded header line (obs-fold)";
+    size_t k = 0;
+    while (k < n && l[k] != ':' && l[k] != ' ' && l[k] != '\t')
+        k++;
+    if (k < n && l[k] != ':')
+        return "a space before a header's colon";
+    for (size_t i = 0; i < k; i++)
+        if (!((l[i] >= 'a' && l[i] <= 'z') || (l[i] >= 'A' && l[i] <= 'Z') || (l[i] >= '0' && l[i] <= '9') ||
+              strchr(tchar, l[i]) != NULL))
+            return "a header name that is not a token";
+    return k == 0 || k == n ? "a header line without a name and a colon" : NULL;
+}
+
 /* 1 if header line `l` (n bytes, without CRLF) is named `name`. */
 static int named(const char *l, size_t n, const char *name)
 {
@@ -194,7 +216,12 @@ static char *rewrite_lines(struct kiln_http_rw *rw, size_t *outlen, char *why, s
         const char *l = rw->head + at;
         size_t n = (size_t)(strstr(l, "\r\n") - l), m = n;
         char *sub = NULL;
-        if (at > 0 && n > 0 && l[0] != ' ' && l[0] != '\t') { /* a header, not a folded line */
+        const char *odd = at > 0 && n > 0 ? odd_header(l, n) : NULL;
+        if (odd != NULL) {
+            snprintf(why, len, "%s: refused, not every server would read it alike", odd);
+            goto fail;
+        }
+        if (at > 0 && n > 0) { /* a header */
             skip = named(l, n, "host") || named(l, n, "origin") || named(l, n, "referer");
             if (named(l, n, "host") && (hosts++ > 0 || !host_is(rw, l + 5, n - 5))) {
                 snprintf(why, len, "the Host header must name %s:%d, once", rw->host, rw->port);

@@ -47,6 +47,7 @@ int kiln__egress_secrets_copy(struct kiln_egress *eg, const struct kiln_egress_o
         to->hosts = (const char *const *)hosts;
         to->value = value;
         to->vlen = from->vlen;
+        to->plain = from->plain;
         to->name = strdup(from->name);
         to->placeholder = strdup(from->placeholder);
         if (hosts == NULL || value == NULL || to->name == NULL || to->placeholder == NULL)
@@ -66,23 +67,21 @@ static void deny_secret(void *arg, const struct kiln_egress_subst *s)
     struct econn *c = arg;
     char why[200];
     if (s->plain)
-        snprintf(why, sizeof(why), "secret %s goes over plain HTTP only to a port its hosts name: "
-                 "sent without its value", s->name);
+        snprintf(why, sizeof(why), "secret %s goes over plain HTTP only to hosts its secrets file marks "
+                 "http://: sent without its value", s->name);
     else
         snprintf(why, sizeof(why), "secret %s is not bound to this host: sent without its value", s->name);
     kiln__egress_deny(c->eg, c->host, c->port, why);
 }
 
-/* 1 if a pattern with a port of its own ("host:8080", "[v6]:80") takes
- * host:port: the operator named that port, plain HTTP may carry the value. */
-static int port_named(const struct kiln_egress_secret *sec, const char *host, int port)
+/* 1 if a pattern the operator marked http:// takes host:port: plain HTTP
+ * may carry the value there. Any other pattern, port or not, means HTTPS:
+ * a TLS port named without http:// never gets the value in cleartext. */
+static int plain_ok(const struct kiln_egress_secret *sec, const char *host, int port)
 {
-    for (size_t i = 0; i < sec->nhosts; i++) {
-        const char *p = sec->hosts[i], *colon = strrchr(p, ':');
-        int named = p[0] == '[' ? strstr(p, "]:") != NULL : colon != NULL && strchr(p, ':') == colon;
-        if (named && kiln_egress_allowed(&sec->hosts[i], 1, host, port))
+    for (size_t i = 0; i < sec->nhosts && i < 32; i++)
+        if ((sec->plain >> i & 1u) && kiln_egress_allowed(&sec->hosts[i], 1, host, port))
             return 1;
-    }
     return 0;
 }
 
@@ -165,9 +164,8 @@ int kiln__egress_bind(struct econn *c)
     for (size_t i = 0; i < c->eg->nsecrets; i++) {
         const struct kiln_egress_secret *sec = &c->eg->secrets[i];
         int reach = kiln_egress_allowed(sec->hosts, sec->nhosts, c->host, c->port);
-        /* in plaintext only to a port the operator named: "api.example"
-         * means HTTPS there, not port 80 */
-        int plain = reach && !c->is_connect && !port_named(sec, c->host, c->port), bound = reach && !plain;
+        /* in plaintext only where the operator wrote http:// */
+        int plain = reach && !c->is_connect && !plain_ok(sec, c->host, c->port), bound = reach && !plain;
         c->subs[i] = (struct kiln_egress_subst){sec->name, sec->placeholder, strlen(sec->placeholder),
                                                 bound ? sec->value : NULL, bound ? sec->vlen : 0, plain};
         reach_any |= reach;
