@@ -384,6 +384,24 @@ class Hostile(SessionCase):
         self.assertEqual(ex["status"], "oom", ex)
         self.assertIn("(64 MiB)", ex["reason"])
 
+    def test_session_ids_cannot_be_listed(self):
+        # a client allowed only to add jobs (and to SCAN key names) learns
+        # no session id from the names of kiln's keys, and reads no salt
+        import redis as redis_py
+        self.start()
+        sid = "victim-" + uuid.uuid4().hex[:8]
+        self.assertEqual(self.step("secret = 42", sid=sid)[0]["status"], "ok")
+        self.r.execute_command("ACL", "SETUSER", "adder", "on", ">pw", "resetkeys", "%W~kiln.jobs",
+                               "+xadd", "+scan", "+ping")
+        adder = redis_py.Redis(port=self.redis.port, username="adder", password="pw")
+        names = [k.decode() for k in adder.scan_iter(match="*", count=1000)]
+        self.assertTrue(any(n.startswith("kiln.jobs:session:") for n in names), names)
+        self.assertEqual([n for n in names if sid in n or sid.split("-")[1] in n], [])
+        with self.assertRaises(redis_py.exceptions.NoPermissionError):
+            adder.get("kiln.jobs:session-salt")
+        # the session lives on for whoever has its id
+        self.assertEqual(self.step("secret", sid=sid)[3], ["42"])
+
     def test_a_result_follows_the_cells_output(self):
         self.start()
         for _ in range(3):

@@ -1,11 +1,18 @@
 /*
  * Sessions between the workers of one Redis queue (core/repl.h).
  *
- *   <jobs>:session:<id>        the owner: "<consumer> <instance>", kept
+ *   <jobs>:session:<h>         the owner: "<consumer> <instance>", kept
  *                              alive (PEXPIRE) by its worker every few
  *                              seconds, gone a while after it dies
- *   <jobs>:session:<id>:state  "open <consumer>" while open; then why it
+ *   <jobs>:session:<h>:state   "open <consumer>" while open; then why it
  *                              ended (a core/repl.c label), for an hour
+ *   <jobs>:session-salt        random, made by the first worker that needs
+ *                              it; <h> is SHA-1 over it and the session id
+ *
+ * A session id is a capability (README: Sessions), so it is never a key's
+ * name: a client allowed only to add jobs (ACL %W~<jobs>) can list key
+ * names with SCAN, but cannot read the salt, so the names tell it no id
+ * and let it test no guess.
  *   <jobs>:worker:<consumer>   the stream of jobs other workers forwarded
  *                              to this one (its sessions'), read with the
  *                              job stream in one XREADGROUP
@@ -24,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -34,51 +42,68 @@
 #define DEAD_MS 20000        /* a worker silent this long is gone */
 #define ENDED_S "3600"       /* how long a session's end is remembered */
 
-/* KEYS: owner, state, workers. ARGV: me, lease ms, my consumer, dead ms. */
+/* The start of each script that names a session's keys. KEYS[1]: the
+ * salt's key; ARGV[1]: a fresh random salt, kept if there is none yet;
+ * ARGV[2]: "<jobs>:session:". skey(id) is the session's owner key. */
+#define SALTED                                                                  \
+    "local salt = redis.call('GET', KEYS[1])\n"                                 \
+    "if not salt then salt = ARGV[1]; redis.call('SET', KEYS[1], salt) end\n"   \
+    "local function skey(id) return ARGV[2] .. redis.sha1hex(salt .. ':' .. id) end\n"
+
+/* KEYS: salt, workers. ARGV: salt, prefix, id, me, lease ms, my consumer,
+ * dead ms. */
 static const char claim_lua[] =
+    SALTED
+    "local owner_key = skey(ARGV[3])\n"
+    "local state_key = owner_key .. ':state'\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local owner = redis.call('GET', KEYS[1])\n"
+    "local owner = redis.call('GET', owner_key)\n"
     "if owner then\n"
-    "  if owner == ARGV[1] then return {'mine', ''} end\n"
+    "  if owner == ARGV[4] then return {'mine', ''} end\n"
     "  local c = string.match(owner, '^(.*) %x+$') or owner\n"
-    "  local beat = redis.call('ZSCORE', KEYS[3], c)\n"
-    "  if c ~= ARGV[3] and beat and tonumber(beat) > now - tonumber(ARGV[4]) then\n"
+    "  local beat = redis.call('ZSCORE', KEYS[2], c)\n"
+    "  if c ~= ARGV[6] and beat and tonumber(beat) > now - tonumber(ARGV[7]) then\n"
     "    return {'owner', c}\n"
     "  end\n"
-    "  redis.call('DEL', KEYS[1])\n" /* a dead worker's, or this one's before a restart */
-    "  redis.call('SET', KEYS[2], 'worker_gone', 'EX', " ENDED_S ")\n"
+    "  redis.call('DEL', owner_key)\n" /* a dead worker's, or this one's before a restart */
+    "  redis.call('SET', state_key, 'worker_gone', 'EX', " ENDED_S ")\n"
     "  return {'lost', 'worker_gone'}\n"
     "end\n"
-    "local st = redis.call('GET', KEYS[2])\n"
+    "local st = redis.call('GET', state_key)\n"
     "if st then\n"
     "  if string.sub(st, 1, 5) == 'open ' then\n"
-    "    redis.call('SET', KEYS[2], 'worker_gone', 'EX', " ENDED_S ")\n"
+    "    redis.call('SET', state_key, 'worker_gone', 'EX', " ENDED_S ")\n"
     "    return {'lost', 'worker_gone'}\n"
     "  end\n"
     "  return {'lost', st}\n"
     "end\n"
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    "redis.call('SET', KEYS[2], 'open ' .. ARGV[3], 'EX', 86400)\n"
-    "redis.call('ZADD', KEYS[3], now, ARGV[3])\n" /* alive, from its first session on */
+    "redis.call('SET', owner_key, ARGV[4], 'PX', ARGV[5])\n"
+    "redis.call('SET', state_key, 'open ' .. ARGV[6], 'EX', 86400)\n"
+    "redis.call('ZADD', KEYS[2], now, ARGV[6])\n" /* alive, from its first session on */
     "return {'new', ''}\n";
 
-/* KEYS: owner, state. ARGV: me, why ("": it never opened, forget it). */
+/* KEYS: salt. ARGV: salt, prefix, id, me, why ("": it never opened,
+ * forget it). */
 static const char end_lua[] =
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"
-    "  if ARGV[2] == '' then return 0 end\n"
-    "else redis.call('DEL', KEYS[1]) end\n"
-    "if ARGV[2] == '' then redis.call('DEL', KEYS[2])\n"
-    "else redis.call('SET', KEYS[2], ARGV[2], 'EX', " ENDED_S ") end\n"
+    SALTED
+    "local owner_key = skey(ARGV[3])\n"
+    "if redis.call('GET', owner_key) ~= ARGV[4] then\n"
+    "  if ARGV[5] == '' then return 0 end\n"
+    "else redis.call('DEL', owner_key) end\n"
+    "if ARGV[5] == '' then redis.call('DEL', owner_key .. ':state')\n"
+    "else redis.call('SET', owner_key .. ':state', ARGV[5], 'EX', " ENDED_S ") end\n"
     "return 1\n";
 
-/* KEYS: owner keys. ARGV: me, lease ms. Returns the indexes (1-based) of
- * those no longer ours. */
+/* KEYS: salt. ARGV: salt, prefix, me, lease ms, then the session ids.
+ * Returns the indexes (1-based) of those no longer ours. */
 static const char renew_lua[] =
+    SALTED
     "local lost = {}\n"
-    "for i, k in ipairs(KEYS) do\n"
-    "  if redis.call('GET', k) == ARGV[1] then redis.call('PEXPIRE', k, ARGV[2])\n"
-    "  else lost[#lost + 1] = i end\n"
+    "for i = 5, #ARGV do\n"
+    "  local k = skey(ARGV[i])\n"
+    "  if redis.call('GET', k) == ARGV[3] then redis.call('PEXPIRE', k, ARGV[4])\n"
+    "  else lost[#lost + 1] = i - 4 end\n"
     "end\n"
     "return lost\n";
 
@@ -142,10 +167,21 @@ static const char gate_lua[] =
     "end\n"
     "return 1\n";
 
-static void keys_of(const struct rsrc *s, const char *id, char *owner, size_t on, char *state, size_t sn)
+/* What every salted script takes first: KEYS[1] the salt's key, ARGV[1] a
+ * fresh salt (kept only if there is none), ARGV[2] the keys' prefix. */
+struct salted {
+    char key[300], salt[33], prefix[300];
+};
+
+static void salted(const struct rsrc *s, struct salted *x)
 {
-    snprintf(owner, on, "%s:session:%s", s->pub.cfg->jobs, id);
-    snprintf(state, sn, "%s:session:%s:state", s->pub.cfg->jobs, id);
+    unsigned char r[16];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) /* never short for 16 bytes */
+        memset(r, 0, sizeof(r));
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(x->salt + 2 * i, 3, "%02x", r[i]);
+    snprintf(x->key, sizeof(x->key), "%s:session-salt", s->pub.cfg->jobs);
+    snprintf(x->prefix, sizeof(x->prefix), "%s:session:", s->pub.cfg->jobs);
 }
 
 /* ---- claim ------------------------------------------------------------ */
@@ -188,7 +224,8 @@ int kiln__redis_session_claim(struct kiln_source *src, const char *id, struct ki
                               kiln_claim_cb cb, void *arg)
 {
     struct rsrc *s = (struct rsrc *)src;
-    char owner[400], state[420], lease[24], dead[24], workers[300];
+    char lease[24], dead[24], workers[300];
+    struct salted x;
     (void)d;
     if (!s->cmd.up)
         return -ENOTCONN;
@@ -198,12 +235,12 @@ int kiln__redis_session_claim(struct kiln_source *src, const char *id, struct ki
     c->s = s;
     c->cb = cb;
     c->arg = arg;
-    keys_of(s, id, owner, sizeof(owner), state, sizeof(state));
+    salted(s, &x);
     snprintf(workers, sizeof(workers), "%s:workers", s->pub.cfg->jobs);
     snprintf(lease, sizeof(lease), "%d", LEASE_MS);
     snprintf(dead, sizeof(dead), "%d", DEAD_MS);
-    if (redisAsyncCommand(s->cmd.ac, on_claim, c, "EVAL %s 3 %s %s %s %s %s %s %s", claim_lua, owner,
-                          state, workers, s->me, lease, s->pub.cfg->consumer, dead) != REDIS_OK) {
+    if (redisAsyncCommand(s->cmd.ac, on_claim, c, "EVAL %s 2 %s %s %s %s %s %s %s %s %s", claim_lua, x.key,
+                          workers, x.salt, x.prefix, id, s->me, lease, s->pub.cfg->consumer, dead) != REDIS_OK) {
         free(c);
         return -EIO;
     }
@@ -267,10 +304,10 @@ int kiln__redis_session_forward(struct kiln_source *src, const char *owner, stru
 void kiln__redis_session_end(struct kiln_source *src, const char *id, const char *why)
 {
     struct rsrc *s = (struct rsrc *)src;
-    char owner[400], state[420];
-    keys_of(s, id, owner, sizeof(owner), state, sizeof(state));
-    const char *argv[] = {"EVAL", end_lua, "2", owner, state, s->me, why != NULL ? why : ""};
-    if (kiln__redis_enqueue(s, 7, argv, NULL, NULL, NULL, NULL) < 0)
+    struct salted x;
+    salted(s, &x);
+    const char *argv[] = {"EVAL", end_lua, "1", x.key, x.salt, x.prefix, id, s->me, why != NULL ? why : ""};
+    if (kiln__redis_enqueue(s, 9, argv, NULL, NULL, NULL, NULL) < 0)
         kiln_error("session %s: out of memory saying it ended", id);
 }
 
@@ -304,39 +341,35 @@ void kiln__redis_session_renew(struct kiln_source *src, const char *const *ids, 
 {
     struct rsrc *s = (struct rsrc *)src;
     char lease[24];
+    struct salted x;
     s->held = (unsigned)n;
     if (n == 0 || !s->cmd.up)
         return; /* cut off: the leases run out, and say so once it is back */
     struct renew *rn = calloc(1, sizeof(*rn));
-    const char **argv = calloc(n + 5, sizeof(char *));
-    char **keys = calloc(n, sizeof(char *));
-    if (rn == NULL || argv == NULL || keys == NULL || (rn->ids = calloc(n, sizeof(char *))) == NULL)
+    const char **argv = calloc(n + 8, sizeof(char *));
+    if (rn == NULL || argv == NULL || (rn->ids = calloc(n, sizeof(char *))) == NULL)
         goto out;
     rn->lost = lost;
     rn->arg = arg;
+    salted(s, &x);
     snprintf(lease, sizeof(lease), "%d", LEASE_MS);
-    char nkeys[24];
-    snprintf(nkeys, sizeof(nkeys), "%zu", n);
-    argv[0] = "EVAL";
-    argv[1] = renew_lua;
-    argv[2] = nkeys;
+    size_t a = 0;
+    argv[a++] = "EVAL";
+    argv[a++] = renew_lua;
+    argv[a++] = "1";
+    argv[a++] = x.key;
+    argv[a++] = x.salt;
+    argv[a++] = x.prefix;
+    argv[a++] = s->me;
+    argv[a++] = lease;
     for (size_t i = 0; i < n; i++) {
-        if (asprintf(&keys[i], "%s:session:%s", s->pub.cfg->jobs, ids[i]) < 0 ||
-            (rn->ids[rn->n] = strdup(ids[i])) == NULL) {
-            keys[i] = NULL;
+        if ((rn->ids[rn->n] = strdup(ids[i])) == NULL)
             goto out;
-        }
-        rn->n++;
-        argv[3 + i] = keys[i];
+        argv[a++] = rn->ids[rn->n++];
     }
-    argv[3 + n] = s->me;
-    argv[4 + n] = lease;
-    if (redisAsyncCommandArgv(s->cmd.ac, on_renew, rn, (int)n + 5, argv, NULL) == REDIS_OK)
+    if (redisAsyncCommandArgv(s->cmd.ac, on_renew, rn, (int)a, argv, NULL) == REDIS_OK)
         rn = NULL;
 out:
-    for (size_t i = 0; keys != NULL && i < n; i++)
-        free(keys[i]);
-    free(keys);
     free(argv);
     if (rn != NULL) {
         for (size_t i = 0; i < rn->n; i++)
