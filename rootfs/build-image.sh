@@ -3,10 +3,14 @@
 #
 #   rootfs/build-image.sh OUTDIR KILN_AGENT KILN_WORKER
 #
-# OUTDIR/tree             the root, for the jail (--rootfs OUTDIR/tree)
-# OUTDIR/runtime.squashfs the same tree, read-only, for microVMs
+# OUTDIR/tree             the root, as a directory tree
+# OUTDIR/runtime.squashfs the same tree, read-only: the jail's default root
+#                         (loop-mounted by the worker, its host path never
+#                         shows inside a sandbox) and microVMs' disk
 # OUTDIR/digest           its content digest (kiln-worker --rootfs-digest)
-# OUTDIR/kiln.env         KILN_ROOTFS and KILN_ROOTFS_DIGEST, to source
+# OUTDIR/kiln.env         KILN_ROOTFS (the squashfs where mksquashfs exists,
+#                         else the tree), KILN_ROOTFS_DIGEST, KILN_ROOTFS_TREE
+#                         and KILN_VM_IMAGE, to source
 #
 # The tree holds python3 and a shell with core utilities from this
 # machine's Debian packages (and every shared library they load), deno from
@@ -139,7 +143,11 @@ echo "$digest" > "$out/digest"
 if command -v mksquashfs >/dev/null 2>&1; then
     mksquashfs "$out/tree" "$out/runtime.squashfs" -noappend -all-root -quiet -comp zstd >/dev/null
 fi
-printf 'KILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\n' "$out/tree" "$digest" > "$out/kiln.env"
+# the squashfs is the default: a tree bound into a jail shows its host path
+# in the sandbox's /proc/self/mountinfo; the tree is there for who asks
+root="$out/tree"
+[ -f "$out/runtime.squashfs" ] && root="$out/runtime.squashfs"
+printf 'KILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\nKILN_ROOTFS_TREE=%s\n' "$root" "$digest" "$out/tree" > "$out/kiln.env"
 [ -f "$out/runtime.squashfs" ] && printf 'KILN_VM_IMAGE=%s\n' "$out/runtime.squashfs" >> "$out/kiln.env"
 echo "$inputs" > "$out/inputs"
 echo "build-image: $out/tree ($(du -sh "$out/tree" | cut -f1)), digest $digest"

@@ -40,13 +40,15 @@ def read_env(*paths):
 
 
 def rootfs_args():
-    """--rootfs and --rootfs-digest of the runtime image ctest built."""
+    """--rootfs and --rootfs-digest of the runtime image ctest built, as
+    its tree (the tests' choice: no loop device per worker; the env file's
+    default is the squashfs, rootfs_image_args)."""
     env = os.path.join(BUILD, "rootfs", "kiln.env")
     if not os.path.exists(env):
         print("SKIPPED: the runtime image is not built (make rootfs)")
         sys.exit(SKIP)
     kv = read_env(env)
-    return ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
+    return ["--rootfs", kv.get("KILN_ROOTFS_TREE", kv["KILN_ROOTFS"]), "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
 
 
 def rootfs_image_args():

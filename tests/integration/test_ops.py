@@ -16,7 +16,7 @@ import urllib.request
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from kilntest import KilnCase, free_port, jail_unavailable, main_partial
+from kilntest import BUILD, KilnCase, free_port, jail_unavailable, main_partial, read_env
 
 OPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ops")
 
@@ -72,6 +72,21 @@ class Files(unittest.TestCase):
         self.assertIn("--metrics-addr", svc["ExecStart"])
         for forbidden in ("SystemCallFilter", "MemoryDenyWriteExecute", "ProtectHostname"):
             self.assertNotIn(forbidden, svc, "it would break the jail or its interpreters")
+
+    def test_the_image_is_a_squashfs_by_default(self):
+        """Where kiln is set up for use (the env file the image build writes,
+        which the quickstart sources, and the container), --rootfs is the
+        squashfs: a tree bound into a jail shows its host path in every
+        sandbox's /proc/self/mountinfo."""
+        with open(os.path.join(OPS, "Containerfile")) as f:
+            self.assertRegex(f.read(), r"\nENV KILN_ROOTFS=\S+\.squashfs\n")
+        env = os.path.join(BUILD, "rootfs", "kiln.env")
+        if not os.path.exists(env):
+            self.skipTest("the runtime image is not built")
+        kv = read_env(env)
+        if "KILN_VM_IMAGE" in kv:
+            self.assertEqual(kv["KILN_ROOTFS"], kv["KILN_VM_IMAGE"])
+        self.assertTrue(kv["KILN_ROOTFS_TREE"].endswith("/tree"))
 
     def test_dashboard_queries_kiln_metrics(self):
         self.assertGreaterEqual(len(dashboard_metrics()), 10)
