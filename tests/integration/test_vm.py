@@ -58,8 +58,8 @@ class VMCase(KilnCase):
             d = os.path.join(self.tmp, "plugins")
             os.makedirs(d, exist_ok=True)
             for p in plugins:
-                os.symlink(os.path.join(PLUGINS, p + ".so"),
-                           os.path.join(d, p + ".so"))
+                if not os.path.lexists(os.path.join(d, p + ".so")):
+                    os.symlink(os.path.join(PLUGINS, p + ".so"), os.path.join(d, p + ".so"))
             args += ["--plugin-dir", d]
         return self.worker("vm", *args)
 
@@ -507,6 +507,21 @@ class WarmPool(VMCase):
         wait_for(lambda: not qemu_pids(self.state), 20, "every QEMU to be gone")
         left = [os.path.join(d, f) for d, _, fs in os.walk(self.state) for f in fs]
         self.assertEqual(left, [], "files left behind")
+
+    def test_what_a_killed_worker_left_is_swept(self):
+        # killed with -9: its VMs die with it (PDEATHSIG), its snapshot and
+        # VM directories stay until the next worker on the state dir starts
+        w = self.vm_worker("--pool", "1", plugins=["shell"])
+        wait_for(lambda: b"qemu: snapshot ready" in w.text(), SLOW, "the snapshot")
+        old = os.path.join(self.state, "qemu-%d" % w.proc.pid)
+        self.assertTrue(os.path.isdir(old))
+        w.kill9()
+        wait_for(lambda: not qemu_pids(self.state), 20, "every QEMU to be gone")
+        self.assertTrue(os.listdir(old), "the snapshot is still there")
+        w2 = self.vm_worker("--pool", "0", plugins=["shell"])
+        wait_for(lambda: not os.path.exists(old), 20, "the dead worker's directory swept")
+        self.assertIn(b"removed 1 state directory left by workers that are gone", w2.text())
+        self.assertTrue(os.path.isdir(os.path.join(self.state, "qemu-%d" % w2.proc.pid)))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@
 struct fc {
     struct kiln_backend pub;
     char dir[400];
+    int lock_fd;                /* its lock, held while the worker lives */
     unsigned spawned;
     struct kiln_snap snap;
 };
@@ -316,6 +317,7 @@ static void fc_free(struct kiln_backend *b)
 {
     struct fc *f = (struct fc *)b;
     kiln_rm_rf(f->dir);
+    close(f->lock_fd);
     free(f);
 }
 
@@ -450,9 +452,8 @@ int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_config *cfg,
         snprintf(err, errlen, "firecracker: out of memory");
         return -ENOMEM;
     }
-    snprintf(f->dir, sizeof(f->dir), "%s/firecracker-%d", cfg->state_dir, (int)getpid());
-    if ((r = kiln_mkdirs(f->dir)) < 0) {
-        snprintf(err, errlen, "firecracker: mkdir %s: %s", f->dir, strerror(-r));
+    if ((r = f->lock_fd = kiln_vmm_state_dir(cfg->state_dir, "firecracker", f->dir, sizeof(f->dir), err,
+                                             errlen)) < 0) {
         free(f);
         return r;
     }

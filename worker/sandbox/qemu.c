@@ -46,6 +46,7 @@ struct qemu {
     const char *accel;          /* "kvm" or "tcg" */
     long tsc_khz;
     char dir[400];              /* state_dir/qemu-<pid>: snapshot, one dir per VM */
+    int lock_fd;                /* its lock, held while the worker lives */
     unsigned spawned;
     struct kiln_snap snap;
     pid_t template_pid;         /* while the snapshot is made */
@@ -289,6 +290,7 @@ static void qemu_free(struct kiln_backend *b)
 {
     struct qemu *q = (struct qemu *)b;
     kiln_rm_rf(q->dir);
+    close(q->lock_fd);
     free(q);
 }
 
@@ -433,9 +435,7 @@ int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
     }
     q->accel = strcmp(cfg->vm_accel, "tcg") == 0 || !kvm ? "tcg" : "kvm";
     q->tsc_khz = kiln_tsc_khz();
-    snprintf(q->dir, sizeof(q->dir), "%s/qemu-%d", cfg->state_dir, (int)getpid());
-    if ((r = kiln_mkdirs(q->dir)) < 0) {
-        snprintf(err, errlen, "qemu: mkdir %s: %s", q->dir, strerror(-r));
+    if ((r = q->lock_fd = kiln_vmm_state_dir(cfg->state_dir, "qemu", q->dir, sizeof(q->dir), err, errlen)) < 0) {
         free(q);
         return r;
     }

@@ -1,5 +1,6 @@
 #include "sandbox/vmm.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -22,6 +24,61 @@
 #include "wire/proto.h"
 #include "sandbox/sysutil.h"
 #include "sandbox/vm_egress.h"
+
+/* 1 when `dir`'s worker is gone: nobody holds the lock on its .lock (a
+ * directory without one, from an older worker: its pid is not alive). */
+static int owner_gone(const char *dir, long pid)
+{
+    char path[700];
+    snprintf(path, sizeof(path), "%s/.lock", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT && !kiln_pid_alive((pid_t)pid);
+    int gone = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    close(fd);
+    return gone;
+}
+
+int kiln_vmm_state_dir(const char *state_dir, const char *kind, char *dir, size_t len, char *err,
+                       size_t errlen)
+{
+    DIR *d = opendir(state_dir);
+    struct dirent *e;
+    size_t k = strlen(kind);
+    int swept = 0, r;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        char path[600], *end;
+        long pid = strncmp(e->d_name, kind, k) == 0 && e->d_name[k] == '-' ? strtol(e->d_name + k + 1, &end, 10) : 0;
+        if (pid <= 0 || *end != '\0' || pid == (long)getpid())
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", state_dir, e->d_name);
+        if (owner_gone(path, pid)) {
+            kiln_rm_rf(path);
+            swept++;
+        }
+    }
+    if (d != NULL)
+        closedir(d);
+    if (swept > 0)
+        kiln_info("%s: removed %d state director%s left by workers that are gone", kind, swept,
+                  swept == 1 ? "y" : "ies");
+    if (snprintf(dir, len, "%s/%s-%d", state_dir, kind, (int)getpid()) >= (int)len) {
+        snprintf(err, errlen, "%s: --state-dir is too long", kind);
+        return -ENAMETOOLONG;
+    }
+    char lock[600];
+    snprintf(lock, sizeof(lock), "%s/.lock", dir);
+    int fd = -1;
+    if ((r = kiln_mkdirs(dir)) < 0 ||
+        (fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        r = r < 0 ? r : -errno;
+        snprintf(err, errlen, "%s: %s: %s", kind, fd < 0 ? dir : lock, strerror(-r));
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    return fd;
+}
 
 void kiln_argv_add(struct kiln_argv *a, const char *fmt, ...)
 {

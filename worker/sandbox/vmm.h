@@ -71,6 +71,14 @@ int64_t kiln_vm_ram_mb(const struct kiln_config *cfg, int64_t job_mb, int *own_s
 int kiln_vmm_limit(struct kiln_sandbox *sb, const struct kiln_sandbox_limits *l);
 /* The VMM binary is installed and runs (`BIN --version`). */
 int kiln_vmm_installed(const char *bin);
+/* This backend's state directory, `<state_dir>/<kind>-<pid>` into `dir`:
+ * made, and locked for the worker's life (an flock on its .lock, held by
+ * the returned fd, close-on-exec). First the directories of `kind` that
+ * workers now gone left (a worker killed with -9 leaves its snapshot and
+ * VM directories) are removed: those whose lock is free, whichever pid
+ * namespace their worker ran in. Returns the fd, or -errno with why. */
+int kiln_vmm_state_dir(const char *state_dir, const char *kind, char *dir, size_t len, char *err,
+                       size_t errlen);
 /* The guest kernel, initramfs and image the VM backends need are there;
  * `who` names the backend in the reason. */
 int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *err, size_t errlen);
