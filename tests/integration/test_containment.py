@@ -66,7 +66,7 @@ class Containment(KilnCase):
         memory peak, an OOM kill, a low memory limit, processes at the pids
         limit) is not the next job's: its figures, its status and its
         limits are its own."""
-        w = self.start("--slots", "1", "--pool", "0")
+        w = self.start("--slots", "1", "--pool", "0", "--log-level", "debug")
         hog = "b = bytearray(200 << 20)\nb[::4096] = b'x' * len(b[::4096])\n"
         ex, _, _ = self.run_job(hog, plugin="python")
         self.assertEqual(ex["status"], "ok", ex)
@@ -93,10 +93,15 @@ class Containment(KilnCase):
         self.assertLess(ex["cpu_ms"], 200, "the last job's CPU time is not this one's")
         # cgroups are named sb-<pid>-<token>-<n>, n counting those made
         made = lambda: max(int(d.rsplit("-", 1)[1]) for d in cgroup_dirs(w.proc.pid))
+        # (each job waits until the one before has its cgroup back: how
+        # soon that is depends on the machine, whether it is reused not)
+        buried = lambda: w.text().count(b"jail: cgroup sb-")
         if glob.glob("/sys/fs/cgroup/memory/kiln"):
             before = made()
             for _ in range(20):
+                n = buried()
                 self.assertEqual(self.run_job("true")[0]["status"], "ok")
+                wait_for(lambda: buried() > n, 20, "the sandbox's cgroup reset or removed")
             self.assertLess(made() - before, 5, "20 sandboxes, their cgroups used again, not made anew")
         else:
             print("(cgroup v2 here: memory.peak cannot be reset before Linux 6.12, so cgroups are "

@@ -238,10 +238,12 @@ static void bury_done(uv_work_t *req, int status)
     struct burial *b = req->data;
     struct kiln_cgroup_spares *sp = b->spares;
     (void)status;
-    if (b->reset && !sp->closed && sp->n < KILN_CGROUP_SPARES) /* (reset: sp is set) */
+    int kept = b->reset && !sp->closed && sp->n < KILN_CGROUP_SPARES; /* (reset: sp is set) */
+    if (kept)
         sp->v[sp->n++] = b->cg;
     else if (b->reset)
         kiln_cgroup_remove(&b->cg);
+    kiln_debug("jail: cgroup %s %s", b->cg.name, kept ? "reset, kept for the next sandbox" : "removed");
     spares_unref(sp);
     free(b);
 }
