@@ -177,6 +177,24 @@ static int host_visible(const char *path)
     return 0;
 }
 
+/* The first program or file `plan` names that the sandbox image lacks:
+ * its program, and any other argument that is a path under /usr (a
+ * compiler's script, a class path's jar), or NULL. */
+static const char *missing_in(const struct kiln_plan *plan, const char *root, int rootfd)
+{
+    for (size_t a = 0; a < plan->argc; a++) {
+        const char *arg = plan->argv[a];
+        if (a > 0 && (strncmp(arg, "/usr/", 5) != 0 || strchr(arg, ':') != NULL))
+            continue;
+        /* what the build makes, in the sandbox's own /work or /tmp */
+        if (strncmp(arg, "/work/", 6) == 0 || strncmp(arg, "/tmp/", 5) == 0)
+            continue;
+        if (arg[0] == '/' && ((root == NULL && !host_visible(arg)) || !in_image(rootfd, arg)))
+            return arg;
+    }
+    return NULL;
+}
+
 void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root)
 {
     int rootfd = open(root != NULL ? root : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -184,24 +202,23 @@ void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root)
         return; /* the backend says why when it starts a sandbox */
     for (size_t i = 0; i < set->n; i++) {
         const struct kiln_plugin *p = set->v[i].p;
-        struct kiln_plan probe;
         struct kiln_job_view v = {.size = sizeof(v), .id = "probe", .plugin = p->name,
                                   .code = "", .code_len = 0};
-        kiln_plan_init(&probe, 1u << 20);
-        /* a compiled plugin's program is its compiler; its run's is the artifact */
-        int (*plan)(const struct kiln_host *, const struct kiln_job_view *, struct kiln_plan *) =
-            KILN_PLUGIN_HAS(p, build) ? p->build : p->plan;
-        if (plan(kiln_plan_host(), &v, &probe) == 0 && probe.argc > 0 &&
-            probe.argv[0][0] == '/' &&
-            ((root == NULL && !host_visible(probe.argv[0])) || !in_image(rootfd, probe.argv[0]))) {
-            char why[512];
-            snprintf(why, sizeof(why), "its program %.200s is not in the sandbox image (%s)",
-                     probe.argv[0], root != NULL ? root : "the host's /usr: see --rootfs");
-            free(set->v[i].unavailable);
-            set->v[i].unavailable = strdup(why);
-            kiln_error("plugin %s cannot run here: %s; its jobs are rejected", p->name, why);
+        /* a compiled plugin's build names its compiler, its run the runtime */
+        for (int build = KILN_PLUGIN_HAS(p, build); build >= 0 && set->v[i].unavailable == NULL; build--) {
+            struct kiln_plan probe;
+            kiln_plan_init(&probe, 1u << 20);
+            const char *gone = (build ? p->build : p->plan)(kiln_plan_host(), &v, &probe) == 0
+                                   ? missing_in(&probe, root, rootfd) : NULL;
+            if (gone != NULL) {
+                char why[512];
+                snprintf(why, sizeof(why), "%.200s is not in the sandbox image (%s)", gone,
+                         root != NULL ? root : "the host's /usr: see --rootfs");
+                set->v[i].unavailable = strdup(why);
+                kiln_error("plugin %s cannot run here: %s; its jobs are rejected", p->name, why);
+            }
+            kiln_plan_free(&probe);
         }
-        kiln_plan_free(&probe);
     }
     close(rootfd);
 }

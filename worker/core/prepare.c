@@ -105,7 +105,7 @@ void kiln_prepare_limits(const struct kiln_job *job, int cur, struct kiln_limits
 int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
                       const struct kiln_plugin *p, const struct kiln_config *cfg, int build,
                       const struct kiln_artifact *art, const struct kiln_view_extra *extra,
-                      struct kiln_plan *plan, struct kiln_job_view *view)
+                      int64_t memory_mb, struct kiln_plan *plan, struct kiln_job_view *view)
 {
     char num[16];
     int r;
@@ -129,6 +129,7 @@ int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
         .has_net = job->has_net,
         .net_allow = (const char *const *)job->net_allow,
         .nnet = job->nnet,
+        .memory_mb = memory_mb,
     };
     if (extra != NULL) {
         view->has_net = 1;
@@ -146,7 +147,7 @@ int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
     if (job->expect_end && !(KILN_PLUGIN_FLAGS(p) & KILN_PLUGIN_ENDS))
         return kiln_plan_reject(plan, "this plugin cannot tell a program that ran to its end from one "
                                       "that exited early: a job for it takes no 'expect_end'");
-    view->expect_end = job->expect_end && !build;
+    view->expect_end = job->expect_end && build != KILN_PREPARE_REPL;
     if ((r = (build == KILN_PREPARE_REPL ? p->repl : build ? p->build : p->plan)(kiln_plan_host(), view, plan)) < 0)
         return r;
     if (plan->argc == 0)

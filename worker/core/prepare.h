@@ -56,6 +56,6 @@ struct kiln_view_extra {
 int kiln_prepare_plan(const struct kiln_job *job, int cur, unsigned attempt,
                       const struct kiln_plugin *p, const struct kiln_config *cfg, int build,
                       const struct kiln_artifact *art, const struct kiln_view_extra *extra,
-                      struct kiln_plan *plan, struct kiln_job_view *view);
+                      int64_t memory_mb, struct kiln_plan *plan, struct kiln_job_view *view);
 
 #endif

@@ -407,7 +407,8 @@ void kiln__run_start_one(struct kiln_run *run)
     if ((r = kiln_prepare_plan(run->job, run->cur, kiln__run_attempt(run), p, w->cfg,
                                run->job->session != NULL ? KILN_PREPARE_REPL : run->building,
                                run->built ? &run->artifact : NULL,
-                               run->secrets != NULL ? &run->view_extra : NULL, &run->plan, &view)) < 0) {
+                               run->secrets != NULL ? &run->view_extra : NULL, job_memory_mb(run),
+                               &run->plan, &view)) < 0) {
         if (r == -ENOMEM)
             kiln__run_finish(run, KILN_STATUS_INTERNAL, "out of memory planning the job");
         else

@@ -128,8 +128,15 @@ struct kiln_job_view {
     /* v1.6: the job asks that its program prove it ran to its end (the
      * job key `expect_end`); set only for a plugin with KILN_PLUGIN_ENDS,
      * whose run plan must then run the program under its runner (see
-     * KILN_PLUGIN_ENDS); 0 when planning a build */
+     * KILN_PLUGIN_ENDS), and whose build (a compiled language's) may build
+     * that runner in */
     int expect_end;
+    /* v1.6: the memory limit (MiB) the sandbox this plan runs in holds it
+     * to (the job's, the operator's default, or a build's): for runtimes
+     * that size their heaps (the JVM, V8, Go's GC), so that a program
+     * that wants more meets the sandbox's limit (status oom) rather than
+     * a heap ceiling of the runtime's own below it */
+    int64_t memory_mb;
 };
 
 /*
