@@ -18,6 +18,7 @@ static const struct kiln_plugin c = {
     .plan = kiln_compiled_run,
     .build = c_build,
     .artifact = KILN_COMPILED_ARTIFACT,
+    .flags = KILN_PLUGIN_ENDS,
 };
 
 KILN_PLUGIN_EXPORT const struct kiln_plugin *kiln_plugin_entry(void)

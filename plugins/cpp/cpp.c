@@ -18,6 +18,7 @@ static const struct kiln_plugin cpp = {
     .plan = kiln_compiled_run,
     .build = cpp_build,
     .artifact = KILN_COMPILED_ARTIFACT,
+    .flags = KILN_PLUGIN_ENDS,
 };
 
 KILN_PLUGIN_EXPORT const struct kiln_plugin *kiln_plugin_entry(void)

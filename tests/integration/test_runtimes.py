@@ -154,6 +154,10 @@ class WarmVsCold(KilnCase):
          {"args": ["y"], "stdin": b"dd"}),
         ("deno-eval", "const x: number = 7; console.log(x * 6); console.error('warn'); Deno.exit(3);", {}),
         ("shell", "echo $1; cat; exit 5", {"args": ["z"], "stdin": b"s\n"}),
+        ("perl", "print \"$0 [@ARGV] \", scalar(<STDIN>), $ENV{KILN_JOB_ID} ? 'id' : '';\n"
+                 "print STDERR \"e\\n\";\nexit 2;\n", {"args": ["x y", ""], "stdin": b"in\n"}),
+        ("perl", "sub f { die \"boom\\n\" }\nf();\n", {}),
+        ("perl", "print 1;\nprint(\n", {}),
     ]
 
     def results(self, pool):
