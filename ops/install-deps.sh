@@ -21,6 +21,15 @@ PKGS="$PKGS python3-minimal dash coreutils grep sed findutils mawk diffutils gzi
 PKGS="$PKGS media-types tzdata ca-certificates squashfs-tools"
 # ... and the compilers of the c and cpp plugins
 PKGS="$PKGS gcc-12 g++-12 libc6-dev"
+# ... and the languages of benchmarks (plugins/README.md, rootfs/README.md):
+# each language's toolchain and the test libraries its benchmarks import
+PKGS="$PKGS openjdk-17-jdk-headless libjavatuples-java"           # java
+PKGS="$PKGS nodejs node-typescript"                                # javascript, typescript
+PKGS="$PKGS golang-go"                                             # go (1.19)
+PKGS="$PKGS rustc-web"                                             # rust (current stable)
+PKGS="$PKGS mono-mcs mono-runtime libmono-system-numerics4.0-cil"  # csharp
+PKGS="$PKGS php8.2-cli ruby3.1 ruby-test-unit lua5.4 lua-unit"    # php, ruby, lua
+PKGS="$PKGS perl libtest-deep-perl r-base-core bash"               # perl, r, bash
 # microVMs (rootfs/build-vm.sh, --backend qemu): the VMM, the guest kernel,
 # and cpio for the initramfs
 PKGS="$PKGS qemu-system-x86 linux-image-amd64 cpio"

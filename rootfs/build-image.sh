@@ -2,6 +2,7 @@
 # Build kiln's runtime image: one tree that sandboxes use as their root.
 #
 #   rootfs/build-image.sh OUTDIR KILN_AGENT KILN_WORKER
+#   KILN_IMAGE_LANGS="java go" rootfs/build-image.sh ...   (a smaller image)
 #
 # OUTDIR/tree             the root, as a directory tree
 # OUTDIR/runtime.squashfs the same tree, read-only: the jail's default root
@@ -11,24 +12,67 @@
 # OUTDIR/kiln.env         KILN_ROOTFS (the squashfs where mksquashfs exists,
 #                         else the tree), KILN_ROOTFS_DIGEST, KILN_ROOTFS_TREE
 #                         and KILN_VM_IMAGE, to source
+# OUTDIR/languages        the languages it holds, one per line
 #
-# The tree holds python3 and a shell with core utilities from this
-# machine's Debian packages (and every shared library they load), deno from
-# the npm package @deno/linux-x64-glibc at a pinned version whose tarball
-# is checked against its published integrity hash, and kiln-agent. Nothing
-# is rebuilt when the inputs (this script, the package versions, deno's
-# version, the agent) are what they were.
+# The tree holds python3, a shell with core utilities and gcc/g++ (the
+# shell, python, c and cpp plugins) from this machine's Debian packages
+# (and every shared library they load), deno from the npm package
+# @deno/linux-x64-glibc at a pinned version whose tarball is checked
+# against its published integrity hash, kiln-agent, and the toolchains of
+# the languages KILN_IMAGE_LANGS names (default: all of them, below), each
+# from its Debian packages. A worker on an image without a language's
+# toolchain says so at start and rejects that language's jobs. Nothing is
+# rebuilt when the inputs (this script, the package versions, deno's
+# version, the agent, the languages) are what they were.
 set -eu
 
 DENO_VERSION=2.9.6
 DENO_INTEGRITY=sha512-3md4TKLCuzsLDmfOoC5KN7NAZaxSVkMgm64vg6foD00JBADCpYS2/5QqXfzgnP5ZQz3iLP9vBQJtEgc116OAoQ==
 
-# Debian packages whose files go in, as installed on this machine.
+# Debian packages whose files go in, as installed on this machine: the base
+# (shell, python, c, cpp), then each language's.
 PACKAGES="dash coreutils grep sed findutils mawk diffutils gzip tar
 python3-minimal python3.11-minimal libpython3.11-minimal
 python3.11 libpython3.11-stdlib python3 media-types tzdata ca-certificates
 gcc gcc-12 cpp cpp-12 g++ g++-12 libgcc-12-dev libstdc++-12-dev libc6-dev libc-dev-bin
 linux-libc-dev libcrypt-dev binutils binutils-x86-64-linux-gnu"
+ALL_LANGS="java javascript typescript go rust csharp php ruby lua perl r bash"
+lang_packages() {
+    case $1 in
+    java) echo "openjdk-17-jre-headless openjdk-17-jdk-headless libjavatuples-java" ;;
+    javascript) echo "nodejs $(dpkg-query -W -f='${Package}\n' 'libnode[0-9]*' 2>/dev/null | tr '\n' ' ')" ;;
+    typescript) echo "node-typescript" ;;
+    go) echo "golang-1.19-go golang-1.19-src" ;;
+    rust) echo "rustc-web libstd-rust-web-dev $(dpkg-query -W -f='${Package}\n' 'libstd-rust-web-1*' 2>/dev/null | tr '\n' ' ')" ;;
+    csharp) echo "mono-mcs mono-runtime mono-runtime-sgen mono-runtime-common" ;;
+    php) echo "php8.2-cli php8.2-common php8.2-opcache php8.2-readline" ;;
+    ruby) echo "ruby3.1 libruby3.1 ruby-test-unit" ;;
+    lua) echo "lua5.4 liblua5.4-0 lua-unit" ;;
+    perl) echo "perl perl-base perl-modules-5.36 libperl5.36 libtest-deep-perl" ;;
+    r) echo "r-base-core debianutils" ;;  # R's utils runs /usr/bin/which as it loads
+    bash) echo "bash" ;;
+    *) echo "build-image: unknown language '$1' in KILN_IMAGE_LANGS (known: $ALL_LANGS)" >&2; return 1 ;;
+    esac
+}
+# whole directories a language needs beyond its packages' own file lists
+# (made by maintainer scripts, or shared by many small packages)
+lang_dirs() {
+    case $1 in
+    csharp) echo "/usr/lib/mono /etc/mono" ;;
+    php) echo "/etc/php/8.2" ;;
+    r) echo "/etc/R" ;;
+    *) ;;
+    esac
+}
+LANGS=${KILN_IMAGE_LANGS-$ALL_LANGS}
+[ "$LANGS" = all ] && LANGS=$ALL_LANGS
+for l in $LANGS; do
+    lp=$(lang_packages "$l") || exit 1
+    PACKAGES="$PACKAGES $lp"
+done
+# typescript runs on node
+case " $LANGS " in *" typescript "*) case " $LANGS " in *" javascript "*) ;; *)
+    PACKAGES="$PACKAGES $(lang_packages javascript)" ;; esac ;; esac
 
 out=${1:?usage: build-image.sh OUTDIR KILN_AGENT KILN_WORKER}
 agent=${2:?kiln-agent binary}
@@ -40,16 +84,16 @@ out=$(cd "$out" && pwd)
 # ---- inputs: rebuild only when they change ------------------------------
 versions=$(dpkg-query -W -f='${Package}=${Version}\n' $PACKAGES 2>/dev/null || true)
 for p in $PACKAGES; do
-    echo "$versions" | grep -q "^$p=" || { echo "build-image: package $p is not installed (ops/install-deps.sh)" >&2; exit 1; }
+    echo "$versions" | grep -q "^$p=." || { echo "build-image: package $p is not installed (ops/install-deps.sh)" >&2; exit 1; }
 done
-inputs=$( { cat "$0"; echo "$versions"; echo "deno=$DENO_VERSION $DENO_INTEGRITY"; sha256sum < "$agent"; } | sha256sum | cut -d' ' -f1)
+inputs=$( { cat "$0"; echo "$versions"; echo "deno=$DENO_VERSION $DENO_INTEGRITY"; echo "langs=$LANGS"; sha256sum < "$agent"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$out/inputs" ] && [ "$(cat "$out/inputs")" = "$inputs" ] && [ -f "$out/digest" ] && [ -d "$out/tree" ]; then
     echo "build-image: up to date ($out)"
     exit 0
 fi
 
 tree="$out/tree.new"
-rm -rf "$tree" "$out/tree" "$out/runtime.squashfs" "$out/digest" "$out/inputs"
+rm -rf "$tree" "$out/tree" "$out/runtime.squashfs" "$out/digest" "$out/inputs" "$out/languages"
 mkdir -p "$tree"
 
 # ---- the skeleton: merged /usr, the mount points the jail needs ----------
@@ -69,11 +113,42 @@ copy() {
     cp -a "$src" "$tree$src"
 }
 
+# copy a path and every link on the way to its file: libblas.so.3 is
+# /etc/alternatives/... is blas/libblas.so.3 is blas/libblas.so.3.11.0
+copy_chain() {
+    link=$1
+    for _ in 1 2 3 4 5 6 7 8; do
+        copy "$link"
+        [ -L "$link" ] || return 0
+        next=$(readlink "$link")
+        case "$next" in /*) link=$next ;; *) link="$(dirname "$link")/$next" ;; esac
+    done
+}
+
 # ---- Debian packages ----------------------------------------------------
+# Their files, /bin and friends as /usr's (merged /usr), in one cp per
+# package (tens of thousands of files: one process each would take minutes)
 for p in $PACKAGES; do
     dpkg -L "$p" | grep -v -e '^/usr/share/doc' -e '^/usr/share/man' -e '^/usr/share/info' \
-                          -e '^/usr/share/lintian' -e '^/etc/cron' -e '^/diverted' |
-    while read -r f; do copy "$f"; done
+                          -e '^/usr/share/lintian' -e '^/etc/cron' -e '^/diverted' -e '/fiddle' |
+        sed -e 's#^/\(bin\|sbin\|lib\|lib64\)/#/usr/\1/#' | while read -r f; do
+        if [ -d "$f" ] && [ ! -L "$f" ]; then mkdir -p "$tree$f"; elif [ -e "$f" ] || [ -L "$f" ]; then echo "$f"; fi
+    done | xargs -r -d '\n' cp -a --parents -t "$tree"
+done
+# the alternatives' links (/usr/bin/mono -> /etc/alternatives/mono -> ...)
+cp -a /etc/alternatives "$tree/etc/"
+# and the commands' own links to them, which maintainer scripts make (no
+# package lists /usr/bin/which), where what they lead to is in the image
+for f in /usr/bin/* /usr/sbin/*; do
+    [ -L "$f" ] && [ ! -e "$tree$f" ] || continue
+    case $(readlink "$f") in /etc/alternatives/*) ;; *) continue ;; esac
+    real=$(readlink -f "$f")
+    [ -e "$tree$real" ] && cp -a "$f" "$tree$f"
+done
+for l in $LANGS; do
+    for d in $(lang_dirs "$l"); do
+        [ -d "$d" ] && mkdir -p "$tree$(dirname "$d")" && cp -a "$d" "$tree$(dirname "$d")/"
+    done
 done
 ln -sf dash "$tree/usr/bin/sh"
 
@@ -101,18 +176,20 @@ install -m 0755 "$agent" "$tree/usr/sbin/kiln-agent"
 find "$tree" -type f \( -perm -u+x -o -name '*.so*' \) | while read -r f; do
     ldd "$f" 2>/dev/null | sed -n 's/.*=> \(\/[^ ]*\).*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p'
 done | sort -u | while read -r lib; do
-    copy "$lib"
-    real=$(readlink -f "$lib")
-    [ "$real" = "$lib" ] || copy "$real"
+    copy_chain "$lib"
 done
 
 # ---- what the compilers link programs with: libraries no binary here
 # loads, named by glibc's linker scripts (libm.so names libmvec) and by
 # g++ (libstdc++, libgcc_s) ------------------------------------------------
 for lib in libmvec.so.1 libstdc++.so.6 libgcc_s.so.1; do
-    copy "/usr/lib/x86_64-linux-gnu/$lib"
-    copy "$(readlink -f "/usr/lib/x86_64-linux-gnu/$lib")"
+    copy_chain "/usr/lib/x86_64-linux-gnu/$lib"
 done
+
+# ---- the C.UTF-8 locale the sandbox's LANG names (perl and R warn
+# without it) -------------------------------------------------------------
+mkdir -p "$tree/usr/lib/locale"
+cp -a /usr/lib/locale/C.utf8 "$tree/usr/lib/locale/"
 
 # ---- /etc of our own ----------------------------------------------------
 cat > "$tree/etc/passwd" <<'PW'
@@ -150,4 +227,5 @@ root="$out/tree"
 printf 'KILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\nKILN_ROOTFS_TREE=%s\n' "$root" "$digest" "$out/tree" > "$out/kiln.env"
 [ -f "$out/runtime.squashfs" ] && printf 'KILN_VM_IMAGE=%s\n' "$out/runtime.squashfs" >> "$out/kiln.env"
 echo "$inputs" > "$out/inputs"
+printf '%s\n' shell python deno-eval c cpp $LANGS > "$out/languages"
 echo "build-image: $out/tree ($(du -sh "$out/tree" | cut -f1)), digest $digest"
