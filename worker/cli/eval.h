@@ -1,9 +1,11 @@
 /*
  * kiln eval: run generated programs against a set of problems through kiln
- * workers and report pass@k. Three files:
+ * workers and report pass@k. Four files:
  *
- *   eval_load.c     problems and samples (JSON Lines, plain or gzipped), the
- *                   job each sample becomes and its content-hash id
+ *   eval_load.c     problems and samples (JSON Lines, plain or gzipped, or
+ *                   a directory of MultiPL-E completion files), the job
+ *                   each sample becomes and its content-hash id
+ *   eval_multiple.c MultiPL-E's problems: languages, stop tokens, programs
  *   eval_results.c  verdicts, the results file (resume, append, the final
  *                   rewrite) and pass@k
  *   eval.c          the command: options, submission with back-pressure,
@@ -16,6 +18,7 @@
 #ifndef KILN_CLI_EVAL_H
 #define KILN_CLI_EVAL_H
 
+#include <dirent.h>
 #include <jansson.h>
 #include <msgpack.h>
 #include <stddef.h>
@@ -37,14 +40,26 @@
 enum kiln_eval_kind {
     KILN_EVAL_FUNCTION, /* {task_id, prompt, test, entry_point}: check() must pass */
     KILN_EVAL_STDIO,    /* {task_id, tests: [{input, output}]}: the worker judges */
+    KILN_EVAL_MULTIPLE, /* {name, language, prompt, tests, stop_tokens}: MultiPL-E's */
+};
+
+/* A language of MultiPL-E's (eval_multiple.c). */
+struct kiln_eval_lang {
+    const char *code;               /* its short code: "java", "rs", "go", ... */
+    const char *const *aliases;     /* every spelling MultiPL-E's files use */
+    const char *plugin;             /* the kiln plugin that runs it */
+    int proves_end;                 /* its plugin proves a program ran to its end */
+    const char *fail_marker;        /* output that fails a sample (MultiPL-E's rule), or NULL */
 };
 
 struct kiln_eval_problem {
     json_t *json; /* the problem's line, owned; owns the strings below */
     enum kiln_eval_kind kind;
-    const char *task_id;
-    const char *prompt, *test, *entry_point; /* KILN_EVAL_FUNCTION */
+    const char *task_id;                     /* MULTIPLE: "<code>/<name>" */
+    const char *prompt, *test, *entry_point; /* FUNCTION; MULTIPLE: prompt, tests */
     const json_t *tests;                     /* KILN_EVAL_STDIO */
+    const struct kiln_eval_lang *lang;       /* KILN_EVAL_MULTIPLE */
+    const json_t *stop_tokens;               /* KILN_EVAL_MULTIPLE, or NULL */
     unsigned nsamples;                       /* samples of this task read */
 };
 
@@ -70,6 +85,8 @@ struct kiln_eval_set {
     const char *problems_path;          /* borrowed: for messages */
     const char *plugin;                 /* borrowed: the --plugin argument */
     struct kiln_eval_limits limits;
+    int no_stop;                        /* --no-stop: completions are not cut */
+    size_t problems_cap;
 };
 
 /* What a job's exit frame says about its samples. */
@@ -99,6 +116,32 @@ struct kiln_eval_problem *kiln_eval_problem_find(const struct kiln_eval_set *set
 int kiln_eval_pack_job(const struct kiln_eval_set *set, const struct kiln_eval_sample *s,
                        const char *reply_to, msgpack_sbuffer *sb);
 void kiln_eval_set_free(struct kiln_eval_set *set);
+
+/* ---- eval_multiple.c ---- */
+
+/* The language MultiPL-E spells `spelled`, or NULL. */
+const struct kiln_eval_lang *kiln_eval_lang_find(const char *spelled);
+/* How much of `completion` comes before its first stop token. */
+size_t kiln_eval_stop_cut(const char *completion, const json_t *stop_tokens);
+/* 1 when record `j` is a MultiPL-E problem (or completions file). */
+int kiln_eval_is_multiple(const json_t *j);
+/* Fill `p` from MultiPL-E record `j` (taken; it owns the strings): 0, or
+ * -1 after saying why, `where` naming the file and line. */
+int kiln_eval_multiple_problem(struct kiln_eval_problem *p, json_t *j, const char *where);
+/* A MultiPL-E problem's program for `completion`: a new string. */
+char *kiln_eval_multiple_program(const struct kiln_eval_problem *p, const char *completion, int no_stop);
+/* The samples of one record of a samples file (eval_load.c), or of every
+ * completion file in directory `d` at `path`, into set->samples (of
+ * capacity *cap): 0, or -1 after saying why. */
+int kiln_eval_samples_of(struct kiln_eval_set *set, size_t *cap, const json_t *j, const char *where);
+int kiln_eval_samples_of_dir(struct kiln_eval_set *set, size_t *cap, const char *path, DIR *d);
+/* 1 when `marker` (under 16 bytes) is in a stream so far: what came
+ * before kept in `edge` (its last bytes, `*elen` of them), then `data`;
+ * `edge` then keeps the stream's new end. */
+int kiln_eval_marker_in(char edge[16], unsigned char *elen, const char *marker, const char *data, size_t n);
+/* A whole file (plain or gzipped) holding one JSON object: a new
+ * reference, or NULL after saying why. */
+json_t *kiln_eval_read_json(const char *path);
 
 /* A JSON Lines reader over zlib (plain and gzip alike), with lines capped
  * at KILN_EVAL_LINE_MAX. */

