@@ -12,7 +12,8 @@
 # OUTDIR/kiln.env         KILN_ROOTFS (the squashfs where mksquashfs exists,
 #                         else the tree), KILN_ROOTFS_DIGEST, KILN_ROOTFS_TREE
 #                         and KILN_VM_IMAGE, to source
-# OUTDIR/languages        the languages it holds, one per line
+# OUTDIR/languages        the plugins it can run, one per line (and
+#                         /etc/kiln-toolchains in it: each one's package and version)
 #
 # The tree holds python3, a shell with core utilities and gcc/g++ (the
 # shell, python, c and cpp plugins) from this machine's Debian packages
@@ -206,6 +207,23 @@ ln -sf /usr/share/zoneinfo/Etc/UTC "$tree/etc/localtime"
 [ -f /etc/ssl/certs/ca-certificates.crt ] && copy /etc/ssl/certs/ca-certificates.crt
 printf 'kiln runtime image: deno %s, %s\n' "$DENO_VERSION" "$(echo "$versions" | grep '^python3.11=')" \
     > "$tree/etc/kiln-image"
+# each plugin's toolchain and its version, as the worker reports them
+# (kiln-worker --list-plugins, kiln_plugin_info in /metrics)
+toolchain_of() {
+    case $1 in
+    shell) echo dash ;; python) echo python3.11 ;; c) echo gcc-12 ;; cpp) echo g++-12 ;;
+    java) echo openjdk-17-jdk-headless ;; javascript) echo nodejs ;; typescript) echo node-typescript ;;
+    go) echo golang-1.19-go ;; rust) echo rustc-web ;; csharp) echo mono-runtime ;; php) echo php8.2-cli ;;
+    ruby) echo ruby3.1 ;; lua) echo lua5.4 ;; perl) echo perl ;; r) echo r-base-core ;; bash) echo bash ;;
+    esac
+}
+{
+    echo "deno-eval deno $DENO_VERSION"
+    for l in shell python c cpp $LANGS; do
+        pkg=$(toolchain_of "$l")
+        echo "$l $pkg $(echo "$versions" | sed -n "s/^$pkg=//p")"
+    done
+} > "$tree/etc/kiln-toolchains"
 
 # bytecode for the whole stdlib, made here: the root is read-only in a
 # sandbox, and compiling what a job imports at every start costs tens of ms
@@ -227,5 +245,5 @@ root="$out/tree"
 printf 'KILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\nKILN_ROOTFS_TREE=%s\n' "$root" "$digest" "$out/tree" > "$out/kiln.env"
 [ -f "$out/runtime.squashfs" ] && printf 'KILN_VM_IMAGE=%s\n' "$out/runtime.squashfs" >> "$out/kiln.env"
 echo "$inputs" > "$out/inputs"
-printf '%s\n' shell python deno-eval c cpp $LANGS > "$out/languages"
+cut -d' ' -f1 "$out/tree/etc/kiln-toolchains" > "$out/languages"
 echo "build-image: $out/tree ($(du -sh "$out/tree" | cut -f1)), digest $digest"

@@ -1,13 +1,14 @@
 """/metrics, /healthz and /readyz as Prometheus and Kubernetes see them:
 the exposition parses (prometheus_client's own parser), the counters move
 with the jobs sent, and /readyz fails while Redis is down."""
+import os
 import time
 import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kilntest import KilnCase, free_port, main, rootfs_args, skip_unless_jail_works, wait_for
+from kilntest import BUILD, KilnCase, free_port, main, rootfs_args, skip_unless_jail_works, wait_for
 
 skip_unless_jail_works()
 ROOTFS = rootfs_args()
@@ -78,6 +79,15 @@ class Metrics(KilnCase):
         self.assertEqual(m[("kiln_job_duration_seconds_count", (("plugin", "shell"),))], 7)
         self.assertGreaterEqual(m[("kiln_job_queue_wait_seconds_count", (("queue", "all"),))], 6)
         self.assertEqual(m[("kiln_build_info", (("version", "0.1.0"),))], 1)
+        # each plugin's toolchain, as the image names it
+        with open(os.path.join(BUILD, "rootfs", "tree", "etc", "kiln-toolchains")) as f:
+            image = dict(line.rstrip("\n").split(" ", 1) for line in f)
+        info = {dict(k[1])["plugin"]: dict(k[1]) for k in m if k[0] == "kiln_plugin_info"}
+        self.assertEqual(info["python"]["toolchain"], image["python"])
+        self.assertTrue(info["python"]["toolchain"].startswith("python3.11 3.11."), info["python"])
+        self.assertEqual(info["shell"]["available"], "true")
+        for plugin, toolchain in image.items():
+            self.assertEqual(info[plugin]["toolchain"], toolchain, plugin)
         self.assertGreater(m[("kiln_pool_hits_total", (("plugin", "shell"),))]
                            + m.get(("kiln_pool_misses_total", (("plugin", "shell"),)), 0), 0)
         # the group's depth, from XINFO GROUPS every few seconds

@@ -169,9 +169,14 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cfg.list_plugins) {
+        struct stat root_st; /* a tree's toolchains; a squashfs is not mounted to list */
+        if (cfg.rootfs != NULL && stat(cfg.rootfs, &root_st) == 0 && S_ISDIR(root_st.st_mode))
+            kiln_plugins_read_toolchains(&plugins, cfg.rootfs);
         for (size_t i = 0; i < plugins.n; i++)
-            printf("%-12s %s\n", plugins.v[i].p->name,
-                   plugins.v[i].p->description ? plugins.v[i].p->description : "");
+            printf("%-12s %s%s%s%s\n", plugins.v[i].p->name,
+                   plugins.v[i].p->description ? plugins.v[i].p->description : "",
+                   plugins.v[i].toolchain ? " [" : "", plugins.v[i].toolchain ? plugins.v[i].toolchain : "",
+                   plugins.v[i].toolchain ? "]" : "");
         rc = 0;
         goto out;
     }
@@ -231,6 +236,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(backend->ops->name, "jail") == 0) /* a VM's image is its own */
         kiln_plugins_check_programs(&plugins, cfg.rootfs);
+    kiln_plugins_read_toolchains(&plugins, cfg.rootfs);
     w.loop = loop;
     w.cfg = &cfg;
     w.backend = backend;
@@ -248,8 +254,10 @@ int main(int argc, char **argv)
     }
     w.src = src;
     src->on_cancel = kiln_worker_on_cancel;
-    for (size_t i = 0; i < plugins.n; i++)
+    for (size_t i = 0; i < plugins.n; i++) {
         kiln_metrics_declare_plugin(plugins.v[i].p->name);
+        kiln_metrics_plugin_info(plugins.v[i].p->name, plugins.v[i].toolchain, plugins.v[i].unavailable == NULL);
+    }
     kiln_metrics_declare_source(cfg.queue);
     static struct kiln_metrics_hooks hooks;
     hooks = (struct kiln_metrics_hooks){&w, gauges, ready};

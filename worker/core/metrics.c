@@ -109,6 +109,49 @@ void kiln_metrics_declare_plugin(const char *plugin)
     slot(&pool_refills, plugin);
 }
 
+static struct plugin_info {
+    char *plugin, *toolchain;
+    int available;
+} infos[64];
+static size_t ninfos;
+
+void kiln_metrics_plugin_info(const char *plugin, const char *toolchain, int available)
+{
+    if (ninfos == sizeof(infos) / sizeof(infos[0]))
+        return;
+    infos[ninfos].plugin = strdup(plugin);
+    infos[ninfos].toolchain = strdup(toolchain != NULL ? toolchain : "");
+    infos[ninfos].available = available;
+    if (infos[ninfos].plugin != NULL && infos[ninfos].toolchain != NULL)
+        ninfos++;
+}
+
+/* a label's value as the exposition format wants it */
+static void print_label(FILE *f, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            fprintf(f, "\\%c", *v);
+        else if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+    }
+}
+
+static void print_infos(FILE *f)
+{
+    fputs("# HELP kiln_plugin_info A plugin's toolchain (the runtime image's package and version) and whether "
+          "it can run on this worker.\n# TYPE kiln_plugin_info gauge\n", f);
+    for (size_t i = 0; i < ninfos; i++) {
+        fputs("kiln_plugin_info{plugin=\"", f);
+        print_label(f, infos[i].plugin);
+        fputs("\",toolchain=\"", f);
+        print_label(f, infos[i].toolchain);
+        fprintf(f, "\",available=\"%s\"} 1\n", infos[i].available ? "true" : "false");
+    }
+}
+
 /* kiln_jobs_rejected_total's labels, one per enum kiln_reject */
 static const char *const reject_labels[KILN_REJECT_CLASSES] = {
     [KILN_REJECT_SIGNATURE] = "signature",     [KILN_REJECT_UNKNOWN_PLUGIN] = "unknown_plugin",
@@ -198,6 +241,7 @@ char *kiln_metrics_text(const struct kiln_metrics_hooks *hooks, size_t *len)
         return NULL;
     fprintf(f, "# HELP kiln_build_info kiln's version.\n# TYPE kiln_build_info gauge\n"
                "kiln_build_info{version=\"%s\"} 1\n", KILN_VERSION);
+    print_infos(f);
     print_family(f, &started, "counter");
     print_family(f, &finished, "counter");
     print_family(f, &rejected, "counter");

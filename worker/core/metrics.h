@@ -21,6 +21,9 @@ struct kiln_metrics_hooks {
 
 /* Declare the label values known at start, at zero, so every series
  * exists before its first event (a dashboard shows 0, not "no data"). */
+/* kiln_plugin_info{plugin, toolchain, available}: what each plugin runs
+ * with (its image's package and version) and whether it can run here. */
+void kiln_metrics_plugin_info(const char *plugin, const char *toolchain, int available);
 void kiln_metrics_declare_plugin(const char *plugin);
 void kiln_metrics_declare_source(const char *source);
 

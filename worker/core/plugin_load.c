@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -95,7 +96,7 @@ int kiln_plugins_load_file(struct kiln_plugins *set, const char *path,
         goto out;
     }
     set->v = v;
-    set->v[set->n++] = (struct kiln_loaded){dl, p, copy, NULL};
+    set->v[set->n++] = (struct kiln_loaded){dl, p, copy, NULL, NULL};
     return 0;
 out:
     dlclose(dl);
@@ -223,6 +224,28 @@ void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root)
     close(rootfd);
 }
 
+void kiln_plugins_read_toolchains(struct kiln_plugins *set, const char *root)
+{
+    char path[PATH_MAX], line[512];
+    if (root == NULL || snprintf(path, sizeof(path), "%s/etc/kiln-toolchains", root) >= (int)sizeof(path))
+        return;
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return; /* an image of before the file: no versions to tell */
+    while (fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        char *rest = strchr(line, ' ');
+        if (rest == NULL)
+            continue;
+        *rest++ = '\0';
+        for (size_t i = 0; i < set->n; i++) {
+            if (strcmp(set->v[i].p->name, line) == 0 && set->v[i].toolchain == NULL)
+                set->v[i].toolchain = strdup(rest);
+        }
+    }
+    fclose(f);
+}
+
 void kiln_plugins_names(const struct kiln_plugins *set, char *buf, size_t len)
 {
     size_t off = 0;
@@ -239,6 +262,7 @@ void kiln_plugins_unload(struct kiln_plugins *set)
         dlclose(set->v[i].dl);
         free(set->v[i].path);
         free(set->v[i].unavailable);
+        free(set->v[i].toolchain);
     }
     free(set->v);
     set->v = NULL;

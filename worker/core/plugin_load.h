@@ -12,6 +12,7 @@ struct kiln_plugins {
         const struct kiln_plugin *p;
         char *path;
         char *unavailable;  /* why it cannot run on this worker, or NULL */
+        char *toolchain;    /* "package version" from the image, or NULL */
     } *v;
     size_t n;
 };
@@ -34,6 +35,10 @@ const struct kiln_loaded *kiln_plugins_lookup(const struct kiln_plugins *set, co
  * NULL); a plugin whose program is missing is marked unavailable, with
  * why, and said once in the log: its jobs are rejected, not failed. */
 void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root);
+/* Each plugin's toolchain as the runtime image at `root` names it (its
+ * /etc/kiln-toolchains: "plugin package version" lines, written by
+ * rootfs/build-image.sh); plugins it does not name keep NULL. */
+void kiln_plugins_read_toolchains(struct kiln_plugins *set, const char *root);
 /* The plugin called `name`, or NULL; borrowed from `set`. */
 const struct kiln_plugin *kiln_plugins_find(const struct kiln_plugins *set, const char *name);
 /* Names of the loaded plugins, comma-separated, into buf. */
