@@ -147,6 +147,38 @@ class Evaluation(VMCase):
         self.assertIn("CPU time", c["reason"])
 
 
+class Languages(VMCase):
+    """Languages with a runtime of their own in the guest: a Java program
+    built once and judged on two cases, a Go build and run, node."""
+
+    def test_java_go_javascript_in_vms(self):
+        # javac and go under TCG take more than the default build CPU time
+        self.vm_worker("--pool", "0", "--slots", "2", "--max-timeout-ms", "300000", "--build-cpu-ms", "300000",
+                       plugins=["java", "go", "javascript"])
+        java = ("import java.util.*;\npublic class Main {\n  public static void main(String[] a) {\n"
+                "    Scanner s = new Scanner(System.in);\n    System.out.println(s.nextLong() * s.nextLong());\n  }\n}\n")
+        go = "package main\n\nimport (\n\t\"fmt\"\n\t\"runtime\"\n)\n\nfunc main() {\n\tfmt.Println(runtime.Version())\n}\n"
+        limits = {"timeout_ms": 300000}
+        jobs = {"java": self.job(java, plugin="java", limits=limits,
+                                 tests=[{"stdin": "6 7", "expect": {"stdout": "42"}},
+                                        {"stdin": "2 2", "expect": {"stdout": "5"}}]),
+                "go": self.job(go, plugin="go", limits=limits),
+                "js": self.job("const os = require('os');\nconsole.log(os.release(), process.argv[2]);\n",
+                               plugin="javascript", args=["x"], limits=limits)}
+        for j in jobs.values():
+            self.submit(j)
+        got = {k: self.wait_exit(j["id"], timeout=SLOW * 5) for k, j in jobs.items()}
+        fs = got["java"]
+        ex = [f for f in fs if f["kind"] == "exit"][-1]
+        self.assertEqual([f["verdict"] for f in fs if f["kind"] == "case"], ["accepted", "wrong_answer"], fs)
+        self.assertEqual((ex["verdict"], ex["build"]["status"]), ("wrong_answer", "ok"), ex)
+        for k, want in (("go", b"go1.19"), ("js", GUEST_RELEASE.encode() + b" x\n")):
+            ex = [f for f in got[k] if f["kind"] == "exit"][-1]
+            out = b"".join(f["data"] for f in got[k] if f["kind"] == "stdout")
+            self.assertEqual(ex["status"], "ok", (k, ex, got[k]))
+            self.assertTrue(out.startswith(want), (k, out))
+
+
 class Failures(VMCase):
     """Each VM a cold boot (no pool, no snapshot), so the only QEMU running
     is the job's."""
