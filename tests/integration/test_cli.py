@@ -46,7 +46,8 @@ class Cli(KilnCase):
         self.assertIn(b"timeout", r.stderr)
         r = self.kiln("submit", "--plugin", "nosuch", "--code", "x")
         self.assertEqual(r.returncode, 65)
-        self.assertIn(b"rejected: unknown plugin 'nosuch' (this worker has: c, cpp, deno-eval, python, shell)", r.stderr)
+        self.assertRegex(r.stderr, rb"rejected: unknown plugin 'nosuch' \(this worker has: bash, c, cpp, csharp, "
+                                   rb"deno-eval, go, .*python, .*shell, typescript\)")
         r = self.kiln("submit", "--code", "kill -KILL $$")
         self.assertEqual(r.returncode, 128 + 9)
 

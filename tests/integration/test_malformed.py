@@ -26,7 +26,8 @@ CASES = [
     ("code not a string", pack({"id": "m-ctype", "plugin": "shell", "code": 12}),
      "kiln.results", "m-ctype", "field 'code' must be a string"),
     ("unknown plugin", pack({"id": "m-unk", "plugin": "cobol", "code": "x", "reply_to": "r.unk"}),
-     "r.unk", "m-unk", "unknown plugin 'cobol' (this worker has: c, cpp, deno-eval, python, shell)"),
+     "r.unk", "m-unk", "unknown plugin 'cobol' (this worker has: bash, c, cpp, csharp, deno-eval, go, java, "
+     "javascript, lua, perl, php, python, r, ruby, rust, shell, typescript)"),
     ("escaping file path", pack({"id": "m-path", "plugin": "shell", "code": "true",
                                  "files": {"../../etc/passwd": b"x"}}),
      "kiln.results", "m-path", "must be relative"),

@@ -154,6 +154,7 @@ class Languages(VMCase):
     def test_java_go_javascript_in_vms(self):
         # javac and go under TCG take more than the default build CPU time
         self.vm_worker("--pool", "0", "--slots", "2", "--max-timeout-ms", "300000", "--build-cpu-ms", "300000",
+                       "--build-timeout-ms", "300000",
                        plugins=["java", "go", "javascript"])
         java = ("import java.util.*;\npublic class Main {\n  public static void main(String[] a) {\n"
                 "    Scanner s = new Scanner(System.in);\n    System.out.println(s.nextLong() * s.nextLong());\n  }\n}\n")
