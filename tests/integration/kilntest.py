@@ -304,8 +304,13 @@ class KilnCase(unittest.TestCase):
         if failed or os.environ.get("KILN_TEST_VERBOSE"):
             for w in self.workers:
                 sys.stderr.write("---- %s\n%s\n" % (w.log_path, w.text().decode(errors="replace")[-40000:]))
+        # a job's or a session's state machine said a move it has no arrow
+        # for (core/life.c, core/session.c): whatever the test checked, it failed
+        bugs = [line for w in self.workers for line in w.text().splitlines() if b"(a bug)" in line]
         self.redis.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if bugs:
+            self.fail("the worker logged a bug: %s" % bugs[0].decode(errors="replace"))
 
     def worker(self, consumer="w1", *extra, env=None):
         w = Worker(self.tmp, self.redis.url, consumer, *extra, env=env)

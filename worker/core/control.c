@@ -7,30 +7,30 @@
 
 #include "core/config.h"
 #include "core/log.h"
-#include "core/repl.h"
-#include "core/run.h"
 #include "core/session.h"
+#include "core/run.h"
+#include "core/link.h"
 #include "queue/source.h"
 
 void kiln__run_stop(struct kiln_run *run, enum run_stop why)
 {
     if (run->stop == STOP_NONE || why == STOP_RELEASE)
         run->stop = why;
-    if (run->session == NULL && kiln__repl_unqueue(run)) { /* it waited for its session */
+    if (run->link == NULL && kiln__session_unqueue(run)) { /* it waited for its user session */
         if (why == STOP_RELEASE)
             kiln__run_release(run);
         else
             kiln__run_finish(run, KILN_STATUS_KILLED, NULL); /* the cause names it */
         return;
     }
-    if (run->session == NULL)
+    if (run->link == NULL)
         return;
     /* its end reports the cause: the job's own stops ask the agent, which
      * tells what the job used; a hung or released one is killed outright */
     if (why == STOP_TIMEOUT || why == STOP_OUTPUT || why == STOP_CANCEL || why == STOP_CPU)
-        kiln_session_stop(run->session);
+        kiln_link_stop(run->link);
     else
-        kiln_session_kill(run->session);
+        kiln_link_kill(run->link);
 }
 
 /* ---- from outside: drain, cancel, hangs -------------------------------- */
@@ -70,7 +70,7 @@ void kiln_worker_on_cancel(void *arg, const char *id)
     unsigned slot = w->ncancelled++ % (sizeof(w->cancelled) / sizeof(w->cancelled[0]));
     snprintf(w->cancelled[slot].id, sizeof(w->cancelled[slot].id), "%s", id);
     w->cancelled[slot].at = uv_now(w->loop);
-    kiln__repl_cancel(w, id); /* a session's id: the session ends */
+    kiln__session_cancel(w, id); /* a session's id: the session ends */
     for (struct kiln_run *run = w->runs, *next; run != NULL; run = next) {
         next = run->next;
         if (run->job == NULL || run->job->id == NULL || strcmp(run->job->id, id) != 0)
@@ -95,12 +95,12 @@ static void on_watch(uv_timer_t *t)
     struct kiln_worker *w = t->data;
     uint64_t now = uv_now(w->loop);
     for (struct kiln_run *run = w->runs; run != NULL; run = run->next) {
-        if ((run->state != RUN_STARTING && run->state != RUN_RUNNING) || run->session == NULL ||
-            run->stop != STOP_NONE || now - run->session->t_heard < (uint64_t)w->cfg->hang_ms)
+        if ((run->state != RUN_STARTING && run->state != RUN_RUNNING) || run->link == NULL ||
+            run->stop != STOP_NONE || now - run->link->t_heard < (uint64_t)w->cfg->hang_ms)
             continue;
         kiln_log_job(KILN_LOG_WARN, run->job->id, run->plugin->name, kiln__run_attempt(run),
                      "job %s: its sandbox said nothing for %llu ms: killing it", run->job->id,
-                     (unsigned long long)(now - run->session->t_heard));
+                     (unsigned long long)(now - run->link->t_heard));
         kiln__run_stop(run, STOP_HANG);
     }
 }

@@ -19,7 +19,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/run.h"
-#include "core/session.h"
+#include "core/link.h"
 #include "core/verdict.h"
 #include "queue/source.h"
 
@@ -81,7 +81,7 @@ int kiln__run_keep_output(struct kiln_run *run, int fd, const void *data, size_t
     return buf_add(&run->out, data, len, max);
 }
 
-void kiln__run_keep_artifact(struct kiln_run *run, const struct kiln_session_event *ev)
+void kiln__run_keep_artifact(struct kiln_run *run, const struct kiln_link_event *ev)
 {
     if (!run->building)
         return;
@@ -130,9 +130,9 @@ void kiln__run_judge_free(struct kiln_run *run)
 
 /* ---- the build ----------------------------------------------------------- */
 
-/* The build has ended: on to the runs (1), or the job ends compile_error
- * with the build's output in its exit frame (0). */
-static int build_done(struct kiln_run *run, enum kiln_status status)
+/* The build has ended: on to the runs (BUILT), or the job ends
+ * compile_error with the build's output in its exit frame (BUILD_FAILED). */
+static enum run_judged build_done(struct kiln_run *run, enum kiln_status status)
 {
     run->building = 0;
     run->built = 1;
@@ -141,10 +141,7 @@ static int build_done(struct kiln_run *run, enum kiln_status status)
     if (status == KILN_STATUS_OK && run->artifact.data != NULL) {
         memset(&run->ex, 0, sizeof(run->ex));
         run->cur = run->job->nruns > 0 ? 0 : -1;
-        run->state = RUN_INPUT_DONE; /* its runs once its sandbox is gone */
-        run->after_build = 1;
-        kiln__run_advance(run);
-        return 1;
+        return JUDGED_BUILT;
     }
     if (status == KILN_STATUS_OK) {
         snprintf(run->reason, sizeof(run->reason), "compile error: the build left no %s (%s)",
@@ -160,26 +157,16 @@ static int build_done(struct kiln_run *run, enum kiln_status status)
     run->ex.reason = run->reason;
     run->ex.has_code = 0;
     run->ex.signal = 0;
-    if (run->job->tests) {
+    if (run->kind == RUN_TESTS) {
         run->ex.has_verdict = 1;
         run->ex.verdict = KILN_VERDICT_COMPILE_ERROR;
         run->ex.total = (int)run->job->nruns;
     }
     run->cur = -1;
-    return 0;
+    return JUDGED_BUILD_FAILED;
 }
 
 /* ---- a case ---------------------------------------------------------- */
-
-static void on_case_written(void *arg, int status, const char *err)
-{
-    struct kiln_run *run = arg;
-    run->refs--;
-    if (status < 0)
-        kiln_warn("job %s: a case frame was refused by %s: %s", kiln__run_id(run), run->dest, err);
-    run->state = RUN_INPUT_DONE;
-    kiln__run_advance(run);
-}
 
 static void case_reason(const struct kiln_run *run, enum kiln_status status, enum kiln_verdict v,
                         int64_t expect_exit, char *buf, size_t len)
@@ -252,10 +239,10 @@ static void case_done(struct kiln_run *run, enum kiln_status status)
         run->total.max_rss_kb = run->ex.max_rss_kb;
     msgpack_sbuffer sb;
     kiln_frame_case(&sb, job->id, run->seq++, kiln__run_attempt(run), &c);
-    kiln__run_write(run, &sb, "case", on_case_written);
+    kiln__run_write(run, &sb, "case", kiln__run_case_written);
 }
 
-int kiln__run_judge(struct kiln_run *run, enum kiln_status status)
+enum run_judged kiln__run_judge(struct kiln_run *run, enum kiln_status status)
 {
     int program = status == KILN_STATUS_OK || status == KILN_STATUS_ERROR ||
                   status == KILN_STATUS_TIMEOUT || status == KILN_STATUS_OOM ||
@@ -263,24 +250,24 @@ int kiln__run_judge(struct kiln_run *run, enum kiln_status status)
     if (run->building) {
         if (!program) {
             run->building = 0; /* kiln's failure, a cancel: the job ends so */
-            return 0;
+            return JUDGED_NOTHING;
         }
         return build_done(run, status);
     }
-    if (run->job == NULL || !run->job->tests || run->cur < 0)
-        return 0;
+    if (run->kind != RUN_TESTS || run->cur < 0)
+        return JUDGED_NOTHING;
     if (!program) {
         run->cur = -1; /* a cancel, kiln's failure: the job ends here, not the case */
-        return 0;
+        return JUDGED_NOTHING;
     }
     case_done(run, status);
-    return 1;
+    return JUDGED_CASE;
 }
 
 int kiln__run_skip_rest(struct kiln_run *run)
 {
     const struct kiln_job *job = run->job;
-    if (!job->tests || !job->stop_on_fail || !run->failed)
+    if (run->kind != RUN_TESTS || !job->stop_on_fail || !run->failed)
         return 0;
     for (size_t i = (size_t)run->cur + 1; i < job->nruns; i++) {
         struct kiln_case_result c = {.index = (int)i, .verdict = KILN_VERDICT_SKIPPED,

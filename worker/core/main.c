@@ -10,7 +10,7 @@
 #include <uv.h>
 
 #include "sandbox/backend.h"
-#include "core/repl.h"
+#include "core/session.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -21,7 +21,7 @@
 #include "core/secrets.h"
 #include "core/sign.h"
 #include "sandbox/egress_tls.h"
-#include "core/runner.h"
+#include "core/worker.h"
 #include "queue/source.h"
 
 /*
@@ -50,7 +50,7 @@ static void gauges(void *arg, FILE *out)
     fprintf(out, "# HELP kiln_draining 1 while the worker drains.\n# TYPE kiln_draining gauge\n"
                  "kiln_draining %d\n", w->draining);
     kiln_pool_gauges(w->pool, out);
-    kiln_repl_gauges(w, out);
+    kiln_session_gauges(w, out);
     if (w->backend != NULL && w->backend->ops->gauges != NULL)
         w->backend->ops->gauges(w->backend, out);
     if (w->src->ops->gauges != NULL)
@@ -77,7 +77,7 @@ static void on_drain_check(uv_timer_t *t)
 {
     struct kiln_worker *w = drain.w;
     uint64_t waited = uv_now(t->loop) - drain.started;
-    if (w->busy == 0 && w->ending == 0 && w->nrepls == 0 && w->src->ops->idle(w->src)) {
+    if (w->busy == 0 && w->ending == 0 && w->nsessions == 0 && w->src->ops->idle(w->src)) {
         kiln_info("drained: %llu job(s) finished; exiting", (unsigned long long)w->finished);
         uv_stop(t->loop);
     } else if (waited > (uint64_t)w->cfg->drain_timeout_ms + 15000) {
@@ -110,7 +110,7 @@ static void on_signal(uv_signal_t *h, int signum)
     w->draining = 1;
     w->src->ops->stop(w->src);
     kiln_pool_stop(drain.pool);
-    kiln__repl_drain(w); /* idle sessions end now, busy ones after their job */
+    kiln__session_drain(w); /* idle sessions end now, busy ones after their job */
     drain.w = w;
     drain.started = uv_now(h->loop);
     uv_timer_init(h->loop, &drain.deadline);
@@ -259,6 +259,8 @@ int main(int argc, char **argv)
         kiln_metrics_plugin_info(plugins.v[i].p->name, plugins.v[i].toolchain, plugins.v[i].unavailable == NULL);
     }
     kiln_metrics_declare_source(cfg.queue);
+    for (size_t i = 0; kiln_session_ending(i) != NULL; i++) /* why sessions end */
+        kiln_metrics_declare_session_end(kiln_session_ending(i));
     static struct kiln_metrics_hooks hooks;
     hooks = (struct kiln_metrics_hooks){&w, gauges, ready};
     if (cfg.metrics_addr != NULL) {

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "core/log.h"
-#include "core/repl.h"
 #include "wire/frame.h"
 
 /* Label values come from bounded sets (plugins, statuses, reason classes,
@@ -169,11 +168,10 @@ void kiln_metrics_declare_source(const char *source)
     slot(&reconnects, source);
     slot(&output, "stdout");
     slot(&output, "stderr");
-    for (size_t i = 0; kiln__repl_ending(i) != NULL; i++) /* why sessions end */
-        slot(&sessions_closed, kiln__repl_ending(i));
 }
 
 
+void kiln_metrics_declare_session_end(const char *why) { slot(&sessions_closed, why); }
 void kiln_metrics_session_opened(const char *plugin) { (*slot(&sessions_opened, plugin))++; }
 void kiln_metrics_session_closed(const char *reason) { (*slot(&sessions_closed, reason))++; }
 

@@ -24,6 +24,9 @@ struct kiln_metrics_hooks {
 /* kiln_plugin_info{plugin, toolchain, available}: what each plugin runs
  * with (its image's package and version) and whether it can run here. */
 void kiln_metrics_plugin_info(const char *plugin, const char *toolchain, int available);
+/* A label sessions may end with (kiln_sessions_closed_total's), shown
+ * at 0 before the first. */
+void kiln_metrics_declare_session_end(const char *why);
 void kiln_metrics_declare_plugin(const char *plugin);
 void kiln_metrics_declare_source(const char *source);
 

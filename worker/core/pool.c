@@ -11,13 +11,13 @@
 #include "core/metrics.h"
 #include "core/plan.h"
 #include "core/plugin_load.h"
-#include "core/session.h"
+#include "core/link.h"
 #include "wire/proto.h"
 
 struct warm {
     struct warm *next;
     struct pprofile *prof;
-    struct kiln_session *s;
+    struct kiln_link *s;
     int ready;
 };
 
@@ -73,7 +73,7 @@ static int worth_saying(const struct pprofile *p)
     return p->failures < 4 || (p->failures & (p->failures - 1)) == 0;
 }
 
-/* The session ended while it waited in the pool. */
+/* The link ended while it waited in the pool. */
 static void warm_gone(struct warm *w)
 {
     struct pprofile *p = w->prof;
@@ -106,28 +106,28 @@ static void warm_ready(struct warm *w)
                (unsigned long long)ms, p->nready);
 }
 
-static void on_warm_event(void *arg, const struct kiln_session_event *ev)
+static void on_warm_event(void *arg, const struct kiln_link_event *ev)
 {
     struct warm *w = arg;
     switch (ev->type) {
-    case KILN_SESSION_READY_EV:
+    case KILN_LINK_EV_READY:
         warm_ready(w);
         break;
-    case KILN_SESSION_ERROR: /* the session kills its sandbox: GONE follows */
+    case KILN_LINK_EV_ERROR: /* the link kills its sandbox: GONE follows */
         if (worth_saying(w->prof))
             kiln_log(ev->agent ? KILN_LOG_WARN : KILN_LOG_ERROR, "pool %s: %s%s",
                      w->prof->plugin->name, ev->agent ? "warm start failed: " : "", ev->reason);
         break;
-    case KILN_SESSION_GONE:
+    case KILN_LINK_EV_GONE:
         warm_gone(w);
         break;
-    case KILN_SESSION_OUTPUT:
-    case KILN_SESSION_FILE:
-    case KILN_SESSION_COLLECTING:
-    case KILN_SESSION_CHUNK:
-    case KILN_SESSION_COLLECTED:
-    case KILN_SESSION_EXIT:
-    case KILN_SESSION_RESULT:
+    case KILN_LINK_EV_OUTPUT:
+    case KILN_LINK_EV_FILE:
+    case KILN_LINK_EV_COLLECTING:
+    case KILN_LINK_EV_CHUNK:
+    case KILN_LINK_EV_COLLECTED:
+    case KILN_LINK_EV_EXIT:
+    case KILN_LINK_EV_RESULT:
         break; /* no job runs in a pooled sandbox */
     }
 }
@@ -145,7 +145,7 @@ static void spawn_one(struct pprofile *p)
     w->next = p->list;
     p->list = w;
     p->nstarting++;
-    if (kiln_session_spawn(pool->loop, pool->backend, p->warm.profile, NULL, &p->warm,
+    if (kiln_link_spawn(pool->loop, pool->backend, p->warm.profile, NULL, &p->warm,
                            on_warm_event, w, &w->s, err, sizeof(err)) < 0) {
         kiln_warn("pool %s: spawn failed: %s", p->plugin->name, err);
         unlink_warm(w);
@@ -187,7 +187,7 @@ static void on_stats(uv_timer_t *t)
             if (!w->ready && pool->cfg->hang_ms > 0 && now - w->s->t_spawn > (uint64_t)pool->cfg->hang_ms) {
                 kiln_warn("pool %s: a sandbox not ready after %llu ms: killed", p->plugin->name,
                           (unsigned long long)(now - w->s->t_spawn));
-                kiln_session_kill(w->s);
+                kiln_link_kill(w->s);
             }
         if (p->hits == p->logged_hits && p->misses == p->logged_misses)
             continue;
@@ -230,13 +230,13 @@ void kiln_pool_stop(struct kiln_pool *pool)
     uv_timer_stop(&pool->stats);
     for (size_t i = 0; i < pool->n; i++)
         for (struct warm *w = pool->profs[i].list; w != NULL; w = w->next)
-            kiln_session_kill(w->s); /* warm_gone frees it */
+            kiln_link_kill(w->s); /* warm_gone frees it */
 }
 
-struct kiln_session *kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin,
+struct kiln_link *kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin,
                                     const char *profile, const struct kiln_job_view *job,
                                     const struct kiln_spawn_opts *needs,
-                                    kiln_session_event_cb cb, void *arg)
+                                    kiln_link_event_cb cb, void *arg)
 {
     struct pprofile *p = NULL;
     for (size_t i = 0; pool != NULL && i < pool->n; i++)
@@ -248,7 +248,7 @@ struct kiln_session *kiln_pool_take(struct kiln_pool *pool, const struct kiln_pl
                (p->warm.argc == 0 || !KILN_PLUGIN_HAS(plugin, warm_ok) || plugin->warm_ok(job));
     struct warm *w = NULL;
     for (struct warm *c = p->list; fits && c != NULL; c = c->next)
-        if (c->ready && c->s->state == KILN_SESSION_READY &&
+        if (c->ready && c->s->state == KILN_LINK_READY &&
             (c->s->sb->capacity_mb == 0 || needs->memory_mb <= c->s->sb->capacity_mb) &&
             (!needs->net || c->s->sb->proxy_dir != NULL))
             w = c;
@@ -257,10 +257,10 @@ struct kiln_session *kiln_pool_take(struct kiln_pool *pool, const struct kiln_pl
         kiln_metrics_pool(plugin->name, 0, 0);
         return NULL;
     }
-    struct kiln_session *s = w->s;
+    struct kiln_link *s = w->s;
     unlink_warm(w);
     free(w);
-    kiln_session_adopt(s, cb, arg);
+    kiln_link_adopt(s, cb, arg);
     p->hits++;
     kiln_metrics_pool(plugin->name, 1, 0);
     schedule_fill(pool, 0); /* after this job's run message is on its way */
@@ -314,7 +314,7 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                        backend->ops->zygote != NULL && !cfg->no_zygote) {
                 /* its sandboxes may be forked from one started interpreter */
                 msgpack_sbuffer sb;
-                kiln_session_pack_start(&sb, "zygote", &p->warm);
+                kiln_link_pack_start(&sb, "zygote", &p->warm);
                 add_template(backend, plug->name, p->warm.profile, &sb);
             }
         } else {
@@ -334,7 +334,7 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
             if (backend->ops->zygote != NULL && !cfg->no_zygote &&
                 kiln_plan_arg(&exec, KILN_ZYGOTE_EXEC) == 0 && kiln_plan_base_env(&exec) == 0) {
                 msgpack_sbuffer sb;
-                kiln_session_pack_start(&sb, "zygote", &exec);
+                kiln_link_pack_start(&sb, "zygote", &exec);
                 add_template(backend, plug->name, p->warm.profile, &sb);
             }
             kiln_plan_free(&exec);

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <uv.h>
 
-#include "core/session.h"
+#include "core/link.h"
 #include "sandbox/backend.h"
 #include "kiln/plugin.h"
 
@@ -35,12 +35,12 @@ int kiln_pool_warmed(struct kiln_pool *pool);
 /* Stop refilling and kill every waiting sandbox (draining). */
 void kiln_pool_stop(struct kiln_pool *pool);
 
-/* A READY session for `plugin` whose warm state suits `job` (its profile
+/* A READY link for `plugin` whose warm state suits `job` (its profile
  * is `profile`) and whose sandbox has what it `needs`, handed over to `cb`
- * and `arg` (kiln_session_adopt); NULL (a miss) when there is none. */
-struct kiln_session *kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin,
+ * and `arg` (kiln_link_adopt); NULL (a miss) when there is none. */
+struct kiln_link *kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugin *plugin,
                                     const char *profile, const struct kiln_job_view *job,
                                     const struct kiln_spawn_opts *needs,
-                                    kiln_session_event_cb cb, void *arg);
+                                    kiln_link_event_cb cb, void *arg);
 
 #endif

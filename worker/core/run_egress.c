@@ -110,3 +110,11 @@ int kiln__run_open_egress(struct kiln_run *run, struct kiln_sandbox *sb)
     return 0;
 }
 
+
+void kiln__run_close_egress(struct kiln_run *run)
+{
+    if (run->egress != NULL) {
+        kiln_egress_close(run->egress);
+        run->egress = NULL;
+    }
+}

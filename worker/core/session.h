@@ -1,200 +1,62 @@
 /*
- * A session: one sandbox and the worker's whole conversation with the
- * kiln-agent inside it (wire/proto.h). The channel arriving with the
- * sandbox or later (a VM set up in the background), the protocol version
- * in "ready", "prestart", "run", beats, output, "exit" and "error" are all
- * handled here, once; the owner sees typed events.
+ * User sessions (a job's `session`): a sandbox whose interpreter outlives
+ * its jobs. The first job of a session id opens it (a fresh sandbox, the
+ * plugin's repl() interpreter, the job's memory and pids limits for good);
+ * its later jobs run there one after another, in the order they came, each
+ * a cell of code with its own timeout and CPU limit. A session ends after
+ * a job with `close`, after idle_ms without a job, when its interpreter
+ * exits or its sandbox dies, when the worker drains, or by a cancel naming
+ * its id; a job for it after that ends `session_lost`, with why.
  *
- * The pool makes sessions ahead of demand and keeps the idle ones; a run
- * owns one session at a time. A session serves one job: after its exit (or
- * any error) it kills its sandbox, and once the sandbox has exited and the
- * channel is closed it reports KILN_SESSION_GONE and frees itself.
+ * Where the source routes sessions between workers (Redis: owner keys and
+ * a stream per worker), a job for a session another live worker holds is
+ * forwarded there; one for a session whose worker is gone is lost.
  *
- *   BOOTING --ready--> READY --run--> RUNNING --exit--> ENDED --> GONE
- *      \--ready, prestart--> WARMING --started--/
+ * (Not the link: core/link.h is one sandbox's conversation with its agent.
+ * A session holds one link, kept from job to job.)
+ *
+ * core/session.c is a session's life and the worker's table of them,
+ * core/session_queue.c its jobs in order, core/session_claim.c who holds
+ * it between workers. Internal to core/.
  */
 #ifndef KILN_SESSION_H
 #define KILN_SESSION_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/resource.h>
-#include <uv.h>
+#include <stdio.h>
 
-#include "wire/frame.h"
-#include "wire/proto.h"
+struct kiln_run;
+struct kiln_worker;
 
-struct kiln_backend;
-struct kiln_chan;
-struct kiln_plan;
-struct kiln_sandbox;
-struct kiln_spawn_opts;
-struct msgpack_sbuffer;
+/* The run's job names a session: run it there (opened for it if it is the
+ * first), queue it behind the session's job, or end it session_lost. Its
+ * plan (the plugin's repl() plan) is made. */
+void kiln__session_take(struct kiln_run *run);
 
-enum kiln_session_state {
-    KILN_SESSION_BOOTING,  /* the sandbox is starting; its agent has not said ready */
-    KILN_SESSION_WARMING,  /* "prestart" sent: the interpreter is starting */
-    KILN_SESSION_READY,    /* waiting for a job */
-    KILN_SESSION_RUNNING,  /* "run" sent: the job runs */
-    KILN_SESSION_ENDED,    /* the job ended (or the conversation broke): going */
-};
+/* The run's outcome is decided while it holds its session: 1 when the
+ * session may live on (its cell has ended), 0 when it must be killed. */
+int kiln__session_may_keep(const struct kiln_run *run);
+/* The memory limit (MiB) of the session `run` runs in: its first job's,
+ * which its sandbox enforces for all of them; 0 when not in a session. */
+int64_t kiln__session_memory_mb(const struct kiln_run *run);
 
-enum kiln_session_event_type {
-    KILN_SESSION_READY_EV, /* ready for kiln_session_run() */
-    KILN_SESSION_OUTPUT,   /* a chunk of the job's stdout or stderr */
-    KILN_SESSION_FILE,     /* the file the run asked back (collect), before EXIT */
-    KILN_SESSION_COLLECTING, /* the job's processes are gone; its `collect` files follow */
-    KILN_SESSION_CHUNK,    /* one chunk of a file `collect` sends back */
-    KILN_SESSION_COLLECTED, /* what `collect` matched and sent: before EXIT */
-    KILN_SESSION_EXIT,     /* the job's process ended (in a kept session: its
-                            * cell; the session is READY again unless
-                            * exit->ended) */
-    KILN_SESSION_RESULT,   /* a kept session's cell's value, as text in data/len */
-    KILN_SESSION_ERROR,    /* the agent failed, or spoke out of turn */
-    KILN_SESSION_GONE,     /* the sandbox has exited: the last event */
-};
+/* A queued run is stopped from outside before it ran: it leaves its
+ * session's queue. Returns 1 if it was queued. */
+int kiln__session_unqueue(struct kiln_run *run);
 
-/* How the job's process ended, as the agent and the kernel tell it. */
-struct kiln_session_exit {
-    int has_code, code;    /* has_code 0: it did not exit by itself */
-    int signal;            /* 0: none */
-    int64_t wall_ms, cpu_ms, max_rss_kb;
-    int64_t peak_kb;       /* the sandbox's peak memory, -1 unknown */
-    int64_t oom_kills;     /* processes its memory limit killed */
-    int cpu_limit;         /* its CPU time passed the run's cpu_ms: killed */
-    int collect_cut;       /* its `collect` files did not all come in time */
-    int ended;             /* a kept session's interpreter ended with it */
-    int reached_end;       /* a run whose end is checked: its program ran to
-                            * its end (1) or not (0); -1 not checked */
-};
+/* A cancel names `id`: if a session of this worker has that id, it ends
+ * (its running job cancelled, its queued jobs lost). */
+void kiln__session_cancel(struct kiln_worker *w, const char *id);
 
-struct kiln_session_event {
-    enum kiln_session_event_type type;
-    /* OUTPUT: fd 1 or 2, and the bytes (borrowed for the call) */
-    int fd;
-    const void *data;
-    size_t len;
-    /* EXIT */
-    const struct kiln_session_exit *exit;
-    /* FILE: its path, and its bytes and mode (data/len above) or why it
-     * could not be sent (borrowed for the call) */
-    const char *path;
-    const char *file_error;
-    unsigned mode;
-    /* CHUNK: the chunk (borrowed for the call; its `run` is -1) */
-    const struct kiln_file_chunk *chunk;
-    /* COLLECTED: the summary as a packed msgpack map in data/len above */
-    /* ERROR: why (borrowed), and whether the job's input was the cause
-     * (its files do not fit /work, say) rather than kiln */
-    const char *reason;
-    int job_fault;
-    int agent;             /* 1: the agent said "error"; 0: the worker gave up
-                            * on the conversation (another protocol version,
-                            * a malformed message, no channel) */
-    /* GONE: how the sandbox's PID 1 ended and what the whole sandbox used */
-    int wstatus;
-    const struct rusage *ru;
-    int64_t peak_kb, oom_kills;
-};
+/* The worker drains: idle sessions end now, busy ones after their job. */
+void kiln__session_drain(struct kiln_worker *w);
 
-typedef void (*kiln_session_event_cb)(void *arg, const struct kiln_session_event *ev);
+/* The labels a session's end may have (kiln_sessions_closed_total's),
+ * the i-th; NULL past the last. */
+const char *kiln_session_ending(size_t i);
 
-struct kiln_session {
-    enum kiln_session_state state;
-    struct kiln_sandbox *sb;    /* until it has exited (borrow for its fields) */
-    struct kiln_chan *chan;     /* until the agent's stream is closed */
-    uv_loop_t *loop;
-    const struct kiln_plan *prestart; /* borrowed; NULL: none */
-    uint64_t t_spawn;           /* loop ms */
-    uint64_t t_heard;           /* the agent's last message (loop ms) */
-    kiln_session_event_cb on_event;
-    void *arg;
-    uv_timer_t grace;           /* kiln_session_stop()'s wait for the agent, or
-                                 * the deadline of a job's `collect` files */
-    int keep;                   /* a job's session (core/repl.c): the sandbox
-                                 * lives on after each job's exit */
-    int collect_expected;       /* the run has `collect` */
-    int collecting;             /* the job has ended; its files come */
-    struct kiln_session_exit ended; /* how it ended, as "collecting" said */
-    int expect_end;             /* the run under way: its end is checked */
-    struct {                    /* the file whose chunks are coming */
-        char path[KILN_COLLECT_PATH_MAX + 1];
-        int64_t next;
-        int open;
-    } file;
-    struct {                    /* how the sandbox ended, for GONE */
-        int wstatus;
-        struct rusage ru;
-        int64_t peak_kb, oom_kills;
-    } end;
-};
-
-/* What "run" carries beside the plan's argv, env and files. */
-struct kiln_session_job {
-    const struct kiln_plan *plan;
-    int64_t memory_bytes, pids;   /* enforced by an agent that can (a VM's) */
-    int proxy;                    /* its relay serves KILN_PROXY_PORT */
-    int64_t cpu_s, fsize, nofile; /* per-process rlimits */
-    int64_t cpu_ms;               /* the job's CPU time, all processes; 0: none */
-    int expect_end;               /* the agent checks that the program ran to its end */
-    const char *collect;          /* a file under /work to send back, or NULL */
-    const char *ca_pem;           /* the worker's egress CA for a VM to trust, or NULL */
-    const char *const *collect_globs; /* the job's `collect` patterns (n), or NULL */
-    size_t ncollect;
-    int64_t collect_bytes;        /* what they may still send back: bytes, */
-    int64_t collect_files;        /* files, */
-    int64_t collect_names;        /* and bytes of their paths */
-    const void *stdin_data;       /* NULL: no stdin */
-    size_t stdin_len;
-    /* a job of a session: its code as a cell for the interpreter the plan
-     * starts (the session's first job) or started; the session is kept */
-    const char *cell;             /* NULL: not a session's */
-    size_t cell_len;
-    int64_t timeout_ms;           /* the cell's, for an interpreter that can stop it */
-};
-
-/*
- * Start a sandbox for `profile` (`o`: what its job needs; NULL: a pooled
- * one) and talk to its agent. With `prestart` (borrowed, kept alive by the
- * caller), its interpreter is started before READY is reported. Returns 0
- * with the session in *out, owned by the session itself (it ends with
- * GONE), or a negative code with why in `err`; `cb` is then never called.
- */
-int kiln_session_spawn(uv_loop_t *loop, struct kiln_backend *b, const char *profile,
-                       const struct kiln_spawn_opts *o, const struct kiln_plan *prestart,
-                       kiln_session_event_cb cb, void *arg, struct kiln_session **out,
-                       char *err, size_t errlen);
-
-/* Hand the session to a new owner: its events go to `cb` from now on. */
-void kiln_session_adopt(struct kiln_session *s, kiln_session_event_cb cb, void *arg);
-
-/* Send the job to a READY session. Returns 0 (the session is RUNNING), or
- * a negative code with why in `err`: the session then kills its sandbox
- * and GONE follows. */
-int kiln_session_run(struct kiln_session *s, const struct kiln_session_job *job, char *err,
-                     size_t errlen);
-
-/* Kill the sandbox now (idempotent); GONE follows. */
-void kiln_session_kill(struct kiln_session *s);
-
-/* Stop the job, asking its agent first: it kills the job's processes and
- * reports how the job ended (EXIT, with what it used, which a sandbox
- * forked from a template cannot tell otherwise); an agent that has not
- * within KILN_SESSION_GRACE_MS, or a session not running a job, is
- * killed. GONE follows either way. */
-#define KILN_SESSION_GRACE_MS 500
-/* ... and a kept session's, whose interpreter is interrupted, not killed
- * (the agent kills it after 1.5 s) */
-#define KILN_SESSION_KEPT_GRACE_MS 3000
-/* How long a sandbox may take to send back its `collect` files once it
- * says the job has ended (the agent stops walking after
- * KILN_COLLECT_WALL_MS): past it, the job ends as it said, its files cut. */
-#define KILN_SESSION_COLLECT_MS (KILN_COLLECT_WALL_MS + 20000)
-void kiln_session_stop(struct kiln_session *s);
-
-/* The packed "prestart" or "zygote" message (`type`) for `plan`, framed
- * for the channel; `sb` is initialised here and owned by the caller. */
-void kiln_session_pack_start(struct msgpack_sbuffer *sb, const char *type,
-                             const struct kiln_plan *plan);
+/* Sessions open now: gauge lines for /metrics. */
+void kiln_session_gauges(struct kiln_worker *w, FILE *out);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * Sessions on Kafka (core/repl.h). Producers key a session's jobs by its
+ * Sessions on Kafka (core/session.h). Producers key a session's jobs by its
  * id, so they reach one partition, and the one worker that holds it, in
  * order: nothing is forwarded. What every worker must know is which
  * sessions exist, so that a job for one that ended, or whose partition

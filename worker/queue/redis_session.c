@@ -1,11 +1,11 @@
 /*
- * Sessions between the workers of one Redis queue (core/repl.h).
+ * Sessions between the workers of one Redis queue (core/session.h).
  *
  *   <jobs>:session:<h>         the owner: "<consumer> <instance>", kept
  *                              alive (PEXPIRE) by its worker every few
  *                              seconds, gone a while after it dies
  *   <jobs>:session:<h>:state   "open <consumer>" while open; then why it
- *                              ended (a core/repl.c label), for an hour
+ *                              ended (a core/session.c label), for an hour
  *   <jobs>:session-salt        random, made by the first worker that needs
  *                              it; <h> is SHA-1 over it and the session id
  *

@@ -39,12 +39,12 @@ typedef void (*kiln_cancel_cb)(void *arg, const char *job_id);
 
 /* Who holds a session (session_claim): this worker, now (NEW), another
  * (ELSEWHERE: `text` names it), nobody any more (LOST: `text` is why it
- * ended, a label of core/repl.c); or the question failed (< 0, `text` why).
+ * ended, a label of core/session.c); or the question failed (< 0, `text` why).
  * `text` is borrowed for the call. */
 enum { KILN_CLAIM_NEW, KILN_CLAIM_ELSEWHERE, KILN_CLAIM_LOST };
 typedef void (*kiln_claim_cb)(void *arg, int verdict, const char *text);
 /* A session this worker held and may hold no more (session_renew): `why`
- * a core/repl.c label (static). */
+ * a core/session.c label (static). */
 typedef void (*kiln_lost_cb)(void *arg, const char *id, const char *why);
 
 /* The worker's half: called by the source for each delivery. */
@@ -94,7 +94,7 @@ struct kiln_source_ops {
     void (*gauges)(struct kiln_source *s, FILE *out);
     /* 1 when connected to the queue; else 0 with why. */
     int (*ready)(struct kiln_source *s, char *why, size_t len);
-    /* Optional: sessions shared by the workers of one queue (core/repl.c);
+    /* Optional: sessions shared by the workers of one queue (core/session.c);
      * NULL: each worker's sessions are its own. */
     /* Who holds session `id` (`d`: the job asking): if nobody ever did,
      * this worker from now on. 0 and `cb` once, later; or a negative errno

@@ -376,7 +376,7 @@ static int fc_spawn(struct kiln_backend *b, const char *profile, const struct ki
     sb->vmm.extra_fd = -1;
     sb->vmm.pub.fd = -1; /* on_chan delivers it */
     sb->chan_fd = -1;
-    /* no network device: a job with net.allow is refused (runner.c) */
+    /* no network device: a job with net.allow is refused (core/run_link.c) */
     int own_size;
     sb->ram_mb = kiln_vm_ram_mb(cfg, o != NULL ? o->memory_mb : 0, &own_size);
     sb->restore = f->snap.state == KILN_SNAP_READY && cfg->jailer == NULL && !own_size;

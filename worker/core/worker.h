@@ -1,6 +1,6 @@
 /* The worker: slots, and one job's way from delivery to acknowledgement. */
-#ifndef KILN_RUNNER_H
-#define KILN_RUNNER_H
+#ifndef KILN_WORKER_H
+#define KILN_WORKER_H
 
 #include <stdint.h>
 #include <uv.h>
@@ -37,8 +37,8 @@ struct kiln_worker {
     } cancelled[256];
     unsigned ncancelled;
     uv_timer_t watch;         /* finds hung sandboxes */
-    struct kiln_repl *repls;  /* sessions open (core/repl.c) */
-    unsigned nrepls;
+    struct kiln_session *sessions; /* user sessions open (core/session.c) */
+    unsigned nsessions;
 };
 
 /* Start looking for hung sandboxes (--hang-ms). */

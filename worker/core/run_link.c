@@ -1,49 +1,28 @@
 /*
- * One job, from delivery to acknowledgement:
- *
- *   decode and check -> plan (core/prepare.c) -> a session: warm from the
- *   pool, or a fresh sandbox (core/session.c) -> "run" -> output frames
- *   -> the job's exit (or the sandbox's death, a timeout, the output cap,
- *   a cancel) -> exit frame -> ack -> freed once its sandbox is gone.
- *
- * Bad input never gets past the checks or the plan: it becomes a
- * "rejected" exit frame and is acknowledged like any finished job. A
- * failure of kiln's own is tried again or dead-lettered (core/retry.c).
- *
- * A run is always in one state (enum run_state). It is freed when it is
- * DONE and nothing refers to it any more: `refs` counts its session, a
- * frame write whose callback is due, and its timer handle.
+ * A job's current step in its sandbox: the link taken warm from the pool
+ * or spawned (core/link.c), the step sent as "run" with its limits, and
+ * what the link says turned into frames and, at its end, an outcome for
+ * core/life.c.
  */
-#include "core/runner.h"
-
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 
 #include "core/config.h"
+#include "core/link.h"
 #include "core/log.h"
-#include "core/metrics.h"
-#include "core/plan.h"
-#include "core/plugin_load.h"
 #include "core/pool.h"
-#include "core/prepare.h"
-#include "core/repl.h"
 #include "core/run.h"
 #include "core/session.h"
-#include "core/sign.h"
-#include "queue/source.h"
 #include "sandbox/backend.h"
 #include "wire/proto.h"
 
-/* The memory limit the job's sandbox enforces: a session's is its first
- * job's, whatever a later job asks. */
-static int64_t job_memory_mb(const struct kiln_run *run)
+int64_t kiln__run_memory_mb(const struct kiln_run *run)
 {
-    int64_t session = kiln__repl_memory_mb(run);
+    int64_t session = kiln__session_memory_mb(run);
     return session > 0 ? session : run->lim.memory_mb > 0 ? run->lim.memory_mb : run->w->cfg->memory_mb;
 }
 
@@ -58,7 +37,7 @@ static void on_timeout(uv_timer_t *t)
  * (every process, however it ended), or -1 where the backend cannot say. */
 static int64_t cgroup_cpu_ms(const struct kiln_run *run)
 {
-    struct kiln_sandbox *sb = run->session != NULL ? run->session->sb : NULL;
+    struct kiln_sandbox *sb = run->link != NULL ? run->link->sb : NULL;
     int64_t ms;
     if (sb == NULL || sb->backend->ops->cpu_ms == NULL || run->cpu_base < 0 ||
         (ms = sb->backend->ops->cpu_ms(sb)) < 0)
@@ -86,7 +65,7 @@ static void on_cpu_watch(uv_timer_t *t)
 static int apply_limits(struct kiln_run *run, const struct kiln_sandbox_limits *sl)
 {
     const struct kiln_limits *l = &run->lim;
-    struct kiln_sandbox *sb = run->session->sb;
+    struct kiln_sandbox *sb = run->link->sb;
     int r = sb->backend->ops->limit ? sb->backend->ops->limit(sb, sl) : -ENOTSUP;
     if (r == -ENOTSUP && l->memory_mb < 0 && l->pids < 0)
         return 0; /* nothing asked; the startup log says limits are not enforced */
@@ -106,12 +85,12 @@ void kiln__run_send(struct kiln_run *run)
 {
     struct kiln_job *job = run->job;
     const struct kiln_config *cfg = run->w->cfg;
-    struct kiln_sandbox *sb = run->session->sb;
-    struct kiln_sandbox_limits sl = {job_memory_mb(run) << 20,
+    struct kiln_sandbox *sb = run->link->sb;
+    struct kiln_sandbox_limits sl = {kiln__run_memory_mb(run) << 20,
                                      run->lim.pids > 0 ? run->lim.pids : cfg->pids};
     char err[256];
     /* a session's limits are its first job's, set once */
-    int r = run->repl_seq > 1 ? 0 : apply_limits(run, &sl);
+    int r = run->session_seq > 1 ? 0 : apply_limits(run, &sl);
     if (r < 0) {
         if (r == -ENOTSUP)
             kiln__run_reject(run, KILN_REJECT_LIMITS, run->reason);
@@ -127,7 +106,7 @@ void kiln__run_send(struct kiln_run *run)
     if (net && kiln__run_open_egress(run, sb) < 0)
         return;
     int64_t cpu_ms = kiln__run_cpu_limit(run);
-    struct kiln_session_job sj = {
+    struct kiln_link_job sj = {
         .plan = &run->plan,
         .memory_bytes = sl.memory_bytes,
         .pids = sl.pids,
@@ -150,7 +129,7 @@ void kiln__run_send(struct kiln_run *run)
         .stdin_data = run->cur >= 0 ? job->runs[run->cur].stdin_data : job->stdin_data,
         .stdin_len = run->cur >= 0 ? job->runs[run->cur].stdin_len : job->stdin_len,
     };
-    if (run->repl != NULL) { /* a cell for the session's interpreter */
+    if (run->kind == RUN_CELL) { /* a cell for the session's interpreter */
         sj.cell = job->code;
         sj.cell_len = job->code_len;
         sj.timeout_ms = run->lim.timeout_ms > 0 ? run->lim.timeout_ms : cfg->timeout_ms;
@@ -159,11 +138,11 @@ void kiln__run_send(struct kiln_run *run)
         if (sb->backend->ops->stats != NULL)
             sb->backend->ops->stats(sb, &peak, &run->oom_base);
     }
-    if (kiln_session_run(run->session, &sj, err, sizeof(err)) < 0) {
+    if (kiln_link_run(run->link, &sj, err, sizeof(err)) < 0) {
         kiln__run_finish(run, KILN_STATUS_INTERNAL, err);
         return;
     }
-    run->state = RUN_RUNNING;
+    kiln__run_move(run, RUN_RUNNING);
     /* the job's time starts with its run: a cold sandbox's start-up is
      * kiln's (a start-up that never ends is a hang: --hang-ms). The loop's
      * clock is the time its iteration began and counts whole milliseconds:
@@ -171,7 +150,7 @@ void kiln__run_send(struct kiln_run *run)
     uv_update_time(run->w->loop);
     run->t_run = uv_now(run->w->loop);
     int64_t timeout = run->lim.timeout_ms > 0 ? run->lim.timeout_ms : cfg->timeout_ms;
-    if (job->tests && !run->building && run->lim.timeout_ms <= 0 && cpu_ms > 0) {
+    if (run->kind == RUN_TESTS && !run->building && run->lim.timeout_ms <= 0 && cpu_ms > 0) {
         /* a case is timed by its CPU: the wall clock is a backstop, far
          * enough off that a busy machine does not flip its verdict */
         timeout = 3 * cpu_ms + 1000;
@@ -206,7 +185,7 @@ static void on_output(struct kiln_run *run, int fd, const void *data, size_t len
     run->out_bytes += (int64_t)len;
     if (len == 0)
         return;
-    if (run->job->tests) { /* a case's output is judged, and streamed only if asked */
+    if (run->kind == RUN_TESTS) { /* a case's output is judged, and streamed only if asked */
         if (kiln__run_keep_output(run, fd, data, len) < 0) {
             kiln__run_finish(run, KILN_STATUS_INTERNAL, "out of memory keeping a case's output");
             return;
@@ -231,13 +210,13 @@ static int kernel_accounting(struct kiln_run *run, int64_t peak_kb, int64_t oom_
         run->ex.max_rss_kb = peak_kb;
     if (oom_kills - run->oom_base > 0) {
         snprintf(run->reason, sizeof(run->reason), "the memory limit (%lld MiB) was reached",
-                 (long long)job_memory_mb(run));
+                 (long long)kiln__run_memory_mb(run));
         return 1;
     }
     return 0;
 }
 
-static void on_job_exit(struct kiln_run *run, const struct kiln_session_exit *e)
+static void on_job_exit(struct kiln_run *run, const struct kiln_link_exit *e)
 {
     if (run->state != RUN_RUNNING)
         return;
@@ -275,9 +254,9 @@ static void on_job_exit(struct kiln_run *run, const struct kiln_session_exit *e)
 }
 
 /* The sandbox is gone. If the job had not ended, its end says why. */
-static void on_session_gone(struct kiln_run *run, const struct kiln_session_event *ev)
+static void on_link_gone(struct kiln_run *run, const struct kiln_link_event *ev)
 {
-    run->session = NULL;
+    run->link = NULL;
     if (kiln__run_undecided(run) && run->state != RUN_BACKOFF) {
         const struct rusage *ru = ev->ru;
         run->ex.wall_ms = run->state == RUN_RUNNING ? (int64_t)(uv_now(run->w->loop) - run->t_run) : 0;
@@ -305,15 +284,15 @@ static void on_session_gone(struct kiln_run *run, const struct kiln_session_even
     kiln__run_unref(run);
 }
 
-void kiln__run_on_session(void *arg, const struct kiln_session_event *ev)
+void kiln__run_on_link(void *arg, const struct kiln_link_event *ev)
 {
     struct kiln_run *run = arg;
     switch (ev->type) {
-    case KILN_SESSION_READY_EV:
+    case KILN_LINK_EV_READY:
         if (run->state == RUN_STARTING && run->stop == STOP_NONE)
             kiln__run_send(run);
         break;
-    case KILN_SESSION_RESULT:
+    case KILN_LINK_EV_RESULT:
         /* a cell's value is output too: within the job's cap, or not sent
          * and the job ends output_limit */
         if (run->state != RUN_RUNNING || run->stop == STOP_OUTPUT)
@@ -325,17 +304,17 @@ void kiln__run_on_session(void *arg, const struct kiln_session_event *ev)
         run->out_bytes += (int64_t)ev->len;
         kiln__run_result(run, ev->data, ev->len);
         break;
-    case KILN_SESSION_OUTPUT:
+    case KILN_LINK_EV_OUTPUT:
         on_output(run, ev->fd, ev->data, ev->len);
         break;
-    case KILN_SESSION_FILE:
+    case KILN_LINK_EV_FILE:
         kiln__run_keep_artifact(run, ev);
         break;
-    case KILN_SESSION_COLLECTING: /* its processes are gone: no more limits to watch */
+    case KILN_LINK_EV_COLLECTING: /* its processes are gone: no more limits to watch */
         uv_timer_stop(&run->timer);
         uv_timer_stop(&run->cpu_watch);
         break;
-    case KILN_SESSION_CHUNK: { /* within the caps, whatever a guest's agent sends */
+    case KILN_LINK_EV_CHUNK: { /* within the caps, whatever a guest's agent sends */
         int64_t fresh = ev->chunk->offset == 0, name = fresh ? (int64_t)strlen(ev->chunk->path) : 0;
         if (run->job != NULL && run->job->ncollect > 0 && !run->building && run->state == RUN_RUNNING &&
             run->collect_bytes + (int64_t)ev->chunk->len <= collect_cap(run) &&
@@ -348,13 +327,13 @@ void kiln__run_on_session(void *arg, const struct kiln_session_event *ev)
         }
         break;
     }
-    case KILN_SESSION_COLLECTED:
+    case KILN_LINK_EV_COLLECTED:
         kiln__run_keep_collected(run, ev->data, ev->len);
         break;
-    case KILN_SESSION_EXIT:
+    case KILN_LINK_EV_EXIT:
         on_job_exit(run, ev->exit);
         break;
-    case KILN_SESSION_ERROR:
+    case KILN_LINK_EV_ERROR:
         if (!ev->agent)
             kiln_error("job %s: %s", kiln__run_id(run), ev->reason);
         if (ev->job_fault) { /* the job's own input was why: its error, not retried */
@@ -365,251 +344,31 @@ void kiln__run_on_session(void *arg, const struct kiln_session_event *ev)
             kiln__run_finish(run, KILN_STATUS_INTERNAL, run->reason);
         }
         break;
-    case KILN_SESSION_GONE:
-        on_session_gone(run, ev);
+    case KILN_LINK_EV_GONE:
+        on_link_gone(run, ev);
         break;
     }
 }
 
-/* ---- starting ---------------------------------------------------------- */
+/* ---- its link ------------------------------------------------------------ */
 
-/* Start the job, or its current input of `runs`, in a sandbox. */
-void kiln__run_start_one(struct kiln_run *run)
+int kiln__run_open_link(struct kiln_run *run, const struct kiln_job_view *view, const char **how, char *err,
+                        size_t errlen)
 {
     struct kiln_worker *w = run->w;
-    const struct kiln_plugin *p = run->plugin;
-    struct kiln_job_view view;
-    char err[512];
-    int r;
-
-    kiln__run_close_egress(run);
-    run->state = RUN_STARTING;
-    run->reason[0] = '\0';
-    memset(&run->ex, 0, sizeof(run->ex));
-    kiln_plan_free(&run->plan);
-    if (run->stop == STOP_CANCEL) { /* the job's inputs left end cancelled too */
-        kiln__run_finish(run, KILN_STATUS_CANCELLED, NULL);
-        return;
+    struct kiln_spawn_opts needs = {kiln__run_memory_mb(run), kiln__run_net(run), 0};
+    char why[400];
+    *how = "";
+    run->link = kiln_pool_take(w->pool, run->plugin, run->plan.profile, view, &needs, kiln__run_on_link, run);
+    if (run->link != NULL) {
+        *how = ", warm";
+        return 0;
     }
-    run->stop = STOP_NONE;
-    if (run->building) { /* a build's own limits, the operator's */
-        memset(&run->lim, 0xff, sizeof(run->lim)); /* all -1: the defaults */
-        run->lim.timeout_ms = w->cfg->build_timeout_ms;
-        run->lim.memory_mb = w->cfg->build_memory_mb;
-        run->lim.cpu_ms = w->cfg->build_cpu_ms > 0 ? w->cfg->build_cpu_ms : -1;
-    } else
-        kiln_prepare_limits(run->job, run->cur, &run->lim);
-    if (run->job->tests) { /* each case its own output cap */
-        run->out_bytes = 0;
-        run->out_cap = run->lim.output_bytes >= 0 ? run->lim.output_bytes : w->cfg->output_bytes;
+    if (kiln_link_spawn(w->loop, w->backend, run->plan.profile, &needs, NULL, kiln__run_on_link, run,
+                        &run->link, why, sizeof(why)) < 0) {
+        run->link = NULL;
+        snprintf(err, errlen, "sandbox failed to start: %s", why);
+        return -1;
     }
-    kiln__run_judge_reset(run);
-    if ((r = kiln_prepare_plan(run->job, run->cur, kiln__run_attempt(run), p, w->cfg,
-                               run->job->session != NULL ? KILN_PREPARE_REPL : run->building,
-                               run->built ? &run->artifact : NULL,
-                               run->secrets != NULL ? &run->view_extra : NULL, job_memory_mb(run),
-                               &run->plan, &view)) < 0) {
-        if (r == -ENOMEM)
-            kiln__run_finish(run, KILN_STATUS_INTERNAL, "out of memory planning the job");
-        else
-            kiln__run_reject(run, r == -E2BIG ? KILN_REJECT_TOO_LARGE : KILN_REJECT_INVALID,
-                   run->plan.reject[0] ? run->plan.reject : "the plugin refused the job");
-        return;
-    }
-    if (run->job->session != NULL) { /* its session's sandbox, not one of its own */
-        kiln__repl_take(run);
-        return;
-    }
-    struct kiln_spawn_opts needs = {job_memory_mb(run), kiln__run_net(run), 0};
-    const char *how = "";
-    run->session = kiln_pool_take(w->pool, p, run->plan.profile, &view, &needs, kiln__run_on_session, run);
-    if (run->session != NULL) {
-        how = ", warm";
-    } else if ((r = kiln_session_spawn(w->loop, w->backend, run->plan.profile, &needs, NULL,
-                                       kiln__run_on_session, run, &run->session, err, sizeof(err))) < 0) {
-        char why[600];
-        run->session = NULL;
-        snprintf(why, sizeof(why), "sandbox failed to start: %s", err);
-        kiln_error("job %s: %s", run->job->id, why);
-        kiln__run_finish(run, KILN_STATUS_INTERNAL, why);
-        return;
-    }
-    run->refs++; /* the session's, until GONE */
-    kiln_log_job(KILN_LOG_INFO, run->job->id, p->name, kiln__run_attempt(run),
-                 "job %s attempt %u: started (%s%s, from %s%s)", run->job->id, kiln__run_attempt(run),
-                 p->name, how, run->d->ref, run->building ? ", its build" : run->cur > 0 ? ", next input" : "");
-    kiln_metrics_job_started(p->name);
-    if (run->session->state == KILN_SESSION_READY)
-        kiln__run_send(run); /* warm: its agent (and interpreter) wait */
+    return 0;
 }
-
-/* Something the run waited for has happened: once its sandbox is gone,
- * the next input, the backoff, or the end. */
-void kiln__run_advance(struct kiln_run *run)
-{
-    if (run->session != NULL)
-        return;
-    switch (run->state) {
-    case RUN_INPUT_DONE:
-        if (run->stop == STOP_RELEASE) {
-            kiln__run_release(run);
-        } else if (run->after_build) { /* built: its runs from the first */
-            run->after_build = 0;
-            kiln__run_start_one(run);
-        } else if (kiln__run_skip_rest(run) || ++run->cur >= (int)run->job->nruns) {
-            kiln__run_close_egress(run);
-            run->cur = -1;
-            if (run->stop == STOP_RELEASE) /* a frame could not be queued: no summary, no ack */
-                kiln__run_release(run);
-            else
-                kiln__run_summary(run);
-        } else {
-            kiln__run_start_one(run);
-        }
-        break;
-    case RUN_RETRY_WAIT:
-        if (run->w->draining || run->stop == STOP_RELEASE) {
-            kiln__run_release(run); /* no retry now: leave it for another worker */
-        } else if (run->stop == STOP_CANCEL) {
-            run->state = RUN_BACKOFF;
-            kiln__run_finish(run, KILN_STATUS_CANCELLED, NULL);
-        } else {
-            kiln__run_backoff(run);
-        }
-        break;
-    default:
-        kiln__run_maybe_free(run);
-        break;
-    }
-}
-
-/* Decode and check the job; then its first sandbox. */
-static void start(struct kiln_run *run)
-{
-    struct kiln_worker *w = run->w;
-    const struct kiln_config *cfg = w->cfg;
-    struct kiln_delivery *d = run->d;
-    char err[512];
-    int r;
-
-    if (d->data == NULL) {
-        kiln__run_reject(run, KILN_REJECT_INVALID, d->missing ? d->missing : "the queue entry holds no job");
-        return;
-    }
-    r = kiln_job_decode(d->data, d->len, &run->job, err, sizeof(err));
-    if (r == -ENOMEM) {
-        kiln__run_finish(run, KILN_STATUS_INTERNAL, "out of memory decoding the job");
-        return;
-    }
-    if (run->job != NULL && run->job->reply_to != NULL)
-        run->dest = run->job->reply_to;
-    if (d->len > (size_t)cfg->max_job_bytes) {
-        snprintf(err, sizeof(err), "job is %zu bytes, over this worker's limit of %lld",
-                 d->len, (long long)cfg->max_job_bytes);
-        kiln__run_reject(run, KILN_REJECT_TOO_LARGE, err);
-        return;
-    }
-    if (r < 0) {
-        kiln__run_reject(run, run->job != NULL && run->job->not_msgpack ? KILN_REJECT_NOT_MSGPACK
-                                                              : KILN_REJECT_INVALID, err);
-        return;
-    }
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    if (kiln__run_was_cancelled(w, run->job->id)) {
-        run->stop = STOP_CANCEL;
-        kiln__run_finish(run, KILN_STATUS_CANCELLED, NULL);
-        return;
-    }
-    if (run->job->deadline >= 0 && run->job->deadline < now_ms) {
-        snprintf(err, sizeof(err), "its deadline passed %lld ms before it could start",
-                 (long long)(now_ms - run->job->deadline));
-        kiln__run_finish(run, KILN_STATUS_EXPIRED, err);
-        return;
-    }
-    if (cfg->require_signature) {
-        if ((r = kiln_keys_refresh(w->keys, err, sizeof(err))) < 0)
-            kiln_error("%s; keeping the keys read before", err);
-        else if (r > 0)
-            kiln_info("keys file %s re-read: %zu key(s)", cfg->keys_file, w->keys->n);
-        if (kiln_sign_check(d->data, d->len, w->keys, now_ms, err, sizeof(err)) < 0) {
-            kiln__run_reject(run, KILN_REJECT_SIGNATURE, err);
-            return;
-        }
-        kiln_sign_kid(d->data, d->len, run->kid, sizeof(run->kid)); /* a session is its signer's */
-    }
-    const struct kiln_loaded *loaded = kiln_plugins_lookup(w->plugins, run->job->plugin);
-    if (loaded == NULL) {
-        char names[256];
-        kiln_plugins_names(w->plugins, names, sizeof(names));
-        snprintf(err, sizeof(err), "unknown plugin '%.64s' (this worker has: %s)",
-                 run->job->plugin, names);
-        kiln__run_reject(run, KILN_REJECT_UNKNOWN_PLUGIN, err);
-        return;
-    }
-    if (loaded->unavailable != NULL) {
-        snprintf(err, sizeof(err), "plugin '%s' cannot run on this worker: %s", loaded->p->name,
-                 loaded->unavailable);
-        kiln__run_reject(run, KILN_REJECT_UNAVAILABLE, err);
-        return;
-    }
-    if ((r = kiln_prepare_check(run->job, cfg, err, sizeof(err))) < 0) {
-        kiln__run_reject(run, r == -E2BIG ? KILN_REJECT_TOO_LARGE : KILN_REJECT_LIMITS, err);
-        return;
-    }
-    if (run->job->nsecrets > 0 && kiln__run_take_secrets(run) < 0)
-        return;
-    run->out_cap = run->job->limits.output_bytes >= 0 ? run->job->limits.output_bytes
-                                                      : cfg->output_bytes;
-    run->plugin = loaded->p;
-    if (d->attempt > (unsigned)cfg->max_attempts) {
-        char why[160];
-        snprintf(why, sizeof(why), "delivered %u times: the workers running it stopped mid-job",
-                 d->attempt);
-        if (kiln_retry_note(&run->failures, why) < 0) {
-            kiln__run_finish(run, KILN_STATUS_INTERNAL, why);
-            return;
-        }
-        kiln__run_dead_letter(run);
-        return;
-    }
-    if (KILN_PLUGIN_HAS(run->plugin, build))
-        run->building = 1; /* its runs once it is built */
-    else if (run->job->nruns > 0)
-        run->cur = 0;
-    if (d->enqueued_ms > 0 && now_ms >= d->enqueued_ms)
-        kiln_metrics_queue_wait((now_ms - d->enqueued_ms) / 1000.0);
-    kiln__run_start_one(run);
-}
-
-void kiln_worker_on_delivery(void *arg, struct kiln_delivery *d)
-{
-    struct kiln_worker *w = arg;
-    struct kiln_run *run = calloc(1, sizeof(*run));
-    if (run == NULL) {
-        /* leave it unacknowledged: it is delivered again */
-        kiln_error("out of memory taking job %s", d->ref);
-        w->src->ops->release(w->src, d);
-        return;
-    }
-    w->busy++;
-    run->next = w->runs;
-    if (w->runs)
-        w->runs->prev = run;
-    w->runs = run;
-    run->w = w;
-    run->d = d;
-    run->delivered = d->attempt;
-    run->unslotted = d->unslotted;
-    run->dest = w->cfg->results;
-    run->cur = -1;
-    run->state = RUN_STARTING;
-    uv_timer_init(w->loop, &run->timer);
-    run->timer.data = run;
-    uv_timer_init(w->loop, &run->cpu_watch);
-    run->cpu_watch.data = run;
-    run->refs = 2; /* the timers', until closed */
-    start(run);
-}
-
