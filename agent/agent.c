@@ -50,10 +50,9 @@
 
 /* A VM restored from a snapshot wakes with the wall clock of the moment
  * the snapshot was taken: the host's time comes with "hello". */
-static void set_clock(const msgpack_object *o)
+static void set_clock(int64_t ns)
 {
-    int64_t ns;
-    if (!kiln__agent.in_vm || o == NULL || kiln_mp_int(o, 1, INT64_MAX, &ns) < 0)
+    if (!kiln__agent.in_vm || ns <= 0)
         return;
     struct timespec ts = {ns / 1000000000, ns % 1000000000};
     clock_settime(CLOCK_REALTIME, &ts);
@@ -64,18 +63,18 @@ static void set_clock(const msgpack_object *o)
  * are credited to the guest kernel's pool and its generator reseeded, so
  * nothing started after "hello" (an interpreter's hash seed, a job's
  * random numbers) repeats between VMs. */
-static int reseed(const msgpack_object *o)
+static int reseed(const struct kiln_span *seed)
 {
     struct {
         int entropy_count;
         int buf_size;
         unsigned char buf[KILN_HELLO_SEED_BYTES];
     } e;
-    if (o == NULL || o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != KILN_HELLO_SEED_BYTES)
+    if (!seed->set || seed->n != KILN_HELLO_SEED_BYTES)
         return -1;
     e.entropy_count = 8 * KILN_HELLO_SEED_BYTES;
     e.buf_size = KILN_HELLO_SEED_BYTES;
-    memcpy(e.buf, o->via.bin.ptr, KILN_HELLO_SEED_BYTES);
+    memcpy(e.buf, seed->p, KILN_HELLO_SEED_BYTES);
     int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC), r = -1;
     if (fd >= 0) {
         r = ioctl(fd, RNDADDENTROPY, &e) < 0 ? -1 : 0;
@@ -89,17 +88,11 @@ static int reseed(const msgpack_object *o)
 
 /* The job's memory and pids limits: in a jail the worker sets them on the
  * host; in a VM the agent does, on the job's cgroup in the guest. */
-static int apply_limits(const msgpack_object *m)
+static int apply_limits(const struct kiln_msg_run *r)
 {
-    const msgpack_object *l = kiln_mp_get(m, "limits"), *o;
-    int64_t mem = 0, pids = 0;
-    if (!kiln__agent.in_vm || l == NULL)
+    if (!kiln__agent.in_vm)
         return 0;
-    if ((o = kiln_mp_get(l, "memory_bytes")) != NULL)
-        kiln_mp_int(o, 0, INT64_MAX, &mem);
-    if ((o = kiln_mp_get(l, "pids")) != NULL)
-        kiln_mp_int(o, 0, INT64_MAX, &pids);
-    return kiln_vm_limit(&kiln__agent.vm, mem, pids) == 0 ? 0 : -1;
+    return kiln_vm_limit(&kiln__agent.vm, r->memory_bytes, r->pids) == 0 ? 0 : -1;
 }
 
 /* The template jail's interpreter becomes a fork server (zygote.c) that
@@ -190,16 +183,23 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
         int r = kiln_agent_read(&rd, &u);
         if (r < 0)
             kiln_agent_exit(r == -EPIPE ? 0 : 1);
-        const msgpack_object *t = kiln_mp_get(&u.data, "t");
-        if (t == NULL || kiln_mp_streq(t, "kill"))
+        enum kiln_msg_type t = kiln_msg_type_of(&u.data);
+        if (t == KILN_MSG_UNKNOWN && kiln_mp_get(&u.data, "t") == NULL)
             kiln_agent_exit(0);
-        if (kiln_mp_streq(t, "hello")) {
+        if (t == KILN_MSG_KILL)
+            kiln_agent_exit(0);
+        if (t == KILN_MSG_HELLO) {
+            struct kiln_msg_hello h;
             if (err[0] != '\0') {
                 kiln_agent_send_error(err);
                 kiln_agent_exit(1);
             }
-            set_clock(kiln_mp_get(&u.data, "now_ns"));
-            if (kiln__agent.in_vm && reseed(kiln_mp_get(&u.data, "seed")) < 0) {
+            if (kiln_msg_read_hello(&u.data, &h) < 0) {
+                kiln_agent_send_error("agent: malformed message");
+                kiln_agent_exit(1);
+            }
+            set_clock(h.now_ns);
+            if (kiln__agent.in_vm && reseed(&h.seed) < 0) {
                 kiln_agent_send_error("agent: could not reseed the guest's random number generator");
                 kiln_agent_exit(1);
             }
@@ -207,12 +207,14 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
             continue;
         }
         struct kiln_exec_spec spec;
+        struct kiln_msg_run run;
         const char *in;
         size_t in_len;
-        int prestart = kiln_mp_streq(t, "prestart"), zygote = kiln_mp_streq(t, "zygote");
-        if (!prestart && !zygote && !kiln_mp_streq(t, "run"))
+        int prestart = t == KILN_MSG_PRESTART, zygote = t == KILN_MSG_ZYGOTE;
+        if (!prestart && !zygote && t != KILN_MSG_RUN)
             continue;
-        if (kiln_run_parse(&u.data, &spec, &in, &in_len) < 0 || (!prestart && apply_limits(&u.data) < 0)) {
+        if (kiln_msg_read_run(&u.data, &run) < 0 || kiln_run_parse(&u.data, &spec, &in, &in_len) < 0 ||
+            (!prestart && apply_limits(&run) < 0)) {
             kiln_agent_send_error("agent: malformed message");
             kiln_agent_exit(1);
         }
@@ -233,23 +235,23 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
             kiln_agent_send_started();
             continue;
         }
-        if (kiln_mp_get(&u.data, "session") != NULL) { /* an interpreter that outlives its jobs */
+        if (run.session) { /* an interpreter that outlives its jobs */
             if (have_warm) {
                 kiln_agent_send_error("agent: a session starts only in a fresh sandbox");
                 kiln_agent_exit(1);
             }
             kiln_repl_serve(&rd, &u);
         }
-        if (kiln__agent.in_vm && kiln_vm_trust_ca(kiln_mp_get(&u.data, "ca"), why, sizeof(why)) < 0) {
+        if (kiln__agent.in_vm && kiln_vm_trust_ca(&run.ca, why, sizeof(why)) < 0) {
             kiln_agent_send_error(why);
             kiln_agent_exit(1);
         }
-        if (kiln_mp_true(&u.data, "proxy") &&
+        if (run.proxy &&
             kiln_relay_start() < 0) {
             kiln_agent_send_error("agent: could not start the network relay");
             kiln_agent_exit(1);
         }
-        if (kiln_mp_true(&u.data, "end")) { /* before the program can run: end.c */
+        if (run.end) { /* before the program can run: end.c */
             if (kiln_end_arm(why, sizeof(why)) < 0) {
                 kiln_agent_send_error(why);
                 kiln_agent_exit(1);
@@ -281,21 +283,12 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
             c.in_next = in;
             c.in_left = in_len;
         }
-        const msgpack_object *o = kiln_mp_get(&u.data, "collect");
-        int64_t cpu_ms = 0;
-        c.collect = o != NULL && o->type == MSGPACK_OBJECT_STR ? kiln_mp_strdup(o) : NULL;
-        if ((o = kiln_mp_get(&u.data, "cpu_ms")) != NULL)
-            kiln_mp_int(o, 0, INT64_MAX, &cpu_ms);
-        o = kiln_mp_get(&u.data, "collect_globs");
-        c.collect_globs = o != NULL && o->type == MSGPACK_OBJECT_ARRAY ? o : NULL;
-        c.collect_bytes = c.collect_files = c.collect_names = 0;
-        if ((o = kiln_mp_get(&u.data, "collect_bytes")) != NULL)
-            kiln_mp_int(o, 0, INT64_MAX / 2, &c.collect_bytes);
-        if ((o = kiln_mp_get(&u.data, "collect_files")) != NULL)
-            kiln_mp_int(o, 0, KILN_COLLECT_FILES_MAX, &c.collect_files);
-        if ((o = kiln_mp_get(&u.data, "collect_names")) != NULL)
-            kiln_mp_int(o, 0, KILN_COLLECT_NAMES_MAX, &c.collect_names);
-        c.cpu_limit_ms = cpu_ms;
+        c.collect = kiln_span_dup(&run.collect);
+        c.collect_globs = run.collect_globs_in;
+        c.collect_bytes = run.collect_bytes;
+        c.collect_files = run.collect_files;
+        c.collect_names = run.collect_names;
+        c.cpu_limit_ms = run.cpu_ms;
         c.cpu_over = 0;
         kiln_run_supervise(&c, t0);
         kiln__agent.served = 1;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "wire/agent_msg.h"
 #include "wire/proto.h"
 
 /* The unprivileged identity a job runs as inside every sandbox. */
@@ -94,7 +95,7 @@ int kiln_vm_limit(struct kiln_vm *vm, long long memory_bytes, long long pids);
 /* The worker's egress CA (`ca`: a bin object, or NULL: nothing to do), for
  * the job's HTTPS with secrets: at /dev/kiln-proxy as a jail has it, and in
  * the image's CA bundle. 0, or -1 with why. */
-int kiln_vm_trust_ca(const msgpack_object *ca, char *err, size_t errlen);
+int kiln_vm_trust_ca(const struct kiln_span *ca, char *err, size_t errlen);
 void kiln_vm_stats(struct kiln_vm *vm, long long *peak_kb, long long *oom_kills);
 /* Power off: QEMU (-no-reboot) and Firecracker exit. */
 __attribute__((noreturn)) void kiln_vm_halt(void);

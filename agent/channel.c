@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "wire/agent_msg.h"
 #include "wire/proto.h"
 
 struct kiln_agent kiln__agent = {.chan = 3, .reached_end = -1};
@@ -40,14 +41,8 @@ void kiln_agent_send(msgpack_sbuffer *sb)
 void kiln_agent_send_failure(const char *reason, int job_fault)
 {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "error", job_fault ? 2 : 1);
-    kiln_mp_str(&pk, "reason");
-    kiln_mp_str(&pk, reason);
-    if (job_fault) {
-        kiln_mp_str(&pk, "fault");
-        kiln_mp_str(&pk, "job");
-    }
+    struct kiln_msg_error e = {{reason, strlen(reason), 1}, job_fault};
+    kiln_msg_pack_error(&sb, &e);
     kiln_agent_send(&sb);
 }
 
@@ -61,29 +56,16 @@ void kiln_agent_send_error(const char *reason)
 void kiln_agent_send_ready(int warm)
 {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "ready", 3);
-    kiln_mp_str(&pk, "v");
-    msgpack_pack_int(&pk, KILN_PROTO_VERSION);
-    kiln_mp_str(&pk, "pid");
-    msgpack_pack_int(&pk, getpid());
-    kiln_mp_str(&pk, "warm");
-    if (warm)
-        msgpack_pack_true(&pk);
-    else
-        msgpack_pack_false(&pk);
+    struct kiln_msg_ready r = {KILN_PROTO_VERSION, getpid(), warm};
+    kiln_msg_pack_ready(&sb, &r);
     kiln_agent_send(&sb);
 }
 
 void kiln_agent_send_out(int fd, const void *data, size_t len)
 {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "out", 2);
-    kiln_mp_str(&pk, "fd");
-    msgpack_pack_int(&pk, fd);
-    kiln_mp_str(&pk, "data");
-    kiln_mp_bin(&pk, data, len);
+    struct kiln_msg_out o = {fd, {data, len, 1}};
+    kiln_msg_pack_out(&sb, &o);
     kiln_agent_send(&sb);
 }
 
@@ -105,49 +87,21 @@ void kiln_agent_send_figures(const char *type, int status, int64_t wall_ms, int6
                              int64_t max_rss_kb, int cpu_over, const char *session)
 {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    long long peak_kb = -1, oom_kills = 0;
-    if (kiln__agent.in_vm)
-        kiln_vm_stats(&kiln__agent.vm, &peak_kb, &oom_kills);
-    kiln_proto_begin_msg(&sb, &pk, type, (kiln__agent.in_vm ? 7 : 5) + (cpu_over != 0) + (session != NULL) +
-                                             (kiln__agent.reached_end >= 0));
-    if (kiln__agent.reached_end >= 0) {
-        kiln_mp_str(&pk, "reached_end");
-        if (kiln__agent.reached_end)
-            msgpack_pack_true(&pk);
-        else
-            msgpack_pack_false(&pk);
-    }
-    kiln_mp_str(&pk, "code");
-    if (WIFEXITED(status))
-        msgpack_pack_int(&pk, WEXITSTATUS(status));
-    else
-        msgpack_pack_nil(&pk);
-    kiln_mp_str(&pk, "signal");
-    if (WIFSIGNALED(status))
-        msgpack_pack_int(&pk, WTERMSIG(status));
-    else
-        msgpack_pack_nil(&pk);
-    kiln_mp_str(&pk, "wall_ms");
-    msgpack_pack_int64(&pk, wall_ms);
-    kiln_mp_str(&pk, "cpu_ms");
-    msgpack_pack_int64(&pk, cpu_ms);
-    kiln_mp_str(&pk, "max_rss_kb");
-    msgpack_pack_int64(&pk, max_rss_kb);
-    if (cpu_over) {
-        kiln_mp_str(&pk, "cpu_limit");
-        msgpack_pack_true(&pk);
-    }
-    if (session != NULL) { /* a session's job: "alive", or "ended" with its interpreter */
-        kiln_mp_str(&pk, "session");
-        kiln_mp_str(&pk, session);
-    }
+    long long peak_kb = -1, oom_kills = -1;
+    struct kiln_msg_end e = {
+        .has_code = WIFEXITED(status), .code = WIFEXITED(status) ? WEXITSTATUS(status) : 0,
+        .signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+        .wall_ms = wall_ms, .cpu_ms = cpu_ms, .max_rss_kb = max_rss_kb, .cpu_limit = cpu_over != 0,
+        .session = {session, session ? strlen(session) : 0, session != NULL},
+        .reached_end = kiln__agent.reached_end,
+    };
     if (kiln__agent.in_vm) { /* the guest kernel's own accounting of the job's cgroup */
-        kiln_mp_str(&pk, "peak_kb");
-        msgpack_pack_int64(&pk, peak_kb);
-        kiln_mp_str(&pk, "oom_kills");
-        msgpack_pack_int64(&pk, oom_kills);
+        peak_kb = -1, oom_kills = 0;
+        kiln_vm_stats(&kiln__agent.vm, &peak_kb, &oom_kills);
     }
+    e.peak_kb = kiln__agent.in_vm ? peak_kb : -1;
+    e.oom_kills = kiln__agent.in_vm ? oom_kills : -1;
+    kiln_msg_pack_end(&sb, strcmp(type, "collecting") == 0 ? KILN_MSG_COLLECTING : KILN_MSG_EXIT, &e);
     kiln_agent_send(&sb);
 }
 
@@ -193,8 +147,7 @@ int64_t kiln_agent_now_ms(void)
 void kiln_agent_send_started(void)
 {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "started", 0);
+    kiln_msg_pack_bare(&sb, KILN_MSG_STARTED);
     kiln_agent_send(&sb);
 }
 
@@ -202,7 +155,6 @@ void kiln_agent_send_started(void)
 void kiln_agent_send_beat(void)
 {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "beat", 0);
+    kiln_msg_pack_bare(&sb, KILN_MSG_BEAT);
     kiln_agent_send(&sb);
 }

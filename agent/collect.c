@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "wire/agent_msg.h"
 #include "wire/proto.h"
 
 #define WALK_MAX 200000   /* entries looked at: a bound on the walk, and on its memory */
@@ -168,22 +169,9 @@ static void send_chunk(const char *path, const struct stat *st, int64_t offset, 
                        size_t n, int last, int truncated)
 {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "collect", 7);
-    kiln_mp_str(&pk, "path");
-    kiln_mp_str(&pk, path);
-    kiln_mp_str(&pk, "size");
-    msgpack_pack_int64(&pk, st->st_size);
-    kiln_mp_str(&pk, "mode");
-    msgpack_pack_unsigned_int(&pk, st->st_mode & 07777);
-    kiln_mp_str(&pk, "offset");
-    msgpack_pack_int64(&pk, offset);
-    kiln_mp_str(&pk, "data");
-    kiln_mp_bin(&pk, data, n);
-    kiln_mp_str(&pk, "last");
-    last ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    kiln_mp_str(&pk, "truncated");
-    truncated ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    struct kiln_msg_chunk c = {{path, strlen(path), 1}, st->st_size, st->st_mode & 07777, offset,
+                               {data, n, 1}, last, truncated};
+    kiln_msg_pack_chunk(&sb, &c);
     kiln_agent_send(&sb);
 }
 
@@ -346,21 +334,12 @@ void kiln_collect_send(const msgpack_object *globs, int64_t limit, int64_t files
     if (fd >= 0)
         walk_dir(&w, fd, path, 0, 0);
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "collected", 6);
-    kiln_mp_str(&pk, "matched");
-    msgpack_pack_long(&pk, w.matched);
-    kiln_mp_str(&pk, "sent");
-    msgpack_pack_long(&pk, w.sent);
-    kiln_mp_str(&pk, "truncated");
-    msgpack_pack_long(&pk, w.truncated);
-    kiln_mp_str(&pk, "skipped");
-    msgpack_pack_long(&pk, w.skipped);
-    kiln_mp_str(&pk, "walk_cut");
-    w.cut ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    kiln_mp_str(&pk, "skipped_list");
-    msgpack_pack_array(&pk, w.skipped < SKIPPED_LISTED ? (uint32_t)w.skipped : SKIPPED_LISTED);
-    msgpack_sbuffer_write(&sb, w.skipped_sb.data, w.skipped_sb.size);
+    struct kiln_msg_collected c = {
+        .matched = w.matched, .sent = w.sent, .truncated = w.truncated, .skipped = w.skipped, .walk_cut = w.cut,
+        .listed = w.skipped_sb.data, .listed_len = w.skipped_sb.size,
+        .nlisted = w.skipped < SKIPPED_LISTED ? (uint32_t)w.skipped : SKIPPED_LISTED,
+    };
+    kiln_msg_pack_collected(&sb, &c);
     msgpack_sbuffer_destroy(&w.skipped_sb);
     kiln_agent_send(&sb);
 }

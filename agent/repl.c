@@ -146,31 +146,20 @@ static int read_ctl(int *code)
     while ((n = read(it.ctl, it.buf + it.len, sizeof(it.buf) - 1 - it.len)) > 0)
         it.len += (size_t)n;
     for (;;) {
-        char *nl = memchr(it.buf, '\n', it.len);
-        if (nl == NULL)
-            return it.len >= 64 ? -1 : 0;
-        *nl = '\0';
-        size_t head = (size_t)(nl - it.buf) + 1;
-        char *end;
-        long long v = strtoll(it.buf + 2, &end, 10);
-        if (head < 4 || it.buf[1] != ' ' || *end != '\0' || v < 0)
-            return -1;
-        if (it.buf[0] == 'E') {
-            *code = (int)(v & 0xff);
+        struct kiln_repl_ctl rec;
+        long used = kiln_repl_ctl_next(it.buf, it.len, KILN_REPL_RESULT_MAX, &rec);
+        if (used <= 0)
+            return (int)used;
+        if (rec.kind == 'E') {
+            *code = rec.code;
             it.len = 0; /* nothing follows an end */
             return 1;
         }
-        if (it.buf[0] != 'R' || v > KILN_REPL_RESULT_MAX)
-            return -1;
-        if (it.len - head < (size_t)v) {
-            *nl = '\n';
-            return 0; /* the rest is coming */
-        }
-        memcpy(it.res, it.buf + head, (size_t)v);
-        it.res_len = (size_t)v;
+        memcpy(it.res, rec.text.p, rec.text.n);
+        it.res_len = rec.text.n;
         it.has_res = 1;
-        memmove(it.buf, it.buf + head + v, it.len - head - (size_t)v);
-        it.len -= head + (size_t)v;
+        memmove(it.buf, it.buf + used, it.len - (size_t)used);
+        it.len -= (size_t)used;
     }
 }
 
@@ -192,28 +181,20 @@ struct cell {
     int64_t collect_bytes, collect_files, collect_names;
 };
 
-static void int_field(const msgpack_object *m, const char *key, int64_t max, int64_t *out)
-{
-    const msgpack_object *o = kiln_mp_get(m, key);
-    if (o != NULL)
-        kiln_mp_int(o, 0, max, out);
-}
-
 static int parse_cell(const msgpack_object *m, struct cell *c)
 {
-    const msgpack_object *o = kiln_mp_get(m, "cell");
+    struct kiln_msg_run r;
     memset(c, 0, sizeof(*c));
-    if (o == NULL || o->type != MSGPACK_OBJECT_BIN)
+    if (kiln_msg_read_run(m, &r) < 0 || !r.cell.set)
         return -1;
-    c->code = o->via.bin.ptr;
-    c->code_len = o->via.bin.size;
-    int_field(m, "timeout_ms", INT64_MAX / 2, &c->timeout_ms);
-    int_field(m, "cpu_ms", INT64_MAX / 2, &c->cpu_ms);
-    o = kiln_mp_get(m, "collect_globs");
-    c->collect_globs = o != NULL && o->type == MSGPACK_OBJECT_ARRAY ? o : NULL;
-    int_field(m, "collect_bytes", INT64_MAX / 2, &c->collect_bytes);
-    int_field(m, "collect_files", KILN_COLLECT_FILES_MAX, &c->collect_files);
-    int_field(m, "collect_names", KILN_COLLECT_NAMES_MAX, &c->collect_names);
+    c->code = r.cell.p;
+    c->code_len = r.cell.n;
+    c->timeout_ms = r.timeout_ms;
+    c->cpu_ms = r.cpu_ms;
+    c->collect_globs = r.collect_globs_in;
+    c->collect_bytes = r.collect_bytes;
+    c->collect_files = r.collect_files;
+    c->collect_names = r.collect_names;
     return 0;
 }
 
@@ -225,7 +206,7 @@ static int feed(const struct cell *c)
     int64_t t = c->timeout_ms;
     if (c->cpu_ms > 0 && (t <= 0 || c->cpu_ms < t))
         t = c->cpu_ms; /* a busy loop stops at whichever comes first */
-    int n = snprintf(head, sizeof(head), "%zu %lld\n", c->code_len, (long long)t);
+    int n = kiln_repl_cell_head(head, sizeof(head), c->code_len, t);
     int fl = fcntl(it.c.in, F_GETFL);
     fcntl(it.c.in, F_SETFL, fl & ~O_NONBLOCK);
     int r = kiln_write_all(it.c.in, head, (size_t)n);
@@ -315,10 +296,7 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
     kiln_run_out_flush();
     if (it.has_res) { /* after the cell's output, before its end */
         msgpack_sbuffer sb;
-        msgpack_packer pk;
-        kiln_proto_begin_msg(&sb, &pk, "result", 1);
-        kiln_mp_str(&pk, "data");
-        kiln_mp_bin(&pk, it.res, it.res_len);
+        kiln_msg_pack_result(&sb, it.res, it.res_len);
         kiln_agent_send(&sb);
     }
     it.has_res = 0;
@@ -379,8 +357,7 @@ void kiln_repl_serve(struct kiln_proto_reader *rd, msgpack_unpacked *u)
             }
             if ((r = kiln_agent_read(rd, u)) < 0)
                 kiln_agent_exit(r == -EPIPE ? 0 : 1);
-            const msgpack_object *t = kiln_mp_get(&u->data, "t");
-            if (t != NULL && kiln_mp_streq(t, "run"))
+            if (kiln_msg_type_of(&u->data) == KILN_MSG_RUN)
                 break;
         }
         kiln_run_spec_free(&spec);

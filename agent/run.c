@@ -35,50 +35,37 @@ static char **strv(const msgpack_object *o)
 int kiln_run_parse(const msgpack_object *m, struct kiln_exec_spec *spec,
                      const char **stdin_data, size_t *stdin_len)
 {
-    const msgpack_object *o;
+    struct kiln_msg_run r;
     memset(spec, 0, sizeof(*spec));
-    if ((spec->argv = strv(kiln_mp_get(m, "argv"))) == NULL || spec->argv[0] == NULL)
+    if (kiln_msg_read_run(m, &r) < 0)
         return -EINVAL;
-    if ((spec->env = strv(kiln_mp_get(m, "env"))) == NULL)
+    if ((spec->argv = strv(r.cmd.argv_in)) == NULL || spec->argv[0] == NULL ||
+        (spec->env = strv(r.cmd.env_in)) == NULL)
         return -EINVAL;
     spec->cwd = "/work";
-    if ((o = kiln_mp_get(m, "cwd")) != NULL && (spec->cwd = kiln_mp_strdup(o)) == NULL)
+    if (r.cmd.cwd_in.set && (spec->cwd = kiln_span_dup(&r.cmd.cwd_in)) == NULL)
         return -EINVAL;
-    if ((o = kiln_mp_get(m, "files")) != NULL && o->type == MSGPACK_OBJECT_ARRAY) {
+    if (r.files_in != NULL) {
+        const msgpack_object *o = r.files_in;
         spec->files = calloc(o->via.array.size + 1, sizeof(*spec->files));
         if (spec->files == NULL)
             return -ENOMEM;
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-            const msgpack_object *f = &o->via.array.ptr[i];
+        for (uint32_t i = 0; i < o->via.array.size; i++) { /* each [path, data, mode], checked there */
+            const msgpack_object *f = o->via.array.ptr[i].via.array.ptr;
             int64_t mode;
-            if (f->type != MSGPACK_OBJECT_ARRAY || f->via.array.size != 3 ||
-                f->via.array.ptr[1].type != MSGPACK_OBJECT_BIN ||
-                kiln_mp_int(&f->via.array.ptr[2], 0, 07777, &mode) < 0 ||
-                (spec->files[i].path = kiln_mp_strdup(&f->via.array.ptr[0])) == NULL)
+            if (kiln_mp_int(&f[2], 0, 07777, &mode) < 0 || (spec->files[i].path = kiln_mp_strdup(&f[0])) == NULL)
                 return -EINVAL;
-            spec->files[i].data = f->via.array.ptr[1].via.bin.ptr;
-            spec->files[i].len = f->via.array.ptr[1].via.bin.size;
+            spec->files[i].data = f[1].via.bin.ptr;
+            spec->files[i].len = f[1].via.bin.size;
             spec->files[i].mode = (unsigned)mode;
             spec->nfiles++;
         }
     }
-    spec->rl_fsize = -1;
-    if ((o = kiln_mp_get(m, "rlimits")) != NULL) {
-        const msgpack_object *v;
-        int64_t n;
-        if ((v = kiln_mp_get(o, "cpu")) && kiln_mp_int(v, 0, INT64_MAX, &n) == 0)
-            spec->rl_cpu = n;
-        if ((v = kiln_mp_get(o, "fsize")) && kiln_mp_int(v, 0, INT64_MAX, &n) == 0)
-            spec->rl_fsize = n;
-        if ((v = kiln_mp_get(o, "nofile")) && kiln_mp_int(v, 0, INT64_MAX, &n) == 0)
-            spec->rl_nofile = n;
-    }
-    *stdin_data = NULL;
-    *stdin_len = 0;
-    if ((o = kiln_mp_get(m, "stdin")) != NULL && o->type == MSGPACK_OBJECT_BIN) {
-        *stdin_data = o->via.bin.ptr;
-        *stdin_len = o->via.bin.size;
-    }
+    spec->rl_cpu = r.rl_cpu > 0 ? r.rl_cpu : 0;
+    spec->rl_fsize = r.rl_fsize;
+    spec->rl_nofile = r.rl_nofile > 0 ? r.rl_nofile : 0;
+    *stdin_data = r.stdin_data.set ? r.stdin_data.p : NULL;
+    *stdin_len = r.stdin_data.set ? r.stdin_data.n : 0;
     return 0;
 }
 
@@ -223,25 +210,7 @@ int kiln_run_write_files(const struct kiln_exec_spec *spec, char *why, size_t wh
 char *kiln_run_envelope(const struct kiln_exec_spec *spec, const char *in, size_t in_len,
                       size_t *total)
 {
-    size_t argc = 0, len = 24;
-    for (char **a = spec->argv; *a; a++, argc++)
-        len += strlen(*a) + 1;
-    for (char **e = spec->env; *e; e++)
-        len += strlen(*e) + 1;
-    char *buf = malloc(4 + len + in_len);
-    if (buf == NULL)
-        return NULL;
-    char *p = buf + 4;
-    p += sprintf(p, "%zu", argc);
-    for (char **a = spec->argv; *a; a++)
-        p += sprintf(p, "%c%s", '\0', *a);
-    for (char **e = spec->env; *e; e++)
-        p += sprintf(p, "%c%s", '\0', *e);
-    kiln_proto_header((unsigned char *)buf, (uint32_t)(p - buf - 4));
-    if (in_len > 0)
-        memcpy(p, in, in_len);
-    *total = (size_t)(p - buf) + in_len;
-    return buf;
+    return kiln_envelope_pack((const char *const *)spec->argv, (const char *const *)spec->env, in, in_len, total);
 }
 
 /* Run the job to its end: forward its output, feed its stdin, and when its
@@ -343,19 +312,9 @@ static void send_collected(const char *rel)
     if (fd >= 0)
         close(fd);
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    kiln_proto_begin_msg(&sb, &pk, "file", why[0] != '\0' ? 2 : 3);
-    kiln_mp_str(&pk, "path");
-    kiln_mp_str(&pk, rel);
-    if (why[0] != '\0') {
-        kiln_mp_str(&pk, "error");
-        kiln_mp_str(&pk, why);
-    } else {
-        kiln_mp_str(&pk, "mode");
-        msgpack_pack_unsigned_int(&pk, st.st_mode & 07777);
-        kiln_mp_str(&pk, "data");
-        kiln_mp_bin(&pk, data, got);
-    }
+    struct kiln_msg_file f = {{rel, strlen(rel), 1}, st.st_mode & 07777, {data, got, why[0] == '\0'},
+                              {why, strlen(why), why[0] != '\0'}};
+    kiln_msg_pack_file(&sb, &f);
     free(data);
     kiln_agent_send(&sb);
 }

@@ -333,13 +333,13 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-int kiln_vm_trust_ca(const msgpack_object *ca, char *err, size_t errlen)
+int kiln_vm_trust_ca(const struct kiln_span *ca, char *err, size_t errlen)
 {
     static int done;
-    if (ca == NULL || ca->type != MSGPACK_OBJECT_BIN || done)
+    if (!ca->set || done)
         return 0;
-    if (ca->via.bin.size == 0 || ca->via.bin.size > 65536) {
-        snprintf(err, errlen, "vm: an egress CA of %u bytes", ca->via.bin.size);
+    if (ca->n == 0 || ca->n > 65536) {
+        snprintf(err, errlen, "vm: an egress CA of %zu bytes", ca->n);
         return -1;
     }
     /* /dev is a small tmpfs: the CA files get one of their own */
@@ -356,8 +356,8 @@ int kiln_vm_trust_ca(const msgpack_object *ca, char *err, size_t errlen)
     while (r == 0 && fs >= 0 && (n = read(fs, buf, sizeof(buf))) > 0)
         r = write_all(fb, buf, (size_t)n);
     if (r == 0)
-        r = write_all(fa, ca->via.bin.ptr, ca->via.bin.size) < 0 || write_all(fb, "\n", 1) < 0 ||
-            write_all(fb, ca->via.bin.ptr, ca->via.bin.size) < 0 ? -1 : 0;
+        r = write_all(fa, ca->p, ca->n) < 0 || write_all(fb, "\n", 1) < 0 ||
+            write_all(fb, ca->p, ca->n) < 0 ? -1 : 0;
     if (fa >= 0)
         close(fa);
     if (fb >= 0)

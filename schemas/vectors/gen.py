@@ -8,6 +8,12 @@
   job/invalid/NAME.reason    a phrase the rejection reason must contain
   frame/NAME.msgpack         bytes kiln's frame encoder must produce exactly
   frame/NAME.json            the frame's fields, to encode from
+  agent/NAME.bin             one agent protocol message, framed (4-byte length
+                             and the map), as kiln's builders must produce it
+                             and its readers read it (../agent.v1.md)
+  agent/NAME.json            its fields
+  beside/NAME.bin            the prestart envelope and the session FIFO's
+                             records, byte for byte (../agent.v1.md)
 
 Run it after changing a vector; commit what it writes.
 """
@@ -191,6 +197,63 @@ FRAMES = {
 }
 
 
+# agent protocol messages, keys in the order kiln's builders pack them
+AGENT = {
+    "ready": {"t": "ready", "v": 1, "pid": 1, "warm": False},
+    "started": {"t": "started"},
+    "beat": {"t": "beat"},
+    "kill": {"t": "kill"},
+    "out": {"t": "out", "fd": 2, "data": b"oops\n"},
+    "exit": {"t": "exit", "reached_end": True, "code": 0, "signal": None, "wall_ms": 12, "cpu_ms": 3,
+             "max_rss_kb": 4096, "session": "alive", "peak_kb": 8192, "oom_kills": 0},
+    "exit_killed": {"t": "exit", "code": None, "signal": 9, "wall_ms": 5, "cpu_ms": 0, "max_rss_kb": 100,
+                    "cpu_limit": True},
+    "collecting": {"t": "collecting", "code": 1, "signal": None, "wall_ms": 7, "cpu_ms": 2, "max_rss_kb": 10},
+    "error_job": {"t": "error", "reason": "its files do not fit /work", "fault": "job"},
+    "file": {"t": "file", "path": "prog", "mode": 0o755, "data": b"\x7fELF"},
+    "file_error": {"t": "file", "path": "prog", "error": "no such file"},
+    "collect": {"t": "collect", "path": "out/a.txt", "size": 3, "mode": 0o644, "offset": 0, "data": b"abc",
+                "last": True, "truncated": False},
+    "collected": {"t": "collected", "matched": 2, "sent": 1, "truncated": 0, "skipped": 1, "walk_cut": False,
+                  "skipped_list": [["big.bin", "over the cap"]]},
+    "result": {"t": "result", "data": b"42"},
+    "hello": {"t": "hello", "now_ns": 1700000000000000000, "seed": bytes(range(32))},
+    "prestart": {"t": "prestart", "argv": ["/usr/bin/python3", "-c", "x"], "env": ["A=1"], "cwd": "/work"},
+    "run": {"t": "run", "end": True, "session": True, "cell": b"x = 1", "timeout_ms": 5000,
+            "collect_globs": ["*.png"], "collect_bytes": 1000, "collect_files": 10, "collect_names": 100,
+            "ca": b"-----BEGIN CERTIFICATE-----", "cpu_ms": 2000, "collect": "prog",
+            "limits": {"memory_bytes": 268435456, "pids": 64}, "proxy": True,
+            "rlimits": {"cpu": 3, "fsize": 1048576, "nofile": 256},
+            "argv": ["/bin/sh", "-c", "echo $1", "sh", "a"], "env": ["K=V"], "cwd": "/work",
+            "files": [["in.txt", b"hi\n", 0o644], ["bin/run", b"#!/bin/sh\n", 0o755]], "stdin": b"1 2\n"},
+    "run_minimal": {"t": "run", "limits": {"memory_bytes": 0, "pids": 0}, "proxy": False,
+                    "rlimits": {"cpu": 0, "fsize": 0, "nofile": 0}, "argv": ["/bin/true"], "env": [],
+                    "cwd": "/work", "files": [], "stdin": None},
+}
+
+
+def frame_msg(obj):
+    body = pack(obj)
+    return len(body).to_bytes(4, "big") + body
+
+
+def envelope(argv, env, stdin):
+    body = b"\0".join([str(len(argv)).encode()] + [a.encode() for a in argv] + [e.encode() for e in env])
+    return len(body).to_bytes(4, "big") + body + stdin
+
+
+# beside the channel: the prestart envelope; a session cell's head; the
+# FIFO's records
+BESIDE = {
+    "envelope": envelope(["/usr/bin/python3", "/work/main.py", "a b", ""], ["HOME=/work", "K=v=w"], b"in\n"),
+    "envelope_noenv": envelope(["/bin/true"], [], b""),
+    "cell_head": b"11 2500\n",
+    "ctl_result": b"R 5\nhello",
+    "ctl_end": b"E 3\n",
+    "ctl_end_wrapped": b"E 257\n",
+}
+
+
 def jsonable(v):
     if isinstance(v, bytes):
         return {"base64": base64.b64encode(v).decode()}
@@ -208,7 +271,7 @@ def write(path, data, mode="wb"):
 
 
 def main():
-    for sub in ("job", "frame"):
+    for sub in ("job", "frame", "agent", "beside"):
         shutil.rmtree(os.path.join(HERE, sub), ignore_errors=True)
     for name, job in VALID.items():
         write(os.path.join(HERE, "job/valid", name + ".msgpack"), pack(job))
@@ -221,6 +284,11 @@ def main():
         write(os.path.join(HERE, "frame", name + ".msgpack"), pack(frame))
         write(os.path.join(HERE, "frame", name + ".json"),
               json.dumps(jsonable(frame), indent=1) + "\n", "w")
+    for name, msg in AGENT.items():
+        write(os.path.join(HERE, "agent", name + ".bin"), frame_msg(msg))
+        write(os.path.join(HERE, "agent", name + ".json"), json.dumps(jsonable(msg), indent=1) + "\n", "w")
+    for name, data in BESIDE.items():
+        write(os.path.join(HERE, "beside", name + ".bin"), data)
 
 
 if __name__ == "__main__":

@@ -139,13 +139,12 @@ static int k_cancel(struct kiln_client *pub, const char *control, const char *id
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
+    struct kiln_map m;
+    kiln_map_init(&m);
+    kiln_map_str(&m, "cancel", id);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    msgpack_pack_str(&pk, 6);
-    msgpack_pack_str_body(&pk, "cancel", 6);
-    msgpack_pack_str(&pk, strlen(id));
-    msgpack_pack_str_body(&pk, id, strlen(id));
+    kiln_map_end(&m, &pk);
     int r = k_enqueue(pub, control, id, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     return r;

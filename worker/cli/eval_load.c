@@ -342,68 +342,58 @@ static char *function_program(const struct kiln_eval_problem *p, const char *com
     return s;
 }
 
-/* Pack the job's keys but `id` and `reply_to` into `sb`, without the map's
- * header: the bytes its id is the hash of. Returns how many keys, or -1. */
+/* The job's keys but `id` and `reply_to`, as entries of `m` (initialised
+ * here): its id is the hash of their bytes. 0, or -1 (m then freed). */
 static int pack_body(const struct kiln_eval_set *set, const struct kiln_eval_problem *p,
-                     const char *completion, msgpack_sbuffer *sb)
+                     const char *completion, struct kiln_map *m)
 {
     const struct kiln_eval_limits *lim = &set->limits;
     const long long lv[] = {lim->timeout_ms, lim->cpu_ms, lim->memory_mb, lim->output_bytes};
     const char *const lk[] = {"timeout_ms", "cpu_ms", "memory_mb", "output_bytes"};
-    msgpack_packer pk;
-    int keys = 3, nlim = 0;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    kiln_mp_str(&pk, "v");
-    msgpack_pack_int(&pk, 1);
-    kiln_mp_str(&pk, "plugin");
-    kiln_mp_str(&pk, p->lang != NULL ? p->lang->plugin : set->plugin);
-    kiln_mp_str(&pk, "code");
+    struct kiln_map limits;
+    kiln_map_init(m);
+    kiln_map_int(m, "v", 1);
+    kiln_map_str(m, "plugin", p->lang != NULL ? p->lang->plugin : set->plugin);
     if (p->kind == KILN_EVAL_FUNCTION || p->kind == KILN_EVAL_MULTIPLE) {
         char *code = p->kind == KILN_EVAL_FUNCTION ? function_program(p, completion)
                                                    : kiln_eval_multiple_program(p, completion, set->no_stop);
-        if (code == NULL)
+        if (code == NULL) {
+            kiln_map_drop(m);
             return -1;
-        kiln_mp_str(&pk, code);
+        }
+        kiln_map_str(m, "code", code);
         free(code);
         /* a pass means the tests ran: an exit 0 before the program's end
          * (sys.exit, os._exit, a thread, an atexit handler) is a failure */
-        if (p->lang == NULL || p->lang->proves_end) {
-            keys++;
-            kiln_mp_str(&pk, "expect_end");
-            msgpack_pack_true(&pk);
-        }
+        if (p->lang == NULL || p->lang->proves_end)
+            kiln_map_bool(m, "expect_end", 1);
     } else {
-        kiln_mp_str(&pk, completion);
+        kiln_map_str(m, "code", completion);
     }
+    kiln_map_init(&limits);
     for (size_t i = 0; i < 4; i++)
-        nlim += lv[i] >= 0;
-    if (nlim > 0) {
-        keys++;
-        kiln_mp_str(&pk, "limits");
-        msgpack_pack_map(&pk, (size_t)nlim);
-        for (size_t i = 0; i < 4; i++)
-            if (lv[i] >= 0) {
-                kiln_mp_str(&pk, lk[i]);
-                msgpack_pack_int64(&pk, lv[i]);
-            }
-    }
+        if (lv[i] >= 0)
+            kiln_map_int(&limits, lk[i], lv[i]);
+    if (limits.n > 0)
+        kiln_map_end(&limits, kiln_map_key(m, "limits"));
+    else
+        kiln_map_drop(&limits);
     if (p->kind == KILN_EVAL_STDIO) {
-        keys++;
-        kiln_mp_str(&pk, "tests");
-        msgpack_pack_array(&pk, json_array_size(p->tests));
+        msgpack_packer *tests = kiln_map_key(m, "tests");
+        msgpack_pack_array(tests, json_array_size(p->tests));
         for (size_t i = 0; i < json_array_size(p->tests); i++) {
             const json_t *t = json_array_get(p->tests, i);
             const json_t *in = json_object_get(t, "input"), *out = json_object_get(t, "output");
-            msgpack_pack_map(&pk, 2);
-            kiln_mp_str(&pk, "stdin");
-            kiln_mp_strn(&pk, json_string_value(in), json_string_length(in));
-            kiln_mp_str(&pk, "expect");
-            msgpack_pack_map(&pk, 1);
-            kiln_mp_str(&pk, "stdout");
-            kiln_mp_strn(&pk, json_string_value(out), json_string_length(out));
+            struct kiln_map c, expect;
+            kiln_map_init(&c);
+            kiln_mp_strn(kiln_map_key(&c, "stdin"), json_string_value(in), json_string_length(in));
+            kiln_map_init(&expect);
+            kiln_mp_strn(kiln_map_key(&expect, "stdout"), json_string_value(out), json_string_length(out));
+            kiln_map_end(&expect, kiln_map_key(&c, "expect"));
+            kiln_map_end(&c, tests);
         }
     }
-    return keys;
+    return 0;
 }
 
 static void job_id(const msgpack_sbuffer *body, char id[KILN_EVAL_ID_LEN + 1])
@@ -419,23 +409,17 @@ static void job_id(const msgpack_sbuffer *body, char id[KILN_EVAL_ID_LEN + 1])
 int kiln_eval_pack_job(const struct kiln_eval_set *set, const struct kiln_eval_sample *s,
                        const char *reply_to, msgpack_sbuffer *sb)
 {
-    msgpack_sbuffer body;
+    struct kiln_map job, body;
     msgpack_packer pk;
-    if (s->completion == NULL)
+    if (s->completion == NULL || pack_body(set, &set->problems[s->problem], s->completion, &body) < 0)
         return -1;
-    msgpack_sbuffer_init(&body);
-    int keys = pack_body(set, &set->problems[s->problem], s->completion, &body);
-    if (keys > 0) {
-        msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, (size_t)keys + 2);
-        kiln_mp_str(&pk, "id");
-        kiln_mp_str(&pk, s->job);
-        kiln_mp_str(&pk, "reply_to");
-        kiln_mp_str(&pk, reply_to);
-        msgpack_sbuffer_write(sb, body.data, body.size);
-    }
-    msgpack_sbuffer_destroy(&body);
-    return keys > 0 ? 0 : -1;
+    kiln_map_init(&job);
+    kiln_map_str(&job, "id", s->job);
+    kiln_map_str(&job, "reply_to", reply_to);
+    kiln_map_append(&job, &body);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    kiln_map_end(&job, &pk);
+    return 0;
 }
 
 /* ---- samples ----------------------------------------------------------- */
@@ -448,13 +432,13 @@ static int sample_make(struct kiln_eval_set *set, struct kiln_eval_sample *s, st
     memset(s, 0, sizeof(*s));
     s->problem = (size_t)(p - set->problems);
     s->index = p->nsamples++;
-    msgpack_sbuffer body;
-    msgpack_sbuffer_init(&body);
-    int keys = pack_body(set, p, completion, &body);
-    if (keys > 0)
-        job_id(&body, s->job);
-    msgpack_sbuffer_destroy(&body);
-    if (keys < 0 || (s->completion = strdup(completion)) == NULL) {
+    struct kiln_map body;
+    int r = pack_body(set, p, completion, &body);
+    if (r == 0) {
+        job_id(&body.body, s->job);
+        kiln_map_drop(&body);
+    }
+    if (r < 0 || (s->completion = strdup(completion)) == NULL) {
         fprintf(stderr, "kiln eval: out of memory\n");
         return -1;
     }

@@ -302,20 +302,24 @@ static int64_t now_ms(void)
     return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int cmd_submit(int argc, char **argv)
-{
-    const char *jobs = getenv("KILN_JOBS") ? getenv("KILN_JOBS") : "kiln.jobs";
-    struct kiln_where w;
-    const char *plugin = "shell", *id = NULL, *reply_to = NULL, *session = NULL;
-    char *code = NULL, *in = NULL, idbuf[64];
-    size_t code_len = 0, in_len = 0;
-    const char *args[MAX_LIST];
+/* What `kiln submit` was asked: the job's keys and how to wait for it. */
+struct submit {
+    const char *jobs, *plugin, *id, *reply_to, *session, *out_dir;
+    char *code, *in;
+    size_t code_len, in_len;
+    const char *args[MAX_LIST], *allow[MAX_LIST], *collect[MAX_LIST];
     struct kv env[MAX_LIST], files[MAX_LIST], secrets[MAX_LIST];
-    const char *allow[MAX_LIST], *collect[MAX_LIST], *out_dir = NULL;
-    size_t nargs = 0, nenv = 0, nfiles = 0, nsecrets = 0, nallow = 0, ncollect = 0;
-    long long timeout = -1, wait_ms = -1, idle_ms = -1;
-    int follow = 1, c, rc = 2, close_session = 0, keep_exec = 0;
+    size_t nargs, nenv, nfiles, nsecrets, nallow, ncollect;
+    long long timeout, wait_ms, idle_ms;
+    int follow, close_session, keep_exec;
+    char idbuf[64];
+};
 
+/* The options into `o`: 0, or the exit status to end with (2: a bad
+ * option, said on stderr; -1: --help, printed). */
+static int submit_options(int argc, char **argv, struct submit *o, struct kiln_where *w)
+{
+    int c;
     static const struct option lo[] = {
         KILN_WHERE_OPTIONS, {"jobs", 1, 0, 'j'}, {"plugin", 1, 0, 'p'}, {"code", 1, 0, 'c'},
         {"code-file", 1, 0, 'C'}, {"arg", 1, 0, 'a'}, {"stdin", 1, 0, 's'},
@@ -325,32 +329,31 @@ static int cmd_submit(int argc, char **argv)
         {"allow", 1, 0, 'A'}, {"collect", 1, 0, 'G'}, {"out-dir", 1, 0, 'O'}, {"keep-exec", 0, 0, 'x'},
         {"session", 1, 0, 'Z'}, {"close", 0, 0, 'z'}, {"idle-ms", 1, 0, 'I'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    kiln_where_init(&w);
     while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
         char *eq;
-        if (kiln_where_opt(&w, c, optarg))
+        if (kiln_where_opt(w, c, optarg))
             continue;
         switch (c) {
-        case 'j': jobs = optarg; break;
-        case 'p': plugin = optarg; break;
-        case 'c': free(code); code = strdup(optarg); code_len = strlen(optarg); break;
-        case 'C': free(code); if ((code = slurp(optarg, &code_len)) == NULL) return 2; break;
-        case 's': free(in); in = strdup(optarg); in_len = strlen(optarg); break;
-        case 'S': free(in); if ((in = slurp(optarg, &in_len)) == NULL) return 2; break;
+        case 'j': o->jobs = optarg; break;
+        case 'p': o->plugin = optarg; break;
+        case 'c': free(o->code); o->code = strdup(optarg); o->code_len = strlen(optarg); break;
+        case 'C': free(o->code); if ((o->code = slurp(optarg, &o->code_len)) == NULL) return 2; break;
+        case 's': free(o->in); o->in = strdup(optarg); o->in_len = strlen(optarg); break;
+        case 'S': free(o->in); if ((o->in = slurp(optarg, &o->in_len)) == NULL) return 2; break;
         case 'a':
-            if (nargs < MAX_LIST) args[nargs++] = optarg;
+            if (o->nargs < MAX_LIST) o->args[o->nargs++] = optarg;
             break;
         case 'A':
-            if (nallow < MAX_LIST) allow[nallow++] = optarg;
+            if (o->nallow < MAX_LIST) o->allow[o->nallow++] = optarg;
             break;
         case 'G':
-            if (ncollect < MAX_LIST) collect[ncollect++] = optarg;
+            if (o->ncollect < MAX_LIST) o->collect[o->ncollect++] = optarg;
             break;
-        case 'O': out_dir = optarg; break;
-        case 'x': keep_exec = 1; break;
-        case 'Z': session = optarg; break;
-        case 'z': close_session = 1; break;
-        case 'I': idle_ms = atoll(optarg); break;
+        case 'O': o->out_dir = optarg; break;
+        case 'x': o->keep_exec = 1; break;
+        case 'Z': o->session = optarg; break;
+        case 'z': o->close_session = 1; break;
+        case 'I': o->idle_ms = atoll(optarg); break;
         case 'e':
         case 'f':
         case 'X':
@@ -359,172 +362,181 @@ static int cmd_submit(int argc, char **argv)
                 return 2;
             }
             *eq = '\0';
-            if (c == 'e' && nenv < MAX_LIST)
-                env[nenv++] = (struct kv){optarg, eq + 1};
-            else if (c == 'f' && nfiles < MAX_LIST)
-                files[nfiles++] = (struct kv){optarg, eq + 1};
-            else if (c == 'X' && nsecrets < MAX_LIST)
-                secrets[nsecrets++] = (struct kv){optarg, eq + 1};
+            if (c == 'e' && o->nenv < MAX_LIST)
+                o->env[o->nenv++] = (struct kv){optarg, eq + 1};
+            else if (c == 'f' && o->nfiles < MAX_LIST)
+                o->files[o->nfiles++] = (struct kv){optarg, eq + 1};
+            else if (c == 'X' && o->nsecrets < MAX_LIST)
+                o->secrets[o->nsecrets++] = (struct kv){optarg, eq + 1};
             break;
-        case 't': timeout = atoll(optarg); break;
-        case 'i': id = optarg; break;
-        case 'R': reply_to = optarg; break;
-        case 'n': follow = 0; break;
-        case 'w': wait_ms = atoll(optarg); break;
-        case 'h': usage(stdout); return 0;
+        case 't': o->timeout = atoll(optarg); break;
+        case 'i': o->id = optarg; break;
+        case 'R': o->reply_to = optarg; break;
+        case 'n': o->follow = 0; break;
+        case 'w': o->wait_ms = atoll(optarg); break;
+        case 'h': usage(stdout); return -1;
         default: usage(stderr); return 2;
         }
     }
-    for (; optind < argc && nargs < MAX_LIST; optind++)
-        args[nargs++] = argv[optind];
-    if (code == NULL) {
+    for (; optind < argc && o->nargs < MAX_LIST; optind++)
+        o->args[o->nargs++] = argv[optind];
+    if (o->code == NULL) {
         fprintf(stderr, "kiln submit: --code or --code-file is required\n");
         return 2;
     }
-    if (id == NULL) {
+    if (o->id == NULL) {
         struct timeval tv;
         gettimeofday(&tv, NULL);
-        snprintf(idbuf, sizeof(idbuf), "job-%lx%05lx-%x", (long)tv.tv_sec, (long)tv.tv_usec,
+        snprintf(o->idbuf, sizeof(o->idbuf), "job-%lx%05lx-%x", (long)tv.tv_sec, (long)tv.tv_usec,
                  (unsigned)getpid());
-        id = idbuf;
+        o->id = o->idbuf;
     }
-    char private_stream[128];
-    int kafka = kiln_where_kafka(&w);
-    /* Redis: a private stream, deleted after. Kafka: the results topic
-     * (topics are not made per job), read from its end, filtered by id. */
-    if (reply_to == NULL && kafka)
-        reply_to = getenv("KILN_RESULTS") ? getenv("KILN_RESULTS") : "kiln.results";
-    int private = reply_to == NULL;
-    if (private) {
-        snprintf(private_stream, sizeof(private_stream), "kiln.reply.%s", id);
-        reply_to = private_stream;
-    }
+    return 0;
+}
 
-    /* the job, as schemas/job.v1.md has it */
-    msgpack_sbuffer sb;
+static void pack_strs(msgpack_packer *pk, const char *const *v, size_t n)
+{
+    msgpack_pack_array(pk, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        kiln_mp_str(pk, v[i]);
+}
+
+/* The job, as schemas/job.v1.md has it, onto `sb`. 0, or -1 when a
+ * --file could not be read (said). */
+static int submit_pack(const struct submit *o, msgpack_sbuffer *sb)
+{
+    struct kiln_map m, sub;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5 + (nargs > 0) + (in != NULL) + (nenv > 0) + (nfiles > 0) + (timeout >= 0) +
-                              (nsecrets > 0) + (nallow > 0) + (ncollect > 0) + (session != NULL));
-    if (session != NULL) {
-        kiln_mp_str(&pk, "session");
-        msgpack_pack_map(&pk, 1 + close_session + (idle_ms >= 0));
-        kiln_mp_str(&pk, "id");
-        kiln_mp_str(&pk, session);
-        if (close_session) {
-            kiln_mp_str(&pk, "close");
-            msgpack_pack_true(&pk);
-        }
-        if (idle_ms >= 0) {
-            kiln_mp_str(&pk, "idle_ms");
-            msgpack_pack_int64(&pk, idle_ms);
-        }
+    kiln_map_init(&m);
+    if (o->session != NULL) {
+        kiln_map_init(&sub);
+        kiln_map_str(&sub, "id", o->session);
+        if (o->close_session)
+            kiln_map_bool(&sub, "close", 1);
+        if (o->idle_ms >= 0)
+            kiln_map_int(&sub, "idle_ms", o->idle_ms);
+        kiln_map_end(&sub, kiln_map_key(&m, "session"));
     }
-    if (ncollect > 0) {
-        kiln_mp_str(&pk, "collect");
-        msgpack_pack_array(&pk, ncollect);
-        for (size_t i = 0; i < ncollect; i++)
-            kiln_mp_str(&pk, collect[i]);
+    if (o->ncollect > 0)
+        pack_strs(kiln_map_key(&m, "collect"), o->collect, o->ncollect);
+    kiln_map_int(&m, "v", 1);
+    kiln_map_str(&m, "id", o->id);
+    kiln_map_str(&m, "plugin", o->plugin);
+    kiln_mp_strn(kiln_map_key(&m, "code"), o->code, o->code_len);
+    kiln_map_str(&m, "reply_to", o->reply_to);
+    if (o->nargs > 0)
+        pack_strs(kiln_map_key(&m, "args"), o->args, o->nargs);
+    if (o->in != NULL)
+        kiln_map_bin(&m, "stdin", o->in, o->in_len);
+    if (o->nenv > 0) {
+        kiln_map_init(&sub);
+        for (size_t i = 0; i < o->nenv; i++)
+            kiln_map_str(&sub, o->env[i].k, o->env[i].v);
+        kiln_map_end(&sub, kiln_map_key(&m, "env"));
     }
-    kiln_mp_str(&pk, "v"); msgpack_pack_int(&pk, 1);
-    kiln_mp_str(&pk, "id"); kiln_mp_str(&pk, id);
-    kiln_mp_str(&pk, "plugin"); kiln_mp_str(&pk, plugin);
-    kiln_mp_str(&pk, "code"); kiln_mp_strn(&pk, code, code_len);
-    kiln_mp_str(&pk, "reply_to"); kiln_mp_str(&pk, reply_to);
-    if (nargs > 0) {
-        kiln_mp_str(&pk, "args");
-        msgpack_pack_array(&pk, nargs);
-        for (size_t i = 0; i < nargs; i++)
-            kiln_mp_str(&pk, args[i]);
+    if (o->nsecrets > 0) {
+        kiln_map_init(&sub);
+        for (size_t i = 0; i < o->nsecrets; i++)
+            kiln_map_str(&sub, o->secrets[i].k, o->secrets[i].v);
+        kiln_map_end(&sub, kiln_map_key(&m, "secrets"));
     }
-    if (in != NULL) {
-        kiln_mp_str(&pk, "stdin");
-        kiln_mp_bin(&pk, in, in_len);
+    if (o->nallow > 0) {
+        kiln_map_init(&sub);
+        pack_strs(kiln_map_key(&sub, "allow"), o->allow, o->nallow);
+        kiln_map_end(&sub, kiln_map_key(&m, "net"));
     }
-    if (nenv > 0) {
-        kiln_mp_str(&pk, "env");
-        msgpack_pack_map(&pk, nenv);
-        for (size_t i = 0; i < nenv; i++) {
-            kiln_mp_str(&pk, env[i].k);
-            kiln_mp_str(&pk, env[i].v);
-        }
-    }
-    if (nsecrets > 0) {
-        kiln_mp_str(&pk, "secrets");
-        msgpack_pack_map(&pk, nsecrets);
-        for (size_t i = 0; i < nsecrets; i++) {
-            kiln_mp_str(&pk, secrets[i].k);
-            kiln_mp_str(&pk, secrets[i].v);
-        }
-    }
-    if (nallow > 0) {
-        kiln_mp_str(&pk, "net");
-        msgpack_pack_map(&pk, 1);
-        kiln_mp_str(&pk, "allow");
-        msgpack_pack_array(&pk, nallow);
-        for (size_t i = 0; i < nallow; i++)
-            kiln_mp_str(&pk, allow[i]);
-    }
-    if (nfiles > 0) {
-        kiln_mp_str(&pk, "files");
-        msgpack_pack_map(&pk, nfiles);
-        for (size_t i = 0; i < nfiles; i++) {
+    if (o->nfiles > 0) {
+        kiln_map_init(&sub);
+        for (size_t i = 0; i < o->nfiles; i++) {
             size_t len;
-            char *data = slurp(files[i].v, &len);
-            if (data == NULL)
-                goto out;
-            kiln_mp_str(&pk, files[i].k);
-            kiln_mp_bin(&pk, data, len);
+            char *data = slurp(o->files[i].v, &len);
+            if (data == NULL) {
+                kiln_map_drop(&sub);
+                kiln_map_drop(&m);
+                return -1;
+            }
+            kiln_map_bin(&sub, o->files[i].k, data, len);
             free(data);
         }
+        kiln_map_end(&sub, kiln_map_key(&m, "files"));
     }
-    if (timeout >= 0) {
-        kiln_mp_str(&pk, "limits");
-        msgpack_pack_map(&pk, 1);
-        kiln_mp_str(&pk, "timeout_ms");
-        msgpack_pack_int64(&pk, timeout);
+    if (o->timeout >= 0) {
+        kiln_map_init(&sub);
+        kiln_map_int(&sub, "timeout_ms", o->timeout);
+        kiln_map_end(&sub, kiln_map_key(&m, "limits"));
     }
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    kiln_map_end(&m, &pk);
+    return 0;
+}
 
-    struct kiln_client *cl = kiln_where_open(&w);
-    if (cl == NULL) {
-        rc = 69;
-        goto out;
-    }
-    if (follow)
-        cl->ops->watch(cl, reply_to, !private);
+/* Enqueue the job and, unless --no-follow, print its output as it comes
+ * and end with its exit status. */
+static int submit_send(struct submit *o, struct kiln_where *w, const msgpack_sbuffer *sb, int private)
+{
+    struct kiln_client *cl = kiln_where_open(w);
+    int rc;
+    if (cl == NULL)
+        return 69;
+    if (o->follow)
+        cl->ops->watch(cl, o->reply_to, !private);
     /* Kafka: a session's jobs keyed by its id, so they reach one partition
      * (its worker) in order */
-    if (cl->ops->enqueue(cl, jobs, session != NULL ? session : id, sb.data, sb.size) < 0) {
+    if (cl->ops->enqueue(cl, o->jobs, o->session != NULL ? o->session : o->id, sb->data, sb->size) < 0) {
         cl->ops->close(cl);
-        rc = 69;
-        goto out;
+        return 69;
     }
-    if (!follow) {
-        printf("%s\n", id);
+    if (!o->follow) {
+        printf("%s\n", o->id);
         cl->ops->close(cl);
-        rc = 0;
-        goto out;
+        return 0;
     }
-    struct kiln_outdir od = {out_dir, keep_exec, NULL, 0, 0};
-    struct follow fl = {id, 0, 0, 69, out_dir != NULL ? &od : NULL};
-    int64_t deadline = wait_ms >= 0 ? now_ms() + wait_ms : INT64_MAX;
+    struct kiln_outdir od = {o->out_dir, o->keep_exec, NULL, 0, 0};
+    struct follow fl = {o->id, 0, 0, 69, o->out_dir != NULL ? &od : NULL};
+    int64_t deadline = o->wait_ms >= 0 ? now_ms() + o->wait_ms : INT64_MAX;
     while (!fl.done && now_ms() < deadline) {
         int64_t left = deadline - now_ms();
         if (cl->ops->read(cl, left < 1000 ? (left > 0 ? left : 1) : 1000, on_job_frame, &fl) == -1)
             break;
     }
     if (!fl.done)
-        fprintf(stderr, "kiln: no result for job %s yet (is a worker running?)\n", id);
+        fprintf(stderr, "kiln: no result for job %s yet (is a worker running?)\n", o->id);
     if (private && fl.done && cl->ops->drop != NULL)
-        cl->ops->drop(cl, reply_to);
+        cl->ops->drop(cl, o->reply_to);
     cl->ops->close(cl);
     kiln_outdir_free(&od);
     rc = fl.status;
-out:
+    return rc;
+}
+
+static int cmd_submit(int argc, char **argv)
+{
+    struct kiln_where w;
+    struct submit o = {.jobs = getenv("KILN_JOBS") ? getenv("KILN_JOBS") : "kiln.jobs", .plugin = "shell",
+                       .timeout = -1, .wait_ms = -1, .idle_ms = -1, .follow = 1};
+    msgpack_sbuffer sb;
+    char private_stream[128];
+    int rc;
+    kiln_where_init(&w);
+    if ((rc = submit_options(argc, argv, &o, &w)) != 0) {
+        free(o.code);
+        free(o.in);
+        return rc < 0 ? 0 : rc;
+    }
+    /* Redis: a private stream, deleted after. Kafka: the results topic
+     * (topics are not made per job), read from its end, filtered by id. */
+    if (o.reply_to == NULL && kiln_where_kafka(&w))
+        o.reply_to = getenv("KILN_RESULTS") ? getenv("KILN_RESULTS") : "kiln.results";
+    int private = o.reply_to == NULL;
+    if (private) {
+        snprintf(private_stream, sizeof(private_stream), "kiln.reply.%s", o.id);
+        o.reply_to = private_stream;
+    }
+    msgpack_sbuffer_init(&sb);
+    rc = submit_pack(&o, &sb) < 0 ? 2 : submit_send(&o, &w, &sb, private);
     msgpack_sbuffer_destroy(&sb);
-    free(code);
-    free(in);
+    free(o.code);
+    free(o.in);
     return rc;
 }
 

@@ -8,6 +8,7 @@
 #include "core/chan.h"
 #include "core/plan.h"
 #include "sandbox/backend.h"
+#include "wire/agent_msg.h"
 #include "wire/proto.h"
 
 static void emit(struct kiln_link *s, const struct kiln_link_event *ev)
@@ -57,7 +58,6 @@ static void on_grace(uv_timer_t *t)
 void kiln_link_stop(struct kiln_link *s)
 {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
     if (s->collecting) { /* the job is over: only its files are left to stop */
         kiln_link_kill(s);
         return;
@@ -68,7 +68,7 @@ void kiln_link_stop(struct kiln_link *s)
         kiln_link_kill(s);
         return;
     }
-    kiln_proto_begin_msg(&sb, &pk, "kill", 0);
+    kiln_msg_pack_bare(&sb, KILN_MSG_KILL);
     if (kiln_chan_send(s->chan, &sb) < 0) {
         kiln_link_kill(s);
         return;
@@ -94,13 +94,17 @@ static void ready(struct kiln_link *s)
     emit(s, &ev);
 }
 
+/* The plan's command as the agent starts it. */
+static struct kiln_msg_command command_of(const struct kiln_plan *plan)
+{
+    return (struct kiln_msg_command){.argv = (const char *const *)plan->argv, .argc = plan->argc,
+                                     .env = (const char *const *)plan->env, .nenv = plan->nenv, .cwd = "/work"};
+}
+
 void kiln_link_pack_start(msgpack_sbuffer *sb, const char *type, const struct kiln_plan *plan)
 {
-    msgpack_packer pk;
-    kiln_proto_begin_msg(sb, &pk, type, 3);
-    kiln_plan_pack_command(&pk, plan);
-    kiln_mp_str(&pk, "cwd");
-    kiln_mp_str(&pk, "/work");
+    struct kiln_msg_command c = command_of(plan);
+    kiln_msg_pack_start(sb, strcmp(type, "zygote") == 0 ? KILN_MSG_ZYGOTE : KILN_MSG_PRESTART, &c);
 }
 
 static void on_ready(struct kiln_link *s, const msgpack_object *m)
@@ -113,7 +117,8 @@ static void on_ready(struct kiln_link *s, const msgpack_object *m)
         return;
     }
     /* a sandbox forked from a template has its interpreter up already */
-    if (s->prestart == NULL || s->prestart->argc == 0 || kiln_mp_true(m, "warm")) {
+    struct kiln_msg_ready r;
+    if (s->prestart == NULL || s->prestart->argc == 0 || (kiln_msg_read_ready(m, &r) == 0 && r.warm)) {
         ready(s);
         return;
     }
@@ -124,47 +129,27 @@ static void on_ready(struct kiln_link *s, const msgpack_object *m)
         fail(s, "could not send prestart to the sandbox", 0, 0);
 }
 
-static void get_int(const msgpack_object *m, const char *key, int64_t min, int64_t max,
-                    int64_t *out)
-{
-    const msgpack_object *o = kiln_mp_get(m, key);
-    int64_t v;
-    if (o != NULL && kiln_mp_int(o, min, max, &v) == 0)
-        *out = v;
-}
-
-static int need_int(const msgpack_object *m, const char *key, int64_t min, int64_t max, int64_t *out)
-{
-    const msgpack_object *o = kiln_mp_get(m, key);
-    return o != NULL && kiln_mp_int(o, min, max, out) == 0 ? 0 : -1;
-}
-
-/* The agent's exit report, and the kernel's accounting of the sandbox:
- * the host's cgroup, or a VM's own kernel as its agent read it. */
-/* The figures of "exit" (or "collecting") and the kernel's. */
+/* The figures of "exit" (or "collecting") and the kernel's accounting of
+ * the sandbox: the host's cgroup, or a VM's own kernel as its agent read
+ * it. */
 static void parse_exit(struct kiln_link *s, const msgpack_object *m, struct kiln_link_exit *out)
 {
-    struct kiln_link_exit ex = {.peak_kb = -1};
-    int64_t code = -1, sig = 0;
-    get_int(m, "wall_ms", 0, INT64_MAX, &ex.wall_ms);
-    get_int(m, "cpu_ms", 0, INT64_MAX, &ex.cpu_ms);
-    get_int(m, "max_rss_kb", 0, INT64_MAX, &ex.max_rss_kb);
-    get_int(m, "signal", 1, 128, &sig);
-    get_int(m, "code", 0, 255, &code);
-    ex.signal = (int)sig;
-    ex.cpu_limit = kiln_mp_true(m, "cpu_limit");
-    const msgpack_object *o = kiln_mp_get(m, "session");
-    ex.ended = s->keep && (o == NULL || !kiln_mp_streq(o, "alive"));
-    ex.has_code = code >= 0;
-    ex.code = ex.has_code ? (int)code : 0;
-    o = kiln_mp_get(m, "reached_end");
-    ex.reached_end = !s->expect_end ? -1 : o != NULL && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
+    struct kiln_msg_end e;
+    kiln_msg_read_end(m, &e);
+    struct kiln_link_exit ex = {
+        .has_code = e.has_code, .code = e.code, .signal = e.signal, .wall_ms = e.wall_ms, .cpu_ms = e.cpu_ms,
+        .max_rss_kb = e.max_rss_kb, .peak_kb = -1, .cpu_limit = e.cpu_limit,
+        .ended = s->keep && !(e.session.set && e.session.n == 5 && memcmp(e.session.p, "alive", 5) == 0),
+        .reached_end = !s->expect_end ? -1 : e.reached_end == 1,
+    };
     const struct kiln_backend_ops *ops = s->sb->backend->ops;
     if (ops->stats != NULL)
         ops->stats(s->sb, &ex.peak_kb, &ex.oom_kills);
     if (ops->agent_limits) {
-        get_int(m, "peak_kb", 0, INT64_MAX, &ex.peak_kb);
-        get_int(m, "oom_kills", 0, INT64_MAX, &ex.oom_kills);
+        if (e.peak_kb >= 0)
+            ex.peak_kb = e.peak_kb;
+        if (e.oom_kills >= 0)
+            ex.oom_kills = e.oom_kills;
     }
     *out = ex;
 }
@@ -208,18 +193,15 @@ static void on_collecting_msg(struct kiln_link *s, const msgpack_object *m)
 /* The file the run asked back, or why it could not come. */
 static void on_file_msg(struct kiln_link *s, const msgpack_object *m)
 {
-    const msgpack_object *path = kiln_mp_get(m, "path"), *data = kiln_mp_get(m, "data");
-    const msgpack_object *why = kiln_mp_get(m, "error");
-    int64_t mode = 0600;
-    char *p = path ? kiln_mp_strdup(path) : NULL, *w = why ? kiln_mp_strdup(why) : NULL;
-    if (s->state == KILN_LINK_RUNNING && p != NULL &&
-        (w != NULL || (data != NULL && data->type == MSGPACK_OBJECT_BIN))) {
-        get_int(m, "mode", 0, 07777, &mode);
-        struct kiln_link_event ev = {.type = KILN_LINK_EV_FILE, .path = p, .file_error = w,
-                                        .mode = (unsigned)mode};
+    struct kiln_msg_file f;
+    if (s->state != KILN_LINK_RUNNING || kiln_msg_read_file(m, &f) < 0)
+        return;
+    char *p = kiln_span_dup(&f.path), *w = kiln_span_dup(&f.error);
+    if (p != NULL && (w != NULL || !f.error.set)) {
+        struct kiln_link_event ev = {.type = KILN_LINK_EV_FILE, .path = p, .file_error = w, .mode = (unsigned)f.mode};
         if (w == NULL) {
-            ev.data = data->via.bin.ptr;
-            ev.len = data->via.bin.size;
+            ev.data = f.data.p;
+            ev.len = f.data.n;
         }
         emit(s, &ev);
     }
@@ -230,24 +212,21 @@ static void on_file_msg(struct kiln_link *s, const msgpack_object *m)
 /* One chunk of a `collect` file. */
 static void on_chunk_msg(struct kiln_link *s, const msgpack_object *m)
 {
-    const msgpack_object *path = kiln_mp_get(m, "path"), *data = kiln_mp_get(m, "data");
-    int64_t size = 0, mode = 0, offset = 0;
+    struct kiln_msg_chunk k;
     char *p;
     if (s->state != KILN_LINK_RUNNING)
         return;
     /* what an agent sends: a file's chunks in order, full but its last, one
      * file after another, under a plain relative UTF-8 path */
-    int last = kiln_mp_true(m, "last");
-    if (!s->collecting || path == NULL || path->type != MSGPACK_OBJECT_STR || path->via.str.size == 0 ||
-        path->via.str.size > KILN_COLLECT_PATH_MAX || data == NULL || data->type != MSGPACK_OBJECT_BIN ||
-        data->via.bin.size > KILN_COLLECT_CHUNK || (!last && data->via.bin.size != KILN_COLLECT_CHUNK) ||
-        need_int(m, "size", 0, INT64_MAX / 2, &size) < 0 || need_int(m, "mode", 0, 07777, &mode) < 0 ||
-        need_int(m, "offset", 0, size, &offset) < 0 || (int64_t)data->via.bin.size > size - offset ||
-        !kiln_utf8_ok((const unsigned char *)path->via.str.ptr, path->via.str.size) ||
-        (p = kiln_mp_strdup(path)) == NULL) {
+    if (!s->collecting || kiln_msg_read_chunk(m, &k) < 0 || k.path.n == 0 || k.path.n > KILN_COLLECT_PATH_MAX ||
+        k.data.n > KILN_COLLECT_CHUNK || (!k.last && k.data.n != KILN_COLLECT_CHUNK) ||
+        (int64_t)k.data.n > k.size - k.offset || !kiln_utf8_ok(k.path.p, k.path.n) ||
+        (p = kiln_span_dup(&k.path)) == NULL) {
         fail(s, "the sandbox broke the collect protocol (a chunk)", 0, 0);
         return;
     }
+    int64_t size = k.size, mode = k.mode, offset = k.offset;
+    int last = k.last;
     int fresh = offset == 0 && !s->file.open;
     if (!kiln_rel_path_ok(p) || !(fresh || (s->file.open && offset == s->file.next &&
                                            strcmp(p, s->file.path) == 0))) {
@@ -258,10 +237,10 @@ static void on_chunk_msg(struct kiln_link *s, const msgpack_object *m)
     if (fresh)
         strcpy(s->file.path, p);
     s->file.open = !last;
-    s->file.next = offset + (int64_t)data->via.bin.size;
+    s->file.next = offset + (int64_t)k.data.n;
     struct kiln_file_chunk c = {.path = p, .size = size, .mode = (unsigned)mode, .offset = offset,
-                                .data = data->via.bin.ptr, .len = data->via.bin.size,
-                                .last = last, .truncated = kiln_mp_true(m, "truncated"), .run = -1};
+                                .data = k.data.p, .len = k.data.n, .last = last, .truncated = k.truncated,
+                                .run = -1};
     struct kiln_link_event ev = {.type = KILN_LINK_EV_CHUNK, .chunk = &c};
     emit(s, &ev);
     free(p);
@@ -285,45 +264,38 @@ static int listable(const msgpack_object *e)
  * agent is not trusted to keep them). */
 static void on_collected_msg(struct kiln_link *s, const msgpack_object *m)
 {
-    static const char *const counts[] = {"matched", "sent", "truncated", "skipped"};
-    const msgpack_object *list = kiln_mp_get(m, "skipped_list");
+    struct kiln_msg_collected c;
+    struct kiln_map map, file;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    uint32_t n = list != NULL && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
     if (s->state != KILN_LINK_RUNNING || !s->collecting)
         return;
+    kiln_msg_read_collected(m, &c);
+    uint32_t n = c.list != NULL ? c.list->via.array.size : 0, ok = 0;
     if (n > 100)
         n = 100;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 6);
-    for (size_t i = 0; i < 4; i++) {
-        int64_t v = 0;
-        get_int(m, counts[i], 0, INT64_MAX / 2, &v);
-        kiln_mp_str(&pk, counts[i]);
-        msgpack_pack_int64(&pk, v);
-    }
-    kiln_mp_str(&pk, "walk_cut");
-    kiln_mp_true(m, "walk_cut") ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    kiln_mp_str(&pk, "skipped_files");
-    uint32_t ok = 0;
+    kiln_map_init(&map);
+    kiln_map_int(&map, "matched", c.matched);
+    kiln_map_int(&map, "sent", c.sent);
+    kiln_map_int(&map, "truncated", c.truncated);
+    kiln_map_int(&map, "skipped", c.skipped);
+    kiln_map_bool(&map, "walk_cut", c.walk_cut);
+    for (uint32_t i = 0; i < n; i++)
+        ok += listable(&c.list->via.array.ptr[i]);
+    msgpack_packer *list = kiln_map_key(&map, "skipped_files");
+    msgpack_pack_array(list, ok);
     for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *e = &list->via.array.ptr[i];
-        ok += e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size == 2 &&
-              e->via.array.ptr[0].type == MSGPACK_OBJECT_STR && e->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
-              listable(e);
-    }
-    msgpack_pack_array(&pk, ok);
-    for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *e = &list->via.array.ptr[i];
+        const msgpack_object *e = &c.list->via.array.ptr[i];
         if (!listable(e))
             continue;
-        msgpack_pack_map(&pk, 2);
-        kiln_mp_str(&pk, "path");
-        kiln_mp_strn(&pk, e->via.array.ptr[0].via.str.ptr, e->via.array.ptr[0].via.str.size);
-        kiln_mp_str(&pk, "why");
-        kiln_mp_strn(&pk, e->via.array.ptr[1].via.str.ptr, e->via.array.ptr[1].via.str.size);
+        kiln_map_init(&file);
+        kiln_mp_strn(kiln_map_key(&file, "path"), e->via.array.ptr[0].via.str.ptr, e->via.array.ptr[0].via.str.size);
+        kiln_mp_strn(kiln_map_key(&file, "why"), e->via.array.ptr[1].via.str.ptr, e->via.array.ptr[1].via.str.size);
+        kiln_map_end(&file, list);
     }
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    kiln_map_end(&map, &pk);
     struct kiln_link_event ev = {.type = KILN_LINK_EV_COLLECTED, .data = sb.data, .len = sb.size};
     emit(s, &ev);
     msgpack_sbuffer_destroy(&sb);
@@ -332,56 +304,68 @@ static void on_collected_msg(struct kiln_link *s, const msgpack_object *m)
 static void on_msg(void *arg, const msgpack_object *m)
 {
     struct kiln_link *s = arg;
-    const msgpack_object *t = kiln_mp_get(m, "t"), *o;
-    if (t == NULL)
+    enum kiln_msg_type t = kiln_msg_type_of(m);
+    struct kiln_span text;
+    if (t == KILN_MSG_UNKNOWN)
         return;
     s->t_heard = uv_now(s->loop);
-    if (kiln_mp_streq(t, "ready")) {
+    switch (t) {
+    case KILN_MSG_READY:
         on_ready(s, m);
-    } else if (kiln_mp_streq(t, "started")) {
+        break;
+    case KILN_MSG_STARTED:
         if (s->state == KILN_LINK_WARMING)
             ready(s);
-    } else if (kiln_mp_streq(t, "out")) {
-        const msgpack_object *fd = kiln_mp_get(m, "fd"), *data = kiln_mp_get(m, "data");
-        if (s->state != KILN_LINK_RUNNING || fd == NULL || data == NULL ||
-            data->type != MSGPACK_OBJECT_BIN)
+        break;
+    case KILN_MSG_OUT: {
+        struct kiln_msg_out o;
+        if (s->state != KILN_LINK_RUNNING || kiln_msg_read_out(m, &o) < 0)
             return;
-        struct kiln_link_event ev = {.type = KILN_LINK_EV_OUTPUT,
-                                        .fd = fd->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-                                              fd->via.u64 == 2 ? 2 : 1,
-                                        .data = data->via.bin.ptr, .len = data->via.bin.size};
+        struct kiln_link_event ev = {.type = KILN_LINK_EV_OUTPUT, .fd = o.fd, .data = o.data.p, .len = o.data.n};
         emit(s, &ev);
-    } else if (kiln_mp_streq(t, "file")) {
+        break;
+    }
+    case KILN_MSG_FILE:
         on_file_msg(s, m);
-    } else if (kiln_mp_streq(t, "collecting")) {
+        break;
+    case KILN_MSG_COLLECTING:
         on_collecting_msg(s, m);
-    } else if (kiln_mp_streq(t, "collect")) {
+        break;
+    case KILN_MSG_COLLECT:
         on_chunk_msg(s, m);
-    } else if (kiln_mp_streq(t, "collected")) {
+        break;
+    case KILN_MSG_COLLECTED:
         on_collected_msg(s, m);
-    } else if (kiln_mp_streq(t, "exit")) {
+        break;
+    case KILN_MSG_EXIT:
         on_exit_msg(s, m);
-    } else if (kiln_mp_streq(t, "result")) {
-        const msgpack_object *data = kiln_mp_get(m, "data");
-        if (s->state != KILN_LINK_RUNNING || !s->keep || data == NULL ||
-            data->type != MSGPACK_OBJECT_BIN || data->via.bin.size > KILN_REPL_RESULT_MAX)
+        break;
+    case KILN_MSG_RESULT: {
+        if (s->state != KILN_LINK_RUNNING || !s->keep || kiln_msg_read_result(m, &text) < 0 ||
+            text.n > KILN_REPL_RESULT_MAX)
             return;
-        struct kiln_link_event ev = {.type = KILN_LINK_EV_RESULT, .data = data->via.bin.ptr,
-                                        .len = data->via.bin.size};
+        struct kiln_link_event ev = {.type = KILN_LINK_EV_RESULT, .data = text.p, .len = text.n};
         emit(s, &ev);
-    } else if (kiln_mp_streq(t, "error")) {
-        char *why = (o = kiln_mp_get(m, "reason")) ? kiln_mp_strdup(o) : NULL;
-        int job = (o = kiln_mp_get(m, "fault")) != NULL && kiln_mp_streq(o, "job");
-        if (job && s->keep && s->state == KILN_LINK_RUNNING && s->sb != NULL) {
+        break;
+    }
+    case KILN_MSG_ERROR: {
+        struct kiln_msg_error e;
+        kiln_msg_read_error(m, &e);
+        char *why = kiln_span_dup(&e.reason);
+        if (e.job_fault && s->keep && s->state == KILN_LINK_RUNNING && s->sb != NULL) {
             /* a job's files that did not fit: its error; the link goes on */
             s->state = KILN_LINK_READY;
-            struct kiln_link_event ev = {.type = KILN_LINK_EV_ERROR, .reason = why ? why : "?",
-                                            .agent = 1, .job_fault = 1};
+            struct kiln_link_event ev = {.type = KILN_LINK_EV_ERROR, .reason = why ? why : "?", .agent = 1,
+                                         .job_fault = 1};
             emit(s, &ev);
         } else {
-            fail(s, why ? why : "unknown error", 1, job);
+            fail(s, why ? why : "unknown error", 1, e.job_fault);
         }
         free(why);
+        break;
+    }
+    default: /* the worker's own messages, or a beat: heard */
+        break;
     }
 }
 
@@ -466,7 +450,6 @@ int kiln_link_run(struct kiln_link *s, const struct kiln_link_job *job, char *er
                      size_t errlen)
 {
     const struct kiln_plan *plan = job->plan;
-    msgpack_packer pk;
     msgpack_sbuffer sb;
     if (s->state != KILN_LINK_READY || s->chan == NULL) {
         snprintf(err, errlen, "the sandbox is not ready for a job");
@@ -476,84 +459,39 @@ int kiln_link_run(struct kiln_link *s, const struct kiln_link_job *job, char *er
     s->collect_expected = job->ncollect > 0;
     s->collecting = s->file.open = 0;
     s->expect_end = job->expect_end;
-    kiln_proto_begin_msg(&sb, &pk, "run", 8 + (job->cpu_ms > 0) + (job->collect != NULL) +
-                                          (job->ca_pem != NULL) + 4 * (job->ncollect > 0) +
-                                          3 * (job->cell != NULL) + (job->expect_end != 0));
-    if (job->expect_end) { /* the agent leaves a token for the runner, and looks for it after */
-        kiln_mp_str(&pk, "end");
-        msgpack_pack_true(&pk);
+    if (job->cell != NULL)
+        s->keep = 1; /* a user session's: the sandbox stays for its next job */
+    /* the plan's files, as the agent writes them (the plan keeps them) */
+    struct kiln_msg_file_in *files = calloc(plan->nfiles ? plan->nfiles : 1, sizeof(*files));
+    if (files == NULL) {
+        snprintf(err, errlen, "out of memory");
+        kiln_link_kill(s);
+        return -ENOMEM;
     }
-    if (job->cell != NULL) { /* a user session's: the sandbox stays for its next job */
-        s->keep = 1;
-        kiln_mp_str(&pk, "session");
-        msgpack_pack_true(&pk);
-        kiln_mp_str(&pk, "cell");
-        kiln_mp_bin(&pk, job->cell, job->cell_len);
-        kiln_mp_str(&pk, "timeout_ms");
-        msgpack_pack_int64(&pk, job->timeout_ms > 0 ? job->timeout_ms : 0);
-    }
-    if (job->ncollect > 0) {
-        kiln_mp_str(&pk, "collect_globs");
-        msgpack_pack_array(&pk, job->ncollect);
-        for (size_t i = 0; i < job->ncollect; i++)
-            kiln_mp_str(&pk, job->collect_globs[i]);
-        kiln_mp_str(&pk, "collect_bytes");
-        msgpack_pack_int64(&pk, job->collect_bytes);
-        kiln_mp_str(&pk, "collect_files");
-        msgpack_pack_int64(&pk, job->collect_files);
-        kiln_mp_str(&pk, "collect_names");
-        msgpack_pack_int64(&pk, job->collect_names);
-    }
-    if (job->ca_pem != NULL) { /* a jail has it in its proxy directory already */
-        kiln_mp_str(&pk, "ca");
-        kiln_mp_bin(&pk, job->ca_pem, strlen(job->ca_pem));
-    }
-    if (job->cpu_ms > 0) {
-        kiln_mp_str(&pk, "cpu_ms");
-        msgpack_pack_int64(&pk, job->cpu_ms);
-    }
-    if (job->collect != NULL) {
-        kiln_mp_str(&pk, "collect");
-        kiln_mp_str(&pk, job->collect);
-    }
-    /* for agents that enforce them (a VM's); a jail's are on the host */
-    kiln_mp_str(&pk, "limits");
-    msgpack_pack_map(&pk, 2);
-    kiln_mp_str(&pk, "memory_bytes");
-    msgpack_pack_int64(&pk, job->memory_bytes);
-    kiln_mp_str(&pk, "pids");
-    msgpack_pack_int64(&pk, job->pids);
-    kiln_mp_str(&pk, "proxy");
-    if (job->proxy)
-        msgpack_pack_true(&pk);
-    else
-        msgpack_pack_false(&pk);
-    /* per process, by the kernel: CPU seconds (SIGXCPU), file size
-     * (SIGXFSZ), open descriptors */
-    kiln_mp_str(&pk, "rlimits");
-    msgpack_pack_map(&pk, 3);
-    kiln_mp_str(&pk, "cpu");
-    msgpack_pack_int64(&pk, job->cpu_s);
-    kiln_mp_str(&pk, "fsize");
-    msgpack_pack_int64(&pk, job->fsize);
-    kiln_mp_str(&pk, "nofile");
-    msgpack_pack_int64(&pk, job->nofile);
-    kiln_plan_pack_command(&pk, plan);
-    kiln_mp_str(&pk, "cwd");
-    kiln_mp_str(&pk, "/work");
-    kiln_mp_str(&pk, "files");
-    msgpack_pack_array(&pk, plan->nfiles);
-    for (size_t i = 0; i < plan->nfiles; i++) {
-        msgpack_pack_array(&pk, 3);
-        kiln_mp_str(&pk, plan->files[i].path);
-        kiln_mp_bin(&pk, plan->files[i].data, plan->files[i].len);
-        msgpack_pack_unsigned_int(&pk, plan->files[i].mode);
-    }
-    kiln_mp_str(&pk, "stdin");
-    if (job->stdin_data != NULL)
-        kiln_mp_bin(&pk, job->stdin_data, job->stdin_len);
-    else
-        msgpack_pack_nil(&pk);
+    for (size_t i = 0; i < plan->nfiles; i++)
+        files[i] = (struct kiln_msg_file_in){plan->files[i].path, plan->files[i].data, plan->files[i].len,
+                                             plan->files[i].mode};
+    struct kiln_msg_run run = {
+        .cmd = command_of(plan),
+        .files = files,
+        .nfiles = plan->nfiles,
+        .stdin_data = {job->stdin_data, job->stdin_len, job->stdin_data != NULL},
+        .proxy = job->proxy,
+        .rl_cpu = job->cpu_s, .rl_fsize = job->fsize, .rl_nofile = job->nofile,
+        .memory_bytes = job->memory_bytes, .pids = job->pids,
+        .cpu_ms = job->cpu_ms,
+        .collect = {job->collect, job->collect ? strlen(job->collect) : 0, job->collect != NULL},
+        .ca = {job->ca_pem, job->ca_pem ? strlen(job->ca_pem) : 0, job->ca_pem != NULL},
+        .end = job->expect_end,
+        .collect_globs = job->collect_globs,
+        .ncollect = job->ncollect,
+        .collect_bytes = job->collect_bytes, .collect_files = job->collect_files,
+        .collect_names = job->collect_names,
+        .cell = {job->cell, job->cell_len, job->cell != NULL},
+        .timeout_ms = job->timeout_ms,
+    };
+    kiln_msg_pack_run(&sb, &run);
+    free(files);
     int r = kiln_chan_send(s->chan, &sb);
     if (r < 0) {
         snprintf(err, errlen, "could not send the job to the sandbox");

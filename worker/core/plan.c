@@ -130,18 +130,6 @@ const struct kiln_host *kiln_plan_host(void)
     return &host;
 }
 
-void kiln_plan_pack_command(struct msgpack_packer *pk, const struct kiln_plan *plan)
-{
-    kiln_mp_str(pk, "argv");
-    msgpack_pack_array(pk, plan->argc);
-    for (size_t i = 0; i < plan->argc; i++)
-        kiln_mp_str(pk, plan->argv[i]);
-    kiln_mp_str(pk, "env");
-    msgpack_pack_array(pk, plan->nenv);
-    for (size_t i = 0; i < plan->nenv; i++)
-        kiln_mp_str(pk, plan->env[i]);
-}
-
 void kiln_plan_init(struct kiln_plan *plan, size_t max_bytes)
 {
     memset(plan, 0, sizeof(*plan));

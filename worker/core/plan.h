@@ -32,11 +32,6 @@ const struct kiln_host *kiln_plan_host(void);
 void kiln_plan_init(struct kiln_plan *plan, size_t max_bytes);
 void kiln_plan_free(struct kiln_plan *plan);
 
-/* Pack the plan's "argv" and "env" as the agent reads them (two map
- * entries: the caller counts them in its map). */
-struct msgpack_packer;
-void kiln_plan_pack_command(struct msgpack_packer *pk, const struct kiln_plan *plan);
-
 /* The same operations the host table offers, for the worker's own use. */
 int kiln_plan_arg(struct kiln_plan *plan, const char *arg);
 int kiln_plan_env(struct kiln_plan *plan, const char *key, const char *value);

@@ -56,19 +56,17 @@ void kiln_retry_pack_dead(msgpack_sbuffer *sb, const char *id, unsigned attempts
                           const void *job, size_t job_len)
 {
     msgpack_packer pk;
+    struct kiln_map m;
+    kiln_map_init(&m);
+    kiln_map_str(&m, "id", id);
+    msgpack_pack_unsigned_int(kiln_map_key(&m, "attempts"), attempts);
+    msgpack_packer *reasons = kiln_map_key(&m, "reasons");
+    msgpack_pack_array(reasons, log->n);
+    for (unsigned i = 0; i < log->n; i++)
+        kiln_mp_str(reasons, log->reasons[i]);
+    kiln_map_str(&m, "worker", worker);
+    kiln_map_bin(&m, "job", job, job_len);
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5);
-    kiln_mp_str(&pk, "id");
-    kiln_mp_str(&pk, id);
-    kiln_mp_str(&pk, "attempts");
-    msgpack_pack_unsigned_int(&pk, attempts);
-    kiln_mp_str(&pk, "reasons");
-    msgpack_pack_array(&pk, log->n);
-    for (unsigned i = 0; i < log->n; i++)
-        kiln_mp_str(&pk, log->reasons[i]);
-    kiln_mp_str(&pk, "worker");
-    kiln_mp_str(&pk, worker);
-    kiln_mp_str(&pk, "job");
-    kiln_mp_bin(&pk, job, job_len);
+    kiln_map_end(&m, &pk);
 }

@@ -112,12 +112,19 @@ static int pack_canonical(msgpack_packer *pk, const msgpack_object *o, int top)
         if (!(top && kiln_mp_streq(&o->via.map.ptr[i].key, "sig")))
             kv[n++] = o->via.map.ptr[i];
     qsort(kv, n, sizeof(*kv), key_cmp);
-    msgpack_pack_map(pk, n);
+    struct kiln_map m;
+    kiln_map_init(&m);
     int r = 0;
-    for (uint32_t i = 0; i < n && r == 0; i++)
-        if (pack_canonical(pk, &kv[i].key, 0) < 0 || pack_canonical(pk, &kv[i].val, 0) < 0)
+    for (uint32_t i = 0; i < n && r == 0; i++) {
+        msgpack_packer *e = kiln_map_entry(&m);
+        if (pack_canonical(e, &kv[i].key, 0) < 0 || pack_canonical(e, &kv[i].val, 0) < 0)
             r = -1;
+    }
     free(kv);
+    if (r == 0)
+        kiln_map_end(&m, pk);
+    else
+        kiln_map_drop(&m);
     return r;
 }
 

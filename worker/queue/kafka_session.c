@@ -8,7 +8,7 @@
  * each reads whole (its own group, from the earliest message kept):
  *
  *   {session_open: id, worker: consumer}   a worker opened it
- *   {session_end: id, why: label}          it ended (a core/repl.c label)
+ *   {session_end: id, why: label}          it ended (a core/session.c label)
  *
  * A worker whose partition is revoked or lost gives up the sessions it
  * opened from that partition at its next renewal ("moved").
@@ -74,7 +74,7 @@ static struct known *remember(const char *id, int64_t at)
     return k;
 }
 
-/* It ended, for `why` (a label; core/repl.c reads any other as
+/* It ended, for `why` (a label; core/session.c reads any other as
  * worker_gone). */
 static void ended(struct known *k, const char *why)
 {
@@ -129,13 +129,13 @@ static void say(struct ksrc *s, const char *id, const char *what, const char *k2
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
+    struct kiln_map m;
+    kiln_map_init(&m);
+    kiln_map_str(&m, what, id);
+    kiln_map_str(&m, k2, v2);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    kiln_mp_str(&pk, what);
-    kiln_mp_str(&pk, id);
-    kiln_mp_str(&pk, k2);
-    kiln_mp_str(&pk, v2);
+    kiln_map_end(&m, &pk);
     struct kiln_frame_info info = {"control", 0, 0, NULL};
     if (kiln__kafka_write(&s->pub, s->pub.cfg->control, id, sb.data, sb.size, &info, NULL, NULL) < 0)
         kiln_error("session %s: out of memory telling the control topic", id);

@@ -21,6 +21,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "wire/agent_msg.h"
 #include "wire/proto.h"
 #include "sandbox/sysutil.h"
 #include "sandbox/vm_egress.h"
@@ -273,19 +274,14 @@ int kiln_vmm_hello(int fd)
 {
     struct timespec ts;
     msgpack_sbuffer sb;
-    msgpack_packer pk;
     clock_gettime(CLOCK_REALTIME, &ts);
     /* fresh entropy for the guest's kernel: VMs restored from one snapshot
      * wake with the same random state */
     unsigned char seed[KILN_HELLO_SEED_BYTES];
     if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
         return -EIO;
-    kiln_proto_begin_msg(&sb, &pk, "hello", 2);
-    kiln_mp_str(&pk, "now_ns");
-    msgpack_pack_int64(&pk, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
-    kiln_mp_str(&pk, "seed");
-    kiln_mp_bin(&pk, seed, sizeof(seed));
-    kiln_proto_finish(&sb);
+    struct kiln_msg_hello h = {(int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, {seed, sizeof(seed), 1}};
+    kiln_msg_pack_hello(&sb, &h);
     ssize_t n = write(fd, sb.data, sb.size);
     int r = n == (ssize_t)sb.size ? 0 : -EIO;
     msgpack_sbuffer_destroy(&sb);

@@ -73,13 +73,91 @@ void kiln_proto_begin(msgpack_sbuffer *sb, msgpack_packer *pk)
     msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
 }
 
-void kiln_proto_begin_msg(msgpack_sbuffer *sb, msgpack_packer *pk, const char *type,
-                          uint32_t nfields)
+void kiln_map_init(struct kiln_map *m)
 {
-    kiln_proto_begin(sb, pk);
-    msgpack_pack_map(pk, nfields + 1);
-    kiln_mp_str(pk, "t");
-    kiln_mp_str(pk, type);
+    msgpack_sbuffer_init(&m->body);
+    msgpack_packer_init(&m->pk, &m->body, msgpack_sbuffer_write);
+    m->n = 0;
+}
+
+msgpack_packer *kiln_map_entry(struct kiln_map *m)
+{
+    m->n++;
+    return &m->pk;
+}
+
+msgpack_packer *kiln_map_key(struct kiln_map *m, const char *key)
+{
+    kiln_mp_str(kiln_map_entry(m), key);
+    return &m->pk;
+}
+
+void kiln_map_str(struct kiln_map *m, const char *key, const char *v)
+{
+    msgpack_packer *pk = kiln_map_key(m, key);
+    if (v != NULL)
+        kiln_mp_str(pk, v);
+    else
+        msgpack_pack_nil(pk);
+}
+
+void kiln_map_bin(struct kiln_map *m, const char *key, const void *p, size_t n)
+{
+    kiln_mp_bin(kiln_map_key(m, key), p, n);
+}
+
+void kiln_map_int(struct kiln_map *m, const char *key, int64_t v)
+{
+    msgpack_pack_int64(kiln_map_key(m, key), v);
+}
+
+void kiln_map_bool(struct kiln_map *m, const char *key, int v)
+{
+    msgpack_packer *pk = kiln_map_key(m, key);
+    if (v)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}
+
+void kiln_map_nil(struct kiln_map *m, const char *key)
+{
+    msgpack_pack_nil(kiln_map_key(m, key));
+}
+
+void kiln_map_end(struct kiln_map *m, msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, m->n);
+    if (m->body.size > 0)
+        msgpack_pack_str_body(pk, m->body.data, m->body.size); /* raw bytes: the entries as packed */
+    msgpack_sbuffer_destroy(&m->body);
+}
+
+void kiln_map_drop(struct kiln_map *m)
+{
+    msgpack_sbuffer_destroy(&m->body);
+}
+
+void kiln_map_append(struct kiln_map *m, struct kiln_map *more)
+{
+    if (more->body.size > 0)
+        msgpack_sbuffer_write(&m->body, more->body.data, more->body.size);
+    m->n += more->n;
+    msgpack_sbuffer_destroy(&more->body);
+}
+
+void kiln_proto_msg(struct kiln_map *m, const char *type)
+{
+    kiln_map_init(m);
+    kiln_map_str(m, "t", type);
+}
+
+void kiln_proto_end_msg(struct kiln_map *m, msgpack_sbuffer *sb)
+{
+    msgpack_packer pk;
+    kiln_proto_begin(sb, &pk);
+    kiln_map_end(m, &pk);
+    kiln_proto_finish(sb);
 }
 
 void kiln_proto_finish(msgpack_sbuffer *sb)

@@ -1,36 +1,11 @@
 /*
  * The agent protocol: how kiln-worker and kiln-agent talk over one stream
  * (a socketpair for the jail, a virtio-serial port or vsock for microVMs).
- *
  * Each message is a 4-byte big-endian length followed by that many bytes of
- * one msgpack map whose "t" key names the message:
- *
- *   agent -> worker   {t:"ready", v, pid, warm: bool}
- *                     {t:"started"}            (after "prestart")
- *                     {t:"out", fd: 1|2, data: bin}
- *                     {t:"beat"}               (each second of silence mid-job)
- *                     {t:"exit", code, signal, wall_ms, cpu_ms, max_rss_kb,
- *                      peak_kb?, oom_kills?}   (the last two: a VM's own cgroup)
- *                     {t:"error", reason, fault?: "job"}  (fault: the job's
- *                      input was why, e.g. its files do not fit /work)
- *                     {t:"file", path, mode, data} or {t:"file", path, error}
- *                      (before "exit": the file "run" asked back in collect)
- *   worker -> agent   {t:"hello", now_ns, seed} (VMs: the host speaks first;
- *                     seed: 32 random bytes the guest's kernel is reseeded
- *                     with before anything starts there)
- *                     {t:"prestart", argv, env, cwd}
- *                     {t:"zygote", argv, env, cwd}   (a template jail: the
- *                      interpreter becomes a fork server, see zygote.c, and
- *                      the channel speaks its records from then on)
- *                     {t:"run", argv:[str], env:[str], cwd:str,
- *                      files:[[path, bin, mode]], stdin: bin|nil, proxy: bool,
- *                      rlimits: {cpu, fsize, nofile}, cpu_ms?: int (the
- *                      job's CPU time, all its processes: killed past it,
- *                      and "exit" says cpu_limit: true), collect?: str,
- *                      limits: {memory_bytes, pids}}   (enforced by a VM's agent)
- *                     {t:"kill"}
- *
- * Unknown keys are ignored, so either side may add fields.
+ * one msgpack map whose "t" key names the message. schemas/agent.v1.md
+ * lists them; wire/agent_msg.h builds and reads every one. This header has
+ * the framing, the limits both sides hold to, and the msgpack helpers
+ * (a map builder that counts its own entries among them).
  */
 #ifndef KILN_PROTO_H
 #define KILN_PROTO_H
@@ -153,11 +128,6 @@ void kiln_proto_header(unsigned char hdr[KILN_PROTO_HDR], uint32_t len);
 void kiln_proto_begin(msgpack_sbuffer *sb, msgpack_packer *pk);
 void kiln_proto_finish(msgpack_sbuffer *sb);
 
-/* kiln_proto_begin() and the start of a message: a map of `nfields` more
- * entries after "t": `type`, which the caller packs next. */
-void kiln_proto_begin_msg(msgpack_sbuffer *sb, msgpack_packer *pk, const char *type,
-                          uint32_t nfields);
-
 /*
  * Check that buf[0..len) holds exactly one well-formed msgpack object whose
  * containers announce no more elements than there are bytes left. msgpack-c
@@ -172,6 +142,52 @@ int kiln_mp_precheck(const void *buf, size_t len);
  * caller), checked by kiln_mp_precheck first: untrusted bytes never reach
  * msgpack-c's allocator unchecked. 0, or -EPROTO. */
 int kiln_mp_unpack(msgpack_unpacked *u, const void *buf, size_t len);
+
+/*
+ * A msgpack map that counts its own entries: each entry's key and value go
+ * into a buffer of the map's own, and kiln_map_end() writes the header with
+ * the count, then the entries. No caller counts keys by hand:
+ *
+ *   struct kiln_map m;
+ *   kiln_map_init(&m);
+ *   kiln_map_str(&m, "reason", why);
+ *   if (fault)
+ *       kiln_map_str(&m, "fault", "job");
+ *   msgpack_pack_int(kiln_map_key(&m, "n"), 3);    (any value: its packer)
+ *   kiln_map_end(&m, pk);                          (m is freed)
+ *
+ * A map inside a map: build it with its own kiln_map and end it onto
+ * kiln_map_key(&outer, "key").
+ */
+struct kiln_map {
+    msgpack_sbuffer body;
+    msgpack_packer pk;
+    uint32_t n;
+};
+void kiln_map_init(struct kiln_map *m);
+/* One more entry: its key is packed; pack its value (exactly one object)
+ * with the packer returned, before the next key. */
+msgpack_packer *kiln_map_key(struct kiln_map *m, const char *key);
+/* One more entry whose key is not a string: pack its key, then its value. */
+msgpack_packer *kiln_map_entry(struct kiln_map *m);
+void kiln_map_str(struct kiln_map *m, const char *key, const char *v); /* NULL: nil */
+void kiln_map_bin(struct kiln_map *m, const char *key, const void *p, size_t n);
+void kiln_map_int(struct kiln_map *m, const char *key, int64_t v);
+void kiln_map_bool(struct kiln_map *m, const char *key, int v);
+void kiln_map_nil(struct kiln_map *m, const char *key);
+/* Pack the map onto `pk` (its header with the count, then its entries) and
+ * free what it holds. */
+void kiln_map_end(struct kiln_map *m, msgpack_packer *pk);
+/* Free what it holds without packing it. */
+void kiln_map_drop(struct kiln_map *m);
+/* Append the entries of `more` after those of `m` (`more` is freed). */
+void kiln_map_append(struct kiln_map *m, struct kiln_map *more);
+
+/* An agent message: kiln_proto_begin() and a map whose "t" is `type`;
+ * add its keys, then kiln_proto_end_msg() ends the map into `sb` with the
+ * length header filled in. */
+void kiln_proto_msg(struct kiln_map *m, const char *type);
+void kiln_proto_end_msg(struct kiln_map *m, msgpack_sbuffer *sb);
 
 /* msgpack helpers shared by the worker and the agent. */
 void kiln_mp_str(msgpack_packer *pk, const char *s);
