@@ -4,6 +4,7 @@ nothing lost through crashes, broker outages and request errors."""
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -20,6 +21,16 @@ if shutil.which("kcat") is None:
     raise SystemExit(77)
 
 pack = lambda o: msgpack.packb(o, use_bin_type=True)
+
+
+def held(w):
+    """Partitions a worker holds now, by its log."""
+    n = 0
+    for line in w.text().decode(errors="replace").splitlines():
+        m = re.search(r"kafka: (\d+) partition\(s\) (assigned|revoked|lost)", line)
+        if m:
+            n += int(m.group(1)) if m.group(2) == "assigned" else -int(m.group(1))
+    return n
 
 
 def job(code, **kw):
@@ -61,9 +72,9 @@ class Kafka(KafkaCase):
         a = self.kworker("ka", "--slots", "2")
         b = self.kworker("kb", "--slots", "2")
         # both members settled before any job: no rebalance mid-run
-        wait_for(lambda: b"partition(s) assigned" in a.text() and b"assigned" in b.text(), 20,
-                 "both workers to hold partitions")
-        time.sleep(2)
+        total = len(self.partitions("kiln.jobs"))
+        wait_for(lambda: held(a) > 0 and held(b) > 0 and held(a) + held(b) == total, 30,
+                 "the two workers to share every partition")
         jobs = [job("echo %d" % i) for i in range(200)]
         self.produce(jobs)
         exits = self.wait_kexits(200, timeout=120)
@@ -91,7 +102,17 @@ class Kafka(KafkaCase):
                  "the short job to finish while the long one runs")
         jobs_part = self.partition_of(long_job["id"])
         self.assertEqual(jobs_part, self.partition_of(short_job["id"]))
-        time.sleep(2.0)  # past an auto-commit interval
+        # a job on another partition, finished after the short one: once its
+        # offset is committed, an auto-commit has run since the short job
+        # ended, and it would have moved the long job's partition too
+        other = next(p for p in self.partitions("kiln.jobs") if p != jobs_part)
+        marker = job("echo marker")
+        p = self.producer()
+        p.produce("kiln.jobs", msgpack.packb(marker, use_bin_type=True), key=marker["id"], partition=other)
+        p.flush(10)
+        wait_for(lambda: marker["id"] in self.kframes_ids(), 20, "the marker job to finish")
+        marker_off = self.offset_of(marker["id"])
+        wait_for(lambda: self.committed(other) > marker_off, 20, "an auto-commit past the marker")
         committed = self.committed(jobs_part)
         long_off = self.offset_of(long_job["id"])
         self.assertTrue(committed < 0 or committed <= long_off,
@@ -158,7 +179,7 @@ class Kafka(KafkaCase):
         during = [job("sleep 0.2; echo b%d" % i) for i in range(10)]
         self.produce(during)
         self.broker.cmd("down 1")
-        time.sleep(2.5)
+        time.sleep(2.5)  # the outage's length, not a wait for an event
         self.broker.cmd("up 1")
         wait_for(lambda: {j["id"] for j in first + during} <= {e["id"] for e in self.kexits()}, 120,
                  "the jobs run across the outage", interval=0.5)
@@ -264,6 +285,30 @@ class KafkaTransactions(KafkaCase):
         self.assertTrue(w.alive())
         self.assertIn(b"transaction commit", w.text(), "no commit failed: the faults were not injected")
 
+    def test_a_fenced_worker_stops_its_jobs_exits_70_and_loses_none(self):
+        # the broker says this producer is fenced (another worker took its
+        # transactional.id): it can write no frame again, and must neither
+        # crash nor hang nor acknowledge a job it did not report
+        a = self.kworker("kf", "--kafka-transactions", "--slots", "4")
+        wait_for(lambda: b"transactions ready" in a.text(), 20, "transactions to be ready")
+        self.broker.cmd("errors 26 90 1")  # EndTxn: PRODUCER_FENCED
+        jobs = [job("echo f%d" % i) for i in range(4)]
+        self.produce(jobs)
+        wait_for(lambda: not a.alive(), 60, "the fenced worker to exit")
+        self.assertEqual(a.proc.returncode, 70, a.text().decode()[-3000:])
+        self.assertIn(b"the queue failed", a.text())
+        # nothing was acknowledged: another worker runs every job
+        b = self.kworker("kg", "--kafka-transactions", "--slots", "4")
+        wait_for(lambda: all(("job %s attempt" % j["id"]).encode() in b.text() for j in jobs), 90,
+                 "the second worker to run every job")
+        frames = wait_for(
+            lambda: (lambda f: f if {x["id"] for x in f if x["kind"] == "exit" and x["worker"] == "kg"}
+                     >= {j["id"] for j in jobs} else None)(self.read("read_committed")),
+            60, "every job's exit frame from the second worker", interval=0.5)
+        for j in jobs:
+            out = b"".join(f["data"] for f in frames if f["id"] == j["id"] and f["kind"] == "stdout")
+            self.assertIn(j["code"][-2:].encode(), out)
+        self.assertTrue(b.alive())
 
 if __name__ == "__main__":
     main()

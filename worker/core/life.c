@@ -72,11 +72,15 @@ static const unsigned allowed[] = {
 };
 #undef TO
 
+unsigned kiln__run_bad_moves;
+
 void kiln__run_move(struct kiln_run *run, enum run_state to)
 {
-    if (!(allowed[run->state] & (1u << to)))
+    if (!(allowed[run->state] & (1u << to))) {
+        kiln__run_bad_moves++;
         kiln_error("job %s: %s -> %s is no move of a job's (a bug)", kiln__run_id(run),
                    kiln__run_state_name(run->state), kiln__run_state_name(to));
+    }
     run->state = to;
 }
 
@@ -192,7 +196,9 @@ void kiln__run_case_written(void *arg, int status, const char *err)
 {
     struct kiln_run *run = arg;
     run->refs--;
-    if (status < 0)
+    if (status == -EPIPE) /* the queue failed: no summary, no ack */
+        kiln__run_stop(run, STOP_RELEASE);
+    else if (status < 0)
         kiln_warn("job %s: a case frame was refused by %s: %s", kiln__run_id(run), run->dest, err);
     kiln__run_move(run, RUN_INPUT_DONE);
     kiln__run_advance(run);
@@ -203,6 +209,11 @@ void kiln__run_exit_written(void *arg, int status, const char *err)
     struct kiln_run *run = arg;
     const struct kiln_config *cfg = run->w->cfg;
     run->refs--;
+    if (status == -EPIPE) { /* the queue failed (kiln_fatal_cb): never written, so never acked */
+        kiln_warn("job %s: exit frame not written (%s)", kiln__run_id(run), err);
+        kiln__run_release(run);
+        return;
+    }
     if (status < 0 && strcmp(run->dest, cfg->results) != 0) {
         /* reply_to refused the frame (wrong type, say): the result still
          * goes somewhere a user can find it. */

@@ -38,6 +38,7 @@ static struct {
     struct kiln_pool *pool;
     uv_timer_t deadline, check;
     uint64_t started;
+    int failed;      /* the source failed: exit 70 once the jobs are stopped */
 } drain;
 
 static void gauges(void *arg, FILE *out)
@@ -61,7 +62,7 @@ static int ready(void *arg, char *why, size_t len)
 {
     struct kiln_worker *w = arg;
     if (w->draining) {
-        snprintf(why, len, "draining");
+        snprintf(why, len, drain.failed ? "the queue failed: exiting" : "draining");
         return 0;
     }
     if (!w->src->ops->ready(w->src, why, len))
@@ -78,7 +79,10 @@ static void on_drain_check(uv_timer_t *t)
     struct kiln_worker *w = drain.w;
     uint64_t waited = uv_now(t->loop) - drain.started;
     if (w->busy == 0 && w->ending == 0 && w->nsessions == 0 && w->src->ops->idle(w->src)) {
-        kiln_info("drained: %llu job(s) finished; exiting", (unsigned long long)w->finished);
+        if (drain.failed)
+            kiln_error("exiting: the queue failed; every job not reported will be delivered again");
+        else
+            kiln_info("drained: %llu job(s) finished; exiting", (unsigned long long)w->finished);
         uv_stop(t->loop);
     } else if (waited > (uint64_t)w->cfg->drain_timeout_ms + 15000) {
         kiln_error("drain: frames still unconfirmed after %llu ms; exiting without them",
@@ -91,9 +95,25 @@ static void on_drain_deadline(uv_timer_t *t)
 {
     (void)t;
     if (drain.w->busy > 0)
-        kiln_warn("drain timeout: stopping %u unfinished job(s) without acknowledging them",
-                  drain.w->busy);
+        kiln_warn("drain %s: stopping %u unfinished job(s) without acknowledging them",
+                  drain.failed ? "after the queue failed" : "timeout", drain.w->busy);
     kiln_worker_abandon(drain.w);
+}
+
+/* Take no more jobs; stop what still runs after `deadline_ms` without
+ * acknowledging it; leave once everything written is confirmed. */
+static void drain_start(struct kiln_worker *w, uint64_t deadline_ms)
+{
+    w->draining = 1;
+    w->src->ops->stop(w->src);
+    kiln_pool_stop(drain.pool);
+    kiln__session_drain(w); /* idle sessions end now, busy ones after their job */
+    drain.w = w;
+    drain.started = uv_now(w->loop);
+    uv_timer_init(w->loop, &drain.deadline);
+    uv_timer_init(w->loop, &drain.check);
+    uv_timer_start(&drain.deadline, on_drain_deadline, deadline_ms, 0);
+    uv_timer_start(&drain.check, on_drain_check, 0, 50);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -103,20 +123,26 @@ static void on_signal(uv_signal_t *h, int signum)
         kiln_info("signal %d again: exiting now; %u unfinished job(s) will be delivered again",
                   signum, w->busy);
         fflush(NULL);
-        _exit(0);
+        _exit(drain.failed ? 70 : 0);
     }
     kiln_info("signal %d: draining (up to %lld ms for %u running job(s))", signum,
               (long long)w->cfg->drain_timeout_ms, w->busy);
-    w->draining = 1;
-    w->src->ops->stop(w->src);
-    kiln_pool_stop(drain.pool);
-    kiln__session_drain(w); /* idle sessions end now, busy ones after their job */
-    drain.w = w;
-    drain.started = uv_now(h->loop);
-    uv_timer_init(h->loop, &drain.deadline);
-    uv_timer_init(h->loop, &drain.check);
-    uv_timer_start(&drain.deadline, on_drain_deadline, (uint64_t)w->cfg->drain_timeout_ms, 0);
-    uv_timer_start(&drain.check, on_drain_check, 0, 50);
+    drain_start(w, (uint64_t)w->cfg->drain_timeout_ms);
+}
+
+/* The source cannot go on (kiln_fatal_cb): nothing a job does from now on
+ * can be reported, so every job stops now, unacknowledged, and the worker
+ * exits 70 (EX_SOFTWARE; a supervisor restarts it); the queue
+ * gives the jobs to a worker that can report them. */
+static void on_source_failed(void *arg, const char *why)
+{
+    struct kiln_worker *w = arg;
+    kiln_error("the queue failed (%s): stopping %u job(s) and exiting", why, w->busy);
+    drain.failed = 1;
+    if (!w->draining)
+        drain_start(w, 0);
+    else
+        uv_timer_start(&drain.deadline, on_drain_deadline, 0, 0);
 }
 
 static int set_log_level(const char *name)
@@ -156,8 +182,10 @@ int main(int argc, char **argv)
         return 0;
     }
     r = kiln_config_parse(&cfg, argc, argv);
-    if (r != 0)
+    if (r != 0) { /* --help, --version: 0; a bad option: 2 */
+        kiln_config_free(&cfg);
         return r > 0 ? 0 : 2;
+    }
     set_log_level(cfg.log_level);
     kiln_log_json = strcmp(cfg.log_format, "json") == 0;
     signal(SIGPIPE, SIG_IGN);
@@ -254,6 +282,7 @@ int main(int argc, char **argv)
     }
     w.src = src;
     src->on_cancel = kiln_worker_on_cancel;
+    src->on_fatal = on_source_failed;
     for (size_t i = 0; i < plugins.n; i++) {
         kiln_metrics_declare_plugin(plugins.v[i].p->name);
         kiln_metrics_plugin_info(plugins.v[i].p->name, plugins.v[i].toolchain, plugins.v[i].unavailable == NULL);
@@ -286,7 +315,7 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
     src->ops->destroy(src); /* Kafka: commit what is stored, leave the group */
     src = NULL;
-    rc = 0;
+    rc = drain.failed ? 70 : 0;
 out:
     kiln_plugins_unload(&plugins);
     if (backend != NULL)

@@ -170,6 +170,9 @@ static inline int kiln__run_undecided(const struct kiln_run *run)
 /* The one place run->state changes. A move the table in core/life.c has
  * no arrow for is logged as a bug (and made). */
 void kiln__run_move(struct kiln_run *run, enum run_state to);
+/* Moves the table refused so far (each also logged as a bug); the
+ * lifecycle tests (tests/unit/test_life.c) assert there are none. */
+extern unsigned kiln__run_bad_moves;
 const char *kiln__run_state_name(enum run_state st);
 /* Start the current step (the build, an input, a case or the job) in a
  * sandbox. */

@@ -267,10 +267,43 @@ static void kafka_gauges(struct kiln_source *src, FILE *out)
 static int kafka_ready(struct kiln_source *src, char *why, size_t len)
 {
     struct ksrc *s = (struct ksrc *)src;
+    if (s->failed) {
+        snprintf(why, len, "the producer failed: this worker can write no frames");
+        return 0;
+    }
     if (s->assigned_once)
         return 1;
     snprintf(why, len, "not yet a member of Kafka group %s", s->pub.cfg->group);
     return 0;
+}
+
+/* Every write taken and not yet reported: reported -EPIPE, from the loop. */
+static void fail_pending(struct ksrc *s, struct kop **list)
+{
+    while (*list) {
+        struct kop *op = *list;
+        *list = op->next;
+        op->status = -EPIPE;
+        snprintf(op->err, sizeof(op->err), "the queue failed: not written");
+        op->next = s->done;
+        s->done = op;
+    }
+}
+
+void kiln__kafka_fail(struct ksrc *s, const char *why)
+{
+    int first = !s->failed;
+    if (first)
+        kiln_error("kafka: %s; this worker can write no more frames", why);
+    s->failed = 1;
+    fail_pending(s, &s->tx_ops);
+    s->tx_tail = &s->tx_ops;
+    fail_pending(s, &s->held);
+    s->held_tail = &s->held;
+    fail_pending(s, &s->retry);
+    uv_timer_start(&s->defer, kiln__kafka_on_defer, 0, 0);
+    if (first && s->pub.on_fatal != NULL)
+        s->pub.on_fatal(s->pub.arg, why);
 }
 
 static void kafka_stop(struct kiln_source *src)
@@ -284,6 +317,8 @@ static void kafka_stop(struct kiln_source *src)
 static int kafka_idle(struct kiln_source *src)
 {
     struct ksrc *s = (struct ksrc *)src;
+    if (s->failed)
+        return 1; /* nothing it holds will ever be confirmed */
     return rd_kafka_outq_len(s->producer) == 0 && s->retry == NULL && s->done == NULL &&
            (!s->txn || (s->tx_ops == NULL && s->held == NULL && s->tx == TX_OPEN));
 }

@@ -69,6 +69,8 @@ struct ksrc {
     struct kdelivery *backlog, **backlog_tail;
     struct kop *retry, *done;          /* to produce again / to report */
     int closing;
+    int failed;                        /* the producer's fatal error: nothing more
+                                        * is written (kiln__kafka_fail) */
     int stopped;                       /* draining: no more deliveries */
     int assigned_once;                 /* the group answered: we are in */
     /* --kafka-transactions */
@@ -127,6 +129,13 @@ void kiln__kafka_retry(struct ksrc *s);
 /* The producer's delivery report (dr_msg_cb). */
 void kiln__kafka_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 void kiln__kafka_op_free(struct kop *op);
+/* The producer cannot go on (fenced, or an idempotence fatal error): write
+ * nothing more; report every write still pending -EPIPE (from the loop);
+ * tell the worker (on_fatal), once. Called again, it reports what became
+ * pending since. */
+void kiln__kafka_fail(struct ksrc *s, const char *why);
+/* Report the ops on s->done (the defer timer's callback). */
+void kiln__kafka_on_defer(uv_timer_t *t);
 
 /* ---- kafka_session.c -------------------------------------------------- */
 

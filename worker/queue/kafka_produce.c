@@ -39,7 +39,7 @@ rd_kafka_resp_err_t kiln__kafka_producev(struct ksrc *s, struct kop *op)
 }
 
 /* Report the ops finished outside a delivery report, from the loop. */
-static void on_defer(uv_timer_t *t)
+void kiln__kafka_on_defer(uv_timer_t *t)
 {
     struct ksrc *s = t->data;
     struct kop *done = s->done;
@@ -53,10 +53,29 @@ static void on_defer(uv_timer_t *t)
     }
 }
 
+/* The producer's fatal error (an idempotent producer's sequence broke):
+ * the source fails. */
+static void producer_failed(struct ksrc *s)
+{
+    char why[256] = "";
+    if (s->failed) {
+        kiln__kafka_fail(s, NULL); /* what became pending since */
+        return;
+    }
+    rd_kafka_fatal_error(s->producer, why, sizeof(why));
+    kiln__kafka_fail(s, why[0] ? why : "fatal producer error");
+}
+
 /* Produce `op` (taken); whatever happens, its callback runs later. */
 static void produce(struct ksrc *s, struct kop *op)
 {
     rd_kafka_resp_err_t err = kiln__kafka_producev(s, op);
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        op->next = s->retry; /* reported with the rest of what is pending */
+        s->retry = op;
+        producer_failed(s);
+        return;
+    }
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         op->next = s->retry; /* produced again from the tick */
         s->retry = op;
@@ -67,7 +86,7 @@ static void produce(struct ksrc *s, struct kop *op)
         snprintf(op->err, sizeof(op->err), "%s", rd_kafka_err2str(err));
         op->next = s->done;
         s->done = op;
-        uv_timer_start(&s->defer, on_defer, 0, 0);
+        uv_timer_start(&s->defer, kiln__kafka_on_defer, 0, 0);
     }
 }
 
@@ -103,7 +122,6 @@ void kiln__kafka_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *
 {
     struct ksrc *s = opaque;
     struct kop *op = m->_private;
-    (void)rk;
     if (s->txn) {
         /* may run on the pool thread inside commit_transaction(): touch
          * nothing shared; a failed message fails the commit, which aborts
@@ -111,6 +129,17 @@ void kiln__kafka_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *
         if (m->err)
             kiln_warn("kafka: frame to %s failed in a transaction: %s", op->topic,
                       rd_kafka_err2str(m->err));
+        return;
+    }
+    (void)rk;
+    if (m->err == RD_KAFKA_RESP_ERR__FATAL && !s->failed)
+        producer_failed(s);
+    if (s->failed) { /* not written, and never will be */
+        op->status = -EPIPE;
+        snprintf(op->err, sizeof(op->err), "the queue failed: not written");
+        op->next = s->done;
+        s->done = op;
+        uv_timer_start(&s->defer, kiln__kafka_on_defer, 0, 0);
         return;
     }
     if (m->err && !permanent(m->err) && !s->closing) {
@@ -135,6 +164,8 @@ int kiln__kafka_write(struct kiln_source *src, const char *dest, const char *key
                       kiln_write_cb cb, void *arg)
 {
     struct ksrc *s = (struct ksrc *)src;
+    if (s->failed)
+        return -EPIPE; /* on_fatal said so: nothing more is written */
     struct kop *op = calloc(1, sizeof(*op));
     if (op == NULL)
         return -ENOMEM;

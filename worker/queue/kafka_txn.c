@@ -1,7 +1,7 @@
 /*
  * --kafka-transactions: the producer is transactional and each exit frame
  * is committed together with the consumed offsets in one transaction (see
- * the README for exactly what that does and does not make exactly-once).
+ * docs/contract.md for exactly what that does and does not make exactly-once).
  *
  * One transaction is open at a time (TX_OPEN); frames written meanwhile go
  * into it. An exit frame finishes its job's offset and asks for a commit
@@ -10,7 +10,12 @@
  * (TX_INIT, TX_BUSY); frames written then are held for the next
  * transaction. Write callbacks run once the commit that holds their frame
  * has succeeded; an aborted transaction's frames go again into the next.
+ * A fatal error (another worker took this transactional.id and fenced this
+ * one) fails the source: nothing more is produced or committed, the worker is
+ * told (on_fatal) and stops its jobs unacknowledged; their offsets were
+ * never committed, so the group delivers them again.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "core/log.h"
@@ -74,9 +79,12 @@ void kiln__kafka_txn_write(struct ksrc *s, struct kop *op)
 static void tx_begin(struct ksrc *s)
 {
     rd_kafka_error_t *e = rd_kafka_begin_transaction(s->producer);
-    if (e != NULL) {
-        kiln_error("kafka: begin_transaction: %s; stopping", rd_kafka_error_string(e));
-        exit(70); /* fatal (fenced by another worker with our transactional.id) */
+    if (e != NULL) { /* fenced by another worker with our transactional.id */
+        char why[256];
+        snprintf(why, sizeof(why), "begin_transaction: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        kiln__kafka_fail(s, why);
+        return;
     }
     s->tx = TX_OPEN;
     struct kop *held = s->held;
@@ -128,12 +136,14 @@ static void tx_done(uv_work_t *w, int status)
         int abort_it = rd_kafka_error_txn_requires_abort(e), retry = rd_kafka_error_is_retriable(e);
         kiln_warn("kafka: transaction %s: %s", step == 0 ? "init" : step == 1 ? "commit" : "abort",
                   rd_kafka_error_string(e));
-        int fatal = rd_kafka_error_is_fatal(e);
-        rd_kafka_error_destroy(e);
-        if (fatal) {
-            kiln_error("kafka: fatal transactional error; stopping");
-            exit(70);
+        if (rd_kafka_error_is_fatal(e)) {
+            char why[256];
+            snprintf(why, sizeof(why), "fatal transactional error: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            kiln__kafka_fail(s, why);
+            return;
         }
+        rd_kafka_error_destroy(e);
         if (step == 1 && abort_it) {
             tx_run(s, 2);
         } else if (retry || step != 1) {

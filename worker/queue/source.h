@@ -36,6 +36,13 @@ struct kiln_delivery {
 
 /* A control message: cancel the job with this id (borrowed). */
 typedef void (*kiln_cancel_cb)(void *arg, const char *job_id);
+/* The source cannot go on (a Kafka producer fenced by another worker with
+ * its transactional.id): from now on write() returns -EPIPE, the callbacks
+ * of writes it took before are called with -EPIPE (never written), and
+ * idle() says 1. The worker stops its jobs without acknowledging them and
+ * exits; the queue delivers them again. `why` is borrowed for the call.
+ * Called at most once, from the loop. */
+typedef void (*kiln_fatal_cb)(void *arg, const char *why);
 
 /* Who holds a session (session_claim): this worker, now (NEW), another
  * (ELSEWHERE: `text` names it), nobody any more (LOST: `text` is why it
@@ -131,6 +138,7 @@ struct kiln_source {
     const struct kiln_config *cfg;
     kiln_delivery_cb on_delivery;
     kiln_cancel_cb on_cancel;   /* set by the worker; may be NULL */
+    kiln_fatal_cb on_fatal;     /* set by the worker; may be NULL */
     void *arg;
 };
 
