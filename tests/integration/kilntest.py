@@ -95,10 +95,38 @@ def wait_for(pred, timeout=10.0, what="condition", interval=0.02):
         time.sleep(interval)
 
 
+_held_ports = []
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a server a test starts, free until that server
+    binds it: taken below the kernel's ephemeral range (so no outgoing
+    connection is given it meanwhile) and held with a lock file for this
+    test process's life (so a test running beside it never picks it)."""
+    import fcntl
+    import random
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        eph_lo = int(f.read().split()[0])
+    lo, hi = 20000, max(20000 + 1000, eph_lo) - 1
+    locks = "/tmp/kiln-test-ports"
+    os.makedirs(locks, exist_ok=True)
+    for _ in range(1000):
+        port = random.randint(lo, hi)
+        fd = os.open(os.path.join(locks, str(port)), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                os.close(fd)
+                continue
+        _held_ports.append(fd)
+        return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 class Redis:
@@ -458,6 +486,11 @@ class KafkaCase(KilnCase):
         if raw is not None:
             p.produce("kiln.jobs", raw, key=key)
         p.flush(10)
+
+    def partitions(self, topic):
+        """The partition numbers of `topic`, from the broker's metadata."""
+        md = self.producer().list_topics(topic, timeout=10)
+        return sorted(md.topics[topic].partitions)
 
     def consume(self, topic, **conf):
         """Every message now in `topic`, read from the beginning by a fresh

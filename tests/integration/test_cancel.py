@@ -25,12 +25,14 @@ class Cancel(KilnCase):
         self.assertTrue(w.alive())
 
     def test_cancel_reaches_a_job_still_queued(self):
-        self.worker("c1", "--slots", "1")
+        w = self.worker("c1", "--slots", "1")
         blocker = self.job("sleep 1.5")
         queued = self.job("echo NOT-RUN")
         self.submit(blocker)
         self.submit(queued)
-        time.sleep(0.3)
+        # the one slot is taken: the second job waits in the stream
+        wait_for(lambda: ("job %s attempt 1: started" % blocker["id"]).encode() in w.text(), 10,
+                 "the blocker to start")
         self.r.xadd("kiln.control", {"cancel": queued["id"]})
         ex = self.wait_exit(queued["id"], timeout=15)[-1]
         self.assertEqual(ex["status"], "cancelled")

@@ -28,11 +28,11 @@ class NodeClient(KafkaCase):
 
         def killer():
             try:
-                wait_for(lambda: b"job %s attempt 1: started" % die.encode() in w1.text(), 240, interval=0.1)
+                # killed mid-run, once its first output is out
+                wait_for(lambda: any(f["kind"] == "stdout" for f in self.frames("kiln.reply." + die)), 240,
+                         interval=0.1)
             except AssertionError:
                 return
-            import time
-            time.sleep(1.0)
             w1.kill9()
             self.worker("w2", *ROOTFS, "--claim-idle-ms", "2000")
         t = threading.Thread(target=killer, daemon=True)

@@ -136,8 +136,9 @@ class OnRedis(KilnCase):
                 "time.sleep(4 if os.environ['KILN_ATTEMPT'] == '1' else 0)\nprint('done')\n")
 
         def killer():
-            wait_for(lambda: b"job %s attempt 1: started" % jid.encode() in self.w.text(), 20)
-            time.sleep(1.0)
+            # killed mid-run, once its first output is out
+            wait_for(lambda: any(f["kind"] == "stdout" for f in self.frames("kiln.reply." + jid)), 20,
+                     "the first attempt's output")
             self.w.kill9()
             self.worker("w2", *ROOTFS, "--claim-idle-ms", "2000")
         t = threading.Thread(target=killer)

@@ -41,6 +41,14 @@ def cgroup_dirs(pid):
     return [d for p in pats for d in glob.glob(p % pid)]
 
 
+def age(path):
+    """Seconds since `path` last changed (a path gone: long ago)."""
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return float("inf")
+
+
 class Containment(KilnCase):
     def state_dir(self):
         self.state = os.path.join(self.tmp, "state")
@@ -428,8 +436,9 @@ class Containment(KilnCase):
         self.assertTrue(os.path.exists(os.path.join(self.state, "proxy-%d" % pid)))
         self.assertTrue(os.path.ismount(os.path.join(self.state, "image-%d" % pid)))
         # its sandboxes die with it; what they leave goes when a worker starts
-        # (only directories untouched for a few seconds, to be safe)
-        time.sleep(5.5)
+        # (only directories untouched for 5 s, to be safe): wait until they are
+        wait_for(lambda: all(age(d) > 5.2 for d in cgroup_dirs(pid)), 20,
+                 "the dead worker's cgroups to be old enough to sweep")
         w2 = self.start("--pool", "0")
         wait_for(lambda: cgroup_dirs(pid) == [], 10, "the dead worker's cgroups to go")
         self.assertFalse(os.path.exists(os.path.join(self.state, "proxy-%d" % pid)))

@@ -258,7 +258,9 @@ class CpuLimitsUnderLoad(KilnCase):
         hogs = [self.job("while :; do :; done", limits={"timeout_ms": 60000}) for _ in range(3)]
         for h in hogs:
             self.submit(h)
-        time.sleep(1)
+        w = self.workers[-1]
+        wait_for(lambda: all(("job %s attempt 1: started" % h["id"]).encode() in w.text() for h in hogs),
+                 20, "the three hogs to run")
         busy = self.verdicts()
         self.assertEqual([c["verdict"] for c in busy], want, busy)
         for c in busy:

@@ -66,7 +66,8 @@ class RedisFaults(KilnCase):
         wait_for(lambda: any(f["kind"] == "stdout" for f in self.frames(job_id=j["id"])), 10,
                  "the job to start")
         self.redis.kill()
-        time.sleep(0.5)  # let the worker notice and the job go on without Redis
+        # the worker notices, and the job goes on without Redis
+        wait_for(lambda: b"down;" in w.text(), 10, "the worker to see Redis go")
         self.redis.start()
         fs = self.wait_exit(j["id"], timeout=30)
         self.assertEqual(fs[-1]["status"], "ok")
@@ -85,13 +86,22 @@ class RedisFaults(KilnCase):
         j = self.job("sleep 3; echo long")
         self.submit(j)
         wait_for(lambda: self.pending() == 1, 10, "worker A to take the job")
-        self.worker("wb", "--claim-idle-ms", "900", "--slots", "1")
+        sweeps = self.claim_sweeps()
+        wb = self.worker("wb", "--claim-idle-ms", "900", "--slots", "1")
         fs = self.wait_exit(j["id"], timeout=20)
         exits = [f for f in fs if f["kind"] == "exit"]
         self.assertEqual(len(exits), 1)
         self.assertEqual((exits[0]["worker"], exits[0]["attempt"]), ("wa", 1))
-        time.sleep(1.0)  # a stolen copy would end about now
+        # the workers looked for idle entries while it ran (else this test
+        # proves nothing), and B never took it: a copy B stole would have
+        # started then, as the entry only looked idle while A held it
+        self.assertGreater(self.claim_sweeps(), sweeps, "no XAUTOCLAIM sweep ran during the job")
+        self.assertNotIn(j["id"].encode(), wb.text())
         self.assertEqual(len([f for f in self.frames(job_id=j["id"]) if f["kind"] == "exit"]), 1)
+
+    def claim_sweeps(self):
+        stats = self.r.info("commandstats")
+        return stats.get("cmdstat_xautoclaim", {}).get("calls", 0)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ for i in range(2):  # two requests on one TLS connection
     def test_a_port_named_without_http_gets_no_cleartext(self):
         """A secret bound to host:port without http:// goes there over HTTPS
         only: a plain-HTTP request to that port (a TLS port, say, or the
-        README's :8443) carries the placeholder."""
+        docs/security.md's :8443) carries the placeholder."""
         code = ("import os, urllib.request\n"
                 "r = urllib.request.Request('http://PEER:9081/named', headers={'X': os.environ['K']})\n"
                 "print(urllib.request.urlopen(r, timeout=15).read().decode().strip())\n").replace("PEER", self.peer)
@@ -250,7 +250,7 @@ console.log(r.status, (await r.text()).trim());
                 "print(urllib.request.urlopen(r, timeout=15).read().decode().strip())\n").replace("PEER", self.peer)
         ex, out, err = self.run_job(code, plugin="python", secrets={"K": "API"})
         self.assertEqual((ex["status"], out.decode().strip()), ("ok", "seen"), err)
-        time.sleep(0.05)
+        # replaced by rename: a new inode, which the next job's stat sees
         self.write_secrets("rotated-VALUE-42")
         ex, out, err = self.run_job(code, plugin="python", secrets={"K": "API"})
         self.assertEqual((ex["status"], out.decode().strip()), ("ok", "seen"), err)

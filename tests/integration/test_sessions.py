@@ -120,7 +120,8 @@ class Sessions(SessionCase):
         self.assertEqual((m["kiln_sessions_open"], m['kiln_sessions_closed_total{reason="closed"}']), (0, 1))
         other = "s-" + uuid.uuid4().hex[:10]
         self.assertEqual(self.step("b = 2", sid=other, idle_ms=1000)[0]["status"], "ok")
-        time.sleep(2.5)
+        wait_for(lambda: self.metrics().get('kiln_sessions_closed_total{reason="idle"}') == 1, 15,
+                 "the idle session to end")
         ex = self.step("b", sid=other)[0]
         self.assertEqual(ex["status"], "session_lost")
         self.assertIn("idle", ex["reason"])
@@ -365,6 +366,8 @@ class Hostile(SessionCase):
             if f["kind"] == "file":
                 sent[f["path"]] = sent.get(f["path"], b"") + bytes(f["data"])
         self.assertEqual(len(sent), 200)
+        # a window, not a wait: a writer that outlived the cell would change
+        # the files in it
         time.sleep(0.5)
         ex, out, err, res = self.step("sorted((p, open('out/' + p).read()) for p in os.listdir('out'))")
         now = dict(eval(res[0]))
@@ -441,7 +444,7 @@ class Hostile(SessionCase):
                   "        pass\n"
                   "threading.Thread(target=spin, daemon=True).start()\n"
                   "t1 = time.process_time()")
-        time.sleep(3)
+        time.sleep(3)  # a window in which a thread left running would spin
         ex, out, err, res = self.step("time.process_time() - t1 < 1.0")
         self.assertEqual(res, ["True"], err)
 

@@ -81,8 +81,9 @@ class Signed(KilnCase):
 
     def test_keys_rotate_without_restart(self):
         self.assertEqual(self.outcome(self.signed("echo a"))["status"], "ok")
-        self.write_keys("k2 " + K2.hex())  # k1 retired, k2 introduced
-        time.sleep(0.05)
+        # k1 retired, k2 introduced; replaced by rename, so a new inode that
+        # the next job's stat sees
+        self.write_keys("k2 " + K2.hex())
         old = self.outcome(self.signed("echo old-key", kid="k1", key=K1))
         self.assertEqual(old["status"], "rejected")
         self.assertIn("unknown key id 'k1'", old["reason"])
