@@ -6,9 +6,10 @@
  * away after.
  *
  *   kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]
- *              [--proxy-dir DIR] [--job-cgroup N]
+ *              [--proxy-dir DIR] [--job-cgroup N] [--zygote-lib-fd N]
  *   /init                          (a microVM's, from its initramfs: vm.c)
- *   kiln-agent --adopt PID         (a sandbox forked by a zygote: zygote.c)
+ *   kiln-agent --adopt PID [--exec-status FD] [--adopt-failed WHY]
+ *                                  (a sandbox forked by a zygote: zygote.c)
  *
  * --jail builds the jail's root first (the worker cloned the namespaces),
  * from the runtime image open at --root-fd when given; --fd names the
@@ -349,7 +350,10 @@ int main(int argc, char **argv)
         else if (getpid() == 1 && strncmp(argv[i], "--", 2) != 0)
             continue; /* a microVM's init gets the kernel's leftover words */
         else {
-            fprintf(stderr, "usage: kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]\n");
+            fprintf(stderr, "usage: kiln-agent [--jail MOUNTPOINT [--root-fd N]] [--tmp-mb N] [--fd N]\n"
+                            "                  [--proxy-dir DIR] [--job-cgroup N] [--zygote-lib-fd N]\n"
+                            "       kiln-agent --adopt PID [--exec-status FD] [--adopt-failed WHY] ...\n"
+                            "  (started by kiln-worker, never by hand: see the comment atop agent/agent.c)\n");
             return 2;
         }
     }

@@ -3,8 +3,8 @@
 # Used by the README's quickstart and by CI (.ci/run). Safe to run again.
 set -eu
 
-# build
-PKGS="build-essential cmake pkg-config"
+# build; the man pages, made from the programs' own --help
+PKGS="build-essential cmake pkg-config help2man man-db"
 # libraries the worker, agent and client link (README: "Dependencies")
 PKGS="$PKGS libuv1-dev libhiredis-dev libmsgpack-dev librdkafka-dev libssl-dev"
 PKGS="$PKGS libseccomp-dev libjansson-dev libhttp-parser-dev zlib1g-dev"

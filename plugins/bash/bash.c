@@ -10,7 +10,7 @@
  * script's own to read and call, so no runner in bash could hold a token
  * the script cannot reach; a job for bash that asks expect_end is
  * rejected, and kiln eval says a bash pass cannot be proven to have run
- * its tests (README: What counts as a pass).
+ * its tests (docs/evaluation.md, What counts as a pass).
  */
 #include "../common/script.h"
 

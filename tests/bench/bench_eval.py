@@ -259,7 +259,7 @@ def main():
         print("shell `true` x %d: %.0f jobs/s (target >= %d: %s), worker CPU %.2f ms/job (target <= %.1f: %s)"
               % (a.true_jobs, true_rate, TARGET_TRUE_JOBS_S, "met" if true_rate >= TARGET_TRUE_JOBS_S else "MISSED",
                  true_cpu, TARGET_WORKER_MS, "met" if true_cpu <= TARGET_WORKER_MS else "MISSED"))
-    print("where a target is missed, the README (Measured here, Batch evaluation) has the profile of what is left")
+    print("where a target is missed, docs/benchmarks.md (Batch evaluation) has the profile of what is left")
     with open(os.path.join(out, "eval.json"), "w") as fh:
         json.dump({"rows": rows, "ratios": ratios, "concurrency": conc, "true_jobs_s": true_rate,
                    "worker_ms_per_job": true_cpu}, fh, indent=1)

@@ -206,7 +206,7 @@ def main():
         print("target: %s warm p50 <= %.0f ms: %.2f ms, %s" % (plugin, target, p50, "met" if p50 <= target else "MISSED"))
     x = got[("deno-eval", "warm")]["jobs_s"] / floor_of["deno-eval"]["jobs_s"]
     print("target: deno-eval warm jobs/s >= 1.5x a bare `deno eval` loop: %.2fx, %s" % (x, "met" if x >= 1.5 else "MISSED"))
-    print("where a target is missed, the README (Measured here, Batch evaluation) has the profile of what is left")
+    print("where a target is missed, docs/benchmarks.md (Batch evaluation) has the profile of what is left")
     with open(os.path.join(out, "bench.json"), "w") as fh:
         json.dump(rows, fh, indent=1)
     png = plot(rows, out)

@@ -88,6 +88,35 @@ class Files(unittest.TestCase):
             self.assertEqual(kv["KILN_ROOTFS"], kv["KILN_VM_IMAGE"])
         self.assertTrue(kv["KILN_ROOTFS_TREE"].endswith("/tree"))
 
+    def test_manual_pages_install_and_name_every_option(self):
+        # what `cmake --install` puts down, read with man as an operator would
+        import shutil
+        import subprocess
+        import tempfile
+        if shutil.which("help2man") is None or shutil.which("man") is None:
+            self.fail("help2man and man are needed (ops/install-deps.sh installs them)")
+        with tempfile.TemporaryDirectory() as prefix:
+            subprocess.run(["cmake", "--install", BUILD, "--prefix", prefix], check=True,
+                           capture_output=True, timeout=120)
+            env = dict(os.environ, MANPATH=os.path.join(prefix, "share", "man"), MANWIDTH="200",
+                       MAN_KEEP_FORMATTING="0")
+            pages = {}
+            for page in ("kiln-worker", "kiln"):
+                r = subprocess.run(["man", "-P", "cat", page], env=env, capture_output=True, text=True,
+                                   timeout=60)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                pages[page] = re.sub(r".\x08", "", r.stdout)
+            worker = os.path.join(BUILD, "bin", "kiln-worker")
+            flags = re.findall(r"^\s+(--[a-z0-9-]+)", subprocess.run(
+                [worker, "--help"], capture_output=True, text=True, check=True).stdout, re.M)
+            self.assertGreater(len(flags), 50)
+            missing = [f for f in flags if f not in pages["kiln-worker"]]
+            self.assertEqual(missing, [], "options --help has and the manual lacks")
+            for section in ("SIGNALS", "EXIT STATUS", "SEE ALSO"):
+                self.assertIn(section, pages["kiln-worker"])
+            for cmd in ("kiln submit", "kiln frames", "kiln eval", "kiln cancel", "kiln dev-broker"):
+                self.assertIn(cmd, pages["kiln"])
+
     def test_dashboard_queries_kiln_metrics(self):
         self.assertGreaterEqual(len(dashboard_metrics()), 10)
 

@@ -33,9 +33,11 @@ static void test_good_plugin_loads(void **state)
     char why[512];
     (void)state;
     assert_int_equal(kiln_plugins_load_file(&set, fake("fake_good"), why, sizeof(why)), 0);
-    const struct kiln_plugin *p = kiln_plugins_find(&set, "fake");
+    const struct kiln_loaded *l = kiln_plugins_lookup(&set, "fake");
+    assert_non_null(l);
+    const struct kiln_plugin *p = l->p;
     assert_non_null(p);
-    assert_null(kiln_plugins_find(&set, "other"));
+    assert_null(kiln_plugins_lookup(&set, "other"));
     kiln_plugins_unload(&set);
 }
 
@@ -100,7 +102,7 @@ static void test_load_dir(void **state)
     (void)state;
     int n = kiln_plugins_load_dir(&set, KILN_FAKE_PLUGINS);
     assert_int_equal(n, 1); /* fake_dup.so sorts first and wins; fake_good is a duplicate */
-    assert_non_null(kiln_plugins_find(&set, "fake"));
+    assert_non_null(kiln_plugins_lookup(&set, "fake"));
     kiln_plugins_unload(&set);
     assert_true(kiln_plugins_load_dir(&set, "/nonexistent-dir") < 0);
 }
@@ -113,8 +115,9 @@ static void test_shell_plan(void **state)
     char why[512];
     (void)state;
     assert_int_equal(kiln_plugins_load_file(&set, KILN_SHELL_PLUGIN, why, sizeof(why)), 0);
-    const struct kiln_plugin *p = kiln_plugins_find(&set, "shell");
-    assert_non_null(p);
+    const struct kiln_loaded *l = kiln_plugins_lookup(&set, "shell");
+    assert_non_null(l);
+    const struct kiln_plugin *p = l->p;
     const char *args[] = {"a b", "c"};
     struct kiln_job_view job = {.size = sizeof(job), .id = "j", .plugin = "shell",
                                 .code = "echo \"$@\"", .code_len = 9, .args = args, .nargs = 2};

@@ -1,4 +1,4 @@
-/* Signed jobs (worker/core/sign.c): a job signed as README's "Signed jobs"
+/* Signed jobs (worker/core/sign.c): a job signed as docs/security.md's "Signed jobs"
  * says is accepted; a tampered, expired, unknown-key, wrongly computed or
  * unsigned one is refused with its exact code and reason. The signer here
  * is written from the format alone (sign.h): it packs the canonical bytes
@@ -191,7 +191,7 @@ static void test_valid_signature(void **state)
     expect(&sb, 0, NULL);
 }
 
-/* The worker's canonical form is the one this test (and README's Python
+/* The worker's canonical form is the one this test (and docs/security.md's Python
  * signer) computes: sorted at every depth, without sig. */
 static void test_canonical_bytes(void **state)
 {

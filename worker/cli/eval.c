@@ -1,6 +1,6 @@
 /*
  * kiln eval --problems FILE --samples FILE [options]: run every sample as a
- * kiln job and report pass@k (README: "The kiln client").
+ * kiln job and report pass@k (docs/evaluation.md).
  *
  * Samples whose jobs have the same id (the same program under the same
  * limits: eval_load.c) share one job. Jobs go out in the samples' file
@@ -12,7 +12,7 @@
  * Frames are read at least once (schemas/frame.v1.md): a frame whose
  * (attempt, seq) was handled already is dropped, and once a newer attempt
  * of a job has shown up its older attempts' frames are stale. An exit frame
- * ends its job. README ("Retries and dead letters"): kiln retries its own
+ * ends its job. docs/operations.md ("Retries and dead letters"): kiln retries its own
  * failures inside the worker without writing an exit frame, and writes the
  * `internal` exit frame only after the last attempt; a later attempt exists
  * only if a worker died between writing an exit frame and acknowledging the
@@ -562,7 +562,7 @@ int kiln_eval(int argc, char **argv)
     for (size_t i = 0; i < set.nproblems; i++)
         if (set.problems[i].lang != NULL && !set.problems[i].lang->proves_end && set.problems[i].nsamples > 0) {
             fprintf(stderr, "kiln eval: %s: its plugin (%s) cannot prove a program ran to its end, so a "
-                    "pass there means only that it exited 0 (README: What counts as a pass)\n",
+                    "pass there means only that it exited 0 (docs/evaluation.md, What counts as a pass)\n",
                     set.problems[i].lang->code, set.problems[i].lang->plugin);
             break;
         }

@@ -13,7 +13,7 @@
  * "<code>/<name>", since the same name is used in every language.
  *
  * Pass: the program exits 0 (MultiPL-E's rule for every language), having
- * run to its end where the plugin can prove it (expect_end: README, What
+ * run to its end where the plugin can prove it (expect_end: docs/evaluation.md, What
  * counts as a pass); for Perl, also no "ERROR" in its output, as
  * MultiPL-E's evaluator reads it. What MultiPL-E reads from output
  * elsewhere, kiln's plugins turn into the exit status: a failed C#

@@ -7,6 +7,10 @@
  *                                         JSON lines
  *   kiln eval [options]                   run generated programs against
  *                                         problems, report pass@k (eval.c)
+ *   kiln cancel JOB-ID                    cancel a job through the control
+ *                                         stream or topic
+ *   kiln dev-broker [options]             an in-memory Kafka-protocol broker
+ *                                         for development (dev_broker.c)
  *
  * It speaks the wire contract (schemas/) and nothing else, so it is also an
  * example of a client.
@@ -587,6 +591,10 @@ int main(int argc, char **argv)
         printf("kiln %s\n", KILN_VERSION);
         return 0;
     }
-    usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+    if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    usage(stderr);
     return 2;
 }

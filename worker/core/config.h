@@ -49,10 +49,10 @@ struct kiln_config {
     int64_t max_sessions;               /* sessions kept open at once */
     int64_t session_idle_ms, max_session_idle_ms; /* an idle session's end */
     int64_t open_files;                 /* descriptors per process (RLIMIT_NOFILE) */
-    int64_t drain_timeout_ms;
+    int64_t drain_timeout_ms;           /* SIGTERM: how long running jobs may finish */
     int64_t max_attempts;               /* kiln's own failures are retried up to this */
     int64_t retry_backoff_ms;           /* first retry's delay; doubles, with jitter */
-    char *dead_letters;                 /* where jobs past max_attempts go */           /* SIGTERM: how long running jobs may finish */
+    char *dead_letters;                 /* where jobs past max_attempts go */
     char *net_private_ok;               /* CIDRs the egress proxy may reach though private */
     int require_signature;              /* run only jobs signed with a known key */
     char *keys_file;                    /* KEY-ID HEX-SECRET lines */

@@ -75,7 +75,7 @@ int kiln_plugins_load_file(struct kiln_plugins *set, const char *path,
         snprintf(why, whylen, "plugin '%s' has a build but no artifact path under /work", p->name);
         goto out;
     }
-    if (kiln_plugins_find(set, p->name) != NULL) {
+    if (kiln_plugins_lookup(set, p->name) != NULL) {
         snprintf(why, whylen, "a plugin named '%s' is already loaded", p->name);
         goto out;
     }
@@ -144,12 +144,6 @@ const struct kiln_loaded *kiln_plugins_lookup(const struct kiln_plugins *set, co
         if (strcmp(set->v[i].p->name, name) == 0)
             return &set->v[i];
     return NULL;
-}
-
-const struct kiln_plugin *kiln_plugins_find(const struct kiln_plugins *set, const char *name)
-{
-    const struct kiln_loaded *l = kiln_plugins_lookup(set, name);
-    return l != NULL ? l->p : NULL;
 }
 
 /* Whether `path` names a regular file inside the tree at `rootfd`,

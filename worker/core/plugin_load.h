@@ -39,8 +39,6 @@ void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root);
  * /etc/kiln-toolchains: "plugin package version" lines, written by
  * rootfs/build-image.sh); plugins it does not name keep NULL. */
 void kiln_plugins_read_toolchains(struct kiln_plugins *set, const char *root);
-/* The plugin called `name`, or NULL; borrowed from `set`. */
-const struct kiln_plugin *kiln_plugins_find(const struct kiln_plugins *set, const char *name);
 /* Names of the loaded plugins, comma-separated, into buf. */
 void kiln_plugins_names(const struct kiln_plugins *set, char *buf, size_t len);
 /* Call fini, dlclose, free. */

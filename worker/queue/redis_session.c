@@ -9,7 +9,7 @@
  *   <jobs>:session-salt        random, made by the first worker that needs
  *                              it; <h> is SHA-1 over it and the session id
  *
- * A session id is a capability (README: Sessions), so it is never a key's
+ * A session id is a capability (docs/sessions.md), so it is never a key's
  * name: a client allowed only to add jobs (ACL %W~<jobs>) can list key
  * names with SCAN, but cannot read the salt, so the names tell it no id
  * and let it test no guess.

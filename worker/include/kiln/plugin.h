@@ -284,7 +284,7 @@ struct kiln_plugin {
  * The agent looks after the program's processes are all gone: a run that
  * exited 0 without the proof ends `error` ("did not run to its end"). A job
  * asking expect_end of a plugin without this flag is rejected. The plugin's
- * README says what its runner holds against (exit calls, exit handlers,
+ * docs/languages.md says what its runner holds against (exit calls, exit handlers,
  * threads, reading its own source and /proc) and what it cannot.
  */
 #define KILN_PLUGIN_ENDS 2u
