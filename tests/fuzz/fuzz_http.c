@@ -1,4 +1,4 @@
-/* libFuzzer: the egress proxy's request rewriter (worker/sandbox/egress_http.c)
+/* libFuzzer: the egress proxy's request rewriter (worker/egress/egress_http.c)
  * fed what a hostile job could send, once whole and once cut where the
  * input's first bytes say. What goes on must not depend on how the bytes
  * were cut (a job controls that), and must never hold the bound secret's
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sandbox/egress_http.h"
+#include "egress/egress_http.h"
 
 #define PH "kiln-secret-00112233445566778899aabbccddeeff"
 #define VAL "VALUE!bound"

@@ -14,14 +14,14 @@ static void test_defaults(void **state)
     (void)state;
     unsetenv("KILN_JOBS");
     assert_int_equal(kiln_config_parse(&cfg, 1, argv), 0);
-    assert_string_equal(cfg.queue, "redis");
-    assert_string_equal(cfg.redis, "redis://127.0.0.1:6379");
-    assert_string_equal(cfg.jobs, "kiln.jobs");
+    assert_string_equal(cfg.q.queue, "redis");
+    assert_string_equal(cfg.q.redis, "redis://127.0.0.1:6379");
+    assert_string_equal(cfg.q.jobs, "kiln.jobs");
     assert_string_equal(cfg.results, "kiln.results");
-    assert_string_equal(cfg.group, "kiln");
-    assert_string_equal(cfg.backend, "auto");
+    assert_string_equal(cfg.q.group, "kiln");
+    assert_string_equal(cfg.sb.backend, "auto");
     assert_true(cfg.slots >= 1);
-    assert_non_null(cfg.consumer);
+    assert_non_null(cfg.q.consumer);
     kiln_config_free(&cfg);
 }
 
@@ -35,11 +35,11 @@ static void test_env_and_flag(void **state)
     setenv("KILN_RESULTS", "res-env", 1);
     setenv("KILN_CLAIM_IDLE_MS", "1234", 1);
     assert_int_equal(kiln_config_parse(&cfg, 7, argv), 0);
-    assert_string_equal(cfg.jobs, "from-flag");
+    assert_string_equal(cfg.q.jobs, "from-flag");
     assert_string_equal(cfg.results, "res-env");
-    assert_int_equal(cfg.claim_idle_ms, 1234);
-    assert_int_equal(cfg.nkafka_conf, 2);
-    assert_string_equal(cfg.kafka_conf[1], "b=2");
+    assert_int_equal(cfg.q.claim_idle_ms, 1234);
+    assert_int_equal(cfg.q.nkafka_conf, 2);
+    assert_string_equal(cfg.q.kafka_conf[1], "b=2");
     kiln_config_free(&cfg);
     unsetenv("KILN_JOBS");
     unsetenv("KILN_RESULTS");

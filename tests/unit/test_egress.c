@@ -6,7 +6,7 @@
 
 #include "test.h"
 
-#include "sandbox/egress.h"
+#include "egress/egress.h"
 
 static void test_patterns(void **state)
 {

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#include "sandbox/egress_http.h"
+#include "egress/egress_http.h"
 
 #define PH "kiln-secret-0123456789abcdef0123456789abcdef"
 

@@ -22,7 +22,7 @@
 #include <uv.h>
 
 #include "core/config.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/plugin_load.h"
 #include "core/pool.h"
 #include "core/run.h"
@@ -388,7 +388,7 @@ static int setup(void **state)
     assert_int_equal(uv_loop_init(&loop), 0);
     be.pub.ops = &be_ops;
     be.pub.loop = &loop;
-    be.pub.cfg = &cfg;
+    be.pub.cfg = &cfg.sb;
     be.pub.no_sessions = "the fake backend holds none";
     /* the pool, as the worker's: with --pool 0 it keeps no sandbox */
     assert_int_equal(kiln_pool_new(&loop, &cfg, &be.pub, &plugins, &w.pool), 0);
@@ -459,7 +459,7 @@ static void run_row(const struct row *r)
     memset(&w, 0, sizeof(w));
     src.pub.ops = &src_ops;
     src.pub.loop = &loop;
-    src.pub.cfg = &cfg;
+    src.pub.cfg = &cfg.q;
     uv_timer_init(&loop, &src.later);
     w.loop = &loop;
     w.cfg = &cfg;

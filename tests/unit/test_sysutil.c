@@ -1,5 +1,5 @@
 /*
- * The sandbox backends' small system helpers (sandbox/sysutil.h) and the
+ * The sandbox backends' small system helpers (base/sysutil.h) and the
  * jail's uid range allocator: exact results, exact error codes.
  */
 #include <errno.h>
@@ -20,7 +20,7 @@
 #include <cmocka.h>
 
 #include "sandbox/jail.h"
-#include "sandbox/sysutil.h"
+#include "base/sysutil.h"
 
 static char tmp[64];
 

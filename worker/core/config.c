@@ -28,35 +28,35 @@ static const struct opt {
     const char *help;
 } opts[] = {
 #define F(f) offsetof(struct kiln_config, f)
-    {"queue", OPT_STR, F(queue), "redis", "where jobs come from: redis | kafka"},
-    {"redis", OPT_STR, F(redis), "redis://127.0.0.1:6379", "redis://[[user]:password@]host[:port][/db]"},
-    {"brokers", OPT_STR, F(brokers), NULL, "Kafka bootstrap servers"},
-    {"kafka-conf", OPT_LIST, F(kafka_conf), NULL, "K=V passed to librdkafka, consumer and producer (repeatable: TLS, SASL, ...)"},
-    {"kafka-transactions", OPT_FLAG, F(kafka_transactions), NULL, "Kafka: commit each exit frame with its offsets in one transaction"},
-    {"jobs", OPT_STR, F(jobs), "kiln.jobs", "job stream / topic"},
+    {"queue", OPT_STR, F(q.queue), "redis", "where jobs come from: redis | kafka"},
+    {"redis", OPT_STR, F(q.redis), "redis://127.0.0.1:6379", "redis://[[user]:password@]host[:port][/db]"},
+    {"brokers", OPT_STR, F(q.brokers), NULL, "Kafka bootstrap servers"},
+    {"kafka-conf", OPT_LIST, F(q.kafka_conf), NULL, "K=V passed to librdkafka, consumer and producer (repeatable: TLS, SASL, ...)"},
+    {"kafka-transactions", OPT_FLAG, F(q.kafka_transactions), NULL, "Kafka: commit each exit frame with its offsets in one transaction"},
+    {"jobs", OPT_STR, F(q.jobs), "kiln.jobs", "job stream / topic"},
     {"results", OPT_STR, F(results), "kiln.results", "result stream / topic for jobs without reply_to"},
-    {"control", OPT_STR, F(control), "kiln.control", "control stream every worker reads: XADD it * cancel JOB-ID"},
-    {"group", OPT_STR, F(group), "kiln", "consumer group (Redis: created at id 0 if missing)"},
-    {"consumer", OPT_STR, F(consumer), NULL, "consumer name in the group; give each worker its own (default: hostname)"},
+    {"control", OPT_STR, F(q.control), "kiln.control", "control stream every worker reads: XADD it * cancel JOB-ID"},
+    {"group", OPT_STR, F(q.group), "kiln", "consumer group (Redis: created at id 0 if missing)"},
+    {"consumer", OPT_STR, F(q.consumer), NULL, "consumer name in the group; give each worker its own (default: hostname)"},
     {"slots", OPT_INT, F(slots), "0", "jobs running at once (default: number of CPUs)"},
     {"plugin-dir", OPT_STR, F(plugin_dir), NULL, "where *.so plugins are loaded from (default: " KILN_LIB_RELDIR "/plugins from kiln-worker's directory)"},
-    {"backend", OPT_STR, F(backend), "auto", "sandbox backend: auto | jail | qemu | firecracker (auto: firecracker, else qemu, when KVM runs guests here, else the jail; it logs which and why)"},
+    {"backend", OPT_STR, F(sb.backend), "auto", "sandbox backend: auto | jail | qemu | firecracker (auto: firecracker, else qemu, when KVM runs guests here, else the jail; it logs which and why)"},
     {"metrics-addr", OPT_STR, F(metrics_addr), NULL, "HOST:PORT for /metrics, /healthz, /readyz"},
-    {"rootfs", OPT_STR, F(rootfs), NULL, "runtime image, every sandbox's /: its squashfs (loop-mounted; no sandbox sees its host path) or its tree (bind-mounted: its host path shows in /proc/self/mountinfo) (rootfs/build-image.sh); default: the host's /usr"},
+    {"rootfs", OPT_STR, F(sb.rootfs), NULL, "runtime image, every sandbox's /: its squashfs (loop-mounted; no sandbox sees its host path) or its tree (bind-mounted: its host path shows in /proc/self/mountinfo) (rootfs/build-image.sh); default: the host's /usr"},
     {"rootfs-digest", OPT_STR, F(rootfs_digest), NULL, "the digest --rootfs must have; the worker refuses any other"},
     {"pool", OPT_INT, F(pool), "2", "warm sandboxes kept ready per runtime profile (0: none)"},
-    {"agent", OPT_STR, F(agent), NULL, "path of kiln-agent (default: beside kiln-worker)"},
-    {"zygote-lib", OPT_STR, F(zygote_lib), NULL, "jail: the zygote library (default: " KILN_LIB_RELDIR "/libkiln-zygote.so from kiln-worker's directory)"},
-    {"no-zygote", OPT_FLAG, F(no_zygote), NULL, "jail: start every sandbox afresh (python's interpreter too), not forked from a template"},
-    {"state-dir", OPT_STR, F(state_dir), "/run/kiln", "the worker's runtime directory"},
+    {"agent", OPT_STR, F(sb.agent), NULL, "path of kiln-agent (default: beside kiln-worker)"},
+    {"zygote-lib", OPT_STR, F(sb.zygote_lib), NULL, "jail: the zygote library (default: " KILN_LIB_RELDIR "/libkiln-zygote.so from kiln-worker's directory)"},
+    {"no-zygote", OPT_FLAG, F(sb.no_zygote), NULL, "jail: start every sandbox afresh (python's interpreter too), not forked from a template"},
+    {"state-dir", OPT_STR, F(sb.state_dir), "/run/kiln", "the worker's runtime directory"},
     {"timeout-ms", OPT_INT, F(timeout_ms), "30000", "wall-clock limit of a job that sets none"},
     {"max-timeout-ms", OPT_INT, F(max_timeout_ms), "600000", "largest timeout_ms a job may ask for"},
     {"output-bytes", OPT_INT, F(output_bytes), "16777216", "output cap of a job that sets none"},
     {"max-output-bytes", OPT_INT, F(max_output_bytes), "268435456", "largest output_bytes a job may ask for"},
-    {"memory-mb", OPT_INT, F(memory_mb), "512", "memory of a sandbox whose job sets none (cgroup)"},
-    {"max-memory-mb", OPT_INT, F(max_memory_mb), "8192", "largest memory_mb a job may ask for"},
-    {"pids", OPT_INT, F(pids), "256", "processes in a sandbox whose job sets none (cgroup)"},
-    {"max-pids", OPT_INT, F(max_pids), "4096", "largest pids a job may ask for"},
+    {"memory-mb", OPT_INT, F(sb.memory_mb), "512", "memory of a sandbox whose job sets none (cgroup)"},
+    {"max-memory-mb", OPT_INT, F(sb.max_memory_mb), "8192", "largest memory_mb a job may ask for"},
+    {"pids", OPT_INT, F(sb.pids), "256", "processes in a sandbox whose job sets none (cgroup)"},
+    {"max-pids", OPT_INT, F(sb.max_pids), "4096", "largest pids a job may ask for"},
     {"cpu-ms", OPT_INT, F(cpu_ms), "0", "CPU time of a job that sets none, all its processes together (0: none)"},
     {"max-cpu-ms", OPT_INT, F(max_cpu_ms), "600000", "largest cpu_ms a job may ask for"},
     {"build-timeout-ms", OPT_INT, F(build_timeout_ms), "30000", "wall-clock limit of a compiled job's build"},
@@ -80,22 +80,22 @@ static const struct opt {
     {"secrets-file", OPT_STR, F(secrets_file), NULL, "secrets jobs may use, 'NAME HOSTS VALUE' per line; re-read when it changes"},
     {"egress-ca", OPT_STR, F(egress_ca), NULL, "PEM file of more CAs the egress proxy trusts for HTTPS destinations"},
     {"max-job-bytes", OPT_INT, F(max_job_bytes), "8388608", "larger jobs are rejected"},
-    {"claim-idle-ms", OPT_INT, F(claim_idle_ms), "30000", "claim jobs idle this long at other consumers"},
-    {"block-ms", OPT_INT, F(block_ms), "2000", "how long one blocking queue read waits"},
-    {"tmp-mb", OPT_INT, F(tmp_mb), "256", "size of a sandbox's /tmp and of its /work"},
-    {"jail-uid-base", OPT_INT, F(jail_uid_base), "1000000", "first host uid of the sandboxes' ranges: sandbox k's root maps to N + k*65536, its job's uid 1000 to that + 1000 (4096 ranges: workers sharing a host need bases 2^28 apart)"},
-    {"vm-kernel", OPT_STR, F(vm_kernel), NULL, "microVMs: the guest kernel, an uncompressed vmlinux (rootfs/build-vm.sh)"},
-    {"vm-initrd", OPT_STR, F(vm_initrd), NULL, "microVMs: the initramfs with kiln-agent as /init"},
-    {"vm-image", OPT_STR, F(vm_image), NULL, "microVMs: the runtime image's squashfs, the guest's root"},
-    {"vm-accel", OPT_STR, F(vm_accel), "auto", "qemu: kvm | tcg | auto (kvm when /dev/kvm runs a VM here)"},
-    {"vm-append", OPT_STR, F(vm_append), "", "microVMs: more guest kernel arguments"},
-    {"vm-memory-mb", OPT_INT, F(vm_memory_mb), "768", "microVMs: guest RAM of a pooled VM (a job asking more gets its own)"},
-    {"vm-vcpus", OPT_INT, F(vm_vcpus), "1", "microVMs: vCPUs per VM"},
-    {"vm-cold", OPT_FLAG, F(vm_cold), NULL, "microVMs: boot every VM (no snapshot to restore from)"},
-    {"qemu", OPT_STR, F(qemu), "qemu-system-x86_64", "the QEMU binary (--backend qemu)"},
-    {"firecracker", OPT_STR, F(firecracker), "firecracker", "the Firecracker binary (--backend firecracker)"},
-    {"jailer", OPT_STR, F(jailer), NULL, "Firecracker's jailer: run each VM under it"},
-    {"hang-ms", OPT_INT, F(hang_ms), "15000", "a running sandbox that says nothing this long is hung: killed, job retried"},
+    {"claim-idle-ms", OPT_INT, F(q.claim_idle_ms), "30000", "claim jobs idle this long at other consumers"},
+    {"block-ms", OPT_INT, F(q.block_ms), "2000", "how long one blocking queue read waits"},
+    {"tmp-mb", OPT_INT, F(sb.tmp_mb), "256", "size of a sandbox's /tmp and of its /work"},
+    {"jail-uid-base", OPT_INT, F(sb.jail_uid_base), "1000000", "first host uid of the sandboxes' ranges: sandbox k's root maps to N + k*65536, its job's uid 1000 to that + 1000 (4096 ranges: workers sharing a host need bases 2^28 apart)"},
+    {"vm-kernel", OPT_STR, F(sb.vm_kernel), NULL, "microVMs: the guest kernel, an uncompressed vmlinux (rootfs/build-vm.sh)"},
+    {"vm-initrd", OPT_STR, F(sb.vm_initrd), NULL, "microVMs: the initramfs with kiln-agent as /init"},
+    {"vm-image", OPT_STR, F(sb.vm_image), NULL, "microVMs: the runtime image's squashfs, the guest's root"},
+    {"vm-accel", OPT_STR, F(sb.vm_accel), "auto", "qemu: kvm | tcg | auto (kvm when /dev/kvm runs a VM here)"},
+    {"vm-append", OPT_STR, F(sb.vm_append), "", "microVMs: more guest kernel arguments"},
+    {"vm-memory-mb", OPT_INT, F(sb.vm_memory_mb), "768", "microVMs: guest RAM of a pooled VM (a job asking more gets its own)"},
+    {"vm-vcpus", OPT_INT, F(sb.vm_vcpus), "1", "microVMs: vCPUs per VM"},
+    {"vm-cold", OPT_FLAG, F(sb.vm_cold), NULL, "microVMs: boot every VM (no snapshot to restore from)"},
+    {"qemu", OPT_STR, F(sb.qemu), "qemu-system-x86_64", "the QEMU binary (--backend qemu)"},
+    {"firecracker", OPT_STR, F(sb.firecracker), "firecracker", "the Firecracker binary (--backend firecracker)"},
+    {"jailer", OPT_STR, F(sb.jailer), NULL, "Firecracker's jailer: run each VM under it"},
+    {"hang-ms", OPT_INT, F(sb.hang_ms), "15000", "a running sandbox that says nothing this long is hung: killed, job retried"},
     {"log-level", OPT_STR, F(log_level), "info", "debug | info | warn | error"},
     {"log-format", OPT_STR, F(log_format), "json", "json (one object per line) | text"},
     {"list-plugins", OPT_FLAG, F(list_plugins), NULL, "load the plugins, list them and exit"},
@@ -141,7 +141,7 @@ static int set(struct kiln_config *cfg, const struct opt *o, const char *val, co
         return 0;
     case OPT_LIST: {
         char ***list = field;
-        size_t *n = &cfg->nkafka_conf; /* the only list */
+        size_t *n = &cfg->q.nkafka_conf; /* the only list */
         char **p = realloc(*list, (*n + 2) * sizeof(char *));
         if (p == NULL)
             return -ENOMEM;
@@ -162,8 +162,8 @@ static int check(struct kiln_config *cfg)
     static const char *levels[] = {"debug", "info", "warn", "error", NULL};
     static const char *formats[] = {"json", "text", NULL};
     struct { const char *name, *val, **allowed; } enums[] = {
-        {"queue", cfg->queue, queues},
-        {"backend", cfg->backend, backends},
+        {"queue", cfg->q.queue, queues},
+        {"backend", cfg->sb.backend, backends},
         {"log-level", cfg->log_level, levels},
         {"log-format", cfg->log_format, formats},
     };
@@ -181,7 +181,7 @@ static int check(struct kiln_config *cfg)
         return -EINVAL;
     }
     if (cfg->build_timeout_ms < 1 || cfg->build_timeout_ms > cfg->max_timeout_ms ||
-        cfg->build_memory_mb < 1 || cfg->build_memory_mb > cfg->max_memory_mb || cfg->build_cpu_ms < 0) {
+        cfg->build_memory_mb < 1 || cfg->build_memory_mb > cfg->sb.max_memory_mb || cfg->build_cpu_ms < 0) {
         fprintf(stderr, "kiln-worker: --build-timeout-ms and --build-memory-mb must be between 1 and their "
                         "--max-*, --build-cpu-ms at least 0\n");
         return -EINVAL;
@@ -194,11 +194,11 @@ static int check(struct kiln_config *cfg)
         fprintf(stderr, "kiln-worker: --require-signature needs --keys-file\n");
         return -EINVAL;
     }
-    if (cfg->rootfs != NULL && cfg->rootfs_digest == NULL) {
+    if (cfg->sb.rootfs != NULL && cfg->rootfs_digest == NULL) {
         fprintf(stderr, "kiln-worker: --rootfs needs --rootfs-digest: the worker runs only an image it expects\n");
         return -EINVAL;
     }
-    if (cfg->claim_idle_ms < 100 || cfg->block_ms < 10) {
+    if (cfg->q.claim_idle_ms < 100 || cfg->q.block_ms < 10) {
         fprintf(stderr, "kiln-worker: --claim-idle-ms must be >= 100 and --block-ms >= 10\n");
         return -EINVAL;
     }
@@ -225,25 +225,25 @@ static int fill_defaults(struct kiln_config *cfg)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->slots = n > 0 ? n : 1;
     }
-    if (cfg->consumer == NULL) {
+    if (cfg->q.consumer == NULL) {
         if (gethostname(host, sizeof(host)) != 0)
             strcpy(host, "kiln");
         host[sizeof(host) - 1] = '\0';
-        if ((cfg->consumer = strdup(host)) == NULL)
+        if ((cfg->q.consumer = strdup(host)) == NULL)
             return -ENOMEM;
     }
-    if (cfg->plugin_dir == NULL || cfg->agent == NULL || cfg->zygote_lib == NULL) {
+    if (cfg->plugin_dir == NULL || cfg->sb.agent == NULL || cfg->sb.zygote_lib == NULL) {
         if ((dir = kiln_exe_dir()) == NULL)
             return -ENOMEM;
         size_t n = strlen(dir) + sizeof(KILN_LIB_RELDIR) + 32;
         if (cfg->plugin_dir == NULL && (cfg->plugin_dir = malloc(n)) != NULL)
             snprintf(cfg->plugin_dir, n, "%s/" KILN_LIB_RELDIR "/plugins", dir);
-        if (cfg->agent == NULL && (cfg->agent = malloc(n)) != NULL)
-            snprintf(cfg->agent, n, "%s/kiln-agent", dir);
-        if (cfg->zygote_lib == NULL && (cfg->zygote_lib = malloc(n)) != NULL)
-            snprintf(cfg->zygote_lib, n, "%s/" KILN_LIB_RELDIR "/libkiln-zygote.so", dir);
+        if (cfg->sb.agent == NULL && (cfg->sb.agent = malloc(n)) != NULL)
+            snprintf(cfg->sb.agent, n, "%s/kiln-agent", dir);
+        if (cfg->sb.zygote_lib == NULL && (cfg->sb.zygote_lib = malloc(n)) != NULL)
+            snprintf(cfg->sb.zygote_lib, n, "%s/" KILN_LIB_RELDIR "/libkiln-zygote.so", dir);
         free(dir);
-        if (cfg->plugin_dir == NULL || cfg->agent == NULL || cfg->zygote_lib == NULL)
+        if (cfg->plugin_dir == NULL || cfg->sb.agent == NULL || cfg->sb.zygote_lib == NULL)
             return -ENOMEM;
     }
     return 0;
@@ -308,8 +308,8 @@ void kiln_config_free(struct kiln_config *cfg)
         if (opts[i].type == OPT_STR)
             free(*(char **)field);
     }
-    for (size_t i = 0; i < cfg->nkafka_conf; i++)
-        free(cfg->kafka_conf[i]);
-    free(cfg->kafka_conf);
+    for (size_t i = 0; i < cfg->q.nkafka_conf; i++)
+        free(cfg->q.kafka_conf[i]);
+    free(cfg->q.kafka_conf);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -5,43 +5,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "queue/options.h"
+#include "sandbox/options.h"
+
 struct kiln_config {
-    char *queue;          /* "redis" | "kafka" */
-    char *redis;
-    char *brokers;
-    char **kafka_conf;    /* "K=V", nkafka_conf of them */
-    size_t nkafka_conf;
-    char *jobs;
+    struct kiln_queue_opts q;     /* what the source reads */
+    struct kiln_sandbox_opts sb;  /* what the backends read */
     char *results;
-    char *control;        /* control stream: {cancel: id} */
-    char *group;
-    char *consumer;
     int64_t slots;
     char *plugin_dir;
-    char *backend;        /* auto | jail | qemu | firecracker */
     char *metrics_addr;
-    char *agent;          /* path of kiln-agent */
-    char *zygote_lib;     /* libkiln-zygote.so (agent/zygote.c) */
-    int no_zygote;        /* jail: no interpreter forked from a template */
-    char *state_dir;      /* where the jail's mount point lives */
     int64_t timeout_ms;       /* default per-job wall-clock limit */
     int64_t max_timeout_ms;   /* a job asking for more is rejected */
     int64_t output_bytes;     /* default cap on a job's stdout+stderr */
     int64_t max_output_bytes;
     int64_t max_job_bytes;    /* a larger job is rejected */
-    int64_t claim_idle_ms;    /* take over jobs idle this long at dead consumers */
-    int64_t block_ms;         /* how long one blocking read waits */
-    int64_t tmp_mb;           /* size of the jail's /tmp and /work each */
-    int64_t jail_uid_base;    /* host uid that the jail's root maps to */
     char *log_level;
     char *log_format;     /* json | text */
     int list_plugins;
-    int kafka_transactions;
-    char *rootfs;             /* the runtime image tree, or NULL: the host's /usr */
     char *rootfs_digest;      /* what its digest must be */
     int64_t pool;             /* warm sandboxes kept per profile */
-    int64_t memory_mb, max_memory_mb;   /* per sandbox (cgroup) */
-    int64_t pids, max_pids;             /* processes per sandbox (cgroup) */
     int64_t cpu_ms, max_cpu_ms;         /* CPU time, all of a job's processes; 0: none */
     int64_t build_timeout_ms, build_cpu_ms, build_memory_mb; /* a compiled job's build */
     int64_t file_bytes, max_file_bytes; /* largest file a job may write (RLIMIT_FSIZE) */
@@ -58,22 +41,6 @@ struct kiln_config {
     char *keys_file;                    /* KEY-ID HEX-SECRET lines */
     char *secrets_file;                 /* NAME HOSTS VALUE lines (core/secrets.h) */
     char *egress_ca;                    /* more CAs the proxy trusts for destinations */
-    /* not an option: the worker's egress CA certificate (PEM), set at start
-     * with --secrets-file, which sandboxes trust */
-    const char *egress_ca_pem;
-    /* microVM backends (qemu, firecracker) */
-    char *vm_kernel;                    /* uncompressed guest kernel (rootfs/build-vm.sh) */
-    char *vm_initrd;                    /* its initramfs: /init = kiln-agent */
-    char *vm_image;                     /* the runtime squashfs (rootfs/build-image.sh) */
-    char *vm_accel;                     /* auto | kvm | tcg (qemu) */
-    char *vm_append;                    /* more guest kernel arguments */
-    int64_t vm_memory_mb;               /* guest RAM of a pooled VM */
-    int64_t vm_vcpus;
-    int vm_cold;                        /* no snapshots: every VM boots */
-    char *qemu;                         /* qemu-system-x86_64 */
-    char *firecracker;                  /* the firecracker binary */
-    char *jailer;                       /* firecracker's jailer, or NULL */
-    int64_t hang_ms;                    /* a running sandbox silent this long is hung */
 };
 
 /*

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/config.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/session.h"
 #include "core/run.h"
 #include "core/link.h"
@@ -96,7 +96,7 @@ static void on_watch(uv_timer_t *t)
     uint64_t now = uv_now(w->loop);
     for (struct kiln_run *run = w->runs; run != NULL; run = run->next) {
         if ((run->state != RUN_STARTING && run->state != RUN_RUNNING) || run->link == NULL ||
-            run->stop != STOP_NONE || now - run->link->t_heard < (uint64_t)w->cfg->hang_ms)
+            run->stop != STOP_NONE || now - run->link->t_heard < (uint64_t)w->cfg->sb.hang_ms)
             continue;
         kiln_log_job(KILN_LOG_WARN, run->job->id, run->plugin->name, kiln__run_attempt(run),
                      "job %s: its sandbox said nothing for %llu ms: killing it", run->job->id,
@@ -107,7 +107,7 @@ static void on_watch(uv_timer_t *t)
 
 void kiln_worker_watch(struct kiln_worker *w)
 {
-    if (w->cfg->hang_ms <= 0)
+    if (w->cfg->sb.hang_ms <= 0)
         return;
     uv_timer_init(w->loop, &w->watch);
     w->watch.data = w;

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "core/config.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/run.h"
 #include "core/link.h"
 #include "core/verdict.h"

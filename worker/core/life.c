@@ -36,14 +36,14 @@
 
 #include "core/config.h"
 #include "core/link.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/metrics.h"
 #include "core/plugin_load.h"
 #include "core/run.h"
 #include "core/session.h"
 #include "core/sign.h"
 #include "queue/source.h"
-#include "sandbox/egress.h"
+#include "egress/egress.h"
 
 /* ---- the state ------------------------------------------------------------ */
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "wire/frame.h"
 
 /* Label values come from bounded sets (plugins, statuses, reason classes,

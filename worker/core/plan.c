@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "wire/proto.h"
 
 /* Account for `n` more bytes; -E2BIG past the plan's cap. */

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "core/plan.h"
 
 /* The v1 struct ends at `fini`; anything smaller cannot be a v1 plugin. */

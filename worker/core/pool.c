@@ -7,7 +7,7 @@
 
 #include "sandbox/backend.h"
 #include "core/config.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/metrics.h"
 #include "core/plan.h"
 #include "core/plugin_load.h"
@@ -184,7 +184,7 @@ static void on_stats(uv_timer_t *t)
         /* one that never became ready (a VM stuck booting) holds its place
          * in the pool forever unless it goes: warm_gone replaces it */
         for (struct warm *w = p->list; w != NULL; w = w->next)
-            if (!w->ready && pool->cfg->hang_ms > 0 && now - w->s->t_spawn > (uint64_t)pool->cfg->hang_ms) {
+            if (!w->ready && pool->cfg->sb.hang_ms > 0 && now - w->s->t_spawn > (uint64_t)pool->cfg->sb.hang_ms) {
                 kiln_warn("pool %s: a sandbox not ready after %llu ms: killed", p->plugin->name,
                           (unsigned long long)(now - w->s->t_spawn));
                 kiln_link_kill(w->s);
@@ -311,7 +311,7 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                 kiln_plan_free(&p->warm);
                 kiln_plan_init(&p->warm, 1u << 20);
             } else if ((KILN_PLUGIN_FLAGS(plug) & KILN_PLUGIN_FORKS) &&
-                       backend->ops->zygote != NULL && !cfg->no_zygote) {
+                       backend->ops->zygote != NULL && !cfg->sb.no_zygote) {
                 /* its sandboxes may be forked from one started interpreter */
                 msgpack_sbuffer sb;
                 kiln_link_pack_start(&sb, "zygote", &p->warm);
@@ -331,7 +331,7 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
              * process execs the program each job names (proto.h) */
             struct kiln_plan exec;
             kiln_plan_init(&exec, 1u << 20);
-            if (backend->ops->zygote != NULL && !cfg->no_zygote &&
+            if (backend->ops->zygote != NULL && !cfg->sb.no_zygote &&
                 kiln_plan_arg(&exec, KILN_ZYGOTE_EXEC) == 0 && kiln_plan_base_env(&exec) == 0) {
                 msgpack_sbuffer sb;
                 kiln_link_pack_start(&sb, "zygote", &exec);

@@ -16,8 +16,8 @@ static int check_limits(const struct kiln_limits *l, const char *what, const str
     static const struct { const char *name; size_t job, max; } caps[] = {
         {"timeout_ms", offsetof(struct kiln_limits, timeout_ms), offsetof(struct kiln_config, max_timeout_ms)},
         {"output_bytes", offsetof(struct kiln_limits, output_bytes), offsetof(struct kiln_config, max_output_bytes)},
-        {"memory_mb", offsetof(struct kiln_limits, memory_mb), offsetof(struct kiln_config, max_memory_mb)},
-        {"pids", offsetof(struct kiln_limits, pids), offsetof(struct kiln_config, max_pids)},
+        {"memory_mb", offsetof(struct kiln_limits, memory_mb), offsetof(struct kiln_config, sb.max_memory_mb)},
+        {"pids", offsetof(struct kiln_limits, pids), offsetof(struct kiln_config, sb.max_pids)},
         {"cpu_ms", offsetof(struct kiln_limits, cpu_ms), offsetof(struct kiln_config, max_cpu_ms)},
         {"file_bytes", offsetof(struct kiln_limits, file_bytes), offsetof(struct kiln_config, max_file_bytes)},
         {"collect_bytes", offsetof(struct kiln_limits, collect_bytes), offsetof(struct kiln_config, max_collect_bytes)},

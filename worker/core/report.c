@@ -10,11 +10,11 @@
 #include <string.h>
 
 #include "core/config.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/run.h"
 #include "core/secrets.h"
 #include "queue/source.h"
-#include "sandbox/egress.h"
+#include "egress/egress.h"
 
 static void on_frame_written(void *arg, int status, const char *err)
 {
@@ -78,7 +78,7 @@ void kiln__run_exit_of(struct kiln_run *run, enum kiln_status status, const char
         snprintf(run->reason, sizeof(run->reason), "%s", reason);
     run->ex.reason = reason ? run->reason : NULL;
     run->ex.attempt = kiln__run_attempt(run);
-    run->ex.worker = run->w->cfg->consumer;
+    run->ex.worker = run->w->cfg->q.consumer;
 }
 
 void kiln__run_exit_complete(struct kiln_run *run)
@@ -124,7 +124,7 @@ void kiln__run_summary_of(struct kiln_run *run)
     e->cpu_ms = run->total.cpu_ms;
     e->max_rss_kb = run->total.max_rss_kb;
     e->attempt = kiln__run_attempt(run);
-    e->worker = run->w->cfg->consumer;
+    e->worker = run->w->cfg->q.consumer;
     e->meta = run->job->meta;
     e->meta_len = run->job->meta_len;
     e->run = -1;
@@ -147,7 +147,7 @@ int kiln__run_write_dead(struct kiln_run *run)
     msgpack_sbuffer sb;
     struct kiln_frame_info info = {"dead", 0, kiln__run_attempt(run), run->d};
     const struct kiln_config *cfg = run->w->cfg;
-    kiln_retry_pack_dead(&sb, run->job->id, kiln__run_attempt(run), &run->failures, cfg->consumer,
+    kiln_retry_pack_dead(&sb, run->job->id, kiln__run_attempt(run), &run->failures, cfg->q.consumer,
                          run->d->data, run->d->len);
     run->refs++;
     int r = run->w->src->ops->write(run->w->src, cfg->dead_letters, run->job->id, sb.data,

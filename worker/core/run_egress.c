@@ -9,11 +9,11 @@
 #include <string.h>
 
 #include "core/config.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/run.h"
 #include "core/secrets.h"
 #include "sandbox/backend.h"
-#include "sandbox/egress.h"
+#include "egress/egress.h"
 #include "wire/proto.h"
 
 /* The job's secrets, looked up in the file as it is now: a name the

@@ -13,7 +13,7 @@
 
 #include "core/config.h"
 #include "core/link.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/pool.h"
 #include "core/run.h"
 #include "core/session.h"
@@ -23,7 +23,7 @@
 int64_t kiln__run_memory_mb(const struct kiln_run *run)
 {
     int64_t session = kiln__session_memory_mb(run);
-    return session > 0 ? session : run->lim.memory_mb > 0 ? run->lim.memory_mb : run->w->cfg->memory_mb;
+    return session > 0 ? session : run->lim.memory_mb > 0 ? run->lim.memory_mb : run->w->cfg->sb.memory_mb;
 }
 
 /* ---- the job in its sandbox ------------------------------------------- */
@@ -87,7 +87,7 @@ void kiln__run_send(struct kiln_run *run)
     const struct kiln_config *cfg = run->w->cfg;
     struct kiln_sandbox *sb = run->link->sb;
     struct kiln_sandbox_limits sl = {kiln__run_memory_mb(run) << 20,
-                                     run->lim.pids > 0 ? run->lim.pids : cfg->pids};
+                                     run->lim.pids > 0 ? run->lim.pids : cfg->sb.pids};
     char err[256];
     /* a session's limits are its first job's, set once */
     int r = run->session_seq > 1 ? 0 : apply_limits(run, &sl);
@@ -117,7 +117,7 @@ void kiln__run_send(struct kiln_run *run)
         .cpu_ms = cpu_ms,
         .expect_end = job->expect_end && !run->building,
         .collect = run->building ? run->plugin->artifact : NULL,
-        .ca_pem = run->secrets != NULL && run->w->tls != NULL ? cfg->egress_ca_pem : NULL,
+        .ca_pem = run->secrets != NULL && run->w->tls != NULL ? cfg->sb.egress_ca_pem : NULL,
         /* a build collects only its artifact */
         .collect_globs = run->building ? NULL : (const char *const *)job->collect,
         .ncollect = run->building ? 0 : job->ncollect,
@@ -268,7 +268,7 @@ static void on_link_gone(struct kiln_run *run, const struct kiln_link_event *ev)
         } else if (run->stop == STOP_HANG) {
             snprintf(run->reason, sizeof(run->reason),
                      "the sandbox stopped answering for %lld ms (a hung VM?): killed",
-                     (long long)run->w->cfg->hang_ms);
+                     (long long)run->w->cfg->sb.hang_ms);
             kiln__run_finish(run, KILN_STATUS_INTERNAL, run->reason);
         } else if (run->stop != STOP_NONE) {
             kiln__run_finish(run, KILN_STATUS_KILLED, NULL); /* kiln__run_finish() names the cause */

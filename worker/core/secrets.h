@@ -19,10 +19,10 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "core/filestamp.h"
+#include "base/filestamp.h"
 
 #include "kiln/plugin.h"
-#include "sandbox/egress.h"
+#include "egress/egress.h"
 
 #define KILN_SECRETS_MAX 256
 #define KILN_SECRET_NAME_MAX 64 /* KILN_JOB_SECRET_NAME_MAX */

@@ -16,7 +16,7 @@
 
 #include "core/config.h"
 #include "core/link.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/metrics.h"
 #include "core/run.h"
 #include "queue/source.h"
@@ -248,7 +248,7 @@ void kiln__session_open_sandbox(struct kiln_session *s)
     struct kiln_worker *w = s->w;
     struct kiln_run *run = s->queue;
     char err[512];
-    struct kiln_spawn_opts needs = {run->lim.memory_mb > 0 ? run->lim.memory_mb : w->cfg->memory_mb, 0, 1};
+    struct kiln_spawn_opts needs = {run->lim.memory_mb > 0 ? run->lim.memory_mb : w->cfg->sb.memory_mb, 0, 1};
     s->memory_mb = needs.memory_mb;
     w->nsessions++;
     kiln_metrics_session_opened(s->plugin);

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "core/config.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/run.h"
 #include "queue/source.h"
 

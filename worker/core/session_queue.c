@@ -11,7 +11,7 @@
 
 #include "core/config.h"
 #include "core/link.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/metrics.h"
 #include "core/run.h"
 #include "queue/source.h"

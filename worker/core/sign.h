@@ -17,7 +17,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "core/filestamp.h"
+#include "base/filestamp.h"
 
 #define KILN_KEYS_MAX 64
 

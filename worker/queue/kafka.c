@@ -24,10 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "queue/options.h"
 #include "wire/proto.h"
-#include "core/log.h"
-#include "core/metrics.h"
+#include "base/log.h"
 #include "queue/kafka_internal.h"
 
 static void drain(struct ksrc *s);
@@ -70,7 +69,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     struct ksrc *s = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    kiln_metrics_rebalance();
+    if (s->pub.on_count != NULL)
+        s->pub.on_count(s->pub.arg, KILN_SOURCE_REBALANCED);
     s->assigned_once = 1;
     rd_kafka_error_t *e = NULL;
 
@@ -483,7 +483,7 @@ static const struct kiln_source_ops kafka_ops = {
 /* The consumer's settings, the control consumer's and the producer's.
  * `txid` and `ctl_group` hold the values built here; they must outlive the
  * lists. */
-static int client_confs(const struct kiln_config *cfg, struct kconf *cc, struct kconf *ctlc,
+static int client_confs(const struct kiln_queue_opts *cfg, struct kconf *cc, struct kconf *ctlc,
                         struct kconf *pc, char *txid, size_t txlen, char *ctl_group, size_t ctllen)
 {
     int r = 0;
@@ -513,7 +513,7 @@ static int client_confs(const struct kiln_config *cfg, struct kconf *cc, struct 
     return r < 0 ? -ENOSPC : 0;
 }
 
-int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_queue_opts *cfg,
                           kiln_delivery_cb cb, void *arg, struct kiln_source **out,
                           char *err, size_t errlen)
 {

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/config.h"
-#include "core/log.h"
+#include "queue/options.h"
+#include "base/log.h"
 #include "queue/kafka_internal.h"
 
 int kiln__kafka_conf_set(struct kconf *c, const char *key, const char *val)
@@ -57,7 +57,7 @@ static int conf_override(rd_kafka_conf_t *c, const char *kv, char *err, size_t e
 
 /* Our settings first, then every --kafka-conf K=V over them. A new conf
  * owned by the caller, or NULL with `err` set. */
-static rd_kafka_conf_t *make_conf(const struct kiln_config *cfg, const struct kconf *ours,
+static rd_kafka_conf_t *make_conf(const struct kiln_queue_opts *cfg, const struct kconf *ours,
                                   char *err, size_t errlen)
 {
     rd_kafka_conf_t *c = rd_kafka_conf_new();

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "queue/kafka_internal.h"
 
 void kiln__kafka_op_free(struct kop *op)

@@ -19,8 +19,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/config.h"
-#include "core/log.h"
+#include "queue/options.h"
+#include "base/log.h"
 #include "queue/kafka_internal.h"
 #include "wire/job.h"
 #include "wire/proto.h"

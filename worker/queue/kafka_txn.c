@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "queue/kafka_internal.h"
 
 static void tx_run(struct ksrc *s, int step);

@@ -28,9 +28,8 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "core/config.h"
-#include "core/log.h"
-#include "core/metrics.h"
+#include "queue/options.h"
+#include "base/log.h"
 #include "queue/redis_internal.h"
 #include "queue/redis_uv.h"
 
@@ -74,8 +73,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     kiln_info("redis %s connection up (%s:%d)", c->name, s->url.host, s->url.port);
-    if (c->ever_up)
-        kiln_metrics_reconnect("redis");
+    if (c->ever_up && s->pub.on_count != NULL)
+        s->pub.on_count(s->pub.arg, KILN_SOURCE_RECONNECTED);
     c->ever_up = 1;
     c->up = 1;
     c->backoff = 0;
@@ -484,7 +483,7 @@ static const struct kiln_source_ops redis_ops = {
     .session_renew = kiln__redis_session_renew,
 };
 
-int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_queue_opts *cfg,
                           kiln_delivery_cb cb, void *arg, struct kiln_source **out,
                           char *err, size_t errlen)
 {

@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/config.h"
-#include "core/log.h"
+#include "queue/options.h"
+#include "base/log.h"
 #include "queue/redis_internal.h"
 
 
@@ -116,7 +116,7 @@ static void on_pending_count(redisAsyncContext *ac, void *r, void *priv)
 /* Entries this worker did not get fresh: learn their delivery count first. */
 static void deliver_again(struct rsrc *s, struct rdelivery *d)
 {
-    const struct kiln_config *cfg = s->pub.cfg;
+    const struct kiln_queue_opts *cfg = s->pub.cfg;
     if (redisAsyncCommand(s->fetch.ac, on_pending_count, d, "XPENDING %s %s %s %s 1",
                           d->stream, cfg->group, d->id, d->id) != REDIS_OK)
         s->pub.on_delivery(s->pub.arg, &d->pub);
@@ -235,7 +235,7 @@ static void on_claim(redisAsyncContext *ac, void *r, void *priv)
 
 void kiln__redis_fetch_next(struct rsrc *s)
 {
-    const struct kiln_config *cfg = s->pub.cfg;
+    const struct kiln_queue_opts *cfg = s->pub.cfg;
     char count[16], idle[24], block[24];
     redisAsyncContext *ac = s->fetch.ac;
     int r;

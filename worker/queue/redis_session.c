@@ -33,8 +33,8 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "core/config.h"
-#include "core/log.h"
+#include "queue/options.h"
+#include "base/log.h"
 #include "queue/redis_internal.h"
 
 #define LEASE_MS 20000       /* an owner key lives this long unrenewed */

@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <uv.h>
 
-struct kiln_config;
+struct kiln_queue_opts;
 struct kiln_source;
 
 /* One job as it came off the queue. Owned by the source; valid until the
@@ -53,6 +53,13 @@ typedef void (*kiln_claim_cb)(void *arg, int verdict, const char *text);
 /* A session this worker held and may hold no more (session_renew): `why`
  * a core/session.c label (static). */
 typedef void (*kiln_lost_cb)(void *arg, const char *id, const char *why);
+
+/* Something a source counts for the worker's metrics (on_count). */
+enum kiln_source_count {
+    KILN_SOURCE_RECONNECTED,  /* a connection came back after it was lost */
+    KILN_SOURCE_REBALANCED,   /* the consumer group moved partitions */
+};
+typedef void (*kiln_count_cb)(void *arg, enum kiln_source_count what);
 
 /* The worker's half: called by the source for each delivery. */
 typedef void (*kiln_delivery_cb)(void *arg, struct kiln_delivery *d);
@@ -135,10 +142,11 @@ struct kiln_source_ops {
 struct kiln_source {
     const struct kiln_source_ops *ops;
     uv_loop_t *loop;
-    const struct kiln_config *cfg;
+    const struct kiln_queue_opts *cfg;
     kiln_delivery_cb on_delivery;
     kiln_cancel_cb on_cancel;   /* set by the worker; may be NULL */
     kiln_fatal_cb on_fatal;     /* set by the worker; may be NULL */
+    kiln_count_cb on_count;     /* set by the worker; may be NULL */
     void *arg;
 };
 
@@ -147,11 +155,11 @@ struct kiln_source {
  * untouched). */
 
 /* A new Redis Streams source (--redis URL). */
-int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_source_redis_new(uv_loop_t *loop, const struct kiln_queue_opts *cfg,
                           kiln_delivery_cb cb, void *arg, struct kiln_source **out,
                           char *err, size_t errlen);
 /* A new Kafka source (consumer group + idempotent producer). */
-int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_source_kafka_new(uv_loop_t *loop, const struct kiln_queue_opts *cfg,
                           kiln_delivery_cb cb, void *arg, struct kiln_source **out,
                           char *err, size_t errlen);
 

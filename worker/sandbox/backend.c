@@ -8,11 +8,11 @@
 #include <string.h>
 
 #include "sandbox/backend.h"
-#include "core/config.h"
-#include "core/log.h"
+#include "sandbox/options.h"
+#include "base/log.h"
 #include "sandbox/vmm.h"
 
-int kiln_backend_open(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_backend_open(uv_loop_t *loop, const struct kiln_sandbox_opts *cfg,
                       struct kiln_backend **out, char *err, size_t errlen)
 {
     if (strcmp(cfg->backend, "jail") == 0)

@@ -12,7 +12,7 @@
 #include <sys/resource.h>
 #include <uv.h>
 
-struct kiln_config;
+struct kiln_sandbox_opts;
 struct kiln_backend;
 struct kiln_sandbox;
 
@@ -94,7 +94,7 @@ struct kiln_backend_ops {
 struct kiln_backend {
     const struct kiln_backend_ops *ops;
     uv_loop_t *loop;
-    const struct kiln_config *cfg;
+    const struct kiln_sandbox_opts *cfg;
     /* NULL when the backend can hold sessions (a job's `session`: a
      * sandbox whose job it can freeze between jobs); else why it cannot,
      * and session jobs are rejected with that reason */
@@ -103,15 +103,15 @@ struct kiln_backend {
 
 /* Open the backend named by cfg->backend ("auto" picks the best one here),
  * owned by the caller (ops->destroy). Logs which and why. */
-int kiln_backend_open(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_backend_open(uv_loop_t *loop, const struct kiln_sandbox_opts *cfg,
                       struct kiln_backend **out, char *err, size_t errlen);
 
-int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_sandbox_opts *cfg,
                           struct kiln_backend **out, char *err, size_t errlen);
-int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_sandbox_opts *cfg,
                                  struct kiln_backend **out, char *err, size_t errlen);
 
-int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_sandbox_opts *cfg,
                           struct kiln_backend **out, char *err, size_t errlen);
 
 #endif

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sandbox/sysutil.h"
+#include "base/sysutil.h"
 
 static int64_t get_num(const char *dir, const char *file, const char *key)
 {

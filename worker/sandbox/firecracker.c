@@ -33,11 +33,11 @@
 #include <unistd.h>
 
 #include "sandbox/backend.h"
-#include "core/config.h"
+#include "sandbox/options.h"
 #include "sandbox/fc_api.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "wire/proto.h"
-#include "sandbox/sysutil.h"
+#include "base/sysutil.h"
 #include "sandbox/vmm.h"
 
 #define AGENT_PORT 1024
@@ -162,7 +162,7 @@ static int vsock_connect(const char *uds, int64_t deadline, char *err, size_t er
     return -ETIMEDOUT;
 }
 
-static void boot_args(const struct kiln_config *cfg, char *buf, size_t len)
+static void boot_args(const struct kiln_sandbox_opts *cfg, char *buf, size_t len)
 {
     snprintf(buf, len, "console=ttyS0 reboot=k panic=-1 pci=off quiet cryptomgr.notests "
                        "mitigations=off nokaslr kiln.chan=vsock:%d kiln.tmp_mb=%lld %s",
@@ -170,7 +170,7 @@ static void boot_args(const struct kiln_config *cfg, char *buf, size_t len)
 }
 
 /* The VMM process: firecracker itself, or the jailer around it. */
-static void vmm_argv(const struct kiln_config *cfg, struct kiln_argv *a, const char *dir, unsigned id)
+static void vmm_argv(const struct kiln_sandbox_opts *cfg, struct kiln_argv *a, const char *dir, unsigned id)
 {
     if (cfg->jailer != NULL) {
         kiln_argv_add(a, "%s", cfg->jailer);
@@ -202,7 +202,7 @@ static void vmm_argv(const struct kiln_config *cfg, struct kiln_argv *a, const c
 static int setup_vm(struct fc *f, const char *root, int jailed, int restore, int64_t ram_mb,
                     char *err, size_t errlen)
 {
-    const struct kiln_config *cfg = f->pub.cfg;
+    const struct kiln_sandbox_opts *cfg = f->pub.cfg;
     char api_sock[700], uds[700], args[1024], snap[600], mem[600];
     snprintf(api_sock, sizeof(api_sock), "%s/api.sock", root);
     snprintf(uds, sizeof(uds), "%s/v.sock", root);
@@ -270,7 +270,7 @@ static int setup_vm(struct fc *f, const char *root, int jailed, int restore, int
 static int snap_make(struct kiln_backend *b, char *err, size_t errlen)
 {
     struct fc *f = (struct fc *)b;
-    const struct kiln_config *cfg = f->pub.cfg;
+    const struct kiln_sandbox_opts *cfg = f->pub.cfg;
     char tdir[600], log[700], api_sock[700];
     struct kiln_argv a = {0};
     snprintf(tdir, sizeof(tdir), "%s/template", f->dir);
@@ -364,7 +364,7 @@ static int fc_spawn(struct kiln_backend *b, const char *profile, const struct ki
                     struct kiln_sandbox **out, char *err, size_t errlen)
 {
     struct fc *f = (struct fc *)b;
-    const struct kiln_config *cfg = b->cfg;
+    const struct kiln_sandbox_opts *cfg = b->cfg;
     struct kiln_argv a = {0};
     int r;
     (void)profile;
@@ -427,7 +427,7 @@ static const struct kiln_backend_ops fc_ops = {
     .agent_limits = 1,
 };
 
-int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_backend_firecracker_new(uv_loop_t *loop, const struct kiln_sandbox_opts *cfg,
                                  struct kiln_backend **out, char *err, size_t errlen)
 {
     int r;

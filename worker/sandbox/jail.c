@@ -17,10 +17,10 @@
 #include <unistd.h>
 
 #include "sandbox/jail.h"
-#include "core/config.h"
-#include "core/log.h"
+#include "sandbox/options.h"
+#include "base/log.h"
 #include "wire/proto.h"
-#include "sandbox/sysutil.h"
+#include "base/sysutil.h"
 #include "sandbox/zygote.h"
 
 static void jail_stats(struct kiln_sandbox *pub, int64_t *peak_kb, int64_t *oom_kills)
@@ -177,7 +177,7 @@ static void agent_argv(struct kiln_jail *j)
 /* For HTTPS with secrets: the worker's CA, and the image's CA bundle with
  * it added, on the proxy tmpfs; each sandbox's proxy directory links them
  * (jail_clone.c) and its agent binds the bundle over the image's. */
-static int write_ca(struct kiln_jail *j, const struct kiln_config *cfg, char *err, size_t errlen)
+static int write_ca(struct kiln_jail *j, const struct kiln_sandbox_opts *cfg, char *err, size_t errlen)
 {
     char path[700];
     int r;
@@ -209,7 +209,7 @@ static int write_ca(struct kiln_jail *j, const struct kiln_config *cfg, char *er
     return r;
 }
 
-int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_sandbox_opts *cfg,
                           struct kiln_backend **out, char *err, size_t errlen)
 {
     struct kiln_jail *j = NULL;

@@ -31,9 +31,9 @@
 #include <unistd.h>
 
 #include "sandbox/jail.h"
-#include "core/config.h"
-#include "core/log.h"
-#include "sandbox/sysutil.h"
+#include "sandbox/options.h"
+#include "base/log.h"
+#include "base/sysutil.h"
 #include "sandbox/zygote.h"
 #include "wire/proto.h"
 
@@ -359,7 +359,7 @@ static void spawn_fds_close(struct kiln_jail *j)
 int kiln__jail_cgroup(struct kiln_jail *j, struct kiln_jail_sandbox *sb, int procs[KILN_CGROUP_FDS],
                       char *err, size_t errlen)
 {
-    const struct kiln_config *cfg = j->pub.cfg;
+    const struct kiln_sandbox_opts *cfg = j->pub.cfg;
     int r, n = 0;
     if (!j->cg_ok)
         return 0;

@@ -34,11 +34,11 @@
 #include <unistd.h>
 
 #include "sandbox/backend.h"
-#include "core/config.h"
-#include "core/log.h"
+#include "sandbox/options.h"
+#include "base/log.h"
 #include "wire/proto.h"
 #include "sandbox/vm_egress.h"
-#include "sandbox/sysutil.h"
+#include "base/sysutil.h"
 #include "sandbox/vmm.h"
 
 struct qemu {
@@ -57,7 +57,7 @@ enum vm_mode { VM_COLD, VM_TEMPLATE, VM_RESTORE };
 static void build_argv(struct qemu *q, struct kiln_argv *a, enum vm_mode mode, int net, int64_t ram_mb,
                        const char *dir)
 {
-    const struct kiln_config *cfg = q->pub.cfg;
+    const struct kiln_sandbox_opts *cfg = q->pub.cfg;
     kiln_argv_add(a, "%s", cfg->qemu);
     kiln_argv_add(a, "-M");
     kiln_argv_add(a, "microvm,rtc=on%s", mode == VM_COLD ? "" : ",memory-backend=ram");
@@ -300,7 +300,7 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct 
                       struct kiln_sandbox **out, char *err, size_t errlen)
 {
     struct qemu *q = (struct qemu *)b;
-    const struct kiln_config *cfg = b->cfg;
+    const struct kiln_sandbox_opts *cfg = b->cfg;
     int sv[2] = {-1, -1}, qm[2] = {-1, -1}, r;
     struct kiln_argv a = {0};
     (void)profile;
@@ -411,7 +411,7 @@ static const struct kiln_backend_ops qemu_ops = {
     .agent_limits = 1,
 };
 
-int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_config *cfg,
+int kiln_backend_qemu_new(uv_loop_t *loop, const struct kiln_sandbox_opts *cfg,
                           struct kiln_backend **out, char *err, size_t errlen)
 {
     int r;

@@ -9,7 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "wire/proto.h"
 
 /* What queued writes cost, counted with their bookkeeping, so a guest

@@ -19,11 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
-#include "core/log.h"
+#include "sandbox/options.h"
+#include "base/log.h"
 #include "wire/agent_msg.h"
 #include "wire/proto.h"
-#include "sandbox/sysutil.h"
+#include "base/sysutil.h"
 #include "sandbox/vm_egress.h"
 
 /* 1 when `dir`'s worker is gone: nobody holds the lock on its .lock (a
@@ -334,7 +334,7 @@ long kiln_tsc_khz(void)
     return (long)(mhz * 1000);
 }
 
-int64_t kiln_vm_ram_mb(const struct kiln_config *cfg, int64_t job_mb, int *own_size)
+int64_t kiln_vm_ram_mb(const struct kiln_sandbox_opts *cfg, int64_t job_mb, int *own_size)
 {
     *own_size = job_mb + KILN_VM_RESERVE_MB > cfg->vm_memory_mb;
     return *own_size ? job_mb + KILN_VM_RESERVE_MB : cfg->vm_memory_mb;
@@ -354,7 +354,7 @@ int kiln_vmm_installed(const char *bin)
     return system(cmd) == 0;
 }
 
-int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *err, size_t errlen)
+int kiln_vm_files_check(const struct kiln_sandbox_opts *cfg, const char *who, char *err, size_t errlen)
 {
     const char *need[][2] = {{"--vm-kernel", cfg->vm_kernel}, {"--vm-initrd", cfg->vm_initrd},
                              {"--vm-image", cfg->vm_image}};

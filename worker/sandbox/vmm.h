@@ -65,7 +65,7 @@ int kiln_snap_release(struct kiln_snap *s);
 /* The RAM (MiB) of a VM whose job may use `job_mb` (0: a pooled VM):
  * --vm-memory-mb, or more when the job needs it; *own_size then says the
  * VM cannot come from the pooled snapshot. */
-int64_t kiln_vm_ram_mb(const struct kiln_config *cfg, int64_t job_mb, int *own_size);
+int64_t kiln_vm_ram_mb(const struct kiln_sandbox_opts *cfg, int64_t job_mb, int *own_size);
 /* The limit op of the VM backends: the agent enforces the limits in the
  * guest; only a job larger than its VM is refused (-E2BIG). */
 int kiln_vmm_limit(struct kiln_sandbox *sb, const struct kiln_sandbox_limits *l);
@@ -81,7 +81,7 @@ int kiln_vmm_state_dir(const char *state_dir, const char *kind, char *dir, size_
                        size_t errlen);
 /* The guest kernel, initramfs and image the VM backends need are there;
  * `who` names the backend in the reason. */
-int kiln_vm_files_check(const struct kiln_config *cfg, const char *who, char *err, size_t errlen);
+int kiln_vm_files_check(const struct kiln_sandbox_opts *cfg, const char *who, char *err, size_t errlen);
 
 /* Queue the agent's "hello" (with the host's time) on its channel. */
 int kiln_vmm_hello(int fd);

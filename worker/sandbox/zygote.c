@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 #include "sandbox/zygote.h"
-#include "core/config.h"
-#include "core/log.h"
+#include "sandbox/options.h"
+#include "base/log.h"
 #include "wire/proto.h"
 
 /* A template jail whose interpreter forks sandboxes of one profile. */

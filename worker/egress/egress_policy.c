@@ -5,7 +5,7 @@
  * own addresses, special-purpose ranges unless the operator allows them).
  * Pure functions of their arguments and the host's interfaces.
  */
-#include "sandbox/egress.h"
+#include "egress/egress.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

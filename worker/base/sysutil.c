@@ -1,4 +1,4 @@
-#include "sandbox/sysutil.h"
+#include "base/sysutil.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -12,15 +12,15 @@
 #include "sandbox/backend.h"
 #include "core/session.h"
 #include "core/config.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/metrics.h"
 #include "core/plugin_load.h"
 #include "core/pool.h"
 #include "sandbox/rootfs.h"
-#include "sandbox/sysutil.h"
+#include "base/sysutil.h"
 #include "core/secrets.h"
 #include "core/sign.h"
-#include "sandbox/egress_tls.h"
+#include "egress/egress_tls.h"
 #include "core/worker.h"
 #include "queue/source.h"
 
@@ -130,6 +130,16 @@ static void on_signal(uv_signal_t *h, int signum)
     drain_start(w, (uint64_t)w->cfg->drain_timeout_ms);
 }
 
+/* What the source counts, into the metrics (kiln_count_cb). */
+static void on_source_count(void *arg, enum kiln_source_count what)
+{
+    struct kiln_worker *w = arg;
+    if (what == KILN_SOURCE_RECONNECTED)
+        kiln_metrics_reconnect(w->src->ops->name);
+    else
+        kiln_metrics_rebalance();
+}
+
 /* The source cannot go on (kiln_fatal_cb): nothing a job does from now on
  * can be reported, so every job stops now, unacknowledged, and the worker
  * exits 70 (EX_SOFTWARE; a supervisor restarts it); the queue
@@ -198,8 +208,8 @@ int main(int argc, char **argv)
     }
     if (cfg.list_plugins) {
         struct stat root_st; /* a tree's toolchains; a squashfs is not mounted to list */
-        if (cfg.rootfs != NULL && stat(cfg.rootfs, &root_st) == 0 && S_ISDIR(root_st.st_mode))
-            kiln_plugins_read_toolchains(&plugins, cfg.rootfs);
+        if (cfg.sb.rootfs != NULL && stat(cfg.sb.rootfs, &root_st) == 0 && S_ISDIR(root_st.st_mode))
+            kiln_plugins_read_toolchains(&plugins, cfg.sb.rootfs);
         for (size_t i = 0; i < plugins.n; i++)
             printf("%-12s %s%s%s%s\n", plugins.v[i].p->name,
                    plugins.v[i].p->description ? plugins.v[i].p->description : "",
@@ -210,29 +220,29 @@ int main(int argc, char **argv)
     }
 
     struct stat image_st;
-    if (cfg.rootfs != NULL && stat(cfg.rootfs, &image_st) == 0 && S_ISREG(image_st.st_mode)) {
+    if (cfg.sb.rootfs != NULL && stat(cfg.sb.rootfs, &image_st) == 0 && S_ISREG(image_st.st_mode)) {
         /* a squashfs image: mounted for the worker's life, then the tree */
-        snprintf(image_dir, sizeof(image_dir), "%s/image-%d", cfg.state_dir, (int)getpid());
-        if (kiln_mkdirs(cfg.state_dir) < 0 || kiln_rootfs_mount(cfg.rootfs, image_dir, err, sizeof(err)) < 0) {
+        snprintf(image_dir, sizeof(image_dir), "%s/image-%d", cfg.sb.state_dir, (int)getpid());
+        if (kiln_mkdirs(cfg.sb.state_dir) < 0 || kiln_rootfs_mount(cfg.sb.rootfs, image_dir, err, sizeof(err)) < 0) {
             kiln_error("rootfs: %s", err[0] ? err : "cannot create --state-dir");
             goto out;
         }
-        kiln_info("rootfs image %s mounted on %s", cfg.rootfs, image_dir);
-        image_file = cfg.rootfs;
-        cfg.rootfs = image_dir;
+        kiln_info("rootfs image %s mounted on %s", cfg.sb.rootfs, image_dir);
+        image_file = cfg.sb.rootfs;
+        cfg.sb.rootfs = image_dir;
     }
-    if (cfg.rootfs != NULL) {
+    if (cfg.sb.rootfs != NULL) {
         char hex[KILN_DIGEST_HEX];
-        if (kiln_rootfs_digest(cfg.rootfs, hex, err, sizeof(err)) < 0) {
+        if (kiln_rootfs_digest(cfg.sb.rootfs, hex, err, sizeof(err)) < 0) {
             kiln_error("rootfs: %s", err);
             goto out;
         }
         if (strcmp(hex, cfg.rootfs_digest) != 0) {
             kiln_error("rootfs %s has digest %s, not the expected %s: refusing to run it",
-                       cfg.rootfs, hex, cfg.rootfs_digest);
+                       cfg.sb.rootfs, hex, cfg.rootfs_digest);
             goto out;
         }
-        kiln_info("rootfs %s verified (%.16s...)", cfg.rootfs, hex);
+        kiln_info("rootfs %s verified (%.16s...)", cfg.sb.rootfs, hex);
     }
     if (cfg.keys_file != NULL) {
         if (kiln_keys_load(&keys, cfg.keys_file, err, sizeof(err)) < 0) {
@@ -251,20 +261,20 @@ int main(int argc, char **argv)
         }
         w.secrets = &secrets;
         w.tls = tls;
-        cfg.egress_ca_pem = kiln_tls_ca_pem(tls);
+        cfg.sb.egress_ca_pem = kiln_tls_ca_pem(tls);
         kiln_info("secrets file %s: %zu secret(s); HTTPS to their hosts goes through this worker's CA",
                   cfg.secrets_file, secrets.n);
     } else if (cfg.egress_ca != NULL) {
         kiln_warn("--egress-ca is used only with --secrets-file (HTTPS the proxy ends itself)");
     }
     uv_loop_t *loop = uv_default_loop();
-    if (kiln_backend_open(loop, &cfg, &backend, err, sizeof(err)) < 0) {
+    if (kiln_backend_open(loop, &cfg.sb, &backend, err, sizeof(err)) < 0) {
         kiln_error("backend: %s", err);
         goto out;
     }
     if (strcmp(backend->ops->name, "jail") == 0) /* a VM's image is its own */
-        kiln_plugins_check_programs(&plugins, cfg.rootfs);
-    kiln_plugins_read_toolchains(&plugins, cfg.rootfs);
+        kiln_plugins_check_programs(&plugins, cfg.sb.rootfs);
+    kiln_plugins_read_toolchains(&plugins, cfg.sb.rootfs);
     w.loop = loop;
     w.cfg = &cfg;
     w.backend = backend;
@@ -273,9 +283,9 @@ int main(int argc, char **argv)
         kiln_error("out of memory");
         goto out;
     }
-    r = strcmp(cfg.queue, "kafka") == 0
-        ? kiln_source_kafka_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err))
-        : kiln_source_redis_new(loop, &cfg, kiln_worker_on_delivery, &w, &src, err, sizeof(err));
+    r = strcmp(cfg.q.queue, "kafka") == 0
+        ? kiln_source_kafka_new(loop, &cfg.q, kiln_worker_on_delivery, &w, &src, err, sizeof(err))
+        : kiln_source_redis_new(loop, &cfg.q, kiln_worker_on_delivery, &w, &src, err, sizeof(err));
     if (r < 0) {
         kiln_error("source: %s", err);
         goto out;
@@ -283,11 +293,12 @@ int main(int argc, char **argv)
     w.src = src;
     src->on_cancel = kiln_worker_on_cancel;
     src->on_fatal = on_source_failed;
+    src->on_count = on_source_count;
     for (size_t i = 0; i < plugins.n; i++) {
         kiln_metrics_declare_plugin(plugins.v[i].p->name);
         kiln_metrics_plugin_info(plugins.v[i].p->name, plugins.v[i].toolchain, plugins.v[i].unavailable == NULL);
     }
-    kiln_metrics_declare_source(cfg.queue);
+    kiln_metrics_declare_source(cfg.q.queue);
     for (size_t i = 0; kiln_session_ending(i) != NULL; i++) /* why sessions end */
         kiln_metrics_declare_session_end(kiln_session_ending(i));
     static struct kiln_metrics_hooks hooks;
@@ -300,7 +311,7 @@ int main(int argc, char **argv)
         kiln_info("metrics on http://%s/metrics, /healthz, /readyz", cfg.metrics_addr);
     }
     kiln_info("kiln-worker %s: consumer %s in group %s on %s, %lld slot(s), backend %s",
-              KILN_VERSION, cfg.consumer, cfg.group, cfg.jobs, (long long)cfg.slots,
+              KILN_VERSION, cfg.q.consumer, cfg.q.group, cfg.q.jobs, (long long)cfg.slots,
               backend->ops->name);
     uv_signal_init(loop, &sigint);
     uv_signal_init(loop, &sigterm);
@@ -322,7 +333,7 @@ out:
         backend->ops->destroy(backend);
     if (image_file != NULL) {
         kiln_rootfs_unmount(image_dir);
-        cfg.rootfs = image_file;
+        cfg.sb.rootfs = image_file;
     }
     kiln_secrets_clear(&secrets);
     kiln_tls_free(tls); /* after the backend: the proxies borrow it */

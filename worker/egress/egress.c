@@ -8,7 +8,7 @@
  * HTTP always, and TLS terminated here (egress_tls.c) for a CONNECT to a
  * host a secret of the job is bound to.
  */
-#include "sandbox/egress_conn.h"
+#include "egress/egress_conn.h"
 
 #include <errno.h>
 #include <http_parser.h>
@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "base/log.h"
 
 /* ---- connections ------------------------------------------------------- */
 

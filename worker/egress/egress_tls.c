@@ -1,4 +1,4 @@
-#include "sandbox/egress_tls.h"
+#include "egress/egress_tls.h"
 
 #include <arpa/inet.h>
 #include <openssl/bn.h>

@@ -10,9 +10,9 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "sandbox/egress.h"
-#include "sandbox/egress_http.h"
-#include "sandbox/egress_tls.h"
+#include "egress/egress.h"
+#include "egress/egress_http.h"
+#include "egress/egress_tls.h"
 
 #define HEAD_MAX KILN_HTTP_HEAD_MAX
 #define QUEUE_MAX (4u << 20)

@@ -1,4 +1,4 @@
-#include "sandbox/egress_http.h"
+#include "egress/egress_http.h"
 
 #include <stdio.h>
 #include <stdlib.h>

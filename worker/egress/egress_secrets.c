@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
-#include "sandbox/egress_conn.h"
+#include "base/log.h"
+#include "egress/egress_conn.h"
 
 void kiln_egress_secret_clear(struct kiln_egress_secret *s)
 {
