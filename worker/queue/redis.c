@@ -361,7 +361,10 @@ static void on_tick(uv_timer_t *t)
         redisAsyncCommand(s->cmd.ac, on_depth, NULL, "XINFO GROUPS %s", s->pub.cfg->jobs);
     }
     if (n >= s->next_touch) {
-        s->next_touch = n + (uint64_t)s->pub.cfg->claim_idle_ms / 3;
+        /* a third of --claim-idle-ms from now, less half a tick, so the
+         * tick that comes then touches rather than the one after */
+        uint64_t third = (uint64_t)s->pub.cfg->claim_idle_ms / 3;
+        s->next_touch = n + (third > s->tick_ms / 2 ? third - s->tick_ms / 2 : 0);
         if (s->inflight != NULL)
             touch_inflight(s);
     }
@@ -377,7 +380,12 @@ static int redis_start(struct kiln_source *src)
     conn_start(&s->cmd);
     conn_start(&s->fetch);
     conn_start(&s->ctl);
-    uv_timer_start(&s->tick, on_tick, 1000, 1000);
+    /* every second, or often enough to touch running entries three times
+     * within --claim-idle-ms (a tick of 1 s let a short claim time see a
+     * running job as idle: another worker took it over) */
+    uint64_t every = (uint64_t)s->pub.cfg->claim_idle_ms / 3;
+    s->tick_ms = every < 10 ? 10 : every > 1000 ? 1000 : every;
+    uv_timer_start(&s->tick, on_tick, s->tick_ms, s->tick_ms);
     return 0;
 }
 

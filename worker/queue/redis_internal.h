@@ -80,6 +80,7 @@ struct rsrc {
     char recover_from[64];
     char claim_from[64];
     uint64_t next_claim, next_touch;
+    uint64_t tick_ms;                  /* on_tick's period */
     uv_timer_t tick;
     char *mine;                     /* <jobs>:worker:<consumer>: jobs of its sessions
                                      * that other workers forwarded */
