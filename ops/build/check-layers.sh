@@ -16,7 +16,7 @@
 # The agent (agent/) is a program of its own, inside the sandbox: it may
 # use wire and nothing else of the worker.
 set -eu
-root=${1:-$(dirname "$0")/..}
+root=${1:-$(dirname "$0")/../..}
 cd "$root"
 
 rank() {
@@ -58,7 +58,7 @@ out=$(
 )
 if [ -n "$out" ]; then
     printf '%s\n' "$out" >&2
-    echo "layers: wrong-way includes (cmake/check-layers.sh says the order)" >&2
+    echo "layers: wrong-way includes (ops/build/check-layers.sh says the order)" >&2
     exit 1
 fi
 exit 0
