@@ -12,6 +12,15 @@
  * started once per worker and forked into each sandbox, set up by kiln's
  * zygote library (agent/zygote.c) before it reads its job.
  *
+ * Preload: the zygote's template imports the modules the worker names in
+ * KILN_PRELOAD (--preload) before it forks, so a job that imports typing
+ * or collections finds them loaded, as a program run by an evaluation
+ * harness does in the harness's own process; gc.freeze() keeps their
+ * objects out of every fork's collections, so their pages stay shared.
+ * Each job is a fresh fork: what one job changes in a module no other job
+ * sees. A file of the job's own that a preloaded module's name would
+ * shadow in a cold run (/work/random.py) is imported instead, as cold.
+ *
  * Warm start: the interpreter is started with the same flags ahead of the
  * job and waits on stdin for the job's argv and environment (see
  * plugin.h), then runs /work/main.py as the cold command would, with the
@@ -51,7 +60,18 @@ static const char bootstrap[] =
     "if len(sys.argv) > 1:\n"
     "    sys.argv = sys.argv[1:]\n"
     "else:\n"
+    "    _pre = set()\n"
     "    if 'KILN_ZYGOTE' in os.environ:\n"
+    "        # what the operator preloads (--preload), imported once here\n"
+    "        _z = set(sys.modules)\n"
+    "        for _m in os.environ.get('KILN_PRELOAD', '').split(','):\n"
+    "            try:\n"
+    "                _m and __import__(_m)\n"
+    "            except Exception as _e:\n"
+    "                print('kiln: preload %s: %r' % (_m, _e), file=sys.stderr)\n"
+    "        _pre = set(sys.modules) - _z\n"
+    "        import gc\n"
+    "        gc.freeze()  # the template's objects: no fork's collector touches (copies) their pages\n"
     "        # a fork server: this returns in each sandbox forked (plugin.h)\n"
     "        _z = set(sys.modules)\n"
     "        import ctypes\n"
@@ -78,7 +98,13 @@ static const char bootstrap[] =
     "            os.environb[_k] = _v\n"
     "    # the script and its arguments: what follows the interpreter's flags\n"
     "    sys.argv = _argv[_argv.index('" SCRIPT "'):]\n"
-    "    del _f, _n, _argv, _kv, _k, _v, _kiln_read\n"
+    "    # a module of the job's own beside the script comes first, as cold\n"
+    "    for _m in os.listdir(os.path.dirname(sys.argv[0])) if _pre else ():\n"
+    "        _m = _m[:-3] if _m.endswith('.py') else _m\n"
+    "        if _m in _pre:\n"
+    "            for _k in [_k for _k in sys.modules if _k == _m or _k.startswith(_m + '.')]:\n"
+    "                del sys.modules[_k]\n"
+    "    del _f, _n, _argv, _kv, _k, _v, _kiln_read, _pre\n"
     "def _kiln_exit(code):\n"
     "    # as the interpreter ends, less its teardown: threads, atexit, flush\n"
     "    try:\n"

@@ -3,6 +3,7 @@ pools: what a user sees (output, exit codes, stdin, args, env, files,
 errors), that warm and cold agree, that pools lose nothing under load, and
 that isolation holds for the interpreters too."""
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -347,6 +348,48 @@ class Zygote(KilnCase):
         ex, out, _ = self.py("print(3)")
         self.assertEqual((ex["status"], out), ("ok", b"3\n"))
         self.assertTrue(self.w.alive())
+
+    def test_preloaded_modules_are_loaded_and_each_jobs_own(self):
+        """--preload's modules are imported in the template (a job's import
+        of them costs nothing), yet what one job does to them reaches no
+        other job, and random is seeded afresh in each fork."""
+        code = ("import sys\n"
+                "print(all(m in sys.modules for m in ('typing', 'collections', 're', 'math', 'random', 'hashlib')))\n"
+                "import math, random, typing\n"
+                "print(math.pi, typing.List is not None, random.random())\n"
+                "math.pi = 3\n"
+                "typing.List = None\n"
+                "random.seed(1)\n")
+        outs = []
+        for _ in range(3):
+            ex, out, err = self.py(code)
+            self.assertEqual(ex["status"], "ok", err)
+            outs.append(out.decode().splitlines())
+        self.assertEqual(outs[0][0], "True", "the default preload is imported in the template")
+        for o in outs:
+            self.assertEqual(o[1].split()[:2], [repr(math.pi), "True"], "a job saw another job's change")
+        self.assertEqual(len({o[1].split()[2] for o in outs}), 3, "jobs drew the same random numbers")
+
+    def test_a_jobs_own_module_comes_before_a_preloaded_one(self):
+        ex, out, err = self.py("import random, json, collections.abc\nprint(random.X, json.X, collections.abc.X)\n",
+                               files={"random.py": b"X = 1\n", "json.py": b"X = 2\n",
+                                      "collections/__init__.py": b"", "collections/abc.py": b"X = 3\n"})
+        self.assertEqual((ex["status"], out), ("ok", b"1 2 3\n"), err)
+
+    def test_preload_flag(self):
+        self.w.stop()
+        self.workers.remove(self.w)
+        code = "import sys\nprint([m in sys.modules for m in ('typing', 'xml.dom.minidom')])\n"
+        for flag, want in (("", b"[False, False]\n"), ("nosuchmod,xml.dom.minidom", b"[False, True]\n")):
+            w = self.worker("pl", *ROOTFS, "--pool", "0", "--preload", flag, "--log-level", "debug")
+            wait_for(lambda: b"fork from a template interpreter" in w.text(), 20, "the python template")
+            ex, out, err = self.py(code)
+            self.assertEqual((ex["status"], out), ("ok", want), err)
+            if flag:
+                self.assertIn(b"kiln: preload nosuchmod: ModuleNotFoundError", w.text(),
+                              "a module the image lacks is said, and the rest preloaded")
+            w.stop()
+            self.workers.remove(w)
 
     def test_no_zygote_flag(self):
         self.w.stop()

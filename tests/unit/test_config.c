@@ -92,12 +92,42 @@ static void test_bad_values(void **state)
                                         "runs only an image it expects\n");
     char *a7[] = {"kiln-worker", "stray", NULL};
     assert_string_equal(refused(2, a7), "kiln-worker: unexpected argument 'stray'\n");
+    /* python's template imports what --preload names: names only, never code */
+    static const char *bad_preload[] = {"os;import x", "a,,b", "a,", ".a", "a..b", "1a", "os.system('x')",
+                                        "a b"};
+    for (size_t i = 0; i < sizeof(bad_preload) / sizeof(bad_preload[0]); i++) {
+        char *a[] = {"kiln-worker", "--preload", (char *)bad_preload[i], NULL};
+        char want[256];
+        snprintf(want, sizeof(want),
+                 "kiln-worker: --preload: '%s' is not a comma-separated list of module names (a.b_c,d)\n",
+                 bad_preload[i]);
+        assert_string_equal(refused(3, a), want);
+    }
+}
+
+static void test_preload(void **state)
+{
+    struct kiln_config cfg;
+    (void)state;
+    char *a1[] = {"kiln-worker", NULL};
+    assert_int_equal(kiln_config_parse(&cfg, 1, a1), 0);
+    assert_non_null(strstr(cfg.preload, "typing,collections,"));
+    kiln_config_free(&cfg);
+    char *a2[] = {"kiln-worker", "--preload", "", NULL};
+    assert_int_equal(kiln_config_parse(&cfg, 3, a2), 0);
+    assert_string_equal(cfg.preload, "");
+    kiln_config_free(&cfg);
+    char *a3[] = {"kiln-worker", "--preload", "numpy,os.path,_x1", NULL};
+    assert_int_equal(kiln_config_parse(&cfg, 3, a3), 0);
+    assert_string_equal(cfg.preload, "numpy,os.path,_x1");
+    kiln_config_free(&cfg);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_preload),
         cmocka_unit_test(test_env_and_flag),
         cmocka_unit_test(test_bad_values),
     };

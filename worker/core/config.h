@@ -41,6 +41,7 @@ struct kiln_config {
     char *keys_file;                    /* KEY-ID HEX-SECRET lines */
     char *secrets_file;                 /* NAME HOSTS VALUE lines (core/secrets.h) */
     char *egress_ca;                    /* more CAs the proxy trusts for destinations */
+    char *preload;                      /* modules python's template imports (KILN_PRELOAD) */
 };
 
 /*

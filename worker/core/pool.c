@@ -312,8 +312,13 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                 kiln_plan_init(&p->warm, 1u << 20);
             } else if ((KILN_PLUGIN_FLAGS(plug) & KILN_PLUGIN_FORKS) &&
                        backend->ops->zygote != NULL && !cfg->sb.no_zygote) {
-                /* its sandboxes may be forked from one started interpreter */
+                /* its sandboxes may be forked from one started interpreter,
+                 * which imports what the operator preloads before it forks
+                 * (a plugin's bootstrap reads KILN_PRELOAD; the job's own
+                 * environment replaces the template's) */
                 msgpack_sbuffer sb;
+                if (cfg->preload[0] != '\0' && kiln_plan_env(&p->warm, "KILN_PRELOAD", cfg->preload) < 0)
+                    kiln_warn("pool %s: --preload left out (no room in the plan)", plug->name);
                 kiln_link_pack_start(&sb, "zygote", &p->warm);
                 add_template(backend, plug->name, p->warm.profile, &sb);
             }
