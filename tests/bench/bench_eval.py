@@ -2,15 +2,20 @@
 """kiln as a batch evaluator of generated code, beside what people use instead.
 
 Runs the HumanEval-style programs of eval_tasks.py (a good and a broken
-solution per task, each program exiting 0 when its asserts pass), `--rounds`
-times over, `--concurrency` at a time (default: the CPUs), four ways, all
-in one run on this machine:
+solution per task, each program exiting 0 when its asserts pass) in two
+sets, `--rounds` times over, `--concurrency` at a time (default: the CPUs),
+four ways, all in one run on this machine. The sets: "own", short
+functions and their asserts; "real", the same tasks in the shape of real
+benchmark samples (a typing import in one in eight, standard-library
+imports, helpers, METADATA, a check of many asserts, some prints). The ways:
 
   kiln      each program a python job through a real redis-server, in its
             own fresh sandbox (jail backend, warm pool, python zygote), with
-            as many slots as CPUs (and kiln-2x: twice as many);
+            as many slots as CPUs (kiln-2x: twice as many; kiln-nopre:
+            without the template's preloaded modules, --preload '');
   fork      the way common evaluation harnesses do it: a warm python process
-            forks an unsandboxed child per program that execs its source;
+            (with the modules such a harness has loaded) forks an
+            unsandboxed child per program that execs its source;
   python-c  `python3 -c PROGRAM` per program, unsandboxed;
   bwrap     bubblewrap per program (read-only /usr, tmpfs /tmp, every
             namespace unshared) running python3 -c.
@@ -41,7 +46,7 @@ debian_python.ensure(__file__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import msgpack  # noqa: E402
-from eval_tasks import programs  # noqa: E402
+from eval_tasks import programs, programs_real  # noqa: E402
 from kilntest import Redis, Worker, read_env  # noqa: E402
 
 PY = "/usr/bin/python3"
@@ -52,6 +57,9 @@ TARGET_TRUE_JOBS_S, TARGET_WORKER_MS = 600, 0.5
 # keeps `conc` children in flight, prints one verdict byte per program.
 FORK_HARNESS = r"""
 import os, sys, msgpack
+# what a real evaluator's process has loaded before it forks (the public
+# HumanEval harness's execution module imports these): typing among them
+import typing, contextlib, faulthandler, io, platform, signal, tempfile, multiprocessing
 srcs = msgpack.unpackb(open(sys.argv[1], 'rb').read())
 conc = int(sys.argv[2])
 codes = [None] * len(srcs)
@@ -61,6 +69,9 @@ while i < len(srcs) or running:
     while i < len(srcs) and len(running) < conc:
         pid = os.fork()
         if pid == 0:
+            # a program's prints go nowhere (harnesses swallow them), not
+            # into this harness's verdicts on stdout
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             try:
                 exec(compile(srcs[i], 'program', 'exec'), {'__name__': '__main__'})
                 code = 0
@@ -152,24 +163,24 @@ def run_true(r, n, pid):
     return n / secs, (worker_cpu_ms(pid) - c0) / n
 
 
-def measure(name, fn, srcs, expected):
+def measure(name, fn, srcs, expected, pset):
     t = time.perf_counter()
     verdicts = fn(srcs)
     secs = time.perf_counter() - t
     wrong = sum(v != e for v, e in zip(verdicts, expected)) + abs(len(verdicts) - len(expected))
-    return {"harness": name, "programs": len(srcs), "seconds": secs, "per_s": len(srcs) / secs,
+    return {"harness": name, "set": pset, "programs": len(srcs), "seconds": secs, "per_s": len(srcs) / secs,
             "wrong": wrong}
 
 
 def plot(rows, out):
-    """A bar per harness: programs/s. Returns the png's path, or None."""
+    """A bar per harness and set: programs/s. Returns the png's path, or None."""
     if not shutil.which("gnuplot"):
         return None
     dat = os.path.join(out, "eval.dat")
     with open(dat, "w") as fh:
         fh.write("# harness programs/s\n")
         for r in rows:
-            fh.write("%s %.1f\n" % (r["harness"], r["per_s"]))
+            fh.write("%s/%s %.1f\n" % (r["harness"], r["set"], r["per_s"]))
     png = os.path.join(out, "eval.png")
     script = ("set terminal png size 800,480; set output '%s';"
               "set title 'HumanEval-style programs evaluated per second (each program: its own process)';"
@@ -189,6 +200,9 @@ def main():
     ap.add_argument("--pool", type=int, default=4)
     ap.add_argument("--only", default=None, help="comma-separated harnesses to run")
     ap.add_argument("--true-jobs", type=int, default=500)
+    ap.add_argument("--set", default="own,real",
+                    help="program sets: own (short functions and asserts), real (in the shape of real "
+                         "benchmark samples: typing, stdlib imports, helpers, METADATA, many asserts, prints)")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     os.environ["KILN_BUILD"] = build
@@ -198,9 +212,12 @@ def main():
     os.makedirs(out, exist_ok=True)
     kv = read_env(os.path.join(build, "rootfs", "kiln.env"))
     rootfs = ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
-    progs = programs() * a.rounds
-    srcs = [p[1] for p in progs]
-    expected = [p[2] for p in progs]
+    makers = {"own": programs, "real": programs_real}
+    sets = []
+    for name in a.set.split(","):
+        progs = makers[name]() * a.rounds
+        sets.append((name, [p[1] for p in progs], [p[2] for p in progs]))
+    srcs = sets[0][1]
     only = set(a.only.split(",")) if a.only else None
     conc = a.concurrency
     tmp = tempfile.mkdtemp(prefix="kiln-eval-")
@@ -208,32 +225,36 @@ def main():
     true_rate = true_cpu = None
     redis_srv = w = None
     try:
-        if only is None or "kiln" in only:
-            redis_srv = Redis(tmp)
-            w = Worker(tmp, redis_srv.url, "eval", *rootfs, "--pool", str(a.pool), "--slots", str(conc))
+        # kiln as shipped; without python's preloaded modules (--preload '':
+        # that lever's baseline); and with twice as many slots as CPUs (a
+        # job waits on its agent's messages and its sandbox's start, and a
+        # CPU is idle then)
+        variants = [("kiln", a.pool, conc, []), ("kiln-nopre", a.pool, conc, ["--preload", ""]),
+                    ("kiln-2x", a.pool * 2, conc * 2, [])]
+        for vname, pool, slots, extra in variants:
+            if only is not None and vname not in only:
+                continue
+            if redis_srv is None:
+                redis_srv = Redis(tmp)
+            w = Worker(tmp, redis_srv.url, vname, *rootfs, "--pool", str(pool), "--slots", str(slots), *extra)
             time.sleep(1.5)  # the pool fills
             run_kiln(redis_srv.client, srcs[:20])  # warm up
-            rows.append(measure("kiln", lambda s: run_kiln(redis_srv.client, s), srcs, expected))
-            run_true(redis_srv.client, 50, w.proc.pid)  # warm up
-            true_rate, true_cpu = run_true(redis_srv.client, a.true_jobs, w.proc.pid)
+            for sname, ssrcs, sexp in sets:
+                rows.append(measure(vname, lambda s: run_kiln(redis_srv.client, s), ssrcs, sexp, sname))
+            if vname == "kiln":
+                run_true(redis_srv.client, 50, w.proc.pid)  # warm up
+                true_rate, true_cpu = run_true(redis_srv.client, a.true_jobs, w.proc.pid)
             w.stop()
             w = None
-            # the same with twice as many slots as CPUs: a job waits on its
-            # agent's messages and its sandbox's start, and a CPU is idle then
-            w = Worker(tmp, redis_srv.url, "eval2", *rootfs, "--pool", str(a.pool * 2), "--slots", str(conc * 2))
-            time.sleep(1.5)
-            run_kiln(redis_srv.client, srcs[:20])
-            rows.append(measure("kiln-2x", lambda s: run_kiln(redis_srv.client, s), srcs, expected))
-            w.stop()
-            w = None
-        if only is None or "fork" in only:
-            rows.append(measure("fork", lambda s: run_fork(s, conc, tmp), srcs, expected))
-        if only is None or "python-c" in only:
-            rows.append(measure("python-c", lambda s: run_subprocesses(lambda x: [PY, "-c", x], s, conc),
-                                srcs, expected))
-        if (only is None or "bwrap" in only) and shutil.which("bwrap"):
-            rows.append(measure("bwrap", lambda s: run_subprocesses(lambda x: BWRAP + [PY, "-c", x], s, conc),
-                                srcs, expected))
+        for sname, ssrcs, sexp in sets:
+            if only is None or "fork" in only:
+                rows.append(measure("fork", lambda s: run_fork(s, conc, tmp), ssrcs, sexp, sname))
+            if only is None or "python-c" in only:
+                rows.append(measure("python-c", lambda s: run_subprocesses(lambda x: [PY, "-c", x], s, conc),
+                                    ssrcs, sexp, sname))
+            if (only is None or "bwrap" in only) and shutil.which("bwrap"):
+                rows.append(measure("bwrap", lambda s: run_subprocesses(lambda x: BWRAP + [PY, "-c", x], s, conc),
+                                    ssrcs, sexp, sname))
     finally:
         if w is not None:
             w.stop()
@@ -241,20 +262,22 @@ def main():
             redis_srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    by = {r["harness"]: r for r in rows}
-    print("kiln evaluation benchmark: %d programs (%d tasks x good/broken x %d rounds), %d at a time"
-          % (len(srcs), len(srcs) // 2 // a.rounds, a.rounds, conc))
-    print("%-9s %10s %9s %7s" % ("harness", "programs/s", "seconds", "wrong"))
+    by = {(r["harness"], r["set"]): r for r in rows}
+    print("kiln evaluation benchmark: %s; %d rounds, %d at a time"
+          % (", ".join("%s: %d programs (%d tasks x good/broken)" % (n, len(x), len(x) // 2 // a.rounds)
+                       for n, x, _ in sets), a.rounds, conc))
+    print("%-9s %-5s %10s %9s %7s" % ("harness", "set", "programs/s", "seconds", "wrong"))
     for r in rows:
-        print("%-9s %10.1f %9.2f %7d" % (r["harness"], r["per_s"], r["seconds"], r["wrong"]))
+        print("%-9s %-5s %10.1f %9.2f %7d" % (r["harness"], r["set"], r["per_s"], r["seconds"], r["wrong"]))
     ratios = {}
-    for kname in ("kiln", "kiln-2x"):
-        k = by.get(kname)
-        for base, target in (("fork", TARGET_FORK), ("bwrap", TARGET_BWRAP)):
-            if k and base in by:
-                x = ratios["%s/%s" % (kname, base)] = k["per_s"] / by[base]["per_s"]
-                print("%-7s / %-5s %5.2fx (target >= %.1fx: %s)" % (kname, base, x, target,
-                                                                  "met" if x >= target else "MISSED"))
+    for sname, _, _ in sets:
+        for kname in ("kiln", "kiln-nopre", "kiln-2x"):
+            k = by.get((kname, sname))
+            for base, target in (("fork", TARGET_FORK), ("bwrap", TARGET_BWRAP)):
+                if k and (base, sname) in by:
+                    x = ratios["%s/%s/%s" % (kname, base, sname)] = k["per_s"] / by[(base, sname)]["per_s"]
+                    print("%-7s / %-5s on %-4s %5.2fx (target >= %.1fx: %s)"
+                          % (kname, base, sname, x, target, "met" if x >= target else "MISSED"))
     if true_rate is not None:
         print("shell `true` x %d: %.0f jobs/s (target >= %d: %s), worker CPU %.2f ms/job (target <= %.1f: %s)"
               % (a.true_jobs, true_rate, TARGET_TRUE_JOBS_S, "met" if true_rate >= TARGET_TRUE_JOBS_S else "MISSED",

@@ -255,17 +255,60 @@ def programs():
     return out
 
 
-if __name__ == "__main__":
-    # a self-check: every good solution passes, every broken one fails
+# What real samples of code-generation benchmarks open with: about one
+# prompt in eight imports from typing; solutions import a module of the
+# standard library now and then.
+SOLUTION_IMPORTS = ["import math", "import re", "from collections import Counter, defaultdict",
+                    "import itertools", "import heapq", "import string", "import hashlib",
+                    "import random", "from functools import lru_cache", "import bisect"]
+
+
+def programs_real():
+    """[(name, source, expected_pass)] in the shape of real benchmark
+    samples, from the same tasks: a prompt that sometimes imports typing,
+    a docstring with an example, a solution that sometimes imports a
+    module and calls a helper, METADATA, a check(candidate) of many asserts
+    (each case asserted twice, as real checks repeat shapes), and now and
+    then a debugging print."""
+    out = []
+    for i, (name, sig, doc, good, bad, checks) in enumerate(TASKS):
+        head = "from typing import List, Optional, Tuple\n\n\n" if i % 8 == 0 else ""
+        if i % 4 == 1:
+            head += SOLUTION_IMPORTS[(i // 4) % len(SOLUTION_IMPORTS)] + "\n\n\n"
+        example = checks[-1].replace("f(", "%s(" % name, 1)
+        check = ("METADATA = {\n    'author': 'kiln',\n    'dataset': 'test'\n}\n\n\n"
+                 "def check(candidate):\n" +
+                 "".join("    assert %s\n" % c.replace("f(", "candidate(") for c in checks + checks) +
+                 "    assert True, 'This prints if this assert fails 1 (good for debugging!)'\n")
+        for body, ok in ((good, True), (bad, False)):
+            helper = ""
+            if i % 3 == 0:
+                helper = "def _%s_impl(%s):\n    %s\n\n\n" % (name, sig, body)
+                body = "return _%s_impl(%s)" % (name, ", ".join(a.split(":")[0].strip() for a in sig.split(",")))
+            src = ('%s%sdef %s(%s):\n    """%s\n    >>> %s\n    """\n    %s\n\n\n%s\n\n' %
+                   (head, helper, name, sig, doc, example, body, check))
+            if i % 5 == 2:
+                src += "print(%s.__name__, 'checked')\n" % name
+            src += "check(%s)\n" % name
+            out.append(("%s/%s" % (name, "good" if ok else "broken"), src, ok))
+    return out
+
+
+def self_check(progs):
     bad = 0
-    for name, src, ok in programs():
+    for name, src, ok in progs:
         try:
-            exec(compile(src, name, "exec"), {})
+            exec(compile(src, name, "exec"), {"__name__": "__main__"})
             passed = True
         except AssertionError:
             passed = False
         if passed != ok:
             bad += 1
             print("wrong verdict:", name)
-    print("%d programs, %d wrong" % (len(programs()), bad))
-    raise SystemExit(1 if bad else 0)
+    print("%d programs, %d wrong" % (len(progs), bad))
+    return bad
+
+
+if __name__ == "__main__":
+    # a self-check: every good solution passes, every broken one fails
+    raise SystemExit(1 if self_check(programs()) + self_check(programs_real()) else 0)
