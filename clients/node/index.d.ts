@@ -40,8 +40,22 @@ export interface JobOptions {
   extra?: Record<string, unknown>;
 }
 
-export interface RunOptions extends JobOptions {
+export interface WaitOptions {
+  /** stop waiting when it aborts: the call rejects with its reason */
+  signal?: AbortSignal;
+  /** when `signal` aborts, cancel the job (map: every job in flight) too */
+  cancelOnAbort?: boolean;
+}
+
+export interface RunOptions extends JobOptions, WaitOptions {
   /** give up waiting (TimeoutError) after this many ms */
+  timeoutMs?: number;
+}
+
+export interface MapOptions extends WaitOptions {
+  /** jobs in flight at once (default 16) */
+  concurrency?: number;
+  /** give up on a job (TimeoutError) this many ms after it was sent */
   timeoutMs?: number;
 }
 
@@ -96,7 +110,9 @@ export class Collector {
 }
 
 export interface ClientOptions {
+  /** redis://[[user]:password@]host[:port][/db], or rediss:// */
   redis?: string;
+  /** Kafka bootstrap servers (needs the kafkajs package) */
   brokers?: string | string[];
   /** more kafkajs client options */
   kafka?: Record<string, unknown>;
@@ -109,11 +125,12 @@ export interface ClientOptions {
 
 export class Client {
   constructor(options: ClientOptions);
+  /** a redis:// or rediss:// URL, and the other options */
+  constructor(url: string, options?: Omit<ClientOptions, "redis" | "brokers" | "kafka">);
   submit(plugin: string, code: string, options?: JobOptions): Promise<string>;
   run(plugin: string, code: string, options?: RunOptions): Promise<Result>;
   stream(plugin: string, code: string, options?: RunOptions): AsyncGenerator<Frame>;
-  map(jobs: Iterable<JobSpec> | AsyncIterable<JobSpec>,
-      options?: { concurrency?: number; timeoutMs?: number }): AsyncGenerator<Result>;
+  map(jobs: Iterable<JobSpec> | AsyncIterable<JobSpec>, options?: MapOptions): AsyncGenerator<Result>;
   cancel(id: string): Promise<unknown>;
   close(): Promise<void> | void;
 }

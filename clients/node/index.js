@@ -1,9 +1,10 @@
 // kiln-client: run code on kiln workers from Node, through Redis Streams
-// (ioredis) or Kafka (kafkajs), with @msgpack/msgpack for the wire
-// contract (schemas/job.v1.md, schemas/frame.v1.md).
+// (ioredis) or Kafka (kafkajs, an optional peer dependency loaded only
+// when brokers are given), with @msgpack/msgpack for the wire contract
+// (schemas/job.v1.md, schemas/frame.v1.md). README.md has the examples.
 //
 //   import { Client } from "kiln-client";
-//   const kiln = new Client({ redis: "redis://127.0.0.1:6379" });
+//   const kiln = new Client("redis://127.0.0.1:6379");
 //   const r = await kiln.run("python", "print(6 * 7)");
 //   console.log(r.status, r.stdoutText);   // ok 42
 //
@@ -11,11 +12,11 @@
 // not an exception, unless you call result.check()); stream() is an async
 // iterator of its frames as they come; map() runs many with at most
 // `concurrency` in flight and yields results as they end; cancel() stops
-// one (or a session, by its id).
+// one (or a session, by its id). An AbortSignal (`signal`) on run, stream
+// and map stops the wait; with `cancelOnAbort` it cancels the job too.
 import { randomBytes } from "node:crypto";
 import { decode, encode } from "@msgpack/msgpack";
 import { Redis } from "ioredis";
-import kafkajs from "kafkajs";
 
 export const STATUSES = ["ok", "error", "timeout", "oom", "killed", "output_limit", "rejected",
   "internal", "cancelled", "expired", "session_lost"];
@@ -133,6 +134,25 @@ export class Collector {
 const unpack = (buf) => { try { return decode(buf); } catch { return null; } };
 const READ_SLICE_MS = 1000;
 
+/** Races promises against `signal`: race(p) rejects with the signal's
+ *  reason once it aborts. Without a signal, race(p) is p. */
+function abortable(signal) {
+  if (signal == null) return { race: (p) => p, off() {} };
+  if (!(signal instanceof AbortSignal)) throw new TypeError("signal must be an AbortSignal");
+  let off = () => {};
+  const aborted = new Promise((_, fail) => {
+    const on = () => fail(signal.reason);
+    if (signal.aborted) return on();
+    signal.addEventListener("abort", on, { once: true });
+    off = () => signal.removeEventListener("abort", on);
+  });
+  aborted.catch(() => {}); // observed by the races
+  return {
+    race(p) { p.catch(() => {}); return Promise.race([p, aborted]); },
+    off() { off(); },
+  };
+}
+
 // ---- transports ------------------------------------------------------------
 
 class RedisTransport {
@@ -213,15 +233,35 @@ class RedisReader {
   }
 }
 
+/** kafkajs, imported on first use: a Redis user need not install it. */
+async function loadKafkajs() {
+  try {
+    return (await import("kafkajs")).default;
+  } catch (e) {
+    throw new KilnError("Kafka needs the kafkajs package (an optional peer dependency): npm install kafkajs",
+      { cause: e });
+  }
+}
+
 class KafkaTransport {
   constructor(brokers, o) {
-    this.kafka = new kafkajs.Kafka({ brokers: Array.isArray(brokers) ? brokers : brokers.split(","),
-      clientId: "kiln-client", logLevel: kafkajs.logLevel.NOTHING, ...(o.kafka ?? {}) });
+    this.brokers = Array.isArray(brokers) ? brokers : brokers.split(",");
+    this.options = o.kafka ?? {};
     this.jobs = o.jobs; this.results = o.results; this.control = o.control;
-    this.producer = this.kafka.producer({ maxInFlightRequests: 1 }); // (acks: all; at-least-once)
+    this.loaded = null;
     this.connected = null;
   }
+  /** kafkajs loaded, the client and producer made (once). */
+  init() {
+    this.loaded ??= loadKafkajs().then((kafkajs) => {
+      this.kafka = new kafkajs.Kafka({ brokers: this.brokers, clientId: "kiln-client",
+        logLevel: kafkajs.logLevel.NOTHING, ...this.options });
+      this.producer = this.kafka.producer({ maxInFlightRequests: 1 }); // (acks: all; at-least-once)
+    });
+    return this.loaded;
+  }
   async call(fn) {
+    await this.init();
     try {
       this.connected ??= this.producer.connect();
       await this.connected;
@@ -238,11 +278,12 @@ class KafkaTransport {
     return this.call(() => this.producer.send({ topic: this.control, messages: [{ key: id, value: Buffer.from(encode({ cancel: id })) }] }));
   }
   async reader(topic) {
+    await this.init();
     const rd = new KafkaReader(this, topic ?? this.results);
     await rd.open();
     return rd;
   }
-  async close() { if (this.connected) await this.producer.disconnect(); }
+  async close() { if (this.connected) await this.producer.disconnect().catch(() => {}); }
 }
 
 class KafkaReader {
@@ -283,12 +324,18 @@ class KafkaReader {
 // ---- the client --------------------------------------------------------------
 
 export class Client {
-  /** { redis: URL } or { brokers: [...] , kafka?: kafkajs options }; jobs,
-   *  results and control as the workers name them; replyTo: a shared reply
-   *  stream for this client's jobs, read with a consumer group of its own
-   *  (group). By default each call reads a private stream (Redis), deleted
-   *  afterwards, or the results topic (Kafka) from its end. */
-  constructor(o = {}) {
+  /** A Redis URL ("redis://…", "rediss://…"), or { redis: URL } or
+   *  { brokers: [...], kafka?: kafkajs options }; jobs, results and control
+   *  as the workers name them; replyTo: a shared reply stream for this
+   *  client's jobs, read with a consumer group of its own (group). By
+   *  default each call reads a private stream (Redis), deleted afterwards,
+   *  or the results topic (Kafka) from its end. With a URL, the options
+   *  come second: new Client("redis://…", { jobs: "…" }). */
+  constructor(o = {}, more = {}) {
+    if (typeof o === "string") {
+      if (!/^rediss?:\/\//.test(o)) throw new TypeError(`not a redis:// or rediss:// URL: ${o}`);
+      o = { ...more, redis: o };
+    }
     if ((o.redis == null) === (o.brokers == null)) throw new TypeError("give redis or brokers, one of them");
     const names = { jobs: o.jobs ?? "kiln.jobs", results: o.results ?? "kiln.results",
       control: o.control ?? "kiln.control", group: o.group, kafka: o.kafka };
@@ -309,7 +356,8 @@ export class Client {
   }
 
   /** Run a job to its end: its Result (any status). Rejects with
-   *  TimeoutError when none came within o.timeoutMs. */
+   *  TimeoutError when none came within o.timeoutMs, with o.signal's
+   *  reason when it aborts (the job cancelled too if o.cancelOnAbort). */
   async run(plugin, code, o = {}) {
     const col = new Collector(null);
     for await (const _ of this.#follow(plugin, code, o, col)) { /* frames */ }
@@ -323,8 +371,10 @@ export class Client {
 
   /** Run many (an iterable of {plugin, code, ...run options}), at most
    *  `concurrency` at once; yield each Result as its job ends. */
-  async *map(jobs, { concurrency = 16, timeoutMs } = {}) {
+  async *map(jobs, { concurrency = 16, timeoutMs, signal, cancelOnAbort = false } = {}) {
     if (concurrency < 1) throw new RangeError("concurrency must be at least 1");
+    const ab = abortable(signal);
+    signal?.throwIfAborted();
     const it = (jobs[Symbol.asyncIterator] ?? jobs[Symbol.iterator]).call(jobs);
     const stream = this.replyTo ?? (this.kafka ? null : `kiln.reply.map-${randomBytes(8).toString("hex")}`);
     const rd = await this.t.reader(stream, this.replyTo != null);
@@ -341,7 +391,15 @@ export class Client {
           live.set(job.id, { col: new Collector(job.id), deadline: timeoutMs == null ? null : Date.now() + timeoutMs });
           await this.t.enqueue(job, Client.key(job));
         }
-        for (const f of await rd.read(READ_SLICE_MS)) {
+        let fs;
+        try {
+          fs = await ab.race(rd.read(READ_SLICE_MS));
+        } catch (e) {
+          if (signal?.aborted && cancelOnAbort)
+            await Promise.all([...live.keys()].map((id) => this.t.cancel(id).catch(() => {})));
+          throw e;
+        }
+        for (const f of fs) {
           const l = live.get(f.id);
           if (!l) continue;
           l.col.add(f);
@@ -351,6 +409,7 @@ export class Client {
         for (const [id, l] of live) if (l.deadline != null && now > l.deadline) throw new TimeoutError(id, timeoutMs);
       }
     } finally {
+      ab.off();
       await rd.close();
     }
   }
@@ -361,6 +420,8 @@ export class Client {
   close() { return this.t.close(); }
 
   async *#follow(plugin, code, o, col) {
+    const ab = abortable(o.signal);
+    o.signal?.throwIfAborted();
     const job = buildJob(plugin, code, o);
     col.id = job.id;
     const shared = this.replyTo != null || o.replyTo != null;
@@ -373,10 +434,18 @@ export class Client {
       while (!col.done) {
         const left = deadline == null ? READ_SLICE_MS : deadline - Date.now();
         if (left <= 0) throw new TimeoutError(job.id, o.timeoutMs);
-        for (const f of await rd.read(Math.min(left, READ_SLICE_MS)))
+        let fs;
+        try {
+          fs = await ab.race(rd.read(Math.min(left, READ_SLICE_MS)));
+        } catch (e) {
+          if (o.signal?.aborted && o.cancelOnAbort) await this.t.cancel(job.id).catch(() => {});
+          throw e;
+        }
+        for (const f of fs)
           if (f.id === job.id && col.add(f)) yield f;
       }
     } finally {
+      ab.off();
       await rd.close();
     }
   }

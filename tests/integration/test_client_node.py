@@ -1,10 +1,14 @@
 """The TypeScript/Node client (clients/node, kiln-client): its own tests
 (node --test clients/node/test/) against a real redis-server, real
 workers and the Kafka dev broker started here. This side kills the worker
-running the job the tests name KILN_DIE_JOB mid-job, and starts another."""
+running the job the tests name KILN_DIE_JOB mid-job, and starts another.
+Then the package as a user gets it: npm pack, installed offline into an
+empty project, and its types under the TypeScript compiler."""
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import uuid
 
@@ -44,8 +48,55 @@ class NodeClient(KafkaCase):
         out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
         print(out[-6000:])
         self.assertEqual(r.returncode, 0, out[-6000:])
-        self.assertIn("pass 8", out)
+        self.assertIn("pass 9", out)
         self.assertIn("skipped 0", out)
+
+
+    def test_packed_package_installs_offline_and_runs_without_kafkajs(self):
+        node, npm = shutil.which("node"), shutil.which("npm")
+        tmp = tempfile.mkdtemp(prefix="kiln-npm-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        pack = subprocess.run([npm, "pack", "--json", "--pack-destination", tmp], cwd=NODE_DIR,
+                              capture_output=True, check=True)
+        info = json.loads(pack.stdout)[0]
+        self.assertEqual(sorted(f["path"] for f in info["files"]),
+                         ["README.md", "index.d.ts", "index.js", "package.json"],
+                         "the package holds what package.json names, and all of it")
+        app = os.path.join(tmp, "app")
+        os.mkdir(app)
+        with open(os.path.join(app, "package.json"), "w") as f:
+            json.dump({"name": "app", "private": True, "type": "module"}, f)
+        r = subprocess.run([npm, "install", "--offline", "--no-audit", "--no-fund",
+                            os.path.join(tmp, info["filename"])], cwd=app, capture_output=True, timeout=300)
+        self.assertEqual(r.returncode, 0, "offline install (ops/install-deps.sh fills npm's cache): %s"
+                         % r.stderr.decode(errors="replace")[-2000:])
+        self.assertFalse(os.path.exists(os.path.join(app, "node_modules", "kafkajs")),
+                         "kafkajs is an optional peer: not installed for a Redis user")
+        with open(os.path.join(app, "app.mjs"), "w") as f:
+            f.write('import { Client, KilnError } from "kiln-client";\n'
+                    'const kiln = new Client(process.env.KILN_REDIS);\n'
+                    'const r = await kiln.run("python", "print(6 * 7)", { timeoutMs: 60000 });\n'
+                    'console.log(r.status, r.stdoutText.trim());\n'
+                    'await kiln.close();\n'
+                    'const k = new Client({ brokers: "127.0.0.1:1" });\n'
+                    'try { await k.run("shell", "true", { timeoutMs: 1000 }); }\n'
+                    'catch (e) { console.log(e instanceof KilnError, e.message); }\n')
+        self.worker("np", *ROOTFS)
+        r = subprocess.run([node, "app.mjs"], cwd=app, capture_output=True, timeout=120,
+                           env=dict(os.environ, KILN_REDIS=self.redis.url))
+        out = r.stdout.decode(errors="replace")
+        self.assertEqual(r.returncode, 0, out + r.stderr.decode(errors="replace"))
+        self.assertEqual(out.splitlines(), [
+            "ok 42",
+            "true Kafka needs the kafkajs package (an optional peer dependency): npm install kafkajs"])
+
+    def test_types_pass_the_typescript_compiler(self):
+        tsc = shutil.which("tsc")
+        self.assertIsNotNone(tsc, "tsc is not installed (ops/install-deps.sh installs node-typescript)")
+        r = subprocess.run([tsc, "--noEmit", "--strict", "--target", "es2022", "--module", "nodenext",
+                            "--moduleResolution", "nodenext", "--lib", "es2022,dom", "test/types.ts"],
+                           cwd=NODE_DIR, capture_output=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors="replace"))
 
 
 if __name__ == "__main__":

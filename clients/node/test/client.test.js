@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { decode } from "@msgpack/msgpack";
+import { Redis } from "ioredis";
 import { buildJob, Client, Collector, JobError, KilnConnectionError, TimeoutError } from "../index.js";
 
 const REDIS = process.env.KILN_REDIS;
@@ -114,6 +115,39 @@ test("a timeout names the job", { timeout: 30000 }, async () => {
   const jid = id("t");
   await assert.rejects(kiln.run("shell", "sleep 10", { id: jid, timeoutMs: 500 }),
     (e) => e instanceof TimeoutError && e.message.includes(jid) && e.jobId === jid);
+  await kiln.close();
+});
+
+test("a URL is enough; an AbortSignal stops the wait and, if asked, the job", { timeout: 60000 }, async () => {
+  const kiln = new Client(REDIS);
+  assert.equal((await kiln.run("shell", "echo url")).stdoutText, "url\n");
+  assert.throws(() => new Client("http://127.0.0.1:6379"), TypeError);
+  // aborted before: nothing is sent
+  await assert.rejects(kiln.run("shell", "true", { signal: AbortSignal.abort(new Error("before")) }), /before/);
+  // aborted while the job runs: the wait ends at once, and the job is cancelled
+  const ac = new AbortController();
+  const jid = id("abort");
+  const t0 = Date.now();
+  const reply = `kiln.abort.${jid}`; // a shared reply stream: it outlives the call
+  const running = kiln.run("shell", "echo started; sleep 30; echo late",
+    { id: jid, replyTo: reply, signal: ac.signal, cancelOnAbort: true });
+  const r = new Redis(REDIS);
+  const exitOf = async () => {
+    for (const [, fields] of await r.xrangeBuffer(reply, "-", "+")) {
+      const f = decode(fields[1]);
+      if (f.kind === "exit") return f;
+    }
+    return null;
+  };
+  const stdoutSeen = async () => (await r.xrangeBuffer(reply, "-", "+")).length > 0;
+  while (!(await stdoutSeen())) await new Promise((ok) => setTimeout(ok, 50));
+  ac.abort(new Error("enough"));
+  await assert.rejects(running, /enough/);
+  assert.ok(Date.now() - t0 < 20000, "the wait ended before the job would have");
+  let exit = null;
+  for (let i = 0; i < 300 && !exit; i++) { exit = await exitOf(); if (!exit) await new Promise((ok) => setTimeout(ok, 100)); }
+  assert.equal(exit?.status, "cancelled", "the job was cancelled");
+  r.disconnect();
   await kiln.close();
 });
 
