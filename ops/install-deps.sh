@@ -10,7 +10,7 @@ PKGS="$PKGS libuv1-dev libhiredis-dev libmsgpack-dev librdkafka-dev libssl-dev"
 PKGS="$PKGS libseccomp-dev libjansson-dev libhttp-parser-dev zlib1g-dev"
 # tests: unit framework, real servers, independent clients, process tools
 PKGS="$PKGS libcmocka-dev redis-server redis-tools kcat"
-PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka python3-prometheus-client python3-yaml"
+PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka python3-prometheus-client python3-yaml mypy"
 PKGS="$PKGS procps iproute2 util-linux"
 # fuzzing: clang with its libFuzzer runtime; the benchmark's plot
 PKGS="$PKGS clang libclang-rt-14-dev gnuplot-nox"
@@ -58,3 +58,11 @@ fi
 # the TypeScript/Node client's dependencies (ioredis, @msgpack/msgpack,
 # kafkajs), exactly as its lockfile has them
 (cd "$(dirname "$0")/../clients/node" && npm ci --no-audit --no-fund --loglevel=error)
+# ... and npm's cache with what installing the packed client resolves, as a
+# user's machine has it once it installed it: the tests install the package
+# from its tarball with --offline (test_client_node)
+t=$(mktemp -d)
+(cd "$(dirname "$0")/../clients/node" && npm pack --pack-destination "$t" --silent >/dev/null)
+(cd "$t" && echo '{"name": "prime", "private": true}' >package.json &&
+    npm install --prefer-offline --no-audit --no-fund --loglevel=error ./kiln-client-*.tgz >/dev/null)
+rm -rf "$t"

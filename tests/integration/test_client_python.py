@@ -2,11 +2,14 @@
 redis-server and real workers, and the Kafka dev broker: every status a
 job can end with (internal from a worker whose sandboxes cannot start), streaming in order, de-duplication when a worker dies
 mid-job, map() with 500 jobs and a bounded in-flight count, cancel,
-timeouts, broken connections, sessions, the asyncio twin; and its msgpack
-shapes against schemas/vectors."""
+timeouts, broken connections, sessions, the asyncio twin; its msgpack
+shapes against schemas/vectors; its types under mypy --strict, and the
+README's examples run as they are written."""
 import asyncio
 import glob
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -197,8 +200,12 @@ class OnRedis(KilnCase):
             async with AsyncClient(self.redis.url) as kiln:
                 r = await kiln.run("python", "print('async')")
                 frames = [f async for f in kiln.stream("shell", "echo a; echo b >&2")]
-                results = [x async for x in kiln.map(({"plugin": "shell", "code": "echo %d" % i}
-                                                      for i in range(20)), concurrency=4)]
+                results, streams = [], set()
+                async for x in kiln.map(({"plugin": "shell", "code": "echo %d" % i} for i in range(20)),
+                                        concurrency=4):
+                    results.append(x)
+                    streams.update(self.r.scan_iter("kiln.reply.*"))
+                self.assertEqual(len(streams), 1, "map's jobs share one reply stream: %r" % streams)
                 with self.assertRaises(kiln_client.TimeoutError):
                     await kiln.run("shell", "sleep 10", timeout=0.3)
                 return r, frames, results
@@ -206,6 +213,26 @@ class OnRedis(KilnCase):
         self.assertEqual((r.status, r.stdout), ("ok", b"async\n"))
         self.assertEqual(frames[-1]["kind"], "exit")
         self.assertEqual(sorted(int(x.stdout) for x in results), list(range(20)))
+
+
+class Typed(KilnCase):
+    PKG = os.path.join(HERE, "..", "..", "clients", "python")
+
+    def test_mypy_strict_over_the_package_and_its_example(self):
+        mypy = shutil.which("mypy")
+        self.assertIsNotNone(mypy, "mypy is not installed (ops/install-deps.sh installs it)")
+        r = subprocess.run([mypy, "--strict", "kiln_client", "examples/three.py"], cwd=self.PKG,
+                           capture_output=True, timeout=600, env=dict(os.environ, MYPY_CACHE_DIR=self.tmp))
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors="replace"))
+        self.assertTrue(os.path.exists(os.path.join(self.PKG, "kiln_client", "py.typed")))
+
+    def test_the_readme_examples_run(self):
+        self.worker("ex", *ROOTFS)
+        r = subprocess.run([sys.executable, "examples/three.py"], cwd=self.PKG, capture_output=True, timeout=300,
+                           env=dict(os.environ, KILN_REDIS=self.redis.url, PYTHONPATH=self.PKG))
+        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace"))
+        self.assertEqual(r.stdout.decode().splitlines(),
+                         ["ok 42", "wrong_answer ['accepted', 'wrong_answer']", "2470"])
 
 
 class OnABrokenWorker(KilnCase):
@@ -234,6 +261,17 @@ class OnKafka(KafkaCase):
             sid = "s-" + uuid.uuid4().hex
             kiln.run("python", "v = 1", session=sid, timeout=60)
             self.assertEqual(kiln.run("python", "v + 1", session=sid, timeout=60).results, ["2"])
+
+        async def go():
+            # frames as they come: the first well before the job ends
+            seen = []
+            async with AsyncClient(brokers=self.b) as kiln:
+                async for f in kiln.stream("shell", "echo first; sleep 5; echo second", timeout=90):
+                    seen.append((f["kind"], time.monotonic()))
+            return seen
+        seen = asyncio.run(go())
+        self.assertEqual([k for k, _ in seen], ["stdout", "stdout", "exit"])
+        self.assertGreater(seen[-1][1] - seen[0][1], 3, "the first frame came only when the job had ended")
 
 
 if __name__ == "__main__":

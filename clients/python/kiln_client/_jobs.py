@@ -1,24 +1,32 @@
 """Jobs and results as the wire contract has them (schemas/job.v1.md,
 schemas/frame.v1.md): building a job map, and putting a job's frames
 together into one Result, de-duplicated and from its last attempt."""
-import os
 import secrets as _secrets
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import msgpack
 
 from ._errors import JobError
 
 # Statuses a job can end with (schemas/frame.v1.md).
-STATUSES = ("ok", "error", "timeout", "oom", "killed", "output_limit", "rejected",
+STATUSES: "tuple[str, ...]" = ("ok", "error", "timeout", "oom", "killed", "output_limit", "rejected",
             "internal", "cancelled", "expired", "session_lost")
 
+#: A frame as a worker wrote it (schemas/frame.v1.md): kind, id, seq,
+#: attempt and the kind's own keys (data: bytes for output).
+Frame = Dict[str, Any]
+#: A job map as the contract has it (schemas/job.v1.md).
+Job = Dict[str, Any]
+#: Bytes, or text sent as its UTF-8.
+Data = Union[bytes, bytearray, memoryview, str]
 
-def new_id(prefix="job"):
+
+def new_id(prefix: str = "job") -> str:
     """A random job id: 16 bytes of entropy, valid as a job or session id."""
     return "%s-%s" % (prefix, _secrets.token_hex(16))
 
 
-def _bytes(v, what):
+def _bytes(v: Optional[Data], what: str) -> Optional[bytes]:
     if v is None or isinstance(v, bytes):
         return v
     if isinstance(v, (bytearray, memoryview)):
@@ -28,19 +36,43 @@ def _bytes(v, what):
     raise TypeError("%s must be bytes or str, not %s" % (what, type(v).__name__))
 
 
-def build_job(plugin, code, *, id=None, stdin=None, args=None, env=None, files=None, limits=None,
-              net=None, secrets=None, tests=None, runs=None, session=None, collect=None, meta=None,
-              deadline=None, reply_to=None, extra=None):
-    """The job map. `net`: a list of host patterns (net.allow) or the map
-    itself; `session`: an id, or {id, idle_ms, close}; `files`: {path:
-    bytes or str}; `extra`: more keys, as they are."""
+def build_job(plugin: str, code: Union[str, bytes], *, id: Optional[str] = None, stdin: Optional[Data] = None,
+              args: Optional[Iterable[object]] = None, env: Optional[Mapping[str, object]] = None,
+              files: Optional[Mapping[str, Data]] = None, limits: Optional[Mapping[str, int]] = None,
+              net: Union[Sequence[str], Mapping[str, Any], None] = None,
+              secrets: Optional[Mapping[str, str]] = None, tests: Optional[Iterable[Mapping[str, Any]]] = None,
+              runs: Optional[Iterable[Mapping[str, Any]]] = None,
+              session: Union[str, Mapping[str, Any], None] = None,
+              collect: Union[str, Iterable[str], None] = None, meta: Any = None,
+              deadline: Optional[int] = None, reply_to: Optional[str] = None,
+              extra: Optional[Mapping[str, Any]] = None) -> Job:
+    """The job map (schemas/job.v1.md); every keyword of run(), stream()
+    and submit() is one of these.
+
+    id        the job's id (a random one by default; give one to make a
+              submission idempotent)
+    stdin, args, env, files   the program's input: files is {path: bytes or
+              str} under /work
+    limits    {timeout_ms, cpu_ms, memory_mb, pids, output_bytes,
+              file_bytes, collect_bytes}
+    net       host patterns the job may reach (net.allow), or the map
+    secrets   {ENV_NAME: secret name}: values only the bound hosts see
+    tests     [{stdin, args, expect: {stdout, exit}}]: graded cases
+    runs      [{stdin, args}]: one build, many inputs
+    session   an id, or {id, idle_ms, close}: one sandbox across jobs
+    collect   glob(s) of files under /work to send back
+    meta      anything: echoed on the exit frame
+    deadline  Unix ms after which the job is not started (expired)
+    reply_to  the stream its frames go to
+    extra     more keys, as they are
+    """
     if not isinstance(plugin, str) or not plugin:
         raise TypeError("plugin must be a non-empty str")
     if isinstance(code, bytes):
         code = code.decode()
     if not isinstance(code, str):
         raise TypeError("code must be str")
-    job = {"v": 1, "id": id or new_id(), "plugin": plugin, "code": code}
+    job: Job = {"v": 1, "id": id or new_id(), "plugin": plugin, "code": code}
     if stdin is not None:
         job["stdin"] = _bytes(stdin, "stdin")
     if args is not None:
@@ -74,11 +106,12 @@ def build_job(plugin, code, *, id=None, stdin=None, args=None, env=None, files=N
     return job
 
 
-def pack(obj):
-    return msgpack.packb(obj, use_bin_type=True)
+def pack(obj: object) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
 
 
-def unpack(data):
+def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
@@ -97,52 +130,56 @@ class Result:
     exit        the exit frame; frames: every frame of the last attempt
     """
 
-    def __init__(self, job_id, frames):
-        self.id = job_id
-        self.frames = frames
+    def __init__(self, job_id: Optional[str], frames: List[Frame]) -> None:
+        self.id: Optional[str] = job_id
+        self.frames: List[Frame] = frames
         ex = [f for f in frames if f.get("kind") == "exit" and "run" not in f]
-        self.exit = ex[-1] if ex else {}
+        self.exit: Frame = ex[-1] if ex else {}
         e = self.exit
-        self.status = e.get("status")
-        self.code = e.get("code")
-        self.signal = e.get("signal")
-        self.reason = e.get("reason")
-        self.wall_ms = e.get("wall_ms")
-        self.cpu_ms = e.get("cpu_ms")
-        self.max_rss_kb = e.get("max_rss_kb")
-        self.attempt = e.get("attempt")
-        self.worker = e.get("worker")
-        self.verdict = e.get("verdict")
-        self.session = e.get("session")
-        self.meta = e.get("meta")
-        self.stdout = b"".join(f["data"] for f in frames if f.get("kind") == "stdout")
-        self.stderr = b"".join(f["data"] for f in frames if f.get("kind") == "stderr")
-        self.results = [bytes(f["data"]).decode("utf-8", "replace") for f in frames if f.get("kind") == "result"]
-        self.cases = [f for f in frames if f.get("kind") == "case"]
-        self.files = {}
+        self.status: Optional[str] = e.get("status")
+        self.code: Optional[int] = e.get("code")
+        self.signal: Optional[int] = e.get("signal")
+        self.reason: Optional[str] = e.get("reason")
+        self.wall_ms: Optional[int] = e.get("wall_ms")
+        self.cpu_ms: Optional[int] = e.get("cpu_ms")
+        self.max_rss_kb: Optional[int] = e.get("max_rss_kb")
+        self.attempt: Optional[int] = e.get("attempt")
+        self.worker: Optional[str] = e.get("worker")
+        self.verdict: Optional[str] = e.get("verdict")
+        self.session: Optional[Dict[str, Any]] = e.get("session")
+        self.meta: Any = e.get("meta")
+        self.stdout: bytes = b"".join(f["data"] for f in frames if f.get("kind") == "stdout")
+        self.stderr: bytes = b"".join(f["data"] for f in frames if f.get("kind") == "stderr")
+        self.results: List[str] = [bytes(f["data"]).decode("utf-8", "replace")
+                                   for f in frames if f.get("kind") == "result"]
+        self.cases: List[Frame] = [f for f in frames if f.get("kind") == "case"]
+        self.files: Dict[str, bytes] = {}
         for f in frames:
             if f.get("kind") == "file":
                 self.files[f["path"]] = self.files.get(f["path"], b"") + bytes(f["data"])
 
     @property
-    def stdout_text(self):
+    def stdout_text(self) -> str:
+        """stdout as text (UTF-8, invalid bytes replaced)."""
         return self.stdout.decode("utf-8", "replace")
 
     @property
-    def stderr_text(self):
+    def stderr_text(self) -> str:
+        """stderr as text (UTF-8, invalid bytes replaced)."""
         return self.stderr.decode("utf-8", "replace")
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
+        """The job ended ok."""
         return self.status == "ok"
 
-    def check(self):
+    def check(self) -> "Result":
         """This result, or JobError when the job did not end ok."""
         if self.status != "ok":
             raise JobError(self)
         return self
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Result(id=%r, status=%r, code=%r%s)" % (
             self.id, self.status, self.code, ", reason=%r" % self.reason if self.reason else "")
 
@@ -152,12 +189,12 @@ class Collector:
     each (attempt, seq) once; a later attempt's frames replace an earlier
     one's (that attempt was cut short)."""
 
-    def __init__(self, job_id):
-        self.id = job_id
+    def __init__(self, job_id: Optional[str]) -> None:
+        self.id: Optional[str] = job_id
         self.attempt = 0
-        self.seen = {}
+        self.seen: Dict[Any, Frame] = {}
 
-    def add(self, frame):
+    def add(self, frame: Frame) -> List[Frame]:
         """Take a frame: the new ones it makes visible, in seq order (for
         streaming), or [] for a repeat or a stale attempt's frame."""
         attempt = frame.get("attempt") or 1
@@ -173,18 +210,12 @@ class Collector:
         return [frame]
 
     @property
-    def done(self):
+    def done(self) -> bool:
+        """The job's last exit frame is in."""
         # the job's last exit frame (an input of `runs` has one with `run`)
         return any(f.get("kind") == "exit" and "run" not in f for f in self.seen.values())
 
-    def result(self):
+    def result(self) -> Result:
+        """The Result of the frames so far (the last attempt's)."""
         frames = sorted(self.seen.values(), key=lambda f: f.get("seq", 0))
         return Result(self.id, frames)
-
-
-def cancel_message(job_id):
-    return pack({"cancel": job_id})
-
-
-def env_default(name, default):
-    return os.environ.get(name, default)

@@ -2,15 +2,42 @@
 (confluent_kafka). A transport enqueues a job and opens readers of a
 reply stream or topic; the client (client.py) does the rest."""
 import time
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, TypeVar
 
 from ._errors import KilnConnectionError
-from ._jobs import new_id, pack, unpack
+from ._jobs import Frame, Job, new_id, pack, unpack
+
+T = TypeVar("T")
 
 
-def entries(reply):
+class Reader(Protocol):
+    """Frames of one reply stream or topic."""
+
+    def read(self, timeout: float) -> List[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    """Where jobs go (enqueue, cancel) and frames come from (reader)."""
+
+    def private_reply(self, job_id: str) -> Optional[str]: ...
+
+    def enqueue(self, job: Job, key: str) -> None: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def reader(self, stream: Optional[str], shared: bool) -> Reader: ...
+
+    def close(self) -> None: ...
+
+
+def entries(reply: Any) -> Tuple[List[Frame], List[bytes], Optional[bytes]]:
     """An XREAD/XREADGROUP reply as (frames, entry ids, the last id): the
     frames decoded, entries that hold none skipped."""
-    frames, ids, last = [], [], None
+    frames: List[Frame] = []
+    ids: List[bytes] = []
+    last: Optional[bytes] = None
     for _, got in reply or []:
         for entry_id, fields in got:
             last = entry_id
@@ -25,14 +52,14 @@ def entries(reply):
 
 
 class RedisTransport:
-    def __init__(self, url, jobs, control, group=None):
+    def __init__(self, url: str, jobs: str, control: str, group: Optional[str] = None) -> None:
         import redis
         self._redis = redis
         self.r = redis.Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True)
         self.jobs, self.control = jobs, control
         self.group = group or "kiln-client-" + new_id("g")[2:14]
 
-    def _call(self, fn, *a, **kw):
+    def _call(self, fn: Callable[..., T], *a: Any, **kw: Any) -> T:
         try:
             return fn(*a, **kw)
         except self._redis.exceptions.ConnectionError as e:
@@ -40,19 +67,20 @@ class RedisTransport:
         except self._redis.exceptions.TimeoutError as e:
             raise KilnConnectionError("redis: %s" % e) from e
 
-    def private_reply(self, job_id):
+    def private_reply(self, job_id: str) -> Optional[str]:
         return "kiln.reply." + job_id
 
-    def enqueue(self, job, key):
+    def enqueue(self, job: Job, key: str) -> None:
         self._call(self.r.xadd, self.jobs, {"job": pack(job)})
 
-    def cancel(self, job_id):
+    def cancel(self, job_id: str) -> None:
         self._call(self.r.xadd, self.control, {"cancel": job_id})
 
-    def reader(self, stream, shared):
+    def reader(self, stream: Optional[str], shared: bool) -> Reader:
+        assert stream is not None  # Redis always names a reply stream
         return RedisReader(self, stream, shared)
 
-    def close(self):
+    def close(self) -> None:
         self.r.close()
 
 
@@ -60,9 +88,9 @@ class RedisReader:
     """Frames of one reply stream: a private one from its start (deleted
     at close), or a shared one through a consumer group of this client."""
 
-    def __init__(self, t, stream, shared):
+    def __init__(self, t: RedisTransport, stream: str, shared: bool) -> None:
         self.t, self.stream, self.shared = t, stream, shared
-        self.last = "0"
+        self.last: Any = "0"
         if shared:
             try:
                 t._call(t.r.xgroup_create, stream, t.group, id="$", mkstream=True)
@@ -70,7 +98,7 @@ class RedisReader:
                 if "BUSYGROUP" not in str(e):
                     raise
 
-    def read(self, timeout):
+    def read(self, timeout: float) -> List[Frame]:
         """Frames that came (maybe none), waiting up to `timeout` s."""
         ms = max(1, int(timeout * 1000))
         t = self.t
@@ -84,7 +112,7 @@ class RedisReader:
             t._call(t.r.xack, self.stream, t.group, *ids)
         return out
 
-    def close(self):
+    def close(self) -> None:
         if not self.shared:
             try:
                 self.t.r.delete(self.stream)
@@ -93,18 +121,19 @@ class RedisReader:
 
 
 class KafkaTransport:
-    def __init__(self, brokers, jobs, results, control, conf=None):
+    def __init__(self, brokers: str, jobs: str, results: str, control: str,
+                 conf: Optional[Dict[str, Any]] = None) -> None:
         import confluent_kafka
         self._ck = confluent_kafka
         self.conf = dict({"bootstrap.servers": brokers}, **(conf or {}))
         self.jobs, self.results, self.control = jobs, results, control
         self.producer = confluent_kafka.Producer(dict(self.conf, **{"linger.ms": 1, "enable.idempotence": True}))
 
-    def private_reply(self, job_id):
+    def private_reply(self, job_id: str) -> Optional[str]:
         return None  # topics are not made per job: the results topic, filtered by key
 
-    def _produce(self, topic, key, value):
-        err = []
+    def _produce(self, topic: str, key: str, value: bytes) -> None:
+        err: List[Any] = []
         self.producer.produce(topic, value, key=key, on_delivery=lambda e, m: err.append(e))
         left = 30.0
         while not err and left > 0:
@@ -113,16 +142,16 @@ class KafkaTransport:
         if not err or err[0] is not None:
             raise KilnConnectionError("kafka: %s not delivered: %s" % (topic, err[0] if err else "timed out"))
 
-    def enqueue(self, job, key):
+    def enqueue(self, job: Job, key: str) -> None:
         self._produce(self.jobs, key, pack(job))
 
-    def cancel(self, job_id):
+    def cancel(self, job_id: str) -> None:
         self._produce(self.control, job_id, pack({"cancel": job_id}))
 
-    def reader(self, topic, shared):
-        return KafkaReader(self, topic or self.results)
+    def reader(self, stream: Optional[str], shared: bool) -> Reader:
+        return KafkaReader(self, stream or self.results)
 
-    def close(self):
+    def close(self) -> None:
         self.producer.flush(5)
 
 
@@ -130,7 +159,7 @@ class KafkaReader:
     """Frames of a results topic from its end as it was when opened
     (read_committed); every frame, whichever job: the client filters."""
 
-    def __init__(self, t, topic):
+    def __init__(self, t: KafkaTransport, topic: str) -> None:
         ck = t._ck
         self.c = ck.Consumer(dict(t.conf, **{"group.id": "kiln-client-" + new_id("r")[2:14],
                                              "enable.auto.commit": False,
@@ -145,8 +174,8 @@ class KafkaReader:
             parts.append(ck.TopicPartition(topic, p, hi))
         self.c.assign(parts)
 
-    def read(self, timeout):
-        out = []
+    def read(self, timeout: float) -> List[Frame]:
+        out: List[Frame] = []
         end = time.monotonic() + timeout
         while True:
             m = self.c.poll(max(0.0, min(0.2, end - time.monotonic())))
@@ -158,5 +187,5 @@ class KafkaReader:
             if out or time.monotonic() >= end:
                 return out
 
-    def close(self):
+    def close(self) -> None:
         self.c.close()

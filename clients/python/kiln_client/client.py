@@ -11,10 +11,11 @@ results as they end; cancel() stops one. AsyncClient (aio.py) is the same
 for asyncio.
 """
 import time
+from typing import Any, Dict, Generator, Iterable, Iterator, Mapping, Optional, Tuple
 
 from ._errors import KilnConnectionError, TimeoutError
-from ._jobs import Collector, build_job, new_id
-from ._transport import KafkaTransport, RedisTransport
+from ._jobs import Collector, Frame, Job, Result, build_job, new_id
+from ._transport import KafkaTransport, RedisTransport, Transport
 
 _READ_SLICE = 1.0  # seconds one read may block
 
@@ -27,44 +28,53 @@ class Client:
     a private stream (Redis), deleted afterwards, or the results topic
     (Kafka) from its end."""
 
-    def __init__(self, redis_url=None, *, brokers=None, jobs="kiln.jobs", results="kiln.results",
-                 control="kiln.control", reply_to=None, group=None, kafka_conf=None):
+    def __init__(self, redis_url: Optional[str] = None, *, brokers: Optional[str] = None,
+                 jobs: str = "kiln.jobs", results: str = "kiln.results", control: str = "kiln.control",
+                 reply_to: Optional[str] = None, group: Optional[str] = None,
+                 kafka_conf: Optional[Dict[str, Any]] = None) -> None:
         if (redis_url is None) == (brokers is None):
             raise ValueError("give redis_url or brokers=, one of them")
         self.kafka = brokers is not None
-        if self.kafka:
+        self.t: Transport
+        if brokers is not None:
             self.t = KafkaTransport(brokers, jobs, results, control, kafka_conf)
         else:
+            assert redis_url is not None
             self.t = RedisTransport(redis_url, jobs, control, group)
         self.reply_to = reply_to
 
     # ---- the calls --------------------------------------------------------
 
-    def submit(self, plugin, code, **job):
+    def submit(self, plugin: str, code: str, **job: Any) -> str:
         """Enqueue a job; its id. Its frames go to `reply_to` (or the
         workers' results stream): read them yourself."""
         j = build_job(plugin, code, **job)
         self.t.enqueue(j, self._key(j))
-        return j["id"]
+        return str(j["id"])
 
-    def run(self, plugin, code, *, timeout=None, **job):
+    def run(self, plugin: str, code: str, *, timeout: Optional[float] = None, **job: Any) -> Result:
         """Run a job to its end: its Result (whatever its status). Raises
-        TimeoutError when no result came within `timeout` seconds."""
+        TimeoutError when no result came within `timeout` seconds. The
+        keywords are build_job's (stdin, args, env, files, limits, tests,
+        session, collect, ...)."""
         gen = self._follow(plugin, code, timeout, job)
         while True:
             try:
                 next(gen)
             except StopIteration as end:
-                return end.value
+                result: Result = end.value
+                return result
 
-    def stream(self, plugin, code, *, timeout=None, **job):
+    def stream(self, plugin: str, code: str, *, timeout: Optional[float] = None,
+               **job: Any) -> Iterator[Frame]:
         """Run a job, yielding each of its frames (dicts: stdout, stderr,
         result, file, case, then exit) once, in order, as they come. After
         a worker died mid-job the next attempt's frames follow (each frame
         says its `attempt`)."""
         yield from self._follow(plugin, code, timeout, job)
 
-    def map(self, jobs, *, concurrency=16, timeout=None):
+    def map(self, jobs: Iterable[Mapping[str, Any]], *, concurrency: int = 16,
+            timeout: Optional[float] = None) -> Iterator[Result]:
         """Run many jobs (an iterable of dicts of run()'s arguments: plugin,
         code, ...), at most `concurrency` at once; yield each Result as its
         job ends. `timeout`: for each job, from when it was enqueued."""
@@ -73,7 +83,7 @@ class Client:
         it = iter(jobs)
         stream = self.reply_to or (None if self.kafka else "kiln.reply.map-" + new_id("m")[2:18])
         reader = self.t.reader(stream, self.reply_to is not None)
-        live = {}  # id -> (Collector, deadline)
+        live: Dict[str, Tuple[Collector, Optional[float]]] = {}  # id -> (Collector, deadline)
         try:
             more = True
             while more or live:
@@ -90,7 +100,7 @@ class Client:
                     live[j["id"]] = (Collector(j["id"]), None if timeout is None else time.monotonic() + timeout)
                     self.t.enqueue(j, self._key(j))
                 for f in reader.read(_READ_SLICE):
-                    got = live.get(f.get("id"))
+                    got = live.get(f.get("id", ""))
                     if got is None:
                         continue
                     got[0].add(f)
@@ -100,33 +110,35 @@ class Client:
                 now = time.monotonic()
                 for jid, (_, dl) in list(live.items()):
                     if dl is not None and now > dl:
-                        raise TimeoutError(jid, timeout)
+                        raise TimeoutError(jid, timeout or 0)
         finally:
             reader.close()
 
-    def cancel(self, job_id):
+    def cancel(self, job_id: str) -> None:
         """Cancel a job (or a session, by its id) wherever it runs."""
         self.t.cancel(job_id)
 
-    def close(self):
+    def close(self) -> None:
+        """Close the connections (the client is done)."""
         self.t.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ---- inside -----------------------------------------------------------
 
     @staticmethod
-    def _key(job):
+    def _key(job: Job) -> str:
         """Kafka's key: a session's jobs go by the session id (one
         partition, one worker, in order), others by the job id."""
         s = job.get("session")
-        return s["id"] if isinstance(s, dict) and "id" in s else job["id"]
+        return str(s["id"] if isinstance(s, dict) and "id" in s else job["id"])
 
-    def _follow(self, plugin, code, timeout, job):
+    def _follow(self, plugin: str, code: str, timeout: Optional[float],
+                job: Dict[str, Any]) -> Generator[Frame, None, Result]:
         j = build_job(plugin, code, **job)
         shared = self.reply_to is not None or "reply_to" in job
         stream = job.get("reply_to") or self.reply_to or self.t.private_reply(j["id"])
@@ -140,7 +152,7 @@ class Client:
             while not col.done:
                 left = _READ_SLICE if deadline is None else deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(j["id"], timeout)
+                    raise TimeoutError(j["id"], timeout or 0)
                 for f in reader.read(min(left, _READ_SLICE)):
                     if f.get("id") == j["id"]:
                         yield from col.add(f)
