@@ -64,13 +64,49 @@ step kiln submit --id demo --reply-to demo.out --code 'echo frames' '&&' kiln fr
 build/bin/kiln submit --id demo --reply-to demo.out --code 'echo frames' >/dev/null
 build/bin/kiln frames --stream demo.out
 
+# What kiln does beyond running a program: a program graded against test
+# cases (each case in a fresh sandbox, a verdict per case; with the Python
+# client), a session whose interpreter lives on from job to job, files a
+# job wrote sent back, and `kiln eval` over a small bundled problem set.
+step "python3 - <<EOF  (kiln_client: one program, three test cases)"
+PYTHONPATH=clients/python /usr/bin/python3 - <<'EOF'
+import os
+from kiln_client import Client
+with Client(os.environ["KILN_REDIS"]) as kiln:
+    r = kiln.run("python", "a, b = map(int, input().split())\nprint(a + b)", timeout=120, tests=[
+        {"stdin": "1 2\n", "expect": {"stdout": "3\n"}},
+        {"stdin": "5 5\n", "expect": {"stdout": "10\n"}},
+        {"stdin": "2 2\n", "expect": {"stdout": "5\n"}}])
+    print("verdict:", r.verdict, "| cases:", ", ".join(c["verdict"] for c in r.cases))
+EOF
+
+step kiln submit --session demo --plugin python --code "'import math; r = 3'"
+build/bin/kiln submit --session demo --plugin python --code 'import math; r = 3' && status || status
+step kiln submit --session demo --plugin python --code "'area = math.pi * r ** 2'"
+build/bin/kiln submit --session demo --plugin python --code 'area = math.pi * r ** 2' && status || status
+step kiln submit --session demo --plugin python --close --code "'round(area, 2)'"
+build/bin/kiln submit --session demo --plugin python --close --code 'round(area, 2)' && status || status
+
+collect='import os; os.makedirs("out"); open("out/squares.csv", "w").write("".join(f"{i},{i*i}\n" for i in range(5)))'
+step kiln submit --plugin python --collect "'out/*.csv'" --out-dir got --code "'$collect'" '&&' cat got/out/squares.csv
+build/bin/kiln submit --plugin python --collect 'out/*.csv' --out-dir "$tmp/got" --code "$collect" &&
+    cat "$tmp/got/out/squares.csv" && status || status
+
+step kiln eval --problems tests/integration/eval/problems.jsonl --samples tests/integration/eval/samples.jsonl --k 1,5 --timeout-ms 5000
+build/bin/kiln eval --problems tests/integration/eval/problems.jsonl \
+    --samples tests/integration/eval/samples.jsonl --out "$tmp/eval.jsonl" --k 1,5 --timeout-ms 5000 && status || status
+
 # The same kind of job in a microVM: a QEMU microvm guest with its own
 # kernel (KVM where it runs guests, TCG here), from a second worker on its
 # own stream. The guest kernel and initramfs are built once, cached after.
 cmake --build build --target vm-image >/dev/null
 set -a; . build/vm/vm.env; set +a
+# with the two plugins it runs: a warm VM per plugin for all of them would
+# boot them all at once, slowly under TCG
+mkdir "$tmp/vm-plugins"
+ln -s "$PWD/build/lib/kiln/plugins/shell.so" "$PWD/build/lib/kiln/plugins/python.so" "$tmp/vm-plugins/"
 build/bin/kiln-worker --consumer quickstart-vm --backend qemu --jobs kiln.vm.jobs --slots 1 \
-    --pool 1 --state-dir "$tmp/vm" 2>"$tmp/vm-worker.log" &
+    --pool 1 --plugin-dir "$tmp/vm-plugins" --state-dir "$tmp/vm" 2>"$tmp/vm-worker.log" &
 vmworker=$!
 for _ in $(seq 100); do grep -q "fetch connection up" "$tmp/vm-worker.log" && break; sleep 0.1; done
 
