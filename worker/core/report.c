@@ -19,7 +19,9 @@
 static void on_frame_written(void *arg, int status, const char *err)
 {
     (void)arg; /* the run may be gone: nothing of it is used */
-    if (status < 0)
+    /* -EPIPE: the queue failed for good (kiln_fatal_cb), which the worker
+     * said once as it began to drain; a line per pending frame says no more */
+    if (status < 0 && status != -EPIPE)
         kiln_warn("output frame not written: %s", err);
 }
 
