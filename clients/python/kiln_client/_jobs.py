@@ -2,11 +2,12 @@
 schemas/frame.v1.md): building a job map, and putting a job's frames
 together into one Result, de-duplicated and from its last attempt."""
 import secrets as _secrets
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+import time
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import msgpack
 
-from ._errors import JobError
+from ._errors import JobError, TimeoutError
 
 # Statuses a job can end with (schemas/frame.v1.md).
 STATUSES: "tuple[str, ...]" = ("ok", "error", "timeout", "oom", "killed", "output_limit", "rejected",
@@ -219,3 +220,62 @@ class Collector:
         """The Result of the frames so far (the last attempt's)."""
         frames = sorted(self.seen.values(), key=lambda f: f.get("seq", 0))
         return Result(self.id, frames)
+
+
+class Batch:
+    """map()'s bookkeeping, for Client and AsyncClient alike: which jobs
+    are in flight, their frames, their deadlines. The caller does the I/O:
+    it sends what next_job() returns while room() says so, hands take()
+    every frame it reads and yields the Results take() returns, and calls
+    check_deadlines() after each read."""
+
+    def __init__(self, specs: Iterable[Mapping[str, Any]], concurrency: int, timeout: Optional[float],
+                 reply_to: Optional[str]) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.specs: Iterator[Mapping[str, Any]] = iter(specs)
+        self.concurrency, self.timeout, self.reply_to = concurrency, timeout, reply_to
+        self.live: Dict[str, Tuple[Collector, Optional[float]]] = {}
+        self.more = True
+
+    @property
+    def busy(self) -> bool:
+        """Jobs are left to send or to hear from."""
+        return self.more or bool(self.live)
+
+    def next_job(self) -> Optional[Job]:
+        """The next job to send (now counted in flight), or None when
+        `concurrency` are in flight or there are no more."""
+        if not self.more or len(self.live) >= self.concurrency:
+            return None
+        spec = next(self.specs, None)
+        if spec is None:
+            self.more = False
+            return None
+        s = dict(spec)
+        j = build_job(s.pop("plugin"), s.pop("code"), **s)
+        if self.reply_to is not None:
+            j["reply_to"] = self.reply_to
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        self.live[j["id"]] = (Collector(j["id"]), deadline)
+        return j
+
+    def take(self, frames: Iterable[Frame]) -> List[Result]:
+        """The Results of the jobs these frames end."""
+        out = []
+        for f in frames:
+            got = self.live.get(f.get("id", ""))
+            if got is None:
+                continue
+            got[0].add(f)
+            if got[0].done:
+                del self.live[f["id"]]
+                out.append(got[0].result())
+        return out
+
+    def check_deadlines(self) -> None:
+        """TimeoutError naming a job past its deadline."""
+        now = time.monotonic()
+        for jid, (_, dl) in self.live.items():
+            if dl is not None and now > dl:
+                raise TimeoutError(jid, self.timeout or 0)

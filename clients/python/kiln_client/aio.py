@@ -12,7 +12,7 @@ from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Ite
                     Optional, Tuple, TypeVar, Union)
 
 from ._errors import KilnConnectionError, TimeoutError
-from ._jobs import Collector, Frame, Result, build_job, new_id, pack
+from ._jobs import Batch, Collector, Frame, Result, build_job, new_id, pack
 from ._transport import entries
 from .client import Client
 
@@ -162,42 +162,23 @@ class AsyncClient:
                   timeout: Optional[float] = None) -> AsyncIterator[Result]:
         """Run many jobs, at most `concurrency` at once; yield each Result as
         its job ends (Client.map): all of them on one reply stream."""
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
         if self.sync:
             sync = self.sync
             async for r in _from_thread(lambda: sync.map(jobs, concurrency=concurrency, timeout=timeout)):
                 yield r
             return
-        it = iter(jobs)
         stream = self.reply_to or "kiln.reply.map-" + new_id("m")[2:18]
+        batch = Batch(jobs, concurrency, timeout, stream)
         reader = await _Reader(self, stream, self.reply_to is not None).open()
-        live: Dict[str, Tuple[Collector, Optional[float]]] = {}
         try:
-            more = True
-            while more or live:
-                while more and len(live) < concurrency:
-                    spec = next(it, None)
-                    if spec is None:
-                        more = False
-                        break
-                    s = dict(spec)
-                    j = build_job(s.pop("plugin"), s.pop("code"), **s)
-                    j["reply_to"] = stream
-                    live[j["id"]] = (Collector(j["id"]), None if timeout is None else time.monotonic() + timeout)
+            while batch.busy:
+                j = batch.next_job()
+                while j is not None:
                     await self._call(self.r.xadd(self.jobs, {"job": pack(j)}))
-                for f in await reader.read(_READ_SLICE):
-                    got = live.get(f.get("id", ""))
-                    if got is None:
-                        continue
-                    got[0].add(f)
-                    if got[0].done:
-                        del live[f["id"]]
-                        yield got[0].result()
-                now = time.monotonic()
-                for jid, (_, dl) in list(live.items()):
-                    if dl is not None and now > dl:
-                        raise TimeoutError(jid, timeout or 0)
+                    j = batch.next_job()
+                for r in batch.take(await reader.read(_READ_SLICE)):
+                    yield r
+                batch.check_deadlines()
         finally:
             await reader.close()
 

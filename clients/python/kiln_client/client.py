@@ -11,10 +11,10 @@ results as they end; cancel() stops one. AsyncClient (aio.py) is the same
 for asyncio.
 """
 import time
-from typing import Any, Dict, Generator, Iterable, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Generator, Iterable, Iterator, Mapping, Optional
 
 from ._errors import KilnConnectionError, TimeoutError
-from ._jobs import Collector, Frame, Job, Result, build_job, new_id
+from ._jobs import Batch, Collector, Frame, Job, Result, build_job, new_id
 from ._transport import KafkaTransport, RedisTransport, Transport
 
 _READ_SLICE = 1.0  # seconds one read may block
@@ -78,39 +78,17 @@ class Client:
         """Run many jobs (an iterable of dicts of run()'s arguments: plugin,
         code, ...), at most `concurrency` at once; yield each Result as its
         job ends. `timeout`: for each job, from when it was enqueued."""
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        it = iter(jobs)
         stream = self.reply_to or (None if self.kafka else "kiln.reply.map-" + new_id("m")[2:18])
+        batch = Batch(jobs, concurrency, timeout, stream)
         reader = self.t.reader(stream, self.reply_to is not None)
-        live: Dict[str, Tuple[Collector, Optional[float]]] = {}  # id -> (Collector, deadline)
         try:
-            more = True
-            while more or live:
-                while more and len(live) < concurrency:
-                    spec = next(it, None)
-                    if spec is None:
-                        more = False
-                        break
-                    spec = dict(spec)
-                    j = build_job(spec.pop("plugin"), spec.pop("code"), **spec)
-                    j["reply_to"] = stream if stream is not None else j.get("reply_to")
-                    if j["reply_to"] is None:
-                        del j["reply_to"]
-                    live[j["id"]] = (Collector(j["id"]), None if timeout is None else time.monotonic() + timeout)
+            while batch.busy:
+                j = batch.next_job()
+                while j is not None:
                     self.t.enqueue(j, self._key(j))
-                for f in reader.read(_READ_SLICE):
-                    got = live.get(f.get("id", ""))
-                    if got is None:
-                        continue
-                    got[0].add(f)
-                    if got[0].done:
-                        del live[f["id"]]
-                        yield got[0].result()
-                now = time.monotonic()
-                for jid, (_, dl) in list(live.items()):
-                    if dl is not None and now > dl:
-                        raise TimeoutError(jid, timeout or 0)
+                    j = batch.next_job()
+                yield from batch.take(reader.read(_READ_SLICE))
+                batch.check_deadlines()
         finally:
             reader.close()
 
