@@ -1,10 +1,11 @@
 /*
  * python: the job's code becomes /work/main.py and runs as
  *
- *   python3 -I -u -B /work/main.py ARGS...
+ *   python3 -E -s -u -B /work/main.py ARGS...
  *
- * -I isolated (no PYTHON* variables, no user site, script dir only on the
- * path), -u unbuffered so output streams as it is printed, -B no .pyc files.
+ * -E no PYTHON* variables, -s no user site (the script's directory is first
+ * on the path: a job's own modules beside main.py import), -u unbuffered
+ * so output streams as it is printed, -B no .pyc files.
  * An uncaught exception prints its traceback on stderr and exits 1: status
  * "error".
  *
@@ -18,8 +19,11 @@
  * harness does in the harness's own process; gc.freeze() keeps their
  * objects out of every fork's collections, so their pages stay shared.
  * Each job is a fresh fork: what one job changes in a module no other job
- * sees. A file of the job's own that a preloaded module's name would
- * shadow in a cold run (/work/random.py) is imported instead, as cold.
+ * sees. A module of the job's own that shadows a preloaded one in a cold
+ * run (/work/random.py, a /work/json/ package) does so here too: then
+ * nothing preloaded is kept for that job. A module that imports ctypes is
+ * not preloaded (a run whose end is checked refuses ctypes; preloaded, it
+ * would be there when a cold run's import fails).
  *
  * Warm start: the interpreter is started with the same flags ahead of the
  * job and waits on stdin for the job's argv and environment (see
@@ -36,7 +40,12 @@
 #define PYTHON "/usr/bin/python3"
 #define SCRIPT "/work/main.py"
 
-static const char *const flags[] = {PYTHON, "-I", "-u", "-B"};
+/* A script run: no PYTHON* variables (-E), no user site (-s), the script's
+ * directory first on the path; -c runs (the bootstrap, a session) are
+ * isolated (-I: the same, and nothing on the path before the bootstrap
+ * puts the script's directory there, after it took what it guards). */
+static const char *const script_flags[] = {PYTHON, "-E", "-s", "-u", "-B"};
+static const char *const c_flags[] = {PYTHON, "-I", "-u", "-B"};
 
 /* Reads the envelope, becomes the job, runs the script. Frames of this
  * bootstrap are cut from tracebacks so they read as a cold run's. Started
@@ -62,15 +71,25 @@ static const char bootstrap[] =
     "else:\n"
     "    _pre = set()\n"
     "    if 'KILN_ZYGOTE' in os.environ:\n"
-    "        # what the operator preloads (--preload), imported once here\n"
+    "        # what the operator preloads (--preload), imported once here; not\n"
+    "        # a module that brings ctypes, which a run whose end is checked\n"
+    "        # refuses (preloaded, it would be there when a cold run's is not)\n"
+    "        import importlib.machinery\n"
+    "        _sfx = tuple(importlib.machinery.all_suffixes())\n"
     "        _z = set(sys.modules)\n"
     "        for _m in os.environ.get('KILN_PRELOAD', '').split(','):\n"
+    "            _b = set(sys.modules)\n"
     "            try:\n"
     "                _m and __import__(_m)\n"
-    "            except Exception as _e:\n"
+    "            except BaseException as _e:\n"
     "                print('kiln: preload %s: %r' % (_m, _e), file=sys.stderr)\n"
+    "            if '_ctypes' in sys.modules and '_ctypes' not in _b:\n"
+    "                print('kiln: preload %s: left out: it imports ctypes' % _m, file=sys.stderr)\n"
+    "                for _k in set(sys.modules) - _b:\n"
+    "                    del sys.modules[_k]\n"
     "        _pre = set(sys.modules) - _z\n"
     "        import gc\n"
+    "        gc.collect()\n"
     "        gc.freeze()  # the template's objects: no fork's collector touches (copies) their pages\n"
     "        # a fork server: this returns in each sandbox forked (plugin.h)\n"
     "        _z = set(sys.modules)\n"
@@ -98,14 +117,22 @@ static const char bootstrap[] =
     "            os.environb[_k] = _v\n"
     "    # the script and its arguments: what follows the interpreter's flags\n"
     "    sys.argv = _argv[_argv.index('" SCRIPT "'):]\n"
-    "    # a module of the job's own beside the script comes first, as cold\n"
-    "    for _m in os.listdir(os.path.dirname(sys.argv[0])) if _pre else ():\n"
-    "        _m = _m[:-3] if _m.endswith('.py') else _m\n"
-    "        if _m in _pre:\n"
-    "            for _k in [_k for _k in sys.modules if _k == _m or _k.startswith(_m + '.')]:\n"
-    "                del sys.modules[_k]\n"
-    "    del _f, _n, _argv, _kv, _k, _v, _kiln_read, _pre\n"
-    "def _kiln_exit(code):\n"
+    "    # a module of the job's own beside the script comes before the\n"
+    "    # standard library's, as in a cold run: if one has a preloaded\n"
+    "    # module's name, nothing preloaded is kept (what imported it would\n"
+    "    # hold the other one)\n"
+    "    if _pre:\n"
+    "        _d = os.path.dirname(sys.argv[0])\n"
+    "        for _m in os.listdir(_d):\n"
+    "            _t = next((_m[:-len(_s)] for _s in _sfx if _m.endswith(_s)), None)\n"
+    "            if _t is None and any(os.path.exists(os.path.join(_d, _m, '__init__' + _s)) for _s in _sfx):\n"
+    "                _t = _m\n"
+    "            if _t in _pre:\n"
+    "                for _k in _pre:\n"
+    "                    sys.modules.pop(_k, None)\n"
+    "                break\n"
+    "    del _f, _n, _argv, _pre\n"
+    "def _kiln_exit(code, sys=sys, os=os):\n"
     "    # as the interpreter ends, less its teardown: threads, atexit, flush\n"
     "    try:\n"
     "        if 'threading' in sys.modules:\n"
@@ -150,35 +177,42 @@ static const char bootstrap[] =
     "                ev == 'open' and isinst(args[0], strb) and base(dec(args[0])) in ('mem', 'pagemap')):\n"
     "            raise RuntimeError('kiln: %s is refused in a run whose end is checked' % ev)\n"
     "    sys.addaudithook(hook)\n"
-    "sys.path[0] = os.path.dirname(sys.argv[0])\n"
-    "_m = type(sys)('__main__')\n"
-    "_m.__file__ = sys.argv[0]\n"
-    "_m.__cached__ = None\n"
-    "sys.modules['__main__'] = _m\n"
-    "_kiln_end_arm()\n"
-    "del _kiln_end_arm\n"
-    "try:\n"
-    "    with open(sys.argv[0], 'rb') as _fh:\n"
-    "        _c = compile(_fh.read(), sys.argv[0], 'exec')\n"
-    "    del _fh\n"
-    "    exec(_c, _m.__dict__)\n"
-    "except SystemExit as _e:\n"
-    "    _c = _e.code\n"
-    "    if _c is None:\n"
-    "        _kiln_exit(0)\n"
-    "    if isinstance(_c, int):\n"
-    "        _kiln_exit(_c & 0xff)\n"
-    "    print(_c, file=sys.stderr)\n"
-    "    _kiln_exit(1)\n"
-    "except BaseException as _e:\n"
-    "    _tb = _e.__traceback__\n"
-    "    while _tb is not None and _tb.tb_frame.f_code.co_filename != sys.argv[0]:\n"
-    "        _tb = _tb.tb_next\n"
-    "    sys.excepthook(type(_e), _e.with_traceback(_tb), _tb)\n"
-    "    _kiln_exit(1)\n"
-    "else:\n"
-    "    sys.audit('kiln.end')\n"
-    "_kiln_exit(0)\n";
+    "def _kiln_run(path, arm=_kiln_end_arm, audit=sys.audit, end=_kiln_exit, isinst=isinstance,\n"
+    "              say=print, module=type(sys), sys=sys, os=os, open=open, compile=compile, exec=exec,\n"
+    "              type=type, SystemExit=SystemExit, BaseException=BaseException, int=int):\n"
+    "    # every name this frame calls is its own: a program that rewrites the\n"
+    "    # bootstrap's globals (sys._getframe(1).f_globals) changes none of them,\n"
+    "    # so only a return from the program reaches audit('kiln.end')\n"
+    "    arm()  # before the script's directory is on the path: its files import nothing here\n"
+    "    sys.path.insert(0, os.path.dirname(path))\n"
+    "    m = module('__main__')\n"
+    "    m.__file__ = path\n"
+    "    m.__cached__ = None\n"
+    "    sys.modules['__main__'] = m\n"
+    "    try:\n"
+    "        with open(path, 'rb') as fh:\n"
+    "            c = compile(fh.read(), path, 'exec')\n"
+    "        del fh\n"
+    "        exec(c, m.__dict__)\n"
+    "    except SystemExit as e:\n"
+    "        c = e.code\n"
+    "        if c is None:\n"
+    "            end(0)\n"
+    "        if isinst(c, int):\n"
+    "            end(c & 0xff)\n"
+    "        say(c, file=sys.stderr)\n"
+    "        end(1)\n"
+    "    except BaseException as e:\n"
+    "        tb = e.__traceback__\n"
+    "        while tb is not None and tb.tb_frame.f_code.co_filename != path:\n"
+    "            tb = tb.tb_next\n"
+    "        sys.excepthook(type(e), e.with_traceback(tb), tb)\n"
+    "        end(1)\n"
+    "    else:\n"
+    "        audit('kiln.end')\n"
+    "    end(0)\n"
+    "del _kiln_end_arm, _kiln_exit\n"
+    "_kiln_run(sys.argv[0])\n";
 
 /* A session's interpreter (plugin.h, repl): each cell runs in one
  * __main__, like the interactive interpreter; an expression statement at
@@ -272,11 +306,13 @@ static const char repl[] =
     "        say(b'E %d\\n' % code)\n"
     "_kiln_repl()\n";
 
-static int add_flags(const struct kiln_host *host, struct kiln_plan *plan)
+static int add_flags(const struct kiln_host *host, struct kiln_plan *plan, int script)
 {
+    const char *const *f = script ? script_flags : c_flags;
+    size_t n = script ? sizeof(script_flags) / sizeof(script_flags[0]) : sizeof(c_flags) / sizeof(c_flags[0]);
     int r = host->plan_profile(plan, "python");
-    for (size_t i = 0; r == 0 && i < sizeof(flags) / sizeof(flags[0]); i++)
-        r = host->plan_arg(plan, flags[i]);
+    for (size_t i = 0; r == 0 && i < n; i++)
+        r = host->plan_arg(plan, f[i]);
     return r;
 }
 
@@ -284,12 +320,12 @@ static int python_plan(const struct kiln_host *host, const struct kiln_job_view 
                        struct kiln_plan *plan)
 {
     int r;
-    if ((r = add_flags(host, plan)) < 0 ||
+    /* a run whose end is checked runs under the bootstrap, warm or cold */
+    int checked = KILN_HAS_FIELD(job, struct kiln_job_view, expect_end) && job->expect_end;
+    if ((r = add_flags(host, plan, !checked)) < 0 ||
         (r = host->plan_file(plan, "main.py", job->code, job->code_len, 0644)) < 0)
         return r;
-    /* a run whose end is checked runs under the bootstrap, warm or cold */
-    if (KILN_HAS_FIELD(job, struct kiln_job_view, expect_end) && job->expect_end &&
-        ((r = host->plan_arg(plan, "-c")) < 0 || (r = host->plan_arg(plan, bootstrap)) < 0))
+    if (checked && ((r = host->plan_arg(plan, "-c")) < 0 || (r = host->plan_arg(plan, bootstrap)) < 0))
         return r;
     if ((r = host->plan_arg(plan, SCRIPT)) < 0)
         return r;
@@ -305,7 +341,7 @@ static int python_prestart(const struct kiln_host *host, const char *name,
     int r;
     if (strcmp(name, "python") != 0)
         return -1;
-    if ((r = add_flags(host, plan)) < 0 || (r = host->plan_arg(plan, "-c")) < 0 ||
+    if ((r = add_flags(host, plan, 0)) < 0 || (r = host->plan_arg(plan, "-c")) < 0 ||
         (r = host->plan_arg(plan, bootstrap)) < 0)
         return r;
     return 0;
@@ -316,7 +352,7 @@ static int python_repl(const struct kiln_host *host, const struct kiln_job_view 
 {
     int r;
     (void)job;
-    if ((r = add_flags(host, plan)) < 0 || (r = host->plan_arg(plan, "-c")) < 0 ||
+    if ((r = add_flags(host, plan, 0)) < 0 || (r = host->plan_arg(plan, "-c")) < 0 ||
         (r = host->plan_arg(plan, repl)) < 0)
         return r;
     return 0;
@@ -325,7 +361,7 @@ static int python_repl(const struct kiln_host *host, const struct kiln_job_view 
 static const struct kiln_plugin python = {
     KILN_PLUGIN_HEADER,
     .name = "python",
-    .description = "Python 3: code runs as /work/main.py under python3 -I -u -B",
+    .description = "Python 3: code runs as /work/main.py under python3 -E -s -u -B",
     .plan = python_plan,
     .prestart = python_prestart,
     .flags = KILN_PLUGIN_FORKS | KILN_PLUGIN_ENDS,

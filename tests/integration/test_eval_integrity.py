@@ -3,7 +3,8 @@ its program's end is an error, whatever ended it (sys.exit, os._exit, an
 atexit handler after a failed assert, a thread that calls os._exit while
 the tests run), and a program that searches its own source, environment,
 descriptors, /proc and memory for the token that proves an end finds
-nothing it can use. Each hostile program here passed as `ok` before
+nothing it can use, nor one that rewrites the runner's names or brings a
+module of its own named ctypes. Each hostile program here passed as `ok` before
 `expect_end` existed (they exit 0); each must now fail, in a forked
 (zygote) sandbox and in one that starts python afresh, and through
 `kiln eval`, whose pass@1 counts only the honest samples."""
@@ -126,7 +127,40 @@ CHEATS = {
         "import ctypes, os\n"
         "ctypes.string_at(id(os), 64)\n"
         "os._exit(0)\n"),
+    # the runner's names, rewritten from the program: isinstance becomes
+    # sys.audit, so the runner's own frame would call audit('kiln.end', int)
+    "rewrite_the_runners_globals": (
+        "    return x\n"
+        "import os, sys\n"
+        "g = sys._getframe(1).f_globals\n"
+        "g['isinstance'] = sys.audit\n"
+        "g['_kiln_exit'] = lambda c: os._exit(0)\n"
+        "raise SystemExit('kiln.end')\n"),
+    # a module of its own named ctypes (FILES), imported if the runner
+    # imported ctypes once the script's directory was on the path: it would
+    # find the token in the runner's frame and write the proof itself
+    "own_module_named_ctypes": "    return x\n",
 }
+
+FILES = {
+    "own_module_named_ctypes": {"ctypes.py": (
+        b"import os, sys\n"
+        b"f = sys._getframe()\n"
+        b"while f is not None:\n"
+        b"    t = f.f_locals.get('tok')\n"
+        b"    if isinstance(t, bytes):\n"
+        b"        os.makedirs('/tmp/.kiln-end', exist_ok=True)\n"
+        b"        open('/tmp/.kiln-end/proof', 'wb').write(t)\n"
+        b"        os._exit(0)\n"
+        b"    f = f.f_back\n"
+        b"def CDLL(*a, **k):\n"
+        b"    class L:\n"
+        b"        def prctl(self, *a):\n"
+        b"            return 0\n"
+        b"    return L()\n")},
+}
+# cheats that end 1, their tests failed (most others end 0, before their end)
+ENDS_ONE = {"rewrite_the_runners_globals", "own_module_named_ctypes"}
 
 
 def program(completion):
@@ -141,15 +175,19 @@ class EndChecked(KilnCase):
         ex, out, err = self.run_job(program(WRONG), plugin="python", expect_end=True)
         self.assertEqual((ex["status"], ex["code"]), ("error", 1), ex)
         for name, completion in CHEATS.items():
+            files = FILES.get(name, {})
             # each exits 0 without expect_end: the hole this closes
-            if name not in ("ctypes_reads_memory", "child_reads_parent_memory", "token_hunt"):
-                ex, out, err = self.run_job(program(completion), plugin="python")
+            if name not in ("ctypes_reads_memory", "child_reads_parent_memory", "token_hunt",
+                            "rewrite_the_runners_globals", "own_module_named_ctypes"):
+                ex, out, err = self.run_job(program(completion), plugin="python", files=files)
                 self.assertEqual(ex["status"], "ok", (name, ex, err))
-            ex, out, err = self.run_job(program(completion), plugin="python", expect_end=True)
+            ex, out, err = self.run_job(program(completion), plugin="python", expect_end=True, files=files)
             self.assertEqual(ex["status"], "error", (name, ex, err))
             if name == "ctypes_reads_memory":  # refused outright
                 self.assertEqual(ex["code"], 1, (name, ex))
                 self.assertIn(b"is refused in a run whose end is checked", err)
+            elif name in ENDS_ONE:
+                self.assertEqual(ex["code"], 1, (name, ex, err))
             elif name != "raise_systemexit_in_call":
                 self.assertEqual(ex["code"], 0, (name, ex, err))
                 self.assertIn("before its end", ex["reason"], name)
