@@ -92,6 +92,11 @@ static void test_bad_values(void **state)
                                         "runs only an image it expects\n");
     char *a7[] = {"kiln-worker", "stray", NULL};
     assert_string_equal(refused(2, a7), "kiln-worker: unexpected argument 'stray'\n");
+    /* an unknown flag: the closest one is named, not the whole usage */
+    char *a8[] = {"kiln-worker", "--slotz", "2", NULL};
+    const char *said = refused(3, a8);
+    assert_non_null(strstr(said, "kiln-worker: did you mean --slots?\n"));
+    assert_null(strstr(said, "usage:"));
     /* python's template imports what --preload names: names only, never code */
     static const char *bad_preload[] = {"os;import x", "a,,b", "a,", ".a", "a..b", "1a", "os.system('x')",
                                         "a b"};

@@ -2,8 +2,11 @@
  * nothing a terminal would act on, and UTF-8 left as it is. */
 #include "test.h"
 
+#include <getopt.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "base/suggest.h"
 #include "cli/text.h"
 
 static void test_shown(void **state)
@@ -23,10 +26,50 @@ static void test_shown(void **state)
     assert_string_equal(kiln_shown("a\xc3\xa9", buf, 3), "a");
 }
 
+/* What kiln_suggest_option() writes on stderr for argv[1]; "" for nothing. */
+static const char *suggested(const char *arg)
+{
+    static const struct option lo[] = {{"plugin", 1, 0, 'p'}, {"timeout-ms", 1, 0, 't'},
+                                       {"id", 1, 0, 'i'}, {"collect", 1, 0, 'c'}, {0, 0, 0, 0}};
+    static char out[256];
+    char *argv[] = {"kiln", (char *)arg, NULL};
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fileno(tmp), 2), 2);
+    int said = kiln_suggest_option("kiln submit", lo, argv, 2);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, sizeof(out) - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    assert_int_equal(said, n > 0);
+    return out;
+}
+
+static void test_suggest_option(void **state)
+{
+    (void)state;
+    assert_string_equal(suggested("--plugn"), "kiln submit: did you mean --plugin?\n");
+    assert_string_equal(suggested("--pluginn=python"), "kiln submit: did you mean --plugin?\n");
+    assert_string_equal(suggested("--timeout"), "kiln submit: did you mean --timeout-ms?\n");
+    assert_string_equal(suggested("--colect"), "kiln submit: did you mean --collect?\n");
+    /* nothing close, a short option, a known one refused for its value: nothing said */
+    assert_string_equal(suggested("--frobnicate"), "");
+    assert_string_equal(suggested("-x"), "");
+    assert_string_equal(suggested("--id"), "");
+    assert_string_equal(suggested("--"), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shown),
+        cmocka_unit_test(test_suggest_option),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,7 @@
 #include "cli/eval.h"
 #include "cli/text.h"
 #include "cli/where.h"
+#include "base/suggest.h"
 #include "wire/proto.h"
 
 #define DEFAULT_CONCURRENCY 32
@@ -206,7 +207,10 @@ static int parse_opts(int argc, char **argv, struct eval_opts *o, struct kiln_ev
         case 'j': o->jobs = optarg; break;
         case 'x': set->no_stop = 1; break;
         case 'h': usage(stdout); return 1;
-        default: usage(stderr); return -1;
+        default:
+            if (!kiln_suggest_option("kiln eval", lo, argv, optind))
+                usage(stderr);
+            return -1;
         }
     }
     if (bad)

@@ -31,6 +31,7 @@
 #include "cli/eval.h"
 #include "cli/outdir.h"
 #include "cli/where.h"
+#include "base/suggest.h"
 #include "wire/proto.h"
 
 #define MAX_LIST 256
@@ -209,7 +210,10 @@ static int cmd_frames(int argc, char **argv)
         case 'F': follow = 1; break;
         case 'i': fo.id = optarg; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default:
+            if (!kiln_suggest_option("kiln frames", lo, argv, optind))
+                usage(stderr);
+            return 2;
         }
     }
     struct kiln_client *cl = kiln_where_open(&w);
@@ -379,7 +383,10 @@ static int submit_options(int argc, char **argv, struct submit *o, struct kiln_w
         case 'n': o->follow = 0; break;
         case 'w': o->wait_ms = atoll(optarg); break;
         case 'h': usage(stdout); return -1;
-        default: usage(stderr); return 2;
+        default:
+            if (!kiln_suggest_option("kiln submit", lo, argv, optind))
+                usage(stderr);
+            return 2;
         }
     }
     for (; optind < argc && o->nargs < MAX_LIST; optind++)
@@ -559,7 +566,8 @@ static int cmd_cancel(int argc, char **argv)
         if (c == 'c')
             control = optarg;
         else {
-            usage(stderr);
+            if (!kiln_suggest_option("kiln cancel", lo, argv, optind))
+                usage(stderr);
             return 2;
         }
     }

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/suggest.h"
+
 /* kiln's library directory relative to kiln-worker's, from the install
  * dirs (CMakeLists.txt); the build tree has the same layout. */
 #ifndef KILN_LIB_RELDIR
@@ -318,7 +320,8 @@ int kiln_config_parse(struct kiln_config *cfg, int argc, char **argv)
             return 1;
         }
         if (c < 256) {
-            usage(stderr);
+            if (!kiln_suggest_option("kiln-worker", lopts, argv, optind))
+                usage(stderr);
             return -EINVAL;
         }
         const struct opt *o = &opts[c - 256];
