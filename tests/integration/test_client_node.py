@@ -6,6 +6,7 @@ Then the package as a user gets it: npm pack, installed offline into an
 empty project, and its types under the TypeScript compiler."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -52,7 +53,7 @@ class NodeClient(KafkaCase):
         self.assertIn("skipped 0", out)
 
 
-    def test_packed_package_installs_offline_and_runs_without_kafkajs(self):
+    def test_packed_package_installs_offline_runs_its_readme_without_kafkajs(self):
         node, npm = shutil.which("node"), shutil.which("npm")
         tmp = tempfile.mkdtemp(prefix="kiln-npm-")
         self.addCleanup(shutil.rmtree, tmp, True)
@@ -89,6 +90,19 @@ class NodeClient(KafkaCase):
         self.assertEqual(out.splitlines(), [
             "ok 42",
             "true Kafka needs the kafkajs package (an optional peer dependency): npm install kafkajs"])
+        # the README's three examples, as written, one after the other
+        with open(os.path.join(NODE_DIR, "README.md")) as f:
+            readme = f.read()
+        section = readme.split("## Three examples", 1)[1].split("\n## ", 1)[0]
+        blocks = re.findall(r"```js\n(.*?)```", section, re.S)
+        self.assertEqual(len(blocks), 3, "the README's three examples")
+        with open(os.path.join(app, "readme.mjs"), "w") as f:
+            f.write("\n".join(blocks))
+        r = subprocess.run([node, "readme.mjs"], cwd=app, capture_output=True, timeout=300,
+                           env=dict(os.environ, KILN_REDIS=self.redis.url))
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace"))
+        self.assertEqual(r.stdout.decode().splitlines(),
+                         ["ok 42", "wrong_answer accepted wrong_answer", "{ '44': 1, '45': 2, error: 1 }"])
 
     def test_types_pass_the_typescript_compiler(self):
         tsc = shutil.which("tsc")
