@@ -56,10 +56,14 @@ static const char *const c_flags[] = {PYTHON, "-I", "-u", "-B"};
  * takes the agent's token before the program's code runs and keeps it in
  * the closure of an audit hook, which Python code cannot reach or remove;
  * the hook writes it to the proof file when, and only when, sys.audit is
- * called with "kiln.end" from this bootstrap's own frame: the `else` of
- * the try around the program's exec, reached when its code came back
- * without an exception (SystemExit included). The program cannot call
- * that from anywhere else (the frame is checked by identity), and the
+ * called with "kiln.end" from the runner's own frame (_kiln_run): the
+ * `else` of the try around the program's exec, reached when its code came
+ * back without an exception (SystemExit included). The program cannot call
+ * that from anywhere else (the frame is checked by identity), nor make the
+ * runner call it (every name the runner calls is bound when it is defined,
+ * so rewriting the bootstrap's globals changes none), nor run a module of
+ * its own before the token is taken (the runner takes it before it puts
+ * the script's directory on the path), and the
  * hook refuses it what could read the token from memory or skip code:
  * ctypes, the gc's object lists, other threads' frames, trace and profile
  * functions, /proc's mem files; the process is made non-dumpable, so
