@@ -252,6 +252,14 @@ class OnABrokenWorker(KilnCase):
 class OnKafka(KafkaCase):
     def test_run_map_and_a_session_over_kafka(self):
         self.kworker("k1", *ROOTFS)
+        made = []
+        real = kiln_client._transport.KafkaReader.__init__
+
+        def counting(reader, t, topic, consumer=None):
+            made.append(consumer is None)
+            real(reader, t, topic, consumer)
+        kiln_client._transport.KafkaReader.__init__ = counting
+        self.addCleanup(setattr, kiln_client._transport.KafkaReader, "__init__", real)
         with Client(brokers=self.b) as kiln:
             r = kiln.run("shell", "echo kafka", timeout=60)
             self.assertEqual((r.status, r.stdout), ("ok", b"kafka\n"))
@@ -261,6 +269,8 @@ class OnKafka(KafkaCase):
             sid = "s-" + uuid.uuid4().hex
             kiln.run("python", "v = 1", session=sid, timeout=60)
             self.assertEqual(kiln.run("python", "v + 1", session=sid, timeout=60).results, ["2"])
+        # four calls one after the other (run, map, run, run): one consumer, made by the first
+        self.assertEqual(made, [True, False, False, False])
 
         async def go():
             # frames as they come: the first well before the job ends

@@ -128,6 +128,9 @@ class KafkaTransport:
         self.conf = dict({"bootstrap.servers": brokers}, **(conf or {}))
         self.jobs, self.results, self.control = jobs, results, control
         self.producer = confluent_kafka.Producer(dict(self.conf, **{"linger.ms": 1, "enable.idempotence": True}))
+        # consumers not in use, by topic: a call takes one (or makes one when
+        # none is free) and gives it back, so a call costs no new consumer
+        self._idle: Dict[str, List[Any]] = {}
 
     def private_reply(self, job_id: str) -> Optional[str]:
         return None  # topics are not made per job: the results topic, filtered by key
@@ -149,30 +152,46 @@ class KafkaTransport:
         self._produce(self.control, job_id, pack({"cancel": job_id}))
 
     def reader(self, stream: Optional[str], shared: bool) -> Reader:
-        return KafkaReader(self, stream or self.results)
+        topic = stream or self.results
+        idle = self._idle.get(topic)
+        return KafkaReader(self, topic, idle.pop() if idle else None)
+
+    def _give_back(self, topic: str, consumer: Any) -> None:
+        self._idle.setdefault(topic, []).append(consumer)
 
     def close(self) -> None:
         self.producer.flush(5)
+        for consumers in self._idle.values():
+            for c in consumers:
+                c.close()
+        self._idle = {}
 
 
 class KafkaReader:
     """Frames of a results topic from its end as it was when opened
-    (read_committed); every frame, whichever job: the client filters."""
+    (read_committed); every frame, whichever job: the client filters. Its
+    consumer is one the transport kept from an earlier call, else new; it
+    goes back to the transport at close."""
 
-    def __init__(self, t: KafkaTransport, topic: str) -> None:
+    def __init__(self, t: KafkaTransport, topic: str, consumer: Any = None) -> None:
         ck = t._ck
-        self.c = ck.Consumer(dict(t.conf, **{"group.id": "kiln-client-" + new_id("r")[2:14],
-                                             "enable.auto.commit": False,
-                                             "isolation.level": "read_committed",
-                                             "fetch.wait.max.ms": 50}))
-        md = self.c.list_topics(topic, timeout=10)
-        if topic not in md.topics or md.topics[topic].error is not None:
-            raise KilnConnectionError("kafka: no topic %s" % topic)
-        parts = []
-        for p in md.topics[topic].partitions:
-            lo, hi = self.c.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)
-            parts.append(ck.TopicPartition(topic, p, hi))
-        self.c.assign(parts)
+        self.t, self.topic = t, topic
+        self.c = consumer or ck.Consumer(dict(t.conf, **{"group.id": "kiln-client-" + new_id("r")[2:14],
+                                                         "enable.auto.commit": False,
+                                                         "isolation.level": "read_committed",
+                                                         "fetch.wait.max.ms": 50}))
+        try:
+            md = self.c.list_topics(topic, timeout=10)
+            if topic not in md.topics or md.topics[topic].error is not None:
+                raise KilnConnectionError("kafka: no topic %s" % topic)
+            parts = []
+            for p in md.topics[topic].partitions:
+                lo, hi = self.c.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)
+                parts.append(ck.TopicPartition(topic, p, hi))
+            self.c.assign(parts)  # (a kept consumer: from the end as it is now)
+        except BaseException:
+            self.c.close()
+            raise
 
     def read(self, timeout: float) -> List[Frame]:
         out: List[Frame] = []
@@ -188,4 +207,4 @@ class KafkaReader:
                 return out
 
     def close(self) -> None:
-        self.c.close()
+        self.t._give_back(self.topic, self.c)
