@@ -28,6 +28,9 @@ printf '\002\011\001\020POST /p HTTP/1.1\r\nContent-Length: 5\r\nX: %s\r\n\r\nhe
     > build-fuzz/corpus/http/body
 printf '\002\001\002\003POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n%s' $ph \
     > build-fuzz/corpus/http/chunked
+# ... and what the fuzzer once found: a fragment with no path nor query before it
+printf '\001\003\005\007GET http://api.example:8080?#4aabbccddeeff HTTP/1.1\r\nAuth:api.exab\r\n\r\n' \
+    > build-fuzz/corpus/http/fragment
 for t in job proto mux http; do
     log=build-fuzz/fuzz_$t.log
     if ! (cd build-fuzz && ./bin/fuzz_$t -max_total_time="$secs" -max_len=65536 \

@@ -110,6 +110,10 @@ static void test_origin_forms(void **state)
     feed_both(bound, 1, "GET http://api.example:8080 HTTP/1.0\r\n\r\n", "GET / HTTP/1.0\r\n\r\n", "");
     feed_both(bound, 1, "GET http://API.example:8080?q=1#frag HTTP/1.1\r\nHost: api.example:8080\r\n\r\n",
               "GET /?q=1 HTTP/1.1\r\nHost: api.example:8080\r\n\r\n", "");
+    /* a fragment with no path nor query before it (the fuzzer's find: the
+     * target's end came before its start) */
+    feed_both(bound, 1, "GET http://api.example:8080?#4aab HTTP/1.1\r\nHost: api.example:8080\r\n\r\n",
+              "GET / HTTP/1.1\r\nHost: api.example:8080\r\n\r\n", "");
     /* Host, Origin and Referer (echoed by servers) never get a value */
     feed_both(bound, 0, "GET /a HTTP/1.1\r\nHost: api.example:8080\r\nOrigin: " PH "\r\nreferer: x" PH
               "\r\nX: " PH "\r\n\r\n",
