@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /* Read a whole file; the caller frees. Fails the test if it cannot. */
 static inline unsigned char *read_file(const char *path, size_t *len)
@@ -26,6 +27,35 @@ static inline unsigned char *read_file(const char *path, size_t *len)
     buf[n] = '\0';
     fclose(f);
     *len = (size_t)n;
+    return buf;
+}
+
+/* What a call writes on stderr: stderr_begin() sends stderr to a file,
+ * stderr_end() puts it back and reads what came into buf (len bytes,
+ * NUL-terminated). */
+struct stderr_capture {
+    FILE *tmp;
+    int saved;
+};
+
+static inline void stderr_begin(struct stderr_capture *c)
+{
+    c->tmp = tmpfile();
+    assert_non_null(c->tmp);
+    fflush(stderr);
+    c->saved = dup(2);
+    assert_true(c->saved >= 0);
+    assert_int_equal(dup2(fileno(c->tmp), 2), 2);
+}
+
+static inline const char *stderr_end(struct stderr_capture *c, char *buf, size_t len)
+{
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    ssize_t n = pread(fileno(c->tmp), buf, len - 1, 0);
+    fclose(c->tmp);
+    buf[n < 0 ? 0 : n] = '\0';
     return buf;
 }
 

@@ -52,20 +52,11 @@ static const char *refused(int argc, char **argv)
 {
     static char msg[1024];
     struct kiln_config cfg;
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    fflush(stderr);
-    int saved = dup(2);
-    assert_true(saved >= 0);
-    assert_int_equal(dup2(fileno(tmp), 2), 2);
+    struct stderr_capture cap;
+    stderr_begin(&cap);
     int r = kiln_config_parse(&cfg, argc, argv);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
+    stderr_end(&cap, msg, sizeof(msg));
     kiln_config_free(&cfg);
-    size_t n = (size_t)pread(fileno(tmp), msg, sizeof(msg) - 1, 0);
-    fclose(tmp);
-    msg[n == (size_t)-1 ? 0 : n] = '\0';
     if (r != -EINVAL)
         fail_msg("%s %s: got %d, want -EINVAL (stderr: %s)", argv[1] ? argv[1] : "", argv[1] && argv[2] ? argv[2] : "", r, msg);
     return msg;

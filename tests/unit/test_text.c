@@ -4,7 +4,6 @@
 
 #include <getopt.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/suggest.h"
 #include "cli/text.h"
@@ -33,21 +32,11 @@ static const char *suggested(const char *arg)
                                        {"id", 1, 0, 'i'}, {"collect", 1, 0, 'c'}, {0, 0, 0, 0}};
     static char out[256];
     char *argv[] = {"kiln", (char *)arg, NULL};
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    fflush(stderr);
-    int saved = dup(2);
-    assert_true(saved >= 0);
-    assert_int_equal(dup2(fileno(tmp), 2), 2);
+    struct stderr_capture cap;
+    stderr_begin(&cap);
     int said = kiln_suggest_option("kiln submit", lo, argv, 2);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    rewind(tmp);
-    size_t n = fread(out, 1, sizeof(out) - 1, tmp);
-    out[n] = '\0';
-    fclose(tmp);
-    assert_int_equal(said, n > 0);
+    stderr_end(&cap, out, sizeof(out));
+    assert_int_equal(said, out[0] != '\0');
     return out;
 }
 
