@@ -118,7 +118,7 @@ static int origin_form(struct kiln_http_rw *rw, char *why, size_t len)
     else
         from = (size_t)(sp2 - url);
     to = (u.field_set & (1 << UF_FRAGMENT)) ? (size_t)u.field_data[UF_FRAGMENT].off - 1 : (size_t)(sp2 - url);
-    if (from > to) /* no path, no query, a fragment ("http://h:1?#f", "http://h:1#f"): "/" */
+    if (from > to) /* an empty query, then a fragment ("http://h:1?#f"): "/" */
         from = to;
     int slash = !(u.field_set & (1 << UF_PATH));
     /* "METHOD " + [/] + url[from..to) + " HTTP/x.y..." */
