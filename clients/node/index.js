@@ -250,6 +250,8 @@ class KafkaTransport {
     this.jobs = o.jobs; this.results = o.results; this.control = o.control;
     this.loaded = null;
     this.connected = null;
+    this.tails = new Map(); // topic -> KafkaTail
+    this.consumersMade = 0;
   }
   /** kafkajs loaded, the client and producer made (once). */
   init() {
@@ -277,48 +279,80 @@ class KafkaTransport {
   cancel(id) {
     return this.call(() => this.producer.send({ topic: this.control, messages: [{ key: id, value: Buffer.from(encode({ cancel: id })) }] }));
   }
+  /** A reader of a topic's frames from now on. The first reader of a
+   *  topic starts one consumer for it that every later reader shares (a
+   *  call costs no new consumer); it stops with the transport. */
   async reader(topic) {
     await this.init();
-    const rd = new KafkaReader(this, topic ?? this.results);
-    await rd.open();
-    return rd;
+    topic ??= this.results;
+    let tail = this.tails.get(topic);
+    if (!tail) {
+      tail = new KafkaTail(this, topic);
+      this.tails.set(topic, tail);
+      tail.started = tail.start().catch((e) => { this.tails.delete(topic); throw e; });
+    }
+    await tail.started;
+    return tail.reader();
   }
-  async close() { if (this.connected) await this.producer.disconnect().catch(() => {}); }
+  async close() {
+    for (const tail of this.tails.values()) await tail.stop();
+    this.tails.clear();
+    if (this.connected) await this.producer.disconnect().catch(() => {});
+  }
 }
 
-class KafkaReader {
-  constructor(t, topic) { this.t = t; this.topic = topic; this.queue = []; this.wake = null; }
-  async open() {
-    // from the topic's end as it is now, every partition, no group: each
-    // partition's frames as they come
+/** One consumer of a results topic, from its end as it was when started,
+ *  every partition; each frame goes to every reader open at the time (the
+ *  calls filter by job id). */
+class KafkaTail {
+  constructor(t, topic) { this.t = t; this.topic = topic; this.readers = new Set(); }
+  async start() {
     const admin = this.t.kafka.admin();
     try {
       await admin.connect();
       const ends = await admin.fetchTopicOffsets(this.topic);
       this.c = this.t.kafka.consumer({ groupId: `kiln-client-${randomBytes(6).toString("hex")}`,
         readUncommitted: false, maxWaitTimeInMs: 50 });
+      this.t.consumersMade++;
+      // a consumer that gave up for good is not shared again: the next call starts another
+      this.c.on(this.c.events.CRASH, ({ payload }) => {
+        if (!payload.restart && this.t.tails.get(this.topic) === this) this.t.tails.delete(this.topic);
+      });
       await this.c.connect();
       await this.c.subscribe({ topic: this.topic, fromBeginning: false });
       const ready = new Promise((ok) => this.c.on(this.c.events.GROUP_JOIN, ok));
       await this.c.run({ autoCommit: false, eachMessage: async ({ message }) => {
         const f = unpack(message.value);
-        if (f) { this.queue.push(f); if (this.wake) this.wake(); }
+        if (f) for (const rd of this.readers) rd.push(f);
       } });
       await ready;
       for (const p of ends) this.c.seek({ topic: this.topic, partition: p.partition, offset: p.offset });
     } catch (e) {
+      await this.c?.disconnect().catch(() => {});
       throw new KilnConnectionError(`kafka: ${e.message}`, { cause: e });
     } finally {
       await admin.disconnect();
     }
   }
+  reader() {
+    const rd = new KafkaReader(this);
+    this.readers.add(rd);
+    return rd;
+  }
+  async stop() { this.readers.clear(); await this.c?.disconnect().catch(() => {}); }
+}
+
+/** One call's view of a tail: the frames that came since it opened. */
+class KafkaReader {
+  constructor(tail) { this.tail = tail; this.queue = []; this.wake = null; }
+  push(f) { this.queue.push(f); if (this.wake) this.wake(); }
   async read(ms) {
     if (!this.queue.length)
       await new Promise((ok) => { this.wake = ok; setTimeout(ok, ms); });
     this.wake = null;
     return this.queue.splice(0);
   }
-  async close() { await this.c?.disconnect(); }
+  async close() { this.tail.readers.delete(this); this.queue = []; }
 }
 
 // ---- the client --------------------------------------------------------------

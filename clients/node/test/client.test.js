@@ -163,6 +163,8 @@ test("over Kafka", { timeout: 180000, skip: process.env.KILN_BROKERS ? false : "
     const sid = id("s");
     await kiln.run("python", "v = 1", { session: sid, timeoutMs: 90000 });
     assert.deepEqual((await kiln.run("python", "v + 1", { session: sid, timeoutMs: 90000 })).results, ["2"]);
+    // run, map, run, run: every call read through the one consumer the first made
+    assert.equal(kiln.t.consumersMade, 1, "one Kafka consumer for every call");
   } finally {
     await kiln.close();
   }

@@ -3,7 +3,7 @@ schemas/frame.v1.md): building a job map, and putting a job's frames
 together into one Result, de-duplicated and from its last attempt."""
 import secrets as _secrets
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import msgpack
 
@@ -220,6 +220,53 @@ class Collector:
         """The Result of the frames so far (the last attempt's)."""
         frames = sorted(self.seen.values(), key=lambda f: f.get("seq", 0))
         return Result(self.id, frames)
+
+
+class Follow:
+    """One job's wait, for run() and stream() of Client and AsyncClient
+    alike: the job (its reply stream chosen), its frames, its deadline.
+    The caller does the I/O: it opens a reader on `stream` (`shared`: a
+    stream other jobs reply to too), sends `job`, and until `done` hands
+    take() what a read of at most left() seconds returned, yielding the
+    frames take() returns."""
+
+    def __init__(self, plugin: str, code: Union[str, bytes], job: Mapping[str, Any], timeout: Optional[float],
+                 reply_to: Optional[str], private: Callable[[str], Optional[str]]) -> None:
+        self.job = build_job(plugin, code, **job)
+        self.shared = reply_to is not None or "reply_to" in job
+        self.stream: Optional[str] = job.get("reply_to") or reply_to or private(self.job["id"])
+        if self.stream is not None:
+            self.job["reply_to"] = self.stream
+        self.col = Collector(self.job["id"])
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    @property
+    def done(self) -> bool:
+        """The job's last exit frame is in."""
+        return self.col.done
+
+    def left(self, most: float) -> float:
+        """How long the next read may wait (at most `most` s); TimeoutError
+        naming the job once its time is up."""
+        if self.deadline is None:
+            return most
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(self.job["id"], self.timeout or 0)
+        return min(left, most)
+
+    def take(self, frames: Iterable[Frame]) -> List[Frame]:
+        """This job's new frames among those read, in order."""
+        out: List[Frame] = []
+        for f in frames:
+            if f.get("id") == self.job["id"]:
+                out.extend(self.col.add(f))
+        return out
+
+    def result(self) -> Result:
+        """The Result of the frames so far."""
+        return self.col.result()
 
 
 class Batch:

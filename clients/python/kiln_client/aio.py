@@ -7,12 +7,11 @@ comes, so stream() and map() yield while the jobs run.
 """
 import asyncio
 import threading
-import time
 from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Iterator, List, Mapping,
                     Optional, Tuple, TypeVar, Union)
 
-from ._errors import KilnConnectionError, TimeoutError
-from ._jobs import Batch, Collector, Frame, Result, build_job, new_id, pack
+from ._errors import KilnConnectionError
+from ._jobs import Batch, Follow, Frame, Result, build_job, new_id, pack
 from ._transport import entries
 from .client import Client
 
@@ -142,10 +141,10 @@ class AsyncClient:
         """Run a job to its end: its Result (Client.run)."""
         if self.sync:
             return await asyncio.to_thread(self.sync.run, plugin, code, timeout=timeout, **job)
-        col = Collector(None)
-        async for _ in self._follow(plugin, code, timeout, job, col):
+        w = self._follow_of(plugin, code, timeout, job)
+        async for _ in self._follow(w):
             pass
-        return col.result()
+        return w.result()
 
     async def stream(self, plugin: str, code: str, *, timeout: Optional[float] = None,
                      **job: Any) -> AsyncIterator[Frame]:
@@ -155,7 +154,7 @@ class AsyncClient:
             async for f in _from_thread(lambda: sync.stream(plugin, code, timeout=timeout, **job)):
                 yield f
             return
-        async for f in self._follow(plugin, code, timeout, job, Collector(None)):
+        async for f in self._follow(self._follow_of(plugin, code, timeout, job)):
             yield f
 
     async def map(self, jobs: Iterable[Mapping[str, Any]], *, concurrency: int = 16,
@@ -202,24 +201,15 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _follow(self, plugin: str, code: str, timeout: Optional[float], job: Dict[str, Any],
-                      col: Collector) -> AsyncIterator[Frame]:
-        j = build_job(plugin, code, **job)
-        col.id = j["id"]
-        shared = self.reply_to is not None or "reply_to" in job
-        stream = job.get("reply_to") or self.reply_to or "kiln.reply." + j["id"]
-        j["reply_to"] = stream
-        reader = await _Reader(self, stream, shared).open()
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _follow_of(self, plugin: str, code: str, timeout: Optional[float], job: Dict[str, Any]) -> Follow:
+        return Follow(plugin, code, job, timeout, self.reply_to, lambda job_id: "kiln.reply." + job_id)
+
+    async def _follow(self, w: Follow) -> AsyncIterator[Frame]:
+        reader = await _Reader(self, str(w.stream), w.shared).open()
         try:
-            await self._call(self.r.xadd(self.jobs, {"job": pack(j)}))
-            while not col.done:
-                left = _READ_SLICE if deadline is None else deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(j["id"], timeout or 0)
-                for f in await reader.read(min(left, _READ_SLICE)):
-                    if f.get("id") == j["id"]:
-                        for g in col.add(f):
-                            yield g
+            await self._call(self.r.xadd(self.jobs, {"job": pack(w.job)}))
+            while not w.done:
+                for f in w.take(await reader.read(w.left(_READ_SLICE))):
+                    yield f
         finally:
             await reader.close()

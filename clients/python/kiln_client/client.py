@@ -10,11 +10,10 @@ come; map() runs many with at most `concurrency` in flight and yields their
 results as they end; cancel() stops one. AsyncClient (aio.py) is the same
 for asyncio.
 """
-import time
 from typing import Any, Dict, Generator, Iterable, Iterator, Mapping, Optional
 
-from ._errors import KilnConnectionError, TimeoutError
-from ._jobs import Batch, Collector, Frame, Job, Result, build_job, new_id
+from ._errors import KilnConnectionError
+from ._jobs import Batch, Follow, Frame, Job, Result, build_job, new_id
 from ._transport import KafkaTransport, RedisTransport, Transport
 
 _READ_SLICE = 1.0  # seconds one read may block
@@ -117,26 +116,15 @@ class Client:
 
     def _follow(self, plugin: str, code: str, timeout: Optional[float],
                 job: Dict[str, Any]) -> Generator[Frame, None, Result]:
-        j = build_job(plugin, code, **job)
-        shared = self.reply_to is not None or "reply_to" in job
-        stream = job.get("reply_to") or self.reply_to or self.t.private_reply(j["id"])
-        if stream is not None:
-            j["reply_to"] = stream
-        reader = self.t.reader(stream, shared)
-        col = Collector(j["id"])
-        deadline = None if timeout is None else time.monotonic() + timeout
+        w = Follow(plugin, code, job, timeout, self.reply_to, self.t.private_reply)
+        reader = self.t.reader(w.stream, w.shared)
         try:
-            self.t.enqueue(j, self._key(j))
-            while not col.done:
-                left = _READ_SLICE if deadline is None else deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(j["id"], timeout or 0)
-                for f in reader.read(min(left, _READ_SLICE)):
-                    if f.get("id") == j["id"]:
-                        yield from col.add(f)
+            self.t.enqueue(w.job, self._key(w.job))
+            while not w.done:
+                yield from w.take(reader.read(w.left(_READ_SLICE)))
         finally:
             reader.close()
-        return col.result()
+        return w.result()
 
 
 __all__ = ["Client", "KilnConnectionError"]
