@@ -72,6 +72,24 @@ class Cli(KilnCase):
         r = self.kiln("frames", "--stream", "cli.out", "--id", "other")
         self.assertEqual(r.stdout, b"")
 
+    def test_help_names_every_command_and_a_mistyped_one_is_told_apart(self):
+        r = self.kiln("--help")
+        self.assertEqual(r.returncode, 0)
+        for cmd in (b"submit", b"frames", b"eval", b"cancel", b"dev-broker"):
+            self.assertRegex(r.stdout, rb"(?m)^  " + cmd + rb" +\S")
+        for flag in (b"--plugin", b"--collect", b"--session", b"--wait-ms"):
+            self.assertIn(flag, r.stdout)
+        r = self.kiln("sumbit", "--code", "true")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"kiln: 'sumbit' is not a command; did you mean submit?", r.stderr)
+        self.assertEqual(self.r.xlen("kiln.jobs") if self.r.exists("kiln.jobs") else 0, 0)
+        r = self.kiln("collect")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"kiln: 'collect' is not a command\n", r.stderr)
+        r = self.kiln("submit", "--plugn", "python", "--code", "1")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"did you mean --plugin?", r.stderr)
+
 
 if __name__ == "__main__":
     main()

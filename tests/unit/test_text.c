@@ -54,11 +54,24 @@ static void test_suggest_option(void **state)
     assert_string_equal(suggested("--"), "");
 }
 
+static void test_closest_name(void **state)
+{
+    (void)state;
+    static const char *const cmds[] = {"submit", "frames", "eval", "cancel", "dev-broker", NULL};
+    assert_string_equal(kiln_closest_name("sumbit", cmds), "submit");
+    assert_string_equal(kiln_closest_name("evl", cmds), "eval");
+    assert_string_equal(kiln_closest_name("devbroker", cmds), "dev-broker");
+    assert_null(kiln_closest_name("collect", cmds)); /* nothing close */
+    assert_null(kiln_closest_name("eval", cmds));    /* a name itself */
+    assert_null(kiln_closest_name("", cmds));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shown),
         cmocka_unit_test(test_suggest_option),
+        cmocka_unit_test(test_closest_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

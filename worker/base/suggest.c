@@ -30,6 +30,25 @@ static size_t edits(const char *a, const char *b, size_t bn)
     return row[bn];
 }
 
+/* The closer of *best and `name` to word[0..n) so far; 1 when `name` is
+ * word itself. */
+static int consider(const char *name, const char *word, size_t n, const char **best, size_t *best_d)
+{
+    if (strlen(name) == n && strncmp(name, word, n) == 0)
+        return 1;
+    size_t d = edits(name, word, n);
+    if (d < *best_d) {
+        *best_d = d;
+        *best = name;
+    }
+    return 0;
+}
+
+static int close_enough(const char *best, size_t d)
+{
+    return best != NULL && d * 3 <= strlen(best);
+}
+
 int kiln_suggest_option(const char *prog, const struct option *lo, char **argv, int optind)
 {
     const char *arg = optind > 0 ? argv[optind - 1] : NULL;
@@ -39,17 +58,21 @@ int kiln_suggest_option(const char *prog, const struct option *lo, char **argv, 
     size_t n = strcspn(name, "=");
     const char *best = NULL;
     size_t best_d = SIZE_MAX;
-    for (const struct option *o = lo; o->name != NULL; o++) {
-        if (strlen(o->name) == n && strncmp(o->name, name, n) == 0)
+    for (const struct option *o = lo; o->name != NULL; o++)
+        if (consider(o->name, name, n, &best, &best_d))
             return 0; /* a known option (refused for its value): nothing to suggest */
-        size_t d = edits(o->name, name, n);
-        if (d < best_d) {
-            best_d = d;
-            best = o->name;
-        }
-    }
-    if (best == NULL || best_d * 3 > strlen(best))
+    if (!close_enough(best, best_d))
         return 0;
     fprintf(stderr, "%s: did you mean --%s?\n", prog, best);
     return 1;
+}
+
+const char *kiln_closest_name(const char *word, const char *const *names)
+{
+    const char *best = NULL;
+    size_t best_d = SIZE_MAX, n = strlen(word);
+    for (const char *const *p = names; *p != NULL; p++)
+        if (consider(*p, word, n, &best, &best_d))
+            return NULL;
+    return close_enough(best, best_d) ? best : NULL;
 }

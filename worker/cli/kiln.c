@@ -40,6 +40,20 @@ struct kv {
     const char *k, *v;
 };
 
+static const char *const commands[] = {"submit", "frames", "eval", "cancel", "dev-broker", NULL};
+
+static void commands_usage(FILE *f)
+{
+    fputs("usage: kiln COMMAND [options]   (kiln COMMAND --help: its options)\n"
+          "  submit      run a job, print its output as it comes, exit with its status\n"
+          "  frames      print the frames of a result stream as JSON\n"
+          "  eval        run a problem set's samples as jobs and report pass@k\n"
+          "  cancel      cancel a job, or a session by its id\n"
+          "  dev-broker  a local Kafka-protocol broker for development and tests\n"
+          "  --version   kiln's version\n",
+          f);
+}
+
 static void usage(FILE *f)
 {
     fputs("usage: kiln submit [options] [--] [ARG...]\n"
@@ -599,10 +613,19 @@ int main(int argc, char **argv)
         printf("kiln %s\n", KILN_VERSION);
         return 0;
     }
-    if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        commands_usage(stdout);
+        fputc('\n', stdout);
         usage(stdout);
         return 0;
     }
-    usage(stderr);
+    if (argc >= 2) {
+        const char *near = kiln_closest_name(argv[1], commands);
+        fprintf(stderr, "kiln: '%s' is not a command", argv[1]);
+        if (near != NULL)
+            fprintf(stderr, "; did you mean %s?", near);
+        fputs("\n\n", stderr);
+    }
+    commands_usage(stderr);
     return 2;
 }
