@@ -1,5 +1,6 @@
 #include "egress/egress_http.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,22 +55,13 @@ char *kiln_http_substitute(const char *data, size_t n, const struct kiln_egress_
     return NULL;
 }
 
-static int on_complete(http_parser *p)
-{
-    struct kiln_http_rw *rw = p->data;
-    rw->complete = 1;
-    http_parser_pause(p, 1); /* the next bytes are the next request's */
-    return 0;
-}
-
-static const http_parser_settings settings = {.on_message_complete = on_complete};
+static int head_done(void *arg, struct kiln_http_stream *hs, char *why, size_t len);
 
 void kiln_http_rw_init(struct kiln_http_rw *rw, const char *host, int port, int proxy_form,
                        const struct kiln_egress_subst *subs, size_t nsubs, kiln_http_emit_cb *emit,
                        kiln_http_deny_cb *deny, void *arg)
 {
-    rw->state = RW_HEAD;
-    rw->complete = 0;
+    kiln_http_stream_init(&rw->s, head_done, emit, arg);
     rw->proxy_form = proxy_form;
     rw->host = host;
     rw->port = port;
@@ -78,7 +70,6 @@ void kiln_http_rw_init(struct kiln_http_rw *rw, const char *host, int port, int 
     rw->emit = emit;
     rw->deny = deny;
     rw->arg = arg;
-    rw->hlen = 0;
 }
 
 /* A proxy request's line in origin form ("GET /p?q HTTP/1.1"), once its
@@ -86,8 +77,8 @@ void kiln_http_rw_init(struct kiln_http_rw *rw, const char *host, int port, int 
  * is rewritten in place; returns 0 or -1 with `why`. */
 static int origin_form(struct kiln_http_rw *rw, char *why, size_t len)
 {
-    char *line_end = strstr(rw->head, "\r\n");
-    char *sp1 = memchr(rw->head, ' ', (size_t)(line_end - rw->head));
+    char *line_end = strstr(rw->s.head, "\r\n");
+    char *sp1 = memchr(rw->s.head, ' ', (size_t)(line_end - rw->s.head));
     char *sp2 = NULL;
     for (char *q = line_end - 1; q > sp1; q--)
         if (*q == ' ') {
@@ -96,7 +87,7 @@ static int origin_form(struct kiln_http_rw *rw, char *why, size_t len)
         }
     struct http_parser_url u;
     http_parser_url_init(&u);
-    if (sp1 == NULL || sp2 == NULL || rw->p.method == HTTP_CONNECT ||
+    if (sp1 == NULL || sp2 == NULL || rw->s.p.method == HTTP_CONNECT ||
         http_parser_parse_url(sp1 + 1, (size_t)(sp2 - sp1 - 1), 0, &u) != 0 ||
         !(u.field_set & (1 << UF_HOST))) {
         snprintf(why, len, "a request on a proxy connection needs an absolute http:// URL");
@@ -122,53 +113,14 @@ static int origin_form(struct kiln_http_rw *rw, char *why, size_t len)
         from = to;
     int slash = !(u.field_set & (1 << UF_PATH));
     /* "METHOD " + [/] + url[from..to) + " HTTP/x.y..." */
-    size_t keep = (size_t)(sp1 + 1 - rw->head), mid = to - from, tail = rw->hlen - (size_t)(sp2 - rw->head);
-    memmove(rw->head + keep + slash, url + from, mid);
+    size_t keep = (size_t)(sp1 + 1 - rw->s.head), mid = to - from, tail = rw->s.hlen - (size_t)(sp2 - rw->s.head);
+    memmove(rw->s.head + keep + slash, url + from, mid);
     if (slash)
-        rw->head[keep] = '/';
-    memmove(rw->head + keep + slash + mid, rw->head + (sp2 - rw->head), tail);
-    rw->hlen = keep + slash + mid + tail;
-    rw->head[rw->hlen] = '\0';
+        rw->s.head[keep] = '/';
+    memmove(rw->s.head + keep + slash + mid, rw->s.head + (sp2 - rw->s.head), tail);
+    rw->s.hlen = keep + slash + mid + tail;
+    rw->s.head[rw->s.hlen] = '\0';
     return 0;
-}
-
-/* Every line ends in CRLF, with no CR or LF of its own: what the proxy
- * takes for one head is what any server takes for it. */
-static int crlf_only(const char *h, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((h[i] == '\n' && (i == 0 || h[i - 1] != '\r')) || (h[i] == '\r' && (i + 1 == n || h[i + 1] != '\n')))
-            return 0;
-    return 1;
-}
-
-/* Why header line `l` (n bytes, without CRLF) could be read otherwise by
- * another server, or NULL: a line folded onto the one before (obs-fold,
- * which RFC 9112 lets servers join or reject), whitespace before the
- * colon (which some servers drop, reading "Host : x" as a second Host),
- * or a name that is not a token. */
-static const char *odd_header(const char *l, size_t n)
-{
-    static const char tchar[] = "!#$%&'*+-.^_`|~";
-    if (l[0] == ' ' || l[0] == '\t')
-        return "a folded header line (obs-fold)";
-    size_t k = 0;
-    while (k < n && l[k] != ':' && l[k] != ' ' && l[k] != '\t')
-        k++;
-    if (k < n && l[k] != ':')
-        return "a space before a header's colon";
-    for (size_t i = 0; i < k; i++)
-        if (!((l[i] >= 'a' && l[i] <= 'z') || (l[i] >= 'A' && l[i] <= 'Z') || (l[i] >= '0' && l[i] <= '9') ||
-              strchr(tchar, l[i]) != NULL))
-            return "a header name that is not a token";
-    return k == 0 || k == n ? "a header line without a name and a colon" : NULL;
-}
-
-/* 1 if header line `l` (n bytes, without CRLF) is named `name`. */
-static int named(const char *l, size_t n, const char *name)
-{
-    size_t k = strlen(name);
-    return n > k && l[k] == ':' && strncasecmp(l, name, k) == 0;
 }
 
 /* A Host header's value names the connection's destination: `host`, its
@@ -214,18 +166,18 @@ static char *rewrite_lines(struct kiln_http_rw *rw, size_t *outlen, char *why, s
     size_t cap = 0, o = 0;
     char *out = NULL;
     int hosts = 0, skip = 0;
-    for (size_t at = 0; at < rw->hlen;) {
-        const char *l = rw->head + at;
+    for (size_t at = 0; at < rw->s.hlen;) {
+        const char *l = rw->s.head + at;
         size_t n = (size_t)(strstr(l, "\r\n") - l), m = n;
         char *sub = NULL;
-        const char *odd = at > 0 && n > 0 ? odd_header(l, n) : NULL;
+        const char *odd = at > 0 && n > 0 ? kiln_http_odd_header(l, n) : NULL;
         if (odd != NULL) {
             snprintf(why, len, "%s: refused, not every server would read it alike", odd);
             goto fail;
         }
         if (at > 0 && n > 0) { /* a header */
-            skip = named(l, n, "host") || named(l, n, "origin") || named(l, n, "referer");
-            if (named(l, n, "host") && (hosts++ > 0 || !host_is(rw, l + 5, n - 5))) {
+            skip = kiln_http_named(l, n, "host") || kiln_http_named(l, n, "origin") || kiln_http_named(l, n, "referer");
+            if (kiln_http_named(l, n, "host") && (hosts++ > 0 || !host_is(rw, l + 5, n - 5))) {
                 snprintf(why, len, "the Host header must name %s:%d, once", rw->host, rw->port);
                 goto fail;
             }
@@ -252,7 +204,7 @@ static char *rewrite_lines(struct kiln_http_rw *rw, size_t *outlen, char *why, s
         free(sub);
         at += n + 2;
     }
-    if (hosts == 0 && rw->p.http_major == 1 && rw->p.http_minor >= 1) {
+    if (hosts == 0 && rw->s.p.http_major == 1 && rw->s.p.http_minor >= 1) {
         snprintf(why, len, "an HTTP/1.1 request without a Host header");
         goto fail;
     }
@@ -265,25 +217,12 @@ fail:
     return NULL;
 }
 
-/* A whole head is in rw->head: check it, rewrite it, pass it on. */
-static int head_done(struct kiln_http_rw *rw, char *why, size_t len)
+/* A whole head is in the stream: check it, rewrite it, pass it on. */
+static int head_done(void *arg, struct kiln_http_stream *hs, char *why, size_t len)
 {
-    if (!crlf_only(rw->head, rw->hlen)) {
-        snprintf(why, len, "not an HTTP request: a CR or LF alone in its head");
-        return -1;
-    }
-    http_parser_init(&rw->p, HTTP_REQUEST);
-    rw->p.data = rw;
-    rw->complete = 0;
-    size_t used = http_parser_execute(&rw->p, &settings, rw->head, rw->hlen);
-    enum http_errno e = HTTP_PARSER_ERRNO(&rw->p);
-    if ((e != HPE_OK && e != HPE_PAUSED) || used != rw->hlen) {
-        snprintf(why, len, "not an HTTP request: %s", http_errno_description(e));
-        return -1;
-    }
-    if (e == HPE_PAUSED)
-        http_parser_pause(&rw->p, 0);
-    if (rw->p.method == HTTP_TRACE) {
+    struct kiln_http_rw *rw = (struct kiln_http_rw *)((char *)hs - offsetof(struct kiln_http_rw, s));
+    (void)arg;
+    if (hs->p.method == HTTP_TRACE) {
         snprintf(why, len, "TRACE would send the request back: refused");
         return -1;
     }
@@ -291,7 +230,7 @@ static int head_done(struct kiln_http_rw *rw, char *why, size_t len)
         if (origin_form(rw, why, len) < 0)
             return -1;
     } else { /* inside TLS to one host: a path, never another URL */
-        const char *target = strchr(rw->head, ' ') + 1;
+        const char *target = strchr(hs->head, ' ') + 1;
         if (*target != '/' && strncmp(target, "* ", 2) != 0) {
             snprintf(why, len, "a request inside a tunnel must name a path, not %.*s",
                      (int)strcspn(target, " \r"), target);
@@ -304,70 +243,11 @@ static int head_done(struct kiln_http_rw *rw, char *why, size_t len)
         return -1;
     rw->emit(rw->arg, out, n);
     free(out);
-    rw->hlen = 0;
-    rw->state = rw->p.upgrade ? RW_RAW : rw->complete ? RW_HEAD : RW_BODY;
     return 0;
 }
 
 int kiln_http_rw_feed(struct kiln_http_rw *rw, const char *data, size_t n, char *why, size_t len)
 {
-    while (n > 0) {
-        if (rw->state == RW_RAW) {
-            rw->emit(rw->arg, data, n);
-            return 0;
-        }
-        if (rw->state == RW_BODY) {
-            size_t used = http_parser_execute(&rw->p, &settings, data, n);
-            enum http_errno e = HTTP_PARSER_ERRNO(&rw->p);
-            if (e != HPE_OK && e != HPE_PAUSED) {
-                snprintf(why, len, "bad request body: %s", http_errno_description(e));
-                return -1;
-            }
-            if (used > 0)
-                rw->emit(rw->arg, data, used);
-            data += used;
-            n -= used;
-            if (rw->complete)
-                rw->state = rw->p.upgrade ? RW_RAW : RW_HEAD;
-            else if (used == 0) /* the parser took nothing and is not done */
-                return snprintf(why, len, "bad request body"), -1;
-            continue;
-        }
-        /* RW_HEAD: blank lines before a request are no part of it */
-        if (rw->hlen == 0) {
-            while (n > 0 && (*data == '\r' || *data == '\n'))
-                data++, n--;
-            if (n == 0)
-                return 0;
-        }
-        size_t start = rw->hlen > 3 ? rw->hlen - 3 : 0, take = n;
-        if (take > KILN_HTTP_HEAD_MAX - 1 - rw->hlen)
-            take = KILN_HTTP_HEAD_MAX - 1 - rw->hlen;
-        memcpy(rw->head + rw->hlen, data, take);
-        rw->hlen += take;
-        rw->head[rw->hlen] = '\0';
-        char *end = memmem(rw->head + start, rw->hlen - start, "\r\n\r\n", 4);
-        /* a NUL in the head (only there: the bytes after it are a body's)
-         * refuses the connection, however the bytes were cut */
-        if (memchr(rw->head, '\0', end ? (size_t)(end - rw->head) : rw->hlen) != NULL) {
-            snprintf(why, len, "not an HTTP request: a NUL byte in its head");
-            return -1;
-        }
-        if (end == NULL) {
-            if (rw->hlen == KILN_HTTP_HEAD_MAX - 1) {
-                snprintf(why, len, "request head over %d bytes", KILN_HTTP_HEAD_MAX - 1);
-                return -1;
-            }
-            return 0; /* all of it taken; more to come */
-        }
-        size_t head_end = (size_t)(end - rw->head) + 4;
-        size_t past = rw->hlen - head_end; /* bytes taken that follow the head */
-        rw->hlen = head_end;
-        rw->head[head_end] = '\0';
-        data += take - past;
-        n -= take - past;
-        if (head_done(rw, why, len) < 0)
-            return -1;
-    }
-    return 0;
+    return kiln_http_stream_feed(&rw->s, data, n, why, len);
 }
+

@@ -21,10 +21,10 @@
 #ifndef KILN_EGRESS_HTTP_H
 #define KILN_EGRESS_HTTP_H
 
-#include <http_parser.h>
 #include <stddef.h>
 
-#define KILN_HTTP_HEAD_MAX 16384
+#include "wire/http_stream.h"
+
 #define KILN_HTTP_REWRITTEN_MAX 65536 /* a head with its values in */
 
 /* A secret in play on one connection. */
@@ -37,15 +37,11 @@ struct kiln_egress_subst {
     int plain;                  /* bound, but not to plain HTTP on this port */
 };
 
-/* `data` is borrowed for the call. */
-typedef void kiln_http_emit_cb(void *arg, const char *data, size_t len);
 /* A placeholder of `s` went toward a destination not bound to it. */
 typedef void kiln_http_deny_cb(void *arg, const struct kiln_egress_subst *s);
 
 struct kiln_http_rw {
-    http_parser p;
-    enum { RW_HEAD, RW_BODY, RW_RAW } state;
-    int complete;               /* the message in the parser has ended */
+    struct kiln_http_stream s;  /* the connection's requests (wire/http_stream.h) */
     int proxy_form;             /* plain HTTP through the proxy: absolute URIs, made origin-form */
     const char *host;           /* the connection's destination (borrowed) */
     int port;
@@ -54,8 +50,6 @@ struct kiln_http_rw {
     kiln_http_emit_cb *emit;
     kiln_http_deny_cb *deny;
     void *arg;
-    size_t hlen;
-    char head[KILN_HTTP_HEAD_MAX];
 };
 
 /* Start the requests of a connection to `host`:`port`; everything named is
