@@ -27,6 +27,15 @@
  * that has not ended the cell after KILN_REPL_STOP_MS is killed, and with
  * it the session. Every "exit" says whether the interpreter lives on
  * ("session": "alive") or not ("ended").
+ *
+ * A session whose cells say "keep_running" (one with exposed ports: its
+ * server must go on answering between jobs) is neither frozen nor
+ * cleared when a cell ends: what its cells started in the background runs
+ * on, inside the sandbox's limits, until the session ends. Between cells
+ * the agent reads and drops what the interpreter writes (a server's log
+ * must not fill its pipe and stall it) and reaps what ends; an interrupt
+ * is SIGINT to the interpreter alone; an interpreter that exits between
+ * cells ends the sandbox, and with it the session.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -58,6 +67,7 @@ static struct {
     int has_res;
     int ended;               /* the interpreter has exited: wstatus */
     int wstatus;
+    int keep;                /* background processes run on between cells */
 } it = {.ctl = -1, .sfd = -1};
 
 static int make_ctl(char *why, size_t whylen)
@@ -179,6 +189,7 @@ struct cell {
     int64_t timeout_ms, cpu_ms;
     const msgpack_object *collect_globs;
     int64_t collect_bytes, collect_files, collect_names;
+    int keep;
 };
 
 static int parse_cell(const msgpack_object *m, struct cell *c)
@@ -195,6 +206,7 @@ static int parse_cell(const msgpack_object *m, struct cell *c)
     c->collect_bytes = r.collect_bytes;
     c->collect_files = r.collect_files;
     c->collect_names = r.collect_names;
+    c->keep = r.keep_running;
     return 0;
 }
 
@@ -220,6 +232,7 @@ static int feed(const struct cell *c)
 static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const struct cell *c)
 {
     int64_t t0 = kiln_agent_now_ms(), stop_at = 0;
+    it.keep |= c->keep; /* (once kept, kept: the worker says it for every later cell) */
     int64_t cpu_base = kiln_cpu_used_ms(it.c.pid);
     int64_t tick = c->cpu_ms / 10 < 5 ? 5 : c->cpu_ms / 10 > 50 ? 50 : c->cpu_ms / 10;
     int64_t next_check = t0 + tick;
@@ -260,9 +273,11 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
         }
         if (interrupt && stop_at == 0) {
             stop_at = now;
-            hold();
+            if (!it.keep)
+                hold();
             kill(it.c.pid, SIGINT);
-            kiln_jobcg_freeze(0);
+            if (!it.keep)
+                kiln_jobcg_freeze(0);
         }
         if (stop_at > 0 && now - stop_at >= KILN_REPL_STOP_MS)
             kill(it.c.pid, SIGKILL); /* it did not stop: the session ends with it */
@@ -286,8 +301,9 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
     }
     int64_t wall = kiln_agent_now_ms() - t0;
     drain_output();
-    if (!it.ended) { /* idle until the next job: nothing of it runs */
-        hold();
+    if (!it.ended) { /* idle until the next job: nothing of it runs (but what it keeps running) */
+        if (!it.keep)
+            hold();
     } else { /* the interpreter is gone, and with it the session */
         kiln_run_kill(it.c.pid);
         while (waitpid(-1, NULL, 0) > 0)
@@ -309,6 +325,40 @@ static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const st
         kiln_collect_send(c->collect_globs, c->collect_bytes, c->collect_files, c->collect_names);
     }
     kiln_agent_send_figures("exit", status, wall, cpu < 0 ? 0 : cpu, rss, cpu_over, session);
+}
+
+/* Between the cells of a session that keeps its background running: until
+ * the worker speaks, drop what the interpreter writes and reap what ends;
+ * an interpreter that exits meanwhile ends the sandbox. */
+static void idle_running(struct kiln_proto_reader *rd)
+{
+    while (rd->off == rd->len) { /* (a message already read is the worker's word) */
+        struct pollfd pf[4] = {{kiln__agent.chan, POLLIN, 0}, {it.c.out, POLLIN, 0},
+                               {it.c.err, POLLIN, 0}, {it.sfd, POLLIN, 0}};
+        if (poll(pf, 4, -1) < 0 && errno != EINTR)
+            return;
+        for (int i = 1; i <= 2; i++) {
+            int *fd = i == 1 ? &it.c.out : &it.c.err;
+            char buf[4096];
+            ssize_t n = 1;
+            while (*fd >= 0 && pf[i].revents && (n = read(*fd, buf, sizeof(buf))) > 0)
+                ;
+            if (*fd >= 0 && pf[i].revents && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) {
+                close(*fd); /* (the interpreter closed it) */
+                *fd = -1;
+            }
+        }
+        if (pf[3].revents) {
+            struct signalfd_siginfo si;
+            while (read(it.sfd, &si, sizeof(si)) > 0)
+                ;
+            reap();
+            if (it.ended)
+                kiln_agent_exit(0);
+        }
+        if (pf[0].revents)
+            return;
+    }
 }
 
 void kiln_repl_serve(struct kiln_proto_reader *rd, msgpack_unpacked *u)
@@ -355,6 +405,8 @@ void kiln_repl_serve(struct kiln_proto_reader *rd, msgpack_unpacked *u)
                     ;
                 kiln_agent_exit(0);
             }
+            if (it.keep)
+                idle_running(rd);
             if ((r = kiln_agent_read(rd, u)) < 0)
                 kiln_agent_exit(r == -EPIPE ? 0 : 1);
             if (kiln_msg_type_of(&u->data) == KILN_MSG_RUN)

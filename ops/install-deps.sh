@@ -11,7 +11,7 @@ PKGS="$PKGS libseccomp-dev libjansson-dev libhttp-parser-dev zlib1g-dev"
 # tests: unit framework, real servers, independent clients, process tools
 PKGS="$PKGS libcmocka-dev redis-server redis-tools kcat"
 PKGS="$PKGS python3 python3-redis python3-msgpack python3-confluent-kafka python3-prometheus-client python3-yaml mypy"
-PKGS="$PKGS procps iproute2 util-linux"
+PKGS="$PKGS procps iproute2 util-linux curl"
 # fuzzing: clang with its libFuzzer runtime; the benchmark's plot
 PKGS="$PKGS clang libclang-rt-14-dev gnuplot-nox"
 # the evaluation benchmark's baseline: a sandbox per program with bubblewrap

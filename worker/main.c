@@ -21,6 +21,7 @@
 #include "core/secrets.h"
 #include "core/sign.h"
 #include "egress/egress_tls.h"
+#include "expose/expose.h"
 #include "core/worker.h"
 #include "queue/source.h"
 
@@ -52,6 +53,7 @@ static void gauges(void *arg, FILE *out)
                  "kiln_draining %d\n", w->draining);
     kiln_pool_gauges(w->pool, out);
     kiln_session_gauges(w, out);
+    kiln_expose_gauges(w->expose, out);
     if (w->backend != NULL && w->backend->ops->gauges != NULL)
         w->backend->ops->gauges(w->backend, out);
     if (w->src->ops->gauges != NULL)
@@ -310,6 +312,16 @@ int main(int argc, char **argv)
         }
         kiln_info("metrics on http://%s/metrics, /healthz, /readyz", cfg.metrics_addr);
     }
+    if (cfg.expose_listen != NULL) {
+        struct kiln_expose_opts xo = {cfg.expose_listen, cfg.expose_url, cfg.expose_max_conns, cfg.expose_wait_ms};
+        if (kiln_expose_start(loop, &xo, &w.expose, err, sizeof(err)) < 0) {
+            kiln_error("%s", err);
+            goto out;
+        }
+        if (backend->ops->port_socket == NULL)
+            kiln_warn("expose: the %s backend cannot reach into its sandboxes yet: jobs with session.expose "
+                      "are rejected", backend->ops->name);
+    }
     kiln_info("kiln-worker %s: consumer %s in group %s on %s, %lld slot(s), backend %s",
               KILN_VERSION, cfg.q.consumer, cfg.q.group, cfg.q.jobs, (long long)cfg.slots,
               backend->ops->name);
@@ -324,6 +336,8 @@ int main(int argc, char **argv)
     drain.pool = w.pool;
     kiln_worker_watch(&w);
     uv_run(loop, UV_RUN_DEFAULT);
+    kiln_expose_stop(w.expose); /* (every session has ended: no route is left) */
+    w.expose = NULL;
     src->ops->destroy(src); /* Kafka: commit what is stored, leave the group */
     src = NULL;
     rc = drain.failed ? 70 : 0;

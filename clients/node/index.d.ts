@@ -30,8 +30,9 @@ export interface JobOptions {
   secrets?: Record<string, string>;
   tests?: TestCase[];
   runs?: { stdin?: string | Uint8Array; args?: string[] }[];
-  /** a session id, or { id, idle_ms, close } */
-  session?: string | { id: string; idle_ms?: number; close?: boolean };
+  /** a session id, or { id, idle_ms, close, expose }; expose: ports of its
+   *  servers to reach from outside (Result.exposed has their URLs) */
+  session?: string | { id: string; idle_ms?: number; close?: boolean; expose?: number[] };
   collect?: string | string[];
   meta?: unknown;
   deadline?: number;
@@ -91,6 +92,8 @@ export class Result {
   readonly stderrText: string;
   /** a session job's values, as text */
   readonly results: string[];
+  /** a session's exposed ports (`session.expose`): port -> URL */
+  readonly exposed: Record<number, string>;
   readonly cases: Frame[];
   /** `collect` files: path -> bytes */
   readonly files: Record<string, Uint8Array>;

@@ -102,6 +102,7 @@ export class Result {
     this.stdout = concat(frames.filter((f) => f.kind === "stdout").map((f) => f.data));
     this.stderr = concat(frames.filter((f) => f.kind === "stderr").map((f) => f.data));
     this.results = frames.filter((f) => f.kind === "result").map((f) => text(f.data));
+    this.exposed = Object.fromEntries(frames.filter((f) => f.kind === "exposed").map((f) => [f.port, f.url]));
     this.cases = frames.filter((f) => f.kind === "case");
     this.files = {};
     for (const f of frames.filter((f) => f.kind === "file"))

@@ -7,6 +7,7 @@
 #   base     log, system helpers, file stamps: nothing of kiln's
 #   wire     the bytes both sides agree on (agent protocol, job, frames)
 #   egress   the egress proxy: its policy, secrets, TLS
+#   expose   the exposed-port proxy: sessions' servers reached from outside
 #   queue    where jobs come from (Redis, Kafka)
 #   sandbox  where jobs run (jail, QEMU, Firecracker)
 #   core     a job's life, sessions, the pool, plugins, settings
@@ -21,7 +22,7 @@ cd "$root"
 
 rank() {
     case $1 in
-    base) echo 0 ;; wire) echo 1 ;; egress) echo 2 ;; queue) echo 2 ;;
+    base) echo 0 ;; wire) echo 1 ;; egress) echo 2 ;; expose) echo 2 ;; queue) echo 2 ;;
     sandbox) echo 3 ;; core) echo 4 ;; cli) echo 5 ;; main) echo 6 ;;
     *) echo 99 ;;
     esac
@@ -41,7 +42,7 @@ check() { # file, its layer, the layers it may use besides those below it
 }
 
 out=$(
-    for dir in base wire egress queue sandbox core cli; do
+    for dir in base wire egress expose queue sandbox core cli; do
         for f in worker/$dir/*.c worker/$dir/*.h; do
             [ -e "$f" ] || continue
             case $dir in

@@ -275,7 +275,9 @@ static int deno_prestart(const struct kiln_host *host, const char *name,
 }
 
 /* The inspector (the REPL's evaluator) needs --allow-sys; the cells'
- * control FIFO, writing. */
+ * control FIFO, writing; a session's server (Deno.serve, for an exposed
+ * port) listens on, and its cells reach, the sandbox's own loopback and
+ * nothing else (a session has no `net`: there is no other network). */
 static int deno_repl(const struct kiln_host *host, const struct kiln_job_view *job,
                      struct kiln_plan *plan)
 {
@@ -285,6 +287,7 @@ static int deno_repl(const struct kiln_host *host, const struct kiln_job_view *j
     if ((r = add_base(host, plan)) < 0 || (r = add_job_perms(host, job, plan)) < 0 ||
         (r = host->plan_arg(plan, "--allow-sys")) < 0 ||
         (r = host->plan_arg(plan, "--allow-write=/tmp/.kiln-repl/ctl")) < 0 ||
+        (r = host->plan_arg(plan, "--allow-net=127.0.0.1,localhost,0.0.0.0")) < 0 ||
         (r = host->plan_arg(plan, repl_url)) < 0)
         return r;
     return 0;

@@ -79,6 +79,8 @@ static void usage(FILE *f)
           "                       to job (opened by its first job; Kafka: keyed by ID)\n"
           "  --close              end the session after this job\n"
           "  --idle-ms N          the session ends after N ms without a job\n"
+          "  --expose PORT        reach the session's server on PORT from outside: prints its URL\n"
+          "                       on stderr (repeatable; the worker needs --expose-listen)\n"
           "  --id ID              job id [generated]\n"
           "  --reply-to NAME      result stream [Redis: a private stream, deleted after;\n"
           "                       Kafka: kiln.results, read from its end]\n"
@@ -306,6 +308,14 @@ static int on_job_frame(void *arg, const char *entry, const msgpack_object *f)
             kiln_outdir_write(fl->out, f);
         return 0;
     }
+    if (kiln_mp_streq(kind, "exposed")) { /* (stderr: stdout is the job's own) */
+        const msgpack_object *port = kiln_mp_get(f, "port"), *url = kiln_mp_get(f, "url");
+        if (port != NULL && url != NULL && url->type == MSGPACK_OBJECT_STR)
+            fprintf(stderr, "kiln: port %lld is at %.*s\n",
+                    port->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)port->via.u64 : -1LL,
+                    (int)url->via.str.size, url->via.str.ptr);
+        return 0;
+    }
     const msgpack_object *data = kiln_mp_get(f, "data");
     if (data != NULL && data->type == MSGPACK_OBJECT_BIN) {
         FILE *out = kiln_mp_streq(kind, "stderr") ? stderr : stdout;
@@ -330,6 +340,8 @@ struct submit {
     char *code, *in;
     size_t code_len, in_len;
     const char *args[MAX_LIST], *allow[MAX_LIST], *collect[MAX_LIST];
+    long long expose[8];
+    size_t nexpose;
     struct kv env[MAX_LIST], files[MAX_LIST], secrets[MAX_LIST];
     size_t nargs, nenv, nfiles, nsecrets, nallow, ncollect;
     long long timeout, wait_ms, idle_ms;
@@ -349,7 +361,7 @@ static int submit_options(int argc, char **argv, struct submit *o, struct kiln_w
         {"timeout-ms", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"reply-to", 1, 0, 'R'},
         {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"secret", 1, 0, 'X'},
         {"allow", 1, 0, 'A'}, {"collect", 1, 0, 'G'}, {"out-dir", 1, 0, 'O'}, {"keep-exec", 0, 0, 'x'},
-        {"session", 1, 0, 'Z'}, {"close", 0, 0, 'z'}, {"idle-ms", 1, 0, 'I'},
+        {"session", 1, 0, 'Z'}, {"close", 0, 0, 'z'}, {"idle-ms", 1, 0, 'I'}, {"expose", 1, 0, 'E'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
         char *eq;
@@ -376,6 +388,13 @@ static int submit_options(int argc, char **argv, struct submit *o, struct kiln_w
         case 'Z': o->session = optarg; break;
         case 'z': o->close_session = 1; break;
         case 'I': o->idle_ms = atoll(optarg); break;
+        case 'E':
+            if (o->nexpose == sizeof(o->expose) / sizeof(o->expose[0])) {
+                fprintf(stderr, "kiln submit: --expose: at most 8 ports\n");
+                return 2;
+            }
+            o->expose[o->nexpose++] = atoll(optarg); /* (the worker checks the range) */
+            break;
         case 'e':
         case 'f':
         case 'X':
@@ -409,6 +428,10 @@ static int submit_options(int argc, char **argv, struct submit *o, struct kiln_w
         fprintf(stderr, "kiln submit: --code or --code-file is required\n");
         return 2;
     }
+    if (o->nexpose > 0 && o->session == NULL) {
+        fprintf(stderr, "kiln submit: --expose is a session's: give --session ID\n");
+        return 2;
+    }
     if (o->id == NULL) {
         struct timeval tv;
         gettimeofday(&tv, NULL);
@@ -440,6 +463,12 @@ static int submit_pack(const struct submit *o, msgpack_sbuffer *sb)
             kiln_map_bool(&sub, "close", 1);
         if (o->idle_ms >= 0)
             kiln_map_int(&sub, "idle_ms", o->idle_ms);
+        if (o->nexpose > 0) {
+            msgpack_packer *pk = kiln_map_key(&sub, "expose");
+            msgpack_pack_array(pk, (uint32_t)o->nexpose);
+            for (size_t i = 0; i < o->nexpose; i++)
+                msgpack_pack_long_long(pk, o->expose[i]);
+        }
         kiln_map_end(&sub, kiln_map_key(&m, "session"));
     }
     if (o->ncollect > 0)

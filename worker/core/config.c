@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/suggest.h"
+#include "expose/expose.h"
 
 /* kiln's library directory relative to kiln-worker's, from the install
  * dirs (CMakeLists.txt); the build tree has the same layout. */
@@ -78,6 +79,12 @@ static const struct opt {
     {"max-sessions", OPT_INT, F(max_sessions), "16", "sessions (jobs' `session`) this worker keeps open at once, each a sandbox (0: none)"},
     {"session-idle-ms", OPT_INT, F(session_idle_ms), "600000", "a session with no job this long ends, when its jobs set no idle_ms"},
     {"max-session-idle-ms", OPT_INT, F(max_session_idle_ms), "3600000", "largest session.idle_ms a job may ask for"},
+    {"session-cpu-ms", OPT_INT, F(session_cpu_ms), "0", "CPU time a session may use in all, its jobs and what they leave running between them (0: no budget); past it the session ends"},
+    {"expose-listen", OPT_STR, F(expose_listen), NULL, "ADDR:PORT where sessions' exposed ports are served (session.expose; off unless given)"},
+    {"expose-url", OPT_STR, F(expose_url), NULL, "an exposed port's URL, with {token}: https://{token}.preview.example.com (the Host's first label) or http://HOST:PORT/{token}/ (the path's first segment; the default, from --expose-listen)"},
+    {"expose-max-conns", OPT_INT, F(expose_max_conns), "64", "connections to one session's exposed ports at once (503 past it)"},
+    {"expose-wait-ms", OPT_INT, F(expose_wait_ms), "30000", "how long an exposed port may take to start answering a request (502 past it)"},
+    {"expose-keeps-alive", OPT_FLAG, F(expose_keeps_alive), NULL, "requests to a session's exposed ports count as activity against its idle time"},
     {"open-files", OPT_INT, F(open_files), "1024", "open descriptors per process of a job"},
     {"max-attempts", OPT_INT, F(max_attempts), "3", "attempts of a job that kiln itself fails (sandbox died, ...)"},
     {"retry-backoff-ms", OPT_INT, F(retry_backoff_ms), "200", "delay before the first retry; doubles, with jitter"},
@@ -233,6 +240,16 @@ static int check(struct kiln_config *cfg)
     if (!preload_ok(cfg->preload)) {
         fprintf(stderr, "kiln-worker: --preload: '%s' is not a comma-separated list of module names (a.b_c,d)\n",
                 cfg->preload);
+        return -EINVAL;
+    }
+    const char *bad_url = cfg->expose_url != NULL ? kiln_expose_url_ok(cfg->expose_url) : NULL;
+    if (bad_url != NULL) {
+        fprintf(stderr, "kiln-worker: --expose-url %s: %s\n", cfg->expose_url, bad_url);
+        return -EINVAL;
+    }
+    if (cfg->expose_max_conns < 1 || cfg->expose_wait_ms < 1 || cfg->session_cpu_ms < 0) {
+        fprintf(stderr, "kiln-worker: --expose-max-conns and --expose-wait-ms must be at least 1, "
+                        "--session-cpu-ms at least 0\n");
         return -EINVAL;
     }
     if (cfg->q.claim_idle_ms < 100 || cfg->q.block_ms < 10) {

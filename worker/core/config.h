@@ -31,6 +31,12 @@ struct kiln_config {
     int64_t collect_bytes, max_collect_bytes; /* what `collect` may send back */
     int64_t max_sessions;               /* sessions kept open at once */
     int64_t session_idle_ms, max_session_idle_ms; /* an idle session's end */
+    int64_t session_cpu_ms;             /* a session's CPU budget, all of it; 0: none */
+    char *expose_listen;                /* where exposed ports are served, or NULL: off */
+    char *expose_url;                   /* their URLs' template, or NULL: from expose_listen */
+    int64_t expose_max_conns;           /* connections per session at once */
+    int64_t expose_wait_ms;             /* for an exposed port's first answer */
+    int expose_keeps_alive;             /* requests count against a session's idle time */
     int64_t open_files;                 /* descriptors per process (RLIMIT_NOFILE) */
     int64_t drain_timeout_ms;           /* SIGTERM: how long running jobs may finish */
     int64_t max_attempts;               /* kiln's own failures are retried up to this */

@@ -103,6 +103,7 @@ static void on_watch(uv_timer_t *t)
                      (unsigned long long)(now - run->link->t_heard));
         kiln__run_stop(run, STOP_HANG);
     }
+    kiln__session_check_budgets(w);
 }
 
 void kiln_worker_watch(struct kiln_worker *w)

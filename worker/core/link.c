@@ -489,6 +489,7 @@ int kiln_link_run(struct kiln_link *s, const struct kiln_link_job *job, char *er
         .collect_names = job->collect_names,
         .cell = {job->cell, job->cell_len, job->cell != NULL},
         .timeout_ms = job->timeout_ms,
+        .keep_running = job->keep_running,
     };
     kiln_msg_pack_run(&sb, &run);
     free(files);

@@ -152,6 +152,8 @@ struct kiln_link_job {
     const char *cell;             /* NULL: not a session's */
     size_t cell_len;
     int64_t timeout_ms;           /* the cell's, for an interpreter that can stop it */
+    int keep_running;             /* what the session's cells start in the background
+                                   * runs on between them (an exposed server) */
 };
 
 /*

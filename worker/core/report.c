@@ -62,6 +62,13 @@ void kiln__run_result(struct kiln_run *run, const void *text, size_t len)
     kiln__run_write(run, &sb, "result", NULL);
 }
 
+void kiln__run_exposed(struct kiln_run *run, int port, const char *url)
+{
+    msgpack_sbuffer sb;
+    kiln_frame_exposed(&sb, run->job->id, run->seq++, kiln__run_attempt(run), port, url);
+    kiln__run_write(run, &sb, "exposed", NULL);
+}
+
 void kiln__run_file(struct kiln_run *run, const struct kiln_file_chunk *chunk)
 {
     msgpack_sbuffer sb;

@@ -233,9 +233,10 @@ void kiln__run_close_egress(struct kiln_run *run);
 void kiln__run_write(struct kiln_run *run, msgpack_sbuffer *sb, const char *kind,
                      void (*cb)(void *arg, int status, const char *err));
 /* One chunk of the job's stdout (1) or stderr (2); a cell's value; a
- * chunk of a file `collect` sends back. */
+ * session's port exposed at `url`; a chunk of a file `collect` sends back. */
 void kiln__run_output(struct kiln_run *run, int fd, const void *data, size_t len);
 void kiln__run_result(struct kiln_run *run, const void *text, size_t len);
+void kiln__run_exposed(struct kiln_run *run, int port, const char *url);
 void kiln__run_file(struct kiln_run *run, const struct kiln_file_chunk *chunk);
 /* run->ex as the decided outcome `status` of the step (reason: NULL, or
  * why): what a build or a case is judged on. Then, for an exit frame, the

@@ -134,6 +134,7 @@ void kiln__run_send(struct kiln_run *run)
         sj.cell_len = job->code_len;
         sj.timeout_ms = run->lim.timeout_ms > 0 ? run->lim.timeout_ms : cfg->timeout_ms;
         sj.cpu_s = 0; /* a per-process limit would add up over the session's jobs */
+        sj.keep_running = kiln__session_keeps_running(run);
         int64_t peak;
         if (sb->backend->ops->stats != NULL)
             sb->backend->ops->stats(sb, &peak, &run->oom_base);

@@ -71,6 +71,7 @@ static const struct { const char *label, *text; } endings[] = {
     {"sandbox_died", "the session's sandbox died"},
     {"worker_gone", "the worker that held the session is gone"},
     {"moved", "the session's partition moved to another worker (a rebalance), or its jobs are not keyed by the session id"},
+    {"cpu_budget", "the session used up its CPU time (the worker's --session-cpu-ms), its jobs and what they left running together"},
 };
 
 #define NENDINGS (sizeof(endings) / sizeof(endings[0]))
@@ -168,6 +169,7 @@ void kiln__session_end(struct kiln_session *s, const char *why)
     if (s->ending == NULL)
         s->ending = why;
     uv_timer_stop(&s->idle);
+    kiln__session_unexpose(s); /* its URLs stop now, whatever still runs */
     for (struct kiln_run *run; (run = kiln__session_pop(s)) != NULL;)
         kiln__session_lose(run, s->ending);
     kiln__session_move(s, KILN_SESSION_ENDING);
@@ -301,6 +303,12 @@ void kiln__session_take(struct kiln_run *run)
         return;
     }
     struct kiln_session *s = kiln__session_find(w, job->session);
+    const char *no_expose = kiln__session_expose_refusal(s, run);
+    if (no_expose != NULL) {
+        snprintf(run->reason, sizeof(run->reason), "session.expose: %s", no_expose);
+        kiln__run_reject(run, KILN_REJECT_UNAVAILABLE, run->reason);
+        return;
+    }
     if (s != NULL) {
         if (strcmp(s->plugin, run->plugin->name) != 0) {
             snprintf(run->reason, sizeof(run->reason), "session %s runs plugin %s, not %s", s->id,
@@ -362,6 +370,24 @@ void kiln__session_drain(struct kiln_worker *w)
         next = s->next;
         if (s->state != KILN_SESSION_CLAIMING)
             kiln__session_end(s, "drained");
+    }
+}
+
+void kiln__session_check_budgets(struct kiln_worker *w)
+{
+    int64_t budget = w->cfg->session_cpu_ms;
+    if (budget <= 0 || w->backend == NULL || w->backend->ops->cpu_ms == NULL)
+        return;
+    for (struct kiln_session *s = w->sessions; s != NULL; s = s->next) {
+        if (s->state == KILN_SESSION_CLAIMING || s->state == KILN_SESSION_ENDING || s->link == NULL ||
+            s->link->sb == NULL)
+            continue;
+        int64_t used = w->backend->ops->cpu_ms(s->link->sb);
+        if (used > budget) {
+            kiln_info("session %s: %lld ms of CPU used, its budget is %lld: it ends", s->id, (long long)used,
+                      (long long)budget);
+            kiln__session_end(s, "cpu_budget");
+        }
     }
 }
 

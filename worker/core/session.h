@@ -41,6 +41,14 @@ int kiln__session_may_keep(const struct kiln_run *run);
  * which its sandbox enforces for all of them; 0 when not in a session. */
 int64_t kiln__session_memory_mb(const struct kiln_run *run);
 
+/* 1 when what the run's session's cells start in the background runs on
+ * between them (a session with exposed ports). */
+int kiln__session_keeps_running(const struct kiln_run *run);
+
+/* Every session's CPU so far against --session-cpu-ms: a session past it
+ * ends (after the job running in it, if one is). */
+void kiln__session_check_budgets(struct kiln_worker *w);
+
 /* A queued run is stopped from outside before it ran: it leaves its
  * session's queue. Returns 1 if it was queued. */
 int kiln__session_unqueue(struct kiln_run *run);

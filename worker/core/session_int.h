@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "core/session.h"
+#include "expose/expose.h"
 #include "wire/job.h"
 
 struct kiln_link;
@@ -58,6 +59,15 @@ struct kiln_session {
     struct kiln_run *gated;       /* the head that may start */
     uint64_t gate_since;
     int gating;                   /* a question is out: its answer frees a GONE session */
+    /* its exposed ports (core/session_expose.c): once one is, what its
+     * cells start in the background runs on between them */
+    struct kiln_session_port {
+        int port;
+        struct kiln_expose_route *route;
+        char url[KILN_EXPOSE_URL_MAX];
+    } ports[KILN_EXPOSE_MAX];
+    size_t nports;
+    char tag[24];                 /* what /metrics calls it ("s" and a number) */
 };
 
 /* core/session.c */
@@ -90,6 +100,17 @@ void kiln__session_enqueue(struct kiln_session *s, struct kiln_run *run);
 struct kiln_run *kiln__session_pop(struct kiln_session *s);
 /* The next queued job goes in, the session waits (idle), or it ends. */
 void kiln__session_pump(struct kiln_session *s);
+
+/* core/session_expose.c */
+/* Why the run's `session.expose` cannot be had here (no --expose-listen, a
+ * backend that cannot reach into its sandboxes, more ports than a session
+ * may have), or NULL. `s`: its session when open already. */
+const char *kiln__session_expose_refusal(const struct kiln_session *s, const struct kiln_run *run);
+/* The run's ports exposed (each once a session) and an `exposed` frame for
+ * each, before its cell goes in. */
+void kiln__session_expose(struct kiln_session *s, struct kiln_run *run);
+/* Its URLs stop working: their routes go, their connections close. */
+void kiln__session_unexpose(struct kiln_session *s);
 
 /* core/session_claim.c */
 /* Open a session for the run's job, the first of it: here, or where the

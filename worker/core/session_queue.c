@@ -147,5 +147,7 @@ void kiln__session_pump(struct kiln_session *s)
                  "job %s attempt %u: started (%s, session %s, job %lld of it, from %s)", run->job->id,
                  kiln__run_attempt(run), run->plugin->name, s->id, (long long)run->session_seq, run->d->ref);
     kiln_metrics_job_started(run->plugin->name);
+    if (run->job->nexpose > 0 && s->w->expose != NULL)
+        kiln__session_expose(s, run);
     kiln__run_send(run);
 }

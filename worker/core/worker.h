@@ -14,6 +14,7 @@ struct kiln_pool;
 struct kiln_keys;
 struct kiln_secrets;
 struct kiln_tls;
+struct kiln_expose;
 struct kiln_run;
 
 struct kiln_worker {
@@ -26,6 +27,7 @@ struct kiln_worker {
     struct kiln_keys *keys;   /* with --require-signature */
     struct kiln_secrets *secrets; /* with --secrets-file */
     struct kiln_tls *tls;     /* the egress CA, with --secrets-file */
+    struct kiln_expose *expose; /* sessions' exposed ports, with --expose-listen */
     unsigned busy;            /* slots taken: jobs not yet acked or released */
     unsigned ending;          /* jobs done whose sandboxes are still going */
     uint64_t finished;        /* jobs acknowledged */

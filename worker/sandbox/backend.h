@@ -70,6 +70,11 @@ struct kiln_backend_ops {
     /* Optional: the CPU time of every process of the sandbox so far (ms),
      * as the kernel accounts it for the sandbox's cgroup; -1 unknown. */
     int64_t (*cpu_ms)(struct kiln_sandbox *sb);
+    /* Optional: a TCP socket (an fd, not yet connected) made inside the
+     * sandbox's own network, through which the worker reaches a port the
+     * sandbox listens on at 127.0.0.1 (a session's exposed port); or a
+     * negative errno. */
+    int (*port_socket)(struct kiln_sandbox *sb);
     /* Free the backend; every sandbox must have exited. */
     void (*destroy)(struct kiln_backend *b);
     /* Optional: `profile`'s interpreter can be forked into each sandbox

@@ -8,11 +8,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,6 +39,48 @@ static int64_t jail_cpu_ms(struct kiln_sandbox *pub)
 {
     struct kiln_jail_sandbox *sb = (struct kiln_jail_sandbox *)pub;
     return sb->has_cg ? kiln_cgroup_cpu_ms(&sb->cg) : -1;
+}
+
+/* A socket made in a sandbox's network namespace, on a thread of its own:
+ * setns() moves only the calling thread, and the loop's thread must never
+ * be anywhere but the worker's own network, not even for a moment. */
+struct netns_socket {
+    int ns;                   /* the sandbox's PID 1: its pidfd, or its ns/net file */
+    int fd, err;
+};
+
+static void *socket_in_netns(void *arg)
+{
+    struct netns_socket *q = arg;
+    if (setns(q->ns, CLONE_NEWNET) < 0) {
+        q->err = -errno;
+        return NULL;
+    }
+    q->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    q->err = q->fd < 0 ? -errno : 0;
+    return NULL; /* the thread ends, and with it its place in the sandbox's network */
+}
+
+static int jail_port_socket(struct kiln_sandbox *pub)
+{
+    struct kiln_jail_sandbox *sb = (struct kiln_jail_sandbox *)pub;
+    struct netns_socket q = {.ns = sb->pidfd, .fd = -1, .err = -ESRCH};
+    char path[64];
+    int opened = -1;
+    if (sb->killed)
+        return -ESRCH;
+    if (q.ns < 0) { /* (a fork whose pidfd has not come yet) */
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)sb->pid);
+        if ((q.ns = opened = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            return -errno;
+    }
+    pthread_t t;
+    int r = pthread_create(&t, NULL, socket_in_netns, &q);
+    if (r == 0)
+        pthread_join(t, NULL);
+    if (opened >= 0)
+        close(opened);
+    return r != 0 ? -r : q.err < 0 ? q.err : q.fd;
 }
 
 static int jail_limit(struct kiln_sandbox *pub, const struct kiln_sandbox_limits *l)
@@ -131,6 +176,7 @@ static const struct kiln_backend_ops jail_ops = {
     .limit = jail_limit,
     .stats = jail_stats,
     .cpu_ms = jail_cpu_ms,
+    .port_socket = jail_port_socket,
     .destroy = jail_destroy,
     .zygote = kiln__zygote_add,
     .gauges = jail_gauges,

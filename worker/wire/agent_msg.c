@@ -370,6 +370,8 @@ void kiln_msg_pack_run(msgpack_sbuffer *sb, const struct kiln_msg_run *r)
         kiln_map_bool(&m, "session", 1);
         kiln_map_bin(&m, "cell", r->cell.p, r->cell.n);
         kiln_map_int(&m, "timeout_ms", r->timeout_ms > 0 ? r->timeout_ms : 0);
+        if (r->keep_running)
+            kiln_map_bool(&m, "keep_running", 1);
     }
     if (r->ncollect > 0) {
         strv(kiln_map_key(&m, "collect_globs"), r->collect_globs, r->ncollect);
@@ -461,6 +463,7 @@ int kiln_msg_read_run(const msgpack_object *m, struct kiln_msg_run *out)
         const msgpack_object *c = kiln_mp_get(m, "cell");
         if (c != NULL && c->type == MSGPACK_OBJECT_BIN)
             out->cell = (struct kiln_span){c->via.bin.ptr, c->via.bin.size, 1};
+        out->keep_running = kiln_mp_true(m, "keep_running");
     }
     return 0;
 }

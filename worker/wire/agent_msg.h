@@ -186,6 +186,7 @@ struct kiln_msg_run {
     struct kiln_span cell;
     int session;
     int64_t timeout_ms;
+    int keep_running;             /* a session's: its background processes live on between cells */
 };
 void kiln_msg_pack_run(msgpack_sbuffer *sb, const struct kiln_msg_run *m);
 /* Reads "prestart" and "zygote" too (their command; the rest absent). */

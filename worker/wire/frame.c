@@ -104,6 +104,16 @@ void kiln_frame_result(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsign
     end(&m, sb);
 }
 
+void kiln_frame_exposed(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt, int port,
+                        const char *url)
+{
+    struct kiln_map m;
+    begin(&m, id, seq, attempt, "exposed");
+    kiln_map_int(&m, "port", port);
+    kiln_map_str(&m, "url", url);
+    end(&m, sb);
+}
+
 void kiln_frame_file(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
                      const struct kiln_file_chunk *f)
 {

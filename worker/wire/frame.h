@@ -124,6 +124,9 @@ void kiln_frame_case(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned
 /* A session job's value (the repr of its last expression), as text. */
 void kiln_frame_result(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
                        const void *text, size_t len);
+/* "exposed": a session's port reached from outside at `url`. */
+void kiln_frame_exposed(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt, int port,
+                        const char *url);
 void kiln_frame_file(msgpack_sbuffer *sb, const char *id, uint64_t seq, unsigned attempt,
                      const struct kiln_file_chunk *f);
 

@@ -426,8 +426,30 @@ static void decode_route(const msgpack_object *map, struct kiln_job *job)
     }
 }
 
-/* `session`: {id, idle_ms?, close?}; a session's job is one cell of code,
- * so none of what a cell cannot take. */
+/* `session.expose`: [PORT, ...], 1-65535, at most KILN_EXPOSE_MAX of
+ * them (a port named twice counts once). */
+static int decode_expose(struct dec *d, const msgpack_object *v, struct kiln_job *job)
+{
+    if (v->type != MSGPACK_OBJECT_ARRAY)
+        return bad(d, "field 'session.expose' must be an array of ports");
+    for (uint32_t i = 0; i < v->via.array.size; i++) {
+        int64_t port;
+        if (kiln_mp_int(&v->via.array.ptr[i], 1, 65535, &port) < 0)
+            return bad(d, "field 'session.expose' holds ports, integers 1-65535");
+        size_t k = 0;
+        while (k < job->nexpose && job->expose[k] != port)
+            k++;
+        if (k < job->nexpose)
+            continue;
+        if (job->nexpose == KILN_EXPOSE_MAX)
+            return bad(d, "field 'session.expose': at most %d ports", KILN_EXPOSE_MAX);
+        job->expose[job->nexpose++] = (uint16_t)port;
+    }
+    return 0;
+}
+
+/* `session`: {id, idle_ms?, close?, expose?}; a session's job is one cell
+ * of code, so none of what a cell cannot take. */
 static int decode_session(struct dec *d, const msgpack_object *o, struct kiln_job *job)
 {
     const msgpack_object *v;
@@ -440,6 +462,8 @@ static int decode_session(struct dec *d, const msgpack_object *o, struct kiln_jo
     if ((v = get_opt(o, "idle_ms")) != NULL && kiln_mp_int(v, 1000, INT32_MAX, &job->session_idle_ms) < 0)
         return bad(d, "field 'session.idle_ms' must be an integer of at least 1000");
     if ((r = get_bool(d, o, "close", &job->session_close)) < 0)
+        return r;
+    if ((v = get_opt(o, "expose")) != NULL && (r = decode_expose(d, v, job)) < 0)
         return r;
     if (job->nruns > 0)
         return bad(d, "a session's job runs its code once: no 'runs' or 'tests'");

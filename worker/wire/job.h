@@ -57,6 +57,8 @@ struct kiln_file {
     size_t len;
 };
 
+#define KILN_EXPOSE_MAX 8 /* ports one session may expose */
+
 struct kiln_job {
     int64_t v;
     char *id;
@@ -95,6 +97,8 @@ struct kiln_job {
     char *session;             /* `session.id`: the session it runs in, or NULL */
     int64_t session_idle_ms;   /* `session.idle_ms`, -1: the worker's default */
     int session_close;         /* `session.close`: the session ends after it */
+    uint16_t expose[KILN_EXPOSE_MAX]; /* `session.expose`: ports to reach from outside, distinct */
+    size_t nexpose;
 };
 
 /*

@@ -60,7 +60,9 @@ def build_job(plugin: str, code: Union[str, bytes], *, id: Optional[str] = None,
     secrets   {ENV_NAME: secret name}: values only the bound hosts see
     tests     [{stdin, args, expect: {stdout, exit}}]: graded cases
     runs      [{stdin, args}]: one build, many inputs
-    session   an id, or {id, idle_ms, close}: one sandbox across jobs
+    session   an id, or {id, idle_ms, close, expose}: one sandbox across
+              jobs; expose: ports of its servers to reach from outside
+              (Result.exposed has their URLs)
     collect   glob(s) of files under /work to send back
     meta      anything: echoed on the exit frame
     deadline  Unix ms after which the job is not started (expired)
@@ -125,6 +127,7 @@ class Result:
     code        the exit code, or None; signal: the signal, or None
     stdout, stderr   bytes; stdout_text, stderr_text: as text
     results     a session job's values (result frames), as text
+    exposed     {port: url} of a session's exposed ports (`session.expose`)
     files       {path: bytes} of its `collect` files
     verdict     with `tests`: accepted, wrong_answer, ...; cases: case frames
     wall_ms, cpu_ms, max_rss_kb, attempt, worker, reason, session, meta
@@ -154,6 +157,7 @@ class Result:
         self.results: List[str] = [bytes(f["data"]).decode("utf-8", "replace")
                                    for f in frames if f.get("kind") == "result"]
         self.cases: List[Frame] = [f for f in frames if f.get("kind") == "case"]
+        self.exposed: Dict[int, str] = {f["port"]: f["url"] for f in frames if f.get("kind") == "exposed"}
         self.files: Dict[str, bytes] = {}
         for f in frames:
             if f.get("kind") == "file":

@@ -1,0 +1,703 @@
+#include "expose/expose.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "wire/http_stream.h"
+
+#define READ_CHUNK 65536
+#define HIGH_WATER (1u << 20) /* bytes queued toward one side before the other is paused */
+#define LOW_WATER (256u << 10)
+
+struct conn;
+
+struct kiln_expose_route {
+    struct kiln_expose *x;
+    struct kiln_expose_route *next;
+    char token[KILN_EXPOSE_TOKEN_LEN + 1];
+    char tag[64];
+    int port;
+    kiln_expose_open_cb open;
+    kiln_expose_touch_cb touch;
+    void *arg;
+    struct conn *conns;
+    uint64_t bytes_in, bytes_out;
+};
+
+struct kiln_expose {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    int listening;
+    char tmpl[KILN_EXPOSE_URL_MAX];
+    int64_t max_conns, wait_ms;
+    struct kiln_expose_route *routes;
+    struct conn *orphans;   /* connections no route holds: before their first head, or refused */
+    unsigned live;          /* connections not yet freed */
+    int stopping;
+    uint64_t conns_total, requests, bytes_in, bytes_out;
+    uint64_t refused_404, refused_503, refused_400, failed_502;
+};
+
+struct conn {
+    struct kiln_expose *x;
+    struct conn *next;
+    struct kiln_expose_route *route;
+    uv_tcp_t client, up;
+    uv_timer_t wait;
+    int handles;            /* open handles: freed when the last has closed */
+    int up_made, up_ready;  /* `up` initialised; connected */
+    int client_eof, up_eof;
+    int answered;           /* the port has sent something on this connection */
+    int awaiting;           /* a head went to the port and nothing came back since */
+    int closing, refusing;
+    char *pend;             /* for the port, before it is connected */
+    size_t npend, cappend;
+    struct kiln_http_stream hs;
+};
+
+struct wreq {
+    uv_write_t req;
+    struct conn *c;
+    size_t len;
+    char data[];
+};
+
+static char readbuf[READ_CHUNK]; /* one read at a time on the loop: emit copies what it keeps */
+
+/* ---- the URL template --------------------------------------------------- */
+
+const char *kiln_expose_url_ok(const char *tmpl)
+{
+    const char *t = strstr(tmpl, "{token}");
+    if (strncmp(tmpl, "http://", 7) != 0 && strncmp(tmpl, "https://", 8) != 0)
+        return "it must start with http:// or https://";
+    if (t == NULL || strstr(t + 1, "{token}") != NULL)
+        return "it must hold {token} once";
+    if (strlen(tmpl) + KILN_EXPOSE_TOKEN_LEN >= KILN_EXPOSE_URL_MAX)
+        return "it is too long";
+    for (const char *p = tmpl; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == '"' || *p == '\\' || (unsigned char)*p >= 0x7f)
+            return "it holds a space, a quote or a character outside ASCII";
+    return NULL;
+}
+
+static void url_of(const struct kiln_expose *x, const char *token, char *url)
+{
+    const char *t = strstr(x->tmpl, "{token}");
+    snprintf(url, KILN_EXPOSE_URL_MAX, "%.*s%s%s", (int)(t - x->tmpl), x->tmpl, token, t + 7);
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+static void unlist(struct conn *c)
+{
+    struct conn **pp = c->route != NULL ? &c->route->conns : &c->x->orphans;
+    while (*pp != NULL && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp == c)
+        *pp = c->next;
+    c->next = NULL;
+}
+
+static void maybe_free_server(struct kiln_expose *x)
+{
+    if (x->stopping && x->live == 0 && !x->listening)
+        free(x);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->handles > 0)
+        return;
+    struct kiln_expose *x = c->x;
+    free(c->pend);
+    free(c);
+    x->live--;
+    maybe_free_server(x);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    unlist(c);
+    c->route = NULL;
+    uv_close((uv_handle_t *)&c->client, on_closed);
+    uv_close((uv_handle_t *)&c->wait, on_closed);
+    if (c->up_made)
+        uv_close((uv_handle_t *)&c->up, on_closed);
+}
+
+/* ---- writing ------------------------------------------------------------- */
+
+static void resume_reads(struct conn *c);
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    struct conn *c = w->c;
+    free(w);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->refusing && c->client.write_queue_size == 0) {
+        conn_close(c);
+        return;
+    }
+    resume_reads(c);
+}
+
+static int put(struct conn *c, uv_stream_t *to, const char *data, size_t len)
+{
+    struct wreq *w = malloc(sizeof(*w) + len);
+    if (w == NULL)
+        return -ENOMEM;
+    w->c = c;
+    w->len = len;
+    memcpy(w->data, data, len);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    int r = uv_write(&w->req, to, &b, 1, on_written);
+    if (r < 0)
+        free(w);
+    return r;
+}
+
+/* An answer of the proxy's own, then the connection ends. */
+static void refuse(struct conn *c, int code)
+{
+    static const struct { int code; const char *text, *body; } answers[] = {
+        {400, "Bad Request", "bad request\n"},
+        {404, "Not Found", "not found\n"},
+        {502, "Bad Gateway", "the exposed port did not answer\n"},
+        {503, "Service Unavailable", "too many connections to this session\n"},
+    };
+    size_t i = 0;
+    while (i + 1 < sizeof(answers) / sizeof(answers[0]) && answers[i].code != code)
+        i++;
+    char buf[256];
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     answers[i].code, answers[i].text, strlen(answers[i].body), answers[i].body);
+    struct kiln_expose *x = c->x;
+    x->refused_400 += code == 400;
+    x->refused_404 += code == 404;
+    x->refused_503 += code == 503;
+    x->failed_502 += code == 502;
+    uv_timer_stop(&c->wait);
+    if (c->up_made && !uv_is_closing((uv_handle_t *)&c->up))
+        uv_read_stop((uv_stream_t *)&c->up);
+    uv_read_stop((uv_stream_t *)&c->client);
+    c->refusing = 1;
+    if (put(c, (uv_stream_t *)&c->client, buf, (size_t)n) < 0)
+        conn_close(c);
+}
+
+/* ---- the port's side ------------------------------------------------------ */
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    (void)h;
+    (void)hint;
+    *b = uv_buf_init(readbuf, sizeof(readbuf));
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+
+static void on_shut(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+    (void)b;
+    if (c->closing || c->refusing)
+        return;
+    if (n > 0) {
+        c->answered = 1;
+        c->awaiting = 0;
+        uv_timer_stop(&c->wait);
+        c->x->bytes_out += (uint64_t)n;
+        if (c->route != NULL)
+            c->route->bytes_out += (uint64_t)n;
+        if (put(c, (uv_stream_t *)&c->client, readbuf, (size_t)n) < 0) {
+            conn_close(c);
+            return;
+        }
+        if (c->client.write_queue_size > HIGH_WATER)
+            uv_read_stop(s);
+        return;
+    }
+    if (n == 0)
+        return;
+    /* the port hung up (or failed): before any answer that is a 502 */
+    if (!c->answered && c->awaiting) {
+        refuse(c, 502);
+        return;
+    }
+    c->up_eof = 1;
+    if (c->client_eof || n != UV_EOF) {
+        conn_close(c);
+        return;
+    }
+    uv_read_stop(s);
+    uv_shutdown_t *sd = malloc(sizeof(*sd));
+    if (sd == NULL || uv_shutdown(sd, (uv_stream_t *)&c->client, on_shut) < 0) {
+        free(sd);
+        conn_close(c);
+    }
+}
+
+static void resume_reads(struct conn *c)
+{
+    if (c->closing || c->refusing)
+        return;
+    if (c->up_ready && !c->up_eof && c->client.write_queue_size < LOW_WATER)
+        uv_read_start((uv_stream_t *)&c->up, alloc_cb, on_up_read);
+    if (!c->client_eof && (!c->up_ready || c->up.write_queue_size < LOW_WATER))
+        uv_read_start((uv_stream_t *)&c->client, alloc_cb, on_client_read);
+}
+
+static void shut_up(struct conn *c)
+{
+    uv_shutdown_t *sd = malloc(sizeof(*sd));
+    if (sd == NULL || uv_shutdown(sd, (uv_stream_t *)&c->up, on_shut) < 0) {
+        free(sd);
+        conn_close(c);
+    }
+}
+
+static void on_up_connected(uv_connect_t *req, int status)
+{
+    struct conn *c = req->data;
+    free(req);
+    if (c->closing || c->refusing)
+        return;
+    if (status < 0) {
+        refuse(c, 502);
+        return;
+    }
+    c->up_ready = 1;
+    if (c->npend > 0 && put(c, (uv_stream_t *)&c->up, c->pend, c->npend) < 0) {
+        conn_close(c);
+        return;
+    }
+    c->npend = 0;
+    if (c->client_eof)
+        shut_up(c);
+    resume_reads(c);
+}
+
+/* The route's socket into the sandbox, connecting to its port. */
+static int open_up(struct conn *c)
+{
+    struct kiln_expose_route *r = c->route;
+    int fd = r->open(r->arg, r->port);
+    if (fd < 0)
+        return fd;
+    uv_tcp_init(c->x->loop, &c->up);
+    c->up.data = c;
+    c->up_made = 1;
+    c->handles++;
+    int e = uv_tcp_open(&c->up, fd);
+    if (e < 0) {
+        close(fd);
+        return e;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    uv_connect_t *req = malloc(sizeof(*req));
+    if (req == NULL)
+        return -ENOMEM;
+    req->data = c;
+    if ((e = uv_tcp_connect(req, &c->up, (const struct sockaddr *)&sa, on_up_connected)) < 0)
+        free(req);
+    return e;
+}
+
+/* ---- the client's side ---------------------------------------------------- */
+
+static void on_wait(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (!c->awaiting)
+        return;
+    if (!c->answered)
+        refuse(c, 502);
+    else
+        conn_close(c);
+}
+
+/* Bytes for the port: sent, or kept until it is connected. */
+static void emit(void *arg, const char *data, size_t len)
+{
+    struct conn *c = arg;
+    if (c->closing || c->refusing)
+        return;
+    c->x->bytes_in += len;
+    if (c->route != NULL)
+        c->route->bytes_in += len;
+    if (c->up_ready) {
+        if (put(c, (uv_stream_t *)&c->up, data, len) < 0)
+            conn_close(c);
+        return;
+    }
+    if (c->npend + len > c->cappend) {
+        size_t cap = (c->npend + len) * 2;
+        char *p = realloc(c->pend, cap);
+        if (p == NULL) {
+            conn_close(c);
+            return;
+        }
+        c->pend = p;
+        c->cappend = cap;
+    }
+    memcpy(c->pend + c->npend, data, len);
+    c->npend += len;
+}
+
+static int is_token(const char *s, size_t n)
+{
+    if (n != KILN_EXPOSE_TOKEN_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* The live route `s` (n bytes) names, or NULL; every route compared in
+ * constant time, so the answer's timing says nothing of near misses. */
+static struct kiln_expose_route *route_of(struct kiln_expose *x, const char *s, size_t n)
+{
+    struct kiln_expose_route *found = NULL;
+    if (!is_token(s, n))
+        return NULL;
+    for (struct kiln_expose_route *r = x->routes; r != NULL; r = r->next)
+        if (CRYPTO_memcmp(r->token, s, KILN_EXPOSE_TOKEN_LEN) == 0)
+            found = r;
+    return found;
+}
+
+/* The Host header's first label (up to '.' or ':'), or n = 0. */
+static const char *host_label(const struct kiln_http_stream *hs, size_t *n)
+{
+    *n = 0;
+    for (const char *l = strstr(hs->head, "\r\n") + 2; *l != '\r'; l = strstr(l, "\r\n") + 2) {
+        size_t len = (size_t)(strstr(l, "\r\n") - l);
+        if (!kiln_http_named(l, len, "host"))
+            continue;
+        const char *v = l + 5;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        *n = strcspn(v, ".: \t\r");
+        return v;
+    }
+    return NULL;
+}
+
+static int count_conns(const struct kiln_expose *x, const char *tag)
+{
+    int n = 0;
+    for (const struct kiln_expose_route *r = x->routes; r != NULL; r = r->next)
+        if (strcmp(r->tag, tag) == 0)
+            for (const struct conn *c = r->conns; c != NULL; c = c->next)
+                n++;
+    return n;
+}
+
+/* A whole request head: which route, then on to the port (its token cut
+ * from the path when the path named it). */
+static int on_head(void *arg, struct kiln_http_stream *hs, char *why, size_t len)
+{
+    struct conn *c = arg;
+    struct kiln_expose *x = c->x;
+    char *target = strchr(hs->head, ' ') + 1;
+    x->requests++;
+    for (const char *l = strstr(hs->head, "\r\n") + 2; *l != '\r'; l = strstr(l, "\r\n") + 2) {
+        const char *odd = kiln_http_odd_header(l, (size_t)(strstr(l, "\r\n") - l));
+        if (odd != NULL) {
+            snprintf(why, len, "%s", odd);
+            refuse(c, 400);
+            return 0;
+        }
+    }
+    if (*target != '/') { /* origin form only: no absolute URL, no CONNECT, no '*' */
+        refuse(c, 400);
+        return 0;
+    }
+    size_t n;
+    const char *label = host_label(hs, &n);
+    struct kiln_expose_route *r = label != NULL ? route_of(x, label, n) : NULL;
+    size_t cut = 0;
+    if (r == NULL) {
+        size_t seg = strcspn(target + 1, "/? ");
+        if ((r = route_of(x, target + 1, seg)) != NULL)
+            cut = 1 + seg;
+    }
+    if (r == NULL || (c->route != NULL && r != c->route)) {
+        refuse(c, 404); /* (on a routed connection, another token ends it too: one connection, one port) */
+        return 0;
+    }
+    if (c->route == NULL) {
+        if (count_conns(x, r->tag) >= x->max_conns) {
+            refuse(c, 503);
+            return 0;
+        }
+        unlist(c);
+        c->route = r;
+        c->next = r->conns;
+        r->conns = c;
+        int e = open_up(c);
+        if (e < 0) {
+            kiln_debug("expose: port %d of session %s: %s", r->port, r->tag, uv_strerror(e));
+            refuse(c, 502);
+            return 0;
+        }
+    }
+    if (r->touch != NULL)
+        r->touch(r->arg);
+    if (cut > 0) { /* "/TOKEN/rest" -> "/rest"; "/TOKEN" and "/TOKEN?q" -> "/", "/?q" */
+        size_t t0 = (size_t)(target - hs->head);
+        size_t from = t0 + (target[cut] == '/' ? 0 : 1), to = t0 + cut;
+        memmove(hs->head + from, hs->head + to, hs->hlen - to + 1);
+        hs->hlen -= to - from;
+    }
+    emit(c, hs->head, hs->hlen);
+    c->awaiting = 1;
+    if (!uv_is_active((uv_handle_t *)&c->wait))
+        uv_timer_start(&c->wait, on_wait, (uint64_t)x->wait_ms, 0);
+    return 0;
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+    (void)b;
+    if (c->closing || c->refusing)
+        return;
+    if (n > 0) {
+        char why[256];
+        if (kiln_http_stream_feed(&c->hs, readbuf, (size_t)n, why, sizeof(why)) < 0) {
+            if (!c->closing && !c->refusing) {
+                if (c->route == NULL)
+                    refuse(c, 400);
+                else
+                    conn_close(c);
+            }
+            return;
+        }
+        if (!c->closing && !c->refusing && c->up_ready && c->up.write_queue_size > HIGH_WATER)
+            uv_read_stop(s);
+        return;
+    }
+    if (n == 0)
+        return;
+    c->client_eof = 1;
+    if (n != UV_EOF || c->up_eof || !c->up_made) {
+        conn_close(c);
+        return;
+    }
+    uv_read_stop(s);
+    if (c->up_ready)
+        shut_up(c);
+}
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    struct kiln_expose *x = l->data;
+    if (status < 0)
+        return;
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    c->x = x;
+    uv_tcp_init(x->loop, &c->client);
+    uv_timer_init(x->loop, &c->wait);
+    c->client.data = c->wait.data = c;
+    c->handles = 2;
+    x->live++;
+    x->conns_total++;
+    c->next = x->orphans;
+    x->orphans = c;
+    kiln_http_stream_init(&c->hs, on_head, emit, c);
+    if (uv_accept(l, (uv_stream_t *)&c->client) < 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->client, 1);
+    uv_read_start((uv_stream_t *)&c->client, alloc_cb, on_client_read);
+}
+
+/* ---- the server and its routes ----------------------------------------- */
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct kiln_expose *x = h->data;
+    x->listening = 0;
+    maybe_free_server(x);
+}
+
+int kiln_expose_start(uv_loop_t *loop, const struct kiln_expose_opts *o, struct kiln_expose **out, char *err,
+                      size_t errlen)
+{
+    char host[256];
+    const char *colon = strrchr(o->listen, ':');
+    char *end;
+    long port = colon != NULL ? strtol(colon + 1, &end, 10) : -1;
+    if (colon == NULL || colon == o->listen || *end != '\0' || port < 0 || port > 65535 ||
+        (size_t)(colon - o->listen) >= sizeof(host)) {
+        snprintf(err, errlen, "--expose-listen %s: give ADDR:PORT", o->listen);
+        return -EINVAL;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - o->listen), o->listen);
+    struct sockaddr_storage sa;
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&sa) != 0 &&
+        uv_ip6_addr(strcmp(host, "[::]") == 0 ? "::" : host, (int)port, (struct sockaddr_in6 *)&sa) != 0) {
+        snprintf(err, errlen, "--expose-listen %s: %s is no IP address", o->listen, host);
+        return -EINVAL;
+    }
+    struct kiln_expose *x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        return -ENOMEM;
+    x->loop = loop;
+    x->max_conns = o->max_conns;
+    x->wait_ms = o->wait_ms;
+    uv_tcp_init(loop, &x->listener);
+    x->listener.data = x;
+    x->listening = 1;
+    int r = uv_tcp_bind(&x->listener, (const struct sockaddr *)&sa, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&x->listener, 128, on_connection);
+    if (r < 0) {
+        snprintf(err, errlen, "--expose-listen %s: %s", o->listen, uv_strerror(r));
+        x->stopping = 1;
+        uv_close((uv_handle_t *)&x->listener, on_listener_closed); /* x goes with it */
+        return r;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof(bound);
+    uv_tcp_getsockname(&x->listener, (struct sockaddr *)&bound, &blen);
+    int bport = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                  : ((struct sockaddr_in *)&bound)->sin_port);
+    if (o->url != NULL)
+        snprintf(x->tmpl, sizeof(x->tmpl), "%s", o->url);
+    else
+        snprintf(x->tmpl, sizeof(x->tmpl), "http://%s:%d/{token}/",
+                 strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1" : host, bport);
+    kiln_info("expose: listening on %s:%d, URLs as %s", host, bport, x->tmpl);
+    *out = x;
+    return 0;
+}
+
+void kiln_expose_stop(struct kiln_expose *x)
+{
+    if (x == NULL)
+        return;
+    x->stopping = 1;
+    while (x->routes != NULL)
+        kiln_expose_remove(x->routes);
+    while (x->orphans != NULL)
+        conn_close(x->orphans);
+    uv_close((uv_handle_t *)&x->listener, on_listener_closed);
+}
+
+struct kiln_expose_route *kiln_expose_add(struct kiln_expose *x, const char *tag, int port, kiln_expose_open_cb open,
+                                          kiln_expose_touch_cb touch, void *arg, char *url)
+{
+    unsigned char raw[KILN_EXPOSE_TOKEN_LEN / 2];
+    struct kiln_expose_route *r = calloc(1, sizeof(*r));
+    if (r == NULL || RAND_bytes(raw, sizeof(raw)) != 1) {
+        free(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(r->token + 2 * i, 3, "%02x", raw[i]);
+    snprintf(r->tag, sizeof(r->tag), "%s", tag);
+    r->x = x;
+    r->port = port;
+    r->open = open;
+    r->touch = touch;
+    r->arg = arg;
+    r->next = x->routes;
+    x->routes = r;
+    url_of(x, r->token, url);
+    return r;
+}
+
+void kiln_expose_remove(struct kiln_expose_route *r)
+{
+    struct kiln_expose *x = r->x;
+    struct kiln_expose_route **pp = &x->routes;
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    while (r->conns != NULL)
+        conn_close(r->conns); /* (unlisted from r as it closes) */
+    OPENSSL_cleanse(r->token, sizeof(r->token));
+    free(r);
+}
+
+void kiln_expose_gauges(struct kiln_expose *x, FILE *out)
+{
+    if (x == NULL)
+        return;
+    unsigned open = 0;
+    for (struct kiln_expose_route *r = x->routes; r != NULL; r = r->next)
+        for (struct conn *c = r->conns; c != NULL; c = c->next)
+            open++;
+    fprintf(out, "# HELP kiln_expose_routes Exposed ports live now.\n# TYPE kiln_expose_routes gauge\n");
+    unsigned n = 0;
+    for (struct kiln_expose_route *r = x->routes; r != NULL; r = r->next)
+        n++;
+    fprintf(out, "kiln_expose_routes %u\n", n);
+    fprintf(out, "# HELP kiln_expose_connections Connections to exposed ports open now.\n"
+                 "# TYPE kiln_expose_connections gauge\nkiln_expose_connections %u\n", open);
+    fprintf(out, "# HELP kiln_expose_connections_total Connections accepted on --expose-listen.\n"
+                 "# TYPE kiln_expose_connections_total counter\nkiln_expose_connections_total %llu\n",
+            (unsigned long long)x->conns_total);
+    fprintf(out, "# HELP kiln_expose_requests_total Request heads read.\n"
+                 "# TYPE kiln_expose_requests_total counter\nkiln_expose_requests_total %llu\n",
+            (unsigned long long)x->requests);
+    fprintf(out, "# HELP kiln_expose_refused_total Requests answered by the proxy itself, by code.\n"
+                 "# TYPE kiln_expose_refused_total counter\n"
+                 "kiln_expose_refused_total{code=\"400\"} %llu\nkiln_expose_refused_total{code=\"404\"} %llu\n"
+                 "kiln_expose_refused_total{code=\"502\"} %llu\nkiln_expose_refused_total{code=\"503\"} %llu\n",
+            (unsigned long long)x->refused_400, (unsigned long long)x->refused_404,
+            (unsigned long long)x->failed_502, (unsigned long long)x->refused_503);
+    fprintf(out, "# HELP kiln_expose_bytes_total Bytes carried to (in) and from (out) exposed ports.\n"
+                 "# TYPE kiln_expose_bytes_total counter\n"
+                 "kiln_expose_bytes_total{direction=\"in\"} %llu\nkiln_expose_bytes_total{direction=\"out\"} %llu\n",
+            (unsigned long long)x->bytes_in, (unsigned long long)x->bytes_out);
+    fprintf(out, "# HELP kiln_expose_session_bytes Bytes carried for one session's exposed ports so far, by the "
+                 "session's tag (its log lines name it).\n# TYPE kiln_expose_session_bytes gauge\n");
+    for (struct kiln_expose_route *r = x->routes; r != NULL; r = r->next) {
+        int first = 1;
+        for (struct kiln_expose_route *q = x->routes; q != r; q = q->next)
+            first &= strcmp(q->tag, r->tag) != 0;
+        if (!first)
+            continue;
+        uint64_t in = 0, outb = 0;
+        for (struct kiln_expose_route *q = r; q != NULL; q = q->next)
+            if (strcmp(q->tag, r->tag) == 0)
+                in += q->bytes_in, outb += q->bytes_out;
+        fprintf(out, "kiln_expose_session_bytes{session=\"%s\",direction=\"in\"} %llu\n", r->tag,
+                (unsigned long long)in);
+        fprintf(out, "kiln_expose_session_bytes{session=\"%s\",direction=\"out\"} %llu\n", r->tag,
+                (unsigned long long)outb);
+    }
+}
