@@ -248,7 +248,7 @@ static void serve(struct kiln_child *warm_in, int have_warm, const char *jail, i
             kiln_agent_exit(1);
         }
         if (run.proxy &&
-            kiln_relay_start() < 0) {
+            kiln_relay_start(1) < 0) {
             kiln_agent_send_error("agent: could not start the network relay");
             kiln_agent_exit(1);
         }

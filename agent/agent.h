@@ -45,15 +45,18 @@ int kiln_exec_rlimits(const struct kiln_exec_spec *spec, pid_t pid);
 #define KILN_REPL_DIR "/tmp/.kiln-repl"
 #define KILN_REPL_CTL KILN_REPL_DIR "/ctl"
 
-/* relay.c: listen on 127.0.0.1:KILN_PROXY_PORT and carry each connection to the
- * worker's proxy, in a child of the agent: in a jail through the proxy's
- * Unix socket, in a VM over the egress mux port (proto.h). Returns 0 or
+/* relay.c: in a child of the agent, with `out`: listen on
+ * 127.0.0.1:KILN_PROXY_PORT and carry each connection to the worker's
+ * proxy, in a jail through the proxy's Unix socket, in a VM over the
+ * egress mux port (proto.h); in a VM, also carry the worker's connections
+ * in to local ports over the mux (without `out`: only those). Returns 0 or
  * -errno. */
-int kiln_relay_start(void);
+int kiln_relay_start(int out);
 /* relay.c: write all of `buf` to `fd` (through EINTR and short writes).
  * Returns 0 or -errno. */
 int kiln_write_all(int fd, const void *buf, size_t len);
-/* vm.c: the egress mux port, O_PATH (a VM for a job with net.allow), or -1 */
+/* vm.c: the egress mux port, O_PATH (a VM for a job with net.allow, or a
+ * session's where the worker exposes ports), or -1 */
 extern int kiln_relay_mux_path_fd;
 
 /* jail.c: inside fresh namespaces, build the sandbox's root at `mnt` and

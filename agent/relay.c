@@ -12,7 +12,10 @@
  *         connection, and at most KILN_MUX_STREAMS are open at once: the
  *         next is answered "503" here and closed.
  *
- * Either way at most KILN_MUX_STREAMS connections are carried at once.
+ * Either way at most KILN_MUX_OUT connections are carried at once. In a
+ * VM whose session exposes ports, the same mux carries connections in:
+ * the worker opens a stream naming a port, and the relay (started with
+ * `out` 0, listening nowhere) connects to 127.0.0.1:PORT for it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,13 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "agent.h"
 #include "wire/proto.h"
 
-#define MAX_PAIRS KILN_MUX_STREAMS
+#define MAX_PAIRS KILN_MUX_OUT /* connections out at once */
 
 int kiln_relay_mux_path_fd = -1;
 
@@ -162,6 +166,26 @@ static void mux_close(int ch, int *conn, enum stream_state *st, int i)
     st[i] = S_CLOSING;
 }
 
+/* A connection to 127.0.0.1:port here, or -1. Blocking, but bounded: the
+ * loopback answers at once unless the listener's queue is full. */
+static int connect_local(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {2, 0};
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0)
+        return -1;
+    setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(c, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(c);
+        return -1;
+    }
+    tv = (struct timeval){0, 0};
+    setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    return c;
+}
+
 /* One frame from the host. */
 static void mux_frame(int ch, int *conn, enum stream_state *st)
 {
@@ -171,9 +195,16 @@ static void mux_frame(int ch, int *conn, enum stream_state *st)
         _exit(1);
     size_t len = (size_t)h[2] << 8 | h[3];
     int i = h[1];
-    if (i >= MAX_PAIRS || len > KILN_MUX_DATA_MAX || read_all(ch, data, len) < 0)
+    if (i >= KILN_MUX_STREAMS || len > KILN_MUX_DATA_MAX || read_all(ch, data, len) < 0)
         _exit(1);
-    if (h[0] == 'D' && st[i] == S_OPEN && kiln_write_all(conn[i], data, len) < 0)
+    if (h[0] == 'O' && i >= KILN_MUX_OUT && st[i] == S_FREE && len == 2) {
+        /* the host's: a connection in to a port here (a session's exposed one) */
+        int c = connect_local((int)((unsigned char)data[0] << 8 | (unsigned char)data[1]));
+        st[i] = S_OPEN;
+        conn[i] = c;
+        if (c < 0)
+            mux_close(ch, conn, st, i);
+    } else if (h[0] == 'D' && st[i] == S_OPEN && kiln_write_all(conn[i], data, len) < 0)
         mux_close(ch, conn, st, i);
     else if (h[0] == 'C' && st[i] == S_OPEN) {
         mux_close(ch, conn, st, i); /* our answer */
@@ -186,20 +217,20 @@ static void mux_frame(int ch, int *conn, enum stream_state *st)
 __attribute__((noreturn))
 static void serve_vm(int lfd, int ch)
 {
-    int conn[MAX_PAIRS];
-    enum stream_state st[MAX_PAIRS];
-    struct pollfd pf[2 + MAX_PAIRS];
+    int conn[KILN_MUX_STREAMS];
+    enum stream_state st[KILN_MUX_STREAMS];
+    struct pollfd pf[2 + KILN_MUX_STREAMS];
     char buf[KILN_MUX_DATA_MAX];
-    for (int i = 0; i < MAX_PAIRS; i++) {
+    for (int i = 0; i < KILN_MUX_STREAMS; i++) {
         conn[i] = -1;
         st[i] = S_FREE;
     }
     for (;;) {
         pf[0] = (struct pollfd){lfd, POLLIN, 0};
         pf[1] = (struct pollfd){ch, POLLIN, 0};
-        for (int i = 0; i < MAX_PAIRS; i++)
+        for (int i = 0; i < KILN_MUX_STREAMS; i++)
             pf[2 + i] = (struct pollfd){conn[i], POLLIN, 0};
-        if (poll(pf, 2 + MAX_PAIRS, -1) < 0) {
+        if (poll(pf, 2 + KILN_MUX_STREAMS, -1) < 0) {
             if (errno == EINTR)
                 continue;
             _exit(1);
@@ -218,7 +249,7 @@ static void serve_vm(int lfd, int ch)
         }
         if (pf[1].revents & (POLLIN | POLLHUP | POLLERR))
             mux_frame(ch, conn, st);
-        for (int i = 0; i < MAX_PAIRS; i++) {
+        for (int i = 0; i < KILN_MUX_STREAMS; i++) {
             if (conn[i] < 0 || !pf[2 + i].revents || st[i] != S_OPEN)
                 continue;
             ssize_t n = read(conn[i], buf, sizeof(buf));
@@ -242,19 +273,23 @@ static int open_mux(void)
     return fd < 0 ? -errno : fd;
 }
 
-int kiln_relay_start(void)
+int kiln_relay_start(int out)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(KILN_PROXY_PORT),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int one = 1, ch = -1;
+    int one = 1, ch = -1, lfd = -1;
     if (kiln_relay_mux_path_fd >= 0 && (ch = open_mux()) < 0)
         return ch;
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 64) < 0) {
+    if (!out && ch < 0)
+        return -ENOENT; /* connections in come only over a VM's mux */
+    if (out && ((lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+                setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+                bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 64) < 0)) {
         int e = -errno;
         if (ch >= 0)
             close(ch);
+        if (lfd >= 0)
+            close(lfd);
         return e;
     }
     pid_t pid = fork();
@@ -269,7 +304,8 @@ int kiln_relay_start(void)
             serve_vm(lfd, ch);
         serve_jail(lfd);
     }
-    close(lfd);
+    if (lfd >= 0)
+        close(lfd);
     if (ch >= 0)
         close(ch);
     return 0;

@@ -232,6 +232,8 @@ static int feed(const struct cell *c)
 static void run_cell(struct kiln_proto_reader *rd, msgpack_unpacked *u, const struct cell *c)
 {
     int64_t t0 = kiln_agent_now_ms(), stop_at = 0;
+    if (c->keep && !it.keep && kiln__agent.in_vm && kiln_relay_mux_path_fd >= 0 && kiln_relay_start(0) < 0)
+        fprintf(stderr, "kiln-agent: the way in to the session's ports could not start\n");
     it.keep |= c->keep; /* (once kept, kept: the worker says it for every later cell) */
     int64_t cpu_base = kiln_cpu_used_ms(it.c.pid);
     int64_t tick = c->cpu_ms / 10 < 5 ? 5 : c->cpu_ms / 10 > 50 ? 50 : c->cpu_ms / 10;
@@ -341,7 +343,9 @@ static void idle_running(struct kiln_proto_reader *rd)
             int *fd = i == 1 ? &it.c.out : &it.c.err;
             char buf[4096];
             ssize_t n = 1;
-            while (*fd >= 0 && pf[i].revents && (n = read(*fd, buf, sizeof(buf))) > 0)
+            /* (a bounded bite each round: a writer faster than this never
+             * keeps the worker's next word unread) */
+            for (int k = 0; k < 16 && *fd >= 0 && pf[i].revents && (n = read(*fd, buf, sizeof(buf))) > 0; k++)
                 ;
             if (*fd >= 0 && pf[i].revents && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) {
                 close(*fd); /* (the interpreter closed it) */

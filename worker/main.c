@@ -318,7 +318,7 @@ int main(int argc, char **argv)
             kiln_error("%s", err);
             goto out;
         }
-        if (backend->ops->port_socket == NULL)
+        if (backend->ops->port_open == NULL)
             kiln_warn("expose: the %s backend cannot reach into its sandboxes yet: jobs with session.expose "
                       "are rejected", backend->ops->name);
     }

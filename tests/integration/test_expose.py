@@ -362,6 +362,70 @@ class Hostile(ExposeCase):
         self.assertEqual(out.count("no "), 3)
 
 
+class Abuse(ExposeCase):
+    """What a client with a URL (or none) can try against the worker."""
+
+    def test_heads_after_the_port_hung_up_or_a_refusal_end_the_connection(self):
+        # the review's crash: a server that closes after each answer, then
+        # two heads in one write, the first refused
+        self.start()
+        code = server(8000).replace('protocol_version = "HTTP/1.1"', 'protocol_version = "HTTP/1.0"')
+        _, _, urls = self.step(code, expose=[8000])
+        u = urllib.parse.urlsplit(urls[8000])
+        for _ in range(3):
+            c = socket.create_connection((u.hostname, u.port), timeout=20)
+            c.sendall(b"GET %spath/1 HTTP/1.1\r\nHost: x\r\n\r\n" % u.path.encode())
+            got = b""
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                got += d
+            self.assertTrue(got.startswith(b"HTTP/1.0 200"), got)
+            try:
+                c.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\nGET %spath/2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                          % u.path.encode())
+                c.recv(65536)
+            except OSError:
+                pass
+            c.close()
+        # the worker is whole: the URL answers, and the session ends cleanly
+        self.assertEqual(self.get(urls[8000] + "path/3"), (200, b"/path/3"))
+        self.step("1", close=True)
+        wait_for(lambda: self.get(urls[8000])[0] == 404, 20, "the URL gone")
+        self.assertIsNone(self.w.proc.poll())
+
+    def test_a_head_that_never_ends_and_connections_past_the_cap(self):
+        self.start("--expose-max-conns", "2")  # 32 in all
+        _, _, urls = self.step(server(8000), expose=[8000])
+        u = urllib.parse.urlsplit(urls[8000])
+        slow = socket.create_connection((u.hostname, u.port), timeout=30)
+        slow.sendall(b"GET ")
+        t0 = time.monotonic()
+        held = [socket.create_connection((u.hostname, u.port), timeout=30) for _ in range(40)]
+        closed = 0
+        for h in held:
+            h.settimeout(0.5)
+            try:
+                closed += h.recv(1) == b""
+            except socket.timeout:
+                pass
+        self.assertGreaterEqual(closed, 40 - 32 + 1)  # past the cap: closed unanswered
+        for h in held:
+            h.close()
+        # a byte at a time buys nothing: the head's 10 s run from the accept
+        try:
+            while time.monotonic() - t0 < 20:
+                slow.sendall(b"a")
+                time.sleep(1)
+            self.fail("a head that never ended kept its connection for 20 s")
+        except OSError:
+            pass
+        slow.close()
+        self.assertLess(time.monotonic() - t0, 16)
+        self.assertEqual(self.get(urls[8000] + "path/ok"), (200, b"/path/ok"))
+
+
 class Clients(ExposeCase):
     def test_kiln_submit_prints_a_url_curl_reaches(self):
         self.start()

@@ -484,6 +484,50 @@ class Sessions(VMCase):
             "(t2 - t1 > 4, ran, alive)")
         self.assertEqual((ex["status"], res), ("ok", ["(True, [], [])"]), ex)
 
+class ExposedPorts(VMCase):
+    """A session's server in a VM, reached from outside over the guest's
+    mux (the guest has no network device): GET, POST, a port nothing
+    listens on, and the URL gone with the session."""
+
+    def test_a_server_in_a_vm_session_is_reached_at_its_url(self):
+        import urllib.error
+        import urllib.request
+        from kilntest import free_port
+        listen = free_port()
+        self.vm_worker("--pool", "0", "--expose-listen", "127.0.0.1:%d" % listen, plugins=["python"])
+        server = ("import http.server, threading\n"
+                  "class H(http.server.BaseHTTPRequestHandler):\n"
+                  "    def do_GET(self):\n"
+                  "        out = ('vm ' + self.path + ' ' + open('/proc/sys/kernel/osrelease').read()).encode()\n"
+                  "        self.send_response(200); self.send_header('Content-Length', str(len(out)))\n"
+                  "        self.end_headers(); self.wfile.write(out)\n"
+                  "    do_POST = lambda self: (self.send_response(200), self.send_header('Content-Length', '2'),\n"
+                  "        self.end_headers(), self.wfile.write(self.rfile.read(int(self.headers['Content-Length']))[:2]))\n"
+                  "srv = http.server.ThreadingHTTPServer(('127.0.0.1', 8000), H)\n"
+                  "threading.Thread(target=srv.serve_forever, daemon=True).start()")
+
+        def get(url, data=None):
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=SLOW) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        def step(code, **session):
+            j = self.job(code, plugin="python", session=dict({"id": "vm-x"}, **session))
+            self.submit(j)
+            fs = self.wait_exit(j["id"], timeout=SLOW)
+            return [f for f in fs if f["kind"] == "exit"][-1], {f["port"]: f["url"] for f in fs if f["kind"] == "exposed"}
+
+        ex, urls = step(server, expose=[8000, 8001])
+        self.assertEqual(ex["status"], "ok", ex)
+        self.assertEqual(get(urls[8000] + "a/b"), (200, ("vm /a/b %s\n" % GUEST_RELEASE).encode()))
+        self.assertEqual(get(urls[8000] + "p", data=b"xyz" * 50000), (200, b"xy"))
+        self.assertEqual(get(urls[8001])[0], 502)  # nothing listens there
+        step("1", close=True)
+        wait_for(lambda: get(urls[8000])[0] == 404, 30, "the URL gone with the session")
+
+
 class Clock(VMCase):
     def test_a_restored_vm_runs_on_the_hosts_clock(self):
         # no pool: the job's VM is restored when the job comes, 10 s after

@@ -205,6 +205,52 @@ static void test_open_twice(void **state)
     expect_port_closed(f);
 }
 
+/* A connection in (a session's exposed port): the worker opens a stream
+ * of its own half naming the port; bytes pass both ways; the guest's
+ * close ends the worker's end. */
+static void test_inbound_stream(void **state)
+{
+    struct fixture *f = *state;
+    char type, buf[64];
+    int id;
+    int fd = kiln_vm_egress_inbound(f->m, 8000);
+    assert_true(fd >= 0);
+    assert_int_equal(read_frame(f, &type, &id, buf, sizeof(buf)), 2);
+    assert_int_equal(type, 'O');
+    assert_true(id >= KILN_MUX_OUT && id < KILN_MUX_STREAMS);
+    assert_int_equal((unsigned char)buf[0] << 8 | (unsigned char)buf[1], 8000);
+    assert_int_equal(write(fd, "GET /", 5), 5);
+    assert_int_equal(read_frame(f, &type, &id, buf, sizeof(buf)), 5);
+    assert_int_equal(type, 'D');
+    assert_memory_equal(buf, "GET /", 5);
+    send_frame(f, 'D', id, "200", 3);
+    assert_int_equal(recv(fd, buf, 3, MSG_WAITALL), 3);
+    assert_memory_equal(buf, "200", 3);
+    send_frame(f, 'C', id, NULL, 0);
+    assert_int_equal(read_frame(f, &type, &id, buf, sizeof(buf)), 0);
+    assert_int_equal(type, 'C'); /* the answer */
+    assert_int_equal(recv(fd, buf, 1, 0), 0); /* and the worker's end is closed */
+    close(fd);
+    /* two at once get two ids */
+    int a = kiln_vm_egress_inbound(f->m, 1), b = kiln_vm_egress_inbound(f->m, 2);
+    int ida, idb;
+    assert_true(a >= 0 && b >= 0);
+    read_frame(f, &type, &ida, buf, sizeof(buf));
+    read_frame(f, &type, &idb, buf, sizeof(buf));
+    assert_int_not_equal(ida, idb);
+    close(a);
+    close(b);
+}
+
+/* The inbound half is the worker's to open: a guest opening there breaks
+ * the protocol. */
+static void test_guest_opens_an_inbound_id(void **state)
+{
+    struct fixture *f = *state;
+    send_frame(f, 'O', KILN_MUX_OUT, NULL, 0);
+    expect_port_closed(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +261,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_data_too_long, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_for_a_stream_never_opened, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbound_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_guest_opens_an_inbound_id, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

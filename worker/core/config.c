@@ -79,7 +79,7 @@ static const struct opt {
     {"max-sessions", OPT_INT, F(max_sessions), "16", "sessions (jobs' `session`) this worker keeps open at once, each a sandbox (0: none)"},
     {"session-idle-ms", OPT_INT, F(session_idle_ms), "600000", "a session with no job this long ends, when its jobs set no idle_ms"},
     {"max-session-idle-ms", OPT_INT, F(max_session_idle_ms), "3600000", "largest session.idle_ms a job may ask for"},
-    {"session-cpu-ms", OPT_INT, F(session_cpu_ms), "0", "CPU time a session may use in all, its jobs and what they leave running between them (0: no budget); past it the session ends"},
+    {"session-cpu-ms", OPT_INT, F(session_cpu_ms), "600000", "CPU time a session may use in all, its jobs and what they leave running between them (0: no budget); past it the session ends"},
     {"expose-listen", OPT_STR, F(expose_listen), NULL, "ADDR:PORT where sessions' exposed ports are served (session.expose; off unless given)"},
     {"expose-url", OPT_STR, F(expose_url), NULL, "an exposed port's URL, with {token}: https://{token}.preview.example.com (the Host's first label) or http://HOST:PORT/{token}/ (the path's first segment; the default, from --expose-listen)"},
     {"expose-max-conns", OPT_INT, F(expose_max_conns), "64", "connections to one session's exposed ports at once (503 past it)"},

@@ -250,7 +250,8 @@ void kiln__session_open_sandbox(struct kiln_session *s)
     struct kiln_worker *w = s->w;
     struct kiln_run *run = s->queue;
     char err[512];
-    struct kiln_spawn_opts needs = {run->lim.memory_mb > 0 ? run->lim.memory_mb : w->cfg->sb.memory_mb, 0, 1};
+    struct kiln_spawn_opts needs = {.memory_mb = run->lim.memory_mb > 0 ? run->lim.memory_mb : w->cfg->sb.memory_mb,
+                                    .fresh = 1, .inbound = w->expose != NULL};
     s->memory_mb = needs.memory_mb;
     w->nsessions++;
     kiln_metrics_session_opened(s->plugin);
@@ -266,6 +267,8 @@ void kiln__session_open_sandbox(struct kiln_session *s)
         gone(s);
         return;
     }
+    /* its CPU counts from here (a reused cgroup may have counted before) */
+    s->cpu_base = w->backend->ops->cpu_ms != NULL && s->link->sb != NULL ? w->backend->ops->cpu_ms(s->link->sb) : -1;
     kiln_info("session %s: opened for job %s (%s, idle %lld ms)", s->id, run->job->id, s->plugin,
               (long long)s->idle_ms);
     if (s->link->state == KILN_LINK_READY) {
@@ -383,6 +386,9 @@ void kiln__session_check_budgets(struct kiln_worker *w)
             s->link->sb == NULL)
             continue;
         int64_t used = w->backend->ops->cpu_ms(s->link->sb);
+        if (used < 0 || s->cpu_base < 0)
+            continue;
+        used -= s->cpu_base;
         if (used > budget) {
             kiln_info("session %s: %lld ms of CPU used, its budget is %lld: it ends", s->id, (long long)used,
                       (long long)budget);

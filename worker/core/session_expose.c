@@ -3,7 +3,7 @@
  * a job of the session names gets a route on the worker's expose server,
  * once for the session's life, and the job an `exposed` frame with its URL
  * (again for a port exposed before, so every job that asks hears it). The
- * routes reach the port through the backend's port_socket op, inside the
+ * routes reach the port through the backend's port_open op, inside the
  * sandbox's own network; they go when the session ends.
  */
 #include "core/session_int.h"
@@ -34,8 +34,8 @@ const char *kiln__session_expose_refusal(const struct kiln_session *s, const str
         return NULL;
     if (w->expose == NULL)
         return "this worker exposes no ports (it runs without --expose-listen)";
-    if (w->backend->ops->port_socket == NULL)
-        return "this worker's sandboxes cannot expose ports (the jail backend can; the microVM backends "
+    if (w->backend->ops->port_open == NULL)
+        return "this worker's sandboxes cannot expose ports (the jail and qemu backends can; firecracker "
                "cannot yet)";
     size_t more = 0;
     for (size_t i = 0; i < job->nexpose; i++)
@@ -45,22 +45,23 @@ const char *kiln__session_expose_refusal(const struct kiln_session *s, const str
     return NULL;
 }
 
-/* A route's way in: a socket in the session's sandbox's network. */
-static int open_port(void *arg, int port)
+/* A route's way in to its session's sandbox. */
+static int open_port(void *arg, int port, int *connected)
 {
     struct kiln_session *s = arg;
-    (void)port;
     if (s->link == NULL || s->link->sb == NULL)
         return -ENOTCONN;
     struct kiln_sandbox *sb = s->link->sb;
-    return sb->backend->ops->port_socket(sb);
+    return sb->backend->ops->port_open(sb, port, connected);
 }
 
-/* A request came: with --expose-keeps-alive, an idle session's time starts again. */
+/* A request came: with --expose-keeps-alive, an idle session's time starts
+ * again (only its idle time: with jobs queued the timer is a gate's retry). */
 static void touch(void *arg)
 {
     struct kiln_session *s = arg;
-    if (s->w->cfg->expose_keeps_alive && uv_is_active((uv_handle_t *)&s->idle))
+    if (s->w->cfg->expose_keeps_alive && s->state == KILN_SESSION_READY && s->queue == NULL &&
+        uv_is_active((uv_handle_t *)&s->idle))
         uv_timer_start(&s->idle, s->idle.timer_cb, (uint64_t)s->idle_ms, 0);
 }
 

@@ -68,6 +68,7 @@ struct kiln_session {
     } ports[KILN_EXPOSE_MAX];
     size_t nports;
     char tag[24];                 /* what /metrics calls it ("s" and a number) */
+    int64_t cpu_base;             /* its sandbox's CPU time when it was ready (ms), or -1 */
 };
 
 /* core/session.c */

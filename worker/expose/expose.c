@@ -15,6 +15,10 @@
 #define READ_CHUNK 65536
 #define HIGH_WATER (1u << 20) /* bytes queued toward one side before the other is paused */
 #define LOW_WATER (256u << 10)
+#define HEAD_MS 10000         /* a new connection's first request head, whole */
+#define IDLE_MS 300000        /* a connection with nothing going either way */
+#define REFUSE_MS 5000        /* an answer of the proxy's own that the client does not read */
+#define CONNS_PER_CAP 16      /* connections in all: this many times --expose-max-conns */
 
 struct conn;
 
@@ -42,14 +46,19 @@ struct kiln_expose {
     unsigned live;          /* connections not yet freed */
     int stopping;
     uint64_t conns_total, requests, bytes_in, bytes_out;
-    uint64_t refused_404, refused_503, refused_400, failed_502;
+    uint64_t refused_404, refused_503, refused_400, failed_502, refused_busy;
 };
 
 struct conn {
     struct kiln_expose *x;
     struct conn *next;
     struct kiln_expose_route *route;
-    uv_tcp_t client, up;
+    uv_tcp_t client;
+    union {                 /* the way to the port: */
+        uv_tcp_t tcp;       /* a socket in the sandbox's network (the jail) */
+        uv_pipe_t pipe;     /* a stream connected already (a VM's mux) */
+    } uph;
+    uv_stream_t *up;        /* &uph, as a stream */
     uv_timer_t wait;
     int handles;            /* open handles: freed when the last has closed */
     int up_made, up_ready;  /* `up` initialised; connected */
@@ -134,7 +143,22 @@ static void conn_close(struct conn *c)
     uv_close((uv_handle_t *)&c->client, on_closed);
     uv_close((uv_handle_t *)&c->wait, on_closed);
     if (c->up_made)
-        uv_close((uv_handle_t *)&c->up, on_closed);
+        uv_close((uv_handle_t *)c->up, on_closed);
+}
+
+/* ---- its one timer ---------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+/* The connection's deadline, from now: for our own answer to be read, for
+ * the port to start answering (--expose-wait-ms, from the last byte sent
+ * it), or for anything to happen at all. (Before its first head a
+ * connection has HEAD_MS from its accept, never moved by what it sends.) */
+static void arm(struct conn *c)
+{
+    uint64_t ms = c->refusing ? REFUSE_MS : c->awaiting ? (uint64_t)c->x->wait_ms : IDLE_MS;
+    if (!c->closing && (c->route != NULL || c->refusing))
+        uv_timer_start(&c->wait, on_timer, ms, 0);
 }
 
 /* ---- writing ------------------------------------------------------------- */
@@ -195,11 +219,11 @@ static void refuse(struct conn *c, int code)
     x->refused_404 += code == 404;
     x->refused_503 += code == 503;
     x->failed_502 += code == 502;
-    uv_timer_stop(&c->wait);
-    if (c->up_made && !uv_is_closing((uv_handle_t *)&c->up))
-        uv_read_stop((uv_stream_t *)&c->up);
+    if (c->up_made && !uv_is_closing((uv_handle_t *)c->up))
+        uv_read_stop(c->up);
     uv_read_stop((uv_stream_t *)&c->client);
     c->refusing = 1;
+    arm(c);
     if (put(c, (uv_stream_t *)&c->client, buf, (size_t)n) < 0)
         conn_close(c);
 }
@@ -230,7 +254,7 @@ static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     if (n > 0) {
         c->answered = 1;
         c->awaiting = 0;
-        uv_timer_stop(&c->wait);
+        arm(c);
         c->x->bytes_out += (uint64_t)n;
         if (c->route != NULL)
             c->route->bytes_out += (uint64_t)n;
@@ -267,32 +291,25 @@ static void resume_reads(struct conn *c)
     if (c->closing || c->refusing)
         return;
     if (c->up_ready && !c->up_eof && c->client.write_queue_size < LOW_WATER)
-        uv_read_start((uv_stream_t *)&c->up, alloc_cb, on_up_read);
-    if (!c->client_eof && (!c->up_ready || c->up.write_queue_size < LOW_WATER))
+        uv_read_start(c->up, alloc_cb, on_up_read);
+    if (!c->client_eof && (c->up_ready ? c->up->write_queue_size < LOW_WATER : c->npend < LOW_WATER))
         uv_read_start((uv_stream_t *)&c->client, alloc_cb, on_client_read);
 }
 
 static void shut_up(struct conn *c)
 {
     uv_shutdown_t *sd = malloc(sizeof(*sd));
-    if (sd == NULL || uv_shutdown(sd, (uv_stream_t *)&c->up, on_shut) < 0) {
+    if (sd == NULL || uv_shutdown(sd, c->up, on_shut) < 0) {
         free(sd);
         conn_close(c);
     }
 }
 
-static void on_up_connected(uv_connect_t *req, int status)
+/* The port is reached: what came for it goes, and both sides read. */
+static void up_ready(struct conn *c)
 {
-    struct conn *c = req->data;
-    free(req);
-    if (c->closing || c->refusing)
-        return;
-    if (status < 0) {
-        refuse(c, 502);
-        return;
-    }
     c->up_ready = 1;
-    if (c->npend > 0 && put(c, (uv_stream_t *)&c->up, c->pend, c->npend) < 0) {
+    if (c->npend > 0 && put(c, c->up, c->pend, c->npend) < 0) {
         conn_close(c);
         return;
     }
@@ -302,21 +319,45 @@ static void on_up_connected(uv_connect_t *req, int status)
     resume_reads(c);
 }
 
-/* The route's socket into the sandbox, connecting to its port. */
+static void on_up_connected(uv_connect_t *req, int status)
+{
+    struct conn *c = req->data;
+    free(req);
+    if (c->closing || c->refusing)
+        return;
+    if (status < 0)
+        refuse(c, 502);
+    else
+        up_ready(c);
+}
+
+/* The route's way to its port: connected, or connecting. */
 static int open_up(struct conn *c)
 {
     struct kiln_expose_route *r = c->route;
-    int fd = r->open(r->arg, r->port);
+    int connected = 0;
+    int fd = r->open(r->arg, r->port, &connected);
     if (fd < 0)
         return fd;
-    uv_tcp_init(c->x->loop, &c->up);
-    c->up.data = c;
+    int e;
+    if (connected) {
+        uv_pipe_init(c->x->loop, &c->uph.pipe, 0);
+        e = uv_pipe_open(&c->uph.pipe, fd);
+    } else {
+        uv_tcp_init(c->x->loop, &c->uph.tcp);
+        e = uv_tcp_open(&c->uph.tcp, fd);
+    }
+    c->up = (uv_stream_t *)&c->uph;
+    c->up->data = c;
     c->up_made = 1;
     c->handles++;
-    int e = uv_tcp_open(&c->up, fd);
     if (e < 0) {
-        close(fd);
+        close(fd); /* (not the handle's) */
         return e;
+    }
+    if (connected) {
+        up_ready(c);
+        return 0;
     }
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -324,22 +365,20 @@ static int open_up(struct conn *c)
     if (req == NULL)
         return -ENOMEM;
     req->data = c;
-    if ((e = uv_tcp_connect(req, &c->up, (const struct sockaddr *)&sa, on_up_connected)) < 0)
+    if ((e = uv_tcp_connect(req, &c->uph.tcp, (const struct sockaddr *)&sa, on_up_connected)) < 0)
         free(req);
     return e;
 }
 
 /* ---- the client's side ---------------------------------------------------- */
 
-static void on_wait(uv_timer_t *t)
+static void on_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
-    if (!c->awaiting)
-        return;
-    if (!c->answered)
-        refuse(c, 502);
+    if (c->awaiting && !c->answered && !c->refusing)
+        refuse(c, 502); /* the port did not answer */
     else
-        conn_close(c);
+        conn_close(c);  /* no head in time, idle, or our answer not read */
 }
 
 /* Bytes for the port: sent, or kept until it is connected. */
@@ -351,8 +390,9 @@ static void emit(void *arg, const char *data, size_t len)
     c->x->bytes_in += len;
     if (c->route != NULL)
         c->route->bytes_in += len;
+    arm(c); /* (the port's time to answer counts from the last byte it was sent) */
     if (c->up_ready) {
-        if (put(c, (uv_stream_t *)&c->up, data, len) < 0)
+        if (put(c, c->up, data, len) < 0)
             conn_close(c);
         return;
     }
@@ -427,18 +467,24 @@ static int on_head(void *arg, struct kiln_http_stream *hs, char *why, size_t len
     struct conn *c = arg;
     struct kiln_expose *x = c->x;
     char *target = strchr(hs->head, ' ') + 1;
+    if (c->closing || c->refusing)
+        return -1; /* (nothing more of this connection is read) */
+    if (c->up_eof) { /* the port hung up: no request goes to it on this connection */
+        conn_close(c);
+        return -1;
+    }
     x->requests++;
     for (const char *l = strstr(hs->head, "\r\n") + 2; *l != '\r'; l = strstr(l, "\r\n") + 2) {
         const char *odd = kiln_http_odd_header(l, (size_t)(strstr(l, "\r\n") - l));
         if (odd != NULL) {
             snprintf(why, len, "%s", odd);
             refuse(c, 400);
-            return 0;
+            return -1;
         }
     }
     if (*target != '/') { /* origin form only: no absolute URL, no CONNECT, no '*' */
         refuse(c, 400);
-        return 0;
+        return -1;
     }
     size_t n;
     const char *label = host_label(hs, &n);
@@ -451,12 +497,12 @@ static int on_head(void *arg, struct kiln_http_stream *hs, char *why, size_t len
     }
     if (r == NULL || (c->route != NULL && r != c->route)) {
         refuse(c, 404); /* (on a routed connection, another token ends it too: one connection, one port) */
-        return 0;
+        return -1;
     }
     if (c->route == NULL) {
         if (count_conns(x, r->tag) >= x->max_conns) {
             refuse(c, 503);
-            return 0;
+            return -1;
         }
         unlist(c);
         c->route = r;
@@ -466,7 +512,7 @@ static int on_head(void *arg, struct kiln_http_stream *hs, char *why, size_t len
         if (e < 0) {
             kiln_debug("expose: port %d of session %s: %s", r->port, r->tag, uv_strerror(e));
             refuse(c, 502);
-            return 0;
+            return -1;
         }
     }
     if (r->touch != NULL)
@@ -479,8 +525,7 @@ static int on_head(void *arg, struct kiln_http_stream *hs, char *why, size_t len
     }
     emit(c, hs->head, hs->hlen);
     c->awaiting = 1;
-    if (!uv_is_active((uv_handle_t *)&c->wait))
-        uv_timer_start(&c->wait, on_wait, (uint64_t)x->wait_ms, 0);
+    arm(c);
     return 0;
 }
 
@@ -501,7 +546,9 @@ static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
             }
             return;
         }
-        if (!c->closing && !c->refusing && c->up_ready && c->up.write_queue_size > HIGH_WATER)
+        /* what the port has not taken yet is bounded, connected or not */
+        if (!c->closing && !c->refusing &&
+            (c->up_ready ? c->up->write_queue_size > HIGH_WATER : c->npend > HIGH_WATER))
             uv_read_stop(s);
         return;
     }
@@ -535,10 +582,12 @@ static void on_connection(uv_stream_t *l, int status)
     c->next = x->orphans;
     x->orphans = c;
     kiln_http_stream_init(&c->hs, on_head, emit, c);
-    if (uv_accept(l, (uv_stream_t *)&c->client) < 0) {
-        conn_close(c);
+    if (uv_accept(l, (uv_stream_t *)&c->client) < 0 || x->live > CONNS_PER_CAP * x->max_conns) {
+        x->refused_busy += x->live > CONNS_PER_CAP * x->max_conns;
+        conn_close(c); /* (past the cap in all: closed unanswered, as a full backlog would) */
         return;
     }
+    uv_timer_start(&c->wait, on_timer, HEAD_MS, 0);
     uv_tcp_nodelay(&c->client, 1);
     uv_read_start((uv_stream_t *)&c->client, alloc_cb, on_client_read);
 }
@@ -679,6 +728,9 @@ void kiln_expose_gauges(struct kiln_expose *x, FILE *out)
                  "kiln_expose_refused_total{code=\"502\"} %llu\nkiln_expose_refused_total{code=\"503\"} %llu\n",
             (unsigned long long)x->refused_400, (unsigned long long)x->refused_404,
             (unsigned long long)x->failed_502, (unsigned long long)x->refused_503);
+    fprintf(out, "# HELP kiln_expose_busy_total Connections closed unanswered: past the cap in all "
+                 "(16 x --expose-max-conns).\n# TYPE kiln_expose_busy_total counter\nkiln_expose_busy_total %llu\n",
+            (unsigned long long)x->refused_busy);
     fprintf(out, "# HELP kiln_expose_bytes_total Bytes carried to (in) and from (out) exposed ports.\n"
                  "# TYPE kiln_expose_bytes_total counter\n"
                  "kiln_expose_bytes_total{direction=\"in\"} %llu\nkiln_expose_bytes_total{direction=\"out\"} %llu\n",

@@ -39,10 +39,11 @@ struct kiln_expose_opts {
     int64_t wait_ms;         /* for the first byte of an answer */
 };
 
-/* A socket that reaches the route's port: an fd, unconnected (TCP, made in
- * the sandbox's network: the server connects it to 127.0.0.1:port), or a
+/* The way to the route's port: an fd, with *connected 1 when it is a
+ * connected stream (a VM's mux stream), 0 when it is a TCP socket made in
+ * the sandbox's network that the server connects to 127.0.0.1:port; or a
  * negative errno. `arg` is the route's. */
-typedef int (*kiln_expose_open_cb)(void *arg, int port);
+typedef int (*kiln_expose_open_cb)(void *arg, int port, int *connected);
 /* A request came for a route (`arg` the route's): activity. */
 typedef void (*kiln_expose_touch_cb)(void *arg);
 

@@ -31,6 +31,8 @@ struct kiln_spawn_opts {
     int net;                  /* it has net.allow: a way to the egress proxy */
     int fresh;                /* a session's: its own interpreter, never one
                                * forked from a template or restored warm */
+    int inbound;              /* a session's where ports may be exposed: a way
+                               * in (port_open) */
 };
 
 struct kiln_sandbox {
@@ -70,11 +72,13 @@ struct kiln_backend_ops {
     /* Optional: the CPU time of every process of the sandbox so far (ms),
      * as the kernel accounts it for the sandbox's cgroup; -1 unknown. */
     int64_t (*cpu_ms)(struct kiln_sandbox *sb);
-    /* Optional: a TCP socket (an fd, not yet connected) made inside the
-     * sandbox's own network, through which the worker reaches a port the
-     * sandbox listens on at 127.0.0.1 (a session's exposed port); or a
-     * negative errno. */
-    int (*port_socket)(struct kiln_sandbox *sb);
+    /* Optional: the worker's way to `port` on the sandbox's 127.0.0.1 (a
+     * session's exposed port): an fd, and *connected 1 when it is a
+     * connected stream already (a VM's mux stream), 0 when it is a TCP
+     * socket made inside the sandbox's own network that the caller
+     * connects to 127.0.0.1:port (the jail); or a negative errno. A VM can
+     * only when spawned with `inbound`. */
+    int (*port_open)(struct kiln_sandbox *sb, int port, int *connected);
     /* Free the backend; every sandbox must have exited. */
     void (*destroy)(struct kiln_backend *b);
     /* Optional: `profile`'s interpreter can be forked into each sandbox

@@ -45,7 +45,7 @@ static int64_t jail_cpu_ms(struct kiln_sandbox *pub)
  * setns() moves only the calling thread, and the loop's thread must never
  * be anywhere but the worker's own network, not even for a moment. */
 struct netns_socket {
-    int ns;                   /* the sandbox's PID 1: its pidfd, or its ns/net file */
+    int ns;                   /* the sandbox's PID 1's pidfd */
     int fd, err;
 };
 
@@ -61,25 +61,19 @@ static void *socket_in_netns(void *arg)
     return NULL; /* the thread ends, and with it its place in the sandbox's network */
 }
 
-static int jail_port_socket(struct kiln_sandbox *pub)
+static int jail_port_open(struct kiln_sandbox *pub, int port, int *connected)
 {
     struct kiln_jail_sandbox *sb = (struct kiln_jail_sandbox *)pub;
+    (void)port; /* (the caller connects it) */
+    *connected = 0;
     struct netns_socket q = {.ns = sb->pidfd, .fd = -1, .err = -ESRCH};
-    char path[64];
-    int opened = -1;
-    if (sb->killed)
+    /* only through the pidfd: a pid could be another process's by now */
+    if (sb->killed || q.ns < 0)
         return -ESRCH;
-    if (q.ns < 0) { /* (a fork whose pidfd has not come yet) */
-        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)sb->pid);
-        if ((q.ns = opened = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-            return -errno;
-    }
     pthread_t t;
     int r = pthread_create(&t, NULL, socket_in_netns, &q);
     if (r == 0)
         pthread_join(t, NULL);
-    if (opened >= 0)
-        close(opened);
     return r != 0 ? -r : q.err < 0 ? q.err : q.fd;
 }
 
@@ -176,7 +170,7 @@ static const struct kiln_backend_ops jail_ops = {
     .limit = jail_limit,
     .stats = jail_stats,
     .cpu_ms = jail_cpu_ms,
-    .port_socket = jail_port_socket,
+    .port_open = jail_port_open,
     .destroy = jail_destroy,
     .zygote = kiln__zygote_add,
     .gauges = jail_gauges,

@@ -294,6 +294,7 @@ void kiln__jail_gone(struct kiln_jail_sandbox *sb)
     }
     if (sb->pidfd >= 0)
         close(sb->pidfd);
+    sb->pidfd = -1;
     if (sb->pub.fd >= 0)
         close(sb->pub.fd);
     if (sb->proxy_dir[0] != '\0') {

@@ -306,8 +306,9 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct 
     (void)profile;
 
     int net = o != NULL && o->net, own_size;
+    int mux = net || (o != NULL && o->inbound); /* a way out, or in */
     int64_t ram = kiln_vm_ram_mb(cfg, o != NULL ? o->memory_mb : 0, &own_size);
-    enum vm_mode mode = q->snap.state == KILN_SNAP_READY && !net && !own_size ? VM_RESTORE : VM_COLD;
+    enum vm_mode mode = q->snap.state == KILN_SNAP_READY && !mux && !own_size ? VM_RESTORE : VM_COLD;
     struct kiln_vmm_sandbox *sb = calloc(1, sizeof(*sb));
     if (sb == NULL) {
         snprintf(err, errlen, "qemu: out of memory");
@@ -326,12 +327,13 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct 
         snprintf(err, errlen, "qemu: socketpair: %s", strerror(errno));
         goto fail;
     }
-    build_argv(q, &a, mode, net, ram, sb->dir);
-    if (net) {
+    build_argv(q, &a, mode, mux, ram, sb->dir);
+    if (mux) {
         /* no network device: the job's connections are streams of the
          * egress mux on a second port, each carried by the worker to this
-         * sandbox's egress proxy socket (the runner opens it per job).
-         * Net VMs boot cold, so the port is descriptor 4. */
+         * sandbox's egress proxy socket (the runner opens it per job); a
+         * session's exposed ports are reached by streams the worker opens
+         * on it. These VMs boot cold, so the port is descriptor 4. */
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qm) < 0) {
             r = -errno;
             snprintf(err, errlen, "qemu: socketpair: %s", strerror(errno));
@@ -341,15 +343,16 @@ static int qemu_spawn(struct kiln_backend *b, const char *profile, const struct 
         kiln_argv_add(&a, "socket,id=egress,fd=4");
         kiln_argv_add(&a, "-device");
         kiln_argv_add(&a, "virtserialport,chardev=egress,name=%s", KILN_MUX_PORT);
-        sb->pub.proxy_dir = sb->dir;
+        if (net)
+            sb->pub.proxy_dir = sb->dir;
     }
     int fds[2] = {sv[1], qm[1]};
-    if ((r = kiln_vmm_start(b, sb, a.v, fds, mode == VM_RESTORE || net ? 2 : 1, err, errlen)) < 0)
+    if ((r = kiln_vmm_start(b, sb, a.v, fds, mode == VM_RESTORE || mux ? 2 : 1, err, errlen)) < 0)
         goto fail;
     kiln_argv_free(&a);
     close(sv[1]);
     sv[1] = -1;
-    if (net) {
+    if (mux) {
         char path[600];
         close(qm[1]);
         qm[1] = -1;
@@ -402,11 +405,20 @@ static void qemu_destroy(struct kiln_backend *b)
         qemu_free(b);
 }
 
+/* A connection in to a port of the guest's: a stream of its mux. */
+static int qemu_port_open(struct kiln_sandbox *pub, int port, int *connected)
+{
+    struct kiln_vmm_sandbox *sb = (struct kiln_vmm_sandbox *)pub;
+    *connected = 1;
+    return sb->egress != NULL ? kiln_vm_egress_inbound(sb->egress, port) : -ENOTSUP;
+}
+
 static const struct kiln_backend_ops qemu_ops = {
     .name = "qemu",
     .spawn = qemu_spawn,
     .kill = kiln_vmm_kill,
     .limit = kiln_vmm_limit,
+    .port_open = qemu_port_open,
     .destroy = qemu_destroy,
     .agent_limits = 1,
 };

@@ -212,6 +212,52 @@ static void stream_open(struct kiln_vm_egress *m, int id)
         uv_read_start((uv_stream_t *)&st->conn, on_alloc, on_stream_read);
 }
 
+/* A stream of ours (a connection in) on `fd` (taken), reading unless the
+ * port is full. On failure the stream, if made, is in m->s[id]. */
+static int stream_adopt(struct kiln_vm_egress *m, int id, int fd)
+{
+    struct stream *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return -ENOMEM;
+    st->m = m;
+    st->id = id;
+    uv_pipe_init(m->loop, &st->conn, 0);
+    st->conn.data = st;
+    m->refs++;
+    m->s[id] = st;
+    int r = uv_pipe_open(&st->conn, fd);
+    if (r < 0) {
+        close(fd); /* (not the handle's) */
+        return r;
+    }
+    return m->streams_paused ? 0 : uv_read_start((uv_stream_t *)&st->conn, on_alloc, on_stream_read);
+}
+
+int kiln_vm_egress_inbound(struct kiln_vm_egress *m, int port)
+{
+    int id = KILN_MUX_OUT, sp[2];
+    if (m->done)
+        return -ENOTCONN;
+    while (id < KILN_MUX_STREAMS && (m->s[id] != NULL || m->closing[id] || m->c_queued[id]))
+        id++;
+    if (id == KILN_MUX_STREAMS)
+        return -EAGAIN; /* every inbound stream is in use */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sp) < 0)
+        return -errno;
+    int r = stream_adopt(m, id, sp[0]);
+    if (r < 0) {
+        if (m->s[id] == NULL)
+            close(sp[0]);
+        else
+            stream_end(m, id, 0);
+        close(sp[1]);
+        return r;
+    }
+    unsigned char p[2] = {(unsigned char)(port >> 8), (unsigned char)port};
+    frame(m, 'O', id, p, sizeof(p));
+    return sp[1];
+}
+
 /* A guest that breaks the protocol gets no more egress. */
 static void mux_end(struct kiln_vm_egress *m, const char *why)
 {
@@ -232,7 +278,7 @@ static void on_frame(struct kiln_vm_egress *m, char type, int id, const unsigned
     /* An id serves again only once both 'C's are through, and ours is
      * through only once written: so at most one of our 'C's per id is ever
      * queued, whatever a guest that does not read its port does. */
-    if (type == 'O' && len == 0 && st == NULL && !m->closing[id] && !m->c_queued[id]) {
+    if (type == 'O' && len == 0 && id < KILN_MUX_OUT && st == NULL && !m->closing[id] && !m->c_queued[id]) {
         stream_open(m, id);
     } else if (type == 'D' && len > 0 && st != NULL) {
         if (send_to(m, (uv_stream_t *)&st->conn, &st->queued, data, len, NULL, 0) < 0) {

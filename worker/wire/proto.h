@@ -66,12 +66,18 @@
  *   KILN_MUX_STREAMS), length (2 bytes, big-endian, at most
  *   KILN_MUX_DATA_MAX; 0 for 'O' and 'C'), then that many bytes of data.
  *
- * Only the guest opens. Either side closes; a stream is free again once
- * each side has sent its 'C' (a 'C' answers a 'C'), so data still in
- * flight never reaches the stream's next connection. The worker trusts
- * nothing: a frame out of these bounds ends the mux. */
+ * The guest opens streams below KILN_MUX_OUT (the job's connections out).
+ * The worker opens the others, for a session's exposed port (a connection
+ * in, expose/expose.h): its 'O' carries 2 bytes, the port, big-endian, and
+ * the guest's relay connects to 127.0.0.1:PORT, answering 'C' when it
+ * cannot. Either side closes; a stream is free again once each side has
+ * sent its 'C' (a 'C' answers a 'C'), so data still in flight never
+ * reaches the stream's next connection. The worker trusts nothing: a
+ * frame out of these bounds, or a guest opening a stream that is not its
+ * to open, ends the mux. */
 #define KILN_MUX_PORT "kiln.egress"
-#define KILN_MUX_STREAMS 64
+#define KILN_MUX_STREAMS 128
+#define KILN_MUX_OUT 64
 #define KILN_MUX_DATA_MAX 16384
 #define KILN_MUX_HEADER 4
 

@@ -151,6 +151,29 @@ test("a URL is enough; an AbortSignal stops the wait and, if asked, the job", { 
   await kiln.close();
 });
 
+test("a session's exposed port comes back as a URL that answers", { timeout: 90000 }, async () => {
+  const kiln = new Client(REDIS);
+  const sid = id("x");
+  const code = "import http.server, threading\n" +
+    "class H(http.server.BaseHTTPRequestHandler):\n" +
+    "    def do_GET(self):\n" +
+    "        self.send_response(200); self.send_header('Content-Length', '4'); self.end_headers()\n" +
+    "        self.wfile.write(b'node')\n" +
+    "srv = http.server.ThreadingHTTPServer(('127.0.0.1', 8000), H)\n" +
+    "threading.Thread(target=srv.serve_forever, daemon=True).start()";
+  try {
+    const r = await kiln.run("python", code, { session: { id: sid, expose: [8000] }, timeoutMs: 80000 });
+    assert.equal(r.status, "ok", r.reason);
+    assert.deepEqual(Object.keys(r.exposed), ["8000"]);
+    assert.match(r.exposed[8000], /^http:\/\/127\.0\.0\.1:\d+\/[0-9a-f]{32}\/$/);
+    const res = await fetch(r.exposed[8000] + "x");
+    assert.deepEqual([res.status, await res.text()], [200, "node"]);
+    await kiln.run("python", "1", { session: { id: sid, close: true }, timeoutMs: 80000 });
+  } finally {
+    await kiln.close();
+  }
+});
+
 test("over Kafka", { timeout: 180000, skip: process.env.KILN_BROKERS ? false : "no KILN_BROKERS" }, async () => {
   const kiln = new Client({ brokers: process.env.KILN_BROKERS });
   try {
