@@ -183,42 +183,15 @@ static void on_stream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         frame(st->m, 'D', st->id, buf->base, (size_t)n);
 }
 
-/* A connection to the proxy for a new stream; refused (answered 'C') when
- * there is none to be had. */
-static void stream_open(struct kiln_vm_egress *m, int id)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    memcpy(sa.sun_path, m->proxy_path, sizeof(sa.sun_path));
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    struct stream *st = NULL;
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || (st = calloc(1, sizeof(*st))) == NULL) {
-        if (fd >= 0)
-            close(fd);
-        stream_end(m, id, 1);
-        return;
-    }
-    st->m = m;
-    st->id = id;
-    uv_pipe_init(m->loop, &st->conn, 0);
-    st->conn.data = st;
-    m->refs++;
-    m->s[id] = st;
-    if (uv_pipe_open(&st->conn, fd) < 0) {
-        close(fd);
-        stream_end(m, id, 1);
-        return;
-    }
-    if (!m->streams_paused)
-        uv_read_start((uv_stream_t *)&st->conn, on_alloc, on_stream_read);
-}
-
-/* A stream of ours (a connection in) on `fd` (taken), reading unless the
- * port is full. On failure the stream, if made, is in m->s[id]. */
+/* Stream `id` on `fd` (taken, whatever happens), reading unless the port
+ * is full. On failure the stream, if made, is in m->s[id]: end it. */
 static int stream_adopt(struct kiln_vm_egress *m, int id, int fd)
 {
     struct stream *st = calloc(1, sizeof(*st));
-    if (st == NULL)
+    if (st == NULL) {
+        close(fd);
         return -ENOMEM;
+    }
     st->m = m;
     st->id = id;
     uv_pipe_init(m->loop, &st->conn, 0);
@@ -231,6 +204,21 @@ static int stream_adopt(struct kiln_vm_egress *m, int id, int fd)
         return r;
     }
     return m->streams_paused ? 0 : uv_read_start((uv_stream_t *)&st->conn, on_alloc, on_stream_read);
+}
+
+/* A connection to the proxy for a stream the guest opened; refused
+ * (answered 'C') when there is none to be had. */
+static void stream_open(struct kiln_vm_egress *m, int id)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, m->proxy_path, sizeof(sa.sun_path));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0 || stream_adopt(m, id, fd) < 0)
+        stream_end(m, id, 1);
 }
 
 int kiln_vm_egress_inbound(struct kiln_vm_egress *m, int port)
@@ -246,10 +234,7 @@ int kiln_vm_egress_inbound(struct kiln_vm_egress *m, int port)
         return -errno;
     int r = stream_adopt(m, id, sp[0]);
     if (r < 0) {
-        if (m->s[id] == NULL)
-            close(sp[0]);
-        else
-            stream_end(m, id, 0);
+        stream_end(m, id, 0);
         close(sp[1]);
         return r;
     }
