@@ -313,7 +313,8 @@ int main(int argc, char **argv)
         kiln_info("metrics on http://%s/metrics, /healthz, /readyz", cfg.metrics_addr);
     }
     if (cfg.expose_listen != NULL) {
-        struct kiln_expose_opts xo = {cfg.expose_listen, cfg.expose_url, cfg.expose_max_conns, cfg.expose_wait_ms};
+        struct kiln_expose_opts xo = {cfg.expose_listen, cfg.expose_url, cfg.expose_max_conns, cfg.expose_wait_ms,
+                                      cfg.expose_tls_cert, cfg.expose_tls_key};
         if (kiln_expose_start(loop, &xo, &w.expose, err, sizeof(err)) < 0) {
             kiln_error("%s", err);
             goto out;

@@ -9,6 +9,7 @@ import http.client
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -424,6 +425,67 @@ class Abuse(ExposeCase):
         slow.close()
         self.assertLess(time.monotonic() - t0, 16)
         self.assertEqual(self.get(urls[8000] + "path/ok"), (200, b"/path/ok"))
+
+
+class Tls(ExposeCase):
+    def test_the_worker_serves_https_itself(self):
+        cert, key = os.path.join(self.tmp, "cert.pem"), os.path.join(self.tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=preview.test", "-addext",
+                        "subjectAltName=DNS:*.preview.test", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        self.listen = free_port()
+        self.w = self.worker("w1", *ROOTFS, "--expose-listen", "127.0.0.1:%d" % self.listen,
+                             "--expose-url", "https://{token}.preview.test:%d/" % self.listen,
+                             "--expose-tls-cert", cert, "--expose-tls-key", key)
+        ex, _, urls = self.step(server(8000), expose=[8000])
+        self.assertEqual(ex["status"], "ok", ex)
+        url = urls[8000]
+        host = urllib.parse.urlsplit(url).hostname
+        resolve = ["--resolve", "%s:%d:127.0.0.1" % (host, self.listen)]
+        got = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", cert, *resolve, url + "path/tls"],
+                             capture_output=True)
+        self.assertEqual((got.returncode, got.stdout), (0, b"/path/tls"), got.stderr)
+        # a POST over Python's ssl, verified against the test's CA
+        ctx = ssl.create_default_context(cafile=cert)
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.listen), timeout=20), server_hostname=host)
+        self.assertEqual(s.selected_alpn_protocol(), None)
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: %s\r\nContent-Length: 5\r\n\r\nhello" % host.encode())
+        back = b""
+        while not back.endswith(b"got hello"):
+            d = s.recv(4096)
+            self.assertTrue(d, back)
+            back += d
+        self.assertTrue(back.startswith(b"HTTP/1.1 200"), back)
+        s.close()
+        # a client that does not trust the certificate gets no answer; nor does plain HTTP
+        got = subprocess.run(["curl", "-sS", "--max-time", "20", *resolve, url], capture_output=True)
+        self.assertEqual(got.returncode, 60, got.stderr)  # the peer's certificate did not verify
+        p = socket.create_connection(("127.0.0.1", self.listen), timeout=20)
+        p.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % urllib.parse.urlsplit(url).path.encode())
+        self.assertNotIn(b"HTTP/1.1", p.recv(4096))
+        p.close()
+        # a wrong token over TLS is 404, as in the clear
+        bad = url.replace(host.split(".")[0], "0" * 32)
+        got = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
+                              "--cacert", cert, "--resolve", "%s:%d:127.0.0.1" % ("0" * 32 + ".preview.test",
+                                                                                 self.listen), bad],
+                             capture_output=True)
+        self.assertEqual(got.stdout, b"404", got.stderr)
+
+    def test_a_key_that_is_not_the_certificates_stops_the_worker(self):
+        paths = []
+        for n in ("a", "b"):
+            cert, key = os.path.join(self.tmp, n + "c.pem"), os.path.join(self.tmp, n + "k.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                            "-nodes", "-days", "2", "-subj", "/CN=x", "-keyout", key, "-out", cert],
+                           check=True, capture_output=True)
+            paths.append((cert, key))
+        with self.assertRaises(AssertionError) as said:  # (the harness: "worker exited at start")
+            self.worker("w1", *ROOTFS, "--expose-listen", "127.0.0.1:%d" % free_port(),
+                        "--expose-tls-cert", paths[0][0], "--expose-tls-key", paths[1][1])
+        self.assertIn("worker exited at start", str(said.exception))
+        self.assertIn("--expose-tls-key: key values mismatch", str(said.exception))
 
 
 class Clients(ExposeCase):

@@ -504,7 +504,19 @@ class ExposedPorts(VMCase):
                   "    do_POST = lambda self: (self.send_response(200), self.send_header('Content-Length', '2'),\n"
                   "        self.end_headers(), self.wfile.write(self.rfile.read(int(self.headers['Content-Length']))[:2]))\n"
                   "srv = http.server.ThreadingHTTPServer(('127.0.0.1', 8000), H)\n"
-                  "threading.Thread(target=srv.serve_forever, daemon=True).start()")
+                  "threading.Thread(target=srv.serve_forever, daemon=True).start()\n"
+                  # an upgraded connection's bytes, echoed upper-cased
+                  "import socket\n"
+                  "u = socket.socket(); u.bind(('127.0.0.1', 8002)); u.listen(4)\n"
+                  "def echo():\n"
+                  "    c = u.accept()[0]; head = b''\n"
+                  "    while b'\\r\\n\\r\\n' not in head: head += c.recv(4096)\n"
+                  "    c.sendall(b'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: echo\\r\\nConnection: Upgrade\\r\\n\\r\\n')\n"
+                  "    while True:\n"
+                  "        d = c.recv(4096)\n"
+                  "        if not d: break\n"
+                  "        c.sendall(d.upper())\n"
+                  "threading.Thread(target=echo, daemon=True).start()")
 
         def get(url, data=None):
             try:
@@ -519,8 +531,23 @@ class ExposedPorts(VMCase):
             fs = self.wait_exit(j["id"], timeout=SLOW)
             return [f for f in fs if f["kind"] == "exit"][-1], {f["port"]: f["url"] for f in fs if f["kind"] == "exposed"}
 
-        ex, urls = step(server, expose=[8000, 8001])
+        ex, urls = step(server, expose=[8000, 8001, 8002])
         self.assertEqual(ex["status"], "ok", ex)
+        import socket
+        import urllib.parse
+        u = urllib.parse.urlsplit(urls[8002])
+        c = socket.create_connection((u.hostname, u.port), timeout=SLOW)
+        c.sendall(b"GET %sws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n" % u.path.encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += c.recv(4096)
+        self.assertTrue(got.startswith(b"HTTP/1.1 101"), got)
+        c.sendall(b"through the mux")
+        back = b""
+        while len(back) < 15:
+            back += c.recv(4096)
+        self.assertEqual(back, b"THROUGH THE MUX")
+        c.close()
         self.assertEqual(get(urls[8000] + "a/b"), (200, ("vm /a/b %s\n" % GUEST_RELEASE).encode()))
         self.assertEqual(get(urls[8000] + "p", data=b"xyz" * 50000), (200, b"xy"))
         self.assertEqual(get(urls[8001])[0], 502)  # nothing listens there

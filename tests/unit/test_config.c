@@ -81,6 +81,17 @@ static void test_bad_values(void **state)
     char *a6[] = {"kiln-worker", "--rootfs", "/srv/image", NULL};
     assert_string_equal(refused(3, a6), "kiln-worker: --rootfs needs --rootfs-digest: the worker "
                                         "runs only an image it expects\n");
+    /* exposed ports: a URL template the worker can fill, TLS files as a pair */
+    char *e1[] = {"kiln-worker", "--expose-url", "https://preview.example.com", NULL};
+    assert_string_equal(refused(3, e1), "kiln-worker: --expose-url https://preview.example.com: it must hold "
+                                        "{token} once\n");
+    char *e2[] = {"kiln-worker", "--expose-url", "ftp://{token}.x", NULL};
+    assert_string_equal(refused(3, e2), "kiln-worker: --expose-url ftp://{token}.x: it must start with http:// "
+                                        "or https://\n");
+    char *e3[] = {"kiln-worker", "--expose-tls-cert", "/etc/c.pem", NULL};
+    assert_string_equal(refused(3, e3), "kiln-worker: --expose-tls-cert and --expose-tls-key go together\n");
+    char *e4[] = {"kiln-worker", "--expose-max-conns", "0", NULL};
+    assert_non_null(strstr(refused(3, e4), "--expose-max-conns and --expose-wait-ms must be at least 1"));
     char *a7[] = {"kiln-worker", "stray", NULL};
     assert_string_equal(refused(2, a7), "kiln-worker: unexpected argument 'stray'\n");
     /* an unknown flag: the closest one is named, not the whole usage */

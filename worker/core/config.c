@@ -84,6 +84,8 @@ static const struct opt {
     {"expose-url", OPT_STR, F(expose_url), NULL, "an exposed port's URL, with {token}: https://{token}.preview.example.com (the Host's first label) or http://HOST:PORT/{token}/ (the path's first segment; the default, from --expose-listen)"},
     {"expose-max-conns", OPT_INT, F(expose_max_conns), "64", "connections to one session's exposed ports at once (503 past it)"},
     {"expose-wait-ms", OPT_INT, F(expose_wait_ms), "30000", "how long an exposed port may take to start answering a request (502 past it)"},
+    {"expose-tls-cert", OPT_STR, F(expose_tls_cert), NULL, "PEM certificate chain (a wildcard for host-form URLs): exposed ports are served over HTTPS by the worker itself (else TLS is an ingress's in front of it)"},
+    {"expose-tls-key", OPT_STR, F(expose_tls_key), NULL, "the private key of --expose-tls-cert (PEM)"},
     {"expose-keeps-alive", OPT_FLAG, F(expose_keeps_alive), NULL, "requests to a session's exposed ports count as activity against its idle time"},
     {"open-files", OPT_INT, F(open_files), "1024", "open descriptors per process of a job"},
     {"max-attempts", OPT_INT, F(max_attempts), "3", "attempts of a job that kiln itself fails (sandbox died, ...)"},
@@ -245,6 +247,10 @@ static int check(struct kiln_config *cfg)
     const char *bad_url = cfg->expose_url != NULL ? kiln_expose_url_ok(cfg->expose_url) : NULL;
     if (bad_url != NULL) {
         fprintf(stderr, "kiln-worker: --expose-url %s: %s\n", cfg->expose_url, bad_url);
+        return -EINVAL;
+    }
+    if ((cfg->expose_tls_cert == NULL) != (cfg->expose_tls_key == NULL)) {
+        fprintf(stderr, "kiln-worker: --expose-tls-cert and --expose-tls-key go together\n");
         return -EINVAL;
     }
     if (cfg->expose_max_conns < 1 || cfg->expose_wait_ms < 1 || cfg->session_cpu_ms < 0) {

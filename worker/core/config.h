@@ -37,6 +37,7 @@ struct kiln_config {
     int64_t expose_max_conns;           /* connections per session at once */
     int64_t expose_wait_ms;             /* for an exposed port's first answer */
     int expose_keeps_alive;             /* requests count against a session's idle time */
+    char *expose_tls_cert, *expose_tls_key; /* PEM files: the exposed ports' server speaks HTTPS */
     int64_t open_files;                 /* descriptors per process (RLIMIT_NOFILE) */
     int64_t drain_timeout_ms;           /* SIGTERM: how long running jobs may finish */
     int64_t max_attempts;               /* kiln's own failures are retried up to this */

@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -46,7 +48,8 @@ struct kiln_expose {
     unsigned live;          /* connections not yet freed */
     int stopping;
     uint64_t conns_total, requests, bytes_in, bytes_out;
-    uint64_t refused_404, refused_503, refused_400, failed_502, refused_busy;
+    uint64_t refused_404, refused_503, refused_400, failed_502, refused_busy, tls_failed;
+    SSL_CTX *tls;           /* with --expose-tls-cert: clients speak HTTPS */
 };
 
 struct conn {
@@ -68,6 +71,7 @@ struct conn {
     int closing, refusing;
     char *pend;             /* for the port, before it is connected */
     size_t npend, cappend;
+    SSL *ssl;               /* the client's TLS (memory BIOs), or NULL: plain HTTP */
     struct kiln_http_stream hs;
 };
 
@@ -117,8 +121,10 @@ static void unlist(struct conn *c)
 
 static void maybe_free_server(struct kiln_expose *x)
 {
-    if (x->stopping && x->live == 0 && !x->listening)
+    if (x->stopping && x->live == 0 && !x->listening) {
+        SSL_CTX_free(x->tls);
         free(x);
+    }
 }
 
 static void on_closed(uv_handle_t *h)
@@ -128,6 +134,7 @@ static void on_closed(uv_handle_t *h)
         return;
     struct kiln_expose *x = c->x;
     free(c->pend);
+    SSL_free(c->ssl);
     free(c);
     x->live--;
     maybe_free_server(x);
@@ -198,6 +205,45 @@ static int put(struct conn *c, uv_stream_t *to, const char *data, size_t len)
     return r;
 }
 
+/* ---- the client's TLS, when the server speaks it --------------------------- */
+
+/* What OpenSSL has written for the client, sent. */
+static int tls_flush(struct conn *c)
+{
+    char buf[16384];
+    int n;
+    while ((n = BIO_read(SSL_get_wbio(c->ssl), buf, sizeof(buf))) > 0)
+        if (put(c, (uv_stream_t *)&c->client, buf, (size_t)n) < 0)
+            return -1;
+    return 0;
+}
+
+/* Bytes for the client: sealed first when it speaks TLS. */
+static int to_client(struct conn *c, const char *data, size_t len)
+{
+    if (c->ssl == NULL)
+        return put(c, (uv_stream_t *)&c->client, data, len);
+    while (len > 0) {
+        int chunk = len > 16384 ? 16384 : (int)len;
+        if (SSL_write(c->ssl, data, chunk) != chunk) /* (memory BIOs: all of it, or broken) */
+            return -1;
+        data += chunk;
+        len -= (size_t)chunk;
+    }
+    return tls_flush(c);
+}
+
+/* The client's side ends its writing: its TLS session first. */
+static int client_shutdown(struct conn *c, uv_shutdown_t *sd, uv_shutdown_cb cb)
+{
+    if (c->ssl != NULL && SSL_is_init_finished(c->ssl)) {
+        SSL_shutdown(c->ssl); /* (our close_notify) */
+        if (tls_flush(c) < 0)
+            return -1;
+    }
+    return uv_shutdown(sd, (uv_stream_t *)&c->client, cb);
+}
+
 /* An answer of the proxy's own, then the connection ends. */
 static void refuse(struct conn *c, int code)
 {
@@ -224,7 +270,7 @@ static void refuse(struct conn *c, int code)
     uv_read_stop((uv_stream_t *)&c->client);
     c->refusing = 1;
     arm(c);
-    if (put(c, (uv_stream_t *)&c->client, buf, (size_t)n) < 0)
+    if (to_client(c, buf, (size_t)n) < 0)
         conn_close(c);
 }
 
@@ -258,7 +304,7 @@ static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         c->x->bytes_out += (uint64_t)n;
         if (c->route != NULL)
             c->route->bytes_out += (uint64_t)n;
-        if (put(c, (uv_stream_t *)&c->client, readbuf, (size_t)n) < 0) {
+        if (to_client(c, readbuf, (size_t)n) < 0) {
             conn_close(c);
             return;
         }
@@ -280,7 +326,7 @@ static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     uv_read_stop(s);
     uv_shutdown_t *sd = malloc(sizeof(*sd));
-    if (sd == NULL || uv_shutdown(sd, (uv_stream_t *)&c->client, on_shut) < 0) {
+    if (sd == NULL || client_shutdown(c, sd, on_shut) < 0) {
         free(sd);
         conn_close(c);
     }
@@ -529,6 +575,37 @@ static int on_head(void *arg, struct kiln_http_stream *hs, char *why, size_t len
     return 0;
 }
 
+/* What the client sent, opened first when it speaks TLS, to the request
+ * reader. Returns 0; -1 when the reader refused it; -2 when its TLS failed
+ * (or ended): the connection closes without an answer. */
+static int from_client(struct conn *c, const char *data, size_t n, char *why, size_t len)
+{
+    static char plain[16384];
+    if (c->ssl == NULL)
+        return kiln_http_stream_feed(&c->hs, data, n, why, len);
+    if (BIO_write(SSL_get_rbio(c->ssl), data, (int)n) != (int)n)
+        return -2;
+    for (;;) {
+        int r = SSL_read(c->ssl, plain, sizeof(plain));
+        if (r > 0) {
+            if (kiln_http_stream_feed(&c->hs, plain, (size_t)r, why, len) < 0)
+                return -1;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (tls_flush(c) < 0) /* (the handshake's records) */
+            return -2;
+        if (e == SSL_ERROR_WANT_READ)
+            return 0;
+        if (e != SSL_ERROR_ZERO_RETURN) {
+            c->x->tls_failed++;
+            kiln_debug("expose: a client's TLS failed: %s", ERR_reason_error_string(ERR_peek_last_error()));
+        }
+        ERR_clear_error();
+        return -2;
+    }
+}
+
 static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
@@ -537,7 +614,12 @@ static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     if (n > 0) {
         char why[256];
-        if (kiln_http_stream_feed(&c->hs, readbuf, (size_t)n, why, sizeof(why)) < 0) {
+        int r = from_client(c, readbuf, (size_t)n, why, sizeof(why));
+        if (r == -2) {
+            conn_close(c);
+            return;
+        }
+        if (r < 0) {
             if (!c->closing && !c->refusing) {
                 if (c->route == NULL)
                     refuse(c, 400);
@@ -582,12 +664,24 @@ static void on_connection(uv_stream_t *l, int status)
     c->next = x->orphans;
     x->orphans = c;
     kiln_http_stream_init(&c->hs, on_head, emit, c);
+    /* (accepted first, whatever follows: an unaccepted one stops the listener) */
     if (uv_accept(l, (uv_stream_t *)&c->client) < 0 || x->live > CONNS_PER_CAP * x->max_conns) {
         x->refused_busy += x->live > CONNS_PER_CAP * x->max_conns;
         conn_close(c); /* (past the cap in all: closed unanswered, as a full backlog would) */
         return;
     }
-    uv_timer_start(&c->wait, on_timer, HEAD_MS, 0);
+    if (x->tls != NULL) {
+        BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+        if (rb == NULL || wb == NULL || (c->ssl = SSL_new(x->tls)) == NULL) {
+            BIO_free(rb);
+            BIO_free(wb);
+            conn_close(c);
+            return;
+        }
+        SSL_set_bio(c->ssl, rb, wb);
+        SSL_set_accept_state(c->ssl);
+    }
+    uv_timer_start(&c->wait, on_timer, HEAD_MS, 0); /* (the TLS handshake too) */
     uv_tcp_nodelay(&c->client, 1);
     uv_read_start((uv_stream_t *)&c->client, alloc_cb, on_client_read);
 }
@@ -599,6 +693,40 @@ static void on_listener_closed(uv_handle_t *h)
     struct kiln_expose *x = h->data;
     x->listening = 0;
     maybe_free_server(x);
+}
+
+/* HTTP/1.1 by ALPN, or no ALPN at all: what the proxy speaks. */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned inlen, void *arg)
+{
+    static const unsigned char h11[] = "\x08http/1.1";
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, h11, sizeof(h11) - 1, in, inlen) ==
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_OK;
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* The server's TLS: its certificate chain and key (PEM files), TLS 1.2 and
+ * up, HTTP/1.1. NULL with the reason in `err`. */
+static SSL_CTX *tls_context(const char *cert, const char *key, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    const char *what = "a TLS context";
+    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        (what = "--expose-tls-cert", SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) ||
+        (what = "--expose-tls-key", SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) ||
+        (what = "--expose-tls-key (for --expose-tls-cert)", SSL_CTX_check_private_key(ctx) != 1)) {
+        unsigned long e = ERR_get_error();
+        snprintf(err, errlen, "%s: %s", what, e != 0 ? ERR_reason_error_string(e) : "failed");
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    return ctx;
 }
 
 int kiln_expose_start(uv_loop_t *loop, const struct kiln_expose_opts *o, struct kiln_expose **out, char *err,
@@ -620,9 +748,15 @@ int kiln_expose_start(uv_loop_t *loop, const struct kiln_expose_opts *o, struct 
         snprintf(err, errlen, "--expose-listen %s: %s is no IP address", o->listen, host);
         return -EINVAL;
     }
+    SSL_CTX *tls = NULL;
+    if (o->tls_cert != NULL && (tls = tls_context(o->tls_cert, o->tls_key, err, errlen)) == NULL)
+        return -EINVAL;
     struct kiln_expose *x = calloc(1, sizeof(*x));
-    if (x == NULL)
+    if (x == NULL) {
+        SSL_CTX_free(tls);
         return -ENOMEM;
+    }
+    x->tls = tls;
     x->loop = loop;
     x->max_conns = o->max_conns;
     x->wait_ms = o->wait_ms;
@@ -646,7 +780,7 @@ int kiln_expose_start(uv_loop_t *loop, const struct kiln_expose_opts *o, struct 
     if (o->url != NULL)
         snprintf(x->tmpl, sizeof(x->tmpl), "%s", o->url);
     else
-        snprintf(x->tmpl, sizeof(x->tmpl), "http://%s:%d/{token}/",
+        snprintf(x->tmpl, sizeof(x->tmpl), "%s://%s:%d/{token}/", tls != NULL ? "https" : "http",
                  strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1" : host, bport);
     kiln_info("expose: listening on %s:%d, URLs as %s", host, bport, x->tmpl);
     *out = x;
@@ -731,6 +865,9 @@ void kiln_expose_gauges(struct kiln_expose *x, FILE *out)
     fprintf(out, "# HELP kiln_expose_busy_total Connections closed unanswered: past the cap in all "
                  "(16 x --expose-max-conns).\n# TYPE kiln_expose_busy_total counter\nkiln_expose_busy_total %llu\n",
             (unsigned long long)x->refused_busy);
+    fprintf(out, "# HELP kiln_expose_tls_failed_total Client TLS handshakes or sessions that failed.\n"
+                 "# TYPE kiln_expose_tls_failed_total counter\nkiln_expose_tls_failed_total %llu\n",
+            (unsigned long long)x->tls_failed);
     fprintf(out, "# HELP kiln_expose_bytes_total Bytes carried to (in) and from (out) exposed ports.\n"
                  "# TYPE kiln_expose_bytes_total counter\n"
                  "kiln_expose_bytes_total{direction=\"in\"} %llu\nkiln_expose_bytes_total{direction=\"out\"} %llu\n",

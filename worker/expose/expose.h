@@ -17,6 +17,9 @@
  *
  * Every connection of a session counts against --expose-max-conns (503
  * past it); when a route goes (its session ended), its connections close.
+ * With --expose-tls-cert/--expose-tls-key the server speaks HTTPS itself
+ * (OpenSSL on memory BIOs, TLS 1.2 and up, HTTP/1.1 by ALPN); without,
+ * TLS is an ingress's in front of it.
  */
 #ifndef KILN_EXPOSE_H
 #define KILN_EXPOSE_H
@@ -37,6 +40,8 @@ struct kiln_expose_opts {
     const char *url;         /* the URL template, with "{token}" once; NULL: http://ADDR:PORT/{token}/ */
     int64_t max_conns;       /* connections per session at once */
     int64_t wait_ms;         /* for the first byte of an answer */
+    const char *tls_cert;    /* PEM certificate chain: clients speak HTTPS; NULL: plain HTTP */
+    const char *tls_key;     /* its PEM private key */
 };
 
 /* The way to the route's port: an fd, with *connected 1 when it is a
