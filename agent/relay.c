@@ -9,7 +9,7 @@
  *   VM:   the guest has no network device. Every connection is a stream of
  *         the egress mux (proto.h) over one virtio-serial port; the worker
  *         opens the proxy connection for it. The host runs no process per
- *         connection, and at most KILN_MUX_STREAMS are open at once: the
+ *         connection, and at most KILN_MUX_OUT are open at once: the
  *         next is answered "503" here and closed.
  *
  * Either way at most KILN_MUX_OUT connections are carried at once. In a

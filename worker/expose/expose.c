@@ -835,6 +835,12 @@ void kiln_expose_remove(struct kiln_expose_route *r)
     free(r);
 }
 
+/* One unlabelled counter, with its help and type lines. */
+static void counter(FILE *out, const char *name, const char *help, uint64_t v)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, (unsigned long long)v);
+}
+
 void kiln_expose_gauges(struct kiln_expose *x, FILE *out)
 {
     if (x == NULL)
@@ -850,24 +856,17 @@ void kiln_expose_gauges(struct kiln_expose *x, FILE *out)
     fprintf(out, "kiln_expose_routes %u\n", n);
     fprintf(out, "# HELP kiln_expose_connections Connections to exposed ports open now.\n"
                  "# TYPE kiln_expose_connections gauge\nkiln_expose_connections %u\n", open);
-    fprintf(out, "# HELP kiln_expose_connections_total Connections accepted on --expose-listen.\n"
-                 "# TYPE kiln_expose_connections_total counter\nkiln_expose_connections_total %llu\n",
-            (unsigned long long)x->conns_total);
-    fprintf(out, "# HELP kiln_expose_requests_total Request heads read.\n"
-                 "# TYPE kiln_expose_requests_total counter\nkiln_expose_requests_total %llu\n",
-            (unsigned long long)x->requests);
+    counter(out, "kiln_expose_connections_total", "Connections accepted on --expose-listen.", x->conns_total);
+    counter(out, "kiln_expose_requests_total", "Request heads read.", x->requests);
     fprintf(out, "# HELP kiln_expose_refused_total Requests answered by the proxy itself, by code.\n"
                  "# TYPE kiln_expose_refused_total counter\n"
                  "kiln_expose_refused_total{code=\"400\"} %llu\nkiln_expose_refused_total{code=\"404\"} %llu\n"
                  "kiln_expose_refused_total{code=\"502\"} %llu\nkiln_expose_refused_total{code=\"503\"} %llu\n",
             (unsigned long long)x->refused_400, (unsigned long long)x->refused_404,
             (unsigned long long)x->failed_502, (unsigned long long)x->refused_503);
-    fprintf(out, "# HELP kiln_expose_busy_total Connections closed unanswered: past the cap in all "
-                 "(16 x --expose-max-conns).\n# TYPE kiln_expose_busy_total counter\nkiln_expose_busy_total %llu\n",
-            (unsigned long long)x->refused_busy);
-    fprintf(out, "# HELP kiln_expose_tls_failed_total Client TLS handshakes or sessions that failed.\n"
-                 "# TYPE kiln_expose_tls_failed_total counter\nkiln_expose_tls_failed_total %llu\n",
-            (unsigned long long)x->tls_failed);
+    counter(out, "kiln_expose_busy_total",
+            "Connections closed unanswered: past the cap in all (16 x --expose-max-conns).", x->refused_busy);
+    counter(out, "kiln_expose_tls_failed_total", "Client TLS handshakes or sessions that failed.", x->tls_failed);
     fprintf(out, "# HELP kiln_expose_bytes_total Bytes carried to (in) and from (out) exposed ports.\n"
                  "# TYPE kiln_expose_bytes_total counter\n"
                  "kiln_expose_bytes_total{direction=\"in\"} %llu\nkiln_expose_bytes_total{direction=\"out\"} %llu\n",
