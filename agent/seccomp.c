@@ -3,7 +3,9 @@
  * no business doing and what has a record of kernel escapes: namespaces and
  * mounts, module and kexec loading, keyrings, bpf, ptrace and cross-process
  * memory access, userfaultfd, perf events, io_uring, fanotify, clock
- * setting. clone3 answers ENOSYS so libc falls back to clone, whose flags a
+ * setting, and making a process dumpable again (PR_SET_DUMPABLE 1: the
+ * runners of runs whose end is checked make theirs non-dumpable, so their
+ * memory is nobody's to read through /proc). clone3 answers ENOSYS so libc falls back to clone, whose flags a
  * filter can see. Another architecture's syscalls (x32, i386) kill the
  * process.
  *
@@ -19,6 +21,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -100,6 +103,11 @@ static int build(scmp_filter_ctx ctx)
         (r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
                               SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI))) < 0 ||
         (r = sockets(ctx)) < 0)
+        return r;
+    /* a process may make itself non-dumpable, never dumpable again: a
+     * runner whose end is checked hides its memory (/proc/self/mem) so */
+    if ((r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 2, SCMP_A0(SCMP_CMP_EQ, PR_SET_DUMPABLE),
+                              SCMP_A1(SCMP_CMP_NE, 0))) < 0)
         return r;
     return 0;
 }

@@ -8,7 +8,8 @@
 # held as two Integers in the locals of a method frame of this file's,
 # which Ruby code cannot read once what could read them is gone: trace
 # points and trace functions (their bindings), ObjectSpace's walk over
-# objects. The program is loaded at the top level as `ruby FILE` would run
+# objects, nor read from the process's memory (it is made non-dumpable
+# first). The program is loaded at the top level as `ruby FILE` would run
 # it; when that returns, the tests test-unit would run at exit run now
 # (Test::Unit::AutoRunner), and the proof is written only when they pass.
 # exit, exit!, an uncaught exception or a signal on the way: no proof. A
@@ -22,6 +23,14 @@ def __kiln_top_return?(node)
 end
 
 def __kiln_run(file)
+  # this process non-dumpable: its memory is not the program's to read
+  # through /proc/self/mem, nor a child's (prctl PR_SET_DUMPABLE 0; the
+  # sandbox's filter refuses making it dumpable again)
+  if RUBY_PLATFORM.start_with?('x86_64')
+    v, $VERBOSE = $VERBOSE, nil
+    syscall(157, 4, 0, 0, 0, 0)
+    $VERBOSE = v
+  end
   token = begin
     t = File.binread('/tmp/.kiln-end/token')
     File.unlink('/tmp/.kiln-end/token')

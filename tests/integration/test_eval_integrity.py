@@ -211,6 +211,46 @@ class EndChecked(KilnCase):
         self.assertEqual((ex["status"], out), ("ok", b"['.kiln-end']\n"), (ex, err))
 
 
+class RunnersHideTheirMemory(KilnCase):
+    """A runner whose end is checked keeps the token in its process's
+    memory: the program must not read it there. Ruby and Perl runners make
+    the process non-dumpable, so /proc/self/mem (and a child's look at
+    /proc/PPID/mem) is refused, and the sandbox's filter refuses making it
+    dumpable again; PHP's checked run has no FFI. Each probe passed
+    before this."""
+
+    PROBES = {
+        "ruby": ("def probe(p)\n  File.open(p, 'rb') { |f| f.read(1) }\n  'read'\n"
+                 "rescue SystemCallError => e\n  \"refused #{e.class}\"\nend\n"
+                 "puts probe('/proc/self/mem')\n"
+                 "puts IO.popen(['sh', '-c', 'head -c1 /proc/$PPID/mem >/dev/null 2>&1 && echo read || echo refused']).read\n"
+                 "v, $VERBOSE = $VERBOSE, nil\n"
+                 "puts((syscall(157, 4, 1, 0, 0, 0) rescue \"refused #{$!.class}\"))\n"
+                 "puts probe('/proc/self/mem')\n",
+                 ["refused Errno::EACCES", "refused", "refused Errno::EPERM", "refused Errno::EACCES"]),
+        "perl": ("print open(my $f, '<', '/proc/self/mem') ? \"read\\n\" : \"refused\\n\";\n"
+                 "print `head -c1 /proc/\\$PPID/mem >/dev/null 2>&1 && echo read || echo refused`;\n"
+                 "print syscall(157, 4, 1, 0, 0, 0) == -1 ? \"refused\\n\" : \"dumpable\\n\";\n",
+                 ["refused", "refused", "refused"]),
+        "php": ("<?php\ntry { FFI::cdef('int getpid(void);'); echo \"ffi\\n\"; }\n"
+                "catch (Throwable $e) { echo \"refused\\n\"; }\n",
+                ["refused"]),
+    }
+
+    def check(self, *worker_args):
+        self.worker("mem", *ROOTFS, *worker_args)
+        for plugin, (code, want) in self.PROBES.items():
+            ex, out, err = self.run_job(code, plugin=plugin, expect_end=True)
+            self.assertEqual(ex["status"], "ok", (plugin, ex, err))
+            self.assertEqual(out.decode().split("\n")[:-1], want, (plugin, err))
+
+    def test_cold_runs(self):
+        self.check("--pool", "0", "--no-zygote")
+
+    def test_warm_runs(self):
+        self.check("--pool", "1")
+
+
 class KilnEval(KilnCase):
     def test_pass_at_1_counts_only_programs_whose_tests_ran(self):
         self.worker("w1", *ROOTFS)
