@@ -60,4 +60,15 @@ static inline int kiln_script_has_line(const char *code, const char *word, const
     return 0;
 }
 
+/* 1 when the code starts with a #! line that gives the interpreter
+ * switches (" -"): only an interpreter that opens the script reads them. */
+static inline int kiln_script_shebang_switches(const struct kiln_job_view *job)
+{
+    if (job->code_len < 2 || job->code[0] != '#' || job->code[1] != '!')
+        return 0;
+    const char *nl = memchr(job->code, '\n', job->code_len);
+    size_t n = nl != NULL ? (size_t)(nl - job->code) : job->code_len;
+    return memmem(job->code, n, " -", 2) != NULL;
+}
+
 #endif

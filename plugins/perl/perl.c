@@ -84,12 +84,8 @@ static int perl_warm_ok(const struct kiln_job_view *job)
 {
     if (kiln_script_expect_end(job))
         return 0;
-    if (job->code_len > 1 && job->code[0] == '#' && job->code[1] == '!') {
-        const char *nl = memchr(job->code, '\n', job->code_len);
-        size_t n = nl != NULL ? (size_t)(nl - job->code) : job->code_len;
-        if (memmem(job->code, n, " -", 2) != NULL)
-            return 0;
-    }
+    if (kiln_script_shebang_switches(job))
+        return 0;
     for (size_t i = 0; i < job->nenv; i++)
         if (strcmp(job->env[i].key, "LANG") == 0 || strncmp(job->env[i].key, "LC_", 3) == 0)
             return 0;

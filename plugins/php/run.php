@@ -10,7 +10,9 @@
 // cannot). The program is included at the top level, in the global scope
 // a script has; then this code resumes the generator, which writes the
 // token to /tmp/.kiln-end/proof only when what resumes it is this code
-// ("Command line code": no code of the program's can be; it may resume
+// ("Command line code", or code a warm start's warm.php ran with eval(),
+// "Command line code(N) : eval()'d code": no code of the program's can be
+// either, its files have paths and its eval()'d code their names; it may resume
 // the generator too, and then nothing is written). exit(), an uncaught exception or a fatal error on the
 // way: the line is never reached. A `return` at the program's top level
 // would end the include early and reach it: the program's tokens are
@@ -40,7 +42,9 @@ $kiln_end = (function ($file) {
     yield;
     $from = debug_backtrace(DEBUG_BACKTRACE_IGNORE_ARGS, 2);
     $at = $from[1] ?? [];
-    if ($token !== false && ($at['file'] ?? '') === 'Command line code') {
+    $by = $at['file'] ?? '';
+    if ($token !== false && ($by === 'Command line code' ||
+                             preg_match('/^Command line code\(\d+\) : eval\(\)\'d code$/D', $by))) {
         $f = @fopen('/tmp/.kiln-end/proof', 'x');
         if ($f !== false) {
             fwrite($f, $token);

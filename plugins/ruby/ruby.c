@@ -10,16 +10,52 @@
  *
  * A run whose end is checked (expect_end) starts under run.rb instead
  * (ruby -e RUN.RB /work/main.rb ARGS...): see there.
+ *
+ * Warm start: ruby is started ahead with warm.rb, which reads the job's envelope and runs the
+ * command it names as a cold ruby would (see there). Ruby takes its
+ * options, load path and encodings when it starts: a job that sets them
+ * (RUBY*, GEM_*, a locale), whose #! line has switches, or whose script
+ * has DATA after __END__ (a cold ruby's main script alone gets it),
+ * starts cold (warm_ok).
  */
+#include <errno.h>
+#include <string.h>
+
 #include "../common/script.h"
 #include "embedded.h"
+
+#define RUBY "/usr/bin/ruby3.1"
 
 static int ruby_plan(const struct kiln_host *host, const struct kiln_job_view *job, struct kiln_plan *plan)
 {
     int end = kiln_script_expect_end(job);
     int r = kiln_script_file(host, job, plan, "ruby", "main.rb");
-    const char *argv[] = {"/usr/bin/ruby3.1", end ? "-e" : "/work/main.rb", end ? run_rb : NULL, "/work/main.rb", NULL};
+    const char *argv[] = {RUBY, end ? "-e" : "/work/main.rb", end ? run_rb : NULL, "/work/main.rb", NULL};
     return r < 0 ? r : kiln_script_argv(host, plan, argv, job);
+}
+
+static int ruby_prestart(const struct kiln_host *host, const char *name, struct kiln_plan *plan)
+{
+    int r;
+    if (strcmp(name, "ruby") != 0)
+        return -EINVAL;
+    if ((r = host->plan_profile(plan, "ruby")) < 0 || (r = host->plan_arg(plan, RUBY)) < 0 ||
+        (r = host->plan_arg(plan, "-e")) < 0 || (r = host->plan_arg(plan, warm_rb)) < 0)
+        return r;
+    return 0;
+}
+
+static int ruby_warm_ok(const struct kiln_job_view *job)
+{
+    if (kiln_script_shebang_switches(job) || kiln_script_has_line(job->code, "__END__", "\r\n"))
+        return 0;
+    for (size_t i = 0; i < job->nenv; i++) {
+        const char *k = job->env[i].key;
+        if (strncmp(k, "RUBY", 4) == 0 || strncmp(k, "GEM_", 4) == 0 || strcmp(k, "LANG") == 0 ||
+            strncmp(k, "LC_", 3) == 0)
+            return 0;
+    }
+    return 1;
 }
 
 static const struct kiln_plugin ruby = {
@@ -27,6 +63,8 @@ static const struct kiln_plugin ruby = {
     .name = "ruby",
     .description = "Ruby 3.1: ruby /work/main.rb ARGS...",
     .plan = ruby_plan,
+    .prestart = ruby_prestart,
+    .warm_ok = ruby_warm_ok,
     .flags = KILN_PLUGIN_ENDS,
 };
 

@@ -159,6 +159,21 @@ class WarmVsCold(KilnCase):
                  "print STDERR \"e\\n\";\nexit 2;\n", {"args": ["x y", ""], "stdin": b"in\n"}),
         ("perl", "sub f { die \"boom\\n\" }\nf();\n", {}),
         ("perl", "print 1;\nprint(\n", {}),
+        # ruby and php: as a cold run has them, $0, ARGV, the environment,
+        # stdin, an uncaught exception's backtrace, a syntax error
+        ("ruby", "at_exit { $stderr.puts 'bye' }\np [__FILE__, $0, __FILE__ == $0, ARGV, ENV['K'], $stdin.read, self,\n"
+                 "   local_variables, ARGV[0].encoding, defined?(Fiddle), ENV.keys.sort]\n"
+                 "def f = raise(ArgumentError, 'boom')\nf\n", {"args": ["é", ""], "stdin": b"in\n", "env": {"K": "v"}}),
+        ("ruby", "puts 1\ndef f(\n", {}),
+        ("ruby", "$stdout.write 'x'\nexit 4\n", {}),
+        ("php", "<?php\nregister_shutdown_function(function () { fwrite(STDERR, \"bye\\n\"); });\n"
+                "echo json_encode([__FILE__, $argv, $argc, getenv('K'), array_keys($_SERVER), $_SERVER['SCRIPT_NAME'],\n"
+                "  fgets(STDIN), array_keys(get_defined_vars()), class_exists('FFI', false) ? 'ffi' : '',\n"
+                "  array_keys(getenv())]), \"\\n\";\n"
+                "function f() { throw new RuntimeException('boom'); }\nf();\n",
+         {"args": ["x y", ""], "stdin": b"in\n", "env": {"K": "v"}}),
+        ("php", "<?php\necho 1;\nfunction (\n", {}),
+        ("php", "<?php\necho 'x';\nundefined_fn();\n", {}),
     ]
 
     def results(self, pool):
@@ -225,6 +240,70 @@ class PoolUnderLoad(KilnCase):
         self.assertGreaterEqual(log.count(b"started (python, from"), 1, "no job fell back to a cold start")
         wait_for(lambda: b"misses" in w.text(), 15, "the pool's stats line")
         self.assertEqual(self.pending(), 0)
+
+
+class ZygoteScripts(KilnCase):
+    """php sandboxes forked from a template interpreter, as python's are:
+    each job a fresh fork, confined as any sandbox, its random numbers its
+    own; a run whose end is checked starts cold (no FFI: it could read the
+    runner's token), and is judged as before."""
+
+    CONFINED = {
+        "php": "<?php\n$st = [];\nforeach (file('/proc/self/status') as $l) { [$k, $v] = explode(':', $l, 2); $st[$k] = trim($v); }\n"
+               "echo implode(' ', [posix_getuid(), posix_getgid(), getmypid(), $st['CapEff'], $st['NoNewPrivs'], $st['Seccomp']]), \"\\n\";\n"
+               "$p = array_map('intval', array_filter(scandir('/proc'), 'ctype_digit')); sort($p); echo json_encode(array_values($p)), \"\\n\";\n"
+               "$f = array_values(array_diff(scandir('/proc/self/fd'), ['.', '..'])); sort($f); echo json_encode($f), \"\\n\";\n"
+               "$e = array_keys(getenv()); sort($e); echo json_encode($e), \"\\n\";\n"
+               "echo json_encode(array_slice(explode(\"\\0\", file_get_contents('/proc/1/cmdline')), 0, 2)), \"\\n\";\n"
+               "echo json_encode(array_values(array_diff(scandir('/work'), ['.', '..']))), \"\\n\", json_encode(array_values(array_diff(scandir('/tmp'), ['.', '..']))), \"\\n\";\n"
+               "echo random_int(0, PHP_INT_MAX), ' ', mt_rand(), \"\\n\";\n"
+               "echo posix_setuid(0) ? 'escalated' : 'refused', \"\\n\";\n"
+               "echo @fsockopen('1.1.1.1', 80, $no, $msg, 2) ? 'network' : 'no network', \"\\n\";\n",
+    }
+
+    def setUp(self):
+        super().setUp()
+        self.w = self.worker("zs", *ROOTFS, "--pool", "0", "--slots", "4", "--log-level", "debug")
+        wait_for(lambda: b"php sandboxes fork from a template" in self.w.text(), 30, "the php template")
+
+    def test_forked_jobs_are_confined_and_each_their_own(self):
+        for plugin, code in self.CONFINED.items():
+            outs = []
+            for _ in range(2):
+                ex, out, err = self.run_job(code, plugin=plugin, env={"ONLY": "this"})
+                self.assertEqual(ex["status"], "ok", (plugin, err))
+                outs.append(out.decode().splitlines())
+            for lines in outs:
+                self.assertEqual(lines[0].split()[:3], ["1000", "1000", "2"], plugin)
+                self.assertEqual(lines[0].split()[3:], ["0000000000000000", "1", "2"], plugin)
+                self.assertEqual(json.loads(lines[1]), [1, 2], "only the agent and the job: " + plugin)
+                self.assertEqual(json.loads(lines[3]),
+                                 ["HOME", "KILN_ATTEMPT", "KILN_JOB_ID", "LANG", "ONLY", "PATH", "TMPDIR"],
+                                 "the job's environment, nothing of the template's: " + plugin)
+                self.assertEqual(json.loads(lines[4]), ["kiln-agent", "--adopt"], plugin)
+                self.assertEqual(json.loads(lines[5]), ["main.php"], plugin)
+                self.assertEqual(lines[8:], ["refused", "no network"], plugin)
+            self.assertNotEqual(outs[0][7], outs[1][7], "two forked %s jobs drew the same random numbers" % plugin)
+        self.assertGreaterEqual(self.w.text().count(b"php sandbox forked"), 2)
+
+    def test_a_checked_run_starts_cold(self):
+        """kiln eval's runs (expect_end) start php as a cold run does, never
+        forked: a program that runs to its end passes, one that exits early
+        or fails does not."""
+        forked = self.w.text().count(b"php sandbox forked")
+        cases = {
+            "php": ("<?php\necho \"ran\\n\";\n", "<?php\necho \"ran\\n\";\nexit(0);\necho 1;\n",
+                    "<?php\nthrow new Exception('x');\n"),
+        }
+        for plugin, (good, early, bad) in cases.items():
+            ex, out, err = self.run_job(good, plugin=plugin, expect_end=True)
+            self.assertEqual((ex["status"], out), ("ok", b"ran\n"), (plugin, err))
+            ex, _, err = self.run_job(early, plugin=plugin, expect_end=True)
+            self.assertEqual((ex["status"], ex["code"]), ("error", 0), (plugin, "an early exit 0 is no pass", err))
+            self.assertIn("before its end", ex["reason"], plugin)
+            ex, _, _ = self.run_job(bad, plugin=plugin, expect_end=True)
+            self.assertEqual(ex["status"], "error", plugin)
+        self.assertEqual(self.w.text().count(b"php sandbox forked"), forked, "a checked run was forked")
 
 
 def zygotes():

@@ -357,7 +357,10 @@ int kiln__run_open_link(struct kiln_run *run, const struct kiln_job_view *view, 
                         size_t errlen)
 {
     struct kiln_worker *w = run->w;
-    struct kiln_spawn_opts needs = {.memory_mb = kiln__run_memory_mb(run), .net = kiln__run_net(run)};
+    /* a job its plugin will not run warm is not run forked either */
+    const struct kiln_plugin *p = run->plugin;
+    struct kiln_spawn_opts needs = {.memory_mb = kiln__run_memory_mb(run), .net = kiln__run_net(run),
+                                    .cold = KILN_PLUGIN_HAS(p, warm_ok) && !p->warm_ok(view)};
     char why[400];
     *how = "";
     run->link = kiln_pool_take(w->pool, run->plugin, run->plan.profile, view, &needs, kiln__run_on_link, run);

@@ -33,6 +33,9 @@ struct kiln_spawn_opts {
                                * forked from a template or restored warm */
     int inbound;              /* a session's where ports may be exposed: a way
                                * in (port_open) */
+    int cold;                 /* its plugin's warm_ok() refused it: not one
+                               * forked from a template with its interpreter
+                               * up (started as a cold run's plan says) */
 };
 
 struct kiln_sandbox {

@@ -91,8 +91,10 @@ static int jail_spawn(struct kiln_backend *b, const char *profile, const struct 
     struct kiln_jail *j = (struct kiln_jail *)b;
     struct kiln_jail_sandbox *sb = NULL;
     /* limits are set per job by limit(); a forked sandbox has no way to
-     * the egress proxy, so a job with net.allow gets a jail of its own */
-    if (profile != NULL && (o == NULL || (!o->net && !o->fresh)) && kiln__zygote_spawn(j, profile, &sb) == 0) {
+     * the egress proxy, so a job with net.allow gets a jail of its own, as
+     * does one that must start its interpreter as a cold run does */
+    if (profile != NULL && (o == NULL || (!o->net && !o->fresh && !o->cold)) &&
+        kiln__zygote_spawn(j, profile, &sb) == 0) {
         *out = &sb->pub;
         return 0;
     }
