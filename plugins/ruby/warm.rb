@@ -13,8 +13,11 @@
 #                             cold run's does, after the at_exit handlers;
 #                             a syntax error prints as ruby prints it
 #   ruby -e CODE ARGS         (kiln's runner, run.rb) CODE at the top level
-# (No fork server here: Ruby reaches C only through Fiddle, which the image
-# leaves out, as it would let a program read the runner's token.)
+# (No template forks it: Fiddle, Ruby's FFI, stays out of the image, as it
+# would let a program read its runner's token; and kiln's library loaded
+# as an extension instead leaves a forked ruby its template's timer pipes,
+# which Ruby makes anew only when its pid changes: a forked job's pid is 2,
+# as the template's was.)
 # What it cannot make the same: `caller` at the script's top level names
 # this file's frames, and the process's title is the script's path. Jobs
 # that a cold ruby would treat differently from the start (RUBYOPT and the

@@ -315,7 +315,7 @@ class Containment(KilnCase):
         for job_id in ids:
             fs = self.wait_exit(job_id, timeout=30)
             lines.append(b"".join(f["data"] for f in fs if f["kind"] == "stdout").decode().split())
-        self.assertIn(b"fork from a template interpreter", w.text())
+        self.assertIn(b"python sandboxes fork from a template interpreter", w.text())
         for k in range(3):
             self.assertEqual(len({l[k] for l in lines}), 20, lines)
 

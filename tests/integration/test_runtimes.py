@@ -326,7 +326,8 @@ class Zygote(KilnCase):
     def setUp(self):
         super().setUp()
         self.w = self.worker("zy", *ROOTFS, "--pool", "0", "--slots", "4", "--log-level", "debug")
-        wait_for(lambda: b"fork from a template interpreter" in self.w.text(), 20, "the python template")
+        wait_for(lambda: b"python sandboxes fork from a template interpreter" in self.w.text(), 20,
+                 "the python template")
 
     def py(self, code, **kw):
         return self.run_job(code, plugin="python", **kw)
@@ -422,7 +423,7 @@ class Zygote(KilnCase):
         wait_for(lambda: b"template is gone" in self.w.text(), 10, "the worker to notice")
         ex, out, _ = self.py("print(2)")
         self.assertEqual((ex["status"], out), ("ok", b"2\n"), "a job without the template starts afresh")
-        wait_for(lambda: self.w.text().count(b"fork from a template interpreter") >= 2, 20,
+        wait_for(lambda: self.w.text().count(b"python sandboxes fork from a template interpreter") >= 2, 20,
                  "the template to be back")
         ex, out, _ = self.py("print(3)")
         self.assertEqual((ex["status"], out), ("ok", b"3\n"))
@@ -477,7 +478,8 @@ class Zygote(KilnCase):
         for flag, want in (("", b"[False, False, False]\n"),
                            ("nosuchmod,ctypes,xml.dom.minidom", b"[False, True, False]\n")):
             w = self.worker("pl", *ROOTFS, "--pool", "0", "--preload", flag, "--log-level", "debug")
-            wait_for(lambda: b"fork from a template interpreter" in w.text(), 20, "the python template")
+            wait_for(lambda: b"python sandboxes fork from a template interpreter" in w.text(), 20,
+                     "the python template")
             ex, out, err = self.py(code)
             self.assertEqual((ex["status"], out), ("ok", want), err)
             if flag:
