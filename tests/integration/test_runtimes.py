@@ -174,6 +174,15 @@ class WarmVsCold(KilnCase):
          {"args": ["x y", ""], "stdin": b"in\n", "env": {"K": "v"}}),
         ("php", "<?php\necho 1;\nfunction (\n", {}),
         ("php", "<?php\necho 'x';\nundefined_fn();\n", {}),
+        # R: its command line, environment (with what R adds), stdin, auto
+        # printing, warnings, an error's "Calls:" and "Execution halted"
+        ("r", "print(commandArgs())\nprint(sort(names(Sys.getenv())))\nprint(Sys.getenv('K'))\n"
+              "cat(readLines(file('stdin')), sep = '\\n')\nmessage('to stderr')\n1 + 1\n"
+              "d <- tempdir(); writeLines('t', file.path(d, 'x')); print(file.exists(file.path(d, 'x')))\n"
+              "print(search())\nprint(length(getLoadedDLLs()))\nf <- function() { warning('w'); stop('boom') }\nf()\n",
+         {"args": ["a b", "c"], "stdin": b"in\n", "env": {"K": "v"}}),
+        ("r", "x <- (1 +\n", {}),
+        ("r", "cat('x\\n')\nquit(status = 3)\n", {}),
     ]
 
     def results(self, pool):
@@ -243,10 +252,11 @@ class PoolUnderLoad(KilnCase):
 
 
 class ZygoteScripts(KilnCase):
-    """php sandboxes forked from a template interpreter, as python's are:
-    each job a fresh fork, confined as any sandbox, its random numbers its
-    own; a run whose end is checked starts cold (no FFI: it could read the
-    runner's token), and is judged as before."""
+    """php and R sandboxes forked from template interpreters, as python's
+    are: each job a fresh fork, confined as any sandbox, its random numbers
+    its own; a run of PHP whose end is checked starts cold (no FFI: it
+    could read the runner's token), R's forks, and both are judged as
+    before."""
 
     CONFINED = {
         "php": "<?php\n$st = [];\nforeach (file('/proc/self/status') as $l) { [$k, $v] = explode(':', $l, 2); $st[$k] = trim($v); }\n"
@@ -285,6 +295,39 @@ class ZygoteScripts(KilnCase):
                 self.assertEqual(lines[8:], ["refused", "no network"], plugin)
             self.assertNotEqual(outs[0][7], outs[1][7], "two forked %s jobs drew the same random numbers" % plugin)
         self.assertGreaterEqual(self.w.text().count(b"php sandbox forked"), 2)
+
+    def test_forked_r_jobs_are_confined_and_each_their_own(self):
+        wait_for(lambda: b"r sandboxes fork from a template" in self.w.text(), 30, "the R template")
+        code = ("st <- readLines('/proc/self/status')\n"
+                "g <- function(k) trimws(sub('^[^:]*:', '', st[startsWith(st, paste0(k, ':'))]))\n"
+                "cat(strsplit(g('Uid'), '\\\\s+')[[1]][1], Sys.getpid(), g('CapEff'), g('NoNewPrivs'), g('Seccomp'), '\\n')\n"
+                "cat(sort(as.integer(grep('^[0-9]+$', list.files('/proc'), value = TRUE))), '\\n')\n"
+                "cat(sort(names(Sys.getenv()))[startsWith(sort(names(Sys.getenv())), 'KILN')], '\\n')\n"
+                "x <- readBin('/proc/1/cmdline', 'raw', 200); cat(rawToChar(x[seq_len(which(x == 0)[1] - 1)]), '\\n')\n"
+                "cat(list.files('/work'), '\\n')\n"
+                "cat(runif(1), '\\n')\n"
+                "r <- tryCatch({ socketConnection('1.1.1.1', 80, timeout = 2); 'network' }, error = function(e) 'no network',"
+                " warning = function(w) 'no network')\ncat(r, '\\n')\n")
+        outs = []
+        for _ in range(2):
+            ex, out, err = self.run_job(code, plugin="r", env={"ONLY": "this"})
+            self.assertEqual(ex["status"], "ok", err)
+            outs.append([l.strip() for l in out.decode().splitlines()])
+        for lines in outs:
+            self.assertEqual(lines[0].split(), ["1000", "2", "0000000000000000", "1", "2"])
+            self.assertEqual(lines[1], "1 2", "only the agent and the job")
+            self.assertEqual(lines[2], "KILN_ATTEMPT KILN_JOB_ID", "nothing of the template's")
+            self.assertEqual(lines[3], "kiln-agent")
+            self.assertEqual(lines[4], "main.R")
+            self.assertEqual(lines[6], "no network")
+        self.assertNotEqual(outs[0][5], outs[1][5], "two forked R jobs drew the same random numbers")
+        self.assertGreaterEqual(self.w.text().count(b"r sandbox forked"), 2)
+        # kiln eval's checked runs fork too, and are judged as cold ones
+        ex, out, err = self.run_job("cat('ran\\n')\n", plugin="r", expect_end=True)
+        self.assertEqual((ex["status"], out), ("ok", b"ran\n"), err)
+        ex, _, err = self.run_job("cat('ran\\n')\nquit(status = 0)\ncat(1)\n", plugin="r", expect_end=True)
+        self.assertEqual((ex["status"], ex["code"]), ("error", 0), err)
+        self.assertGreaterEqual(self.w.text().count(b"r sandbox forked"), 4)
 
     def test_a_checked_run_starts_cold(self):
         """kiln eval's runs (expect_end) start php as a cold run does, never

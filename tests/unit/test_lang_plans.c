@@ -273,6 +273,61 @@ static void test_perl_warm(void **state)
     assert_int_equal(plan_check_warm_ok(perl, &job), 1);
 }
 
+/* php, ruby and R start ahead of their jobs (php and R forked from a
+ * template): the warm profile is the run's, and a job a warm interpreter
+ * would run otherwise than a cold one starts cold */
+static void test_warm_interpreters(void **state)
+{
+    static const struct kiln_kv lang[] = {{"LC_ALL", "C"}}, rlib[] = {{"R_LIBS", "/work"}},
+                                rubyopt[] = {{"RUBYOPT", "-w"}}, ini[] = {{"PHPRC", "/work"}};
+    static const struct {
+        const char *name, *code;
+        const struct kiln_kv *env; /* one variable that must start it cold */
+        unsigned flags;
+    } t[] = {
+        {"php", "<?php echo 1;", ini, KILN_PLUGIN_FORKS | KILN_PLUGIN_ENDS},
+        {"ruby", "puts 1", rubyopt, KILN_PLUGIN_ENDS},
+        {"r", "cat(1)", rlib, KILN_PLUGIN_FORKS | KILN_PLUGIN_TEMPLATE_ONLY | KILN_PLUGIN_ENDS},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        const struct kiln_plugin *p = plugin(t[i].name);
+        struct kiln_plan warm, cold;
+        struct kiln_job_view job = plan_check_job(t[i].code);
+        assert_int_equal(KILN_PLUGIN_FLAGS(p), t[i].flags);
+        assert_int_equal(plan_check_prestart(p, &warm), 0);
+        assert_int_equal(plan_check_plan(p, &job, &cold), 0);
+        assert_string_equal(warm.profile, cold.profile); /* else no job runs warm */
+        assert_string_equal(warm.argv[0], cold.argv[0]);
+        assert_int_equal(plan_check_warm_ok(p, &job), 1);
+        job.env = t[i].env;
+        job.nenv = 1;
+        assert_int_equal(plan_check_warm_ok(p, &job), 0);
+        job.env = lang;
+        assert_int_equal(plan_check_warm_ok(p, &job), 0);
+        job.nenv = 0;
+        job.expect_end = 1; /* php's checked runs have no FFI: cold; the others' runners run warm */
+        assert_int_equal(plan_check_warm_ok(p, &job), strcmp(t[i].name, "php") != 0);
+        kiln_plan_free(&warm);
+        kiln_plan_free(&cold);
+    }
+    /* ruby: DATA after __END__ is a cold main script's alone; so are #! switches */
+    struct kiln_job_view job = plan_check_job("puts DATA.read\n__END__\nx\n");
+    assert_int_equal(plan_check_warm_ok(plugin("ruby"), &job), 0);
+    job = plan_check_job("#!/usr/bin/ruby -w\nputs 1\n");
+    assert_int_equal(plan_check_warm_ok(plugin("ruby"), &job), 0);
+    /* php: a checked run has no FFI */
+    struct kiln_plan plan;
+    job = plan_check_job("<?php echo 1;");
+    job.expect_end = 1;
+    assert_int_equal(plan_check_plan(plugin("php"), &job, &plan), 0);
+    int no_ffi = 0;
+    for (size_t a = 0; a + 1 < plan.argc; a++)
+        no_ffi |= strcmp(plan.argv[a], "-d") == 0 && strcmp(plan.argv[a + 1], "ffi.enable=0") == 0;
+    assert_true(no_ffi);
+    kiln_plan_free(&plan);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_interpreters),
         cmocka_unit_test(test_lua_runner_is_one_argument),
         cmocka_unit_test(test_perl_warm),
+        cmocka_unit_test(test_warm_interpreters),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

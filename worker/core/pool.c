@@ -244,8 +244,11 @@ struct kiln_link *kiln_pool_take(struct kiln_pool *pool, const struct kiln_plugi
             p = &pool->profs[i];
     if (p == NULL)
         return NULL;
+    /* (a plugin whose warm sandboxes may be forked with the interpreter up
+     * has its warm_ok asked even where the pool's plan is the agent alone) */
+    int forked = (KILN_PLUGIN_FLAGS(plugin) & KILN_PLUGIN_TEMPLATE_ONLY) != 0;
     int fits = strcmp(p->warm.profile, profile) == 0 &&
-               (p->warm.argc == 0 || !KILN_PLUGIN_HAS(plugin, warm_ok) || plugin->warm_ok(job));
+               ((p->warm.argc == 0 && !forked) || !KILN_PLUGIN_HAS(plugin, warm_ok) || plugin->warm_ok(job));
     struct warm *w = NULL;
     for (struct warm *c = p->list; fits && c != NULL; c = c->next)
         if (c->ready && c->s->state == KILN_LINK_READY &&
@@ -321,6 +324,15 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                     kiln_warn("pool %s: --preload left out (no room in the plan)", plug->name);
                 kiln_link_pack_start(&sb, "zygote", &p->warm);
                 add_template(backend, plug->name, p->warm.profile, &sb);
+            }
+            if (KILN_PLUGIN_FLAGS(plug) & KILN_PLUGIN_TEMPLATE_ONLY) {
+                /* its warm sandboxes: forked (the interpreter up) where the
+                 * template is, the agent alone where it is not */
+                char profile[sizeof(p->warm.profile)];
+                strcpy(profile, p->warm.profile);
+                kiln_plan_free(&p->warm);
+                kiln_plan_init(&p->warm, 1u << 20);
+                strcpy(p->warm.profile, profile);
             }
         } else {
             /* no interpreter to start: the sandbox and agent, ready; the

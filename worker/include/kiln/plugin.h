@@ -269,6 +269,17 @@ struct kiln_plugin {
 #define KILN_PLUGIN_FORKS 1u
 
 /*
+ * (v1.6, with KILN_PLUGIN_FORKS) prestart() plans only a template's
+ * interpreter: one that needs the zygote library to become a job (R's,
+ * whose input stream the library swaps). Where there is no template
+ * (another backend, --no-zygote, a template that is down) the plugin's
+ * sandboxes are not warmed with it: they wait with their agent alone, and
+ * the job's own plan starts the interpreter. warm_ok() still says which
+ * jobs a forked sandbox may take.
+ */
+#define KILN_PLUGIN_TEMPLATE_ONLY 4u
+
+/*
  * (v1.6) The plugin's runs can tell a program that ran to its end from one
  * that exited early: the job key `expect_end` (kiln eval sets it, so that a
  * pass means the tests ran). For such a job (job->expect_end) the run plan
