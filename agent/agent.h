@@ -280,6 +280,10 @@ int kiln_zygote_serve(void);
  * read the envelope from stdin and exec the program it names; on failure
  * say why on `status_fd` and exit 127. */
 __attribute__((noreturn)) void kiln_zygote_exec_job(int status_fd);
+/* zygote.c: the envelope on stdin (plugin.h, prestart; what follows it
+ * is the job's own stdin): its argv and environment, NULL-terminated, in
+ * one allocation of their own each. 0, or -1 (nothing came, or garbage). */
+int kiln_zygote_read_envelope(char ***argv, size_t *argc, char ***envp);
 /* zygote.c: in an exec template, what a new sandbox's PID 1 becomes
  * instead of exec'ing the agent: `fn` (the agent's own loop, given the
  * job's pid and its exec status fd; it never returns). */

@@ -321,14 +321,12 @@ static int read_all(void *buf, size_t len)
     return 0;
 }
 
-__attribute__((noreturn)) void kiln_zygote_exec_job(int status_fd)
+int kiln_zygote_read_envelope(char ***argv_out, size_t *argc_out, char ***envp_out)
 {
-    extern char **environ;
     unsigned char hdr[KILN_PROTO_HDR];
     char *buf = NULL, **argv = NULL, **envp = NULL;
     size_t len = 0, n = 0, argc = 0;
-    /* the envelope (run.c): "ARGC\0arg...\0env..." after its length;
-     * what follows on stdin is the job's own */
+    /* "ARGC\0arg...\0env..." after its length (run.c) */
     if (read_all(hdr, sizeof(hdr)) == 0) {
         len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
         if (len > 0 && len <= KILN_PROTO_MAX_MSG && (buf = malloc(len + 1)) != NULL &&
@@ -346,8 +344,10 @@ __attribute__((noreturn)) void kiln_zygote_exec_job(int status_fd)
         envp = calloc(n + 1, sizeof(char *));
     }
     if (argv == NULL || envp == NULL || argc == 0 || argc >= n) {
-        dprintf(status_fd, "a malformed envelope");
-        _exit(127);
+        free(argv);
+        free(envp);
+        free(buf);
+        return -1;
     }
     char *p = buf + strlen(buf) + 1;
     for (size_t i = 0; i < n - 1; i++, p += strlen(p) + 1) {
@@ -355,6 +355,21 @@ __attribute__((noreturn)) void kiln_zygote_exec_job(int status_fd)
             argv[i] = p;
         else
             envp[i - argc] = p;
+    }
+    *argv_out = argv;
+    *argc_out = argc;
+    *envp_out = envp;
+    return 0;
+}
+
+__attribute__((noreturn)) void kiln_zygote_exec_job(int status_fd)
+{
+    extern char **environ;
+    char **argv, **envp;
+    size_t argc;
+    if (kiln_zygote_read_envelope(&argv, &argc, &envp) < 0) {
+        dprintf(status_fd, "a malformed envelope");
+        _exit(127);
     }
     environ = envp;
     execvp(argv[0], argv);

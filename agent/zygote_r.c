@@ -74,44 +74,6 @@ static FILE *stream_on(int fd)
     return NULL;
 }
 
-static int read_all(int fd, void *buf, size_t n)
-{
-    for (size_t got = 0; got < n;) {
-        ssize_t r = read(fd, (char *)buf + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        got += (size_t)r;
-    }
-    return 0;
-}
-
-/* The envelope's fields (NUL-separated, the first the argc), or NULL. */
-static char **read_envelope(size_t *nfields)
-{
-    unsigned char h[4];
-    if (read_all(0, h, 4) < 0)
-        return NULL;
-    size_t len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
-    char *buf = malloc(len + 1);
-    if (buf == NULL || read_all(0, buf, len) < 0)
-        return NULL;
-    buf[len] = '\0';
-    size_t n = 1;
-    for (size_t i = 0; i < len; i++)
-        n += buf[i] == '\0';
-    char **f = calloc(n + 1, sizeof(*f));
-    if (f == NULL)
-        return NULL;
-    f[0] = buf;
-    for (size_t i = 0, k = 1; i < len; i++)
-        if (buf[i] == '\0')
-            f[k++] = buf + i + 1;
-    *nfields = n;
-    return f;
-}
-
 /* What the template was given (the plan's base environment) and kiln's
  * own variables are the job's to set; the rest R added when it started. */
 static int templates_own(const char *kv)
@@ -132,18 +94,21 @@ static int has_name(char **env, size_t n, const char *kv)
     return 0;
 }
 
-/* The job's environment, then what R added to the template's. */
-static int take_env(char **job, size_t njob)
+/* The job's environment (NULL-terminated), then what R added to the
+ * template's. */
+static int take_env(char **job)
 {
-    size_t n = 0, cap = njob + 1;
+    size_t n = 0, cap = 1;
     for (char **e = environ; *e != NULL; e++)
+        cap++;
+    for (char **e = job; *e != NULL; e++)
         cap++;
     char **env = calloc(cap, sizeof(*env));
     if (env == NULL)
         return -1;
-    for (size_t i = 0; i < njob; i++)
-        if (strchr(job[i], '=') != NULL)
-            env[n++] = job[i];
+    for (char **e = job; *e != NULL; e++)
+        if (strchr(*e, '=') != NULL)
+            env[n++] = *e;
     size_t from_job = n;
     for (char **e = environ; *e != NULL; e++)
         if (!templates_own(*e) && !has_name(env, from_job, *e))
@@ -212,14 +177,13 @@ KILN_ZYGOTE_EXPORT void kiln_zygote_r(void)
     if (kiln_zygote_serve() != 0)
         _exit(0);
     /* the job's process: confined; its stdin the envelope, then the job's */
-    size_t nf = 0;
-    char **f = read_envelope(&nf);
-    if (f == NULL)
+    char **argv, **envp;
+    size_t argc;
+    if (kiln_zygote_read_envelope(&argv, &argc, &envp) < 0)
         _exit(0); /* no job came: the sandbox is being discarded */
-    size_t argc = (size_t)atoi(f[0]);
     int src = -1;
-    if (argc + 1 > nf || take_env(f + 1 + argc, nf - 1 - argc) < 0 || mkdir(*tmpdir, 0700) < 0 ||
-        (src = take_command(f + 1, argc)) < 0 || dup2(src, fd) < 0) {
+    if (take_env(envp) < 0 || mkdir(*tmpdir, 0700) < 0 || (src = take_command(argv, argc)) < 0 ||
+        dup2(src, fd) < 0) {
         fprintf(stderr, "kiln: the job's R could not start: %s\n", strerror(errno));
         _exit(70);
     }

@@ -75,7 +75,11 @@ class Jail(KilnCase):
     def test_timeout_kills_sleep(self):
         ex, _, _ = self.run_job("sleep 1000", limits={"timeout_ms": 300})
         self.assertEqual(ex["status"], "timeout")
-        self.assertGreaterEqual(ex["wall_ms"], 250)
+        # the timeout counts from the run's start on the worker; the
+        # agent's wall clock from the program's, later by the sandbox's own
+        # start (up to ~150 ms under ASan on a busy 2-core machine): killed
+        # near its time, not at once
+        self.assertGreaterEqual(ex["wall_ms"], 100)
         self.assertLess(ex["wall_ms"], 5000)
 
     def test_timeout_kills_a_process_ignoring_sigterm_and_its_children(self):
