@@ -104,7 +104,13 @@ class Containment(KilnCase):
         # (each job waits until the one before has its cgroup back: how
         # soon that is depends on the machine, whether it is reused not)
         buried = lambda: w.text().count(b"jail: cgroup sb-")
-        if glob.glob("/sys/fs/cgroup/memory/kiln"):
+        # (a reset needs a cgroup nearly empty of charges; a sanitized
+        # agent's copy leaves its shadow memory charged for a while, so the
+        # ASan pass checks the counters above, not how often a cgroup is
+        # used again: that is a speed, which the plain pass checks)
+        if os.environ.get("ASAN_OPTIONS"):
+            print("(ASan build: cgroup reuse not counted)")
+        elif glob.glob("/sys/fs/cgroup/memory/kiln"):
             before = made()
             for _ in range(20):
                 n = buried()
