@@ -71,4 +71,20 @@ static inline int kiln_script_shebang_switches(const struct kiln_job_view *job)
     return memmem(job->code, n, " -", 2) != NULL;
 }
 
+/* 1 when the job sets an environment variable in `names` (NULL-terminated):
+ * a name that ends in '*' is a prefix ("LC_*"), any other the whole name.
+ * A warm interpreter read its environment at its own start: a job that
+ * sets one it reads there starts cold. */
+static inline int kiln_script_sets_env(const struct kiln_job_view *job, const char *const *names)
+{
+    for (size_t i = 0; i < job->nenv; i++)
+        for (const char *const *n = names; *n != NULL; n++) {
+            size_t len = strlen(*n);
+            int prefix = len > 0 && (*n)[len - 1] == '*';
+            if (prefix ? strncmp(job->env[i].key, *n, len - 1) == 0 : strcmp(job->env[i].key, *n) == 0)
+                return 1;
+        }
+    return 0;
+}
+
 #endif

@@ -82,14 +82,9 @@ static int perl_prestart(const struct kiln_host *host, const char *name, struct 
  * them). */
 static int perl_warm_ok(const struct kiln_job_view *job)
 {
-    if (kiln_script_expect_end(job))
-        return 0;
-    if (kiln_script_shebang_switches(job))
-        return 0;
-    for (size_t i = 0; i < job->nenv; i++)
-        if (strcmp(job->env[i].key, "LANG") == 0 || strncmp(job->env[i].key, "LC_", 3) == 0)
-            return 0;
-    return 1;
+    static const char *const read_at_start[] = {"LANG", "LC_*", NULL};
+    return !kiln_script_expect_end(job) && !kiln_script_shebang_switches(job) &&
+           !kiln_script_sets_env(job, read_at_start);
 }
 
 static const struct kiln_plugin perl = {

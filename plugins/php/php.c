@@ -27,22 +27,24 @@
 
 #define PHP "/usr/bin/php8.2"
 
+/* php and the flags every run has, cold or forked from the template */
+#define PHP_ARGV PHP, "-d", "memory_limit=-1", "-d", "display_errors=stderr"
+
 static int php_plan(const struct kiln_host *host, const struct kiln_job_view *job, struct kiln_plan *plan)
 {
     int end = kiln_script_expect_end(job);
     int r = kiln_script_file(host, job, plan, "php", "main.php");
     /* a run whose end is checked has no FFI: it would read the runner's
      * token from memory */
-    const char *argv[] = {PHP, "-d", "memory_limit=-1", "-d", "display_errors=stderr",
-                          end ? "-d" : "/work/main.php", end ? "ffi.enable=0" : NULL, "-r", run_php, "--",
-                          "/work/main.php", NULL};
+    const char *argv[] = {PHP_ARGV, end ? "-d" : "/work/main.php", end ? "ffi.enable=0" : NULL, "-r", run_php,
+                          "--", "/work/main.php", NULL};
     return r < 0 ? r : kiln_script_argv(host, plan, argv, job);
 }
 
-/* php with a run's flags, -r and warm.php: the same flags as a run's */
+/* php with a run's flags, -r and warm.php */
 static int php_prestart(const struct kiln_host *host, const char *name, struct kiln_plan *plan)
 {
-    const char *argv[] = {PHP, "-d", "memory_limit=-1", "-d", "display_errors=stderr", "-r", warm_php, NULL};
+    const char *argv[] = {PHP_ARGV, "-r", warm_php, NULL};
     if (strcmp(name, "php") != 0)
         return -EINVAL;
     int r = host->plan_profile(plan, "php");
@@ -53,15 +55,8 @@ static int php_prestart(const struct kiln_host *host, const char *name, struct k
  * run whose end is checked must not: that starts cold */
 static int php_warm_ok(const struct kiln_job_view *job)
 {
-    if (kiln_script_expect_end(job))
-        return 0;
-    for (size_t i = 0; i < job->nenv; i++) {
-        const char *k = job->env[i].key;
-        if (strcmp(k, "PHPRC") == 0 || strcmp(k, "PHP_INI_SCAN_DIR") == 0 || strcmp(k, "LANG") == 0 ||
-            strncmp(k, "LC_", 3) == 0)
-            return 0;
-    }
-    return 1;
+    static const char *const read_at_start[] = {"PHPRC", "PHP_INI_SCAN_DIR", "LANG", "LC_*", NULL};
+    return !kiln_script_expect_end(job) && !kiln_script_sets_env(job, read_at_start);
 }
 
 static const struct kiln_plugin php = {

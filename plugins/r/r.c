@@ -49,12 +49,8 @@ static int r_prestart(const struct kiln_host *host, const char *name, struct kil
 
 static int r_warm_ok(const struct kiln_job_view *job)
 {
-    static const char *const read_at_start[] = {"R_", "LC_", "LD_", "LANG", "TZ", "HOME", "TMPDIR"};
-    for (size_t i = 0; i < job->nenv; i++)
-        for (size_t k = 0; k < sizeof(read_at_start) / sizeof(read_at_start[0]); k++)
-            if (strncmp(job->env[i].key, read_at_start[k], strlen(read_at_start[k])) == 0)
-                return 0;
-    return 1;
+    static const char *const read_at_start[] = {"R_*", "LC_*", "LD_*", "LANG*", "TZ*", "HOME*", "TMPDIR*", NULL};
+    return !kiln_script_sets_env(job, read_at_start);
 }
 
 static const struct kiln_plugin r = {

@@ -47,15 +47,9 @@ static int ruby_prestart(const struct kiln_host *host, const char *name, struct 
 
 static int ruby_warm_ok(const struct kiln_job_view *job)
 {
-    if (kiln_script_shebang_switches(job) || kiln_script_has_line(job->code, "__END__", "\r\n"))
-        return 0;
-    for (size_t i = 0; i < job->nenv; i++) {
-        const char *k = job->env[i].key;
-        if (strncmp(k, "RUBY", 4) == 0 || strncmp(k, "GEM_", 4) == 0 || strcmp(k, "LANG") == 0 ||
-            strncmp(k, "LC_", 3) == 0)
-            return 0;
-    }
-    return 1;
+    static const char *const read_at_start[] = {"RUBY*", "GEM_*", "LANG", "LC_*", NULL};
+    return !kiln_script_shebang_switches(job) && !kiln_script_has_line(job->code, "__END__", "\r\n") &&
+           !kiln_script_sets_env(job, read_at_start);
 }
 
 static const struct kiln_plugin ruby = {
