@@ -51,7 +51,7 @@ from kilntest import Redis, Worker, read_env  # noqa: E402
 
 PY = "/usr/bin/python3"
 TARGET_FORK, TARGET_BWRAP = 0.8, 5.0
-TARGET_TRUE_JOBS_S, TARGET_WORKER_MS = 600, 0.5
+TARGET_TRUE_JOBS_S, TARGET_WORKER_MS = 300, 0.5
 
 # The fork harness: reads the programs (msgpack list of str) from a file,
 # keeps `conc` children in flight, prints one verdict byte per program.
