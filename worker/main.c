@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -168,6 +169,23 @@ static int set_log_level(const char *name)
     return -EINVAL;
 }
 
+/* Descriptors: the worker holds several per sandbox and per cgroup it
+ * keeps for reuse (eleven control files each), past the usual soft limit
+ * of 1024 on a busy worker. Up to the hard limit, as servers do; a job's
+ * own limit is set apart (--open-files). */
+static void raise_open_files(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rlim_t want = rl.rlim_max < 65536 ? rl.rlim_max : 65536;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            kiln_warn("cannot raise the open file limit: %s", strerror(errno));
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct kiln_config cfg;
@@ -201,6 +219,7 @@ int main(int argc, char **argv)
     set_log_level(cfg.log_level);
     kiln_log_json = strcmp(cfg.log_format, "json") == 0;
     signal(SIGPIPE, SIG_IGN);
+    raise_open_files();
 
     r = kiln_plugins_load_dir(&plugins, cfg.plugin_dir);
     if (r <= 0) {

@@ -14,26 +14,98 @@
 
 #include "base/sysutil.h"
 
-static int64_t get_num(const char *dir, const char *file, const char *key)
+/* The control files a cgroup keeps open (struct kiln_cgroup's fd): in
+ * which hierarchy (0 memory, 1 pids, 2 cpuacct; all one under v2), their
+ * v1 and v2 names (NULL: none there), and how they are opened. */
+enum {
+    F_MEM_LIMIT, F_MEMSW_LIMIT, F_MEM_PEAK, F_MEM_OOM, F_MEM_USAGE, F_MEM_FAILCNT, F_MEM_PROCS,
+    F_PIDS_MAX, F_PIDS_CURRENT, F_PIDS_PROCS, F_CPU, F_COUNT
+};
+_Static_assert(F_COUNT == KILN_CGROUP_KEPT, "struct kiln_cgroup keeps every file");
+static const struct {
+    int which;
+    const char *v1, *v2;
+    int flags;
+} kept[F_COUNT] = {
+    [F_MEM_LIMIT] = {0, "memory.limit_in_bytes", "memory.max", O_WRONLY},
+    [F_MEMSW_LIMIT] = {0, "memory.memsw.limit_in_bytes", NULL, O_WRONLY},
+    [F_MEM_PEAK] = {0, "memory.max_usage_in_bytes", "memory.peak", O_RDWR},
+    [F_MEM_OOM] = {0, "memory.oom_control", "memory.events", O_RDONLY},
+    [F_MEM_USAGE] = {0, "memory.usage_in_bytes", NULL, O_RDONLY},
+    [F_MEM_FAILCNT] = {0, "memory.failcnt", NULL, O_WRONLY},
+    [F_MEM_PROCS] = {0, "cgroup.procs", "cgroup.procs", O_RDONLY},
+    [F_PIDS_MAX] = {1, "pids.max", "pids.max", O_WRONLY},
+    [F_PIDS_CURRENT] = {1, "pids.current", "pids.current", O_RDONLY},
+    [F_PIDS_PROCS] = {1, "cgroup.procs", NULL, O_RDONLY},
+    [F_CPU] = {2, "cpuacct.usage", "cpu.stat", O_RDONLY},
+};
+
+static void dir_of(const struct kiln_cgroup *cg, int which, char *out, size_t len);
+
+/* Its kept file `f`, opened on first use; -errno when it cannot be */
+static int kept_fd(struct kiln_cgroup *cg, int f)
 {
-    char path[512], buf[4096];
-    snprintf(path, sizeof(path), "%s/%s", dir, file);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (cg->fd[f] >= 0)
+        return cg->fd[f];
+    const char *name = cg->cgs->v2 ? kept[f].v2 : kept[f].v1;
+    if (name == NULL)
+        return -ENOENT;
+    char path[600];
+    dir_of(cg, kept[f].which, path, sizeof(path) - 40);
+    strcat(path, "/");
+    strcat(path, name);
+    /* v2's memory.peak takes writes only from Linux 6.12 */
+    int flags = f == F_MEM_PEAK && cg->cgs->v2 ? O_RDONLY : kept[f].flags;
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    return cg->fd[f] = fd;
+}
+
+/* A kept file's number (the value of line `key`, when given), read from
+ * its start again; -1 when it cannot be read. */
+static int64_t kept_num(struct kiln_cgroup *cg, int f, const char *key)
+{
+    char buf[4096];
+    int fd = kept_fd(cg, f);
     if (fd < 0)
         return -1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
     if (n <= 0)
         return -1;
     buf[n] = '\0';
     if (key == NULL)
         return strtoll(buf, NULL, 10);
-    for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-        size_t k = strlen(key);
+    size_t k = strlen(key);
+    for (char *line = buf; line != NULL && *line != '\0'; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
         if (strncmp(line, key, k) == 0 && line[k] == ' ')
             return strtoll(line + k + 1, NULL, 10);
-    }
     return -1;
+}
+
+/* Write `text` to a kept file: 0 or -errno */
+static int kept_write(struct kiln_cgroup *cg, int f, const char *text)
+{
+    int fd = kept_fd(cg, f);
+    if (fd < 0)
+        return fd;
+    size_t len = strlen(text);
+    ssize_t n = pwrite(fd, text, len, 0);
+    return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+}
+
+void kiln_cgroup_forget(struct kiln_cgroup *cg)
+{
+    for (int f = 0; f < F_COUNT; f++)
+        cg->fd[f] = -1;
+}
+
+void kiln_cgroup_close(struct kiln_cgroup *cg)
+{
+    for (int f = 0; f < F_COUNT; f++)
+        if (cg->fd[f] >= 0)
+            close(cg->fd[f]);
+    kiln_cgroup_forget(cg);
 }
 
 static int has_controllers(const char *mount)
@@ -129,6 +201,7 @@ int kiln_cgroup_create(const struct kiln_cgroups *cgs, struct kiln_cgroup *cg, c
     snprintf(cg->name, sizeof(cg->name), "%s%u", own_prefix(), ++made);
     cg->peak_base = cg->oom_base = 0;
     cg->job = 0;
+    kiln_cgroup_forget(cg);
     for (int which = 0; which < hierarchies(cgs); which++) {
         dir_of(cg, which, dir, sizeof(dir));
         if (mkdir(dir, 0755) < 0) { /* EEXIST too: never another's */
@@ -160,68 +233,53 @@ int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[KILN_CGROUP_FDS
     return n;
 }
 
-int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids)
+int kiln_cgroup_limit(struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids)
 {
-    char dir[512], num[32];
+    char num[32];
     int r = 0;
     if (memory_bytes > 0) {
-        dir_of(cg, 0, dir, sizeof(dir));
         snprintf(num, sizeof(num), "%lld", (long long)memory_bytes);
-        r = kiln_write_file_at(dir, cg->cgs->v2 ? "memory.max" : "memory.limit_in_bytes", num);
+        r = kept_write(cg, F_MEM_LIMIT, num);
         /* v1 keeps memory <= memory+swap: a cgroup used before with a lower
          * limit raises the second first (where swap is accounted) */
-        if (r == -EINVAL && !cg->cgs->v2 &&
-            kiln_write_file_at(dir, "memory.memsw.limit_in_bytes", num) == 0)
-            r = kiln_write_file_at(dir, "memory.limit_in_bytes", num);
+        if (r == -EINVAL && !cg->cgs->v2 && kept_write(cg, F_MEMSW_LIMIT, num) == 0)
+            r = kept_write(cg, F_MEM_LIMIT, num);
         if (r == 0 && !cg->cgs->v2)
-            kiln_write_file_at(dir, "memory.memsw.limit_in_bytes", num); /* when swap is accounted */
+            kept_write(cg, F_MEMSW_LIMIT, num); /* when swap is accounted */
     }
     if (r == 0 && pids > 0) {
-        dir_of(cg, 1, dir, sizeof(dir));
         snprintf(num, sizeof(num), "%lld", (long long)pids);
-        r = kiln_write_file_at(dir, "pids.max", num);
+        r = kept_write(cg, F_PIDS_MAX, num);
     }
     return r;
 }
 
-void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills)
+void kiln_cgroup_stats(struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills)
 {
-    char dir[512];
-    dir_of(cg, 0, dir, sizeof(dir));
-    int64_t peak = cg->cgs->v2 ? get_num(dir, "memory.peak", NULL)
-                               : get_num(dir, "memory.max_usage_in_bytes", NULL);
-    int64_t oom = cg->cgs->v2 ? get_num(dir, "memory.events", "oom_kill")
-                              : get_num(dir, "memory.oom_control", "oom_kill");
+    int64_t peak = kept_num(cg, F_MEM_PEAK, NULL);
+    int64_t oom = kept_num(cg, F_MEM_OOM, "oom_kill");
     *peak_kb = peak > cg->peak_base ? (peak - cg->peak_base) / 1024 : peak > 0 ? 0 : -1;
     *oom_kills = oom > cg->oom_base ? oom - cg->oom_base : oom < 0 ? -1 : 0;
 }
 
-int64_t kiln_cgroup_cpu_ms(const struct kiln_cgroup *cg)
+int64_t kiln_cgroup_cpu_ms(struct kiln_cgroup *cg)
 {
-    char dir[512];
     if (cg->cgs->v2) { /* cpu.stat's usage_usec: in every cgroup, no controller needed */
-        dir_of(cg, 0, dir, sizeof(dir));
-        int64_t us = get_num(dir, "cpu.stat", "usage_usec");
+        int64_t us = kept_num(cg, F_CPU, "usage_usec");
         return us < 0 ? -1 : us / 1000;
     }
     if (cg->cgs->root_cpu[0] == '\0')
         return -1;
-    dir_of(cg, 2, dir, sizeof(dir));
-    int64_t ns = get_num(dir, "cpuacct.usage", NULL);
+    int64_t ns = kept_num(cg, F_CPU, NULL);
     return ns < 0 ? -1 : ns / 1000000;
 }
 
-/* 1 when no process is in the cgroup directory `dir`. */
-static int unpopulated(const char *dir)
+/* 1 when no process is in its cgroup.procs file `f` */
+static int unpopulated(struct kiln_cgroup *cg, int f)
 {
-    char path[600], c;
-    snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, &c, 1);
-    close(fd);
-    return n == 0;
+    char c;
+    int fd = kept_fd(cg, f);
+    return fd >= 0 && pread(fd, &c, 1, 0) == 0;
 }
 
 /* The most an earlier sandbox may still have charged (pages the kernel
@@ -230,30 +288,27 @@ static int unpopulated(const char *dir)
 
 int kiln_cgroup_reset(struct kiln_cgroup *cg)
 {
-    char mem[512], pids[512];
     if (cg->cgs->v2 || cg->job) /* (a session's: one of a kind, not kept) */
         return -ENOTSUP;
-    dir_of(cg, 0, mem, sizeof(mem));
-    dir_of(cg, 1, pids, sizeof(pids));
-    if (!unpopulated(mem) || !unpopulated(pids) || get_num(pids, "pids.current", NULL) != 0)
+    if (!unpopulated(cg, F_MEM_PROCS) || !unpopulated(cg, F_PIDS_PROCS) || kept_num(cg, F_PIDS_CURRENT, NULL) != 0)
         return -EAGAIN; /* its last processes are still being reaped */
     /* what is still charged to it (page cache of files it read, which
      * the kernel reclaims first under pressure) is small, or it is not
      * used again: forcing it out (memory.force_empty) would evict cache
      * every sandbox shares */
-    int64_t usage = get_num(mem, "memory.usage_in_bytes", NULL);
+    int64_t usage = kept_num(cg, F_MEM_USAGE, NULL);
     if (usage < 0 || usage > RESET_MAX_CHARGE)
         return -EBUSY;
     /* the peak starts again from what is left (at most RESET_MAX_CHARGE),
      * which is subtracted from it, as the OOM kills so far are */
-    if (kiln_write_file_at(mem, "memory.max_usage_in_bytes", "0") < 0)
+    if (kept_write(cg, F_MEM_PEAK, "0") < 0)
         return -EIO;
-    kiln_write_file_at(mem, "memory.failcnt", "0");
+    kept_write(cg, F_MEM_FAILCNT, "0");
     /* cpuacct keeps counting: a job's CPU time is what it adds from its
      * start (kiln_cgroup_cpu_ms() read then and after), so nothing of an
      * earlier sandbox's is its own, and a reuse costs no more writes */
-    cg->peak_base = get_num(mem, "memory.max_usage_in_bytes", NULL);
-    cg->oom_base = get_num(mem, "memory.oom_control", "oom_kill");
+    cg->peak_base = kept_num(cg, F_MEM_PEAK, NULL);
+    cg->oom_base = kept_num(cg, F_MEM_OOM, "oom_kill");
     if (cg->peak_base < 0 || cg->oom_base < 0)
         return -EIO;
     return 0;
@@ -310,10 +365,11 @@ fail:
     return r;
 }
 
-int kiln_cgroup_remove(const struct kiln_cgroup *cg)
+int kiln_cgroup_remove(struct kiln_cgroup *cg)
 {
     char dir[512];
     int r = 0;
+    kiln_cgroup_close(cg);
     if (cg->job) { /* the job cgroup first: its parent is not empty before */
         char job[600];
         frz_dir(cg, dir, sizeof(dir));

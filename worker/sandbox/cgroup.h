@@ -30,6 +30,8 @@ struct kiln_cgroups {
  * the agent freezes and kills them there): see kiln_cgroup_add_job(). */
 enum { KILN_JOBCG_PROCS, KILN_JOBCG_FREEZE, KILN_JOBCG_EVENTS, KILN_JOBCG_KILL, KILN_JOBCG_FDS };
 
+/* How many of its control files a cgroup keeps open (cgroup.c) */
+#define KILN_CGROUP_KEPT 11
 struct kiln_cgroup {
     const struct kiln_cgroups *cgs;
     char name[64];
@@ -37,6 +39,13 @@ struct kiln_cgroup {
      * the stats below count from here */
     int64_t peak_base, oom_base;
     int job;                  /* it has a job cgroup (kiln_cgroup_add_job) */
+    /* the control files it reads and writes at every sandbox (limits,
+     * stats, reset), each opened once and kept while the cgroup lives, -1
+     * until first used: a cgroup serves many sandboxes, and opening a
+     * kernfs file costs more than reading it. The value is the owner:
+     * whoever holds the struct last removes it (kiln_cgroup_remove), and
+     * a copy that lets go calls kiln_cgroup_forget. */
+    int fd[KILN_CGROUP_KEPT];
 };
 
 /* Find the hierarchies and make kiln's parent cgroups. Returns 0, or a
@@ -63,14 +72,14 @@ int kiln_cgroup_open_procs(const struct kiln_cgroup *cg, int fds[KILN_CGROUP_FDS
  * when this host has no v2 hierarchy, or another -errno. */
 int kiln_cgroup_add_job(struct kiln_cgroup *cg, int *join, int fds[KILN_JOBCG_FDS]);
 /* Set its limits: memory in bytes, processes (0: leave as is). */
-int kiln_cgroup_limit(const struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids);
+int kiln_cgroup_limit(struct kiln_cgroup *cg, int64_t memory_bytes, int64_t pids);
 /* The kernel's accounting: peak memory (KiB) and OOM kills so far. */
-void kiln_cgroup_stats(const struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills);
+void kiln_cgroup_stats(struct kiln_cgroup *cg, int64_t *peak_kb, int64_t *oom_kills);
 /* The CPU time its processes have used (ms), every one counted however
  * it ended, since it was made (a reused one: by every sandbox it served;
  * take the difference over a job); -1 when this host does not account it
  * (v1 without cpuacct). */
-int64_t kiln_cgroup_cpu_ms(const struct kiln_cgroup *cg);
+int64_t kiln_cgroup_cpu_ms(struct kiln_cgroup *cg);
 /* Make it ready for another sandbox instead of removing it (a mkdir and
  * rmdir of every controller's directory saved): its processes all gone,
  * what they had charged reclaimed, its peak and OOM count starting again.
@@ -80,9 +89,15 @@ int64_t kiln_cgroup_cpu_ms(const struct kiln_cgroup *cg);
  * reset): remove it then. It blocks (memory
  * reclaim): never on the event loop. */
 int kiln_cgroup_reset(struct kiln_cgroup *cg);
-/* Remove it; its processes must be gone. Returns 0 or -errno (EBUSY while
- * the last of them are still being reaped). */
-int kiln_cgroup_remove(const struct kiln_cgroup *cg);
+/* Close its kept files and remove it; its processes must be gone.
+ * Returns 0 or -errno (EBUSY while the last of them are still being
+ * reaped). */
+int kiln_cgroup_remove(struct kiln_cgroup *cg);
+/* Let go of its kept files without closing them: another copy of the
+ * struct owns them now. */
+void kiln_cgroup_forget(struct kiln_cgroup *cg);
+/* Close its kept files (a spare dropped at the backend's end). */
+void kiln_cgroup_close(struct kiln_cgroup *cg);
 
 /* Remove sandbox cgroups in bulk ("sb-<pid>-<token>-<n>"). `ours`: every
  * one this worker made (at its exit: their processes are killed and

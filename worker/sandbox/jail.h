@@ -101,7 +101,7 @@ void kiln__jail_watch(struct kiln_jail_sandbox *sb, int pidfd);
 void kiln__jail_gone(struct kiln_jail_sandbox *sb);
 /* Remove a sandbox's cgroups on the thread pool (retrying while its last
  * processes are reaped); `cg` is copied. */
-void kiln__jail_bury(struct kiln_jail *j, const struct kiln_cgroup *cg);
+void kiln__jail_bury(struct kiln_jail *j, struct kiln_cgroup *cg);
 /* The backend is going: spares are removed, not kept (jail_destroy). */
 void kiln__jail_spares_close(struct kiln_jail *j);
 /* The kill op: SIGKILL through the pidfd; a fork not answered yet is

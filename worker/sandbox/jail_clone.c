@@ -210,8 +210,11 @@ struct burial {
 
 static void spares_unref(struct kiln_cgroup_spares *sp)
 {
-    if (sp != NULL && --sp->refs == 0)
+    if (sp != NULL && --sp->refs == 0) {
+        for (size_t i = 0; i < sp->n; i++)
+            kiln_cgroup_close(&sp->v[i]);
         free(sp);
+    }
 }
 
 static void bury_work(uv_work_t *req)
@@ -248,7 +251,7 @@ static void bury_done(uv_work_t *req, int status)
     free(b);
 }
 
-void kiln__jail_bury(struct kiln_jail *j, const struct kiln_cgroup *cg)
+void kiln__jail_bury(struct kiln_jail *j, struct kiln_cgroup *cg)
 {
     struct burial *b = calloc(1, sizeof(*b));
     if (b != NULL) {
@@ -259,8 +262,10 @@ void kiln__jail_bury(struct kiln_jail *j, const struct kiln_cgroup *cg)
         b->req.data = b;
         if (j->spares != NULL)
             j->spares->refs++;
-        if (uv_queue_work(j->pub.loop, &b->req, bury_work, bury_done) == 0)
+        if (uv_queue_work(j->pub.loop, &b->req, bury_work, bury_done) == 0) {
+            kiln_cgroup_forget(cg); /* the burial's now */
             return;
+        }
         spares_unref(j->spares);
         free(b);
     }
