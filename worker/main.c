@@ -170,7 +170,7 @@ static int set_log_level(const char *name)
 }
 
 /* Descriptors: the worker holds several per sandbox and per cgroup it
- * keeps for reuse (eleven control files each), past the usual soft limit
+ * keeps for reuse (nine control files each), past the usual soft limit
  * of 1024 on a busy worker. Up to the hard limit, as servers do; a job's
  * own limit is set apart (--open-files). */
 static void raise_open_files(void)

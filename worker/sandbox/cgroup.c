@@ -18,8 +18,8 @@
  * which hierarchy (0 memory, 1 pids, 2 cpuacct; all one under v2), their
  * v1 and v2 names (NULL: none there), and how they are opened. */
 enum {
-    F_MEM_LIMIT, F_MEMSW_LIMIT, F_MEM_PEAK, F_MEM_OOM, F_MEM_USAGE, F_MEM_FAILCNT, F_MEM_PROCS,
-    F_PIDS_MAX, F_PIDS_CURRENT, F_PIDS_PROCS, F_CPU, F_COUNT
+    F_MEM_LIMIT, F_MEMSW_LIMIT, F_MEM_PEAK, F_MEM_OOM, F_MEM_USAGE, F_MEM_FAILCNT, F_PIDS_MAX,
+    F_PIDS_CURRENT, F_CPU, F_COUNT
 };
 _Static_assert(F_COUNT == KILN_CGROUP_KEPT, "struct kiln_cgroup keeps every file");
 static const struct {
@@ -33,10 +33,8 @@ static const struct {
     [F_MEM_OOM] = {0, "memory.oom_control", "memory.events", O_RDONLY},
     [F_MEM_USAGE] = {0, "memory.usage_in_bytes", NULL, O_RDONLY},
     [F_MEM_FAILCNT] = {0, "memory.failcnt", NULL, O_WRONLY},
-    [F_MEM_PROCS] = {0, "cgroup.procs", "cgroup.procs", O_RDONLY},
     [F_PIDS_MAX] = {1, "pids.max", "pids.max", O_WRONLY},
     [F_PIDS_CURRENT] = {1, "pids.current", "pids.current", O_RDONLY},
-    [F_PIDS_PROCS] = {1, "cgroup.procs", NULL, O_RDONLY},
     [F_CPU] = {2, "cpuacct.usage", "cpu.stat", O_RDONLY},
 };
 
@@ -274,12 +272,21 @@ int64_t kiln_cgroup_cpu_ms(struct kiln_cgroup *cg)
     return ns < 0 ? -1 : ns / 1000000;
 }
 
-/* 1 when no process is in its cgroup.procs file `f` */
-static int unpopulated(struct kiln_cgroup *cg, int f)
+/* 1 when no process is in the cgroup of hierarchy `which`. Its
+ * cgroup.procs is opened afresh: under v1 an open file goes on reading
+ * the list of pids the kernel made at its first read (kept until a second
+ * after the last), so a kept one would show gone processes. */
+static int unpopulated(const struct kiln_cgroup *cg, int which)
 {
-    char c;
-    int fd = kept_fd(cg, f);
-    return fd >= 0 && pread(fd, &c, 1, 0) == 0;
+    char path[600], c;
+    dir_of(cg, which, path, sizeof(path) - 16);
+    strcat(path, "/cgroup.procs");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, &c, 1);
+    close(fd);
+    return n == 0;
 }
 
 /* The most an earlier sandbox may still have charged (pages the kernel
@@ -290,7 +297,7 @@ int kiln_cgroup_reset(struct kiln_cgroup *cg)
 {
     if (cg->cgs->v2 || cg->job) /* (a session's: one of a kind, not kept) */
         return -ENOTSUP;
-    if (!unpopulated(cg, F_MEM_PROCS) || !unpopulated(cg, F_PIDS_PROCS) || kept_num(cg, F_PIDS_CURRENT, NULL) != 0)
+    if (!unpopulated(cg, 0) || !unpopulated(cg, 1) || kept_num(cg, F_PIDS_CURRENT, NULL) != 0)
         return -EAGAIN; /* its last processes are still being reaped */
     /* what is still charged to it (page cache of files it read, which
      * the kernel reclaims first under pressure) is small, or it is not

@@ -31,7 +31,7 @@ struct kiln_cgroups {
 enum { KILN_JOBCG_PROCS, KILN_JOBCG_FREEZE, KILN_JOBCG_EVENTS, KILN_JOBCG_KILL, KILN_JOBCG_FDS };
 
 /* How many of its control files a cgroup keeps open (cgroup.c) */
-#define KILN_CGROUP_KEPT 11
+#define KILN_CGROUP_KEPT 9
 struct kiln_cgroup {
     const struct kiln_cgroups *cgs;
     char name[64];
@@ -40,11 +40,12 @@ struct kiln_cgroup {
     int64_t peak_base, oom_base;
     int job;                  /* it has a job cgroup (kiln_cgroup_add_job) */
     /* the control files it reads and writes at every sandbox (limits,
-     * stats, reset), each opened once and kept while the cgroup lives, -1
-     * until first used: a cgroup serves many sandboxes, and opening a
-     * kernfs file costs more than reading it. The value is the owner:
-     * whoever holds the struct last removes it (kiln_cgroup_remove), and
-     * a copy that lets go calls kiln_cgroup_forget. */
+     * stats, reset; not cgroup.procs: cgroup.c's unpopulated()), each
+     * opened once and kept while the cgroup lives, -1 until first used:
+     * a cgroup serves many sandboxes, and opening a kernfs file costs more
+     * than reading it. The value is the owner: whoever holds the struct
+     * last removes it (kiln_cgroup_remove), and a copy that lets go calls
+     * kiln_cgroup_forget. */
     int fd[KILN_CGROUP_KEPT];
 };
 
