@@ -16,6 +16,8 @@ PKGS="$PKGS procps iproute2 util-linux curl"
 PKGS="$PKGS clang libclang-rt-14-dev gnuplot-nox"
 # the evaluation benchmark's baseline: a sandbox per program with bubblewrap
 PKGS="$PKGS bubblewrap"
+# the CPU budget benchmark samples every CPU (tests/bench/bench_budget.py)
+PKGS="$PKGS linux-perf"
 # the runtime image (rootfs/build-image.sh): what goes in, and squashfs
 PKGS="$PKGS python3-minimal dash coreutils grep sed findutils mawk diffutils gzip tar"
 PKGS="$PKGS media-types tzdata ca-certificates squashfs-tools"
