@@ -164,6 +164,13 @@ def syscall_of(frames):
     return frames[0] if frames else "?"
 
 
+# the kernel's work for a network namespace, wherever it is done: made at
+# the sandbox's clone, torn down later by a kworker (issue 30's lever: no
+# namespace for a job without network)
+K_NETNS_MAKE = ("copy_net_ns", "setup_net")
+K_NETNS_END = ("cleanup_net", "ops_exit_list", "ops_undo_list", "inet_twsk_purge", "default_device_exit_batch")
+
+
 def budget(samples, pids, n, freq, detail=None):
     """CPU ms per job by phase; with detail, also the top system calls (or
     leaf functions) of each phase's samples, with their comm."""
@@ -175,22 +182,26 @@ def budget(samples, pids, n, freq, detail=None):
             count[ph] += 1
             if pid == pids["worker"]:
                 count["worker process"] += 1
+            if any(f in K_NETNS_MAKE for f in frames):
+                count["netns make"] += 1
+            elif any(f in K_NETNS_END for f in frames):
+                count["netns end"] += 1
             if detail is not None:
                 detail[ph][(comm, syscall_of(frames))] += 1
     out = {ph: count[ph] * ms / n for ph, _ in PHASES}
+    out["netns"] = (count["netns make"] + count["netns end"]) * ms / n
     return out, count["worker process"] * ms / n
 
 
-def send_burst(r, plugin, code, n):
-    """n jobs on the queue at once, as a throughput run sends them."""
-    reply = "budget." + uuid.uuid4().hex[:8]
-    pipe = r.pipeline()
-    for i in range(n):
-        pipe.xadd("kiln.jobs", {"job": msgpack.packb({"id": "%s-%d" % (reply, i), "plugin": plugin, "code": code,
+def add_job(r, reply, i, plugin, code):
+    return r.xadd("kiln.jobs", {"job": msgpack.packb({"id": "%s-%d" % (reply, i), "plugin": plugin, "code": code,
                                                       "reply_to": reply})})
-    pipe.execute()
-    done, last = 0, "0"
-    while done < n:
+
+
+def wait_exits(r, reply, n, last):
+    """Waits for n exit frames on `reply` after entry `last`, each "ok";
+    returns the last entry read."""
+    while n > 0:
         got = r.xread({reply: last}, block=10000, count=1000)
         if not got:
             raise SystemExit("no frame in 10 s")
@@ -201,31 +212,27 @@ def send_burst(r, plugin, code, n):
                 if fr["kind"] == "exit":
                     if fr["status"] != "ok":
                         raise SystemExit("a job ended %r" % fr)
-                    done += 1
+                    n -= 1
+    return last
+
+
+def send_burst(r, plugin, code, n):
+    """n jobs on the queue at once, as a throughput run sends them."""
+    reply = "budget." + uuid.uuid4().hex[:8]
+    pipe = r.pipeline()
+    for i in range(n):
+        add_job(pipe, reply, i, plugin, code)
+    pipe.execute()
+    wait_exits(r, reply, n, "0")
     r.delete(reply)
 
 
 def send_one_at_a_time(r, plugin, code, n):
-    reply = "budget." + uuid.uuid4().hex[:8]
+    """n jobs, each sent when the one before has ended."""
+    reply, last = "budget." + uuid.uuid4().hex[:8], "0"
     for i in range(n):
-        r.xadd("kiln.jobs", {"job": msgpack.packb({"id": "%s-%d" % (reply, i), "plugin": plugin, "code": code,
-                                                    "reply_to": reply})})
-        last = "0" if i == 0 else last
-        while True:
-            got = r.xread({reply: last}, block=10000, count=100)
-            if not got:
-                raise SystemExit("no frame in 10 s")
-            done = False
-            for _, entries in got:
-                for eid, f in entries:
-                    last = eid
-                    fr = msgpack.unpackb(f[b"frame"])
-                    if fr["kind"] == "exit":
-                        if fr["status"] != "ok":
-                            raise SystemExit("a job ended %r" % fr)
-                        done = True
-            if done:
-                break
+        add_job(r, reply, i, plugin, code)
+        last = wait_exits(r, reply, 1, last)
     r.delete(reply)
 
 
@@ -311,10 +318,12 @@ def main():
     print("%-46s" % "phase" + "".join("%13s" % c for c in names))
     for ph, label in PHASES:
         print("%-46s" % label + "".join("%13.2f" % cols[c][ph] for c in names))
-    total = {c: sum(cols[c].values()) for c in names}
+    total = {c: sum(cols[c][ph] for ph, _ in PHASES) for c in names}
     print("%-46s" % "total" + "".join("%13.2f" % total[c] for c in names))
     print("%-46s" % "of which the kiln-worker process" + "".join("%13.2f" % worker_ms[c] if c in worker_ms else
                                                                   "%13s" % "" for c in names))
+    print("%-46s" % "of which network namespaces (make, tear down)" + "".join("%13.2f" % cols[c]["netns"]
+                                                                               for c in names))
 
     # what the totals allow: every CPU busy, nothing else running
     ncpu = os.cpu_count() or 1
