@@ -18,6 +18,7 @@ Needs perf (Debian's linux-perf) and root (system-wide sampling).
 """
 import argparse
 import collections
+import json
 import os
 import re
 import shutil
@@ -37,10 +38,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import msgpack  # noqa: E402
 from kilntest import Redis, Worker, read_env  # noqa: E402
+from bench_eval import BWRAP  # noqa: E402
 
 PY = "/usr/bin/python3"
 # issue 30's targets, as bench_eval.py prints them
-TARGET_TRUE_JOBS_S, TARGET_WORKER_MS, TARGET_FORK = 300, 0.5, 0.8
+TARGET_TRUE_JOBS_S, TARGET_WORKER_MS, TARGET_FORK, TARGET_BWRAP = 300, 0.5, 0.8, 3.0
 
 # The phases, in a job's order. A sample's phase: the first rule below
 # that its process and stack match.
@@ -253,9 +255,10 @@ for _ in range(n):
     os.waitpid(pid, 0)
 """
 SPAWN_ONE_AT_A_TIME = r"""
-import os, sys
+import json, os, sys
+argv = json.loads(sys.argv[2])
 for _ in range(int(sys.argv[1])):
-    os.waitpid(os.posix_spawn("/bin/sh", ["sh", "-c", sys.argv[2]], os.environ), 0)
+    os.waitpid(os.posix_spawn(argv[0], argv, os.environ), 0)
 """
 
 
@@ -294,19 +297,26 @@ def main():
                 col = "%s %s" % (plugin, mode)
                 cols[col], worker_ms[col] = budget(perf_script(data), pids, a.n, a.freq, detail)
                 details[col] = detail
-        # the baselines: their harness is the client, the children the program
-        for name, harness, code, prog in (("spawn sh 1x", SPAWN_ONE_AT_A_TIME, "true", ("sh", "true")),
-                                          ("fork py 1x", FORK_ONE_AT_A_TIME, "pass", ("python3",))):
+        # the baselines: their harness is the client, the children the
+        # program (bubblewrap's own process: its sandbox's creation)
+        baselines = [("spawn sh 1x", SPAWN_ONE_AT_A_TIME, json.dumps(["/bin/sh", "-c", "true"])),
+                     ("python-c 1x", SPAWN_ONE_AT_A_TIME, json.dumps([PY, "-c", "pass"])),
+                     ("fork py 1x", FORK_ONE_AT_A_TIME, "pass")]
+        if shutil.which("bwrap"):
+            baselines.append(("bwrap py 1x", SPAWN_ONE_AT_A_TIME,
+                              json.dumps([shutil.which("bwrap")] + BWRAP[1:] + [PY, "-c", "pass"])))
+        for name, harness, arg in baselines:
             data = os.path.join(tmp, "base.data")
             holder = {}
 
             def run():
-                p = subprocess.Popen([PY, "-c", harness, str(a.n), code])
+                p = subprocess.Popen([PY, "-c", harness, str(a.n), arg])
                 holder["pid"] = p.pid
                 p.wait()
             record(a.freq, data, run)
             pids = {"client": holder["pid"], "redis": -1, "worker": -1,
-                    "program": lambda comm, prog=prog: "run" if comm.startswith(prog) else "other"}
+                    "program": lambda comm: ("run" if comm.startswith(("sh", "true", "python3")) else
+                                             "create" if comm.startswith("bwrap") else "other")}
             cols[name], _ = budget(perf_script(data), pids, a.n, a.freq)
     finally:
         if w is not None:
@@ -352,6 +362,17 @@ def main():
           "programs): %s"
           % (TARGET_FORK, ratio, total["python burst"], total["fork py 1x"], py["run"], cols["fork py 1x"]["run"],
              sum(py[p] for p in sandbox), "met" if ratio >= TARGET_FORK else "MISSED"))
+    if "bwrap py 1x" in total:
+        ratio = total["bwrap py 1x"] / total["python burst"]
+        print("  >= %.1fx bubblewrap per program: the CPU of an empty program allows %.2fx (%.1f ms beside %.1f, "
+              "whose sandbox costs %.1f): %s"
+              % (TARGET_BWRAP, ratio, total["python burst"], total["bwrap py 1x"],
+                 total["bwrap py 1x"] - total["python-c 1x"], "met" if ratio >= TARGET_BWRAP else "MISSED"))
+    ratio = total["python 1x"] / total["python-c 1x"]
+    print("  a warm python job in <= 0.5x a bare `python3 -c`'s time (bench_latency.py): its CPU is %.2fx a bare "
+          "spawn's (%.1f ms beside %.1f), the program's run alone %.1f: %s"
+          % (ratio, total["python 1x"], total["python-c 1x"], cols["python 1x"]["run"],
+             "within reach" if ratio <= 0.5 else "MISSED"))
     for c, detail in details.items() if a.top else ():
         print("\n%s: the costliest system calls (or leaf functions) of each phase, ms per job" % c)
         for ph, label in PHASES:
