@@ -141,7 +141,6 @@ libs_of() {
 if [ -f "$cache/inputs" ] && [ "$(cat "$cache/inputs")" = "$base_inputs" ] && [ -d "$cache/tree" ]; then
     echo "build-image: base tree up to date ($cache)"
 else
-build_base() {
 tree="$cache/tree.new"
 rm -rf "$tree" "$cache/tree" "$cache/inputs"
 mkdir -p "$tree"
@@ -255,8 +254,6 @@ toolchain_of() {
 chmod -R go-w "$tree"
 mv "$tree" "$cache/tree"
 echo "$base_inputs" > "$cache/inputs"
-}
-build_base
 fi
 
 # ---- kiln-agent, and the libraries only it loads (a sanitizer's) ---------
@@ -268,7 +265,7 @@ install -m 0755 "$agent" "$tree/usr/sbin/kiln-agent"
 echo "$agent" | libs_of | while read -r lib; do
     copy_chain "$lib"
 done
-chmod go-w "$tree/usr/sbin/kiln-agent"
+chmod -R go-w "$tree" # modes only: the base's files are so already
 
 # ---- finish: digest, squashfs ------------------------------------------
 mv "$tree" "$out/tree"
