@@ -63,14 +63,14 @@ PHASES = [
 ]
 
 # kernel functions that say what a stack is doing (any frame)
-K_EXIT = ("do_exit", "do_group_exit", "release_task", "exit_mmap", "free_nsproxy", "put_mnt_ns",
-          "__x64_sys_wait4", "do_wait", "cgroup_rmdir", "__x64_sys_exit_group", "kernel_wait4")
-K_CREATE = ("copy_process", "unshare_nsproxy_namespaces", "__x64_sys_unshare", "__x64_sys_setns",
+K_EXIT = frozenset(("do_exit", "do_group_exit", "release_task", "exit_mmap", "free_nsproxy", "put_mnt_ns",
+          "__x64_sys_wait4", "do_wait", "cgroup_rmdir", "__x64_sys_exit_group", "kernel_wait4"))
+K_CREATE = frozenset(("copy_process", "unshare_nsproxy_namespaces", "__x64_sys_unshare", "__x64_sys_setns",
             "__x64_sys_mount", "__x64_sys_pivot_root", "__x64_sys_open_tree", "__x64_sys_move_mount",
             "__x64_sys_mount_setattr", "__x64_sys_fsmount", "cgroup_attach_task", "cgroup_mkdir",
             "__cgroup_procs_write", "__x64_sys_landlock_restrict_self", "__x64_sys_seccomp",
-            "__x64_sys_prctl", "__x64_sys_setrlimit", "__x64_sys_prlimit64")
-K_EXEC = ("__x64_sys_execve", "__x64_sys_execveat", "bprm_execve", "load_elf_binary")
+            "__x64_sys_prctl", "__x64_sys_setrlimit", "__x64_sys_prlimit64"))
+K_EXEC = frozenset(("__x64_sys_execve", "__x64_sys_execveat", "bprm_execve", "load_elf_binary"))
 # the worker's own functions (kiln is built with frame pointers), tried
 # on a stack's frames from the leaf outwards: the first that names a phase
 W_PHASES = [
@@ -112,7 +112,7 @@ def perf_script(data):
 def phase_of(comm, pid, frames, pids):
     if comm == "swapper" or pid == 0:
         return None
-    if comm.startswith("perf") or pid == pids.get("perf"):
+    if comm.startswith("perf"):
         return None
     if pid == pids["client"]:
         return "client"
@@ -127,14 +127,14 @@ def phase_of(comm, pid, frames, pids):
                 for ph, rx in W_PHASES:
                     if rx.search(f):
                         return ph
-        if fs & set(K_CREATE):
+        if fs & K_CREATE:
             return "create"
         return "worker"
-    if fs & set(K_EXEC):
+    if fs & K_EXEC:
         return "exec"  # with the address space it replaces
-    if fs & set(K_EXIT):
+    if fs & K_EXIT:
         return "exit"
-    if fs & set(K_CREATE):
+    if fs & K_CREATE:
         return "create"
     if comm.startswith("kiln-agent") or comm == "kiln-zygote":
         return "agent"
@@ -144,7 +144,7 @@ def phase_of(comm, pid, frames, pids):
 def record(freq, data, fn):
     """Runs fn() while perf samples the whole machine; returns fn's value."""
     p = subprocess.Popen(["perf", "record", "-a", "-g", "-F", str(freq), "-o", data, "--quiet"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                         stdout=subprocess.DEVNULL)  # its errors, if any, on our stderr
     time.sleep(1.0)  # perf is sampling
     try:
         return fn()
@@ -169,8 +169,8 @@ def syscall_of(frames):
 # the kernel's work for a network namespace, wherever it is done: made at
 # the sandbox's clone, torn down later by a kworker (issue 30's lever: no
 # namespace for a job without network)
-K_NETNS_MAKE = ("copy_net_ns", "setup_net")
-K_NETNS_END = ("cleanup_net", "ops_exit_list", "ops_undo_list", "inet_twsk_purge", "default_device_exit_batch")
+K_NETNS = frozenset(("copy_net_ns", "setup_net",
+                     "cleanup_net", "ops_exit_list", "ops_undo_list", "inet_twsk_purge", "default_device_exit_batch"))
 
 
 def budget(samples, pids, n, freq, detail=None):
@@ -184,14 +184,12 @@ def budget(samples, pids, n, freq, detail=None):
             count[ph] += 1
             if pid == pids["worker"]:
                 count["worker process"] += 1
-            if any(f in K_NETNS_MAKE for f in frames):
-                count["netns make"] += 1
-            elif any(f in K_NETNS_END for f in frames):
-                count["netns end"] += 1
+            if not K_NETNS.isdisjoint(frames):
+                count["netns"] += 1
             if detail is not None:
                 detail[ph][(comm, syscall_of(frames))] += 1
     out = {ph: count[ph] * ms / n for ph, _ in PHASES}
-    out["netns"] = (count["netns make"] + count["netns end"]) * ms / n
+    out["netns"] = count["netns"] * ms / n
     return out, count["worker process"] * ms / n
 
 

@@ -34,6 +34,7 @@ output directory.
   tests/bench/bench_eval.py [--build DIR] [--out DIR] [--rounds 3] [--concurrency N]
 """
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -107,7 +108,7 @@ def run_isolate_style(srcs, conc, tmp):
     box directory, a cgroup per controller made and limited (256 MiB, 64
     processes), joined by the box's first process, which then runs the
     program under bubblewrap, and everything removed after."""
-    seq = iter(range(1 << 30))
+    seq = itertools.count()
 
     def one(src):
         n = next(seq)
