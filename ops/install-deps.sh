@@ -32,6 +32,11 @@ PKGS="$PKGS rustc-web"                                             # rust (curre
 PKGS="$PKGS mono-mcs mono-runtime libmono-system-numerics4.0-cil"  # csharp
 PKGS="$PKGS php8.2-cli ruby3.1 ruby-test-unit lua5.4 lua-unit"    # php, ruby, lua
 PKGS="$PKGS perl libtest-deep-perl r-base-core bash"               # perl, r, bash
+# ... and what the other runtime images hold beyond it (rootfs/images/*.conf:
+# python-data's numpy, pandas, scipy, matplotlib, ...)
+for spec in "$(dirname "$0")"/../rootfs/images/*.conf; do
+    PKGS="$PKGS $(IMAGE_PACKAGES=""; . "$spec"; echo $IMAGE_PACKAGES)"
+done
 # microVMs (rootfs/build-vm.sh, --backend qemu): the VMM, the guest kernel,
 # and cpio for the initramfs
 PKGS="$PKGS qemu-system-x86 linux-image-amd64 cpio"

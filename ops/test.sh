@@ -14,9 +14,9 @@ run() { # dir, cmake options...
     (cd "$dir" && ctest --output-on-failure --timeout 600)
 }
 
-# both passes' images share one base tree (rootfs/build-image.sh): the
+# both passes' images share their base trees (rootfs/build-image.sh): the
 # sanitizer pass adds its own agent to the plain pass's packages
-KILN_IMAGE_CACHE=${KILN_IMAGE_CACHE:-$(pwd)/build/rootfs/base}
+KILN_IMAGE_CACHE=${KILN_IMAGE_CACHE:-$(pwd)/build/image-cache}
 export KILN_IMAGE_CACHE
 echo "== build and test"
 run build -DKILN_WERROR=ON

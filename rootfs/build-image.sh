@@ -2,7 +2,12 @@
 # Build kiln's runtime image: one tree that sandboxes use as their root.
 #
 #   rootfs/build-image.sh OUTDIR KILN_AGENT KILN_WORKER
+#   KILN_IMAGE=python-data rootfs/build-image.sh ...      (another image)
 #   KILN_IMAGE_LANGS="java go" rootfs/build-image.sh ...   (a smaller image)
+#
+# KILN_IMAGE names the image's spec, rootfs/images/NAME.conf (default:
+# default): what it holds beyond the base (its languages, Debian packages
+# and the packages they need, directories, files of its own).
 #
 # OUTDIR/tree             the root, as a directory tree
 # OUTDIR/runtime.squashfs the same tree, read-only: the jail's default root
@@ -26,8 +31,8 @@
 # rebuilt when the inputs (this script, the package versions, deno's
 # version, the agent, the languages) are what they were.
 #
-# Everything but the agent is the base tree, kept in KILN_IMAGE_CACHE
-# (default OUTDIR/base) under the hash of its own inputs: a new agent (a
+# Everything but the agent is the base tree, kept in KILN_IMAGE_CACHE/IMAGE
+# (default OUTDIR/base/IMAGE) under the hash of its own inputs: a new agent (a
 # rebuild, or the sanitizer build of the test command) costs a hard-linked
 # copy of the base, the agent and the libraries only it loads, the digest
 # and the squashfs, not the packages again.
@@ -71,7 +76,21 @@ lang_dirs() {
     *) ;;
     esac
 }
-LANGS=${KILN_IMAGE_LANGS-$ALL_LANGS}
+here=$(cd "$(dirname "$0")" && pwd)
+IMAGE=${KILN_IMAGE:-default}
+case $IMAGE in
+[a-z0-9]*) case $IMAGE in *[!a-z0-9._-]*) IMAGE="" ;; esac ;;
+*) IMAGE="" ;;
+esac
+spec="$here/images/${IMAGE:-?}.conf"
+if [ -z "$IMAGE" ] || [ ! -f "$spec" ]; then
+    echo "build-image: no image spec for '${KILN_IMAGE:-default}' (images: $(cd "$here/images" && ls *.conf | sed 's/\.conf$//' | tr '\n' ' '))" >&2
+    exit 1
+fi
+IMAGE_DESCRIPTION="" IMAGE_LANGS=all IMAGE_PACKAGES="" IMAGE_DIRS=""
+image_files() { :; }
+. "$spec"
+LANGS=${KILN_IMAGE_LANGS-$IMAGE_LANGS}
 [ "$LANGS" = all ] && LANGS=$ALL_LANGS
 for l in $LANGS; do
     lp=$(lang_packages "$l") || exit 1
@@ -81,10 +100,16 @@ done
 case " $LANGS " in *" typescript "*) case " $LANGS " in *" javascript "*) ;; *)
     PACKAGES="$PACKAGES $(lang_packages javascript)" ;; esac ;; esac
 
+# the spec's packages, and the python modules, their data and the fonts
+# those need (shared libraries come with the binaries that load them)
+if [ -n "$IMAGE_PACKAGES" ]; then
+    extra=$(/usr/bin/python3 "$here/package-closure.py" $IMAGE_PACKAGES) || exit 1
+    PACKAGES="$PACKAGES $(echo "$extra" | tr '\n' ' ')"
+fi
+
 out=${1:?usage: build-image.sh OUTDIR KILN_AGENT KILN_WORKER}
 agent=${2:?kiln-agent binary}
 worker=${3:?kiln-worker binary}
-here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -93,13 +118,13 @@ versions=$(dpkg-query -W -f='${Package}=${Version}\n' $PACKAGES 2>/dev/null || t
 for p in $PACKAGES; do
     echo "$versions" | grep -q "^$p=." || { echo "build-image: package $p is not installed (ops/install-deps.sh)" >&2; exit 1; }
 done
-base_inputs=$( { cat "$0"; echo "$versions"; echo "deno=$DENO_VERSION $DENO_INTEGRITY"; echo "langs=$LANGS"; } | sha256sum | cut -d' ' -f1)
+base_inputs=$( { cat "$0" "$here/package-closure.py" "$spec"; echo "image=$IMAGE"; echo "$versions"; echo "deno=$DENO_VERSION $DENO_INTEGRITY"; echo "langs=$LANGS"; } | sha256sum | cut -d' ' -f1)
 inputs=$( { echo "$base_inputs"; sha256sum < "$agent"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$out/inputs" ] && [ "$(cat "$out/inputs")" = "$inputs" ] && [ -f "$out/digest" ] && [ -d "$out/tree" ]; then
     echo "build-image: up to date ($out)"
     exit 0
 fi
-cache=${KILN_IMAGE_CACHE:-$out/base}
+cache=${KILN_IMAGE_CACHE:-$out/base}/$IMAGE
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 rm -rf "$out/tree.new" "$out/tree" "$out/runtime.squashfs" "$out/digest" "$out/inputs" "$out/languages"
@@ -172,10 +197,8 @@ for f in /usr/bin/* /usr/sbin/*; do
     real=$(readlink -f "$f")
     [ -e "$tree$real" ] && cp -a "$f" "$tree$f"
 done
-for l in $LANGS; do
-    for d in $(lang_dirs "$l"); do
-        [ -d "$d" ] && mkdir -p "$tree$(dirname "$d")" && cp -a "$d" "$tree$(dirname "$d")/"
-    done
+for d in $(for l in $LANGS; do lang_dirs "$l"; done) $IMAGE_DIRS; do
+    [ -d "$d" ] && mkdir -p "$tree$(dirname "$d")" && cp -a "$d" "$tree$(dirname "$d")/"
 done
 ln -sf dash "$tree/usr/bin/sh"
 
@@ -226,8 +249,9 @@ printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$tree/etc/nsswitch.c
 : > "$tree/etc/resolv.conf"
 ln -sf /usr/share/zoneinfo/Etc/UTC "$tree/etc/localtime"
 [ -f /etc/ssl/certs/ca-certificates.crt ] && copy /etc/ssl/certs/ca-certificates.crt
-printf 'kiln runtime image: deno %s, %s\n' "$DENO_VERSION" "$(echo "$versions" | grep '^python3.11=')" \
-    > "$tree/etc/kiln-image"
+printf 'kiln runtime image %s (%s): deno %s, %s\n' "$IMAGE" "$IMAGE_DESCRIPTION" "$DENO_VERSION" \
+    "$(echo "$versions" | grep '^python3.11=')" > "$tree/etc/kiln-image"
+image_files # the spec's own files
 # each plugin's toolchain and its version, as the worker reports them
 # (kiln-worker --list-plugins, kiln_plugin_info in /metrics)
 toolchain_of() {
@@ -281,8 +305,9 @@ fi
 # in the sandbox's /proc/self/mountinfo; the tree is there for who asks
 root="$out/tree"
 [ -f "$out/runtime.squashfs" ] && root="$out/runtime.squashfs"
-printf 'KILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\nKILN_ROOTFS_TREE=%s\n' "$root" "$digest" "$out/tree" > "$out/kiln.env"
+printf 'KILN_IMAGE=%s\nKILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\nKILN_ROOTFS_TREE=%s\n' "$IMAGE" "$root" "$digest" \
+    "$out/tree" > "$out/kiln.env"
 [ -f "$out/runtime.squashfs" ] && printf 'KILN_VM_IMAGE=%s\n' "$out/runtime.squashfs" >> "$out/kiln.env"
 echo "$inputs" > "$out/inputs"
 cut -d' ' -f1 "$out/tree/etc/kiln-toolchains" > "$out/languages"
-echo "build-image: $out/tree ($(du -sh "$out/tree" | cut -f1)), digest $digest"
+echo "build-image: image $IMAGE in $out/tree ($(du -sh "$out/tree" | cut -f1)), digest $digest"
