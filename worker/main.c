@@ -13,6 +13,7 @@
 #include "sandbox/backend.h"
 #include "core/session.h"
 #include "core/config.h"
+#include "core/image.h"
 #include "base/log.h"
 #include "core/metrics.h"
 #include "core/plugin_load.h"
@@ -37,7 +38,6 @@
  */
 static struct {
     struct kiln_worker *w;
-    struct kiln_pool *pool;
     uv_timer_t deadline, check;
     uint64_t started;
     int failed;      /* the source failed: exit 70 once the jobs are stopped */
@@ -52,11 +52,9 @@ static void gauges(void *arg, FILE *out)
                  "kiln_slots_total %lld\n", (long long)w->cfg->slots);
     fprintf(out, "# HELP kiln_draining 1 while the worker drains.\n# TYPE kiln_draining gauge\n"
                  "kiln_draining %d\n", w->draining);
-    kiln_pool_gauges(w->pool, out);
+    kiln_image_gauges(w->images, w->nimages, out);
     kiln_session_gauges(w, out);
     kiln_expose_gauges(w->expose, out);
-    if (w->backend != NULL && w->backend->ops->gauges != NULL)
-        w->backend->ops->gauges(w->backend, out);
     if (w->src->ops->gauges != NULL)
         w->src->ops->gauges(w->src, out);
 }
@@ -70,7 +68,7 @@ static int ready(void *arg, char *why, size_t len)
     }
     if (!w->src->ops->ready(w->src, why, len))
         return 0;
-    if (!kiln_pool_warmed(w->pool)) {
+    if (!kiln_pool_warmed(w->images[0].pool)) {
         snprintf(why, len, "warm pools still filling");
         return 0;
     }
@@ -109,7 +107,7 @@ static void drain_start(struct kiln_worker *w, uint64_t deadline_ms)
 {
     w->draining = 1;
     w->src->ops->stop(w->src);
-    kiln_pool_stop(drain.pool);
+    kiln_image_stop_pools(w->images, w->nimages);
     kiln__session_drain(w); /* idle sessions end now, busy ones after their job */
     drain.w = w;
     drain.started = uv_now(w->loop);
@@ -194,12 +192,13 @@ int main(int argc, char **argv)
     static struct kiln_keys keys;
     static struct kiln_secrets secrets;
     struct kiln_tls *tls = NULL;
-    struct kiln_backend *backend = NULL;
+    /* the runtime images: [0] --rootfs, then each --image (static: what
+     * they hold stays reachable to the end, for the leak checker too) */
+    static struct kiln_image images[1 + KILN_MAX_IMAGES];
+    size_t nimages = 0;
     struct kiln_source *src = NULL;
     uv_signal_t sigint, sigterm;
     char err[512] = "";
-    char image_dir[600] = "";      /* --rootfs as a squashfs: where it is mounted */
-    char *image_file = NULL;
     int r, rc = 1;
 
     if (argc == 3 && strcmp(argv[1], "--rootfs-digest-of") == 0) {
@@ -240,30 +239,29 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    struct stat image_st;
-    if (cfg.sb.rootfs != NULL && stat(cfg.sb.rootfs, &image_st) == 0 && S_ISREG(image_st.st_mode)) {
-        /* a squashfs image: mounted for the worker's life, then the tree */
-        snprintf(image_dir, sizeof(image_dir), "%s/image-%d", cfg.sb.state_dir, (int)getpid());
-        if (kiln_mkdirs(cfg.sb.state_dir) < 0 || kiln_rootfs_mount(cfg.sb.rootfs, image_dir, err, sizeof(err)) < 0) {
-            kiln_error("rootfs: %s", err[0] ? err : "cannot create --state-dir");
+    /* every image mounted (a squashfs) and verified before any job */
+    for (size_t i = 0; cfg.images != NULL && cfg.images[i] != NULL; i++) {
+        if (i >= KILN_MAX_IMAGES) {
+            kiln_error("at most %d --image", KILN_MAX_IMAGES);
             goto out;
         }
-        kiln_info("rootfs image %s mounted on %s", cfg.sb.rootfs, image_dir);
-        image_file = cfg.sb.rootfs;
-        cfg.sb.rootfs = image_dir;
     }
-    if (cfg.sb.rootfs != NULL) {
-        char hex[KILN_DIGEST_HEX];
-        if (kiln_rootfs_digest(cfg.sb.rootfs, hex, err, sizeof(err)) < 0) {
-            kiln_error("rootfs: %s", err);
+    if (kiln_image_init(&images[nimages++], &cfg, 0, "default", cfg.sb.rootfs, cfg.rootfs_digest, cfg.preload,
+                        &plugins, err, sizeof(err)) < 0) {
+        kiln_error("rootfs: %s", err);
+        goto out;
+    }
+    for (size_t i = 0; cfg.images != NULL && cfg.images[i] != NULL; i++) {
+        char name[64];
+        const char *eq = strchr(cfg.images[i], '=');
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - cfg.images[i]), cfg.images[i]);
+        const char *preload = kiln_config_image_value(cfg.image_preloads, name);
+        if (kiln_image_init(&images[nimages++], &cfg, i + 1, name, eq + 1,
+                            kiln_config_image_value(cfg.image_digests, name), preload ? preload : cfg.preload,
+                            &plugins, err, sizeof(err)) < 0) {
+            kiln_error("%s", err);
             goto out;
         }
-        if (strcmp(hex, cfg.rootfs_digest) != 0) {
-            kiln_error("rootfs %s has digest %s, not the expected %s: refusing to run it",
-                       cfg.sb.rootfs, hex, cfg.rootfs_digest);
-            goto out;
-        }
-        kiln_info("rootfs %s verified (%.16s...)", cfg.sb.rootfs, hex);
     }
     if (cfg.keys_file != NULL) {
         if (kiln_keys_load(&keys, cfg.keys_file, err, sizeof(err)) < 0) {
@@ -289,21 +287,15 @@ int main(int argc, char **argv)
         kiln_warn("--egress-ca is used only with --secrets-file (HTTPS the proxy ends itself)");
     }
     uv_loop_t *loop = uv_default_loop();
-    if (kiln_backend_open(loop, &cfg.sb, &backend, err, sizeof(err)) < 0) {
-        kiln_error("backend: %s", err);
+    /* the default image's sandboxes and pools now; the others' at their
+     * first job */
+    if (kiln_image_open(&images[0], loop, &cfg, err, sizeof(err)) < 0)
         goto out;
-    }
-    if (strcmp(backend->ops->name, "jail") == 0) /* a VM's image is its own */
-        kiln_plugins_check_programs(&plugins, cfg.sb.rootfs);
-    kiln_plugins_read_toolchains(&plugins, cfg.sb.rootfs);
+    struct kiln_backend *backend = images[0].backend;
     w.loop = loop;
     w.cfg = &cfg;
-    w.backend = backend;
-    w.plugins = &plugins;
-    if (kiln_pool_new(loop, &cfg, backend, &plugins, &w.pool) < 0) {
-        kiln_error("out of memory");
-        goto out;
-    }
+    w.images = images;
+    w.nimages = nimages;
     r = strcmp(cfg.q.queue, "kafka") == 0
         ? kiln_source_kafka_new(loop, &cfg.q, kiln_worker_on_delivery, &w, &src, err, sizeof(err))
         : kiln_source_redis_new(loop, &cfg.q, kiln_worker_on_delivery, &w, &src, err, sizeof(err));
@@ -315,9 +307,10 @@ int main(int argc, char **argv)
     src->on_cancel = kiln_worker_on_cancel;
     src->on_fatal = on_source_failed;
     src->on_count = on_source_count;
-    for (size_t i = 0; i < plugins.n; i++) {
-        kiln_metrics_declare_plugin(plugins.v[i].p->name);
-        kiln_metrics_plugin_info(plugins.v[i].p->name, plugins.v[i].toolchain, plugins.v[i].unavailable == NULL);
+    for (size_t i = 0; i < images[0].plugins.n; i++) { /* as the default image runs them */
+        const struct kiln_loaded *l = &images[0].plugins.v[i];
+        kiln_metrics_declare_plugin(l->p->name);
+        kiln_metrics_plugin_info(l->p->name, l->toolchain, l->unavailable == NULL);
     }
     kiln_metrics_declare_source(cfg.q.queue);
     for (size_t i = 0; kiln_session_ending(i) != NULL; i++) /* why sessions end */
@@ -353,7 +346,6 @@ int main(int argc, char **argv)
     if (src->ops->start(src) < 0)
         goto out;
     src->ops->credit(src, (unsigned)cfg.slots);
-    drain.pool = w.pool;
     kiln_worker_watch(&w);
     uv_run(loop, UV_RUN_DEFAULT);
     kiln_expose_stop(w.expose); /* (every session has ended: no route is left) */
@@ -362,13 +354,9 @@ int main(int argc, char **argv)
     src = NULL;
     rc = drain.failed ? 70 : 0;
 out:
+    for (size_t i = 0; i < nimages; i++)
+        kiln_image_close(&images[i]);
     kiln_plugins_unload(&plugins);
-    if (backend != NULL)
-        backend->ops->destroy(backend);
-    if (image_file != NULL) {
-        kiln_rootfs_unmount(image_dir);
-        cfg.sb.rootfs = image_file;
-    }
     kiln_secrets_clear(&secrets);
     kiln_tls_free(tls); /* after the backend: the proxies borrow it */
     kiln_config_free(&cfg);

@@ -21,9 +21,11 @@
  * Each job is a fresh fork: what one job changes in a module no other job
  * sees. A module of the job's own that shadows a preloaded one in a cold
  * run (/work/random.py, a /work/json/ package) does so here too: then
- * nothing preloaded is kept for that job. A module that imports ctypes is
- * not preloaded (a run whose end is checked refuses ctypes; preloaded, it
- * would be there when a cold run's import fails).
+ * nothing preloaded is kept for that job. A run whose end is checked
+ * refuses ctypes and numpy (below); when the template preloaded either (an
+ * operator's --image-preload python-data=numpy,pandas), such a run does not
+ * go on in the fork but execs its cold command there, so it has nothing
+ * the template loaded.
  *
  * Warm start: the interpreter is started with the same flags ahead of the
  * job and waits on stdin for the job's argv and environment (see
@@ -66,32 +68,30 @@ static const char *const c_flags[] = {PYTHON, "-I", "-u", "-B"};
  * the script's directory on the path), and the
  * hook refuses it what could read the token from memory or skip code:
  * ctypes, the gc's object lists, other threads' frames, trace and profile
- * functions, /proc's mem files; the process is made non-dumpable, so
- * /proc/<pid>/mem is root's, for a child as for itself. */
+ * functions, /proc's mem files, and numpy (an image may have it: an
+ * array's __array_interface__ reads and writes memory at any address it
+ * names, no audit event said; refused as its import starts, by any name
+ * its core extension is loaded under); the process is made non-dumpable,
+ * so /proc/<pid>/mem is root's, for a child as for itself. */
 static const char bootstrap[] =
     "import os, sys\n"
     "if len(sys.argv) > 1:\n"
     "    sys.argv = sys.argv[1:]\n"
     "else:\n"
-    "    _pre = set()\n"
+    "    _pre, _cold = set(), False\n"
     "    if 'KILN_ZYGOTE' in os.environ:\n"
-    "        # what the operator preloads (--preload), imported once here; not\n"
-    "        # a module that brings ctypes, which a run whose end is checked\n"
-    "        # refuses (preloaded, it would be there when a cold run's is not)\n"
+    "        # what the operator preloads (--preload), imported once here\n"
     "        import importlib.machinery\n"
     "        _sfx = tuple(importlib.machinery.all_suffixes())\n"
     "        _z = set(sys.modules)\n"
     "        for _m in os.environ.get('KILN_PRELOAD', '').split(','):\n"
-    "            _b = set(sys.modules)\n"
     "            try:\n"
     "                _m and __import__(_m)\n"
     "            except BaseException as _e:\n"
     "                print('kiln: preload %s: %r' % (_m, _e), file=sys.stderr)\n"
-    "            if '_ctypes' in sys.modules and '_ctypes' not in _b:\n"
-    "                print('kiln: preload %s: left out: it imports ctypes' % _m, file=sys.stderr)\n"
-    "                for _k in set(sys.modules) - _b:\n"
-    "                    del sys.modules[_k]\n"
     "        _pre = set(sys.modules) - _z\n"
+    "        # what a run whose end is checked refuses: such a run starts afresh\n"
+    "        _cold = not _pre.isdisjoint(('_ctypes', 'ctypes', 'numpy'))\n"
     "        import gc\n"
     "        gc.collect()\n"
     "        gc.freeze()  # the template's objects: no fork's collector touches (copies) their pages\n"
@@ -120,7 +120,12 @@ static const char bootstrap[] =
     "        if _k:\n"
     "            os.environb[_k] = _v\n"
     "    # the script and its arguments: what follows the interpreter's flags\n"
-    "    sys.argv = _argv[_argv.index('" SCRIPT "'):]\n"
+    "    _i = _argv.index('" SCRIPT "')\n"
+    "    if _cold and '-c' in _argv[:_i]:\n"
+    "        # a run whose end is checked (its command runs this bootstrap) in a\n"
+    "        # fork holding what it refuses: its cold command, in this sandbox\n"
+    "        os.execv(_argv[0], _argv)\n"
+    "    sys.argv = _argv[_i:]\n"
     "    # a module of the job's own beside the script comes before the\n"
     "    # standard library's, as in a cold run: if one has a preloaded\n"
     "    # module's name, nothing preloaded is kept (what imported it would\n"
@@ -135,7 +140,7 @@ static const char bootstrap[] =
     "                for _k in _pre:\n"
     "                    sys.modules.pop(_k, None)\n"
     "                break\n"
-    "    del _f, _n, _argv, _pre\n"
+    "    del _f, _n, _argv, _pre, _i\n"
     "def _kiln_exit(code, sys=sys, os=os):\n"
     "    # as the interpreter ends, less its teardown: threads, atexit, flush\n"
     "    try:\n"
@@ -155,6 +160,12 @@ static const char bootstrap[] =
     "        fd = os.open('/tmp/.kiln-end/token', os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)\n"
     "    except OSError:\n"
     "        return\n"
+    "    # numpy reads and writes memory at any address an array's interface\n"
+    "    # names: refused, by its package's name or its core's, wherever loaded from\n"
+    "    raw = frozenset(('numpy', '_multiarray_umath'))\n"
+    "    if any(not raw.isdisjoint(m.split('.')) for m in sys.modules):\n"
+    "        os.close(fd)\n"
+    "        raise RuntimeError('kiln: numpy is loaded: a run whose end is checked cannot run here')\n"
     "    try:\n"
     "        tok = os.read(fd, 64)\n"
     "    finally:\n"
@@ -180,6 +191,10 @@ static const char bootstrap[] =
     "        elif ev in deny or ev[:7] == 'ctypes.' or (\n"
     "                ev == 'open' and isinst(args[0], strb) and base(dec(args[0])) in ('mem', 'pagemap')):\n"
     "            raise RuntimeError('kiln: %s is refused in a run whose end is checked' % ev)\n"
+    "        elif ev == 'import' and isinst(args[0], str) and not raw.isdisjoint(args[0].split('.')):\n"
+    "            raise RuntimeError('kiln: import %s is refused in a run whose end is checked: numpy reads and '\n"
+    "                               'writes memory at any address (kiln eval --no-end-check runs without the '\n"
+    "                               'check)' % args[0])\n"
     "    sys.addaudithook(hook)\n"
     "def _kiln_run(path, arm=_kiln_end_arm, audit=sys.audit, end=_kiln_exit, isinst=isinstance,\n"
     "              say=print, module=type(sys), sys=sys, os=os, open=open, compile=compile, exec=exec,\n"

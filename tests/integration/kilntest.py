@@ -39,16 +39,34 @@ def read_env(*paths):
     return kv
 
 
-def rootfs_args():
+def image_env(name="default"):
+    """The kiln.env of runtime image `name` as ctest built it (the default
+    in build/rootfs, another in build/images/NAME), or exit 77 saying it
+    is not built."""
+    env = os.path.join(BUILD, "rootfs", "kiln.env") if name == "default" else \
+        os.path.join(BUILD, "images", name, "kiln.env")
+    if not os.path.exists(env):
+        print("SKIPPED: the runtime image %s is not built (make rootfs, or ctest's images.build)" % name)
+        sys.exit(SKIP)
+    return read_env(env)
+
+
+def rootfs_args(image=None):
     """--rootfs and --rootfs-digest of the runtime image ctest built, as
     its tree (the tests' choice: no loop device per worker; the env file's
-    default is the squashfs, rootfs_image_args)."""
-    env = os.path.join(BUILD, "rootfs", "kiln.env")
-    if not os.path.exists(env):
-        print("SKIPPED: the runtime image is not built (make rootfs)")
-        sys.exit(SKIP)
-    kv = read_env(env)
+    default is the squashfs, rootfs_image_args). `image` (default: the
+    environment's KILN_TEST_IMAGE, else default) names another image to
+    serve as the worker's default: a suite run against it."""
+    kv = image_env(image or os.environ.get("KILN_TEST_IMAGE") or "default")
     return ["--rootfs", kv.get("KILN_ROOTFS_TREE", kv["KILN_ROOTFS"]), "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
+
+
+def image_args(name, squashfs=False):
+    """--image NAME=PATH and --image-digest NAME=HEX for runtime image
+    `name` (its tree, or its squashfs)."""
+    kv = image_env(name)
+    path = kv["KILN_VM_IMAGE"] if squashfs else kv.get("KILN_ROOTFS_TREE", kv["KILN_ROOTFS"])
+    return ["--image", "%s=%s" % (name, path), "--image-digest", "%s=%s" % (name, kv["KILN_ROOTFS_DIGEST"])]
 
 
 def rootfs_image_args():

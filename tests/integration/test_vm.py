@@ -183,6 +183,23 @@ class Languages(VMCase):
             self.assertTrue(out.startswith(want), (k, out))
 
 
+class Images(VMCase):
+    """python-data in VMs: its squashfs is the guest's disk for the jobs
+    that name it, the default's for the rest, from one worker."""
+
+    def test_python_data_in_a_vm(self):
+        data = read_env(os.path.join(BUILD, "images", "python-data", "kiln.env"))
+        self.vm_worker("--pool", "0", "--slots", "2", "--image", "python-data=" + data["KILN_VM_IMAGE"],
+                       "--image-digest", "python-data=" + data["KILN_ROOTFS_DIGEST"], plugins=["shell", "python"])
+        code = ("import platform, numpy as np, pandas as pd\n"
+                "print(platform.release(), int(pd.DataFrame({'a': np.arange(4)}).a.sum()))\n")
+        ex, out, err = self.run_vm(code, plugin="python", image="python-data", limits={"timeout_ms": 100000})
+        self.assertEqual(ex["status"], "ok", (ex, err[-1500:]))
+        self.assertEqual(out.decode().split(), [GUEST_RELEASE, "6"])
+        ex, out, err = self.run_vm("cat /etc/kiln-image")
+        self.assertTrue(out.startswith(b"kiln runtime image default "), (ex, out))
+
+
 class Failures(VMCase):
     """Each VM a cold boot (no pool, no snapshot), so the only QEMU running
     is the job's."""

@@ -130,11 +130,47 @@ static void test_preload(void **state)
     kiln_config_free(&cfg);
 }
 
+/* --image, --image-digest, --image-preload: NAME=VALUE each, an image once,
+ * a digest for each image, nothing of an image not given */
+static void test_images(void **state)
+{
+    struct kiln_config cfg;
+    (void)state;
+    char *ok[] = {"kiln-worker", "--image", "python-data=/srv/pd.squashfs", "--image", "r4=/srv/r4",
+                  "--image-digest", "r4=ab", "--image-digest", "python-data=cd",
+                  "--image-preload", "python-data=numpy,pandas", "--kafka-conf", "a=b", NULL};
+    assert_int_equal(kiln_config_parse(&cfg, 13, ok), 0);
+    assert_string_equal(kiln_config_image_value(cfg.images, "python-data"), "/srv/pd.squashfs");
+    assert_string_equal(kiln_config_image_value(cfg.images, "r4"), "/srv/r4");
+    assert_null(kiln_config_image_value(cfg.images, "python"));
+    assert_string_equal(kiln_config_image_value(cfg.image_digests, "python-data"), "cd");
+    assert_string_equal(kiln_config_image_value(cfg.image_preloads, "python-data"), "numpy,pandas");
+    assert_null(kiln_config_image_value(cfg.image_preloads, "r4"));
+    assert_int_equal(cfg.q.nkafka_conf, 1); /* the other list still counted */
+    kiln_config_free(&cfg);
+    char *b1[] = {"kiln-worker", "--image", "pd=/srv/pd", NULL};
+    assert_string_equal(refused(3, b1), "kiln-worker: --image pd needs --image-digest pd=HEX: the worker runs "
+                                        "only an image it expects\n");
+    char *b2[] = {"kiln-worker", "--image", "/srv/pd", NULL};
+    assert_string_equal(refused(3, b2), "kiln-worker: --image '/srv/pd': give NAME=VALUE\n");
+    char *b3[] = {"kiln-worker", "--image", "Data=/srv/pd", NULL};
+    assert_non_null(strstr(refused(3, b3), "--image: 'Data' cannot name an image"));
+    char *b4[] = {"kiln-worker", "--image", "default=/srv/pd", NULL};
+    assert_non_null(strstr(refused(3, b4), "--image: 'default' cannot name an image"));
+    char *b5[] = {"kiln-worker", "--image", "pd=/a", "--image", "pd=/b", "--image-digest", "pd=ab", NULL};
+    assert_string_equal(refused(7, b5), "kiln-worker: --image: image pd given twice\n");
+    char *b6[] = {"kiln-worker", "--image-digest", "pd=ab", NULL};
+    assert_string_equal(refused(3, b6), "kiln-worker: --image-digest: no --image pd=PATH\n");
+    char *b7[] = {"kiln-worker", "--image", "pd=/a", "--image-digest", "pd=ab", "--image-preload", "pd=os;x", NULL};
+    assert_non_null(strstr(refused(7, b7), "--image-preload pd: 'os;x' is not a comma-separated list"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_preload),
+        cmocka_unit_test(test_images),
         cmocka_unit_test(test_env_and_flag),
         cmocka_unit_test(test_bad_values),
     };

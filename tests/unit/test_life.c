@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "core/config.h"
+#include "core/image.h"
 #include "base/log.h"
 #include "core/plugin_load.h"
 #include "core/pool.h"
@@ -374,6 +375,7 @@ static const struct kiln_backend_ops be_ops = {
 
 static struct kiln_config cfg;
 static struct kiln_plugins plugins;
+static struct kiln_image img; /* the worker's one image: borrows the plugins */
 static uv_loop_t loop;   /* one for every row, as the worker has one */
 
 static int setup(void **state)
@@ -390,15 +392,19 @@ static int setup(void **state)
     be.pub.loop = &loop;
     be.pub.cfg = &cfg.sb;
     be.pub.no_sessions = "the fake backend holds none";
-    /* the pool, as the worker's: with --pool 0 it keeps no sandbox */
-    assert_int_equal(kiln_pool_new(&loop, &cfg, &be.pub, &plugins, &w.pool), 0);
+    /* the one image, as the worker's default: the fake backend, the loaded
+     * plugins, and its pool (with --pool 0 it keeps no sandbox) */
+    snprintf(img.name, sizeof(img.name), "default");
+    img.backend = &be.pub;
+    img.plugins = plugins;
+    assert_int_equal(kiln_pool_new(&loop, &cfg, &be.pub, &plugins, img.name, "", &img.pool), 0);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    kiln_pool_stop(w.pool);
+    kiln_pool_stop(img.pool);
     while (uv_run(&loop, UV_RUN_NOWAIT))
         ;
     kiln_plugins_unload(&plugins);
@@ -451,7 +457,6 @@ static void run_row(const struct row *r)
 {
     uv_timer_t guard;
     msgpack_sbuffer job;
-    struct kiln_pool *pool = w.pool;
 
     memset(&src, 0, sizeof(src));
     be.row = r;
@@ -464,9 +469,8 @@ static void run_row(const struct row *r)
     w.loop = &loop;
     w.cfg = &cfg;
     w.src = &src.pub;
-    w.backend = &be.pub;
-    w.plugins = &plugins;
-    w.pool = pool;
+    w.images = &img;
+    w.nimages = 1;
     kiln__run_bad_moves = 0;
 
     if (r->outside == CANCEL_BEFORE)

@@ -84,8 +84,10 @@ struct kiln_eval_set {
     size_t nsamples;
     const char *problems_path;          /* borrowed: for messages */
     const char *plugin;                 /* borrowed: the --plugin argument */
+    const char *image;                  /* borrowed: --image, or NULL: the worker's default */
     struct kiln_eval_limits limits;
     int no_stop;                        /* --no-stop: completions are not cut */
+    int no_end_check;                   /* --no-end-check: a pass is an exit 0 */
     size_t problems_cap;
 };
 

@@ -354,6 +354,8 @@ static int pack_body(const struct kiln_eval_set *set, const struct kiln_eval_pro
     kiln_map_init(m);
     kiln_map_int(m, "v", 1);
     kiln_map_str(m, "plugin", p->lang != NULL ? p->lang->plugin : set->plugin);
+    if (set->image != NULL)
+        kiln_map_str(m, "image", set->image);
     if (p->kind == KILN_EVAL_FUNCTION || p->kind == KILN_EVAL_MULTIPLE) {
         char *code = p->kind == KILN_EVAL_FUNCTION ? function_program(p, completion)
                                                    : kiln_eval_multiple_program(p, completion, set->no_stop);
@@ -365,7 +367,7 @@ static int pack_body(const struct kiln_eval_set *set, const struct kiln_eval_pro
         free(code);
         /* a pass means the tests ran: an exit 0 before the program's end
          * (sys.exit, os._exit, a thread, an atexit handler) is a failure */
-        if (p->lang == NULL || p->lang->proves_end)
+        if (!set->no_end_check && (p->lang == NULL || p->lang->proves_end))
             kiln_map_bool(m, "expect_end", 1);
     } else {
         kiln_map_str(m, "code", completion);

@@ -64,6 +64,8 @@ static void usage(FILE *f)
           "  --jobs NAME          job stream               [$KILN_JOBS or kiln.jobs]\n"
           "  --plugin NAME        shell, python, deno-eval, c, cpp, java, javascript, typescript, go,\n"
           "                       rust, csharp, php, ruby, lua, perl, r, bash (kiln-worker --list-plugins) [shell]\n"
+          "  --image NAME         the runtime image to run on: python-data, or another the worker\n"
+          "                       serves (--image NAME=PATH) [the worker's default]\n"
           "  --code TEXT | --code-file PATH   the program ('-' reads standard input)\n"
           "  --arg A              one argv element (repeatable; also ARG... after the options)\n"
           "  --stdin TEXT | --stdin-file PATH\n"
@@ -336,7 +338,7 @@ static int64_t now_ms(void)
 
 /* What `kiln submit` was asked: the job's keys and how to wait for it. */
 struct submit {
-    const char *jobs, *plugin, *id, *reply_to, *session, *out_dir;
+    const char *jobs, *plugin, *image, *id, *reply_to, *session, *out_dir;
     char *code, *in;
     size_t code_len, in_len;
     const char *args[MAX_LIST], *allow[MAX_LIST], *collect[MAX_LIST];
@@ -362,7 +364,7 @@ static int submit_options(int argc, char **argv, struct submit *o, struct kiln_w
         {"no-follow", 0, 0, 'n'}, {"wait-ms", 1, 0, 'w'}, {"secret", 1, 0, 'X'},
         {"allow", 1, 0, 'A'}, {"collect", 1, 0, 'G'}, {"out-dir", 1, 0, 'O'}, {"keep-exec", 0, 0, 'x'},
         {"session", 1, 0, 'Z'}, {"close", 0, 0, 'z'}, {"idle-ms", 1, 0, 'I'}, {"expose", 1, 0, 'E'},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"image", 1, 0, 'M'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
         char *eq;
         if (kiln_where_opt(w, c, optarg))
@@ -370,6 +372,7 @@ static int submit_options(int argc, char **argv, struct submit *o, struct kiln_w
         switch (c) {
         case 'j': o->jobs = optarg; break;
         case 'p': o->plugin = optarg; break;
+        case 'M': o->image = optarg; break;
         case 'c': free(o->code); o->code = strdup(optarg); o->code_len = strlen(optarg); break;
         case 'C': free(o->code); if ((o->code = slurp(optarg, &o->code_len)) == NULL) return 2; break;
         case 's': free(o->in); o->in = strdup(optarg); o->in_len = strlen(optarg); break;
@@ -476,6 +479,8 @@ static int submit_pack(const struct submit *o, msgpack_sbuffer *sb)
     kiln_map_int(&m, "v", 1);
     kiln_map_str(&m, "id", o->id);
     kiln_map_str(&m, "plugin", o->plugin);
+    if (o->image != NULL)
+        kiln_map_str(&m, "image", o->image);
     kiln_mp_strn(kiln_map_key(&m, "code"), o->code, o->code_len);
     kiln_map_str(&m, "reply_to", o->reply_to);
     if (o->nargs > 0)

@@ -11,6 +11,7 @@
 
 #include "base/suggest.h"
 #include "expose/expose.h"
+#include "wire/job.h"
 
 /* kiln's library directory relative to kiln-worker's, from the install
  * dirs (CMakeLists.txt); the build tree has the same layout. */
@@ -58,6 +59,9 @@ static const struct opt {
     {"zygote-lib", OPT_STR, F(sb.zygote_lib), NULL, "jail: the zygote library (default: " KILN_LIB_RELDIR "/libkiln-zygote.so from kiln-worker's directory)"},
     {"no-zygote", OPT_FLAG, F(sb.no_zygote), NULL, "jail: start every sandbox afresh (python's interpreter too), not forked from a template"},
     {"preload", OPT_STR, F(preload), KILN_PRELOAD_DEFAULT, "python: modules its template imports once, before it forks jobs, so a job importing them pays nothing, as in a harness's own process (comma-separated; '' for none)"},
+    {"image", OPT_LIST, F(images), NULL, "NAME=PATH: another runtime image jobs may choose with `image: NAME` (its squashfs or tree, as --rootfs; repeatable); --rootfs is the image called default. Its sandboxes, pools and templates are made once a job asks for it"},
+    {"image-digest", OPT_LIST, F(image_digests), NULL, "NAME=HEX: the digest --image NAME must have (one for each --image; the worker refuses any other)"},
+    {"image-preload", OPT_LIST, F(image_preloads), NULL, "NAME=MODULES: python's template on image NAME imports these (as --preload, which the other images keep), e.g. python-data=numpy,pandas"},
     {"state-dir", OPT_STR, F(sb.state_dir), "/run/kiln", "the worker's runtime directory"},
     {"timeout-ms", OPT_INT, F(timeout_ms), "30000", "wall-clock limit of a job that sets none"},
     {"max-timeout-ms", OPT_INT, F(max_timeout_ms), "600000", "largest timeout_ms a job may ask for"},
@@ -157,6 +161,71 @@ static void usage(FILE *f)
     fprintf(f, "  %-26s %s\n  %-26s %s\n", "--help", "this text", "--version", "print the version");
 }
 
+static size_t list_len(char *const *list)
+{
+    size_t n = 0;
+    while (list != NULL && list[n] != NULL)
+        n++;
+    return n;
+}
+
+const char *kiln_config_image_value(char *const *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; list != NULL && list[i] != NULL; i++)
+        if (strncmp(list[i], name, len) == 0 && list[i][len] == '=')
+            return list[i] + len + 1;
+    return NULL;
+}
+
+/* --image, --image-digest and --image-preload: each NAME=VALUE with a
+ * name an image may have, an image once, a digest for each, and nothing
+ * said of an image that is not there. */
+static int check_images(const struct kiln_config *cfg)
+{
+    struct {
+        const char *flag;
+        char *const *list;
+    } lists[] = {{"--image", cfg->images}, {"--image-digest", cfg->image_digests},
+                 {"--image-preload", cfg->image_preloads}};
+    for (size_t l = 0; l < sizeof(lists) / sizeof(lists[0]); l++) {
+        for (size_t i = 0; lists[l].list != NULL && lists[l].list[i] != NULL; i++) {
+            const char *e = lists[l].list[i], *eq = strchr(e, '=');
+            char name[64];
+            if (eq == NULL || eq == e || (size_t)(eq - e) >= sizeof(name) || eq[1] == '\0') {
+                fprintf(stderr, "kiln-worker: %s '%s': give NAME=VALUE\n", lists[l].flag, e);
+                return -EINVAL;
+            }
+            memcpy(name, e, (size_t)(eq - e));
+            name[eq - e] = '\0';
+            if (!kiln_job_valid_image(name) || strcmp(name, "default") == 0) {
+                fprintf(stderr, "kiln-worker: %s: '%s' cannot name an image ([a-z0-9][a-z0-9._-]{0,62}; "
+                                "default is --rootfs)\n", lists[l].flag, name);
+                return -EINVAL;
+            }
+            if (kiln_config_image_value(lists[l].list, name) != eq + 1) {
+                fprintf(stderr, "kiln-worker: %s: image %s given twice\n", lists[l].flag, name);
+                return -EINVAL;
+            }
+            if (l > 0 && kiln_config_image_value(cfg->images, name) == NULL) {
+                fprintf(stderr, "kiln-worker: %s: no --image %s=PATH\n", lists[l].flag, name);
+                return -EINVAL;
+            }
+            if (l == 0 && kiln_config_image_value(cfg->image_digests, name) == NULL) {
+                fprintf(stderr, "kiln-worker: --image %s needs --image-digest %s=HEX: the worker runs only "
+                                "an image it expects\n", name, name);
+                return -EINVAL;
+            }
+            if (l == 2 && !preload_ok(eq + 1)) {
+                fprintf(stderr, "kiln-worker: --image-preload %s: '%s' is not a comma-separated list of "
+                                "module names\n", name, eq + 1);
+                return -EINVAL;
+            }
+        }
+    }
+    return 0;
+}
+
 static int set(struct kiln_config *cfg, const struct opt *o, const char *val, const char *from)
 {
     void *field = (char *)cfg + o->off;
@@ -180,16 +249,16 @@ static int set(struct kiln_config *cfg, const struct opt *o, const char *val, co
     case OPT_FLAG:
         *(int *)field = strcmp(val, "0") != 0 && strcmp(val, "false") != 0 && val[0] != '\0';
         return 0;
-    case OPT_LIST: {
+    case OPT_LIST: { /* NULL-ended */
         char ***list = field;
-        size_t *n = &cfg->q.nkafka_conf; /* the only list */
-        char **p = realloc(*list, (*n + 2) * sizeof(char *));
+        size_t n = list_len(*list);
+        char **p = realloc(*list, (n + 2) * sizeof(char *));
         if (p == NULL)
             return -ENOMEM;
         *list = p;
-        if ((p[*n] = strdup(val)) == NULL)
+        if ((p[n] = strdup(val)) == NULL)
             return -ENOMEM;
-        p[++*n] = NULL;
+        p[n + 1] = NULL;
         return 0;
     }
     }
@@ -239,6 +308,8 @@ static int check(struct kiln_config *cfg)
         fprintf(stderr, "kiln-worker: --rootfs needs --rootfs-digest: the worker runs only an image it expects\n");
         return -EINVAL;
     }
+    if (check_images(cfg) < 0)
+        return -EINVAL;
     if (!preload_ok(cfg->preload)) {
         fprintf(stderr, "kiln-worker: --preload: '%s' is not a comma-separated list of module names (a.b_c,d)\n",
                 cfg->preload);
@@ -359,6 +430,7 @@ int kiln_config_parse(struct kiln_config *cfg, int argc, char **argv)
     }
     if ((r = fill_defaults(cfg)) < 0)
         return r;
+    cfg->q.nkafka_conf = list_len(cfg->q.kafka_conf);
     return check(cfg);
 }
 
@@ -369,8 +441,12 @@ void kiln_config_free(struct kiln_config *cfg)
         if (opts[i].type == OPT_STR)
             free(*(char **)field);
     }
-    for (size_t i = 0; i < cfg->q.nkafka_conf; i++)
-        free(cfg->q.kafka_conf[i]);
-    free(cfg->q.kafka_conf);
+    for (size_t i = 0; i < NOPTS; i++) {
+        char **list = *(char ***)((char *)cfg + opts[i].off);
+        for (size_t j = 0; opts[i].type == OPT_LIST && list != NULL && list[j] != NULL; j++)
+            free(list[j]);
+        if (opts[i].type == OPT_LIST)
+            free(list);
+    }
     memset(cfg, 0, sizeof(*cfg));
 }

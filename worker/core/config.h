@@ -49,7 +49,15 @@ struct kiln_config {
     char *secrets_file;                 /* NAME HOSTS VALUE lines (core/secrets.h) */
     char *egress_ca;                    /* more CAs the proxy trusts for destinations */
     char *preload;                      /* modules python's template imports (KILN_PRELOAD) */
+    char **images;                      /* "NAME=PATH": more runtime images, NULL-ended */
+    char **image_digests;               /* "NAME=HEX": what each must be, NULL-ended */
+    char **image_preloads;              /* "NAME=MODULES": python's preload on an image */
 };
+
+/* The runtime image called `name` among "NAME=VALUE" entries of `list`
+ * (cfg->images, image_digests, image_preloads): its VALUE, or NULL. */
+const char *kiln_config_image_value(char *const *list, const char *name);
+
 
 /*
  * Fill `cfg` from defaults, then KILN_* variables, then argv. Returns 0 to

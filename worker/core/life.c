@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "core/config.h"
+#include "core/image.h"
 #include "core/link.h"
 #include "base/log.h"
 #include "core/metrics.h"
@@ -546,17 +547,29 @@ static void start(struct kiln_run *run)
         }
         kiln_sign_kid(d->data, d->len, run->kid, sizeof(run->kid)); /* a session is its signer's */
     }
-    const struct kiln_loaded *loaded = kiln_plugins_lookup(w->plugins, run->job->plugin);
+    const char *image = run->job->image != NULL ? run->job->image : "default";
+    if ((run->image = kiln_image_find(w->images, w->nimages, image)) == NULL) {
+        char names[256];
+        kiln_image_names(w->images, w->nimages, names, sizeof(names));
+        snprintf(err, sizeof(err), "unknown image '%s' (this worker has: %s)", image, names);
+        kiln__run_reject(run, KILN_REJECT_UNKNOWN_IMAGE, err);
+        return;
+    }
+    if (kiln_image_open(run->image, w->loop, cfg, err, sizeof(err)) < 0) {
+        kiln__run_reject(run, KILN_REJECT_UNAVAILABLE, err);
+        return;
+    }
+    const struct kiln_loaded *loaded = kiln_plugins_lookup(&run->image->plugins, run->job->plugin);
     if (loaded == NULL) {
         char names[256];
-        kiln_plugins_names(w->plugins, names, sizeof(names));
+        kiln_plugins_names(&run->image->plugins, names, sizeof(names));
         snprintf(err, sizeof(err), "unknown plugin '%.64s' (this worker has: %s)", run->job->plugin, names);
         kiln__run_reject(run, KILN_REJECT_UNKNOWN_PLUGIN, err);
         return;
     }
     if (loaded->unavailable != NULL) {
-        snprintf(err, sizeof(err), "plugin '%s' cannot run on this worker: %s", loaded->p->name,
-                 loaded->unavailable);
+        snprintf(err, sizeof(err), "plugin '%s' cannot run on this worker's image %s: %s", loaded->p->name,
+                 run->image->name, loaded->unavailable);
         kiln__run_reject(run, KILN_REJECT_UNAVAILABLE, err);
         return;
     }
@@ -582,6 +595,8 @@ static void start(struct kiln_run *run)
         run->building = 1; /* its runs once it is built */
     else if (run->job->nruns > 0)
         run->cur = 0;
+    if (run->job->session == NULL)
+        run->image->jobs++; /* a session's job: once its session says which */
     if (d->enqueued_ms > 0 && now_ms >= d->enqueued_ms)
         kiln_metrics_queue_wait((now_ms - d->enqueued_ms) / 1000.0);
     kiln__run_start_one(run);

@@ -157,6 +157,7 @@ static const char *const reject_labels[KILN_REJECT_CLASSES] = {
     [KILN_REJECT_LIMITS] = "limits",           [KILN_REJECT_TOO_LARGE] = "too_large",
     [KILN_REJECT_NOT_MSGPACK] = "not_msgpack", [KILN_REJECT_INVALID] = "invalid",
     [KILN_REJECT_UNAVAILABLE] = "unavailable", [KILN_REJECT_SECRET] = "secret",
+    [KILN_REJECT_UNKNOWN_IMAGE] = "unknown_image",
     [KILN_REJECT_OTHER] = "other",
 };
 

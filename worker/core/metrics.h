@@ -45,6 +45,7 @@ enum kiln_reject {
     KILN_REJECT_NOT_MSGPACK,
     KILN_REJECT_INVALID,
     KILN_REJECT_SECRET,         /* a secret this worker does not have */
+    KILN_REJECT_UNKNOWN_IMAGE,  /* a runtime image this worker does not serve */
     KILN_REJECT_OTHER,
     KILN_REJECT_CLASSES
 };

@@ -36,6 +36,7 @@ struct pprofile {
 struct kiln_pool {
     uv_loop_t *loop;
     const struct kiln_config *cfg;
+    const char *image;         /* the runtime image its sandboxes run */
     struct kiln_backend *backend;
     struct pprofile *profs;
     size_t n;
@@ -200,15 +201,18 @@ static void on_stats(uv_timer_t *t)
     }
 }
 
-void kiln_pool_gauges(struct kiln_pool *pool, FILE *out)
+void kiln_pool_gauges(struct kiln_pool *const *pools, size_t n, FILE *out)
 {
     fprintf(out, "# HELP kiln_pool_warm Warm sandboxes ready now.\n# TYPE kiln_pool_warm gauge\n");
-    for (size_t i = 0; pool && i < pool->n; i++)
-        fprintf(out, "kiln_pool_warm{plugin=\"%s\"} %u\n", pool->profs[i].plugin->name, pool->profs[i].nready);
+    for (size_t k = 0; k < n; k++)
+        for (size_t i = 0; pools[k] && i < pools[k]->n; i++)
+            fprintf(out, "kiln_pool_warm{image=\"%s\",plugin=\"%s\"} %u\n", pools[k]->image,
+                    pools[k]->profs[i].plugin->name, pools[k]->profs[i].nready);
     fprintf(out, "# HELP kiln_pool_size Warm sandboxes kept per plugin.\n# TYPE kiln_pool_size gauge\n");
-    for (size_t i = 0; pool && i < pool->n; i++)
-        fprintf(out, "kiln_pool_size{plugin=\"%s\"} %lld\n", pool->profs[i].plugin->name,
-                (long long)pool->cfg->pool);
+    for (size_t k = 0; k < n; k++)
+        for (size_t i = 0; pools[k] && i < pools[k]->n; i++)
+            fprintf(out, "kiln_pool_size{image=\"%s\",plugin=\"%s\"} %lld\n", pools[k]->image,
+                    pools[k]->profs[i].plugin->name, (long long)pools[k]->cfg->pool);
 }
 
 int kiln_pool_warmed(struct kiln_pool *pool)
@@ -285,7 +289,8 @@ static void add_template(struct kiln_backend *backend, const char *plugin, const
 }
 
 int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_backend *backend,
-                  const struct kiln_plugins *plugins, struct kiln_pool **out)
+                  const struct kiln_plugins *plugins, const char *image, const char *preload,
+                  struct kiln_pool **out)
 {
     struct kiln_pool *pool = calloc(1, sizeof(*pool));
     if (pool == NULL || (pool->profs = calloc(plugins->n, sizeof(*pool->profs))) == NULL) {
@@ -294,6 +299,7 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
     }
     pool->loop = loop;
     pool->cfg = cfg;
+    pool->image = image;
     pool->backend = backend;
     for (size_t i = 0; i < plugins->n; i++) {
         const struct kiln_plugin *plug = plugins->v[i].p;
@@ -320,7 +326,7 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
                  * (a plugin's bootstrap reads KILN_PRELOAD; the job's own
                  * environment replaces the template's) */
                 msgpack_sbuffer sb;
-                if (cfg->preload[0] != '\0' && kiln_plan_env(&p->warm, "KILN_PRELOAD", cfg->preload) < 0)
+                if (preload[0] != '\0' && kiln_plan_env(&p->warm, "KILN_PRELOAD", preload) < 0)
                     kiln_warn("pool %s: --preload left out (no room in the plan)", plug->name);
                 kiln_link_pack_start(&sb, "zygote", &p->warm);
                 add_template(backend, plug->name, p->warm.profile, &sb);
@@ -364,7 +370,7 @@ int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_ba
     if (cfg->pool > 0) {
         uv_timer_start(&pool->stats, on_stats, 10000, 10000);
         fill(pool);
-        kiln_info("pools: %lld warm sandbox(es) per plugin", (long long)cfg->pool);
+        kiln_info("pools of image %s: %lld warm sandbox(es) per plugin", image, (long long)cfg->pool);
     }
     *out = pool;
     return 0;

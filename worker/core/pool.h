@@ -23,12 +23,16 @@ struct kiln_plugins;
 struct kiln_sandbox;
 struct kiln_pool;
 
-/* A pool of cfg->pool sandboxes per loaded plugin (none when it is 0).
- * Returns 0 with the pool in *out (owned by the caller), or -ENOMEM. */
+/* A pool of cfg->pool sandboxes per plugin that can run on `backend`'s
+ * runtime image (`image`, borrowed; none when cfg->pool is 0); a python
+ * template imports `preload` (borrowed) before it forks. Returns 0 with
+ * the pool in *out (owned by the caller), or -ENOMEM. */
 int kiln_pool_new(uv_loop_t *loop, const struct kiln_config *cfg, struct kiln_backend *backend,
-                  const struct kiln_plugins *plugins, struct kiln_pool **out);
-/* Gauge lines for /metrics: warm and wanted sandboxes per plugin. */
-void kiln_pool_gauges(struct kiln_pool *pool, FILE *out);
+                  const struct kiln_plugins *plugins, const char *image, const char *preload,
+                  struct kiln_pool **out);
+/* Gauge lines for /metrics: warm and wanted sandboxes per image and
+ * plugin, of `n` pools (NULL ones skipped). */
+void kiln_pool_gauges(struct kiln_pool *const *pools, size_t n, FILE *out);
 /* 1 once every pool has been full at least once (the worker is warm). */
 int kiln_pool_warmed(struct kiln_pool *pool);
 

@@ -80,6 +80,7 @@ struct kiln_run {
     int unslotted;               /* d->unslotted: it took no slot */
     struct kiln_job *job;
     const struct kiln_plugin *plugin;
+    struct kiln_image *image;    /* the runtime image it runs on (core/image.h) */
     struct kiln_plan plan;
     struct kiln_link *link;      /* until GONE (a user session's: until its cell is over) */
     struct kiln_session *session; /* the job's user session (core/session.c), while queued or in it */

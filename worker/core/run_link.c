@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "core/config.h"
+#include "core/image.h"
 #include "core/link.h"
 #include "base/log.h"
 #include "core/pool.h"
@@ -363,12 +364,12 @@ int kiln__run_open_link(struct kiln_run *run, const struct kiln_job_view *view, 
                                     .cold = KILN_PLUGIN_HAS(p, warm_ok) && !p->warm_ok(view)};
     char why[400];
     *how = "";
-    run->link = kiln_pool_take(w->pool, run->plugin, run->plan.profile, view, &needs, kiln__run_on_link, run);
+    run->link = kiln_pool_take(run->image->pool, run->plugin, run->plan.profile, view, &needs, kiln__run_on_link, run);
     if (run->link != NULL) {
         *how = ", warm";
         return 0;
     }
-    if (kiln_link_spawn(w->loop, w->backend, run->plan.profile, &needs, NULL, kiln__run_on_link, run,
+    if (kiln_link_spawn(w->loop, run->image->backend, run->plan.profile, &needs, NULL, kiln__run_on_link, run,
                         &run->link, why, sizeof(why)) < 0) {
         run->link = NULL;
         snprintf(err, errlen, "sandbox failed to start: %s", why);

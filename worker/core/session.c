@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/image.h"
 #include "core/link.h"
 #include "base/log.h"
 #include "core/metrics.h"
@@ -256,7 +257,7 @@ void kiln__session_open_sandbox(struct kiln_session *s)
     w->nsessions++;
     kiln_metrics_session_opened(s->plugin);
     kiln__session_move(s, KILN_SESSION_OPENING);
-    if (kiln_link_spawn(w->loop, w->backend, run->plan.profile, &needs, NULL, on_event, s, &s->link, err,
+    if (kiln_link_spawn(w->loop, s->image->backend, run->plan.profile, &needs, NULL, on_event, s, &s->link, err,
                         sizeof(err)) < 0) {
         char why[600];
         s->link = NULL;
@@ -268,7 +269,8 @@ void kiln__session_open_sandbox(struct kiln_session *s)
         return;
     }
     /* its CPU counts from here (a reused cgroup may have counted before) */
-    s->cpu_base = w->backend->ops->cpu_ms != NULL && s->link->sb != NULL ? w->backend->ops->cpu_ms(s->link->sb) : -1;
+    const struct kiln_backend_ops *ops = s->image->backend->ops;
+    s->cpu_base = ops->cpu_ms != NULL && s->link->sb != NULL ? ops->cpu_ms(s->link->sb) : -1;
     kiln_info("session %s: opened for job %s (%s, idle %lld ms)", s->id, run->job->id, s->plugin,
               (long long)s->idle_ms);
     if (s->link->state == KILN_LINK_READY) {
@@ -293,9 +295,9 @@ void kiln__session_take(struct kiln_run *run)
 {
     struct kiln_worker *w = run->w;
     const struct kiln_job *job = run->job;
-    if (w->backend->no_sessions != NULL) {
+    if (run->image->backend->no_sessions != NULL) {
         snprintf(run->reason, sizeof(run->reason), "this worker cannot keep sessions: %s",
-                 w->backend->no_sessions);
+                 run->image->backend->no_sessions);
         kiln__run_reject(run, KILN_REJECT_UNAVAILABLE, run->reason);
         return;
     }
@@ -319,6 +321,14 @@ void kiln__session_take(struct kiln_run *run)
             kiln__run_reject(run, KILN_REJECT_INVALID, run->reason);
             return;
         }
+        if (job->image != NULL && run->image != s->image) {
+            snprintf(run->reason, sizeof(run->reason), "session %s runs on image %s, not %s", s->id,
+                     s->image->name, run->image->name);
+            kiln__run_reject(run, KILN_REJECT_INVALID, run->reason);
+            return;
+        }
+        run->image = s->image; /* a later job need not name it */
+        run->image->jobs++;
         if (strcmp(s->kid, run->kid) != 0) { /* signed jobs: a session is its opener's key's */
             snprintf(run->reason, sizeof(run->reason),
                      "session %s was opened by a job signed with another key", s->id);
@@ -338,6 +348,7 @@ void kiln__session_take(struct kiln_run *run)
         kiln__session_lose(run, why);
         return;
     }
+    run->image->jobs++;
     kiln__session_open(run);
 }
 
@@ -379,13 +390,13 @@ void kiln__session_drain(struct kiln_worker *w)
 void kiln__session_check_budgets(struct kiln_worker *w)
 {
     int64_t budget = w->cfg->session_cpu_ms;
-    if (budget <= 0 || w->backend == NULL || w->backend->ops->cpu_ms == NULL)
+    if (budget <= 0)
         return;
     for (struct kiln_session *s = w->sessions; s != NULL; s = s->next) {
         if (s->state == KILN_SESSION_CLAIMING || s->state == KILN_SESSION_ENDING || s->link == NULL ||
-            s->link->sb == NULL)
+            s->link->sb == NULL || s->link->sb->backend->ops->cpu_ms == NULL)
             continue;
-        int64_t used = w->backend->ops->cpu_ms(s->link->sb);
+        int64_t used = s->link->sb->backend->ops->cpu_ms(s->link->sb);
         if (used < 0 || s->cpu_base < 0)
             continue;
         used -= s->cpu_base;

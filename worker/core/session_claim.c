@@ -146,6 +146,7 @@ void kiln__session_open(struct kiln_run *run)
     s->state = KILN_SESSION_CLAIMING; /* (where the source does not route sessions, OPENING next) */
     snprintf(s->id, sizeof(s->id), "%s", run->job->session);
     s->plugin = run->plugin->name;
+    s->image = run->image;
     snprintf(s->kid, sizeof(s->kid), "%s", run->kid);
     s->idle_ms = run->job->session_idle_ms > 0 ? run->job->session_idle_ms : cfg->session_idle_ms;
     uv_timer_init(w->loop, &s->idle);

@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "core/config.h"
+#include "core/image.h"
 #include "core/link.h"
 #include "core/run.h"
 #include "core/worker.h"
@@ -34,7 +35,7 @@ const char *kiln__session_expose_refusal(const struct kiln_session *s, const str
         return NULL;
     if (w->expose == NULL)
         return "this worker exposes no ports (it runs without --expose-listen)";
-    if (w->backend->ops->port_open == NULL)
+    if (run->image->backend->ops->port_open == NULL)
         return "this worker's sandboxes cannot expose ports (the jail and qemu backends can; firecracker "
                "cannot yet)";
     size_t more = 0;

@@ -45,6 +45,7 @@ struct kiln_session {
     enum kiln_session_state state;
     char id[KILN_JOB_ID_MAX + 1];
     const char *plugin;           /* its plugin's name (the plugin outlives it) */
+    struct kiln_image *image;     /* its runtime image: its first job's */
     char kid[128];                /* the key its first job was signed with, or "" */
     struct kiln_link *link;       /* its sandbox's, NULL once gone */
     struct kiln_run *run;         /* the job in it now, or NULL */

@@ -21,9 +21,9 @@ struct kiln_worker {
     uv_loop_t *loop;
     const struct kiln_config *cfg;
     struct kiln_source *src;
-    struct kiln_backend *backend;
-    const struct kiln_plugins *plugins;
-    struct kiln_pool *pool;   /* warm sandboxes, or NULL */
+    struct kiln_image *images; /* the runtime images it serves, [0] the default
+                                * (core/image.h): each its backend, plugins, pools */
+    size_t nimages;
     struct kiln_keys *keys;   /* with --require-signature */
     struct kiln_secrets *secrets; /* with --secrets-file */
     struct kiln_tls *tls;     /* the egress CA, with --secrets-file */

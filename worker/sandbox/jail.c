@@ -129,10 +129,11 @@ static void jail_destroy(struct kiln_backend *b)
     free(j);
 }
 
-/* <state-dir>/proxy-<pid> and image-<pid> of workers no longer running:
- * their tmpfs or image unmounted (or, from older workers, the directories
- * inside removed), then the directory. */
-static void proxy_sweep(const char *state_dir)
+/* <state-dir>/proxy-<pid> and image-<pid>[-<n>] of workers no longer
+ * running: their tmpfs or image unmounted (or, from older workers, the
+ * directories inside removed), then the directory; and the same in the
+ * state directories of other images' backends (i<n>: core/image.c). */
+static void proxy_sweep(const char *state_dir, int depth)
 {
     DIR *d = opendir(state_dir);
     struct dirent *e;
@@ -142,6 +143,15 @@ static void proxy_sweep(const char *state_dir)
         char path[700], *end = NULL;
         int ours = strncmp(e->d_name, "proxy-", 6) == 0 || strncmp(e->d_name, "image-", 6) == 0;
         long pid = ours ? strtol(e->d_name + 6, &end, 10) : 0;
+        if (depth == 0 && e->d_name[0] == 'i' && e->d_name[1] != '\0' &&
+            strspn(e->d_name + 1, "0123456789") == strlen(e->d_name + 1)) {
+            snprintf(path, sizeof(path), "%s/%s", state_dir, e->d_name);
+            proxy_sweep(path, 1);
+            continue;
+        }
+        if (pid > 0 && e->d_name[0] == 'i' && *end == '-' && end[1] != '\0' &&
+            strspn(end + 1, "0123456789") == strlen(end + 1))
+            end += strlen(end); /* image-<pid>-<n> */
         if (pid <= 0 || *end != '\0' || kiln_pid_alive((pid_t)pid))
             continue;
         snprintf(path, sizeof(path), "%s/%s", state_dir, e->d_name);
@@ -321,7 +331,7 @@ int kiln_backend_jail_new(uv_loop_t *loop, const struct kiln_sandbox_opts *cfg,
                   strerror(errno));
     agent_argv(j);
     /* what workers that are gone left behind: their proxy directories */
-    proxy_sweep(cfg->state_dir);
+    proxy_sweep(cfg->state_dir, 0);
     char why[256];
     if (kiln_cgroups_init(&j->cgs, why, sizeof(why)) == 0) {
         int n = kiln_cgroup_sweep(&j->cgs, 0);

@@ -50,6 +50,14 @@ int kiln_job_valid_name(const char *s)
     return charset_ok(s, KILN_JOB_NAME_MAX, "._:-");
 }
 
+int kiln_job_valid_image(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > 63 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+        return 0;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
 int kiln_job_valid_secret(const char *s)
 {
     return charset_ok(s, KILN_JOB_SECRET_NAME_MAX, "._-");
@@ -496,6 +504,12 @@ static int decode_map(struct dec *d, const msgpack_object *m, struct kiln_job *j
         return bad(d, "missing required field 'plugin'");
     if ((r = get_str(d, o, "plugin", &job->plugin)) < 0)
         return r;
+    if ((o = kiln_mp_get(m, "image")) != NULL && o->type != MSGPACK_OBJECT_NIL) {
+        if ((r = get_str(d, o, "image", &job->image)) < 0)
+            return r;
+        if (!kiln_job_valid_image(job->image))
+            return bad(d, "field 'image' must be an image's name: [a-z0-9][a-z0-9._-]{0,62}");
+    }
     if ((o = kiln_mp_get(m, "code")) == NULL)
         return bad(d, "missing required field 'code'");
     if ((r = get_str(d, o, "code", &job->code)) < 0)

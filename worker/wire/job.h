@@ -63,6 +63,7 @@ struct kiln_job {
     int64_t v;
     char *id;
     char *plugin;
+    char *image;          /* the runtime image it asks for, or NULL: the default */
     char *code;
     size_t code_len;
     char **args;
@@ -115,6 +116,8 @@ void kiln_job_free(struct kiln_job *job);
 /* 1 if `s` is a valid job id / stream or topic name. */
 int kiln_job_valid_id(const char *s);
 int kiln_job_valid_name(const char *s);
+/* 1 if `s` can name a runtime image: [a-z0-9][a-z0-9._-]{0,62}. */
+int kiln_job_valid_image(const char *s);
 /* 1 if `s` can name one of the operator's secrets: 1-64 of [A-Za-z0-9_.-]. */
 int kiln_job_valid_secret(const char *s);
 

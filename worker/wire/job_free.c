@@ -16,6 +16,7 @@ void kiln_job_free(struct kiln_job *job)
         return;
     free(job->id);
     free(job->plugin);
+    free(job->image);
     free(job->code);
     free_strv(job->args, job->nargs);
     free(job->stdin_data);
