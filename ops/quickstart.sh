@@ -10,6 +10,9 @@ cmake --build build -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 # the runtime image sandboxes use as / (python3, deno, a shell): once, cached
 cmake --build build --target rootfs
 set -a; . build/rootfs/kiln.env; set +a
+# ... and python-data, the default's base with numpy, pandas, matplotlib, ...
+cmake --build build --target image-python-data
+data=build/images/python-data
 
 tmp=$(mktemp -d)
 port=${KILN_QUICKSTART_PORT:-6399}
@@ -27,15 +30,17 @@ redis-server --port "$port" --bind 127.0.0.1 --save '' --dir "$tmp" --daemonize 
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 export KILN_REDIS="redis://127.0.0.1:$port"
 
-build/bin/kiln-worker --consumer quickstart --slots 2 --pool 2 2>"$tmp/worker.log" &
+build/bin/kiln-worker --consumer quickstart --slots 2 --pool 2 \
+    --image "python-data=$data/runtime.squashfs" --image-digest "python-data=$(cat "$data/digest")" \
+    2>"$tmp/worker.log" &
 worker=$!
-for _ in $(seq 50); do grep -q "fetch connection up" "$tmp/worker.log" && break; sleep 0.1; done
+for _ in $(seq 300); do grep -q "fetch connection up" "$tmp/worker.log" && break; sleep 0.1; done
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 status() { echo "(exit status $?)"; }
 
-step kiln submit --code 'echo "hello from $(hostname), uid $(id -u), pid $$"; ls /'
-build/bin/kiln submit --code 'echo "hello from $(hostname), uid $(id -u), pid $$"; ls /' && status || status
+step kiln submit --code 'echo "hello from $(uname -n), uid $(id -u), pid $$"; ls /'
+build/bin/kiln submit --code 'echo "hello from $(uname -n), uid $(id -u), pid $$"; ls /' && status || status
 
 step kiln submit --stdin 'world' --arg kiln --code 'read w; echo "hello $w from $1"; echo warning >&2; exit 3'
 build/bin/kiln submit --stdin 'world' --arg kiln --code 'read w; echo "hello $w from $1"; echo warning >&2; exit 3' && status || status
@@ -91,6 +96,13 @@ collect='import os; os.makedirs("out"); open("out/squares.csv", "w").write("".jo
 step kiln submit --plugin python --collect "'out/*.csv'" --out-dir got --code "'$collect'" '&&' cat got/out/squares.csv
 build/bin/kiln submit --plugin python --collect 'out/*.csv' --out-dir "$tmp/got" --code "$collect" &&
     cat "$tmp/got/out/squares.csv" && status || status
+
+plot='import pandas as pd; ax = pd.Series([1, 4, 9, 16]).plot(); ax.figure.savefig("plot.png"); print(pd.__version__)'
+step kiln submit --image python-data --plugin python --collect plot.png --out-dir got --code "'$plot'"
+build/bin/kiln submit --image python-data --plugin python --collect plot.png --out-dir "$tmp/got" --code "$plot" &&
+    /usr/bin/python3 -c 'import struct, sys; d = open(sys.argv[1], "rb").read()
+print("got plot.png: a %dx%d PNG" % struct.unpack(">II", d[16:24]) if d[:8] == b"\x89PNG\r\n\x1a\n" else "not a PNG")' \
+        "$tmp/got/plot.png" && status || status
 
 step kiln eval --problems tests/integration/eval/problems.jsonl --samples tests/integration/eval/samples.jsonl --k 1,5 --timeout-ms 5000
 build/bin/kiln eval --problems tests/integration/eval/problems.jsonl \

@@ -2,10 +2,10 @@
 # Build kiln's runtime image: one tree that sandboxes use as their root.
 #
 #   rootfs/build-image.sh OUTDIR KILN_AGENT KILN_WORKER
-#   KILN_IMAGE=python-data rootfs/build-image.sh ...      (another image)
+#   KILN_IMAGE_SPEC=python-data rootfs/build-image.sh ...      (another image)
 #   KILN_IMAGE_LANGS="java go" rootfs/build-image.sh ...   (a smaller image)
 #
-# KILN_IMAGE names the image's spec, rootfs/images/NAME.conf (default:
+# KILN_IMAGE_SPEC names the image's spec, rootfs/images/NAME.conf (default:
 # default): what it holds beyond the base (its languages, Debian packages
 # and the packages they need, directories, files of its own).
 #
@@ -77,14 +77,14 @@ lang_dirs() {
     esac
 }
 here=$(cd "$(dirname "$0")" && pwd)
-IMAGE=${KILN_IMAGE:-default}
+IMAGE=${KILN_IMAGE_SPEC:-default}
 case $IMAGE in
 [a-z0-9]*) case $IMAGE in *[!a-z0-9._-]*) IMAGE="" ;; esac ;;
 *) IMAGE="" ;;
 esac
 spec="$here/images/${IMAGE:-?}.conf"
 if [ -z "$IMAGE" ] || [ ! -f "$spec" ]; then
-    echo "build-image: no image spec for '${KILN_IMAGE:-default}' (images: $(cd "$here/images" && ls *.conf | sed 's/\.conf$//' | tr '\n' ' '))" >&2
+    echo "build-image: no image spec for '${KILN_IMAGE_SPEC:-default}' (images: $(cd "$here/images" && ls *.conf | sed 's/\.conf$//' | tr '\n' ' '))" >&2
     exit 1
 fi
 IMAGE_DESCRIPTION="" IMAGE_LANGS=all IMAGE_PACKAGES="" IMAGE_DIRS=""
@@ -305,7 +305,7 @@ fi
 # in the sandbox's /proc/self/mountinfo; the tree is there for who asks
 root="$out/tree"
 [ -f "$out/runtime.squashfs" ] && root="$out/runtime.squashfs"
-printf 'KILN_IMAGE=%s\nKILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\nKILN_ROOTFS_TREE=%s\n' "$IMAGE" "$root" "$digest" \
+printf 'KILN_ROOTFS_NAME=%s\nKILN_ROOTFS=%s\nKILN_ROOTFS_DIGEST=%s\nKILN_ROOTFS_TREE=%s\n' "$IMAGE" "$root" "$digest" \
     "$out/tree" > "$out/kiln.env"
 [ -f "$out/runtime.squashfs" ] && printf 'KILN_VM_IMAGE=%s\n' "$out/runtime.squashfs" >> "$out/kiln.env"
 echo "$inputs" > "$out/inputs"

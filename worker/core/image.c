@@ -124,8 +124,18 @@ int kiln_image_open(struct kiln_image *img, uv_loop_t *loop, const struct kiln_c
     }
     /* the jail's sandboxes see this tree: a plugin whose program is not
      * in it is unavailable here (a VM's kernel finds out as it starts) */
-    if (strcmp(img->backend->ops->name, "jail") == 0)
-        kiln_plugins_check_programs(&img->plugins, img->root);
+    if (strcmp(img->backend->ops->name, "jail") == 0 &&
+        kiln_plugins_check_programs(&img->plugins, img->root, img->index > 0) > 0 && img->index > 0) {
+        /* another image may hold fewer languages by design: one line */
+        char names[512];
+        size_t off = 0;
+        names[0] = '\0';
+        for (size_t i = 0; i < img->plugins.n && off < sizeof(names); i++)
+            if (img->plugins.v[i].unavailable != NULL)
+                off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", off ? ", " : "",
+                                        img->plugins.v[i].p->name);
+        kiln_info("image %s: no toolchain for %s: their jobs on it are rejected", img->name, names);
+    }
     if (kiln_pool_new(loop, cfg, img->backend, &img->plugins, img->name, img->preload, &img->pool) < 0) {
         img->pool = NULL; /* its jobs start cold */
         kiln_error("image %s: no warm pools: out of memory", img->name);

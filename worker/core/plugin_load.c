@@ -190,11 +190,11 @@ static const char *missing_in(const struct kiln_plan *plan, const char *root, in
     return NULL;
 }
 
-void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root)
+int kiln_plugins_check_programs(struct kiln_plugins *set, const char *root, int quiet)
 {
-    int rootfd = open(root != NULL ? root : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int rootfd = open(root != NULL ? root : "/", O_PATH | O_DIRECTORY | O_CLOEXEC), marked = 0;
     if (rootfd < 0)
-        return; /* the backend says why when it starts a sandbox */
+        return 0; /* the backend says why when it starts a sandbox */
     for (size_t i = 0; i < set->n; i++) {
         const struct kiln_plugin *p = set->v[i].p;
         struct kiln_job_view v = {.size = sizeof(v), .id = "probe", .plugin = p->name,
@@ -210,12 +210,15 @@ void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root)
                 snprintf(why, sizeof(why), "%.200s is not in the sandbox image (%s)", gone,
                          root != NULL ? root : "the host's /usr: see --rootfs");
                 set->v[i].unavailable = strdup(why);
-                kiln_error("plugin %s cannot run here: %s; its jobs are rejected", p->name, why);
+                marked++;
+                if (!quiet)
+                    kiln_error("plugin %s cannot run here: %s; its jobs are rejected", p->name, why);
             }
             kiln_plan_free(&probe);
         }
     }
     close(rootfd);
+    return marked;
 }
 
 void kiln_plugins_read_toolchains(struct kiln_plugins *set, const char *root)

@@ -33,8 +33,9 @@ const struct kiln_loaded *kiln_plugins_lookup(const struct kiln_plugins *set, co
 /* Check that every plugin's program (argv[0] of its plan for an empty job)
  * is in the tree its sandboxes see as / (`root`, or the host's / when
  * NULL); a plugin whose program is missing is marked unavailable, with
- * why, and said once in the log: its jobs are rejected, not failed. */
-void kiln_plugins_check_programs(struct kiln_plugins *set, const char *root);
+ * why, and (unless `quiet`: the caller sums them up) said once in the log:
+ * its jobs are rejected, not failed. Returns how many were marked. */
+int kiln_plugins_check_programs(struct kiln_plugins *set, const char *root, int quiet);
 /* Each plugin's toolchain as the runtime image at `root` names it (its
  * /etc/kiln-toolchains: "plugin package version" lines, written by
  * rootfs/build-image.sh); plugins it does not name keep NULL. */
