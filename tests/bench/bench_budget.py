@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
@@ -37,7 +36,8 @@ debian_python.ensure(__file__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import msgpack  # noqa: E402
-from kilntest import Redis, Worker, read_env  # noqa: E402
+from kilntest import read_env  # noqa: E402
+from benchlab import Lab  # noqa: E402
 from bench_eval import BWRAP  # noqa: E402
 
 PY = "/usr/bin/python3"
@@ -274,14 +274,12 @@ def main():
     import kilntest
     kilntest.BIN = os.path.join(build, "bin")
     kv = read_env(os.path.join(build, "rootfs", "kiln.env"))
-    tmp = tempfile.mkdtemp(prefix="kiln-budget-")
     cols, details, worker_ms = {}, {}, {}
-    redis_srv = w = None
-    try:
-        redis_srv = Redis(tmp)
+    with Lab("kiln-budget-") as lab:
+        tmp, redis_srv, w = lab.tmp, lab.redis, None
         ncpu = os.cpu_count() or 1
-        w = Worker(tmp, redis_srv.url, "budget", "--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest",
-                   kv["KILN_ROOTFS_DIGEST"], "--pool", str(2 * ncpu), "--slots", str(ncpu))
+        w = lab.worker("budget", "--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest",
+                       kv["KILN_ROOTFS_DIGEST"], "--pool", str(2 * ncpu), "--slots", str(ncpu))
         time.sleep(2.0)
         for plugin, code in (("shell", "true"), ("python", "pass")):
             for mode, send in (("1x", send_one_at_a_time), ("burst", send_burst)):
@@ -316,12 +314,6 @@ def main():
                     "program": lambda comm: ("run" if comm.startswith(("sh", "true", "python3")) else
                                              "create" if comm.startswith("bwrap") else "other")}
             cols[name], _ = budget(perf_script(data), pids, a.n, a.freq)
-    finally:
-        if w is not None:
-            w.stop()
-        if redis_srv is not None:
-            redis_srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
     names = list(cols)
     print("CPU per job by phase, ms (perf on every CPU, %d jobs, %d Hz; 1x: one at a time, burst: all on the "

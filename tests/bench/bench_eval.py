@@ -40,7 +40,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +53,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import msgpack  # noqa: E402
 from eval_tasks import programs, programs_real  # noqa: E402
-from kilntest import Redis, Worker, read_env  # noqa: E402
+from kilntest import read_env  # noqa: E402
+from benchlab import Lab  # noqa: E402
 
 PY = "/usr/bin/python3"
 TARGET_FORK, TARGET_BWRAP = 0.8, 3.0  # issue 30: >= 0.8x the fork harness, >= 3x per-program sandboxes
@@ -265,11 +265,10 @@ def main():
     srcs = sets[0][1]
     only = set(a.only.split(",")) if a.only else None
     conc = a.concurrency
-    tmp = tempfile.mkdtemp(prefix="kiln-eval-")
     rows = []
     true_rate = true_cpu = None
-    redis_srv = w = None
-    try:
+    with Lab("kiln-eval-") as lab:
+        tmp, redis_srv, w = lab.tmp, lab.redis, None
         # kiln as shipped; without python's preloaded modules (--preload '':
         # that lever's baseline); and with twice as many slots as CPUs (a
         # job waits on its agent's messages and its sandbox's start, and a
@@ -279,9 +278,7 @@ def main():
         for vname, pool, slots, extra in variants:
             if only is not None and vname not in only:
                 continue
-            if redis_srv is None:
-                redis_srv = Redis(tmp)
-            w = Worker(tmp, redis_srv.url, vname, *rootfs, "--pool", str(pool), "--slots", str(slots), *extra)
+            w = lab.worker(vname, *rootfs, "--pool", str(pool), "--slots", str(slots), *extra)
             time.sleep(1.5)  # the pool fills
             run_kiln(redis_srv.client, srcs[:20])  # warm up
             for sname, ssrcs, sexp in sets:
@@ -303,12 +300,6 @@ def main():
             if ((only is None or "isolate" in only) and shutil.which("bwrap")
                     and os.path.isdir(os.path.join(CG_V1, "memory")) and os.path.isdir(os.path.join(CG_V1, "pids"))):
                 rows.append(measure("isolate", lambda s: run_isolate_style(s, conc, tmp), ssrcs, sexp, sname))
-    finally:
-        if w is not None:
-            w.stop()
-        if redis_srv is not None:
-            redis_srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
     by = {(r["harness"], r["set"]): r for r in rows}
     print("kiln evaluation benchmark: %s; %d rounds, %d at a time"

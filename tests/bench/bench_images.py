@@ -20,11 +20,9 @@ machine's drift falls on both.
 """
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
@@ -35,7 +33,8 @@ debian_python.ensure(__file__)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import msgpack  # noqa: E402
-from kilntest import Redis, Worker, read_env, wait_for  # noqa: E402
+from kilntest import read_env, wait_for  # noqa: E402
+from benchlab import Lab  # noqa: E402
 
 CODE = "import pandas as pd\nprint(len(pd.DataFrame({'a': [1, 2, 3]})))\n"
 PRELOAD = "numpy,pandas"
@@ -121,14 +120,12 @@ def main():
     modes = {"preload": ["--image-preload", "python-data=" + PRELOAD], "plain": []}
     got = {m: {"lat": [], "cpu": [], "rss": [], "forked": 0} for m in modes}
     mem = {}
-    tmp = tempfile.mkdtemp(prefix="kiln-bench-")
-    redis_srv = w = None
-    try:
-        redis_srv = Redis(tmp)
+    with Lab("kiln-bench-") as lab:
+        tmp, redis_srv, w = lab.tmp, lab.redis, None
         r = redis_srv.client
         for rnd in range(a.rounds):
             for mode in (modes if rnd % 2 == 0 else reversed(list(modes))):
-                w = Worker(tmp, redis_srv.url, "bench-%s-%d" % (mode, rnd), *base, *modes[mode])
+                w = lab.worker("bench-%s-%d" % (mode, rnd), *base, *modes[mode])
                 # the image's template starts with its first job: wait until
                 # jobs fork from it (the job says whether pandas was there)
                 one(r)
@@ -149,12 +146,6 @@ def main():
                 w.stop()
                 w = None
         lat_bare = bare(a.n * a.rounds)
-    finally:
-        if w is not None:
-            w.stop()
-        if redis_srv is not None:
-            redis_srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
     n = a.n * a.rounds
     print("kiln preload benchmark: %d python-data jobs per mode (%d rounds), `import pandas` and a small frame"

@@ -25,7 +25,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,8 @@ debian_python.ensure(__file__)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import msgpack  # noqa: E402
-from kilntest import Redis, Worker, read_env  # noqa: E402
+from kilntest import read_env  # noqa: E402
+from benchlab import Lab  # noqa: E402
 import languages as L  # noqa: E402
 
 JDK = "/usr/lib/jvm/java-17-openjdk-amd64/bin/"
@@ -181,13 +181,11 @@ def main():
     kv = read_env(os.path.join(build, "rootfs", "kiln.env"))
     rootfs = ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
     cpus = os.cpu_count() or 2
-    tmp = tempfile.mkdtemp(prefix="kiln-bench-lang-")
     rows = []
-    redis_srv = w = None
-    try:
-        redis_srv = Redis(tmp)
-        w = Worker(tmp, redis_srv.url, "bench-lang", *rootfs, "--pool", str(max(4, cpus * 2)),
-                   "--slots", str(cpus), "--max-timeout-ms", "120000")
+    with Lab("kiln-bench-lang-") as lab:
+        tmp, redis_srv, w = lab.tmp, lab.redis, None
+        w = lab.worker("bench-lang", *rootfs, "--pool", str(max(4, cpus * 2)),
+                       "--slots", str(cpus), "--max-timeout-ms", "120000")
         time.sleep(3)  # let the pools fill
         c = Client(redis_srv.client)
         for lang, (code, _, _) in INTERPRETED.items():
@@ -217,12 +215,6 @@ def main():
             bbuild, bcase = bare_compiled(lang, tmp)
             rows.append({"lang": lang, "kind": "compiled", "build_ms": ex["build"]["wall_ms"], "case_p50": pct(cases, 50),
                          "job_ms": ms, "bare_build_ms": bbuild, "bare_case_ms": bcase})
-    finally:
-        if w is not None:
-            w.stop()
-        if redis_srv is not None:
-            redis_srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
     print("kiln languages benchmark, %d CPUs, jail backend; bare = the same toolchain run directly, same run" % cpus)
     print("%-11s %9s %9s %8s %9s   %s" % ("interpreted", "p50 ms", "jobs/s", "bare p50", "bare j/s", "kiln vs bare"))

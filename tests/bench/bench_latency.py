@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,8 @@ debian_python.ensure(__file__)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import msgpack  # noqa: E402
-from kilntest import Redis, Worker, read_env, wait_for  # noqa: E402
+from kilntest import read_env  # noqa: E402
+from benchlab import Lab  # noqa: E402
 
 CODE = {"shell": "echo 1", "python": "print(1)", "deno-eval": "console.log(1)"}
 
@@ -153,18 +153,16 @@ def main():
     kv = read_env(os.path.join(build, "rootfs", "kiln.env"))
     rootfs = ["--rootfs", kv["KILN_ROOTFS"], "--rootfs-digest", kv["KILN_ROOTFS_DIGEST"]]
     cpus = os.cpu_count() or 2
-    tmp = tempfile.mkdtemp(prefix="kiln-bench-")
     rows = []
-    redis_srv = w = None
-    try:
-        redis_srv = Redis(tmp)
+    with Lab("kiln-bench-") as lab:
+        tmp, redis_srv, w = lab.tmp, lab.redis, None
         warm = str(max(4, cpus * 2))
         # "exec": warm pools whose python starts afresh in each sandbox
         # (--no-zygote), as before python sandboxes were forked
         for mode, pool, extra, plugins in (("warm", warm, [], CODE), ("cold", "0", [], CODE),
                                            ("exec", warm, ["--no-zygote"], ["python"])):
-            w = Worker(tmp, redis_srv.url, "bench-" + mode, *rootfs, "--pool", pool,
-                       "--slots", str(cpus), *extra)
+            w = lab.worker("bench-" + mode, *rootfs, "--pool", pool,
+                           "--slots", str(cpus), *extra)
             time.sleep(1.5)  # let the pools fill
             b = Bench(redis_srv.client, mode)
             for plugin in plugins:
@@ -185,12 +183,6 @@ def main():
             lat, rate = floor(plugin, kv.get("KILN_ROOTFS_TREE", kv["KILN_ROOTFS"]), a.n, a.burst, cpus)
             rows.append({"plugin": plugin, "mode": "floor", "p50": pct(lat, 50), "p99": pct(lat, 99),
                          "jobs_s": rate})
-    finally:
-        if w is not None:
-            w.stop()
-        if redis_srv is not None:
-            redis_srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
     floor_of = {r["plugin"]: r for r in rows if r["mode"] == "floor"}
     print("kiln benchmark: %d sequential jobs for latency, a burst of %d for throughput, %d CPUs"
