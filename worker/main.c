@@ -240,12 +240,6 @@ int main(int argc, char **argv)
     }
 
     /* every image mounted (a squashfs) and verified before any job */
-    for (size_t i = 0; cfg.images != NULL && cfg.images[i] != NULL; i++) {
-        if (i >= KILN_MAX_IMAGES) {
-            kiln_error("at most %d --image", KILN_MAX_IMAGES);
-            goto out;
-        }
-    }
     if (kiln_image_init(&images[nimages++], &cfg, 0, "default", cfg.sb.rootfs, cfg.rootfs_digest, cfg.preload,
                         &plugins, err, sizeof(err)) < 0) {
         kiln_error("rootfs: %s", err);

@@ -161,6 +161,14 @@ static void test_images(void **state)
     assert_string_equal(refused(7, b5), "kiln-worker: --image: image pd given twice\n");
     char *b6[] = {"kiln-worker", "--image-digest", "pd=ab", NULL};
     assert_string_equal(refused(3, b6), "kiln-worker: --image-digest: no --image pd=PATH\n");
+    char *b8[2 + 2 * (KILN_MAX_IMAGES + 1)] = {"kiln-worker"};
+    char names[KILN_MAX_IMAGES + 1][16];
+    for (int i = 0; i <= KILN_MAX_IMAGES; i++) {
+        snprintf(names[i], sizeof(names[i]), "i%d=/a", i);
+        b8[1 + 2 * i] = "--image";
+        b8[2 + 2 * i] = names[i];
+    }
+    assert_string_equal(refused(1 + 2 * (KILN_MAX_IMAGES + 1), b8), "kiln-worker: --image: at most 16 images\n");
     char *b7[] = {"kiln-worker", "--image", "pd=/a", "--image-digest", "pd=ab", "--image-preload", "pd=os;x", NULL};
     assert_non_null(strstr(refused(7, b7), "--image-preload pd: 'os;x' is not a comma-separated list"));
 }

@@ -188,6 +188,10 @@ static int check_images(const struct kiln_config *cfg)
         char *const *list;
     } lists[] = {{"--image", cfg->images}, {"--image-digest", cfg->image_digests},
                  {"--image-preload", cfg->image_preloads}};
+    if (list_len(cfg->images) > KILN_MAX_IMAGES) {
+        fprintf(stderr, "kiln-worker: --image: at most %d images\n", KILN_MAX_IMAGES);
+        return -EINVAL;
+    }
     for (size_t l = 0; l < sizeof(lists) / sizeof(lists[0]); l++) {
         for (size_t i = 0; lists[l].list != NULL && lists[l].list[i] != NULL; i++) {
             const char *e = lists[l].list[i], *eq = strchr(e, '=');

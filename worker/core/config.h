@@ -49,10 +49,13 @@ struct kiln_config {
     char *secrets_file;                 /* NAME HOSTS VALUE lines (core/secrets.h) */
     char *egress_ca;                    /* more CAs the proxy trusts for destinations */
     char *preload;                      /* modules python's template imports (KILN_PRELOAD) */
-    char **images;                      /* "NAME=PATH": more runtime images, NULL-ended */
+    char **images;                      /* "NAME=PATH": more runtime images, NULL-ended,
+                                         * at most KILN_MAX_IMAGES */
     char **image_digests;               /* "NAME=HEX": what each must be, NULL-ended */
     char **image_preloads;              /* "NAME=MODULES": python's preload on an image */
 };
+
+#define KILN_MAX_IMAGES 16 /* --image at most so many times */
 
 /* The runtime image called `name` among "NAME=VALUE" entries of `list`
  * (cfg->images, image_digests, image_preloads): its VALUE, or NULL. */

@@ -72,7 +72,6 @@ int kiln_image_init(struct kiln_image *img, const struct kiln_config *cfg, size_
             return -1;
         }
         kiln_info("image %s: %s mounted on %s", name, path, img->mount);
-        img->file = path;
         img->root = img->mount;
         if (index > 0)
             img->vm_image = path; /* a VM's root is the squashfs itself */

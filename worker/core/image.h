@@ -3,9 +3,9 @@
  * each --image NAME=PATH one more. A job picks one with `image: NAME`.
  * Each image is verified by its digest at start and has its own backend
  * (its sandboxes' root), plugins as they can run on it, warm pools and
- * templates; but for the default, the backend and pools are made when the
- * first job asks for the image, so an image nobody uses costs nothing but
- * its disk and a mount.
+ * templates. The default's backend and pools are made at start; another
+ * image's when its first job asks for it, so an image nobody uses costs
+ * nothing but its disk and a mount.
  */
 #ifndef KILN_IMAGE_H
 #define KILN_IMAGE_H
@@ -22,8 +22,6 @@ struct kiln_config;
 struct kiln_backend;
 struct kiln_pool;
 
-#define KILN_MAX_IMAGES 16 /* --image at most so many times */
-
 struct kiln_image {
     char name[64];
     size_t index;                 /* 0: the default (--rootfs) */
@@ -32,8 +30,7 @@ struct kiln_image {
     const char *vm_image;         /* the squashfs a VM boots (the default's: --vm-image) */
     struct kiln_sandbox_opts sb;  /* its backend's options: the worker's, with
                                    * its own root and state directory */
-    const char *file;             /* the squashfs given, mounted at `mount`; NULL: a tree */
-    char mount[600];
+    char mount[600];              /* where its squashfs is mounted, or "": a tree */
     char state[600];              /* its backends' state (the default: --state-dir) */
     struct kiln_plugins plugins;  /* every loaded plugin as it can run here */
     struct kiln_backend *backend; /* NULL until a job asks for it */
